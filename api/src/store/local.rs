@@ -1,0 +1,646 @@
+//! The local backend: cluster state in memory, persisted to a state directory.
+//!
+//! Invariants:
+//! - Every change is one journal record (`journal.log`: length, CRC-32, JSON batch) that is
+//!   written and synced *before* memory changes; a batch is atomic because a torn or
+//!   corrupt record at the tail is discarded (and truncated) on the next open.
+//! - `snapshot.json` is replaced atomically (write, sync, rename, sync directory) when the
+//!   journal grows; records at or below the snapshot's sequence number are skipped on
+//!   replay, so a crash between the rename and the journal truncation is harmless.
+//! - Watchers subscribe under the state lock that writers hold while they publish, so a
+//!   watch never misses or repeats a change between its first list and its first event.
+//! - One process owns a state directory at a time (an exclusive lock on `lock`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::{Store, StoreError, WatchEvent, validate_batch};
+use crate::kinds::{self, KINDS, Kind, KindId, Object, ObjectKey};
+
+/// Where time comes from (an input, so tests control it).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Journal size past which the state is compacted into a new snapshot.
+const COMPACT_BYTES: u64 = 8 << 20;
+/// Changes a slow watcher may fall behind before it is resynchronised with a fresh list.
+const WATCH_BUFFER: usize = 4096;
+/// Namespaces a new cluster starts with, as in Kubernetes.
+const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// In-memory store, optionally persisted to a directory. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    persist: Mutex<Option<Persist>>,
+    channels: Vec<broadcast::Sender<Change>>,
+    clock: Clock,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<ObjectKey, Arc<Object>>,
+    resource_version: u64,
+    seq: u64,
+}
+
+#[derive(Clone)]
+enum Change {
+    Applied(Arc<Object>),
+    Deleted(Arc<Object>),
+}
+
+struct Persist {
+    dir: PathBuf,
+    journal: File,
+    journal_len: u64,
+    _lock: File,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    seq: u64,
+    resource_version: u64,
+    ops: Vec<Op>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Put(Value),
+    Delete(ObjectKey),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Snapshot {
+    format: u32,
+    seq: u64,
+    resource_version: u64,
+    objects: Vec<Value>,
+}
+
+impl LocalStore {
+    /// A store that lives only in memory (tests, `--dry-run`).
+    pub fn in_memory() -> Self {
+        Self::build(None, system_clock()).expect("an in-memory store cannot fail to open")
+    }
+
+    /// Opens (or creates) the store persisted in `dir`, resuming from its last state.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::build(Some(dir), system_clock())
+    }
+
+    /// Like [`LocalStore::open`] / [`LocalStore::in_memory`] with a given clock.
+    pub fn build(dir: Option<&Path>, clock: Clock) -> Result<Self, StoreError> {
+        let mut state = State::default();
+        let persist = match dir {
+            Some(d) => Some(open_dir(d, &mut state)?),
+            None => None,
+        };
+        let fresh = state.seq == 0;
+        let channels = KINDS.iter().map(|_| broadcast::channel(WATCH_BUFFER).0).collect();
+        let store = Self {
+            inner: Arc::new(Inner {
+                state: RwLock::new(state),
+                persist: Mutex::new(persist),
+                channels,
+                clock,
+            }),
+        };
+        if fresh {
+            let namespaces = INITIAL_NAMESPACES
+                .iter()
+                .map(|n| {
+                    Object::Namespace(Namespace {
+                        metadata: ObjectMeta {
+                            name: Some((*n).into()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            store.apply_now(namespaces)?;
+        }
+        Ok(store)
+    }
+
+    /// The highest resourceVersion assigned so far.
+    pub fn resource_version(&self) -> u64 {
+        self.read().resource_version
+    }
+
+    /// One object of any kind, if it exists.
+    pub fn get_object(&self, key: &ObjectKey) -> Option<Object> {
+        self.read().objects.get(key).map(|o| (**o).clone())
+    }
+
+    /// Every object of a kind, in one namespace or all.
+    pub fn list_objects(&self, kind: KindId, namespace: Option<&str>) -> Vec<Object> {
+        self.read()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(_, o)| (**o).clone())
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply_now(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        validate_batch(&objects)?;
+        let mut persist = self.inner.persist.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        // Namespaces must exist, or come in the same batch (as `kubectl apply -f dir` allows).
+        let mut namespaces: BTreeSet<String> = state
+            .objects
+            .keys()
+            .filter(|k| k.kind == KindId::Namespace)
+            .map(|k| k.name.clone())
+            .collect();
+        namespaces.extend(
+            objects
+                .iter()
+                .filter(|o| o.kind_id() == KindId::Namespace)
+                .map(|o| o.key().name),
+        );
+        for o in &objects {
+            let key = o.key();
+            if !key.namespace.is_empty() && !namespaces.contains(&key.namespace) {
+                return Err(StoreError::NamespaceNotFound {
+                    namespace: key.namespace.clone(),
+                    key,
+                });
+            }
+        }
+        let now = (self.inner.clock)();
+        let mut rv = state.resource_version;
+        let mut results = Vec::with_capacity(objects.len());
+        let mut changed: Vec<Object> = Vec::new();
+        for o in objects {
+            let key = o.key();
+            let existing = state.objects.get(&key).cloned();
+            // A batch may name an object twice; the later one wins, as in kubectl.
+            let existing = changed
+                .iter()
+                .rev()
+                .find(|c| c.key() == key)
+                .cloned()
+                .map(Arc::new)
+                .or(existing);
+            let stored = prepare(o, existing.as_deref(), now, &mut rv)?;
+            match stored {
+                Some(s) => {
+                    results.push(s.clone());
+                    changed.push(s);
+                }
+                None => results.push(existing.as_deref().cloned().expect("unchanged implies existing")),
+            }
+        }
+        if changed.is_empty() {
+            return Ok(results);
+        }
+        let record = Record {
+            seq: state.seq + 1,
+            resource_version: rv,
+            ops: changed.iter().map(|o| Op::Put(o.to_value())).collect(),
+        };
+        if let Some(p) = persist.as_mut() {
+            p.append(&record)?;
+        }
+        state.seq = record.seq;
+        state.resource_version = rv;
+        for o in changed {
+            let o = Arc::new(o);
+            state.objects.insert(o.key(), o.clone());
+            let _ = self.inner.channels[o.kind_id() as usize].send(Change::Applied(o));
+        }
+        if let Some(p) = persist.as_mut() {
+            p.maybe_compact(&state)?;
+        }
+        Ok(results)
+    }
+
+    fn delete_now(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        let mut persist = self.inner.persist.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+        let Some(target) = state.objects.get(key).cloned() else {
+            return Ok(None);
+        };
+        // Deleting a namespace deletes everything in it, as in Kubernetes.
+        let mut doomed: Vec<ObjectKey> = Vec::new();
+        if key.kind == KindId::Namespace {
+            doomed.extend(state.objects.keys().filter(|k| k.namespace == key.name).cloned());
+        }
+        doomed.push(key.clone());
+        let record = Record {
+            seq: state.seq + 1,
+            resource_version: state.resource_version + 1,
+            ops: doomed.iter().cloned().map(Op::Delete).collect(),
+        };
+        if let Some(p) = persist.as_mut() {
+            p.append(&record)?;
+        }
+        state.seq = record.seq;
+        state.resource_version = record.resource_version;
+        for k in doomed {
+            if let Some(o) = state.objects.remove(&k) {
+                let _ = self.inner.channels[k.kind as usize].send(Change::Deleted(o));
+            }
+        }
+        if let Some(p) = persist.as_mut() {
+            p.maybe_compact(&state)?;
+        }
+        Ok(Some((*target).clone()))
+    }
+}
+
+impl Store for LocalStore {
+    async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        let key = ObjectKey::new(K::ID, namespace, name);
+        Ok(self
+            .read()
+            .objects
+            .get(&key)
+            .and_then(|o| K::from_object_ref(o).cloned()))
+    }
+
+    async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
+        Ok(list_kind::<K>(&self.read(), namespace))
+    }
+
+    fn watch<K: Kind>(&self) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        let (rx, snapshot) = {
+            let state = self.read();
+            (
+                self.inner.channels[K::ID as usize].subscribe(),
+                list_kind::<K>(&state, None),
+            )
+        };
+        let store = self.clone();
+        futures::stream::unfold((store, rx, Some(snapshot)), |(store, mut rx, first)| async move {
+            if let Some(items) = first {
+                return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(Change::Applied(o)) => {
+                        if let Some(k) = K::from_object_ref(&o) {
+                            return Some((Ok(WatchEvent::Applied(k.clone())), (store, rx, None)));
+                        }
+                    }
+                    Ok(Change::Deleted(o)) => {
+                        if let Some(k) = K::from_object_ref(&o) {
+                            return Some((Ok(WatchEvent::Deleted(k.clone())), (store, rx, None)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too far behind: start over from a consistent list.
+                        let (rx, items) = {
+                            let state = store.read();
+                            (rx.resubscribe(), list_kind::<K>(&state, None))
+                        };
+                        return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        let this = self.clone();
+        // Appending to the journal syncs to disk: keep that off the async workers.
+        tokio::task::spawn_blocking(move || this.apply_now(objects))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        let this = self.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || this.delete_now(&key))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+fn list_kind<K: Kind>(state: &State, namespace: Option<&str>) -> Vec<K> {
+    state
+        .objects
+        .iter()
+        .filter(|(k, _)| k.kind == K::ID && namespace.is_none_or(|ns| k.namespace == ns))
+        .filter_map(|(_, o)| K::from_object_ref(o).cloned())
+        .collect()
+}
+
+/// The object as it will be stored, or `None` if storing it would change nothing.
+fn prepare(
+    obj: Object,
+    existing: Option<&Object>,
+    now: SystemTime,
+    rv: &mut u64,
+) -> Result<Option<Object>, StoreError> {
+    let mut value = obj.to_value();
+    let old = existing.map(Object::to_value);
+    // Status is written by controllers, not by apply: keep it unless the caller sent one.
+    if let Some(old_status) = old
+        .as_ref()
+        .and_then(|o| o.get("status"))
+        .filter(|s| !s.is_null())
+        && value.get("status").is_none_or(Value::is_null)
+    {
+        value["status"] = old_status.clone();
+    }
+    let mut candidate = Object::from_value(obj.kind_id(), value).map_err(|e| StoreError::Corrupt {
+        path: "(apply)".into(),
+        detail: format!("{} does not round-trip: {e}", obj.key()),
+    })?;
+    if let (Some(old_obj), Some(old_v)) = (existing, &old) {
+        if comparable(&candidate.to_value()) == comparable(old_v) {
+            return Ok(None);
+        }
+        let spec_changed = old_v.get("spec") != candidate.to_value().get("spec");
+        let old_meta = old_obj.meta();
+        let meta = candidate.meta_mut();
+        meta.uid = old_meta.uid.clone();
+        meta.creation_timestamp = old_meta.creation_timestamp.clone();
+        meta.generation = Some(old_meta.generation.unwrap_or(1) + i64::from(spec_changed));
+    } else {
+        let meta = candidate.meta_mut();
+        meta.uid = Some(uid(now, *rv + 1));
+        meta.creation_timestamp = Some(time(now));
+        meta.generation = Some(1);
+    }
+    *rv += 1;
+    let meta = candidate.meta_mut();
+    meta.resource_version = Some(rv.to_string());
+    meta.managed_fields = None;
+    Ok(Some(candidate))
+}
+
+/// An object's value without the fields the store itself maintains.
+fn comparable(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+        ] {
+            meta.remove(f);
+        }
+    }
+    v
+}
+
+fn time(t: SystemTime) -> Time {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let ts =
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    Time(ts)
+}
+
+/// A UUID-shaped identifier, unique per store (derived from time and resourceVersion).
+fn uid(now: SystemTime, rv: u64) -> String {
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let a = splitmix(nanos ^ rv.rotate_left(32));
+    let b = splitmix(a ^ rv);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0xfff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn io_err(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.display().to_string();
+    move |source| StoreError::Io { path, action, source }
+}
+
+fn corrupt(path: &Path, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail,
+    }
+}
+
+fn decode_object(path: &Path, v: Value) -> Result<Object, StoreError> {
+    let api_version = v
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let info =
+        kinds::lookup(&api_version, &kind).map_err(|e| corrupt(path, format!("stored object: {e}")))?;
+    Object::from_value(info.id, v).map_err(|e| corrupt(path, format!("stored {kind}: {e}")))
+}
+
+/// Locks the directory, loads the snapshot, replays the journal and truncates a torn tail.
+fn open_dir(dir: &Path, state: &mut State) -> Result<Persist, StoreError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir, "create"))?;
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path, "open"))?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Locked {
+            path: dir.display().to_string(),
+        });
+    }
+
+    let snap_path = dir.join("snapshot.json");
+    match std::fs::read(&snap_path) {
+        Ok(bytes) => {
+            let snap: Snapshot = serde_json::from_slice(&bytes)
+                .map_err(|e| corrupt(&snap_path, format!("unreadable snapshot: {e}")))?;
+            if snap.format != 1 {
+                return Err(corrupt(
+                    &snap_path,
+                    format!("snapshot format {} is not 1", snap.format),
+                ));
+            }
+            state.seq = snap.seq;
+            state.resource_version = snap.resource_version;
+            for v in snap.objects {
+                let o = decode_object(&snap_path, v)?;
+                state.objects.insert(o.key(), Arc::new(o));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&snap_path, "read")(e)),
+    }
+
+    let journal_path = dir.join("journal.log");
+    let mut journal = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&journal_path)
+        .map_err(io_err(&journal_path, "open"))?;
+    let mut bytes = Vec::new();
+    journal
+        .read_to_end(&mut bytes)
+        .map_err(io_err(&journal_path, "read"))?;
+    let mut offset = 0usize;
+    while let Some((record, len)) = read_record(&bytes[offset..]) {
+        let record: Record = match serde_json::from_slice(record) {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        if record.seq > state.seq {
+            for op in record.ops {
+                match op {
+                    Op::Put(v) => {
+                        let o = decode_object(&journal_path, v)?;
+                        state.objects.insert(o.key(), Arc::new(o));
+                    }
+                    Op::Delete(k) => {
+                        state.objects.remove(&k);
+                    }
+                }
+            }
+            state.seq = record.seq;
+            state.resource_version = record.resource_version;
+        }
+        offset += len;
+    }
+    if offset < bytes.len() {
+        // A batch whose record was not completely written never happened.
+        tracing::warn!(
+            path = %journal_path.display(),
+            discarded_bytes = bytes.len() - offset,
+            "discarding an incomplete journal record left by an interrupted write"
+        );
+        journal
+            .set_len(offset as u64)
+            .map_err(io_err(&journal_path, "truncate"))?;
+        journal.sync_all().map_err(io_err(&journal_path, "sync"))?;
+    }
+    journal
+        .seek(SeekFrom::End(0))
+        .map_err(io_err(&journal_path, "seek"))?;
+    Ok(Persist {
+        dir: dir.to_path_buf(),
+        journal,
+        journal_len: offset as u64,
+        _lock: lock,
+    })
+}
+
+/// One framed record at the start of `buf`: (payload, framed length), if complete and intact.
+fn read_record(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(buf.get(4..8)?.try_into().ok()?);
+    let payload = buf.get(8..8 + len)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, 8 + len))
+}
+
+impl Persist {
+    fn append(&mut self, record: &Record) -> Result<(), StoreError> {
+        let path = self.dir.join("journal.log");
+        let payload = serde_json::to_vec(record).expect("records serialize");
+        let mut framed = Vec::with_capacity(payload.len() + 8);
+        framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        framed.extend_from_slice(&payload);
+        let result = self
+            .journal
+            .write_all(&framed)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = result {
+            // Cut off whatever part of the record reached the file, so the journal stays valid.
+            let _ = self.journal.set_len(self.journal_len);
+            let _ = self.journal.seek(SeekFrom::End(0));
+            return Err(io_err(&path, "append")(e));
+        }
+        self.journal_len += framed.len() as u64;
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self, state: &State) -> Result<(), StoreError> {
+        if self.journal_len < COMPACT_BYTES {
+            return Ok(());
+        }
+        self.compact(state)
+    }
+
+    fn compact(&mut self, state: &State) -> Result<(), StoreError> {
+        let snap = Snapshot {
+            format: 1,
+            seq: state.seq,
+            resource_version: state.resource_version,
+            objects: state.objects.values().map(|o| o.to_value()).collect(),
+        };
+        let tmp = self.dir.join("snapshot.json.tmp");
+        let dst = self.dir.join("snapshot.json");
+        let bytes = serde_json::to_vec(&snap).expect("snapshots serialize");
+        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&tmp, "write"))?;
+        std::fs::rename(&tmp, &dst).map_err(io_err(&dst, "replace"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir, "sync"))?;
+        let journal = self.dir.join("journal.log");
+        self.journal.set_len(0).map_err(io_err(&journal, "truncate"))?;
+        self.journal
+            .seek(SeekFrom::Start(0))
+            .map_err(io_err(&journal, "seek"))?;
+        self.journal.sync_all().map_err(io_err(&journal, "sync"))?;
+        self.journal_len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

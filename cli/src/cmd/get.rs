@@ -1,0 +1,238 @@
+//! `strait get` and `strait delete`: read and remove objects of a local cluster.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Args;
+use serde_json::Value;
+use strait_api::Store;
+use strait_api::kinds::{self, KindInfo, Object, ObjectKey};
+
+use crate::exit;
+use crate::{Global, Output};
+
+/// Arguments of `get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The kind: plural, singular or short name (`svc`, `srv`, `httproutes.policy.linkerd.io`).
+    pub kind: String,
+    /// Object names; all objects of the kind when omitted.
+    pub names: Vec<String>,
+    /// Namespace to look in.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Look in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Arguments of `delete`.
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// The kind, then names; or nothing with -f.
+    pub kind_and_names: Vec<String>,
+    /// Delete the objects named in these manifests.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<String>,
+    /// Read directories recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace of the objects.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Succeed when an object does not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+fn kind_of(name: &str) -> Result<&'static KindInfo, ExitCode> {
+    kinds::lookup_name(name).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::code(exit::FAILURE)
+    })
+}
+
+/// Runs `get`.
+pub fn get(g: &Global, args: &GetArgs) -> ExitCode {
+    let info = match kind_of(&args.kind) {
+        Ok(i) => i,
+        Err(c) => return c,
+    };
+    let store = match super::open_store(g) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let ns = (!args.all_namespaces && info.namespaced).then_some(args.namespace.as_str());
+    let mut objects = Vec::new();
+    let mut missing = Vec::new();
+    if args.names.is_empty() {
+        objects = store.list_objects(info.id, ns);
+    } else {
+        for name in &args.names {
+            let key = ObjectKey::new(info.id, ns.unwrap_or(&args.namespace), name.clone());
+            match store.get_object(&key) {
+                Some(o) => objects.push(o),
+                None => missing.push(name.clone()),
+            }
+        }
+    }
+    print_objects(info, &objects, args.output, args.all_namespaces);
+    if objects.is_empty() && missing.is_empty() && args.output == Output::Table {
+        match ns {
+            Some(ns) => eprintln!("No {} found in namespace {ns}.", info.plural),
+            None => eprintln!("No {} found.", info.plural),
+        }
+    }
+    for name in &missing {
+        eprintln!(
+            "error: {} {name:?} not found{}",
+            info.plural,
+            ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+        );
+    }
+    if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        exit::code(exit::FAILURE)
+    }
+}
+
+fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namespaces: bool) {
+    match output {
+        Output::Yaml => {
+            let values: Vec<Value> = objects.iter().map(Object::to_value).collect();
+            if !values.is_empty() {
+                print!("{}", strait_api::yaml::to_yaml(&values));
+            }
+        }
+        Output::Json => {
+            let v = match objects {
+                [one] => one.to_value(),
+                many => serde_json::json!({
+                    "apiVersion": "v1", "kind": "List",
+                    "items": many.iter().map(Object::to_value).collect::<Vec<_>>(),
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&v).expect("values serialize"));
+        }
+        Output::Name => {
+            for o in objects {
+                println!(
+                    "{}/{}",
+                    info.qualified_lowercase(),
+                    o.meta().name.as_deref().unwrap_or_default()
+                );
+            }
+        }
+        Output::Table => {
+            if objects.is_empty() {
+                return;
+            }
+            let now = SystemTime::now();
+            let mut rows = vec![vec!["NAMESPACE".to_string(), "NAME".into(), "AGE".into()]];
+            for o in objects {
+                let m = o.meta();
+                let age = m
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| age(now, t.0.as_second()))
+                    .unwrap_or_else(|| "<unknown>".into());
+                rows.push(vec![
+                    m.namespace.clone().unwrap_or_default(),
+                    m.name.clone().unwrap_or_default(),
+                    age,
+                ]);
+            }
+            let skip_ns = !(all_namespaces && info.namespaced);
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|r| r.into_iter().skip(usize::from(skip_ns)).collect())
+                .collect();
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+                .collect();
+            for r in rows {
+                let line: Vec<String> = r
+                    .iter()
+                    .zip(&widths)
+                    .map(|(cell, w)| format!("{cell:<w$}"))
+                    .collect();
+                println!("{}", line.join("   ").trim_end());
+            }
+        }
+    }
+}
+
+/// kubectl's compact age: `45s`, `12m`, `5h`, `3d`.
+fn age(now: SystemTime, created_secs: i64) -> String {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let s = (now - created_secs).max(0);
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Runs `delete`.
+pub fn delete(g: &Global, args: &DeleteArgs) -> ExitCode {
+    let keys: Vec<ObjectKey> = if !args.files.is_empty() {
+        if !args.kind_and_names.is_empty() {
+            eprintln!("error: give either -f FILE or a kind and names, not both");
+            return exit::code(exit::FAILURE);
+        }
+        match super::apply::load_manifests(&args.files, args.recursive, &args.namespace) {
+            Ok(l) => l.iter().map(|l| l.object.key()).collect(),
+            Err(c) => return c,
+        }
+    } else {
+        let [kind, names @ ..] = args.kind_and_names.as_slice() else {
+            eprintln!("error: name what to delete: `strait delete KIND NAME...` or `strait delete -f FILE`");
+            return exit::code(exit::FAILURE);
+        };
+        if names.is_empty() {
+            eprintln!("error: name the {kind} to delete: `strait delete {kind} NAME...`");
+            return exit::code(exit::FAILURE);
+        }
+        let info = match kind_of(kind) {
+            Ok(i) => i,
+            Err(c) => return c,
+        };
+        names
+            .iter()
+            .map(|n| ObjectKey::new(info.id, args.namespace.clone(), n.clone()))
+            .collect()
+    };
+    let store = match super::open_store(g) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let rt = super::runtime();
+    let mut failed = false;
+    for key in keys {
+        match rt.block_on(store.delete(&key)) {
+            Ok(Some(_)) => println!("{key} deleted"),
+            Ok(None) if args.ignore_not_found => {}
+            Ok(None) => {
+                eprintln!("error: {key} not found");
+                failed = true;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        exit::code(exit::FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

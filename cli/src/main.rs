@@ -1,0 +1,223 @@
+//! `strait`: every user command and every component's entry point, in one binary.
+//!
+//! Commands parse their flags into typed arguments here, then call one function each in
+//! [`cmd`]. A command that a later piece of work fills in says so plainly and exits with
+//! [`exit::NOT_AVAILABLE`]; it never pretends to have done something.
+
+mod cmd;
+mod exit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A Linkerd-compatible service mesh whose centrepiece is multi-cluster federation.
+#[derive(Parser, Debug)]
+#[command(name = "strait", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// A running local cluster to talk to (started by `strait up`).
+    #[arg(long, global = true, env = "STRAIT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// A local cluster's state directory to read and write directly (no running cluster needed).
+    #[arg(long, global = true, env = "STRAIT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `warn,strait=debug`.
+    #[arg(long, global = true, env = "STRAIT_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the Kubernetes manifests of the control plane (or its CRDs with --crds).
+    Install(cmd::install::InstallArgs),
+    /// Print the manifests that upgrade an installed control plane.
+    Upgrade(cmd::install::InstallArgs),
+    /// Print every object `install` created, for `kubectl delete -f -`.
+    Uninstall,
+    /// Check that the mesh (or, with --pre, the cluster before installing) is healthy.
+    Check {
+        /// Check the cluster is ready for an install instead of checking an installed mesh.
+        #[arg(long)]
+        pre: bool,
+    },
+    /// Add the proxy to workloads in manifests (files, directories or - for stdin).
+    Inject { files: Vec<String> },
+    /// Remove the proxy from workloads in manifests.
+    Uninject { files: Vec<String> },
+    /// Create or update objects from manifests.
+    Apply(cmd::apply::ApplyArgs),
+    /// Show objects of a kind.
+    Get(cmd::get::GetArgs),
+    /// Delete objects by kind and name, or those named in manifests.
+    Delete(cmd::get::DeleteArgs),
+    /// Start every cluster of a topology on this machine, link them, and keep them running.
+    Up {
+        /// The topology file, e.g. topologies/west-east.yaml.
+        topology: PathBuf,
+    },
+    /// Stop a topology started by `up` and remove everything it created.
+    Down,
+    /// Multi-cluster federation: gateways, links and mirrors.
+    #[command(subcommand)]
+    Multicluster(Multicluster),
+    /// Observability: golden metrics, live traffic and the dashboard.
+    #[command(subcommand)]
+    Viz(Viz),
+    /// Write a ServiceProfile for a service (from a template or an OpenAPI spec).
+    Profile {
+        /// The service.
+        service: String,
+        /// Namespace of the service.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// An OpenAPI (Swagger) file to derive routes from.
+        #[arg(long)]
+        open_api: Option<PathBuf>,
+    },
+    /// Low-level diagnostics: proxy metrics, endpoints, policies.
+    Diagnostics {
+        /// What to inspect: proxy-metrics, endpoints, policy.
+        what: String,
+        /// The target, e.g. pod/myapp-1.
+        target: Option<String>,
+    },
+    /// Print the client version (and the control plane's, when one is reachable).
+    Version(cmd::version::VersionArgs),
+    /// Run the sidecar proxy (component entry point).
+    Proxy,
+    /// Run a cluster's control plane: destination, identity, policy, injector, public API.
+    Controller,
+    /// Run a cluster's multi-cluster gateway.
+    Gateway,
+    /// Run the service mirror for a cluster's links.
+    Mirror,
+    /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
+    Init,
+}
+
+#[derive(Subcommand, Debug)]
+enum Multicluster {
+    /// Print the gateway and service-mirror manifests.
+    Install,
+    /// Print the Link and credentials that let another cluster mirror this one.
+    Link {
+        /// The name this cluster has in the linking cluster.
+        #[arg(long)]
+        cluster_name: String,
+    },
+    /// Print everything a link created, for deletion.
+    Unlink {
+        /// The linked cluster's name.
+        #[arg(long)]
+        cluster_name: String,
+    },
+    /// Show the linked clusters' gateways: alive, services, latency.
+    Gateways,
+    /// Check links, credentials, trust, mirrors and gateways.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+enum Viz {
+    /// Golden metrics per resource: success rate, request rate, latency.
+    Stat { resource: String },
+    /// Live view of the most frequent requests.
+    Top { resource: String },
+    /// Stream live requests through the proxies.
+    Tap { resource: String },
+    /// Golden metrics per route.
+    Routes { resource: String },
+    /// The traffic graph between resources, with identities.
+    Edges { resource: String },
+    /// Serve the web dashboard.
+    Dashboard,
+}
+
+/// Output formats of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table.
+    Table,
+    /// YAML documents.
+    Yaml,
+    /// A JSON object, or a `List` for several.
+    Json,
+    /// `kind/name` lines.
+    Name,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log);
+    let g = &cli.global;
+    use cmd::pending::not_available as later;
+    match cli.command {
+        Command::Install(a) => cmd::install::install(&a),
+        Command::Upgrade(_) => later("upgrade", 3, "printing control-plane upgrade manifests"),
+        Command::Uninstall => later(
+            "uninstall",
+            3,
+            "printing the control plane's objects for deletion",
+        ),
+        Command::Check { .. } => later("check", 3, "health checks of the control plane and proxies"),
+        Command::Inject { .. } => later("inject", 3, "the proxy injector"),
+        Command::Uninject { .. } => later("uninject", 3, "the proxy injector"),
+        Command::Apply(a) => cmd::apply::apply(g, &a),
+        Command::Get(a) => cmd::get::get(g, &a),
+        Command::Delete(a) => cmd::get::delete(g, &a),
+        Command::Up { .. } => later("up", 6, "running topologies on this machine"),
+        Command::Down => later("down", 6, "running topologies on this machine"),
+        Command::Multicluster(m) => {
+            let name = match m {
+                Multicluster::Install => "multicluster install",
+                Multicluster::Link { .. } => "multicluster link",
+                Multicluster::Unlink { .. } => "multicluster unlink",
+                Multicluster::Gateways => "multicluster gateways",
+                Multicluster::Check => "multicluster check",
+            };
+            later(name, 5, "multi-cluster federation")
+        }
+        Command::Viz(v) => {
+            let name = match v {
+                Viz::Stat { .. } => "viz stat",
+                Viz::Top { .. } => "viz top",
+                Viz::Tap { .. } => "viz tap",
+                Viz::Routes { .. } => "viz routes",
+                Viz::Edges { .. } => "viz edges",
+                Viz::Dashboard => "viz dashboard",
+            };
+            cmd::pending::not_planned_yet(name, "observability (viz)")
+        }
+        Command::Profile { .. } => later("profile", 7, "ServiceProfile generation"),
+        Command::Diagnostics { .. } => {
+            cmd::pending::not_planned_yet("diagnostics", "observability (diagnostics)")
+        }
+        Command::Version(a) => cmd::version::version(g, &a),
+        Command::Proxy => later("proxy", 4, "the sidecar proxy"),
+        Command::Controller => later("controller", 3, "the control plane"),
+        Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
+        Command::Mirror => later("mirror", 5, "the service mirror"),
+        Command::Init => later("init", 6, "pod traffic redirection"),
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: --log {filter:?} is not a valid log filter ({e}); using \"warn\"");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,290 @@
+//! The `strait` binary as a user runs it: real processes, real files, exit codes and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn strait() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strait"));
+    c.env_remove("STRAIT_STATE_DIR")
+        .env_remove("STRAIT_CLUSTER")
+        .env_remove("STRAIT_LOG");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    strait().args(args).output().expect("strait runs")
+}
+
+fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = strait()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strait runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn seed() -> String {
+    repo().join("examples/linkerd-seed").display().to_string()
+}
+
+#[test]
+fn help_shows_the_whole_command_tree() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in [
+        "install",
+        "upgrade",
+        "uninstall",
+        "check",
+        "inject",
+        "uninject",
+        "apply",
+        "get",
+        "delete",
+        "up",
+        "down",
+        "multicluster",
+        "viz",
+        "profile",
+        "diagnostics",
+        "version",
+        "proxy",
+        "controller",
+        "gateway",
+        "mirror",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "{cmd} missing from:\n{help}"
+        );
+    }
+    let mc = text(&run(&["multicluster", "--help"]).stdout);
+    for cmd in ["install", "link", "unlink", "gateways", "check"] {
+        assert!(mc.contains(cmd), "multicluster {cmd} missing:\n{mc}");
+    }
+    let viz = text(&run(&["viz", "--help"]).stdout);
+    for cmd in ["stat", "top", "tap", "routes", "edges", "dashboard"] {
+        assert!(viz.contains(cmd), "viz {cmd} missing:\n{viz}");
+    }
+}
+
+#[test]
+fn the_seed_manifests_validate() {
+    let out = run(&["apply", "--dry-run=client", "-f", &seed()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    assert_eq!(stdout.lines().count(), 19, "{stdout}");
+    assert!(stdout.contains("namespace/production valid"));
+    assert!(stdout.contains("server.policy.linkerd.io/production/all-pods valid"));
+    assert!(stdout.contains("trafficsplit.split.smi-spec.io/production/myapp-canary valid"));
+    // 11-service-export.yaml re-declares myapp with the export label: an update, as with kubectl.
+    assert!(
+        stdout.contains("service/production/myapp valid (replaces the one at"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("19 objects in 12 files valid; nothing was applied (dry run)"));
+}
+
+#[test]
+fn a_bad_manifest_fails_with_its_location_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\nspec:\n  ports:\n    - port: 70000\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "apply",
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:13:7: document 2 (service/production/myapp): spec.ports[0].port: expected a port number 1-65535, found 70000", bad.display())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    // The valid Namespace in the same file was not applied either.
+    let out = run(&["--state-dir", state.to_str().unwrap(), "get", "ns", "production"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+#[test]
+fn stdin_works_and_the_crds_load_back() {
+    let crds = run(&["install", "--crds"]);
+    assert!(crds.status.success(), "{}", text(&crds.stderr));
+    let yaml = text(&crds.stdout);
+    assert!(yaml.contains("name: servers.policy.linkerd.io"));
+    assert!(yaml.contains("name: links.multicluster.linkerd.io"));
+    let out = run_stdin(&["apply", "--dry-run", "-f", "-"], &crds.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("customresourcedefinition.apiextensions.k8s.io/httproutes.policy.linkerd.io valid")
+    );
+}
+
+#[test]
+fn apply_get_delete_on_a_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let seed = seed();
+    // The tracing overrides live in the `linkerd` namespace, which only an install creates.
+    let out = run(&["--state-dir", s, "apply", "-f", &seed]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("namespace \"linkerd\" not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--state-dir", s, "get", "ns", "production"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused apply leaves nothing behind"
+    );
+    let out = run_stdin(
+        &["--state-dir", s, "apply", "-f", "-"],
+        b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: linkerd\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "namespace/linkerd created");
+
+    let out = run(&["--state-dir", s, "apply", "-f", &seed]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("namespace/production created"), "{stdout}");
+    assert!(stdout.contains("service/production/myapp created"), "{stdout}");
+
+    // Applying again changes nothing.
+    let again = text(&run(&["--state-dir", s, "apply", "-f", &seed]).stdout);
+    assert!(again.lines().all(|l| l.ends_with("unchanged")), "{again}");
+
+    // The later file's export label won, as kubectl would leave it.
+    let out = run(&[
+        "--state-dir",
+        s,
+        "get",
+        "svc",
+        "myapp",
+        "-n",
+        "production",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metadata"]["labels"]["mirror.linkerd.io/exported"], "true");
+
+    let table = text(&run(&["--state-dir", s, "get", "services", "-n", "production"]).stdout);
+    let names: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["myapp", "myapp-v1", "myapp-v2"], "{table}");
+    let srv = text(&run(&["--state-dir", s, "get", "srv", "-A", "-o", "name"]).stdout);
+    assert_eq!(srv.lines().count(), 2, "{srv}");
+
+    let out = run(&["--state-dir", s, "delete", "svc", "myapp-v2", "-n", "production"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("service/production/myapp-v2 deleted"));
+    let out = run(&["--state-dir", s, "delete", "svc", "myapp-v2", "-n", "production"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"));
+    let out = run(&[
+        "--state-dir",
+        s,
+        "delete",
+        "svc",
+        "myapp-v2",
+        "-n",
+        "production",
+        "--ignore-not-found",
+    ]);
+    assert!(out.status.success());
+
+    // Deleting the namespace removes what is in it.
+    assert!(
+        run(&["--state-dir", s, "delete", "ns", "production"])
+            .status
+            .success()
+    );
+    let out = run(&["--state-dir", s, "get", "svc", "-A"]);
+    assert!(
+        text(&out.stderr).contains("No services found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn commands_of_later_issues_say_so_and_fail() {
+    for args in [
+        &["up", "topologies/west-east.yaml"][..],
+        &["multicluster", "link", "--cluster-name", "east"],
+        &["proxy"],
+        &["viz", "stat", "deploy"],
+        &["install"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("not available in this build"), "{args:?}: {err}");
+        assert!(err.contains("Nothing was done"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed something");
+    }
+}
+
+#[test]
+fn usage_mistakes_tell_what_to_do() {
+    let out = run(&["get", "svc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--state-dir"), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    let out = run(&["--state-dir", s, "get", "gizmos"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown kind \"gizmos\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--state-dir", s, "get", "httproute"]);
+    assert!(
+        text(&out.stderr).contains("qualify it with its group"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn version_prints_the_client_version() {
+    let out = run(&["version", "--client"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("Client version: strait-{}", env!("CARGO_PKG_VERSION"))
+    );
+}
