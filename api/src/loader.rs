@@ -250,6 +250,7 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Vec<Loaded>, LoadE
                 continue;
             }
         };
+        let first_error = errors.len();
         for doc in &docs {
             let cx = DocCx {
                 file: &src.name,
@@ -258,6 +259,8 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Vec<Loaded>, LoadE
             };
             cx.document(&mut loaded, &mut errors);
         }
+        // Report a file's problems top to bottom, whatever order the checks found them in.
+        errors[first_error..].sort_by_key(|e| (e.document, e.pos.line, e.pos.col));
     }
     // The same object twice in one file is a mistake; in a later file it is an update,
     // as `kubectl apply -f dir/` applies files in order and the last one wins.

@@ -162,44 +162,15 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// A Kubernetes resource quantity (`100m`, `0.5`, `128Mi`, `1G`, `1e3`), as used by the
-/// `config.linkerd.io/proxy-*-request` and `-limit` annotations. Returns the value in base
-/// units (cores or bytes).
+/// A non-negative Kubernetes resource quantity (`100m`, `0.5`, `128Mi`, `1G`, `1e3`), as
+/// used by the `config.linkerd.io/proxy-*-request` and `-limit` annotations. Returns the value
+/// in base units (cores or bytes).
 pub fn quantity(s: &str) -> Result<f64, String> {
     const EXPECTED: &str = "a Kubernetes quantity such as \"100m\", \"0.5\", \"128Mi\" or \"1G\"";
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| EXPECTED.to_string())?;
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().map_err(|_| EXPECTED.to_string())?;
-            10f64.powi(exp)
-        }
-        _ => return Err(EXPECTED.into()),
-    };
-    if value < 0.0 || !value.is_finite() {
-        return Err(EXPECTED.into());
+    match crate::mesh::formats::quantity(s.trim()) {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err(EXPECTED.into()),
     }
-    Ok(value * scale)
 }
 
 #[cfg(test)]
