@@ -21,7 +21,16 @@ pub fn validate_object(obj: &Object) -> Problems {
     validate_meta(obj.kind_id(), obj.meta(), &root.key("metadata"), &mut p);
     let spec = root.key("spec");
     match obj {
-        Object::Namespace(_) | Object::ServiceAccount(_) | Object::CustomResourceDefinition(_) => {}
+        Object::Namespace(_)
+        | Object::ServiceAccount(_)
+        | Object::CustomResourceDefinition(_)
+        | Object::ClusterRole(_)
+        | Object::ClusterRoleBinding(_)
+        | Object::Role(_)
+        | Object::RoleBinding(_)
+        | Object::MutatingWebhookConfiguration(_)
+        | Object::ValidatingWebhookConfiguration(_)
+        | Object::PodDisruptionBudget(_) => {}
         Object::Secret(o) => {
             map_keys(o.data.iter().flat_map(|m| m.keys()), &root.key("data"), &mut p);
             map_keys(

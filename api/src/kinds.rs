@@ -7,10 +7,15 @@
 
 use std::fmt;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -178,6 +183,22 @@ kinds! {
         group: "", kind: "Namespace", plural: "namespaces",
         versions: ["v1"], storage: "v1", namespaced: false, short: ["ns"],
     }
+    ClusterRole => ClusterRole {
+        group: "rbac.authorization.k8s.io", kind: "ClusterRole", plural: "clusterroles",
+        versions: ["v1"], storage: "v1", namespaced: false, short: [],
+    }
+    ClusterRoleBinding => ClusterRoleBinding {
+        group: "rbac.authorization.k8s.io", kind: "ClusterRoleBinding", plural: "clusterrolebindings",
+        versions: ["v1"], storage: "v1", namespaced: false, short: [],
+    }
+    MutatingWebhookConfiguration => MutatingWebhookConfiguration {
+        group: "admissionregistration.k8s.io", kind: "MutatingWebhookConfiguration", plural: "mutatingwebhookconfigurations",
+        versions: ["v1"], storage: "v1", namespaced: false, short: [],
+    }
+    ValidatingWebhookConfiguration => ValidatingWebhookConfiguration {
+        group: "admissionregistration.k8s.io", kind: "ValidatingWebhookConfiguration", plural: "validatingwebhookconfigurations",
+        versions: ["v1"], storage: "v1", namespaced: false, short: [],
+    }
     ServiceAccount => ServiceAccount {
         group: "", kind: "ServiceAccount", plural: "serviceaccounts",
         versions: ["v1"], storage: "v1", namespaced: true, short: ["sa"],
@@ -189,6 +210,18 @@ kinds! {
     ConfigMap => ConfigMap {
         group: "", kind: "ConfigMap", plural: "configmaps",
         versions: ["v1"], storage: "v1", namespaced: true, short: ["cm"],
+    }
+    Role => Role {
+        group: "rbac.authorization.k8s.io", kind: "Role", plural: "roles",
+        versions: ["v1"], storage: "v1", namespaced: true, short: [],
+    }
+    RoleBinding => RoleBinding {
+        group: "rbac.authorization.k8s.io", kind: "RoleBinding", plural: "rolebindings",
+        versions: ["v1"], storage: "v1", namespaced: true, short: [],
+    }
+    PodDisruptionBudget => PodDisruptionBudget {
+        group: "policy", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets",
+        versions: ["v1"], storage: "v1", namespaced: true, short: ["pdb"],
     }
     Service => Service {
         group: "", kind: "Service", plural: "services",
