@@ -1,4 +1,8 @@
 //! The per-cluster control plane (`strait controller`): destination, identity and policy
 //! over the linkerd2-proxy-api contract, the proxy injector and the public API.
 //!
-//! Built by issue #3 over the `Store` of `strait-api` and the issuer of `strait-identity`.
+//! Every service reads cluster state through a `strait_api::Store` and never knows whether
+//! it runs against Kubernetes or a local state directory.
+
+pub mod discovery;
+pub mod identity;

@@ -1,0 +1,356 @@
+//! `io.linkerd.proxy.destination.Destination`: `Get` streams the endpoints of an authority
+//! and `GetProfile` its profile, each following the index live.
+//!
+//! Authorities are `<svc>.<ns>.svc.<cluster-domain>:<port>` (the trailing dot and a missing
+//! cluster domain are accepted) or `IP:port` (a ClusterIP, or a pod). An authority that
+//! names no service yields `NoEndpoints { exists: false }` and the stream stays open, so a
+//! service created later starts flowing without the proxy re-asking, as with Linkerd.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::net::TcpAddress;
+use tonic::{Request, Response, Status};
+
+use super::index::{Index, IpTarget};
+use super::model::{Endpoint, NsName, Resolution};
+use super::profile::destination_profile;
+
+/// Linkerd's default endpoint weight.
+const DEFAULT_WEIGHT: u32 = 10_000;
+
+/// What a destination request asks about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A service port.
+    Service {
+        /// Namespace and name.
+        id: NsName,
+        /// The service port.
+        port: u16,
+    },
+    /// An address.
+    Ip(SocketAddr),
+}
+
+/// Parses `GetDestination.path`.
+pub fn parse_authority(path: &str, cluster_domain: &str) -> Result<Target, String> {
+    let (host, port) = match path.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("{path:?}: the port is not a number 1-65535"))?;
+            (h, port)
+        }
+        _ => (path, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Target::Ip(SocketAddr::new(ip, port)));
+    }
+    let host = host.trim_end_matches('.');
+    let rest = host
+        .strip_suffix(cluster_domain)
+        .map(|r| r.trim_end_matches('.'))
+        .unwrap_or(host);
+    let labels: Vec<&str> = rest.split('.').collect();
+    match labels.as_slice() {
+        [name, ns, "svc"] if !name.is_empty() && !ns.is_empty() => Ok(Target::Service {
+            id: (ns.to_string(), name.to_string()),
+            port,
+        }),
+        _ => Err(format!(
+            "{path:?} is not a service authority; expected <service>.<namespace>.svc.{cluster_domain}:<port> or IP:port"
+        )),
+    }
+}
+
+/// The updates that take a proxy from `prev` to `next`.
+pub fn diff(prev: Option<&Resolution>, next: &Resolution) -> Vec<pb::Update> {
+    use pb::update::Update as U;
+    let empty = Default::default();
+    let prev_eps = match prev {
+        Some(Resolution::Endpoints(e)) => e.as_ref(),
+        _ => &empty,
+    };
+    let mut out = Vec::new();
+    let removed: Vec<TcpAddress> = match next {
+        Resolution::NotFound => prev_eps.keys().map(|a| tcp(*a)).collect(),
+        Resolution::Endpoints(e) => prev_eps
+            .keys()
+            .filter(|a| !e.contains_key(a))
+            .map(|a| tcp(*a))
+            .collect(),
+    };
+    if !removed.is_empty() {
+        out.push(pb::Update {
+            update: Some(U::Remove(pb::AddrSet { addrs: removed })),
+        });
+    }
+    match next {
+        Resolution::NotFound => {
+            if prev != Some(next) {
+                out.push(pb::Update {
+                    update: Some(U::NoEndpoints(pb::NoEndpoints { exists: false })),
+                });
+            }
+        }
+        Resolution::Endpoints(e) => {
+            let changed: Vec<&Endpoint> = e
+                .iter()
+                .filter(|(a, ep)| prev_eps.get(a) != Some(ep))
+                .map(|(_, ep)| ep)
+                .collect();
+            if !changed.is_empty() {
+                out.push(pb::Update {
+                    update: Some(U::Add(add_set(&changed))),
+                });
+            } else if e.is_empty()
+                && (!prev_eps.is_empty() || !matches!(prev, Some(Resolution::Endpoints(_))))
+            {
+                out.push(pb::Update {
+                    update: Some(U::NoEndpoints(pb::NoEndpoints { exists: true })),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn add_set(eps: &[&Endpoint]) -> pb::WeightedAddrSet {
+    let mut set_labels = std::collections::HashMap::new();
+    if let Some(ns) = eps.first().and_then(|e| e.labels.get("namespace")) {
+        set_labels.insert("namespace".to_string(), ns.clone());
+    }
+    pb::WeightedAddrSet {
+        addrs: eps.iter().map(|e| weighted_addr(e)).collect(),
+        metric_labels: set_labels,
+    }
+}
+
+fn tcp(addr: SocketAddr) -> TcpAddress {
+    TcpAddress {
+        ip: Some(addr.ip().into()),
+        port: u32::from(addr.port()),
+    }
+}
+
+/// One endpoint in the proxy's terms.
+pub fn weighted_addr(e: &Endpoint) -> pb::WeightedAddr {
+    use pb::protocol_hint::{H2, Opaque, OpaqueTransport, Protocol};
+    use pb::tls_identity::{DnsLikeIdentity, Strategy};
+    let tls_identity = e.identity.as_ref().map(|id| pb::TlsIdentity {
+        strategy: Some(Strategy::DnsLikeIdentity(DnsLikeIdentity { name: id.clone() })),
+        server_name: Some(DnsLikeIdentity { name: id.clone() }),
+    });
+    let protocol_hint = match (e.opaque_transport_port, e.h2) {
+        (Some(port), _) => Some(pb::ProtocolHint {
+            protocol: Some(Protocol::Opaque(Opaque {})),
+            opaque_transport: Some(OpaqueTransport {
+                inbound_port: u32::from(port),
+            }),
+        }),
+        (None, true) => Some(pb::ProtocolHint {
+            protocol: Some(Protocol::H2(H2 {})),
+            opaque_transport: None,
+        }),
+        (None, false) => None,
+    };
+    pb::WeightedAddr {
+        addr: Some(tcp(e.addr)),
+        weight: DEFAULT_WEIGHT,
+        metric_labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        tls_identity,
+        protocol_hint,
+        ..Default::default()
+    }
+}
+
+/// The Destination service.
+#[derive(Clone)]
+pub struct DestinationService {
+    index: Arc<Index>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl DestinationService {
+    /// A service answering from `index`.
+    pub fn new(index: Arc<Index>) -> Self {
+        Self { index }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::destination_server::DestinationServer<Self> {
+        pb::destination_server::DestinationServer::new(self)
+    }
+
+    fn target(&self, req: &pb::GetDestination) -> Result<Target, Status> {
+        parse_authority(&req.path, &self.index.names().cluster_domain).map_err(Status::invalid_argument)
+    }
+
+    /// A stream that evaluates `eval` now and again whenever `namespace` changes, yielding
+    /// the items it returns. With no namespace to follow it stays open after the first
+    /// evaluation, as the proxy expects of a destination stream.
+    fn follow<T, F>(&self, namespace: Option<String>, eval: F) -> BoxStream<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Index) -> Vec<T> + Send + 'static,
+    {
+        struct Follow<T, F> {
+            index: Arc<Index>,
+            rx: Option<tokio::sync::watch::Receiver<u64>>,
+            queue: VecDeque<T>,
+            eval: F,
+            first: bool,
+        }
+        // Subscribe before the first evaluation, so no change can fall in between.
+        let state = Follow {
+            index: self.index.clone(),
+            rx: namespace.map(|ns| self.index.subscribe(&ns)),
+            queue: VecDeque::new(),
+            eval,
+            first: true,
+        };
+        Box::pin(futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(item) = st.queue.pop_front() {
+                    return Some((Ok(item), st));
+                }
+                if st.first {
+                    st.first = false;
+                } else {
+                    match st.rx.as_mut() {
+                        None => std::future::pending::<()>().await,
+                        Some(rx) => {
+                            if rx.changed().await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+                let items = (st.eval)(&st.index);
+                st.queue.extend(items);
+            }
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::destination_server::Destination for DestinationService {
+    type GetStream = BoxStream<pb::Update>;
+    type GetProfileStream = BoxStream<pb::DestinationProfile>;
+
+    async fn get(&self, request: Request<pb::GetDestination>) -> Result<Response<Self::GetStream>, Status> {
+        let target = self.target(request.get_ref())?;
+        let index = self.index.clone();
+        let (namespace, resolve): (Option<String>, Box<dyn Fn(&Index) -> Resolution + Send>) = match target {
+            Target::Service { id, port } => (
+                Some(id.0.clone()),
+                Box::new(move |ix: &Index| ix.resolve(&id, port)),
+            ),
+            Target::Ip(addr) => match index.lookup_ip(addr.ip()) {
+                Some(IpTarget::Service(id)) => (
+                    Some(id.0.clone()),
+                    Box::new(move |ix: &Index| ix.resolve(&id, addr.port())),
+                ),
+                Some(IpTarget::Pod(pod)) => {
+                    let ns = pod.id.0.clone();
+                    let f: Box<dyn Fn(&Index) -> Resolution + Send> =
+                        Box::new(move |ix: &Index| match ix.lookup_ip(addr.ip()) {
+                            Some(IpTarget::Pod(p)) => {
+                                let e = ix.resolve_pod(&p, addr.port());
+                                Resolution::Endpoints(Arc::new([(e.addr, e)].into()))
+                            }
+                            _ => Resolution::NotFound,
+                        });
+                    (Some(ns), f)
+                }
+                None => (None, Box::new(|_: &Index| Resolution::NotFound)),
+            },
+        };
+        let mut last: Option<Resolution> = None;
+        let stream = self.follow(namespace, move |ix| {
+            let next = resolve(ix);
+            let updates = diff(last.as_ref(), &next);
+            last = Some(next);
+            updates
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        let target = self.target(request.get_ref())?;
+        let cd = self.index.names().cluster_domain.clone();
+        let (namespace, make): (
+            Option<String>,
+            Box<dyn Fn(&Index) -> pb::DestinationProfile + Send>,
+        ) = match target {
+            Target::Service { id, port } => {
+                let ns = id.0.clone();
+                (
+                    Some(ns),
+                    Box::new(move |ix: &Index| service_profile(ix, &id, port, &cd)),
+                )
+            }
+            Target::Ip(addr) => match self.index.lookup_ip(addr.ip()) {
+                Some(IpTarget::Service(id)) => {
+                    let ns = id.0.clone();
+                    (
+                        Some(ns),
+                        Box::new(move |ix: &Index| service_profile(ix, &id, addr.port(), &cd)),
+                    )
+                }
+                Some(IpTarget::Pod(pod)) => {
+                    let ns = pod.id.0.clone();
+                    (
+                        Some(ns),
+                        Box::new(move |ix: &Index| match ix.lookup_ip(addr.ip()) {
+                            Some(IpTarget::Pod(p)) => {
+                                let e = ix.resolve_pod(&p, addr.port());
+                                pb::DestinationProfile {
+                                    opaque_protocol: e.opaque_transport_port.is_some(),
+                                    endpoint: Some(weighted_addr(&e)),
+                                    ..Default::default()
+                                }
+                            }
+                            _ => pb::DestinationProfile::default(),
+                        }),
+                    )
+                }
+                None => (None, Box::new(|_: &Index| pb::DestinationProfile::default())),
+            },
+        };
+        let mut last: Option<pb::DestinationProfile> = None;
+        let stream = self.follow(namespace, move |ix| {
+            let next = make(ix);
+            if last.as_ref() == Some(&next) {
+                return Vec::new();
+            }
+            last = Some(next.clone());
+            vec![next]
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+fn service_profile(ix: &Index, id: &NsName, port: u16, cluster_domain: &str) -> pb::DestinationProfile {
+    let fqdn = format!("{}.{}.svc.{cluster_domain}", id.1, id.0);
+    let svc = ix.service(id);
+    let opaque = svc
+        .as_ref()
+        .is_some_and(|s| s.opaque_ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)));
+    let profile = ix.profile(&id.0, &fqdn);
+    let splits = ix.splits_for(id);
+    destination_profile(&fqdn, port, opaque, profile.as_ref(), &splits, cluster_domain)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+use std::time::Duration;
+
+use linkerd2_proxy_api::destination::destination_client::DestinationClient;
+use linkerd2_proxy_api::destination::update::Update as U;
+use strait_api::Store;
+use strait_api::loader::{LoadOptions, load_str};
+use strait_api::store::local::LocalStore;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Streaming;
+
+use super::*;
+use crate::discovery::index::{ClusterNames, run};
+
+#[test]
+fn authorities() {
+    let cd = "cluster.local";
+    let svc = |ns: &str, n: &str, port| Target::Service {
+        id: (ns.into(), n.into()),
+        port,
+    };
+    assert_eq!(
+        parse_authority("myapp.production.svc.cluster.local:80", cd),
+        Ok(svc("production", "myapp", 80))
+    );
+    assert_eq!(
+        parse_authority("myapp.production.svc.cluster.local.:8080", cd),
+        Ok(svc("production", "myapp", 8080))
+    );
+    assert_eq!(
+        parse_authority("myapp.production.svc:80", cd),
+        Ok(svc("production", "myapp", 80))
+    );
+    assert_eq!(
+        parse_authority("myapp.production.svc.cluster.local", cd),
+        Ok(svc("production", "myapp", 80))
+    );
+    assert_eq!(
+        parse_authority("198.18.0.5:8080", cd),
+        Ok(Target::Ip("198.18.0.5:8080".parse().unwrap()))
+    );
+    assert_eq!(
+        parse_authority("[fd00::1]:80", cd),
+        Ok(Target::Ip("[fd00::1]:80".parse().unwrap()))
+    );
+    assert!(
+        parse_authority("example.com:443", cd)
+            .unwrap_err()
+            .contains("not a service authority")
+    );
+    assert!(parse_authority("myapp.production.svc.cluster.local:http", cd).is_err());
+}
+
+fn ep(addr: &str) -> Endpoint {
+    Endpoint {
+        addr: addr.parse().unwrap(),
+        labels: Default::default(),
+        identity: None,
+        h2: false,
+        opaque_transport_port: None,
+    }
+}
+
+fn res(addrs: &[&str]) -> Resolution {
+    Resolution::Endpoints(Arc::new(
+        addrs.iter().map(|a| (a.parse().unwrap(), ep(a))).collect(),
+    ))
+}
+
+fn kinds(updates: &[pb::Update]) -> Vec<String> {
+    updates
+        .iter()
+        .map(|u| match u.update.as_ref().unwrap() {
+            U::Add(s) => format!("add{}", s.addrs.len()),
+            U::Remove(s) => format!("remove{}", s.addrs.len()),
+            U::NoEndpoints(n) => format!("none(exists={})", n.exists),
+        })
+        .collect()
+}
+
+#[test]
+fn diffs() {
+    let cases: &[(Option<Resolution>, Resolution, &[&str])] = &[
+        (None, Resolution::NotFound, &["none(exists=false)"]),
+        (None, res(&[]), &["none(exists=true)"]),
+        (None, res(&["198.18.0.1:80", "198.18.0.2:80"]), &["add2"]),
+        (
+            Some(res(&["198.18.0.1:80"])),
+            res(&["198.18.0.1:80", "198.18.0.2:80"]),
+            &["add1"],
+        ),
+        (
+            Some(res(&["198.18.0.1:80", "198.18.0.2:80"])),
+            res(&["198.18.0.2:80"]),
+            &["remove1"],
+        ),
+        (
+            Some(res(&["198.18.0.1:80"])),
+            res(&[]),
+            &["remove1", "none(exists=true)"],
+        ),
+        (
+            Some(res(&["198.18.0.1:80"])),
+            Resolution::NotFound,
+            &["remove1", "none(exists=false)"],
+        ),
+        (Some(res(&["198.18.0.1:80"])), res(&["198.18.0.1:80"]), &[]),
+        (Some(Resolution::NotFound), Resolution::NotFound, &[]),
+        (Some(Resolution::NotFound), res(&[]), &["none(exists=true)"]),
+        (Some(res(&[])), res(&[]), &[]),
+    ];
+    for (prev, next, want) in cases {
+        assert_eq!(kinds(&diff(prev.as_ref(), next)), *want, "{prev:?} -> {next:?}");
+    }
+}
+
+const WORLD: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: production}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: myapp, namespace: production}
+spec:
+  selector: {app: myapp}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-1
+  namespace: production
+  labels: {app: myapp, linkerd.io/control-plane-ns: linkerd, linkerd.io/proxy-deployment: myapp}
+spec:
+  serviceAccountName: myapp
+  containers: [{name: app, image: "myapp:latest"}]
+status: {podIP: 198.18.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-2
+  namespace: production
+  labels: {app: myapp}
+spec:
+  containers: [{name: app, image: "myapp:latest"}]
+status: {podIP: 198.18.0.6}
+"#;
+
+fn slice(addrs: &[(&str, &str)]) -> String {
+    let eps: Vec<String> = addrs
+        .iter()
+        .map(|(ip, pod)| {
+            format!("  - addresses: [{ip}]\n    conditions: {{ready: true}}\n    targetRef: {{kind: Pod, name: {pod}, namespace: production}}\n")
+        })
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: myapp-x\n  namespace: production\n  labels: {{kubernetes.io/service-name: myapp}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n{}",
+        eps.concat()
+    )
+}
+
+async fn apply(store: &LocalStore, yaml: &str) {
+    let objs = load_str("t.yaml", yaml, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .apply(objs.into_iter().map(|l| l.object).collect())
+        .await
+        .unwrap();
+}
+
+async fn serve(store: LocalStore) -> DestinationClient<tonic::transport::Channel> {
+    let index = Index::new(ClusterNames::default());
+    tokio::spawn(run(index.clone(), store));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DestinationService::new(index).into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    DestinationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+async fn next<T>(s: &mut Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("an update within 5s")
+        .expect("no stream error")
+        .expect("the stream stays open")
+}
+
+fn get(path: &str) -> pb::GetDestination {
+    pb::GetDestination {
+        scheme: "k8s".into(),
+        path: path.into(),
+        context_token: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn get_follows_endpoints_live() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    apply(
+        &store,
+        &slice(&[("198.18.0.5", "myapp-1"), ("198.18.0.6", "myapp-2")]),
+    )
+    .await;
+    let mut client = serve(store.clone()).await;
+    let mut stream = client
+        .get(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let Some(U::Add(set)) = next(&mut stream).await.update else {
+        panic!("expected the endpoints")
+    };
+    assert_eq!(set.addrs.len(), 2);
+    let meshed = set
+        .addrs
+        .iter()
+        .find(|a| a.metric_labels.get("pod").map(String::as_str) == Some("myapp-1"))
+        .unwrap();
+    assert_eq!(meshed.addr.as_ref().unwrap().port, 8080);
+    let Some(pb::tls_identity::Strategy::DnsLikeIdentity(id)) =
+        meshed.tls_identity.as_ref().unwrap().strategy.as_ref()
+    else {
+        panic!("a meshed endpoint has an identity")
+    };
+    assert_eq!(
+        id.name,
+        "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+    );
+    assert_eq!(meshed.metric_labels["deployment"], "myapp");
+    assert!(matches!(
+        meshed.protocol_hint.as_ref().unwrap().protocol,
+        Some(pb::protocol_hint::Protocol::H2(_))
+    ));
+    let plain = set
+        .addrs
+        .iter()
+        .find(|a| a.metric_labels.get("pod").map(String::as_str) == Some("myapp-2"))
+        .unwrap();
+    assert!(plain.tls_identity.is_none(), "an unmeshed pod gets no identity");
+
+    apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
+    let Some(U::Remove(gone)) = next(&mut stream).await.update else {
+        panic!("expected a removal")
+    };
+    assert_eq!(gone.addrs.len(), 1);
+
+    store
+        .delete(&strait_api::ObjectKey::new(
+            strait_api::KindId::EndpointSlice,
+            "production",
+            "myapp-x",
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut stream).await.update, Some(U::Remove(_))));
+    assert!(matches!(
+        next(&mut stream).await.update,
+        Some(U::NoEndpoints(pb::NoEndpoints { exists: true }))
+    ));
+}
+
+#[tokio::test]
+async fn an_unknown_service_stays_open_until_it_exists() {
+    let store = LocalStore::in_memory();
+    apply(
+        &store,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n",
+    )
+    .await;
+    let mut client = serve(store.clone()).await;
+    let mut stream = client
+        .get(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut stream).await.update,
+        Some(U::NoEndpoints(pb::NoEndpoints { exists: false }))
+    ));
+    apply(&store, WORLD).await;
+    assert!(matches!(
+        next(&mut stream).await.update,
+        Some(U::NoEndpoints(pb::NoEndpoints { exists: true }))
+    ));
+    apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
+    assert!(matches!(next(&mut stream).await.update, Some(U::Add(_))));
+}
+
+#[tokio::test]
+async fn get_by_pod_ip_and_bad_authorities() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    let mut client = serve(store).await;
+    let mut stream = client.get(get("198.18.0.5:8080")).await.unwrap().into_inner();
+    let Some(U::Add(set)) = next(&mut stream).await.update else {
+        panic!()
+    };
+    assert_eq!(set.addrs[0].metric_labels["pod"], "myapp-1");
+    assert!(set.addrs[0].tls_identity.is_some());
+
+    let err = client.get(get("example.com:443")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("not a service authority"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn profiles_follow_service_profiles_and_traffic_splits() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    let mut client = serve(store.clone()).await;
+    let mut stream = client
+        .get_profile(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = next(&mut stream).await;
+    assert_eq!(p.fully_qualified_name, "myapp.production.svc.cluster.local");
+    assert!(p.routes.is_empty() && p.dst_overrides.is_empty());
+
+    apply(
+        &store,
+        include_str!("../../../../examples/linkerd-seed/08-serviceprofile.yaml"),
+    )
+    .await;
+    let p = next(&mut stream).await;
+    assert_eq!(p.routes.len(), 1);
+    assert!(p.retry_budget.is_some());
+
+    apply(
+        &store,
+        include_str!("../../../../examples/linkerd-seed/04-trafficsplit-canary.yaml"),
+    )
+    .await;
+    let p = next(&mut stream).await;
+    assert_eq!(p.dst_overrides.len(), 2);
+    assert_eq!(p.dst_overrides[0].weight, 90_000);
+}

@@ -1,0 +1,330 @@
+//! The discovery index: one writer applies store watch events to in-memory state; gRPC
+//! streams read it.
+//!
+//! Invariants: every change to a namespace bumps that namespace's generation *after* the
+//! state is updated, and streams re-resolve when the generation of their namespace moves,
+//! so a stream never misses the last change (it may skip intermediate ones, which is
+//! what a watch of the current state should do). Readers take the read lock only to
+//! resolve; nothing awaits while holding it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use strait_api::mesh::profile::ServiceProfile;
+use strait_api::mesh::split::TrafficSplit;
+use strait_api::{Store, WatchEvent};
+use tokio::sync::watch;
+
+use super::model::{self, NsName, PodInfo, Resolution, ServiceInfo, SliceInfo, View};
+
+/// Naming of the cluster the index serves.
+#[derive(Clone, Debug)]
+pub struct ClusterNames {
+    /// The mesh trust domain (`cluster.local`).
+    pub trust_domain: String,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+}
+
+impl Default for ClusterNames {
+    fn default() -> Self {
+        Self {
+            trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    services: BTreeMap<NsName, ServiceInfo>,
+    slices: BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
+    /// Which service each slice belongs to, by (namespace, slice name).
+    slice_owner: HashMap<NsName, NsName>,
+    pods: BTreeMap<NsName, PodInfo>,
+    profiles: BTreeMap<NsName, ServiceProfile>,
+    splits: BTreeMap<NsName, TrafficSplit>,
+}
+
+/// What an `IP` in a destination request refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpTarget {
+    /// A Service's ClusterIP.
+    Service(NsName),
+    /// A pod's IP.
+    Pod(PodInfo),
+}
+
+/// The index. Cheap to share as `Arc<Index>`.
+pub struct Index {
+    names: ClusterNames,
+    state: RwLock<State>,
+    generations: RwLock<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new(names: ClusterNames) -> Arc<Self> {
+        Arc::new(Self {
+            names,
+            state: RwLock::default(),
+            generations: RwLock::default(),
+        })
+    }
+
+    /// The cluster's names.
+    pub fn names(&self) -> &ClusterNames {
+        &self.names
+    }
+
+    /// A receiver that changes whenever anything in `namespace` changes.
+    pub fn subscribe(&self, namespace: &str) -> watch::Receiver<u64> {
+        if let Some(tx) = self
+            .generations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+        {
+            return tx.subscribe();
+        }
+        let mut gens = self.generations.write().unwrap_or_else(|e| e.into_inner());
+        gens.entry(namespace.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn bump(&self, namespaces: impl IntoIterator<Item = String>) {
+        let gens = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        for ns in namespaces {
+            if let Some(tx) = gens.get(&ns) {
+                tx.send_modify(|g| *g += 1);
+            }
+        }
+    }
+
+    /// The current endpoints of `service:port`.
+    pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let view = View {
+            services: &s.services,
+            slices: &s.slices,
+            pods: &s.pods,
+            trust_domain: &self.names.trust_domain,
+        };
+        model::resolve(&view, service, port)
+    }
+
+    /// A pod's endpoint on `port`.
+    pub fn resolve_pod(&self, pod: &PodInfo, port: u16) -> model::Endpoint {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let view = View {
+            services: &s.services,
+            slices: &s.slices,
+            pods: &s.pods,
+            trust_domain: &self.names.trust_domain,
+        };
+        model::resolve_pod(&view, pod, port)
+    }
+
+    /// What an IP address is: a ClusterIP or a pod IP.
+    pub fn lookup_ip(&self, ip: IpAddr) -> Option<IpTarget> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(svc) = s.services.values().find(|svc| svc.cluster_ip == Some(ip)) {
+            return Some(IpTarget::Service(svc.id.clone()));
+        }
+        s.pods
+            .values()
+            .find(|p| p.ip == Some(ip))
+            .cloned()
+            .map(IpTarget::Pod)
+    }
+
+    /// The service, if it exists.
+    pub fn service(&self, id: &NsName) -> Option<ServiceInfo> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .services
+            .get(id)
+            .cloned()
+    }
+
+    /// The ServiceProfile named `name` in `namespace`.
+    pub fn profile(&self, namespace: &str, name: &str) -> Option<ServiceProfile> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.profiles
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The TrafficSplits of a namespace whose root service is `service`.
+    pub fn splits_for(&self, service: &NsName) -> Vec<TrafficSplit> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.splits
+            .iter()
+            .filter(|((ns, _), ts)| *ns == service.0 && ts.spec.service == service.1)
+            .map(|(_, ts)| ts.clone())
+            .collect()
+    }
+
+    fn write(&self, f: impl FnOnce(&mut State) -> Vec<String>) {
+        let touched = {
+            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+            f(&mut s)
+        };
+        self.bump(touched);
+    }
+
+    /// Applies one Service event.
+    pub fn on_service(&self, ev: WatchEvent<Service>) {
+        self.write(|s| {
+            replace_all(&mut s.services, ev, |svc| {
+                ServiceInfo::from_service(svc).map(|i| (i.id.clone(), i))
+            })
+        });
+    }
+
+    /// Applies one Pod event.
+    pub fn on_pod(&self, ev: WatchEvent<Pod>) {
+        self.write(|s| {
+            replace_all(&mut s.pods, ev, |p| {
+                PodInfo::from_pod(p).map(|i| (i.id.clone(), i))
+            })
+        });
+    }
+
+    /// Applies one ServiceProfile event.
+    pub fn on_profile(&self, ev: WatchEvent<ServiceProfile>) {
+        self.write(|s| replace_all(&mut s.profiles, ev, |p| Some((key_of(&p.metadata)?, p.clone()))));
+    }
+
+    /// Applies one TrafficSplit event.
+    pub fn on_split(&self, ev: WatchEvent<TrafficSplit>) {
+        self.write(|s| replace_all(&mut s.splits, ev, |t| Some((key_of(&t.metadata)?, t.clone()))));
+    }
+
+    /// Applies one EndpointSlice event.
+    pub fn on_slice(&self, ev: WatchEvent<EndpointSlice>) {
+        self.write(|s| {
+            let mut touched = Vec::new();
+            let mut remove = |s: &mut State, key: &NsName| {
+                if let Some(owner) = s.slice_owner.remove(key) {
+                    if let Some(slices) = s.slices.get_mut(&owner) {
+                        slices.remove(&key.1);
+                    }
+                    touched.push(owner.0);
+                }
+            };
+            match ev {
+                WatchEvent::Restarted(all) => {
+                    touched.extend(s.slice_owner.values().map(|o| o.0.clone()));
+                    s.slices.clear();
+                    s.slice_owner.clear();
+                    for slice in &all {
+                        insert_slice(s, slice, &mut touched);
+                    }
+                }
+                WatchEvent::Applied(slice) => {
+                    if let Some(key) = key_of(&slice.metadata) {
+                        remove(s, &key);
+                    }
+                    insert_slice(s, &slice, &mut touched);
+                }
+                WatchEvent::Deleted(slice) => {
+                    if let Some(key) = key_of(&slice.metadata) {
+                        remove(s, &key);
+                    }
+                }
+            }
+            touched.sort();
+            touched.dedup();
+            touched
+        });
+    }
+}
+
+fn insert_slice(s: &mut State, slice: &EndpointSlice, touched: &mut Vec<String>) {
+    let (Some(key), Some(info)) = (key_of(&slice.metadata), SliceInfo::from_slice(slice)) else {
+        return;
+    };
+    touched.push(info.service.0.clone());
+    s.slice_owner.insert(key.clone(), info.service.clone());
+    s.slices
+        .entry(info.service.clone())
+        .or_default()
+        .insert(key.1, info);
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<NsName> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+/// Applies an event to a map keyed by (namespace, name); returns the namespaces touched.
+fn replace_all<K, V>(
+    map: &mut BTreeMap<NsName, V>,
+    ev: WatchEvent<K>,
+    read: impl Fn(&K) -> Option<(NsName, V)>,
+) -> Vec<String>
+where
+    K: strait_api::Kind,
+    V: PartialEq,
+{
+    let mut touched: Vec<String> = Vec::new();
+    match ev {
+        WatchEvent::Restarted(items) => {
+            touched.extend(map.keys().map(|k| k.0.clone()));
+            map.clear();
+            for item in &items {
+                if let Some((k, v)) = read(item) {
+                    touched.push(k.0.clone());
+                    map.insert(k, v);
+                }
+            }
+        }
+        WatchEvent::Applied(item) => {
+            if let Some((k, v)) = read(&item)
+                && map.get(&k) != Some(&v)
+            {
+                touched.push(k.0.clone());
+                map.insert(k, v);
+            }
+        }
+        WatchEvent::Deleted(item) => {
+            if let Some((k, _)) = read(&item)
+                && map.remove(&k).is_some()
+            {
+                touched.push(k.0);
+            }
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    touched
+}
+
+/// Feeds the index from `store` until a watch ends; returns the error that ended it.
+pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreError {
+    let mut services = store.watch::<Service>();
+    let mut slices = store.watch::<EndpointSlice>();
+    let mut pods = store.watch::<Pod>();
+    let mut profiles = store.watch::<ServiceProfile>();
+    let mut splits = store.watch::<TrafficSplit>();
+    loop {
+        let result = tokio::select! {
+            Some(ev) = services.next() => ev.map(|e| index.on_service(e)),
+            Some(ev) = slices.next() => ev.map(|e| index.on_slice(e)),
+            Some(ev) = pods.next() => ev.map(|e| index.on_pod(e)),
+            Some(ev) = profiles.next() => ev.map(|e| index.on_profile(e)),
+            Some(ev) = splits.next() => ev.map(|e| index.on_split(e)),
+            else => return strait_api::StoreError::Decode { what: "watches".into(), detail: "every watch ended".into() },
+        };
+        if let Err(e) = result {
+            // The kube watcher retries by itself; log and keep going.
+            tracing::warn!(error = %e, "watch error");
+        }
+    }
+}

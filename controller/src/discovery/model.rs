@@ -1,0 +1,388 @@
+//! The discovery model: what the destination service knows about services, pods and
+//! endpoint slices, and the pure function from that to the endpoint set of one
+//! `service:port` ([`resolve`]).
+//!
+//! Everything here is plain data built from store objects; nothing does I/O, so the
+//! resolution rules (port mapping, identities, protocol hints, metric labels) are tested
+//! table-driven without sockets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use strait_api::labels;
+
+/// The proxy's inbound port, where opaque traffic to a meshed pod is sent.
+pub const DEFAULT_PROXY_INBOUND_PORT: u16 = 4143;
+
+/// `(namespace, name)`.
+pub type NsName = (String, String);
+
+/// A Service, as discovery needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Namespace and name.
+    pub id: NsName,
+    /// Ports by service port number: (port name, target port).
+    pub ports: BTreeMap<u16, (Option<String>, Option<IntOrString>)>,
+    /// The ClusterIP, if allocated (not for headless services).
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the Service.
+    pub opaque_ports: Vec<(u16, u16)>,
+}
+
+impl ServiceInfo {
+    /// Reads a Service object.
+    pub fn from_service(svc: &Service) -> Option<Self> {
+        let meta = &svc.metadata;
+        let id = (meta.namespace.clone()?, meta.name.clone()?);
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((u16::try_from(p.port).ok()?, (p.name, p.target_port))))
+            .collect();
+        let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        Some(Self {
+            id,
+            ports,
+            cluster_ip,
+            opaque_ports: opaque_ports(meta.annotations.as_ref()),
+        })
+    }
+}
+
+/// A Pod, as discovery needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Namespace and name.
+    pub id: NsName,
+    /// The pod's IP, once it has one.
+    pub ip: Option<IpAddr>,
+    /// Its service account (the first part of its identity).
+    pub service_account: String,
+    /// Whether a proxy runs beside it (the injector's `linkerd.io/control-plane-ns` label).
+    pub meshed: bool,
+    /// The owning workload, as a metric label (`deployment` → `myapp`).
+    pub owner: Option<(String, String)>,
+    /// Ports marked opaque on the pod.
+    pub opaque_ports: Vec<(u16, u16)>,
+    /// The proxy's inbound port.
+    pub proxy_inbound_port: u16,
+    /// Named container ports, for named target ports.
+    pub named_ports: BTreeMap<String, u16>,
+    /// Labels used as metric labels (pod-template-hash).
+    pub template_hash: Option<String>,
+}
+
+impl PodInfo {
+    /// Reads a Pod object.
+    pub fn from_pod(pod: &Pod) -> Option<Self> {
+        let meta = &pod.metadata;
+        let id = (meta.namespace.clone()?, meta.name.clone()?);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let labels_map = meta.labels.clone().unwrap_or_default();
+        let annotations = meta.annotations.as_ref();
+        let meshed = labels_map.contains_key(labels::CONTROL_PLANE_NS_LABEL)
+            || annotations.is_some_and(|a| a.contains_key(labels::PROXY_VERSION));
+        let owner = owner_of(pod, &labels_map);
+        let named_ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+            .collect();
+        let proxy_inbound_port = annotations
+            .and_then(|a| a.get(labels::config::PROXY_INBOUND_PORT))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(DEFAULT_PROXY_INBOUND_PORT);
+        Some(Self {
+            id,
+            ip: status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            meshed,
+            owner,
+            opaque_ports: opaque_ports(annotations),
+            proxy_inbound_port,
+            named_ports,
+            template_hash: labels_map.get("pod-template-hash").cloned(),
+        })
+    }
+}
+
+/// The workload that owns a pod, as Linkerd labels metrics: from owner references, with a
+/// ReplicaSet resolved to its Deployment by the pod-template-hash suffix.
+fn owner_of(pod: &Pod, labels_map: &BTreeMap<String, String>) -> Option<(String, String)> {
+    if let Some(d) = labels_map.get(labels::PROXY_DEPLOYMENT_LABEL) {
+        return Some(("deployment".into(), d.clone()));
+    }
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    match owner.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = labels_map.get("pod-template-hash");
+            let name = match hash {
+                Some(h) => owner
+                    .name
+                    .strip_suffix(&format!("-{h}"))
+                    .unwrap_or(&owner.name)
+                    .to_string(),
+                None => owner.name.clone(),
+            };
+            Some(("deployment".into(), name))
+        }
+        kind => Some((kind.to_ascii_lowercase(), owner.name.clone())),
+    }
+}
+
+fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Vec<(u16, u16)> {
+    annotations
+        .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
+        .and_then(|v| strait_api::names::port_ranges(v).ok())
+        .unwrap_or_default()
+}
+
+fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
+    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+}
+
+/// One address of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// The address.
+    pub ip: IpAddr,
+    /// Whether it is ready to receive traffic.
+    pub ready: bool,
+    /// The pod behind it, if any.
+    pub pod: Option<NsName>,
+    /// Its zone.
+    pub zone: Option<String>,
+}
+
+/// An EndpointSlice, as discovery needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// The service it belongs to (label `kubernetes.io/service-name`).
+    pub service: NsName,
+    /// Ports by name (`None` for the unnamed port).
+    pub ports: BTreeMap<Option<String>, u16>,
+    /// Its endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+impl SliceInfo {
+    /// Reads an EndpointSlice object.
+    pub fn from_slice(slice: &EndpointSlice) -> Option<Self> {
+        let meta = &slice.metadata;
+        let ns = meta.namespace.clone()?;
+        let svc = meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().filter(|n| !n.is_empty()),
+                    u16::try_from(p.port?).ok()?,
+                ))
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .flat_map(|e| {
+                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                let pod = e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| Some((r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()?)));
+                let zone = e.zone.clone();
+                e.addresses.iter().filter_map(move |a| {
+                    Some(SliceEndpoint {
+                        ip: a.parse().ok()?,
+                        ready,
+                        pod: pod.clone(),
+                        zone: zone.clone(),
+                    })
+                })
+            })
+            .collect();
+        Some(Self {
+            service: (ns, svc),
+            ports,
+            endpoints,
+        })
+    }
+}
+
+/// One endpoint as the proxy is told about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Metric labels (`pod`, `deployment`, `serviceaccount`, `zone`, …).
+    pub labels: BTreeMap<String, String>,
+    /// The identity to require of it, when it is meshed.
+    pub identity: Option<String>,
+    /// Whether to speak HTTP/2 to it (meshed peers multiplex).
+    pub h2: bool,
+    /// For opaque traffic to a meshed pod: the proxy's inbound port to tunnel to.
+    pub opaque_transport_port: Option<u16>,
+}
+
+/// What a `service:port` resolves to right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// No such service.
+    NotFound,
+    /// The service exists; these are its ready endpoints (possibly none).
+    Endpoints(Arc<BTreeMap<SocketAddr, Endpoint>>),
+}
+
+/// The cluster facts a resolution reads.
+pub struct View<'a> {
+    /// Services by id.
+    pub services: &'a BTreeMap<NsName, ServiceInfo>,
+    /// Slices of each service, by slice name.
+    pub slices: &'a BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
+    /// Pods by id.
+    pub pods: &'a BTreeMap<NsName, PodInfo>,
+    /// The mesh's trust domain, for endpoint identities.
+    pub trust_domain: &'a str,
+}
+
+/// The endpoints of `service:port`: the ready addresses of its slices at the target port
+/// the service port maps to, each with the identity, protocol hint and labels of its pod.
+pub fn resolve(view: &View<'_>, service: &NsName, port: u16) -> Resolution {
+    let Some(svc) = view.services.get(service) else {
+        return Resolution::NotFound;
+    };
+    let Some((port_name, target)) = svc.ports.get(&port) else {
+        // The service exists but not on this port: nothing to send traffic to.
+        return Resolution::Endpoints(Arc::default());
+    };
+    let mut out = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for slice in view.slices.get(service).into_iter().flat_map(|s| s.values()) {
+        // Slices name their ports after the service's ports; an unnamed service port
+        // matches the unnamed slice port.
+        let slice_port = slice.ports.get(port_name).copied();
+        for e in slice.endpoints.iter().filter(|e| e.ready) {
+            let pod = e.pod.as_ref().and_then(|p| view.pods.get(p));
+            let Some(target_port) = slice_port.or_else(|| target_port(target.as_ref(), pod, port)) else {
+                continue;
+            };
+            let addr = SocketAddr::new(e.ip, target_port);
+            if !seen.insert(addr) {
+                continue;
+            }
+            out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
+        }
+    }
+    Resolution::Endpoints(Arc::new(out))
+}
+
+/// A single pod, addressed by IP (`Get` of `IP:port` for a pod IP).
+pub fn resolve_pod(view: &View<'_>, pod: &PodInfo, port: u16) -> Endpoint {
+    let addr = SocketAddr::new(pod.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port);
+    let mut e = endpoint_for_pod(view.trust_domain, addr, Some(pod), None, port, &[]);
+    e.labels.insert("namespace".into(), pod.id.0.clone());
+    e
+}
+
+fn target_port(target: Option<&IntOrString>, pod: Option<&PodInfo>, port: u16) -> Option<u16> {
+    match target {
+        None => Some(port),
+        Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
+        Some(IntOrString::String(name)) => pod?.named_ports.get(name).copied(),
+    }
+}
+
+fn endpoint(
+    view: &View<'_>,
+    svc: &ServiceInfo,
+    addr: SocketAddr,
+    pod: Option<&PodInfo>,
+    zone: Option<&str>,
+    service_port: u16,
+) -> Endpoint {
+    let mut e = endpoint_for_pod(
+        view.trust_domain,
+        addr,
+        pod,
+        zone,
+        service_port,
+        &svc.opaque_ports,
+    );
+    e.labels.insert("service".into(), svc.id.1.clone());
+    e
+}
+
+fn endpoint_for_pod(
+    trust_domain: &str,
+    addr: SocketAddr,
+    pod: Option<&PodInfo>,
+    zone: Option<&str>,
+    service_port: u16,
+    service_opaque: &[(u16, u16)],
+) -> Endpoint {
+    let mut labels = BTreeMap::new();
+    if let Some(z) = zone {
+        labels.insert("zone".into(), z.to_string());
+    }
+    let Some(pod) = pod else {
+        return Endpoint {
+            addr,
+            labels,
+            identity: None,
+            h2: false,
+            opaque_transport_port: None,
+        };
+    };
+    labels.insert("pod".into(), pod.id.1.clone());
+    labels.insert("serviceaccount".into(), pod.service_account.clone());
+    if let Some((kind, name)) = &pod.owner {
+        labels.insert(kind.clone(), name.clone());
+    }
+    if let Some(h) = &pod.template_hash {
+        labels.insert("pod_template_hash".into(), h.clone());
+    }
+    if !pod.meshed {
+        return Endpoint {
+            addr,
+            labels,
+            identity: None,
+            h2: false,
+            opaque_transport_port: None,
+        };
+    }
+    let identity = format!(
+        "{}.{}.serviceaccount.identity.linkerd.{trust_domain}",
+        pod.service_account, pod.id.0
+    );
+    let opaque = in_ranges(&pod.opaque_ports, addr.port()) || in_ranges(service_opaque, service_port);
+    Endpoint {
+        addr,
+        labels,
+        identity: Some(identity),
+        h2: true,
+        opaque_transport_port: opaque.then_some(pod.proxy_inbound_port),
+    }
+}
+
+#[cfg(test)]
+mod tests;
