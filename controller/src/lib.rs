@@ -6,3 +6,4 @@
 
 pub mod discovery;
 pub mod identity;
+pub mod policy;

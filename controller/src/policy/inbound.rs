@@ -1,0 +1,1 @@
+//! Inbound server policies (`io.linkerd.proxy.inbound.InboundServerPolicies`).

@@ -1,0 +1,1 @@
+//! Outbound policies (`io.linkerd.proxy.outbound.OutboundPolicies`).
