@@ -7,3 +7,4 @@
 pub mod discovery;
 pub mod identity;
 pub mod policy;
+pub mod streams;

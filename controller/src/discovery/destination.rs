@@ -6,12 +6,9 @@
 //! names no service yields `NoEndpoints { exists: false }` and the stream stays open, so a
 //! service created later starts flowing without the proxy re-asking, as with Linkerd.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::net::TcpAddress;
 use tonic::{Request, Response, Status};
@@ -19,6 +16,7 @@ use tonic::{Request, Response, Status};
 use super::index::{Index, IpTarget};
 use super::model::{Endpoint, NsName, Resolution};
 use super::profile::destination_profile;
+use crate::streams::BoxStream;
 
 /// Linkerd's default endpoint weight.
 const DEFAULT_WEIGHT: u32 = 10_000;
@@ -176,8 +174,6 @@ pub struct DestinationService {
     index: Arc<Index>,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 impl DestinationService {
     /// A service answering from `index`.
     pub fn new(index: Arc<Index>) -> Self {
@@ -193,50 +189,13 @@ impl DestinationService {
         parse_authority(&req.path, &self.index.names().cluster_domain).map_err(Status::invalid_argument)
     }
 
-    /// A stream that evaluates `eval` now and again whenever `namespace` changes, yielding
-    /// the items it returns. With no namespace to follow it stays open after the first
-    /// evaluation, as the proxy expects of a destination stream.
     fn follow<T, F>(&self, namespace: Option<String>, eval: F) -> BoxStream<T>
     where
         T: Send + 'static,
         F: FnMut(&Index) -> Vec<T> + Send + 'static,
     {
-        struct Follow<T, F> {
-            index: Arc<Index>,
-            rx: Option<tokio::sync::watch::Receiver<u64>>,
-            queue: VecDeque<T>,
-            eval: F,
-            first: bool,
-        }
-        // Subscribe before the first evaluation, so no change can fall in between.
-        let state = Follow {
-            index: self.index.clone(),
-            rx: namespace.map(|ns| self.index.subscribe(&ns)),
-            queue: VecDeque::new(),
-            eval,
-            first: true,
-        };
-        Box::pin(futures::stream::unfold(state, |mut st| async move {
-            loop {
-                if let Some(item) = st.queue.pop_front() {
-                    return Some((Ok(item), st));
-                }
-                if st.first {
-                    st.first = false;
-                } else {
-                    match st.rx.as_mut() {
-                        None => std::future::pending::<()>().await,
-                        Some(rx) => {
-                            if rx.changed().await.is_err() {
-                                return None;
-                            }
-                        }
-                    }
-                }
-                let items = (st.eval)(&st.index);
-                st.queue.extend(items);
-            }
-        }))
+        let rx = namespace.map(|ns| self.index.subscribe(&ns));
+        crate::streams::follow(self.index.clone(), rx, eval)
     }
 }
 

@@ -20,6 +20,7 @@ use strait_api::{Store, WatchEvent};
 use tokio::sync::watch;
 
 use super::model::{self, NsName, PodInfo, Resolution, ServiceInfo, SliceInfo, View};
+use crate::streams::Generations;
 
 /// Naming of the cluster the index serves.
 #[derive(Clone, Debug)]
@@ -63,7 +64,7 @@ pub enum IpTarget {
 pub struct Index {
     names: ClusterNames,
     state: RwLock<State>,
-    generations: RwLock<HashMap<String, watch::Sender<u64>>>,
+    generations: Generations,
 }
 
 impl Index {
@@ -72,7 +73,7 @@ impl Index {
         Arc::new(Self {
             names,
             state: RwLock::default(),
-            generations: RwLock::default(),
+            generations: Generations::default(),
         })
     }
 
@@ -83,27 +84,7 @@ impl Index {
 
     /// A receiver that changes whenever anything in `namespace` changes.
     pub fn subscribe(&self, namespace: &str) -> watch::Receiver<u64> {
-        if let Some(tx) = self
-            .generations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(namespace)
-        {
-            return tx.subscribe();
-        }
-        let mut gens = self.generations.write().unwrap_or_else(|e| e.into_inner());
-        gens.entry(namespace.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    fn bump(&self, namespaces: impl IntoIterator<Item = String>) {
-        let gens = self.generations.read().unwrap_or_else(|e| e.into_inner());
-        for ns in namespaces {
-            if let Some(tx) = gens.get(&ns) {
-                tx.send_modify(|g| *g += 1);
-            }
-        }
+        self.generations.subscribe(namespace)
     }
 
     /// The current endpoints of `service:port`.
@@ -176,7 +157,7 @@ impl Index {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             f(&mut s)
         };
-        self.bump(touched);
+        self.generations.bump(touched);
     }
 
     /// Applies one Service event.

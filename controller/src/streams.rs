@@ -1,0 +1,96 @@
+//! Live gRPC streams over an index: per-namespace generation counters that writers bump,
+//! and [`follow`], which re-evaluates a query whenever its namespace changes.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use futures::Stream;
+use tokio::sync::watch;
+use tonic::Status;
+
+/// A boxed stream of gRPC messages.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// One generation counter per namespace; created on first subscription.
+#[derive(Default)]
+pub struct Generations {
+    senders: RwLock<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Generations {
+    /// A receiver that changes whenever something in `namespace` changes.
+    pub fn subscribe(&self, namespace: &str) -> watch::Receiver<u64> {
+        if let Some(tx) = self
+            .senders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+        {
+            return tx.subscribe();
+        }
+        let mut senders = self.senders.write().unwrap_or_else(|e| e.into_inner());
+        senders
+            .entry(namespace.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Tells every subscriber of these namespaces to re-evaluate. Call after the state
+    /// change is visible to readers.
+    pub fn bump(&self, namespaces: impl IntoIterator<Item = String>) {
+        let senders = self.senders.read().unwrap_or_else(|e| e.into_inner());
+        for ns in namespaces {
+            if let Some(tx) = senders.get(&ns) {
+                tx.send_modify(|g| *g += 1);
+            }
+        }
+    }
+}
+
+/// A stream that evaluates `eval` now and again whenever `rx` changes, yielding the items
+/// it returns. Without a receiver it stays open after the first evaluation, as proxies
+/// expect of a control-plane stream. `rx` must be subscribed before the call so that no
+/// change can fall between subscribing and the first evaluation.
+pub fn follow<I, T, F>(index: Arc<I>, rx: Option<watch::Receiver<u64>>, eval: F) -> BoxStream<T>
+where
+    I: Send + Sync + 'static,
+    T: Send + 'static,
+    F: FnMut(&I) -> Vec<T> + Send + 'static,
+{
+    struct Follow<I, T, F> {
+        index: Arc<I>,
+        rx: Option<watch::Receiver<u64>>,
+        queue: VecDeque<T>,
+        eval: F,
+        first: bool,
+    }
+    let state = Follow {
+        index,
+        rx,
+        queue: VecDeque::new(),
+        eval,
+        first: true,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(item) = st.queue.pop_front() {
+                return Some((Ok(item), st));
+            }
+            if st.first {
+                st.first = false;
+            } else {
+                match st.rx.as_mut() {
+                    None => std::future::pending::<()>().await,
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+            let items = (st.eval)(&st.index);
+            st.queue.extend(items);
+        }
+    }))
+}
