@@ -1,0 +1,340 @@
+use std::time::Duration;
+
+use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
+use pb::authn::Permit;
+use pb::authn::permit_mesh_tls::Clients;
+use strait_api::loader::{LoadOptions, load_str};
+use strait_api::store::local::LocalStore;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::*;
+
+fn objects(yaml: &str) -> Vec<strait_api::Object> {
+    load_str("t.yaml", yaml, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-1
+  namespace: production
+  labels: {app: myapp}
+spec:
+  containers:
+    - name: app
+      image: myapp:latest
+      ports: [{name: http, containerPort: 8080}]
+      readinessProbe: {httpGet: {path: /ready, port: http}}
+status: {podIP: 198.18.0.5}
+"#;
+
+fn pod(yaml: &str) -> Pod {
+    strait_api::Kind::from_object(objects(yaml).remove(0)).unwrap()
+}
+
+fn namespace_policy(yaml: &str) -> NamespacePolicy {
+    let mut ns = NamespacePolicy::default();
+    for o in objects(yaml) {
+        let name = o.meta().name.clone().unwrap();
+        match o {
+            strait_api::Object::Server(s) => {
+                ns.servers.insert(name, s);
+            }
+            strait_api::Object::ServerAuthorization(s) => {
+                ns.server_authorizations.insert(name, s);
+            }
+            strait_api::Object::AuthorizationPolicy(s) => {
+                ns.authorization_policies.insert(name, s);
+            }
+            strait_api::Object::MeshTlsAuthentication(s) => {
+                ns.mesh_tls.insert(name, s);
+            }
+            strait_api::Object::NetworkAuthentication(s) => {
+                ns.networks.insert(name, s);
+            }
+            strait_api::Object::Namespace(n) => ns.annotations = n.metadata.annotations.unwrap_or_default(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ns
+}
+
+fn authn_summary(a: &pb::Authz) -> String {
+    match a.authentication.as_ref().and_then(|x| x.permit.as_ref()) {
+        Some(Permit::Unauthenticated(_)) => "unauthenticated".into(),
+        Some(Permit::MeshTls(m)) => match m.clients.as_ref() {
+            Some(Clients::Unauthenticated(_)) => "any-mesh".into(),
+            Some(Clients::Identities(ids)) => {
+                let mut v: Vec<String> = ids.identities.iter().map(|i| i.name.clone()).collect();
+                v.extend(ids.suffixes.iter().map(|s| format!("*.{}", s.parts.join("."))));
+                v.join(",")
+            }
+            None => "?".into(),
+        },
+        None => "none".into(),
+    }
+}
+
+fn summary(s: &pb::Server) -> Vec<(String, String, usize)> {
+    s.authorizations
+        .iter()
+        .map(|a| (a.labels["name"].clone(), authn_summary(a), a.networks.len()))
+        .collect()
+}
+
+#[test]
+fn workloads() {
+    assert_eq!(
+        parse_workload(r#"{"ns":"production","pod":"myapp-1"}"#),
+        Ok(("production".into(), "myapp-1".into()))
+    );
+    assert_eq!(
+        parse_workload("production:myapp-1"),
+        Ok(("production".into(), "myapp-1".into()))
+    );
+    assert!(parse_workload("myapp-1").is_err());
+    assert!(parse_workload(r#"{"ns":"production"}"#).is_err());
+}
+
+#[test]
+fn without_a_server_the_default_policy_applies() {
+    let cfg = InboundConfig::default();
+    let p = pod(POD);
+    let s = server_policy(&cfg, &p, 8080, &NamespacePolicy::default());
+    assert_eq!(s.labels["name"], "all-unauthenticated");
+    assert_eq!(s.labels["kind"], "default");
+    assert_eq!(
+        summary(&s),
+        [(
+            "all-unauthenticated".to_string(),
+            "unauthenticated".to_string(),
+            2
+        )]
+    );
+    let Some(pb::proxy_protocol::Kind::Detect(d)) = s.protocol.unwrap().kind else {
+        panic!("detect")
+    };
+    assert_eq!(d.timeout.unwrap().seconds, 10);
+    let route_names: Vec<_> = d
+        .http_routes
+        .iter()
+        .map(|r| format!("{:?}", r.metadata.as_ref().unwrap().kind))
+        .collect();
+    assert_eq!(
+        d.http_routes.len(),
+        2,
+        "default and probe routes: {route_names:?}"
+    );
+
+    let ns = namespace_policy(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n  annotations: {config.linkerd.io/default-inbound-policy: deny}\n",
+    );
+    let s = server_policy(&cfg, &p, 8080, &ns);
+    assert!(s.authorizations.is_empty(), "deny authorizes no one");
+    assert_eq!(s.labels["name"], "deny");
+
+    let mut annotated = p.clone();
+    annotated.metadata.annotations = Some(
+        [(
+            "config.linkerd.io/default-inbound-policy".to_string(),
+            "cluster-authenticated".to_string(),
+        )]
+        .into(),
+    );
+    let s = server_policy(&cfg, &annotated, 8080, &ns);
+    assert_eq!(
+        summary(&s),
+        [("cluster-authenticated".to_string(), "any-mesh".to_string(), 5)],
+        "the pod wins"
+    );
+}
+
+#[test]
+fn the_seed_server_authorizations() {
+    let cfg = InboundConfig::default();
+    let ns = namespace_policy(include_str!(
+        "../../../../examples/linkerd-seed/09-server-authorization.yaml"
+    ));
+    let s = server_policy(&cfg, &pod(POD), 8080, &ns);
+    assert_eq!(s.labels["name"], "myapp-server");
+    assert!(matches!(
+        s.protocol.as_ref().unwrap().kind,
+        Some(pb::proxy_protocol::Kind::Http2(_))
+    ));
+    let mut got = summary(&s);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "myapp-auth".to_string(),
+                "frontend.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+                5
+            ),
+            ("myapp-auth-ingress".to_string(), "unauthenticated".to_string(), 5),
+            (
+                "myapp-auth-namespace".to_string(),
+                "*.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+                5
+            ),
+        ]
+    );
+    // Another port is not the Server's: the default policy applies there.
+    assert_eq!(
+        server_policy(&cfg, &pod(POD), 9090, &ns).labels["kind"],
+        "default"
+    );
+}
+
+#[test]
+fn the_seed_deny_by_default() {
+    let cfg = InboundConfig::default();
+    let seed = include_str!("../../../../examples/linkerd-seed/10-deny-by-default.yaml");
+    let ns = namespace_policy(seed);
+    for port in [80, 8080, 65535] {
+        let s = server_policy(&cfg, &pod(POD), port, &ns);
+        assert_eq!(s.labels["name"], "all-pods");
+        assert!(s.authorizations.is_empty(), "port {port}: {:?}", summary(&s));
+    }
+    // allow-frontend-to-api selects Servers labelled app=api: give one that label.
+    let labelled = seed.replace(
+        "  name: all-pods\n  namespace: production\n",
+        "  name: all-pods\n  namespace: production\n  labels: {app: api}\n",
+    );
+    let s = server_policy(&cfg, &pod(POD), 8080, &namespace_policy(&labelled));
+    assert_eq!(
+        summary(&s),
+        [(
+            "allow-frontend-to-api".to_string(),
+            "frontend.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+            5
+        )]
+    );
+}
+
+#[test]
+fn authorization_policies_with_authentications() {
+    let cfg = InboundConfig::default();
+    let yaml = r#"
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: {name: web, namespace: production}
+spec: {podSelector: {matchLabels: {app: myapp}}, port: http}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: frontend-only, namespace: production}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: frontend}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: {name: office, namespace: production}
+spec:
+  networks: [{cidr: 198.18.0.0/16}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-from-frontend, namespace: production}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: web}
+  requiredAuthenticationRefs:
+    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: frontend-only}
+    - {group: policy.linkerd.io, kind: NetworkAuthentication, name: office}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: dangling, namespace: production}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: web}
+  requiredAuthenticationRefs:
+    - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: missing}
+"#;
+    let s = server_policy(&cfg, &pod(POD), 8080, &namespace_policy(yaml));
+    assert_eq!(s.labels["name"], "web", "the named port http resolves to 8080");
+    assert_eq!(
+        summary(&s),
+        [(
+            "web-from-frontend".to_string(),
+            "frontend.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+            1
+        )],
+        "a policy whose authentication is missing authorizes nothing"
+    );
+}
+
+async fn next(s: &mut tonic::Streaming<pb::Server>) -> pb::Server {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+async fn serve(store: LocalStore) -> InboundServerPoliciesClient<tonic::transport::Channel> {
+    let index = InboundIndex::new(InboundConfig::default());
+    tokio::spawn(run(index.clone(), store));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(InboundPolicyService::new(index).into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    InboundServerPoliciesClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn watch_port_follows_policy_changes() {
+    let store = LocalStore::in_memory();
+    store
+        .apply(objects(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: production}}\n---\n{POD}"
+        )))
+        .await
+        .unwrap();
+    let mut client = serve(store.clone()).await;
+    let spec = |w: &str| pb::PortSpec {
+        workload: w.into(),
+        port: 8080,
+    };
+    // The index fills asynchronously: wait (bounded) until it knows the pod.
+    let mut stream = None;
+    for _ in 0..50 {
+        match client
+            .watch_port(spec(r#"{"ns":"production","pod":"myapp-1"}"#))
+            .await
+        {
+            Ok(s) => {
+                stream = Some(s.into_inner());
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut stream = stream.expect("the pod becomes known within a second");
+    assert_eq!(next(&mut stream).await.labels["name"], "all-unauthenticated");
+    store
+        .apply(objects(include_str!(
+            "../../../../examples/linkerd-seed/09-server-authorization.yaml"
+        )))
+        .await
+        .unwrap();
+    let s = next(&mut stream).await;
+    assert_eq!(s.labels["name"], "myapp-server");
+
+    let err = client.get_port(spec("production:nope")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = client.get_port(spec("nope")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
