@@ -95,6 +95,8 @@ pub trait Kind: Clone + Serialize + DeserializeOwned + Send + Sync + fmt::Debug 
     fn from_object(obj: Object) -> Option<Self>;
     /// Borrows an [`Object`] of this kind.
     fn from_object_ref(obj: &Object) -> Option<&Self>;
+    /// The object's metadata.
+    fn metadata(&self) -> &ObjectMeta;
     /// The registry entry.
     fn info() -> &'static KindInfo {
         Self::ID.info()
@@ -169,6 +171,7 @@ macro_rules! kinds {
                 fn from_object_ref(obj: &Object) -> Option<&Self> {
                     match obj { Object::$variant(o) => Some(o), #[allow(unreachable_patterns)] _ => None }
                 }
+                fn metadata(&self) -> &ObjectMeta { &self.metadata }
             }
         )*
     };

@@ -5,6 +5,7 @@
 //! it runs against Kubernetes or a local state directory.
 
 pub mod discovery;
+pub mod endpoints;
 pub mod identity;
 pub mod policy;
 pub mod streams;

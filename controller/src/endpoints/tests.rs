@@ -1,0 +1,146 @@
+use std::time::Duration;
+
+use strait_api::loader::{LoadOptions, load_str};
+use strait_api::store::local::LocalStore;
+
+use super::*;
+
+fn objects(yaml: &str) -> Vec<Object> {
+    load_str("t.yaml", yaml, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+fn typed<K: Kind>(yaml: &str) -> Vec<K> {
+    objects(yaml).into_iter().filter_map(K::from_object).collect()
+}
+
+fn pod(name: &str, ip: &str, ready: bool, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: production\n  labels: {labels}\nspec:\n  containers: [{{name: app, image: x, ports: [{{name: http, containerPort: 8080}}]}}]\nstatus:\n  phase: Running\n  podIP: {ip}\n  conditions: [{{type: Ready, status: \"{}\"}}]\n---\n",
+        if ready { "True" } else { "False" }
+    )
+}
+
+const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: myapp, namespace: production}\nspec:\n  selector: {app: myapp}\n  ports: [{name: web, port: 80, targetPort: http}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: external, namespace: production}\nspec:\n  ports: [{port: 443}]\n";
+
+#[test]
+fn slices_follow_selected_pods() {
+    let svcs: Vec<Service> = typed(SERVICES);
+    let pods: Vec<Pod> = typed(&format!(
+        "{}{}{}",
+        pod("a", "198.18.0.5", true, "{app: myapp}"),
+        pod("b", "198.18.0.6", false, "{app: myapp}"),
+        pod("c", "198.18.0.7", true, "{app: other}")
+    ));
+    let p = plan(
+        &svcs.iter().collect::<Vec<_>>(),
+        &pods.iter().collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(
+        p.apply.len(),
+        1,
+        "the selector-less service gets no managed slice"
+    );
+    let s = &p.apply[0];
+    assert_eq!(s.metadata.name.as_deref(), Some("myapp-0"));
+    assert_eq!(s.metadata.labels.as_ref().unwrap()[SERVICE_NAME_LABEL], "myapp");
+    let ports = s.ports.as_ref().unwrap();
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("web"), Some(8080)),
+        "named target port resolved"
+    );
+    let eps = s.endpoints.as_ref().unwrap();
+    let got: Vec<(String, bool)> = eps
+        .iter()
+        .map(|e| {
+            (
+                e.addresses[0].clone(),
+                e.conditions.as_ref().unwrap().ready.unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("198.18.0.5".to_string(), true),
+            ("198.18.0.6".to_string(), false)
+        ]
+    );
+
+    // Applying the plan's result again plans nothing; a stale slice is deleted.
+    let mut stale = s.clone();
+    stale.metadata.name = Some("myapp-7".into());
+    let p2 = plan(
+        &svcs.iter().collect::<Vec<_>>(),
+        &pods.iter().collect::<Vec<_>>(),
+        &[s, &stale],
+    );
+    assert!(p2.apply.is_empty());
+    assert_eq!(p2.delete, ["myapp-7"]);
+}
+
+#[tokio::test]
+async fn the_controller_keeps_slices_in_step_with_the_store() {
+    let store = LocalStore::in_memory();
+    store
+        .apply(objects(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n",
+        ))
+        .await
+        .unwrap();
+    store.apply(objects(SERVICES)).await.unwrap();
+    store
+        .apply(objects(&pod("a", "198.18.0.5", true, "{app: myapp}")))
+        .await
+        .unwrap();
+    tokio::spawn(run(store.clone()));
+    let addresses = |store: LocalStore| async move {
+        let s: Option<EndpointSlice> = store.get("production", "myapp-0").await.unwrap();
+        s.map(|s| {
+            s.endpoints
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.addresses[0].clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    let wait_for = |want: Vec<&'static str>| {
+        let store = store.clone();
+        async move {
+            for _ in 0..250 {
+                if addresses(store.clone())
+                    .await
+                    .as_deref()
+                    .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>())
+                    == Some(want.clone())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("slice never became {want:?}: {:?}", addresses(store).await);
+        }
+    };
+    wait_for(vec!["198.18.0.5"]).await;
+    store
+        .apply(objects(&pod("b", "198.18.0.6", true, "{app: myapp}")))
+        .await
+        .unwrap();
+    wait_for(vec!["198.18.0.5", "198.18.0.6"]).await;
+    store
+        .delete(&ObjectKey::new(KindId::Pod, "production", "a"))
+        .await
+        .unwrap();
+    wait_for(vec!["198.18.0.6"]).await;
+    // Someone deletes our slice: it comes back.
+    store
+        .delete(&ObjectKey::new(KindId::EndpointSlice, "production", "myapp-0"))
+        .await
+        .unwrap();
+    wait_for(vec!["198.18.0.6"]).await;
+}
