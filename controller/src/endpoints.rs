@@ -32,6 +32,9 @@ pub struct Plan {
     pub delete: Vec<String>,
 }
 
+/// A service port as resolved for one pod: (port name, target port, protocol).
+type PortMapping = (Option<String>, i32, String);
+
 fn pod_ready(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     let conditions = status.and_then(|s| s.conditions.as_ref());
@@ -63,7 +66,7 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
         match_labels: Some(selector),
         match_expressions: None,
     };
-    let mut groups: BTreeMap<Vec<(Option<String>, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<PortMapping>, Vec<Endpoint>> = BTreeMap::new();
     for pod in pods {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         if pod.metadata.namespace.as_deref() != Some(&ns) || !selector_matches(&sel, &labels) {
@@ -77,7 +80,7 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| Some((p.name.clone()?, p.container_port)))
             .collect();
-        let mapping: Option<Vec<(Option<String>, i32, String)>> = ports
+        let mapping: Option<Vec<PortMapping>> = ports
             .iter()
             .map(|p| {
                 let target = match &p.target_port {
