@@ -96,7 +96,7 @@ enum Command {
     /// Run the sidecar proxy (component entry point).
     Proxy,
     /// Run a cluster's control plane: destination, identity, policy, injector, public API.
-    Controller,
+    Controller(cmd::controller::ControllerArgs),
     /// Run a cluster's multi-cluster gateway.
     Gateway,
     /// Run the service mirror for a cluster's links.
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
         }
         Command::Version(a) => cmd::version::version(g, &a),
         Command::Proxy => later("proxy", 4, "the sidecar proxy"),
-        Command::Controller => later("controller", 3, "the control plane"),
+        Command::Controller(a) => cmd::controller::controller(g, &a),
         Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
         Command::Mirror => later("mirror", 5, "the service mirror"),
         Command::Init => later("init", 6, "pod traffic redirection"),

@@ -288,3 +288,101 @@ fn version_prints_the_client_version() {
         format!("Client version: strait-{}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_controller_serves_until_terminated() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut child = strait()
+        .args(["--state-dir", state.to_str().unwrap(), "controller"])
+        .args([
+            "--destination-addr",
+            "127.0.0.1:0",
+            "--identity-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--policy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bound: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let admin = bound["admin"].as_str().unwrap();
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut rsp = String::new();
+    s.read_to_string(&mut rsp).unwrap();
+    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+    assert!(
+        state.join("identity/ca.crt").exists(),
+        "local identity material is created"
+    );
+
+    // The state directory belongs to the running controller.
+    let out = run(&["--state-dir", state.to_str().unwrap(), "get", "ns"]);
+    assert!(
+        text(&out.stderr).contains("in use by another strait process"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller stops within 10s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn the_controller_refuses_bad_flags_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    let out = run(&["--state-dir", s, "controller", "--default-inbound-policy", "open"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("expected one of all-unauthenticated"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["controller"]);
+    assert!(
+        text(&out.stderr).contains("pass --state-dir DIR"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "--state-dir",
+        s,
+        "controller",
+        "--identity-issuer-key-file",
+        "issuer.key",
+    ]);
+    assert!(
+        text(&out.stderr).contains("give all three"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["controller", "--kubernetes"]);
+    assert!(
+        text(&out.stderr).contains("Kubernetes mode needs the issuer"),
+        "{}",
+        text(&out.stderr)
+    );
+}

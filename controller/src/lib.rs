@@ -4,8 +4,10 @@
 //! Every service reads cluster state through a `strait_api::Store` and never knows whether
 //! it runs against Kubernetes or a local state directory.
 
+pub mod admin;
 pub mod discovery;
 pub mod endpoints;
 pub mod identity;
 pub mod policy;
+pub mod run;
 pub mod streams;

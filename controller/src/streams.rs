@@ -36,6 +36,12 @@ impl Generations {
             .subscribe()
     }
 
+    /// Ends every stream following these generations (at shutdown): their receivers see
+    /// the senders gone. Later subscriptions get a fresh, open channel.
+    pub fn close(&self) {
+        self.senders.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Tells every subscriber of these namespaces to re-evaluate. Call after the state
     /// change is visible to readers.
     pub fn bump(&self, namespaces: impl IntoIterator<Item = String>) {
@@ -48,11 +54,14 @@ impl Generations {
     }
 }
 
+/// The key of streams that follow no namespace: nothing bumps it, so they stay open after
+/// their first answer (as proxies expect of a control-plane stream) until shutdown.
+pub const NO_NAMESPACE: &str = "";
+
 /// A stream that evaluates `eval` now and again whenever `rx` changes, yielding the items
-/// it returns. Without a receiver it stays open after the first evaluation, as proxies
-/// expect of a control-plane stream. `rx` must be subscribed before the call so that no
-/// change can fall between subscribing and the first evaluation.
-pub fn follow<I, T, F>(index: Arc<I>, rx: Option<watch::Receiver<u64>>, eval: F) -> BoxStream<T>
+/// it returns, and ends when its generations are closed. `rx` must be subscribed before
+/// the call so that no change can fall between subscribing and the first evaluation.
+pub fn follow<I, T, F>(index: Arc<I>, rx: watch::Receiver<u64>, eval: F) -> BoxStream<T>
 where
     I: Send + Sync + 'static,
     T: Send + 'static,
@@ -60,7 +69,7 @@ where
 {
     struct Follow<I, T, F> {
         index: Arc<I>,
-        rx: Option<watch::Receiver<u64>>,
+        rx: watch::Receiver<u64>,
         queue: VecDeque<T>,
         eval: F,
         first: bool,
@@ -80,13 +89,8 @@ where
             if st.first {
                 st.first = false;
             } else {
-                match st.rx.as_mut() {
-                    None => std::future::pending::<()>().await,
-                    Some(rx) => {
-                        if rx.changed().await.is_err() {
-                            return None;
-                        }
-                    }
+                if st.rx.changed().await.is_err() {
+                    return None;
                 }
             }
             let items = (st.eval)(&st.index);

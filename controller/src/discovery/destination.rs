@@ -194,7 +194,9 @@ impl DestinationService {
         T: Send + 'static,
         F: FnMut(&Index) -> Vec<T> + Send + 'static,
     {
-        let rx = namespace.map(|ns| self.index.subscribe(&ns));
+        let rx = self
+            .index
+            .subscribe(namespace.as_deref().unwrap_or(crate::streams::NO_NAMESPACE));
         crate::streams::follow(self.index.clone(), rx, eval)
     }
 }

@@ -87,6 +87,11 @@ impl Index {
         self.generations.subscribe(namespace)
     }
 
+    /// Ends every stream (at shutdown).
+    pub fn close(&self) {
+        self.generations.close();
+    }
+
     /// The current endpoints of `service:port`.
     pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());

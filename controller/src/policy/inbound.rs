@@ -635,6 +635,11 @@ impl InboundIndex {
         })
     }
 
+    /// Ends every stream (at shutdown).
+    pub fn close(&self) {
+        self.generations.close();
+    }
+
     /// The policy of a pod's port, or `None` if the pod is unknown.
     pub fn policy(&self, namespace: &str, pod: &str, port: u16) -> Option<pb::Server> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -825,7 +830,7 @@ impl pb::inbound_server_policies_server::InboundServerPolicies for InboundPolicy
             )));
         }
         let mut last: Option<pb::Server> = None;
-        let stream = follow(self.index.clone(), Some(rx), move |ix: &InboundIndex| {
+        let stream = follow(self.index.clone(), rx, move |ix: &InboundIndex| {
             let next = ix.policy(&ns, &pod, port);
             match next {
                 Some(next) if last.as_ref() != Some(&next) => {

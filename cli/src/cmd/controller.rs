@@ -1,0 +1,207 @@
+//! `strait controller`: a cluster's control plane, in local mode (`--state-dir`) or
+//! Kubernetes mode (`--kubernetes`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use strait_api::store::kube::KubeStore;
+use strait_api::store::local::LocalStore;
+use strait_controller::discovery::index::ClusterNames;
+use strait_controller::identity::TokenReviewValidator;
+use strait_controller::policy::inbound::{DefaultPolicy, InboundConfig};
+use strait_controller::run::{Bound, ControllerConfig, LocalIdentity, run};
+use strait_identity::{Issuer, TrustAnchors, TrustDomain};
+
+use crate::{Global, exit};
+
+/// Arguments of `controller`.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Read cluster state from the Kubernetes API (in-cluster or kubeconfig) instead of --state-dir.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Destination gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:8086")]
+    pub destination_addr: SocketAddr,
+    /// Identity gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub identity_addr: SocketAddr,
+    /// Policy gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:8090")]
+    pub policy_addr: SocketAddr,
+    /// Admin (`/ready`, `/live`) listen address.
+    #[arg(long, default_value = "0.0.0.0:9990")]
+    pub admin_addr: SocketAddr,
+    /// The mesh's trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Networks of the cluster's pods, comma-separated CIDRs (cluster-* inbound policies).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+    )]
+    pub cluster_networks: Vec<String>,
+    /// Default inbound policy: all-unauthenticated, all-authenticated, cluster-authenticated,
+    /// cluster-unauthenticated, deny or audit.
+    #[arg(long, default_value = "all-unauthenticated")]
+    pub default_inbound_policy: String,
+    /// Lifetime of issued proxy certificates, e.g. 24h.
+    #[arg(long, default_value = "24h")]
+    pub issuance_lifetime: String,
+    /// Trust anchors (PEM); Kubernetes mode reads the installed ones from here.
+    #[arg(long, value_name = "FILE")]
+    pub identity_trust_anchors_file: Option<PathBuf>,
+    /// Issuer certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub identity_issuer_certificate_file: Option<PathBuf>,
+    /// Issuer private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub identity_issuer_key_file: Option<PathBuf>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    exit::code(exit::FAILURE)
+}
+
+fn config(args: &ControllerArgs, local: bool) -> Result<ControllerConfig, String> {
+    let cluster_networks = args
+        .cluster_networks
+        .iter()
+        .map(|n| {
+            strait_api::mesh::formats::cidr(n).map_err(|e| format!("--cluster-networks {n:?}: expected {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let default_policy = DefaultPolicy::parse(&args.default_inbound_policy).ok_or_else(|| {
+        format!(
+            "--default-inbound-policy {:?}: expected one of {}",
+            args.default_inbound_policy,
+            strait_api::labels::config::DEFAULT_INBOUND_POLICIES.join(", ")
+        )
+    })?;
+    let lifetime = strait_api::names::duration(&args.issuance_lifetime)
+        .map_err(|e| format!("--issuance-lifetime {:?}: expected {e}", args.issuance_lifetime))?;
+    if lifetime < Duration::from_secs(60) {
+        return Err(format!(
+            "--issuance-lifetime {:?}: expected at least 1m",
+            args.issuance_lifetime
+        ));
+    }
+    TrustDomain::new(&args.trust_domain)
+        .map_err(|e| format!("--trust-domain {:?}: {e}", args.trust_domain))?;
+    Ok(ControllerConfig {
+        destination_addr: args.destination_addr,
+        identity_addr: args.identity_addr,
+        policy_addr: args.policy_addr,
+        admin_addr: args.admin_addr,
+        names: ClusterNames {
+            trust_domain: args.trust_domain.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+        },
+        inbound: InboundConfig {
+            cluster_networks,
+            default_policy,
+            trust_domain: args.trust_domain.clone(),
+        },
+        issuance_lifetime: lifetime,
+        local_endpoints: local,
+    })
+}
+
+/// The issuer named by the `--identity-*` flags, if any were given (all three or none).
+fn issuer_from_flags(args: &ControllerArgs) -> Result<Option<(TrustAnchors, Issuer)>, String> {
+    let now = SystemTime::now();
+    match (&args.identity_trust_anchors_file, &args.identity_issuer_certificate_file, &args.identity_issuer_key_file) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(crt), Some(key)) => {
+            let anchors = TrustAnchors::load(ca, now).map_err(|e| e.to_string())?;
+            let issuer = Issuer::load_files(crt, key, &anchors, now).map_err(|e| e.to_string())?;
+            Ok(Some((anchors, issuer)))
+        }
+        _ => Err("give all three of --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file, or none".into()),
+    }
+}
+
+fn announce(b: Bound) {
+    // One JSON line on stdout for supervisors (`strait up`) and scripts; the rest is logs.
+    println!("{}", serde_json::to_string(&b).expect("addresses serialize"));
+    eprintln!(
+        "control plane ready: destination {}, identity {}, policy {}, admin {}",
+        b.destination, b.identity, b.policy, b.admin
+    );
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs `controller`.
+pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
+    let local = !args.kubernetes;
+    let cfg = match config(args, local) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let flags = match issuer_from_flags(args) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    if args.kubernetes {
+        if g.state_dir.is_some() {
+            return fail(
+                "--kubernetes and --state-dir exclude each other: pick the Kubernetes API or a local state directory",
+            );
+        }
+        let Some((_anchors, issuer)) = flags else {
+            return fail(
+                "Kubernetes mode needs the issuer: pass --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (mounted from the linkerd-identity-issuer Secret)",
+            );
+        };
+        return rt.block_on(async {
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => return fail(format!("cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")),
+            };
+            let store = KubeStore::new(client.clone());
+            match run(cfg, store, issuer, TokenReviewValidator::new(client), announce, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        });
+    }
+    let Some(dir) = &g.state_dir else {
+        return fail(
+            "pass --state-dir DIR for a local cluster's control plane, or --kubernetes to run against the Kubernetes API",
+        );
+    };
+    let store = match LocalStore::open(dir) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let trust_domain = TrustDomain::new(&args.trust_domain).expect("validated in config");
+    let identity =
+        match LocalIdentity::load_or_create(&dir.join("identity"), &trust_domain, SystemTime::now()) {
+            Ok(i) => i,
+            Err(e) => return fail(format!("{e} (in {})", dir.join("identity").display())),
+        };
+    let issuer = flags.map(|(_, i)| i).unwrap_or(identity.issuer);
+    rt.block_on(async {
+        match run(cfg, store, issuer, identity.tokens, announce, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        }
+    })
+}

@@ -1,0 +1,285 @@
+//! The controller process: parse → build → spawn → drain. [`run`] takes its store, token
+//! validator and a shutdown future as arguments, binds every listener before serving, and
+//! reports the bound addresses, so it runs the same on port 0 in tests as on Linkerd's
+//! ports in a cluster.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use strait_api::Store;
+use strait_identity::{Issuer, TrustAnchors, TrustDomain};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::discovery::destination::DestinationService;
+use crate::discovery::index::{self, ClusterNames, Index};
+use crate::identity::{IdentityService, LocalTokens, TokenValidator};
+use crate::policy::inbound::{self, InboundConfig, InboundIndex, InboundPolicyService};
+
+/// Where the controller listens and how it names the cluster.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Destination gRPC (Linkerd: 8086).
+    pub destination_addr: SocketAddr,
+    /// Identity gRPC (Linkerd: 8080).
+    pub identity_addr: SocketAddr,
+    /// Policy gRPC (Linkerd: 8090).
+    pub policy_addr: SocketAddr,
+    /// Admin HTTP: `/ready`, `/live` (Linkerd: 9990).
+    pub admin_addr: SocketAddr,
+    /// Trust and cluster domains.
+    pub names: ClusterNames,
+    /// Inbound policy defaults.
+    pub inbound: InboundConfig,
+    /// Lifetime of issued leaf certificates.
+    pub issuance_lifetime: Duration,
+    /// Run the endpoint controller (local mode; Kubernetes has its own).
+    pub local_endpoints: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        Self {
+            destination_addr: any(8086),
+            identity_addr: any(8080),
+            policy_addr: any(8090),
+            admin_addr: any(9990),
+            names: ClusterNames::default(),
+            inbound: InboundConfig::default(),
+            issuance_lifetime: strait_identity::DEFAULT_LEAF_LIFETIME,
+            local_endpoints: false,
+        }
+    }
+}
+
+/// The addresses actually bound (they differ from the config for port 0).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Bound {
+    /// Destination gRPC.
+    pub destination: SocketAddr,
+    /// Identity gRPC.
+    pub identity: SocketAddr,
+    /// Policy gRPC.
+    pub policy: SocketAddr,
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+}
+
+/// Why the controller could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {what}: {source}; is another process using the port?")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A gRPC server failed.
+    #[error("{what} server failed: {source}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// Identity material could not be loaded or created.
+    #[error("{0}")]
+    Identity(String),
+}
+
+/// How long shutdown waits for in-flight unary requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+/// Runs the control plane until `shutdown` resolves; `on_bound` hears the bound addresses
+/// once every listener is open.
+pub async fn run<S, V>(
+    cfg: ControllerConfig,
+    store: S,
+    issuer: Issuer,
+    validator: V,
+    on_bound: impl FnOnce(Bound) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    S: Store,
+    V: TokenValidator,
+{
+    let dst_l = bind("destination", cfg.destination_addr).await?;
+    let id_l = bind("identity", cfg.identity_addr).await?;
+    let pol_l = bind("policy", cfg.policy_addr).await?;
+    let admin_l = bind("admin", cfg.admin_addr).await?;
+    let local = |l: &TcpListener, addr| l.local_addr().unwrap_or(addr);
+    let bound = Bound {
+        destination: local(&dst_l, cfg.destination_addr),
+        identity: local(&id_l, cfg.identity_addr),
+        policy: local(&pol_l, cfg.policy_addr),
+        admin: local(&admin_l, cfg.admin_addr),
+    };
+
+    let discovery = Index::new(cfg.names.clone());
+    let inbound_index = InboundIndex::new(InboundConfig {
+        trust_domain: cfg.names.trust_domain.clone(),
+        ..cfg.inbound.clone()
+    });
+    let closers = (discovery.clone(), inbound_index.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (ix, st) = (discovery.clone(), store.clone());
+        tasks.spawn(async move {
+            let e = index::run(ix, st).await;
+            tracing::error!(error = %e, "discovery index stopped");
+        });
+    }
+    tasks.spawn(inbound::run(inbound_index.clone(), store.clone()));
+    if cfg.local_endpoints {
+        tasks.spawn(crate::endpoints::run(store.clone()));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let identity = IdentityService::new(
+        Arc::new(RwLock::new(issuer)),
+        validator,
+        cfg.issuance_lifetime,
+        Arc::new(SystemTime::now),
+    );
+    let servers = [
+        (
+            "destination",
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(DestinationService::new(discovery).into_server())
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(dst_l), stopped()),
+            ),
+        ),
+        (
+            "identity",
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(identity.into_server())
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(id_l), stopped()),
+            ),
+        ),
+        (
+            "policy",
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(InboundPolicyService::new(inbound_index).into_server())
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(pol_l), stopped()),
+            ),
+        ),
+    ];
+    tasks.spawn(crate::admin::serve(admin_l, stopped()));
+    tracing::info!(?bound, "control plane serving");
+    on_bound(bound);
+
+    shutdown.await;
+    tracing::info!("shutting down: ending streams and draining requests");
+    // Streams never finish by themselves: end them so graceful shutdown can complete;
+    // proxies reconnect to another replica.
+    closers.0.close();
+    closers.1.close();
+    let _ = stop_tx.send(true);
+    for (what, mut handle) in servers {
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(source))) => return Err(RunError::Serve { what, source }),
+            Ok(Err(e)) => tracing::error!(what, error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    what,
+                    "requests still in flight after {DRAIN_TIMEOUT:?}; closing them"
+                );
+                handle.abort();
+            }
+        }
+    }
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Local mode's identity material in `<state-dir>/identity/`: trust anchors, issuer and
+/// the token secret, created on first start (like `linkerd install` without certificate
+/// flags) and reused afterwards.
+pub struct LocalIdentity {
+    /// The trust anchors (`ca.crt`).
+    pub anchors: TrustAnchors,
+    /// The issuer (`issuer.crt`, `issuer.key`).
+    pub issuer: Issuer,
+    /// Local-mode pod tokens (`token.key`).
+    pub tokens: LocalTokens,
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl LocalIdentity {
+    /// Loads `dir`'s identity material, generating what is missing.
+    pub fn load_or_create(dir: &Path, trust_domain: &TrustDomain, now: SystemTime) -> Result<Self, RunError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| RunError::Identity(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(|e| err(&format!("cannot create {}", dir.display()), &e))?;
+        let (ca, crt, key, tok) = (
+            dir.join("ca.crt"),
+            dir.join("issuer.crt"),
+            dir.join("issuer.key"),
+            dir.join("token.key"),
+        );
+        if !ca.exists() {
+            let (anchors, issuer) = strait_identity::generate(trust_domain, now)
+                .map_err(|e| err("cannot generate the trust anchor and issuer", &e))?;
+            write_private(&key, issuer.key_pem().as_bytes())
+                .map_err(|e| err("cannot write issuer.key", &e))?;
+            std::fs::write(&crt, issuer.cert_pem()).map_err(|e| err("cannot write issuer.crt", &e))?;
+            std::fs::write(&ca, anchors.to_pem()).map_err(|e| err("cannot write ca.crt", &e))?;
+        }
+        let anchors = TrustAnchors::load(&ca, now).map_err(|e| err("trust anchors", &e))?;
+        let issuer = Issuer::load_files(&crt, &key, &anchors, now).map_err(|e| err("issuer", &e))?;
+        if !tok.exists() {
+            let secret = LocalTokens::generate_secret().map_err(|e| err("token secret", &e))?;
+            write_private(&tok, &secret).map_err(|e| err("cannot write token.key", &e))?;
+        }
+        let secret = std::fs::read(&tok).map_err(|e| err("cannot read token.key", &e))?;
+        Ok(Self {
+            anchors,
+            issuer,
+            tokens: LocalTokens::new(&secret),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

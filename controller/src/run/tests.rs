@@ -1,0 +1,185 @@
+use std::os::unix::fs::PermissionsExt;
+
+use linkerd2_proxy_api::destination::destination_client::DestinationClient;
+use linkerd2_proxy_api::destination::{GetDestination, update::Update as U};
+use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
+use strait_api::loader::{LoadOptions, load_str};
+use strait_api::store::local::LocalStore;
+use strait_identity::{IdentityName, generate_key_and_csr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+#[test]
+fn local_identity_is_created_once_and_kept_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let first = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), now).unwrap();
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let second = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), now).unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("ca.crt")).unwrap(),
+        ca,
+        "the anchor is reused, not regenerated"
+    );
+    assert_eq!(first.issuer.cert_pem(), second.issuer.cert_pem());
+    let token = first.tokens.mint("production", "frontend", "p");
+    assert!(
+        second.tokens.verify(token.as_bytes()).is_ok(),
+        "tokens survive a restart"
+    );
+    for secret in ["issuer.key", "token.key"] {
+        let mode = std::fs::metadata(dir.path().join(secret))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{secret} is private");
+    }
+    // A damaged issuer is reported with what to check, not silently replaced.
+    std::fs::write(dir.path().join("issuer.crt"), "garbage").unwrap();
+    let err = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), now)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("issuer"), "{err}");
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn local(port: u16) -> SocketAddr {
+    let _ = port;
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[tokio::test]
+async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), SystemTime::now()).unwrap();
+    let store = LocalStore::in_memory();
+    let cfg = ControllerConfig {
+        destination_addr: local(8086),
+        identity_addr: local(8080),
+        policy_addr: local(8090),
+        admin_addr: local(9990),
+        local_endpoints: true,
+        ..Default::default()
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let tokens = id.tokens.clone();
+    let handle = tokio::spawn(run(
+        cfg,
+        store.clone(),
+        id.issuer.clone(),
+        id.tokens.clone(),
+        move |b| {
+            let _ = bound_tx.send(b);
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let bound = bound_rx.await.unwrap();
+    assert!(http_get(bound.admin, "/ready").await.starts_with("HTTP/1.1 200"));
+
+    // Identity.
+    let name = IdentityName::new("myapp", "production", "cluster.local").unwrap();
+    let (_key, csr) = generate_key_and_csr(&name).unwrap();
+    let mut idc = IdentityClient::connect(format!("http://{}", bound.identity))
+        .await
+        .unwrap();
+    idc.certify(CertifyRequest {
+        identity: name.to_string(),
+        token: tokens.mint("production", "myapp", "myapp-1").into_bytes(),
+        certificate_signing_request: csr.to_vec(),
+    })
+    .await
+    .expect("a certificate for a registered pod's token");
+
+    // Discovery through the local endpoint controller: no EndpointSlice is written by hand.
+    let mut dst = DestinationClient::connect(format!("http://{}", bound.destination))
+        .await
+        .unwrap();
+    let mut stream = dst
+        .get(GetDestination {
+            scheme: "k8s".into(),
+            path: "myapp.production.svc.cluster.local:80".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: myapp-1\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: x}}]\nstatus: {{phase: Running, podIP: 198.18.0.5}}\n",
+        include_str!("../../../examples/linkerd-seed/01-namespace-injection.yaml").to_string()
+            + "---\n"
+            + include_str!("../../../examples/linkerd-seed/03-services.yaml")
+    );
+    let objs = load_str("t.yaml", &yaml, &LoadOptions::default())
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect();
+    store.apply(objs).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("endpoints within 5s")
+            .unwrap()
+            .unwrap();
+        if let Some(U::Add(set)) = msg.update {
+            assert_eq!(set.addrs[0].addr.as_ref().unwrap().port, 8080);
+            break;
+        }
+    }
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("drains within 5s")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_taken_port_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = ControllerConfig {
+        destination_addr: taken.local_addr().unwrap(),
+        ..Default::default()
+    };
+    let (_a, issuer) = strait_identity::generate(&TrustDomain::default(), SystemTime::now()).unwrap();
+    let err = run(
+        cfg,
+        LocalStore::in_memory(),
+        issuer,
+        LocalTokens::new(&[1; 32]),
+        |_| {},
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunError::Bind {
+                what: "destination",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("is another process using the port"),
+        "{err}"
+    );
+}
