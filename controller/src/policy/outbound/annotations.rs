@@ -347,7 +347,8 @@ mod tests {
     #[test]
     fn http_retries() {
         let range = |start, end| StatusRange { start, end };
-        let cases: &[(&[(&str, &str)], Option<Retry<StatusRange>>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Retry<StatusRange>>);
+        let cases: &[Case<'_>] = &[
             (&[], None),
             (
                 &[(ann::RETRY_HTTP, "5xx")],

@@ -195,7 +195,11 @@ mod tests {
             (WatchEvent::Deleted(split("production", "a", "web")), true, false),
             (WatchEvent::Deleted(split("production", "a", "web")), false, false),
             // A restart touches the namespaces it removes from and adds to.
-            (WatchEvent::Restarted(vec![split("production", "c", "web")]), true, true),
+            (
+                WatchEvent::Restarted(vec![split("production", "c", "web")]),
+                true,
+                true,
+            ),
         ];
         for (i, (ev, want_prod, want_other)) in cases.into_iter().enumerate() {
             index.on_split(ev);

@@ -37,9 +37,18 @@
 //! EgressNetworks and the egress fallback, TLS and TCP routes, `RequestMirror`,
 //! `URLRewrite` and `ExtensionRef` filters (their route is ignored, as in Linkerd),
 //! regular-expression gRPC method matches (route ignored), response header edits on gRPC
-//! routes (filter ignored), and the `PenaltyPeakEwma` balancer and unified failure accrual.
+//! routes (filter ignored), the `PenaltyPeakEwma` balancer and unified failure accrual, and
+//! Linkerd's "undefined port" answer for a port the Service does not declare (the policy
+//! is served as for any port, and discovery finds no endpoints on it).
 //! `timeouts.backendRequest` is sent as the backend's (deprecated) request timeout, which
 //! Linkerd 2.14 did and newer proxies ignore; current Linkerd drops it.
+//!
+//! Deliberate differences: TrafficSplits (which Linkerd serves only through the destination
+//! API's profiles) weight the default HTTP route and the opaque route; Gateway API
+//! HTTPRoutes' `timeouts` are read like Linkerd HTTPRoutes' (Linkerd reads only the
+//! latter's); a Linkerd HTTPRoute's `ResponseHeaderModifier` edits responses (Linkerd sends
+//! it as a request edit); [`Settings::allow_l5d_request_headers`] applies to the default
+//! route too; and a zero timeout annotation means "no timeout", as in the Gateway API.
 
 pub mod annotations;
 pub mod index;
@@ -100,13 +109,13 @@ impl OutboundPolicyService {
 
     /// The Service port a request is about.
     fn target(&self, spec: &pb::TrafficSpec) -> Result<(NsName, u16), Status> {
-        let not_found = |what: String| Status::not_found(format!("{what}: no outbound policy; forward to it"));
+        let not_found =
+            |what: String| Status::not_found(format!("{what}: no outbound policy; forward to it"));
         match spec.target.as_ref() {
             None => Err(Status::invalid_argument("the traffic spec has no target")),
             Some(Target::Addr(addr)) => {
                 let ip = addr
                     .ip
-                    .clone()
                     .ok_or_else(|| Status::invalid_argument("the target address has no IP"))?;
                 let ip = IpAddr::try_from(ip)
                     .map_err(|e| Status::invalid_argument(format!("the target IP does not read: {e}")))?;
@@ -163,6 +172,11 @@ struct Follow {
 impl Follow {
     /// Waits for a change in a followed namespace; `false` if the index went away.
     async fn changed(&mut self) -> bool {
+        if self.generations.is_empty() {
+            // Never the case (the Service's own namespace is always followed); `select_all`
+            // would panic on nothing to wait for.
+            return std::future::pending().await;
+        }
         let waits = self.generations.values_mut().map(|rx| Box::pin(rx.changed()));
         let (result, _, _) = futures::future::select_all(waits).await;
         result.is_ok()

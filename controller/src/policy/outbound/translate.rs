@@ -13,8 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use linkerd2_proxy_api::{
-    grpc_route as grpc_pb, http_route as http_pb, http_types, meta, opaque_route as opaque_pb,
-    outbound as pb,
+    grpc_route as grpc_pb, http_route as http_pb, http_types, meta, opaque_route as opaque_pb, outbound as pb,
 };
 use strait_api::mesh::gateway_api::{self, GrpcRoute, GrpcRouteFilter, GrpcRouteMatch, GrpcRouteRule};
 use strait_api::mesh::policy;
@@ -609,6 +608,9 @@ fn split_weight(w: f64) -> u32 {
     (w * SPLIT_WEIGHT_SCALE).round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
+/// Reads one kind of retry policy from annotations.
+type RetryReader<C> = fn(&BTreeMap<String, String>) -> Result<Option<Retry<C>>, AnnotationError>;
+
 /// The parent Service port being translated, with what its annotations say.
 struct Parent<'a> {
     id: &'a NsName,
@@ -717,9 +719,9 @@ impl Cx<'_> {
             queue: Some(queue()),
             kind: Some(Kind::Balancer(BalanceP2c {
                 discovery: Some(EndpointDiscovery {
-                    kind: Some(endpoint_discovery::Kind::Dst(endpoint_discovery::DestinationGet {
-                        path,
-                    })),
+                    kind: Some(endpoint_discovery::Kind::Dst(
+                        endpoint_discovery::DestinationGet { path },
+                    )),
                 }),
                 load: Some(balance_p2c::Load::PeakEwma(balance_p2c::PeakEwma {
                     default_rtt: proto_duration(EWMA_DEFAULT_RTT),
@@ -874,7 +876,7 @@ impl Cx<'_> {
         &mut self,
         object: &str,
         meta: &ObjectMeta,
-        read_retry: fn(&BTreeMap<String, String>) -> Result<Option<Retry<C>>, AnnotationError>,
+        read_retry: RetryReader<C>,
     ) -> (Option<Retry<C>>, Timeouts) {
         let empty = BTreeMap::new();
         let a = meta.annotations.as_ref().unwrap_or(&empty);
@@ -932,7 +934,8 @@ impl Cx<'_> {
                     kind: Some(Kind::RandomAvailable(RandomAvailable { backends })),
                 }
             };
-            let timeouts = rule_timeouts_or_defaults(&route_timeouts, &rule_timeouts, &parent.defaults.timeouts);
+            let timeouts =
+                rule_timeouts_or_defaults(&route_timeouts, &rule_timeouts, &parent.defaults.timeouts);
             let retry = route_retry.as_ref().or(parent.defaults.http_retry.as_ref());
             let matches = match rule.matches.as_deref() {
                 Some(ms) if !ms.is_empty() => ms.iter().map(http_match).collect(),
@@ -951,7 +954,11 @@ impl Cx<'_> {
         }
         Some(pb::HttpRoute {
             metadata: Some(route_metadata(group, "HTTPRoute", meta)),
-            hosts: hostnames.unwrap_or_default().iter().map(|h| host_match(h)).collect(),
+            hosts: hostnames
+                .unwrap_or_default()
+                .iter()
+                .map(|h| host_match(h))
+                .collect(),
             rules: out,
         })
     }
@@ -1096,9 +1103,7 @@ impl Cx<'_> {
             out.push(pb::grpc_route::Rule {
                 matches,
                 filters: rule_filters,
-                backends: Some(Distribution {
-                    kind: Some(backends),
-                }),
+                backends: Some(Distribution { kind: Some(backends) }),
                 request_timeout: timeouts.request.and_then(proto_duration),
                 timeouts: Some(timeouts_proto(&timeouts)),
                 retry: retry.map(grpc_retry),
@@ -1121,7 +1126,11 @@ impl Cx<'_> {
     /// A gRPC route filter: `Ok(None)` for a filter the proxy's gRPC routes cannot express
     /// but that can be left out (a response header edit), `Err` for one that changes where
     /// requests go.
-    fn grpc_filter(&mut self, route: &str, f: FilterRef<'_>) -> Result<Option<pb::grpc_route::Filter>, String> {
+    fn grpc_filter(
+        &mut self,
+        route: &str,
+        f: FilterRef<'_>,
+    ) -> Result<Option<pb::grpc_route::Filter>, String> {
         use pb::grpc_route::filter::Kind;
         match f {
             FilterRef::RequestHeaders(m) => Ok(Some(pb::grpc_route::Filter {
@@ -1177,7 +1186,11 @@ fn first_available_http(backend: pb::Backend, timeout: Option<Duration>) -> pb::
     };
     Distribution {
         kind: Some(Kind::FirstAvailable(FirstAvailable {
-            backends: vec![http_route_backend(&Resolved::Usable(backend), Vec::new(), timeout)],
+            backends: vec![http_route_backend(
+                &Resolved::Usable(backend),
+                Vec::new(),
+                timeout,
+            )],
         })),
     }
 }

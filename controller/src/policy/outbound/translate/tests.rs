@@ -87,9 +87,11 @@ fn balancer(name: &str, port: u32) -> pb::Backend {
         }),
         kind: Some(Kind::Balancer(BalanceP2c {
             discovery: Some(EndpointDiscovery {
-                kind: Some(endpoint_discovery::Kind::Dst(endpoint_discovery::DestinationGet {
-                    path: format!("{name}.production.svc.cluster.local:{port}"),
-                })),
+                kind: Some(endpoint_discovery::Kind::Dst(
+                    endpoint_discovery::DestinationGet {
+                        path: format!("{name}.production.svc.cluster.local:{port}"),
+                    },
+                )),
             }),
             load: Some(balance_p2c::Load::PeakEwma(balance_p2c::PeakEwma {
                 default_rtt: d(0, 30_000_000),
@@ -246,7 +248,11 @@ fn route_name(r: &pb::HttpRoute) -> String {
 fn a_service_without_routes_gets_the_default_route() {
     assert_eq!(
         policy(&[SERVICES], 80),
-        detect(vec![default_route(first(balancer("myapp", 80)))], opaque_to_myapp(), None)
+        detect(
+            vec![default_route(first(balancer("myapp", 80)))],
+            opaque_to_myapp(),
+            None
+        )
     );
 }
 
@@ -368,7 +374,10 @@ fn seed_04_traffic_split_weights_the_default_route() {
     );
     // v1alpha1 quantities keep their milli-values.
     let quantities = SPLIT
-        .replace("apiVersion: split.smi-spec.io/v1alpha2", "apiVersion: split.smi-spec.io/v1alpha1")
+        .replace(
+            "apiVersion: split.smi-spec.io/v1alpha2",
+            "apiVersion: split.smi-spec.io/v1alpha1",
+        )
         .replace("weight: 90", "weight: 900m")
         .replace("weight: 10", "weight: 100m");
     let p = policy(&[SERVICES, &quantities], 80);
@@ -427,21 +436,66 @@ fn attachment() {
     let svc = myapp();
     let parent = |yaml: &str| -> Vec<ParentReference> { vec![serde_json::from_str(yaml).unwrap()] };
     let cases: &[(&str, &str, u16, bool)] = &[
-        (r#"{"name": "myapp", "kind": "Service", "group": "core"}"#, "production", 80, true),
-        (r#"{"name": "myapp", "kind": "Service", "group": ""}"#, "production", 80, true),
+        (
+            r#"{"name": "myapp", "kind": "Service", "group": "core"}"#,
+            "production",
+            80,
+            true,
+        ),
+        (
+            r#"{"name": "myapp", "kind": "Service", "group": ""}"#,
+            "production",
+            80,
+            true,
+        ),
         (r#"{"name": "myapp", "kind": "Service"}"#, "production", 80, true),
         (r#"{"name": "myapp", "kind": "service"}"#, "production", 80, true),
-        (r#"{"name": "myapp", "kind": "Service", "port": 80}"#, "production", 80, true),
-        (r#"{"name": "myapp", "kind": "Service", "port": 8080}"#, "production", 80, false),
-        (r#"{"name": "myapp", "kind": "Service", "namespace": "production"}"#, "production", 80, true),
+        (
+            r#"{"name": "myapp", "kind": "Service", "port": 80}"#,
+            "production",
+            80,
+            true,
+        ),
+        (
+            r#"{"name": "myapp", "kind": "Service", "port": 8080}"#,
+            "production",
+            80,
+            false,
+        ),
+        (
+            r#"{"name": "myapp", "kind": "Service", "namespace": "production"}"#,
+            "production",
+            80,
+            true,
+        ),
         // Consumer routes (in another namespace) are not supported.
-        (r#"{"name": "myapp", "kind": "Service", "namespace": "production"}"#, "client", 80, false),
+        (
+            r#"{"name": "myapp", "kind": "Service", "namespace": "production"}"#,
+            "client",
+            80,
+            false,
+        ),
         (r#"{"name": "myapp", "kind": "Service"}"#, "client", 80, false),
-        (r#"{"name": "myapp", "kind": "Service", "namespace": "other"}"#, "production", 80, false),
+        (
+            r#"{"name": "myapp", "kind": "Service", "namespace": "other"}"#,
+            "production",
+            80,
+            false,
+        ),
         // Parent references default to a Gateway.
         (r#"{"name": "myapp"}"#, "production", 80, false),
-        (r#"{"name": "myapp", "kind": "Server", "group": "policy.linkerd.io"}"#, "production", 80, false),
-        (r#"{"name": "myapp", "kind": "Service", "group": "apps"}"#, "production", 80, false),
+        (
+            r#"{"name": "myapp", "kind": "Server", "group": "policy.linkerd.io"}"#,
+            "production",
+            80,
+            false,
+        ),
+        (
+            r#"{"name": "myapp", "kind": "Service", "group": "apps"}"#,
+            "production",
+            80,
+            false,
+        ),
         (r#"{"name": "web", "kind": "Service"}"#, "production", 80, false),
     ];
     for (p, route_ns, port, want) in cases {
@@ -456,7 +510,12 @@ fn attachment() {
 
 #[test]
 fn a_route_for_another_port_leaves_the_default_route() {
-    let route = route_yaml("policy", "other-port", None, "{name: myapp, kind: Service, port: 8080}");
+    let route = route_yaml(
+        "policy",
+        "other-port",
+        None,
+        "{name: myapp, kind: Service, port: 8080}",
+    );
     let p = policy(&[SERVICES, &route], 80);
     let names: Vec<String> = http1_routes(&p).iter().map(route_name).collect();
     assert_eq!(names, ["default:http"]);
@@ -484,9 +543,24 @@ fn protocol_name(p: &pb::OutboundPolicy) -> &'static str {
 #[test]
 fn opaque_ports() {
     let cases: &[(&str, u16, &str, usize)] = &[
-        ("config.linkerd.io/opaque-ports: \"8080,9000-9100\"", 9050, "opaque", 0),
-        ("config.linkerd.io/opaque-ports: \"8080,9000-9100\"", 8080, "opaque", 0),
-        ("config.linkerd.io/opaque-ports: \"8080,9000-9100\"", 80, "detect", 0),
+        (
+            "config.linkerd.io/opaque-ports: \"8080,9000-9100\"",
+            9050,
+            "opaque",
+            0,
+        ),
+        (
+            "config.linkerd.io/opaque-ports: \"8080,9000-9100\"",
+            8080,
+            "opaque",
+            0,
+        ),
+        (
+            "config.linkerd.io/opaque-ports: \"8080,9000-9100\"",
+            80,
+            "detect",
+            0,
+        ),
         // Linkerd's default opaque ports apply when the annotation is absent...
         ("", 3306, "opaque", 0),
         ("", 5432, "opaque", 0),
@@ -559,12 +633,10 @@ fn grpc_routes_make_a_grpc_protocol() {
     let rule = |matches, filters, backends| pb::grpc_route::Rule {
         matches,
         filters,
-        backends: Some(pb::grpc_route::Distribution {
-            kind: Some(backends),
-        }),
+        backends: Some(pb::grpc_route::Distribution { kind: Some(backends) }),
         request_timeout: None,
         timeouts: Some(http_pb::Timeouts::default()),
-        retry: retry.clone(),
+        retry,
         allow_l5d_request_headers: false,
     };
     let want = pb::GrpcRoute {
@@ -712,10 +784,7 @@ fn service_annotations_set_defaults_and_route_annotations_override_them() {
         response: d(1, 0),
         idle: None,
     });
-    assert_eq!(
-        p,
-        detect(vec![default], opaque_to_myapp(), want_accrual.clone())
-    );
+    assert_eq!(p, detect(vec![default], opaque_to_myapp(), want_accrual));
 
     // A route's rules take the Service's retry and timeouts unless the route sets its own.
     let p = policy(&[&svc, TIMEOUTS], 80);
@@ -736,12 +805,22 @@ fn service_annotations_set_defaults_and_route_annotations_override_them() {
     let p = policy(&[&svc, &annotated], 80);
     let r = &http1_routes(&p)[0].rules[0];
     assert_eq!(
-        r.retry.as_ref().unwrap().conditions.as_ref().unwrap().status_ranges,
+        r.retry
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .status_ranges,
         vec![pb::http_route::retry::conditions::StatusRange { start: 502, end: 504 }],
         "the route's retry"
     );
     assert_eq!(r.retry.as_ref().unwrap().max_retries, 1);
-    assert_eq!(r.request_timeout, d(3, 0), "the route's annotation beats the rule's timeouts.request");
+    assert_eq!(
+        r.request_timeout,
+        d(3, 0),
+        "the route's annotation beats the rule's timeouts.request"
+    );
 }
 
 #[test]
@@ -753,16 +832,21 @@ fn bad_annotations_are_ignored_with_a_warning() {
     let ev = eval(&[&svc], 80);
     let texts: Vec<String> = ev.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(texts.len(), 3, "{texts:#?}");
-    for (w, needle) in texts
-        .iter()
-        .zip(["config.linkerd.io/opaque-ports", "failure-accrual", "retry.linkerd.io/http"])
-    {
+    for (w, needle) in texts.iter().zip([
+        "config.linkerd.io/opaque-ports",
+        "failure-accrual",
+        "retry.linkerd.io/http",
+    ]) {
         assert!(w.starts_with("service production/myapp: "), "{w}");
         assert!(w.contains(needle), "{w} should name {needle}");
     }
     assert_eq!(
         ev.policy.unwrap(),
-        detect(vec![default_route(first(balancer("myapp", 80)))], opaque_to_myapp(), None)
+        detect(
+            vec![default_route(first(balancer("myapp", 80)))],
+            opaque_to_myapp(),
+            None
+        )
     );
 }
 
@@ -910,11 +994,10 @@ fn unsupported_route_filters_drop_the_route() {
     );
     let ev = eval(&[SERVICES, &rewrite], 80);
     assert_eq!(
-        ev.warnings
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        ["httproute.gateway.networking.k8s.io production/edge: a URLRewrite filter is not supported; the route is ignored"]
+        ev.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "httproute.gateway.networking.k8s.io production/edge: a URLRewrite filter is not supported; the route is ignored"
+        ]
     );
     let names: Vec<String> = http1_routes(ev.policy.as_ref().unwrap())
         .iter()
@@ -971,11 +1054,19 @@ fn settings_reach_every_route() {
         .unwrap();
     let rules = &http1_routes(&p)[0].rules;
     assert!(rules.iter().all(|r| r.allow_l5d_request_headers));
-    let Some(pb::http_route::distribution::Kind::RandomAvailable(r)) = &rules[0].backends.as_ref().unwrap().kind
+    let Some(pb::http_route::distribution::Kind::RandomAvailable(r)) =
+        &rules[0].backends.as_ref().unwrap().kind
     else {
         panic!()
     };
-    let Some(pb::backend::Kind::Balancer(b)) = &r.backends[0].backend.as_ref().unwrap().backend.as_ref().unwrap().kind
+    let Some(pb::backend::Kind::Balancer(b)) = &r.backends[0]
+        .backend
+        .as_ref()
+        .unwrap()
+        .backend
+        .as_ref()
+        .unwrap()
+        .kind
     else {
         panic!()
     };
