@@ -1,1 +1,0 @@
-//! Outbound policies (`io.linkerd.proxy.outbound.OutboundPolicies`).
