@@ -19,6 +19,7 @@ use crate::discovery::destination::DestinationService;
 use crate::discovery::index::{self, ClusterNames, Index};
 use crate::identity::{IdentityService, LocalTokens, TokenValidator};
 use crate::policy::inbound::{self, InboundConfig, InboundIndex, InboundPolicyService};
+use crate::policy::outbound::{self, OutboundPolicyService, RouteIndex};
 
 /// Where the controller listens and how it names the cluster.
 #[derive(Clone, Debug)]
@@ -136,7 +137,8 @@ where
         trust_domain: cfg.names.trust_domain.clone(),
         ..cfg.inbound.clone()
     });
-    let closers = (discovery.clone(), inbound_index.clone());
+    let routes = RouteIndex::new();
+    let closers = (discovery.clone(), inbound_index.clone(), routes.clone());
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (ix, st) = (discovery.clone(), store.clone());
@@ -146,6 +148,13 @@ where
         });
     }
     tasks.spawn(inbound::run(inbound_index.clone(), store.clone()));
+    {
+        let (ix, st) = (routes.clone(), store.clone());
+        tasks.spawn(async move {
+            let e = outbound::run(ix, st).await;
+            tracing::error!(error = %e, "route index stopped");
+        });
+    }
     if cfg.local_endpoints {
         tasks.spawn(crate::endpoints::run(store.clone()));
     }
@@ -168,7 +177,7 @@ where
             "destination",
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .add_service(DestinationService::new(discovery).into_server())
+                    .add_service(DestinationService::new(discovery.clone()).into_server())
                     .serve_with_incoming_shutdown(TcpListenerStream::new(dst_l), stopped()),
             ),
         ),
@@ -185,6 +194,7 @@ where
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(InboundPolicyService::new(inbound_index).into_server())
+                    .add_service(OutboundPolicyService::new(discovery, routes).into_server())
                     .serve_with_incoming_shutdown(TcpListenerStream::new(pol_l), stopped()),
             ),
         ),
@@ -199,6 +209,7 @@ where
     // proxies reconnect to another replica.
     closers.0.close();
     closers.1.close();
+    closers.2.close();
     let _ = stop_tx.send(true);
     for (what, mut handle) in servers {
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut handle).await {

@@ -142,6 +142,25 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
         }
     }
 
+    // Outbound policy is served on the policy port beside inbound policy.
+    use linkerd2_proxy_api::outbound::{
+        TrafficSpec, outbound_policies_client::OutboundPoliciesClient, traffic_spec,
+    };
+    let mut pol = OutboundPoliciesClient::connect(format!("http://{}", bound.policy))
+        .await
+        .unwrap();
+    let policy = pol
+        .get(TrafficSpec {
+            source_workload: "production:frontend".into(),
+            target: Some(traffic_spec::Target::Authority(
+                "myapp.production.svc.cluster.local:80".into(),
+            )),
+        })
+        .await
+        .expect("an outbound policy for a known service")
+        .into_inner();
+    assert!(policy.protocol.is_some());
+
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), handle)
         .await

@@ -7,7 +7,7 @@
 //! skip intermediate ones). Readers hold the read lock only while translating; nothing
 //! awaits while holding it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -20,12 +20,13 @@ use tokio::sync::watch;
 
 use super::translate::Snapshot;
 use crate::discovery::model::NsName;
+use crate::streams::Generations;
 
 /// The index. Cheap to share as `Arc<RouteIndex>`.
 #[derive(Default)]
 pub struct RouteIndex {
     state: RwLock<Snapshot>,
-    generations: RwLock<HashMap<String, watch::Sender<u64>>>,
+    generations: Generations,
 }
 
 impl RouteIndex {
@@ -36,18 +37,12 @@ impl RouteIndex {
 
     /// A receiver that changes whenever anything in `namespace` changes.
     pub fn subscribe(&self, namespace: &str) -> watch::Receiver<u64> {
-        if let Some(tx) = self
-            .generations
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(namespace)
-        {
-            return tx.subscribe();
-        }
-        let mut gens = self.generations.write().unwrap_or_else(|e| e.into_inner());
-        gens.entry(namespace.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.generations.subscribe(namespace)
+    }
+
+    /// Ends every stream (at shutdown).
+    pub fn close(&self) {
+        self.generations.close();
     }
 
     /// Runs `f` over the current snapshot.
@@ -60,12 +55,7 @@ impl RouteIndex {
             let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
             f(&mut s)
         };
-        let gens = self.generations.read().unwrap_or_else(|e| e.into_inner());
-        for ns in touched {
-            if let Some(tx) = gens.get(&ns) {
-                tx.send_modify(|g| *g += 1);
-            }
-        }
+        self.generations.bump(touched);
     }
 
     /// Applies one Service event.
