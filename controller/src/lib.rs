@@ -5,6 +5,7 @@
 //! it runs against Kubernetes or a local state directory.
 
 pub mod admin;
+pub mod api;
 pub mod discovery;
 pub mod endpoints;
 pub mod identity;

@@ -1,0 +1,306 @@
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use strait_identity::{TrustDomain, generate};
+
+use super::client::{ApiClient, ClientError};
+use super::*;
+
+struct Cluster {
+    endpoint: ApiEndpoint,
+    anchors: TrustAnchors,
+    issuer: Issuer,
+    store: LocalStore,
+    tokens: LocalTokens,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn ident(sa: &str) -> IdentityName {
+    IdentityName::new(sa, CONTROL_PLANE_NS, "cluster.local").unwrap()
+}
+
+async fn start() -> Cluster {
+    let now = SystemTime::now();
+    let (anchors, issuer) = generate(&TrustDomain::default(), now).unwrap();
+    let server = ident(CONTROLLER_SA);
+    let (chain, key) = issue(&issuer, &server, Duration::from_secs(3600), now).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = ApiEndpoint {
+        address: listener.local_addr().unwrap().to_string(),
+        server_identity: server.to_string(),
+    };
+    let store = LocalStore::in_memory();
+    let tokens = LocalTokens::new(&[9; 32]);
+    let api = Api {
+        store: store.clone(),
+        tokens: tokens.clone(),
+        admin: ident(ADMIN_SA),
+        trust_domain: "cluster.local".into(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let certs = CertStore::with_cert(chain, key).unwrap();
+    let anchors2 = anchors.clone();
+    tokio::spawn(async move {
+        serve(listener, certs, &anchors2, api, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Cluster {
+        endpoint,
+        anchors,
+        issuer,
+        store,
+        tokens,
+        _stop: tx,
+    }
+}
+
+fn client_as(c: &Cluster, sa: &str) -> ApiClient {
+    let (chain, key) = issue(
+        &c.issuer,
+        &ident(sa),
+        Duration::from_secs(3600),
+        SystemTime::now(),
+    )
+    .unwrap();
+    ApiClient::new(
+        c.endpoint.clone(),
+        &c.anchors,
+        &CertStore::with_cert(chain, key).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_applies_lists_and_deletes() {
+    let c = start().await;
+    let admin = client_as(&c, ADMIN_SA);
+    let v = admin
+        .request(Method::GET, "/v1/version", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    let manifests = [
+        include_str!("../../../examples/linkerd-seed/01-namespace-injection.yaml"),
+        include_str!("../../../examples/linkerd-seed/03-services.yaml"),
+    ]
+    .join("---\n");
+    let out = admin
+        .request(Method::POST, "/v1/apply", manifests.clone().into_bytes())
+        .await
+        .unwrap();
+    let outcomes: Vec<String> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["object"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(outcomes[0], "namespace/production created");
+    assert_eq!(outcomes.len(), 4);
+    let again = admin
+        .request(Method::POST, "/v1/apply", manifests.into_bytes())
+        .await
+        .unwrap();
+    assert!(
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "unchanged")
+    );
+
+    let svcs = admin
+        .request(Method::GET, "/v1/objects/svc?namespace=production", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(svcs["items"].as_array().unwrap().len(), 3);
+    let one = admin
+        .request(
+            Method::GET,
+            "/v1/objects/services?namespace=production&name=myapp-v2",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(one["items"][0]["spec"]["selector"]["version"], "v2");
+
+    admin
+        .request(Method::DELETE, "/v1/objects/svc/production/myapp-v2", Vec::new())
+        .await
+        .unwrap();
+    let err = admin
+        .request(Method::DELETE, "/v1/objects/svc/production/myapp-v2", Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    admin
+        .request(Method::DELETE, "/v1/objects/ns/_/production", Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        c.store.list_objects(KindId::Service, None).is_empty(),
+        "the namespace took its services along"
+    );
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_whole_with_the_loaders_errors() {
+    let c = start().await;
+    let admin = client_as(&c, ADMIN_SA);
+    let bad = "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: production}\nspec:\n  ports: [{port: 70000}]\n";
+    let err = admin
+        .request(Method::POST, "/v1/apply", bad.as_bytes().to_vec())
+        .await
+        .unwrap_err();
+    let ClientError::Status { status, body, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let problem = body["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("spec.ports[0].port: expected a port number 1-65535, found 70000"),
+        "{problem}"
+    );
+    assert!(
+        c.store
+            .get_object(&ObjectKey::new(KindId::Namespace, "", "production"))
+            .is_none(),
+        "nothing applied"
+    );
+
+    let err = admin
+        .request(Method::GET, "/v1/objects/gizmos", Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown kind"), "{err}");
+    let err = admin
+        .request(Method::POST, "/v1/pods", b"{}".to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a pod registration"), "{err}");
+}
+
+#[tokio::test]
+async fn only_the_admin_identity_is_admitted() {
+    let c = start().await;
+    let intruder = client_as(&c, "frontend");
+    let err = intruder
+        .request(Method::GET, "/v1/version", Vec::new())
+        .await
+        .unwrap_err();
+    let ClientError::Status { status, message, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(message.contains("is not the cluster admin"), "{message}");
+
+    // A certificate from another mesh's issuer does not even complete the handshake.
+    let (other_anchors, other_issuer) = generate(&TrustDomain::default(), SystemTime::now()).unwrap();
+    let (chain, key) = issue(
+        &other_issuer,
+        &ident(ADMIN_SA),
+        Duration::from_secs(3600),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let stranger = ApiClient::new(
+        c.endpoint.clone(),
+        &c.anchors,
+        &CertStore::with_cert(chain, key).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        stranger.request(Method::GET, "/v1/version", Vec::new()).await,
+        Err(ClientError::Connect { .. })
+    ));
+    let _ = Arc::new(other_anchors);
+}
+
+#[tokio::test]
+async fn pods_register_with_a_token_and_show_as_proxies() {
+    let c = start().await;
+    let admin = client_as(&c, ADMIN_SA);
+    admin
+        .request(
+            Method::POST,
+            "/v1/apply",
+            b"apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n".to_vec(),
+        )
+        .await
+        .unwrap();
+    let reg = PodRegistration {
+        namespace: "production".into(),
+        name: "myapp-1".into(),
+        labels: [
+            ("app".to_string(), "myapp".to_string()),
+            ("linkerd.io/control-plane-ns".to_string(), "linkerd".to_string()),
+        ]
+        .into(),
+        annotations: Default::default(),
+        service_account: "myapp".into(),
+        ip: "198.18.0.5".into(),
+        ports: vec![NamedPort {
+            name: Some("http".into()),
+            port: 8080,
+        }],
+        ready: true,
+    };
+    let out = admin
+        .request(Method::POST, "/v1/pods", serde_json::to_vec(&reg).unwrap())
+        .await
+        .unwrap();
+    let token = out["token"].as_str().unwrap();
+    assert_eq!(
+        c.tokens.verify(token.as_bytes()).unwrap(),
+        ("production".into(), "myapp".into(), "myapp-1".into())
+    );
+    let pod: Pod = c.store.get("production", "myapp-1").await.unwrap().unwrap();
+    assert_eq!(pod.status.unwrap().pod_ip.as_deref(), Some("198.18.0.5"));
+    let proxies = admin
+        .request(Method::GET, "/v1/proxies", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        proxies["proxies"][0]["identity"],
+        "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+    );
+
+    let mut bad = reg.clone();
+    bad.ip = "not-an-ip".into();
+    let err = admin
+        .request(Method::POST, "/v1/pods", serde_json::to_vec(&bad).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("expected an IPv4 or IPv6 address"),
+        "{err}"
+    );
+    admin
+        .request(Method::DELETE, "/v1/pods/production/myapp-1", Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        c.store
+            .get::<Pod>("production", "myapp-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
