@@ -1,0 +1,1 @@
+//! Tests of install, upgrade and uninstall.
