@@ -352,7 +352,7 @@ fn deployment(values: &Values, checksum: &str) -> Value {
             port("admin-http", ADMIN_PORT),
         ],
         "livenessProbe": {
-            "httpGet": { "path": "/ping", "port": "admin-http" },
+            "httpGet": { "path": "/live", "port": "admin-http" },
             "initialDelaySeconds": 10,
         },
         "readinessProbe": {
