@@ -626,6 +626,44 @@ fn annotations_choose_and_configure() {
         out.warnings
     );
 
+    // Without identity: no identity environment, token volume or trust-root checksum.
+    let anonymous = with(json!({ labels::config::DISABLE_IDENTITY: "true" }), json!({}));
+    let out = inject(&anonymous, ns, Mode::Manual(&cfg));
+    let env = env_lines(container(&out.object, "linkerd-proxy"));
+    assert!(env.contains(&"LINKERD2_PROXY_IDENTITY_DISABLED=disabled".to_string()));
+    assert!(
+        !env.iter()
+            .any(|l| l.starts_with("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"))
+    );
+    let volumes: Vec<String> = pod_spec(&out.object)
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    assert_eq!(volumes, ["linkerd-proxy-init-xtables-lock"]);
+    assert!(
+        !template_meta(&out.object)
+            .annotations
+            .clone()
+            .unwrap()
+            .contains_key(labels::TRUST_ROOT_SHA256)
+    );
+    assert_eq!(uninject(&out.object).object.to_value(), anonymous.to_value());
+
+    // A conntrack timeout needs a privileged, root init container.
+    let close_wait = with(json!({ labels::config::CLOSE_WAIT_TIMEOUT: "2m" }), json!({}));
+    let out = inject(&close_wait, ns, Mode::Manual(&cfg));
+    let init = container(&out.object, "linkerd-init");
+    assert!(
+        init.args
+            .clone()
+            .unwrap()
+            .ends_with(&["--timeout-close-wait-secs".to_string(), "120".into()])
+    );
+    let sc = init.security_context.clone().unwrap();
+    assert_eq!((sc.privileged, sc.run_as_user), (Some(true), Some(0)));
+
     // proxyInit.runAsRoot runs the init container as root.
     let mut values = Values::default();
     values.set("proxyInit.runAsRoot=true").unwrap();
@@ -947,4 +985,38 @@ mod over_tls {
             "the listener is closed"
         );
     }
+}
+
+struct Unreachable;
+
+impl webhook::NamespaceSource for Unreachable {
+    async fn annotations(&self, _: &str) -> Result<Option<BTreeMap<String, String>>, webhook::SourceError> {
+        Err("the API server is unreachable".into())
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_reads_namespaces_from_a_store_and_survives_losing_it() {
+    use strait_api::Store;
+    let store = strait_api::store::local::LocalStore::in_memory();
+    store.apply(seed("01-namespace-injection.yaml")).await.unwrap();
+    let hook = webhook::Webhook::new(std::sync::Arc::new(config()), webhook::StoreNamespaces(store));
+    let mut plain = enabled_pod();
+    plain["metadata"]["annotations"] = json!({});
+    let response = hook.review(&review(plain.clone(), "production")).await.unwrap();
+    assert!(patch_of(&response).is_some(), "production enables injection");
+    let response = hook.review(&review(plain.clone(), "default")).await.unwrap();
+    assert!(patch_of(&response).is_none(), "default does not");
+
+    // Without its namespace the webhook still answers: the pod's own annotation decides.
+    let hook = webhook::Webhook::new(std::sync::Arc::new(config()), Unreachable);
+    let response = hook.review(&review(plain, "production")).await.unwrap();
+    assert!(patch_of(&response).is_none());
+    let warning = response["response"]["warnings"][0].as_str().unwrap();
+    assert_eq!(
+        warning,
+        "strait proxy injector: cannot read namespace production (the API server is unreachable); its annotations were not considered"
+    );
+    let response = hook.review(&review(enabled_pod(), "production")).await.unwrap();
+    assert!(patch_of(&response).is_some());
 }

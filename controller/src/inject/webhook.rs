@@ -193,13 +193,16 @@ pub fn response(uid: &str, admission: &Admission) -> Value {
     json!({ "apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response })
 }
 
+/// Why a [`NamespaceSource`] could not answer (boxed: sources are composed from stores).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where the webhook learns a namespace's annotations.
 pub trait NamespaceSource: Send + Sync + 'static {
     /// The namespace's annotations; `Ok(None)` when it does not exist.
     fn annotations(
         &self,
         namespace: &str,
-    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, String>> + Send;
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>, SourceError>> + Send;
 }
 
 /// Namespaces read from a [`Store`] (the cluster, or a local store).
@@ -207,8 +210,8 @@ pub trait NamespaceSource: Send + Sync + 'static {
 pub struct StoreNamespaces<S>(pub S);
 
 impl<S: Store> NamespaceSource for StoreNamespaces<S> {
-    async fn annotations(&self, namespace: &str) -> Result<Option<BTreeMap<String, String>>, String> {
-        let ns: Option<NamespaceObject> = self.0.get("", namespace).await.map_err(|e| e.to_string())?;
+    async fn annotations(&self, namespace: &str) -> Result<Option<BTreeMap<String, String>>, SourceError> {
+        let ns: Option<NamespaceObject> = self.0.get("", namespace).await?;
         Ok(ns.map(|n| n.metadata.annotations.unwrap_or_default()))
     }
 }
@@ -218,7 +221,7 @@ impl<S: Store> NamespaceSource for StoreNamespaces<S> {
 pub struct StaticNamespaces(pub BTreeMap<String, BTreeMap<String, String>>);
 
 impl NamespaceSource for StaticNamespaces {
-    async fn annotations(&self, namespace: &str) -> Result<Option<BTreeMap<String, String>>, String> {
+    async fn annotations(&self, namespace: &str) -> Result<Option<BTreeMap<String, String>>, SourceError> {
         Ok(self.0.get(namespace).cloned())
     }
 }
