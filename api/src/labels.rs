@@ -27,6 +27,25 @@ pub const INJECTED_BY: &str = "linkerd.io/created-by";
 pub const TRUST_DOMAIN: &str = "linkerd.io/trust-domain";
 /// Marks the ServiceAccount-bound control-plane namespace.
 pub const IS_CONTROL_PLANE: &str = "linkerd.io/is-control-plane";
+/// Set on injected pods (label): the namespace of the workload, for telemetry.
+pub const WORKLOAD_NS_LABEL: &str = "linkerd.io/workload-ns";
+/// Set on injected pods (label): the owning StatefulSet.
+pub const PROXY_STATEFULSET_LABEL: &str = "linkerd.io/proxy-statefulset";
+/// Set on injected pods (label): the owning DaemonSet.
+pub const PROXY_DAEMONSET_LABEL: &str = "linkerd.io/proxy-daemonset";
+/// Set on injected pods (label): the owning ReplicaSet.
+pub const PROXY_REPLICASET_LABEL: &str = "linkerd.io/proxy-replicaset";
+/// Set on injected pods (label): the owning Job.
+pub const PROXY_JOB_LABEL: &str = "linkerd.io/proxy-job";
+/// Set on injected pods (label): the owning CronJob.
+pub const PROXY_CRONJOB_LABEL: &str = "linkerd.io/proxy-cronjob";
+/// Set by the injector (annotation): SHA-256 of the trust anchors PEM the proxy was given, so
+/// a rotation of the anchors shows which pods still carry the old bundle.
+pub const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
+/// On the issuer Secret (annotation): when the issuer certificate expires (RFC 3339).
+pub const IDENTITY_ISSUER_EXPIRY: &str = "linkerd.io/identity-issuer-expiry";
+/// `disabled` on a Namespace (label) keeps Linkerd's admission webhooks away from it.
+pub const ADMISSION_WEBHOOKS: &str = "config.linkerd.io/admission-webhooks";
 
 /// `config.linkerd.io/*`: proxy configuration annotations.
 pub mod config {

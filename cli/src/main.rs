@@ -51,9 +51,9 @@ enum Command {
         pre: bool,
     },
     /// Add the proxy to workloads in manifests (files, directories or - for stdin).
-    Inject { files: Vec<String> },
+    Inject(cmd::inject::InjectArgs),
     /// Remove the proxy from workloads in manifests.
-    Uninject { files: Vec<String> },
+    Uninject(cmd::inject::UninjectArgs),
     /// Create or update objects from manifests.
     Apply(cmd::apply::ApplyArgs),
     /// Show objects of a kind.
@@ -163,15 +163,11 @@ fn main() -> ExitCode {
     use cmd::pending::not_available as later;
     match cli.command {
         Command::Install(a) => cmd::install::install(&a),
-        Command::Upgrade(_) => later("upgrade", 3, "printing control-plane upgrade manifests"),
-        Command::Uninstall => later(
-            "uninstall",
-            3,
-            "printing the control plane's objects for deletion",
-        ),
+        Command::Upgrade(a) => cmd::install::upgrade(g, &a),
+        Command::Uninstall => cmd::install::uninstall(),
         Command::Check { .. } => later("check", 3, "health checks of the control plane and proxies"),
-        Command::Inject { .. } => later("inject", 3, "the proxy injector"),
-        Command::Uninject { .. } => later("uninject", 3, "the proxy injector"),
+        Command::Inject(a) => cmd::inject::inject(g, &a),
+        Command::Uninject(a) => cmd::inject::uninject(&a),
         Command::Apply(a) => cmd::apply::apply(g, &a),
         Command::Get(a) => cmd::get::get(g, &a),
         Command::Delete(a) => cmd::get::delete(g, &a),

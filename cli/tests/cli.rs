@@ -246,7 +246,6 @@ fn commands_of_later_issues_say_so_and_fail() {
         &["multicluster", "link", "--cluster-name", "east"],
         &["proxy"],
         &["viz", "stat", "deploy"],
-        &["install"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
@@ -382,6 +381,330 @@ fn the_controller_refuses_bad_flags_with_what_to_do() {
     let out = run(&["controller", "--kubernetes"]);
     assert!(
         text(&out.stderr).contains("Kubernetes mode needs the issuer"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn fixture(name: &str) -> String {
+    repo()
+        .join("identity/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn seed_file(name: &str) -> String {
+    repo()
+        .join("examples/linkerd-seed")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Every document of a YAML stream, as JSON.
+fn documents(yaml: &[u8]) -> Vec<serde_json::Value> {
+    let text = String::from_utf8(yaml.to_vec()).unwrap();
+    strait_api::yaml::parse(&text)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn install_output_loads_back_through_apply() {
+    let out = run(&["install"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    for name in [
+        "kind: MutatingWebhookConfiguration",
+        "name: linkerd-proxy-injector-webhook-config",
+        "name: linkerd-identity-issuer",
+        "name: linkerd-identity-trust-roots",
+        "name: linkerd-config",
+        "name: linkerd-dst-headless",
+        "linkerd.io/is-control-plane: \"true\"",
+    ] {
+        assert!(yaml.contains(name), "{name} missing");
+    }
+    assert!(
+        !yaml.contains("kind: CustomResourceDefinition"),
+        "CRDs only with --crds"
+    );
+    let applied = run_stdin(&["apply", "--dry-run=client", "-f", "-"], &out.stdout);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let stdout = text(&applied.stdout);
+    assert_eq!(stdout.lines().count(), 16, "{stdout}");
+    assert!(stdout.contains("deployment/linkerd/linkerd-controller valid"));
+
+    let ha = run(&["install", "--ha", "--set", "controllerReplicas=5"]);
+    assert!(ha.status.success(), "{}", text(&ha.stderr));
+    assert!(text(&ha.stdout).contains("replicas: 5"));
+    assert!(text(&ha.stdout).contains("kind: PodDisruptionBudget"));
+    let applied = run_stdin(&["apply", "--dry-run=client", "-f", "-"], &ha.stdout);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+}
+
+#[test]
+fn install_refuses_bad_values_and_bad_certificates() {
+    let out = run(&["install", "--set", "proxyResources.cpu.limit=lots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error: --set proxyResources.cpu.limit=lots: expected a Kubernetes quantity"),
+        "{err}"
+    );
+    let out = run(&["install", "--set", "replicas=3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--set replicas: unknown key; expected one of: controllerReplicas,"),
+        "{err}"
+    );
+    let out = run(&["install", "--set", "proxyInit.runAsRoot=yes"]);
+    assert!(text(&out.stderr).contains("expected true or false"));
+
+    let mismatched = fixture("mismatched.key");
+    let out = run(&[
+        "install",
+        "--identity-trust-anchors-file",
+        &fixture("ca.crt"),
+        "--identity-issuer-certificate-file",
+        &fixture("issuer.crt"),
+        "--identity-issuer-key-file",
+        &mismatched,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{mismatched} does not match")), "{err}");
+
+    let other = fixture("other-ca.crt");
+    let out = run(&[
+        "install",
+        "--identity-trust-anchors-file",
+        &other,
+        "--identity-issuer-certificate-file",
+        &fixture("issuer.crt"),
+        "--identity-issuer-key-file",
+        &fixture("issuer.key"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not signed by any trust anchor in") && err.contains(&other),
+        "{err}"
+    );
+
+    let out = run(&["install", "--identity-issuer-key-file", &fixture("issuer.key")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--identity-issuer-key-file given without --identity-trust-anchors-file and --identity-issuer-certificate-file"));
+
+    let good = run(&[
+        "install",
+        "--identity-trust-anchors-file",
+        &fixture("ca.crt"),
+        "--identity-issuer-certificate-file",
+        &fixture("issuer.crt"),
+        "--identity-issuer-key-file",
+        &fixture("issuer.key"),
+    ]);
+    assert!(good.status.success(), "{}", text(&good.stderr));
+}
+
+#[test]
+fn upgrade_reads_the_installed_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    let s = s.to_str().unwrap();
+    let out = run(&["--state-dir", s, "upgrade"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "configmap linkerd/linkerd-config key values not found: is the control plane installed?"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let installed = run(&["install"]);
+    assert!(installed.status.success());
+    let applied = run_stdin(&["--state-dir", s, "apply", "-f", "-"], &installed.stdout);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+
+    let upgraded = run(&["--state-dir", s, "upgrade", "--set", "controllerReplicas=2"]);
+    assert!(upgraded.status.success(), "{}", text(&upgraded.stderr));
+    let before = text(&installed.stdout);
+    let after = text(&upgraded.stdout);
+    assert!(after.contains("replicas: 2") && !before.contains("replicas: 2"));
+    let issuer = |yaml: &str| {
+        let at = yaml.find("name: linkerd-identity-issuer").unwrap();
+        let doc_start = yaml[..at].rfind("---").unwrap_or(0);
+        let doc_end = yaml[at..].find("---").map_or(yaml.len(), |e| at + e);
+        yaml[doc_start..doc_end].to_string()
+    };
+    assert_eq!(issuer(&after), issuer(&before), "the issuer is kept");
+    let applied = run_stdin(&["--state-dir", s, "apply", "-f", "-"], &upgraded.stdout);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    assert!(text(&applied.stdout).contains("deployment/linkerd/linkerd-controller configured"));
+
+    // inject --manual reads the installed configuration.
+    let injected = run(&[
+        "--state-dir",
+        s,
+        "inject",
+        "--manual",
+        &seed_file("02-deployment-injection.yaml"),
+    ]);
+    assert!(injected.status.success(), "{}", text(&injected.stderr));
+    let roots = run(&[
+        "--state-dir",
+        s,
+        "get",
+        "cm",
+        "linkerd-identity-trust-roots",
+        "-n",
+        "linkerd",
+        "-o",
+        "json",
+    ]);
+    let roots: serde_json::Value = serde_json::from_slice(&roots.stdout).unwrap();
+    let first_line = roots["data"]["ca-bundle.crt"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        text(&injected.stdout).contains(&first_line),
+        "the installed anchors reach the proxy"
+    );
+
+    let out = run(&[
+        "--state-dir",
+        s,
+        "upgrade",
+        "--identity-trust-domain",
+        "example.org",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("installed with trust domain \"cluster.local\""));
+}
+
+#[test]
+fn uninstall_prints_everything_for_deletion() {
+    let out = run(&["uninstall"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(
+        yaml.starts_with("apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("name: servers.policy.linkerd.io"));
+    assert!(yaml.contains("kind: Namespace"));
+    assert!(!yaml.contains("crt.pem"), "no secrets in the deletion list");
+}
+
+#[test]
+fn inject_and_uninject_the_seed_deployment() {
+    let seed02 = seed_file("02-deployment-injection.yaml");
+    let original = documents(&std::fs::read(&seed02).unwrap());
+
+    // Without --manual: the seed's template already asks for injection; nothing changes.
+    let out = run(&["inject", &seed02]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "deployment \"myapp\" injected");
+    assert_eq!(documents(&out.stdout), original);
+
+    // --manual adds the proxy with the seed's ports, resources and log level.
+    let out = run(&[
+        "inject",
+        "--manual",
+        "--identity-trust-anchors-file",
+        &fixture("ca.crt"),
+        &seed02,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "deployment \"myapp\" injected");
+    let yaml = text(&out.stdout);
+    for line in [
+        "  name: linkerd-proxy\n",
+        "  name: linkerd-init\n",
+        "- 4190,4191,8080,8443",
+        "- 3306,5432",
+        "value: info,linkerd=debug,[{headers}]=off,[{request}]=off",
+        "linkerd.io/proxy-deployment: myapp",
+        "linkerd.io/workload-ns: production",
+    ] {
+        assert!(yaml.contains(line), "{line} missing:\n{yaml}");
+    }
+    let manual = out.stdout;
+
+    // Injecting again changes nothing; uninject gives the original back.
+    let again = run_stdin(
+        &[
+            "inject",
+            "--manual",
+            "--identity-trust-anchors-file",
+            &fixture("ca.crt"),
+            "-",
+        ],
+        &manual,
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("skipped: already injected"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(again.stdout, manual);
+    let back = run_stdin(&["uninject", "-"], &manual);
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert_eq!(text(&back.stderr).trim(), "deployment \"myapp\" uninjected");
+    assert_eq!(documents(&back.stdout), original);
+
+    // A workload without the annotation gets it; uninject takes it away again.
+    let plain = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: production\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - {name: web, image: web}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: production\nspec:\n  ports:\n  - port: 80\n";
+    let out = run_stdin(&["inject", "-"], plain.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("linkerd.io/inject: enabled"));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "deployment \"web\" injected\nservice \"web\" skipped: not a workload (no pod template)"
+    );
+    let back = run_stdin(&["uninject", "-"], &out.stdout);
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert_eq!(documents(&back.stdout), documents(plain.as_bytes()));
+}
+
+#[test]
+fn inject_refuses_malformed_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n      annotations:\n        config.linkerd.io/proxy-cpu-limit: lots\n    spec:\n      containers:\n      - {name: web, image: web}\n",
+    )
+    .unwrap();
+    for cmd in ["inject", "uninject"] {
+        let out = run(&[cmd, bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(out.stdout.is_empty(), "{cmd}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("{}:12:9: document 1 (deployment/default/web): spec.template.metadata.annotations.config.linkerd.io/proxy-cpu-limit: expected a Kubernetes quantity", bad.display())),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("nothing was printed"), "{err}");
+    }
+    let out = run(&["inject", "--manual", &seed_file("02-deployment-injection.yaml")]);
+    assert_eq!(out.status.code(), Some(1), "no anchors and no cluster");
+    assert!(
+        text(&out.stderr).contains("--identity-trust-anchors-file"),
         "{}",
         text(&out.stderr)
     );

@@ -8,8 +8,9 @@ use crate::exit;
 pub fn not_available(command: &str, issue: u32, capability: &str) -> ExitCode {
     eprintln!(
         "strait {command}: not available in this build: {capability} arrives with issue #{issue}. Nothing was done.\n\
-         Available now: `strait apply --dry-run=client -f FILE` validates manifests, `strait install --crds` prints the CRDs,\n\
-         and `strait --state-dir DIR apply|get|delete` work on a local cluster's state."
+         Available now: `strait apply --dry-run=client -f FILE` validates manifests, `strait install [--crds]` prints the\n\
+         control plane, `strait inject [--manual]` adds the proxy to manifests, and `strait --state-dir DIR apply|get|delete`\n\
+         work on a local cluster's state."
     );
     exit::code(exit::NOT_AVAILABLE)
 }
