@@ -84,13 +84,13 @@ pub mod config {
     /// Proxy image version.
     pub const PROXY_VERSION: &str = "config.linkerd.io/proxy-version";
     /// Admin port of the proxy.
-    pub const PROXY_ADMIN_PORT: &str = "config.linkerd.io/proxy-admin-port";
+    pub const PROXY_ADMIN_PORT: &str = "config.linkerd.io/admin-port";
     /// Control port of the proxy (tap).
-    pub const PROXY_CONTROL_PORT: &str = "config.linkerd.io/proxy-control-port";
+    pub const PROXY_CONTROL_PORT: &str = "config.linkerd.io/control-port";
     /// Inbound port of the proxy.
-    pub const PROXY_INBOUND_PORT: &str = "config.linkerd.io/proxy-inbound-port";
+    pub const PROXY_INBOUND_PORT: &str = "config.linkerd.io/inbound-port";
     /// Outbound port of the proxy.
-    pub const PROXY_OUTBOUND_PORT: &str = "config.linkerd.io/proxy-outbound-port";
+    pub const PROXY_OUTBOUND_PORT: &str = "config.linkerd.io/outbound-port";
     /// Ports on which inbound connections are not protocol-detected.
     pub const INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
         "config.linkerd.io/inbound-ports-disable-protocol-detection";
