@@ -96,7 +96,7 @@ enum Command {
     /// Run the sidecar proxy (component entry point).
     Proxy,
     /// Run a cluster's control plane: destination, identity, policy, injector, public API.
-    Controller(cmd::controller::ControllerArgs),
+    Controller(Box<cmd::controller::ControllerArgs>),
     /// Run a cluster's multi-cluster gateway.
     Gateway,
     /// Run the service mirror for a cluster's links.

@@ -301,7 +301,14 @@ fn the_controller_serves_until_terminated() {
             "--identity-addr",
             "127.0.0.1:0",
         ])
-        .args(["--policy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args([
+            "--policy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -323,13 +330,70 @@ fn the_controller_serves_until_terminated() {
         "local identity material is created"
     );
 
-    // The state directory belongs to the running controller.
-    let out = run(&["--state-dir", state.to_str().unwrap(), "get", "ns"]);
+    // While the controller owns the state directory, commands go through its API (mTLS,
+    // admin identity), transparently.
+    let s_dir = state.to_str().unwrap();
+    let out = run(&["--state-dir", s_dir, "get", "ns"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("default"), "{}", text(&out.stdout));
+    let out = run(&[
+        "--state-dir",
+        s_dir,
+        "apply",
+        "-f",
+        &seed_file("01-namespace-injection.yaml"),
+        "-f",
+        &seed_file("03-services.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("in use by another strait process"),
+        text(&out.stdout).contains("service/production/myapp-v1 created"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&[
+        "--state-dir",
+        s_dir,
+        "get",
+        "svc",
+        "-n",
+        "production",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(text(&out.stdout).lines().count(), 3, "{}", text(&out.stdout));
+    let out = run(&[
+        "--state-dir",
+        s_dir,
+        "delete",
+        "svc",
+        "myapp-v2",
+        "-n",
+        "production",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[
+        "--state-dir",
+        s_dir,
+        "delete",
+        "svc",
+        "myapp-v2",
+        "-n",
+        "production",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    // The server validates too: an object the API refuses leaves nothing behind.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: nowhere}\nspec:\n  ports: [{port: 80}]\n").unwrap();
+    let out = run(&["--state-dir", s_dir, "apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("namespace \"nowhere\" not found"),
         "{}",
         text(&out.stderr)
     );
+    assert!(state.join("api.json").exists());
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -347,6 +411,10 @@ fn the_controller_serves_until_terminated() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    assert!(
+        !state.join("api.json").exists(),
+        "the API address is withdrawn at exit"
+    );
 }
 
 #[test]

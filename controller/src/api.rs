@@ -58,6 +58,28 @@ pub struct ApiEndpoint {
     pub server_identity: String,
 }
 
+/// Files of a local cluster's state directory that let the CLI reach its running API.
+pub mod files {
+    use std::path::{Path, PathBuf};
+
+    /// `api.json`: where the API listens (present while the controller runs).
+    pub fn endpoint(state_dir: &Path) -> PathBuf {
+        state_dir.join("api.json")
+    }
+    /// The trust anchors.
+    pub fn anchors(state_dir: &Path) -> PathBuf {
+        state_dir.join("identity").join("ca.crt")
+    }
+    /// The admin's certificate chain (PEM).
+    pub fn admin_cert(state_dir: &Path) -> PathBuf {
+        state_dir.join("identity").join("admin.crt")
+    }
+    /// The admin's private key (PEM, PKCS#8).
+    pub fn admin_key(state_dir: &Path) -> PathBuf {
+        state_dir.join("identity").join("admin.key")
+    }
+}
+
 /// A pod the runner registers.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -324,27 +346,11 @@ async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Resp
     };
     let mut objects: Vec<_> = loaded.into_iter().map(|l| l.object).collect();
     objects.sort_by_key(|o| o.kind_id());
-    let before: Vec<Option<String>> = objects
-        .iter()
-        .map(|o| {
-            api.store
-                .get_object(&o.key())
-                .and_then(|e| e.meta().resource_version.clone())
-        })
-        .collect();
-    match api.store.apply(objects).await {
-        Ok(stored) => {
-            let results: Vec<Value> = stored
+    match api.store.apply_reporting(objects).await {
+        Ok(done) => {
+            let results: Vec<Value> = done
                 .iter()
-                .zip(before)
-                .map(|(o, before)| {
-                    let outcome = match before {
-                        None => "created",
-                        Some(rv) if Some(&rv) == o.meta().resource_version.as_ref() => "unchanged",
-                        Some(_) => "configured",
-                    };
-                    json!({ "object": o.key().to_string(), "outcome": outcome })
-                })
+                .map(|(o, outcome)| json!({ "object": o.key().to_string(), "outcome": outcome.to_string() }))
                 .collect();
             reply(StatusCode::OK, json!({ "results": results }))
         }

@@ -54,6 +54,8 @@ pub use issuer::{
 };
 pub use load::LoadError;
 pub use name::{DEFAULT_TRUST_DOMAIN, IdentityName, LabelProblem, NameError, Part, TrustDomain};
+/// PEM-encodes DER (`CERTIFICATE`, `PRIVATE KEY`), for writing credentials to files.
+pub use pem::encode as encode_pem;
 pub use store::{CertStore, StoreError};
 pub use tls::{ClientAuth, NoMeshIdentity, client_config, peer_identity, server_config};
 

@@ -110,7 +110,7 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// Encodes DER as a PEM block with 64-column base64 lines.
-pub(crate) fn encode(label: &str, der: &[u8]) -> String {
+pub fn encode(label: &str, der: &[u8]) -> String {
     let b64 = base64(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);
     out.push_str("-----BEGIN ");

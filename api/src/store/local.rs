@@ -39,6 +39,27 @@ const WATCH_BUFFER: usize = 4096;
 /// Namespaces a new cluster starts with, as in Kubernetes.
 const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
+/// What an apply did to one object (kubectl's words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// It did not exist.
+    Created,
+    /// It existed and changed.
+    Configured,
+    /// It existed and did not change.
+    Unchanged,
+}
+
+impl std::fmt::Display for ApplyOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Configured => "configured",
+            Self::Unchanged => "unchanged",
+        })
+    }
+}
+
 /// In-memory store, optionally persisted to a directory. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalStore {
@@ -144,6 +165,34 @@ impl LocalStore {
     /// The highest resourceVersion assigned so far.
     pub fn resource_version(&self) -> u64 {
         self.read().resource_version
+    }
+
+    /// Applies like [`Store::apply`] and says what happened to each object, as kubectl
+    /// reports it.
+    pub async fn apply_reporting(
+        &self,
+        objects: Vec<Object>,
+    ) -> Result<Vec<(Object, ApplyOutcome)>, StoreError> {
+        let before: Vec<Option<String>> = objects
+            .iter()
+            .map(|o| {
+                self.get_object(&o.key())
+                    .and_then(|e| e.meta().resource_version.clone())
+            })
+            .collect();
+        let stored = self.apply(objects).await?;
+        Ok(stored
+            .into_iter()
+            .zip(before)
+            .map(|(o, before)| {
+                let outcome = match before {
+                    None => ApplyOutcome::Created,
+                    Some(rv) if Some(&rv) == o.meta().resource_version.as_ref() => ApplyOutcome::Unchanged,
+                    Some(_) => ApplyOutcome::Configured,
+                };
+                (o, outcome)
+            })
+            .collect())
     }
 
     /// One object of any kind, if it exists.

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use strait_api::Store;
 use strait_api::kinds::Object;
 use strait_api::loader::{self, LoadErrors, LoadOptions, Loaded};
 
@@ -80,8 +79,8 @@ pub fn apply(g: &Global, args: &ApplyArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let store = match super::open_store(g) {
-        Ok(s) => s,
+    let cluster = match super::open_local(g) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     // An object that a later file replaces is applied once, in its last form (the state
@@ -93,24 +92,11 @@ pub fn apply(g: &Global, args: &ApplyArgs) -> ExitCode {
         .map(|l| l.object)
         .collect();
     objects.sort_by_key(|o| o.kind_id());
-    let existed: Vec<Option<String>> = objects
-        .iter()
-        .map(|o| {
-            store
-                .get_object(&o.key())
-                .and_then(|e| e.meta().resource_version.clone())
-        })
-        .collect();
     let rt = super::runtime();
-    match rt.block_on(store.apply(objects)) {
-        Ok(stored) => {
-            for (o, before) in stored.iter().zip(existed) {
-                let verb = match before {
-                    None => "created",
-                    Some(rv) if Some(&rv) == o.meta().resource_version.as_ref() => "unchanged",
-                    Some(_) => "configured",
-                };
-                println!("{} {verb}", o.key());
+    match cluster.apply(&rt, objects) {
+        Ok(done) => {
+            for (key, outcome) in done {
+                println!("{key} {outcome}");
             }
             ExitCode::SUCCESS
         }

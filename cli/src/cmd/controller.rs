@@ -35,6 +35,10 @@ pub struct ControllerArgs {
     /// Admin (`/ready`, `/live`) listen address.
     #[arg(long, default_value = "0.0.0.0:9990")]
     pub admin_addr: SocketAddr,
+    /// Local mode: the public API (mTLS, admin identity) the CLI uses while the controller
+    /// owns the state directory.
+    #[arg(long, default_value = "127.0.0.1:8085")]
+    pub api_addr: SocketAddr,
     /// The mesh's trust domain.
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
@@ -198,10 +202,98 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
             Err(e) => return fail(format!("{e} (in {})", dir.join("identity").display())),
         };
     let issuer = flags.map(|(_, i)| i).unwrap_or(identity.issuer);
-    rt.block_on(async {
-        match run(cfg, store, issuer, identity.tokens, announce, shutdown_signal()).await {
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let api = match start_api(
+            dir,
+            args,
+            &issuer,
+            &identity.anchors,
+            identity.tokens.clone(),
+            store.clone(),
+            stopped(),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let result = run(cfg, store, issuer, identity.tokens, announce, stopped()).await;
+        let _ = std::fs::remove_file(strait_controller::api::files::endpoint(dir));
+        api.abort();
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         }
     })
+}
+
+/// Issues the controller's and the admin's certificates, binds the public API, and
+/// publishes its address in the state directory.
+async fn start_api(
+    dir: &std::path::Path,
+    args: &ControllerArgs,
+    issuer: &Issuer,
+    anchors: &TrustAnchors,
+    tokens: strait_controller::identity::LocalTokens,
+    store: LocalStore,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use strait_controller::api::{self, ADMIN_SA, CONTROL_PLANE_NS, CONTROLLER_SA, files};
+    let now = SystemTime::now();
+    let id = |sa: &str| {
+        strait_identity::IdentityName::new(sa, CONTROL_PLANE_NS, &args.trust_domain)
+            .map_err(|e| e.to_string())
+    };
+    let (server_id, admin_id) = (id(CONTROLLER_SA)?, id(ADMIN_SA)?);
+    let lifetime = Duration::from_secs(30 * 24 * 3600);
+    let (chain, key) = api::issue(issuer, &server_id, lifetime, now)?;
+    let (admin_chain, admin_key) = api::issue(issuer, &admin_id, lifetime, now)?;
+    let pem: String = admin_chain
+        .iter()
+        .map(|c| strait_identity::encode_pem("CERTIFICATE", c))
+        .collect();
+    std::fs::write(files::admin_cert(dir), pem)
+        .map_err(|e| format!("cannot write the admin certificate: {e}"))?;
+    strait_controller::run::write_private(
+        &files::admin_key(dir),
+        strait_identity::encode_pem("PRIVATE KEY", admin_key.secret_der()).as_bytes(),
+    )
+    .map_err(|e| format!("cannot write the admin key: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(args.api_addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {} for the public API: {e}; pass --api-addr",
+            args.api_addr
+        )
+    })?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let endpoint = api::ApiEndpoint {
+        address,
+        server_identity: server_id.to_string(),
+    };
+    let tmp = files::endpoint(dir).with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&endpoint).expect("serializes"))
+        .and_then(|()| std::fs::rename(&tmp, files::endpoint(dir)))
+        .map_err(|e| format!("cannot publish the API address: {e}"))?;
+    let certs = strait_identity::CertStore::with_cert(chain, key).map_err(|e| e.to_string())?;
+    let anchors = anchors.clone();
+    let state = api::Api {
+        store,
+        tokens,
+        admin: admin_id,
+        trust_domain: args.trust_domain.clone(),
+    };
+    Ok(tokio::spawn(async move {
+        api::serve(listener, certs, &anchors, state, shutdown).await
+    }))
 }

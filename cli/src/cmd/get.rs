@@ -5,7 +5,6 @@ use std::time::SystemTime;
 
 use clap::Args;
 use serde_json::Value;
-use strait_api::Store;
 use strait_api::kinds::{self, KindInfo, Object, ObjectKey};
 
 use crate::exit;
@@ -61,21 +60,28 @@ pub fn get(g: &Global, args: &GetArgs) -> ExitCode {
         Ok(i) => i,
         Err(c) => return c,
     };
-    let store = match super::open_store(g) {
-        Ok(s) => s,
+    let cluster = match super::open_local(g) {
+        Ok(c) => c,
         Err(c) => return c,
     };
+    let rt = super::runtime();
     let ns = (!args.all_namespaces && info.namespaced).then_some(args.namespace.as_str());
     let mut objects = Vec::new();
     let mut missing = Vec::new();
-    if args.names.is_empty() {
-        objects = store.list_objects(info.id, ns);
+    let names: Vec<Option<&str>> = if args.names.is_empty() {
+        vec![None]
     } else {
-        for name in &args.names {
-            let key = ObjectKey::new(info.id, ns.unwrap_or(&args.namespace), name.clone());
-            match store.get_object(&key) {
-                Some(o) => objects.push(o),
-                None => missing.push(name.clone()),
+        args.names.iter().map(|n| Some(n.as_str())).collect()
+    };
+    for name in names {
+        match cluster.list(&rt, info, ns, name) {
+            Ok(found) if found.is_empty() && name.is_some() => {
+                missing.push(name.unwrap_or_default().to_string())
+            }
+            Ok(found) => objects.extend(found),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::code(exit::FAILURE);
             }
         }
     }
@@ -210,17 +216,17 @@ pub fn delete(g: &Global, args: &DeleteArgs) -> ExitCode {
             .map(|n| ObjectKey::new(info.id, args.namespace.clone(), n.clone()))
             .collect()
     };
-    let store = match super::open_store(g) {
-        Ok(s) => s,
+    let cluster = match super::open_local(g) {
+        Ok(c) => c,
         Err(c) => return c,
     };
     let rt = super::runtime();
     let mut failed = false;
     for key in keys {
-        match rt.block_on(store.delete(&key)) {
-            Ok(Some(_)) => println!("{key} deleted"),
-            Ok(None) if args.ignore_not_found => {}
-            Ok(None) => {
+        match cluster.delete(&rt, &key) {
+            Ok(true) => println!("{key} deleted"),
+            Ok(false) if args.ignore_not_found => {}
+            Ok(false) => {
                 eprintln!("error: {key} not found");
                 failed = true;
             }

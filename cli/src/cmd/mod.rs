@@ -10,6 +10,8 @@ pub mod version;
 
 use std::process::ExitCode;
 
+use hyper::{Method, StatusCode};
+use strait_api::StoreError;
 use strait_api::store::kube::KubeStore;
 use strait_api::store::local::LocalStore;
 
@@ -40,6 +42,196 @@ pub fn open_store(g: &Global) -> Result<LocalStore, ExitCode> {
 }
 
 /// The state of the cluster a command reads: a local state directory, or Kubernetes.
+/// A local cluster as a command sees it: its state directory directly, or (while its
+/// controller owns the directory) the controller's public API.
+pub enum LocalCluster {
+    /// The state directory, opened by this process.
+    Direct(LocalStore),
+    /// The running controller's API.
+    Api(strait_controller::api::client::ApiClient),
+}
+
+impl LocalCluster {
+    /// Applies objects; `(object, outcome)` lines.
+    pub fn apply(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        objects: Vec<strait_api::Object>,
+    ) -> Result<Vec<(String, String)>, String> {
+        match self {
+            LocalCluster::Direct(store) => rt
+                .block_on(store.apply_reporting(objects))
+                .map(|done| {
+                    done.into_iter()
+                        .map(|(o, out)| (o.key().to_string(), out.to_string()))
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+            LocalCluster::Api(client) => {
+                let list = serde_json::json!({
+                    "apiVersion": "v1", "kind": "List",
+                    "items": objects.iter().map(strait_api::Object::to_value).collect::<Vec<_>>(),
+                });
+                let body = serde_json::to_vec(&list).expect("JSON values serialize");
+                let out = rt
+                    .block_on(client.request(Method::POST, "/v1/apply", body))
+                    .map_err(|e| api_problems(&e))?;
+                Ok(out["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                        (field("object"), field("outcome"))
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Objects of a kind, in one namespace or all, optionally only one name.
+    pub fn list(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        info: &strait_api::kinds::KindInfo,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<strait_api::Object>, String> {
+        match self {
+            LocalCluster::Direct(store) => {
+                let mut items = store.list_objects(info.id, namespace);
+                if let Some(n) = name {
+                    items.retain(|o| o.meta().name.as_deref() == Some(n));
+                }
+                Ok(items)
+            }
+            LocalCluster::Api(client) => {
+                let mut query = Vec::new();
+                if let Some(ns) = namespace {
+                    query.push(format!("namespace={ns}"));
+                }
+                if let Some(n) = name {
+                    query.push(format!("name={n}"));
+                }
+                let path = format!("/v1/objects/{}?{}", info.plural, query.join("&"));
+                let body = rt
+                    .block_on(client.request(Method::GET, &path, Vec::new()))
+                    .map_err(|e| e.to_string())?;
+                Ok(decode_items(&body))
+            }
+        }
+    }
+
+    /// Deletes one object; whether it existed.
+    pub fn delete(&self, rt: &tokio::runtime::Runtime, key: &strait_api::ObjectKey) -> Result<bool, String> {
+        use strait_api::Store;
+        use strait_controller::api::client::ClientError;
+        match self {
+            LocalCluster::Direct(store) => rt
+                .block_on(store.delete(key))
+                .map(|o| o.is_some())
+                .map_err(|e| e.to_string()),
+            LocalCluster::Api(client) => {
+                let ns = if key.namespace.is_empty() {
+                    "_"
+                } else {
+                    &key.namespace
+                };
+                let path = format!("/v1/objects/{}/{ns}/{}", key.kind.info().plural, key.name);
+                match rt.block_on(client.request(Method::DELETE, &path, Vec::new())) {
+                    Ok(_) => Ok(true),
+                    Err(ClientError::Status {
+                        status: StatusCode::NOT_FOUND,
+                        ..
+                    }) => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// The API's problems, one per line, or its message.
+fn api_problems(e: &strait_controller::api::client::ClientError) -> String {
+    match e {
+        strait_controller::api::client::ClientError::Status { body, message, .. } => {
+            let problems: Vec<&str> = body["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
+            if problems.is_empty() {
+                message.clone()
+            } else {
+                problems.join("\nerror: ")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Opens `--state-dir`: directly if no controller runs, otherwise through its API.
+pub fn open_local(g: &Global) -> Result<LocalCluster, ExitCode> {
+    match open_store_quiet(g) {
+        Ok(s) => Ok(LocalCluster::Direct(s)),
+        Err(Some(StoreError::Locked { .. })) => {
+            let dir = g.state_dir.as_deref().expect("a lock implies a state directory");
+            api_client(dir).map(LocalCluster::Api).map_err(|e| {
+                eprintln!(
+                    "error: a controller holds {} but its API cannot be used: {e}
+                     Check that `strait controller` is running there, or stop it to work on the directory directly.",
+                    dir.display()
+                );
+                exit::code(exit::FAILURE)
+            })
+        }
+        Err(Some(e)) => {
+            eprintln!("error: {e}");
+            Err(exit::code(exit::FAILURE))
+        }
+        Err(None) => open_store(g).map(LocalCluster::Direct),
+    }
+}
+
+fn open_store_quiet(g: &Global) -> Result<LocalStore, Option<StoreError>> {
+    match (&g.cluster, &g.state_dir) {
+        (None, Some(dir)) => LocalStore::open(dir).map_err(Some),
+        _ => Err(None),
+    }
+}
+
+fn api_client(dir: &std::path::Path) -> Result<strait_controller::api::client::ApiClient, String> {
+    use strait_controller::api::{ApiEndpoint, files};
+    let read =
+        |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(dir))?)
+        .map_err(|e| format!("{} is damaged: {e}", files::endpoint(dir).display()))?;
+    let anchors = strait_identity::TrustAnchors::load(files::anchors(dir), std::time::SystemTime::now())
+        .map_err(|e| e.to_string())?;
+    use strait_identity::pki_types::pem::PemObject;
+    let chain = strait_identity::pki_types::CertificateDer::pem_slice_iter(&read(files::admin_cert(dir))?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("admin certificate: {e}"))?;
+    let key = strait_identity::pki_types::PrivateKeyDer::from_pem_slice(&read(files::admin_key(dir))?)
+        .map_err(|e| format!("admin key: {e}"))?;
+    let admin = strait_identity::CertStore::with_cert(chain, key).map_err(|e| e.to_string())?;
+    strait_controller::api::client::ApiClient::new(endpoint, &anchors, &admin).map_err(|e| e.to_string())
+}
+
+/// Turns objects the API returned into typed objects.
+pub fn decode_items(body: &serde_json::Value) -> Vec<strait_api::Object> {
+    body["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let info = strait_api::kinds::lookup(v["apiVersion"].as_str()?, v["kind"].as_str()?).ok()?;
+            strait_api::Object::from_value(info.id, v.clone()).ok()
+        })
+        .collect()
+}
+
 pub enum ClusterStore {
     /// `--state-dir DIR` (or `--cluster`, once `strait up` runs clusters).
     Local(LocalStore),
