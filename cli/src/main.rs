@@ -165,7 +165,7 @@ fn main() -> ExitCode {
         Command::Install(a) => cmd::install::install(&a),
         Command::Upgrade(a) => cmd::install::upgrade(g, &a),
         Command::Uninstall => cmd::install::uninstall(),
-        Command::Check { .. } => later("check", 3, "health checks of the control plane and proxies"),
+        Command::Check { pre } => cmd::check::check(g, pre),
         Command::Inject(a) => cmd::inject::inject(g, &a),
         Command::Uninject(a) => cmd::inject::uninject(&a),
         Command::Apply(a) => cmd::apply::apply(g, &a),

@@ -395,6 +395,25 @@ fn the_controller_serves_until_terminated() {
     );
     assert!(state.join("api.json").exists());
 
+    let out = run(&["--state-dir", s_dir, "check"]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
+    assert!(
+        report.contains("√ control plane is running and answering"),
+        "{report}"
+    );
+    assert!(
+        report.contains("√ issuer certificate is a valid CA issued by a trust anchor"),
+        "{report}"
+    );
+    assert!(report.ends_with("Status check results are √\n"), "{report}");
+    let out = run(&["--state-dir", s_dir, "check", "--pre"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a running controller fails the pre-check"
+    );
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -415,6 +434,23 @@ fn the_controller_serves_until_terminated() {
         !state.join("api.json").exists(),
         "the API address is withdrawn at exit"
     );
+}
+
+#[test]
+fn check_without_a_running_controller_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    let out = run(&["--state-dir", s, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("× control plane is running and answering"),
+        "{report}"
+    );
+    assert!(report.contains("controller`"), "{report}");
+    assert!(report.ends_with("Status check results are ×\n"), "{report}");
+    let out = run(&["--state-dir", s, "check", "--pre"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod check;
 pub mod discovery;
 pub mod endpoints;
 pub mod identity;

@@ -128,6 +128,11 @@ impl TrustAnchors {
         &self.certs
     }
 
+    /// When each anchor expires, in the order of [`TrustAnchors::certs`].
+    pub fn expirations(&self) -> &[SystemTime] {
+        &self.not_after
+    }
+
     /// The anchors' subject DNs (e.g. `CN=root.linkerd.cluster.local`).
     pub fn subjects(&self) -> &[String] {
         &self.subjects

@@ -1,6 +1,7 @@
 //! One module per command family.
 
 pub mod apply;
+pub mod check;
 pub mod controller;
 pub mod get;
 pub mod inject;
