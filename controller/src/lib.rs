@@ -18,3 +18,5 @@ pub mod install;
 pub mod policy;
 pub mod run;
 pub mod streams;
+#[cfg(test)]
+mod test_support;

@@ -92,28 +92,24 @@ impl Index {
         self.generations.close();
     }
 
-    /// The current endpoints of `service:port`.
-    pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
+    fn with_view<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let view = View {
+        f(&View {
             services: &s.services,
             slices: &s.slices,
             pods: &s.pods,
             trust_domain: &self.names.trust_domain,
-        };
-        model::resolve(&view, service, port)
+        })
+    }
+
+    /// The current endpoints of `service:port`.
+    pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
+        self.with_view(|v| model::resolve(v, service, port))
     }
 
     /// A pod's endpoint on `port`.
     pub fn resolve_pod(&self, pod: &PodInfo, port: u16) -> model::Endpoint {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let view = View {
-            services: &s.services,
-            slices: &s.slices,
-            pods: &s.pods,
-            trust_domain: &self.names.trust_domain,
-        };
-        model::resolve_pod(&view, pod, port)
+        self.with_view(|v| model::resolve_pod(v, pod, port))
     }
 
     /// What an IP address is: a ClusterIP or a pod IP.

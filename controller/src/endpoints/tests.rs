@@ -1,17 +1,9 @@
 use std::time::Duration;
 
-use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 
 use super::*;
-
-fn objects(yaml: &str) -> Vec<Object> {
-    load_str("t.yaml", yaml, &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|l| l.object)
-        .collect()
-}
+use crate::test_support::objects;
 
 fn typed<K: Kind>(yaml: &str) -> Vec<K> {
     objects(yaml).into_iter().filter_map(K::from_object).collect()

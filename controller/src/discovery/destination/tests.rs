@@ -1,15 +1,11 @@
-use std::time::Duration;
-
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::destination::update::Update as U;
 use strait_api::Store;
-use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::Streaming;
 
 use super::*;
 use crate::discovery::index::{ClusterNames, run};
+use crate::test_support::{apply, next, serve_grpc};
 
 #[test]
 fn authorities() {
@@ -160,35 +156,16 @@ fn slice(addrs: &[(&str, &str)]) -> String {
     )
 }
 
-async fn apply(store: &LocalStore, yaml: &str) {
-    let objs = load_str("t.yaml", yaml, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    store
-        .apply(objs.into_iter().map(|l| l.object).collect())
-        .await
-        .unwrap();
-}
-
 async fn serve(store: LocalStore) -> DestinationClient<tonic::transport::Channel> {
     let index = Index::new(ClusterNames::default());
     tokio::spawn(run(index.clone(), store));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DestinationService::new(index).into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve_grpc(tonic::service::Routes::new(
+        DestinationService::new(index).into_server(),
+    ))
+    .await;
     DestinationClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
-}
-
-async fn next<T>(s: &mut Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), s.message())
-        .await
-        .expect("an update within 5s")
-        .expect("no stream error")
-        .expect("the stream stays open")
 }
 
 fn get(path: &str) -> pb::GetDestination {

@@ -3,19 +3,10 @@ use std::time::Duration;
 use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
 use pb::authn::Permit;
 use pb::authn::permit_mesh_tls::Clients;
-use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use super::*;
-
-fn objects(yaml: &str) -> Vec<strait_api::Object> {
-    load_str("t.yaml", yaml, &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|l| l.object)
-        .collect()
-}
+use crate::test_support::{next, objects, serve_grpc};
 
 const POD: &str = r#"
 apiVersion: v1
@@ -268,24 +259,13 @@ spec:
     );
 }
 
-async fn next(s: &mut tonic::Streaming<pb::Server>) -> pb::Server {
-    tokio::time::timeout(Duration::from_secs(5), s.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-}
-
 async fn serve(store: LocalStore) -> InboundServerPoliciesClient<tonic::transport::Channel> {
     let index = InboundIndex::new(InboundConfig::default());
     tokio::spawn(run(index.clone(), store));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(InboundPolicyService::new(index).into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve_grpc(tonic::service::Routes::new(
+        InboundPolicyService::new(index).into_server(),
+    ))
+    .await;
     InboundServerPoliciesClient::connect(format!("http://{addr}"))
         .await
         .unwrap()

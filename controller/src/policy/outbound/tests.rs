@@ -6,14 +6,12 @@ use std::time::Duration;
 use linkerd2_proxy_api::meta::metadata::Kind as MetaKind;
 use linkerd2_proxy_api::net::TcpAddress;
 use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
-use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 use strait_api::{KindId, ObjectKey, Store};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::Streaming;
 
 use super::*;
 use crate::discovery::index::ClusterNames;
+use crate::test_support::{apply, next, serve_grpc};
 
 const WORLD: &str = r#"
 apiVersion: v1
@@ -53,14 +51,6 @@ status: {podIP: 198.18.0.5}
 const ROUTING: &str = include_str!("../../../../examples/linkerd-seed/05-httproute-routing.yaml");
 const SPLIT: &str = include_str!("../../../../examples/linkerd-seed/04-trafficsplit-canary.yaml");
 
-async fn apply(store: &LocalStore, yaml: &str) {
-    let objs = load_str("t.yaml", yaml, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    store
-        .apply(objs.into_iter().map(|l| l.object).collect())
-        .await
-        .unwrap();
-}
-
 async fn delete(store: &LocalStore, kind: KindId, name: &str) {
     let gone = store
         .delete(&ObjectKey::new(kind, "production", name))
@@ -91,24 +81,13 @@ async fn serve(store: LocalStore) -> OutboundPoliciesClient<tonic::transport::Ch
     until(drx, || discovery.service(&id).is_some()).await;
     until(rrx, || routes.read(|s| s.services.contains_key(&id))).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(OutboundPolicyService::new(discovery, routes).into_server())
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve_grpc(tonic::service::Routes::new(
+        OutboundPolicyService::new(discovery, routes).into_server(),
+    ))
+    .await;
     OutboundPoliciesClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
-}
-
-async fn next<T>(s: &mut Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(5), s.message())
-        .await
-        .expect("an update within 5s")
-        .expect("no stream error")
-        .expect("the stream stays open")
 }
 
 fn authority(a: &str) -> pb::TrafficSpec {
