@@ -20,3 +20,4 @@ pub mod run;
 pub mod streams;
 #[cfg(test)]
 mod test_support;
+pub mod tls;

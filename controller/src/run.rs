@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::tls::incoming;
 use serde::Serialize;
 use strait_api::Store;
 use strait_identity::{Issuer, TrustAnchors, TrustDomain};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::discovery::destination::DestinationService;
 use crate::discovery::index::{self, ClusterNames, Index};
@@ -111,6 +111,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunEr
 pub async fn run<S, V>(
     cfg: ControllerConfig,
     store: S,
+    anchors: TrustAnchors,
     issuer: Issuer,
     validator: V,
     on_bound: impl FnOnce(Bound) + Send,
@@ -132,6 +133,15 @@ where
         admin: local(&admin_l, cfg.admin_addr),
     };
 
+    let td = &cfg.names.trust_domain;
+    let now = SystemTime::now();
+    let (dst_id, id_id) = (
+        crate::tls::destination_identity(td).map_err(RunError::Identity)?,
+        crate::tls::identity_identity(td).map_err(RunError::Identity)?,
+    );
+    let dst_tls = crate::tls::serving(&issuer, &anchors, &dst_id, now).map_err(RunError::Identity)?;
+    let id_tls = crate::tls::serving(&issuer, &anchors, &id_id, now).map_err(RunError::Identity)?;
+
     let discovery = Index::new(cfg.names.clone());
     let inbound_index = InboundIndex::new(InboundConfig {
         trust_domain: cfg.names.trust_domain.clone(),
@@ -140,6 +150,10 @@ where
     let routes = RouteIndex::new();
     let closers = (discovery.clone(), inbound_index.clone(), routes.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::tls::renew(
+        issuer.clone(),
+        vec![(dst_id, dst_tls.certs.clone()), (id_id, id_tls.certs.clone())],
+    ));
     {
         let (ix, st) = (discovery.clone(), store.clone());
         tasks.spawn(async move {
@@ -178,7 +192,7 @@ where
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(DestinationService::new(discovery.clone()).into_server())
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(dst_l), stopped()),
+                    .serve_with_incoming_shutdown(incoming(dst_l, Some(dst_tls.config.clone())), stopped()),
             ),
         ),
         (
@@ -186,7 +200,7 @@ where
             tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(identity.into_server())
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(id_l), stopped()),
+                    .serve_with_incoming_shutdown(incoming(id_l, Some(id_tls.config.clone())), stopped()),
             ),
         ),
         (
@@ -195,7 +209,7 @@ where
                 tonic::transport::Server::builder()
                     .add_service(InboundPolicyService::new(inbound_index).into_server())
                     .add_service(OutboundPolicyService::new(discovery, routes).into_server())
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(pol_l), stopped()),
+                    .serve_with_incoming_shutdown(incoming(pol_l, Some(dst_tls.config.clone())), stopped()),
             ),
         ),
     ];

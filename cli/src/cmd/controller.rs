@@ -169,7 +169,7 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
                 "--kubernetes and --state-dir exclude each other: pick the Kubernetes API or a local state directory",
             );
         }
-        let Some((_anchors, issuer)) = flags else {
+        let Some((anchors, issuer)) = flags else {
             return fail(
                 "Kubernetes mode needs the issuer: pass --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (mounted from the linkerd-identity-issuer Secret)",
             );
@@ -180,7 +180,7 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
                 Err(e) => return fail(format!("cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")),
             };
             let store = KubeStore::new(client.clone());
-            match run(cfg, store, issuer, TokenReviewValidator::new(client), announce, shutdown_signal()).await {
+            match run(cfg, store, anchors, issuer, TokenReviewValidator::new(client), announce, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -201,7 +201,7 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
             Ok(i) => i,
             Err(e) => return fail(format!("{e} (in {})", dir.join("identity").display())),
         };
-    let issuer = flags.map(|(_, i)| i).unwrap_or(identity.issuer);
+    let (anchors, issuer) = flags.unwrap_or((identity.anchors.clone(), identity.issuer.clone()));
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = move || {
@@ -228,7 +228,7 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        let result = run(cfg, store, issuer, identity.tokens, announce, stopped()).await;
+        let result = run(cfg, store, anchors, issuer, identity.tokens, announce, stopped()).await;
         let _ = std::fs::remove_file(strait_controller::api::files::endpoint(dir));
         api.abort();
         match result {

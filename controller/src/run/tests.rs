@@ -1,4 +1,5 @@
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use linkerd2_proxy_api::destination::{GetDestination, update::Update as U};
@@ -78,6 +79,7 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
     let handle = tokio::spawn(run(
         cfg,
         store.clone(),
+        id.anchors.clone(),
         id.issuer.clone(),
         id.tokens.clone(),
         move |b| {
@@ -161,6 +163,67 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
         .into_inner();
     assert!(policy.protocol.is_some());
 
+    // Off loopback, stock proxies speak TLS and expect Linkerd's control-plane identities;
+    // the same ports take both.
+    let tls_get = |addr: SocketAddr, server: &'static str| {
+        let anchors = id.anchors.clone();
+        async move {
+            let mut cfg = Arc::unwrap_or_clone(strait_identity::client_config(
+                &strait_identity::CertStore::new(),
+                &anchors,
+            ));
+            cfg.alpn_protocols = vec![b"h2".to_vec()];
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+            let name = rustls_pki_types::ServerName::try_from(server.to_string()).unwrap();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            let mut slot = Some(tls);
+            let channel = tonic::transport::Endpoint::from_static("http://control-plane")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let io = slot.take().map(hyper_util::rt::TokioIo::new);
+                    async move { io.ok_or_else(|| std::io::Error::other("one connection only")) }
+                }))
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>(channel)
+        }
+    };
+    let channel = tls_get(
+        bound.destination,
+        "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+    )
+    .await
+    .expect("TLS to the destination identity");
+    let mut tls_dst = DestinationClient::new(channel);
+    let mut s = tls_dst
+        .get(GetDestination {
+            scheme: "k8s".into(),
+            path: "myapp.production.svc.cluster.local:80".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        s.message().await.unwrap().unwrap().update,
+        Some(U::Add(_))
+    ));
+    tls_get(
+        bound.identity,
+        "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local",
+    )
+    .await
+    .expect("TLS to the identity service's identity");
+    assert!(
+        tls_get(
+            bound.identity,
+            "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local"
+        )
+        .await
+        .is_err(),
+        "the identity port does not present the destination identity"
+    );
+
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), handle)
         .await
@@ -176,10 +239,11 @@ async fn a_taken_port_is_a_clear_error() {
         destination_addr: taken.local_addr().unwrap(),
         ..Default::default()
     };
-    let (_a, issuer) = strait_identity::generate(&TrustDomain::default(), SystemTime::now()).unwrap();
+    let (anchors, issuer) = strait_identity::generate(&TrustDomain::default(), SystemTime::now()).unwrap();
     let err = run(
         cfg,
         LocalStore::in_memory(),
+        anchors,
         issuer,
         LocalTokens::new(&[1; 32]),
         |_| {},
