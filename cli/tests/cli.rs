@@ -813,3 +813,102 @@ fn inject_refuses_malformed_input() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_installed_controller_command_line_matches_its_mounts() {
+    // Render an install, lay out what Kubernetes would mount, and run the Deployment's own
+    // command line: everything it names must parse and load, so it gets as far as looking
+    // for the API server (which this machine has none of).
+    let out = run(&["install"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs = documents(&out.stdout);
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+            .clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |path: &str, bytes: &[u8]| {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    let b64 = |v: &serde_json::Value| -> Vec<u8> {
+        // Secrets hold base64; decode with a tiny standard-alphabet decoder.
+        let s = v.as_str().unwrap().as_bytes();
+        let val = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        let clean: Vec<u8> = s.iter().copied().filter(|c| *c != b'=').collect();
+        clean
+            .chunks(4)
+            .flat_map(|ch| {
+                let n = ch
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, c)| acc | (u32::from(val(*c)) << (18 - 6 * i)));
+                let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+                bytes[..ch.len() - 1].to_vec()
+            })
+            .collect()
+    };
+    let config = find("ConfigMap", "linkerd-config");
+    write(
+        "/var/run/linkerd/config/values",
+        config["data"]["values"].as_str().unwrap().as_bytes(),
+    );
+    let roots = find("ConfigMap", "linkerd-identity-trust-roots");
+    write(
+        "/var/run/linkerd/identity/trust-roots/ca-bundle.crt",
+        roots["data"]["ca-bundle.crt"].as_str().unwrap().as_bytes(),
+    );
+    let issuer = find("Secret", "linkerd-identity-issuer");
+    for key in ["crt.pem", "key.pem"] {
+        let v = &issuer["data"][key];
+        let bytes = if v.is_string() {
+            b64(v)
+        } else {
+            issuer["stringData"][key].as_str().unwrap().as_bytes().to_vec()
+        };
+        write(&format!("/var/run/linkerd/identity/issuer/{key}"), &bytes);
+    }
+    let tls = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["type"] == "kubernetes.io/tls")
+        .expect("the webhook's TLS secret");
+    for key in ["tls.crt", "tls.key"] {
+        write(&format!("/var/run/linkerd/tls/{key}"), &b64(&tls["data"][key]));
+    }
+    let deploy = find("Deployment", "linkerd-controller");
+    let args: Vec<String> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            if a.starts_with("/var/run/linkerd") {
+                root.join(a.trim_start_matches('/')).display().to_string()
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let out = strait()
+        .args(&args)
+        .env("KUBECONFIG", root.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the Kubernetes API"),
+        "flags and files were all accepted: {err}"
+    );
+}

@@ -68,6 +68,20 @@ pub struct ControllerArgs {
     /// Issuer private key (PEM).
     #[arg(long, value_name = "FILE")]
     pub identity_issuer_key_file: Option<PathBuf>,
+    /// Kubernetes mode: the installed values (`linkerd-config`'s `values`), for the proxy
+    /// injector and the trust and cluster domains.
+    #[arg(long, value_name = "FILE")]
+    pub values_file: Option<PathBuf>,
+    /// Kubernetes mode: the proxy-injector webhook's listen address.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// Kubernetes mode: the webhook's serving certificate (PEM); with --webhook-key-file it
+    /// turns the webhook on.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_cert_file: Option<PathBuf>,
+    /// Kubernetes mode: the webhook's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_key_file: Option<PathBuf>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -117,6 +131,50 @@ fn config(args: &ControllerArgs, local: bool) -> Result<ControllerConfig, String
         issuance_lifetime: lifetime,
         local_endpoints: local,
     })
+}
+
+/// The webhook's TLS config and injection config, when its certificate files are given.
+type WebhookSetup = (
+    std::sync::Arc<strait_identity::rustls::ServerConfig>,
+    strait_controller::inject::InjectConfig,
+);
+
+fn webhook_setup(args: &ControllerArgs, anchors: &TrustAnchors) -> Result<Option<WebhookSetup>, String> {
+    use strait_identity::pki_types::pem::PemObject;
+    use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
+    use strait_identity::rustls;
+    let (Some(cert), Some(key)) = (&args.webhook_cert_file, &args.webhook_key_file) else {
+        if args.webhook_cert_file.is_some() || args.webhook_key_file.is_some() {
+            return Err("give both --webhook-cert-file and --webhook-key-file, or neither".into());
+        }
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--webhook-cert-file {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--webhook-key-file {}: {e}", key.display()))?;
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("webhook certificate: {e}"))?;
+    let values = match &args.values_file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("--values-file {}: {e}", f.display()))?;
+            strait_controller::install::values::Values::from_yaml(&text)
+                .map_err(|e| format!("--values-file {}: {e}", f.display()))?
+        }
+        None => Default::default(),
+    };
+    Ok(Some((
+        std::sync::Arc::new(tls),
+        strait_controller::inject::InjectConfig::new(values, anchors.to_pem()),
+    )))
 }
 
 /// The issuer named by the `--identity-*` flags, if any were given (all three or none).
@@ -174,13 +232,43 @@ pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
                 "Kubernetes mode needs the issuer: pass --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file (mounted from the linkerd-identity-issuer Secret)",
             );
         };
+        let webhook = match webhook_setup(args, &anchors) {
+            Ok(w) => w,
+            Err(e) => return fail(e),
+        };
         return rt.block_on(async {
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
-                Err(e) => return fail(format!("cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")),
+                Err(e) => {
+                    return fail(format!(
+                        "cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account"
+                    ));
+                }
             };
             let store = KubeStore::new(client.clone());
-            match run(cfg, store, anchors, issuer, TokenReviewValidator::new(client), announce, shutdown_signal()).await {
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let stopped = move || {
+                let mut rx = stop_rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+            };
+            if let Some((tls, config)) = webhook {
+                let listener = match tokio::net::TcpListener::bind(args.webhook_addr).await {
+                    Ok(l) => l,
+                    Err(e) => return fail(format!("cannot listen on {} for the injector webhook: {e}", args.webhook_addr)),
+                };
+                let hook = std::sync::Arc::new(strait_controller::inject::webhook::Webhook::new(
+                    std::sync::Arc::new(config),
+                    strait_controller::inject::webhook::StoreNamespaces(store.clone()),
+                ));
+                tokio::spawn(strait_controller::inject::server::serve(listener, tls, hook, stopped()));
+            }
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            match run(cfg, store, anchors, issuer, TokenReviewValidator::new(client), announce, stopped()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
