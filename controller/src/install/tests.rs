@@ -141,7 +141,32 @@ fn install_prints_a_control_plane_the_loader_accepts() {
     let d: &Deployment = find(objects, "linkerd-controller");
     assert_eq!(d.spec.replicas, Some(1));
     let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
-    assert_eq!(c.args.clone().unwrap(), ["controller", "--log", "info"]);
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[..4], ["--log", "info", "controller", "--kubernetes"]);
+    // Every file the command line names is one of the mounts (cli's tests run it for real).
+    for (flag, path) in [
+        ("--values-file", "/var/run/linkerd/config/values"),
+        (
+            "--identity-trust-anchors-file",
+            "/var/run/linkerd/identity/trust-roots/ca-bundle.crt",
+        ),
+        (
+            "--identity-issuer-certificate-file",
+            "/var/run/linkerd/identity/issuer/crt.pem",
+        ),
+        (
+            "--identity-issuer-key-file",
+            "/var/run/linkerd/identity/issuer/key.pem",
+        ),
+        ("--webhook-cert-file", "/var/run/linkerd/tls/tls.crt"),
+        ("--webhook-key-file", "/var/run/linkerd/tls/tls.key"),
+    ] {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        assert_eq!(args[i + 1], path);
+    }
     let ports: Vec<(String, i32)> = c
         .ports
         .iter()
