@@ -8,8 +8,9 @@
 //! Without a Server, the default inbound policy applies (pod annotation, then namespace
 //! annotation, then the cluster default). Every answer carries a detect timeout, a `name`
 //! label, and only authorizations with at least one network — what the stock proxy needs.
-//! Kubelet probe paths stay authorized, as in Linkerd. HTTPRoute-level authorization
-//! (routes whose parent is a Server) is not translated yet: servers get the default route.
+//! Kubelet probe paths stay authorized, as in Linkerd. `policy.linkerd.io` HTTPRoutes whose
+//! parent is a Server become that server's routes, each authorized by the Server's
+//! authorizations and by AuthorizationPolicies that target the route.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -27,7 +28,7 @@ use strait_api::core::selector_matches;
 use strait_api::labels;
 use strait_api::mesh::formats::{Cidr, cidr};
 use strait_api::mesh::policy::{
-    AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, ProxyProtocol, Server,
+    AuthorizationPolicy, HttpRoute, MeshTLSAuthentication, NetworkAuthentication, ProxyProtocol, Server,
     ServerAuthorization, ServerPort,
 };
 use strait_api::{Store, WatchEvent};
@@ -128,6 +129,8 @@ pub struct NamespacePolicy {
     pub mesh_tls: BTreeMap<String, MeshTLSAuthentication>,
     /// NetworkAuthentications by name.
     pub networks: BTreeMap<String, NetworkAuthentication>,
+    /// `policy.linkerd.io` HTTPRoutes by name (those whose parent is a Server apply here).
+    pub http_routes: BTreeMap<String, HttpRoute>,
 }
 
 /// The policy of `pod`'s `port`, given its namespace's policy objects.
@@ -144,9 +147,11 @@ pub fn server_policy(cfg: &InboundConfig, pod: &Pod, port: u16, ns: &NamespacePo
             if let Some(policy) = access.filter(|p| *p != DefaultPolicy::Deny) {
                 authorizations.extend(default_authorizations(cfg, policy));
             }
+            let routes = server_routes(cfg, name, server, &authorizations, ns);
             let protocol = protocol(
                 server.spec.proxy_protocol().unwrap_or(ProxyProtocol::Unknown),
                 &probes,
+                routes,
             );
             pb::Server {
                 protocol: Some(protocol),
@@ -166,7 +171,7 @@ pub fn server_policy(cfg: &InboundConfig, pod: &Pod, port: u16, ns: &NamespacePo
                 ProxyProtocol::Unknown
             };
             pb::Server {
-                protocol: Some(protocol(proto, &probes)),
+                protocol: Some(protocol(proto, &probes, Vec::new())),
                 server_ips: Vec::new(),
                 authorizations: default_authorizations(cfg, policy),
                 labels: labels_of("", "default", policy.as_str()),
@@ -220,9 +225,15 @@ fn select_server<'a>(pod: &Pod, port: u16, ns: &'a NamespacePolicy) -> Option<(&
         .map(|(n, s)| (n.as_str(), s))
 }
 
-fn protocol(p: ProxyProtocol, probes: &[String]) -> pb::ProxyProtocol {
+/// The proxy protocol with its HTTP routes: the Server's own HTTPRoutes when it has any
+/// (then nothing else matches, as in Linkerd), otherwise the default and probe routes.
+fn protocol(p: ProxyProtocol, probes: &[String], attached: Vec<pb::HttpRoute>) -> pb::ProxyProtocol {
     use pb::proxy_protocol::{Detect, Grpc, Http1, Http2, Kind, Opaque, Tls};
-    let routes = default_http_routes(probes);
+    let routes = if attached.is_empty() {
+        default_http_routes(probes)
+    } else {
+        attached
+    };
     let kind = match p {
         ProxyProtocol::Unknown => Kind::Detect(Detect {
             timeout: DETECT_TIMEOUT.try_into().ok(),
@@ -311,6 +322,99 @@ fn default_grpc_route() -> pb::GrpcRoute {
             filters: Vec::new(),
         }],
     }
+}
+
+/// The HTTPRoutes whose parent is this Server, as inbound routes. Each route carries the
+/// Server's authorizations plus the AuthorizationPolicies that target the route itself.
+fn server_routes(
+    cfg: &InboundConfig,
+    server_name: &str,
+    server: &Server,
+    server_authz: &[pb::Authz],
+    ns: &NamespacePolicy,
+) -> Vec<pb::HttpRoute> {
+    use crate::policy::outbound::translate::{
+        AsFilter, FilterRef, host_match, http_match, match_everything, redirect, request_headers,
+    };
+    let namespace = server.metadata.namespace.clone().unwrap_or_default();
+    let mut attached: Vec<(&String, &HttpRoute)> = ns
+        .http_routes
+        .iter()
+        .filter(|(_, r)| {
+            r.spec.parent_refs.iter().flatten().any(|p| {
+                p.kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("Server"))
+                    && p.group.as_deref().is_none_or(|g| g == "policy.linkerd.io")
+                    && p.name == server_name
+                    && p.namespace.as_deref().is_none_or(|n| n == namespace)
+            })
+        })
+        .collect();
+    // Gateway API precedence: oldest first, then by name.
+    attached.sort_by_key(|(name, r)| (r.metadata.creation_timestamp.clone(), (*name).clone()));
+    attached
+        .into_iter()
+        .map(|(name, route)| {
+            let mut authorizations = server_authz.to_vec();
+            for (ap_name, ap) in &ns.authorization_policies {
+                let t = &ap.spec.target_ref;
+                if t.targets("policy.linkerd.io", "HTTPRoute") && t.name == *name {
+                    authorizations.extend(policy_authz(cfg, ap_name, ap, &namespace, ns));
+                }
+            }
+            let rules = route
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .map(|rule| {
+                    let matches = match rule.matches.as_deref() {
+                        Some(m) if !m.is_empty() => m.iter().map(http_match).collect(),
+                        _ => vec![match_everything()],
+                    };
+                    let filters = rule
+                        .filters
+                        .iter()
+                        .flatten()
+                        .filter_map(|f| {
+                            use pb::http_route::filter::Kind;
+                            let kind = match f.as_filter() {
+                                FilterRef::RequestHeaders(m) => {
+                                    Kind::RequestHeaderModifier(request_headers(m))
+                                }
+                                FilterRef::Redirect(r) => Kind::Redirect(redirect(r)),
+                                // Inbound routes have no response filters in the proxy API.
+                                FilterRef::ResponseHeaders(_) | FilterRef::Unsupported(_) => return None,
+                            };
+                            Some(pb::http_route::Filter { kind: Some(kind) })
+                        })
+                        .collect();
+                    pb::http_route::Rule { matches, filters }
+                })
+                .collect();
+            pb::HttpRoute {
+                metadata: Some(Metadata {
+                    kind: Some(metadata::Kind::Resource(Resource {
+                        group: "policy.linkerd.io".into(),
+                        kind: "HTTPRoute".into(),
+                        name: name.clone(),
+                        namespace: namespace.clone(),
+                        ..Default::default()
+                    })),
+                }),
+                hosts: route
+                    .spec
+                    .hostnames
+                    .iter()
+                    .flatten()
+                    .map(|h| host_match(h))
+                    .collect(),
+                authorizations,
+                rules,
+            }
+        })
+        .collect()
 }
 
 /// HTTP GET probe paths of the pod's containers on `port`.
@@ -717,6 +821,7 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
     let mut aps = store.watch::<AuthorizationPolicy>();
     let mut mtls = store.watch::<MeshTLSAuthentication>();
     let mut nets = store.watch::<NetworkAuthentication>();
+    let mut routes = store.watch::<HttpRoute>();
     loop {
         let r = tokio::select! {
             Some(ev) = pods.next() => ev.map(|ev| match ev {
@@ -750,6 +855,7 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
             Some(ev) = aps.next() => ev.map(|ev| apply_policy_event!(index, ev, authorization_policies)),
             Some(ev) = mtls.next() => ev.map(|ev| apply_policy_event!(index, ev, mesh_tls)),
             Some(ev) = nets.next() => ev.map(|ev| apply_policy_event!(index, ev, networks)),
+            Some(ev) = routes.next() => ev.map(|ev| apply_policy_event!(index, ev, http_routes)),
             else => return,
         };
         if let Err(e) = r {

@@ -48,6 +48,9 @@ fn namespace_policy(yaml: &str) -> NamespacePolicy {
             strait_api::Object::NetworkAuthentication(s) => {
                 ns.networks.insert(name, s);
             }
+            strait_api::Object::PolicyHttpRoute(r) => {
+                ns.http_routes.insert(name, r);
+            }
             strait_api::Object::Namespace(n) => ns.annotations = n.metadata.annotations.unwrap_or_default(),
             other => panic!("unexpected {other:?}"),
         }
@@ -317,4 +320,78 @@ async fn watch_port_follows_policy_changes() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     let err = client.get_port(spec("nope")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[test]
+fn routes_whose_parent_is_the_server_carry_route_level_authorization() {
+    let cfg = InboundConfig::default();
+    let yaml = r#"
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: {name: web, namespace: production}
+spec: {podSelector: {matchLabels: {app: myapp}}, port: 8080, proxyProtocol: HTTP/1}
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: ServerAuthorization
+metadata: {name: web-from-anyone, namespace: production}
+spec:
+  server: {name: web}
+  client: {unauthenticated: true}
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: admin, namespace: production}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: Server, name: web}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /admin}, method: POST}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: x-admin, value: "1"}]}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: ops, namespace: production}
+spec:
+  identities: ["ops.production.serviceaccount.identity.linkerd.cluster.local"]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: admin-from-ops, namespace: production}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: admin}
+  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: ops}]
+"#;
+    let s = server_policy(&cfg, &pod(POD), 8080, &namespace_policy(yaml));
+    let Some(pb::proxy_protocol::Kind::Http1(h1)) = s.protocol.unwrap().kind else {
+        panic!("HTTP/1")
+    };
+    assert_eq!(
+        h1.routes.len(),
+        1,
+        "the route replaces the default and probe routes"
+    );
+    let r = &h1.routes[0];
+    let Some(linkerd2_proxy_api::meta::metadata::Kind::Resource(res)) = &r.metadata.as_ref().unwrap().kind
+    else {
+        panic!()
+    };
+    assert_eq!((res.kind.as_str(), res.name.as_str()), ("HTTPRoute", "admin"));
+    let names: Vec<&str> = r
+        .authorizations
+        .iter()
+        .map(|a| a.labels["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web-from-anyone", "admin-from-ops"]);
+    let m = &r.rules[0].matches[0];
+    assert!(
+        matches!(m.path.as_ref().unwrap().kind, Some(hr::path_match::Kind::Prefix(ref p)) if p == "/admin")
+    );
+    assert!(m.method.is_some());
+    assert!(matches!(
+        r.rules[0].filters[0].kind,
+        Some(pb::http_route::filter::Kind::RequestHeaderModifier(_))
+    ));
+    // The server-level list is unchanged (it guards non-HTTP traffic).
+    assert_eq!(s.authorizations.len(), 1);
 }

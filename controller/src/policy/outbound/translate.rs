@@ -183,7 +183,7 @@ enum Resolved {
 }
 
 /// An HTTP filter of any route kind, by what it does.
-enum FilterRef<'a> {
+pub(crate) enum FilterRef<'a> {
     RequestHeaders(&'a HttpHeaderModifier),
     ResponseHeaders(&'a HttpHeaderModifier),
     Redirect(&'a HttpRequestRedirectFilter),
@@ -191,7 +191,7 @@ enum FilterRef<'a> {
 }
 
 /// The filters of every route kind, seen the same way.
-trait AsFilter {
+pub(crate) trait AsFilter {
     fn as_filter(&self) -> FilterRef<'_>;
 }
 
@@ -354,7 +354,7 @@ fn failing_backend(metadata: meta::Metadata) -> pb::Backend {
     }
 }
 
-fn host_match(host: &str) -> http_pb::HostMatch {
+pub(crate) fn host_match(host: &str) -> http_pb::HostMatch {
     use http_pb::host_match::{Match, Suffix};
     let m = match host.strip_prefix("*.") {
         Some(suffix) => Match::Suffix(Suffix {
@@ -378,7 +378,7 @@ fn header_match(m: &HttpHeaderMatch) -> http_pb::HeaderMatch {
 }
 
 /// The match the API server defaults a rule to: every path.
-fn match_everything() -> http_pb::HttpRouteMatch {
+pub(crate) fn match_everything() -> http_pb::HttpRouteMatch {
     http_pb::HttpRouteMatch {
         path: Some(http_pb::PathMatch {
             kind: Some(http_pb::path_match::Kind::Prefix("/".into())),
@@ -387,7 +387,7 @@ fn match_everything() -> http_pb::HttpRouteMatch {
     }
 }
 
-fn http_match(m: &HttpRouteMatch) -> http_pb::HttpRouteMatch {
+pub(crate) fn http_match(m: &HttpRouteMatch) -> http_pb::HttpRouteMatch {
     use http_pb::path_match::Kind;
     use http_pb::query_param_match::Value;
     // The API server defaults a missing path to `PathPrefix /`.
@@ -451,7 +451,7 @@ fn headers(list: Option<&Vec<HttpHeader>>) -> Option<http_types::Headers> {
     })
 }
 
-fn request_headers(m: &HttpHeaderModifier) -> http_pb::RequestHeaderModifier {
+pub(crate) fn request_headers(m: &HttpHeaderModifier) -> http_pb::RequestHeaderModifier {
     http_pb::RequestHeaderModifier {
         add: headers(m.add.as_ref()),
         set: headers(m.set.as_ref()),
@@ -467,7 +467,7 @@ fn response_headers(m: &HttpHeaderModifier) -> http_pb::ResponseHeaderModifier {
     }
 }
 
-fn redirect(r: &HttpRequestRedirectFilter) -> http_pb::RequestRedirect {
+pub(crate) fn redirect(r: &HttpRequestRedirectFilter) -> http_pb::RequestRedirect {
     use http_pb::path_modifier::Replace;
     http_pb::RequestRedirect {
         scheme: r.scheme.as_deref().map(http_types::Scheme::from),
