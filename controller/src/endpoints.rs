@@ -98,8 +98,15 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
         // A pod that lacks a named port is not an endpoint, as in Kubernetes.
         let Some(mapping) = mapping else { continue };
         let ready = pod_ready(pod);
+        // A pod whose subdomain is this service is reachable by its hostname, as in Kubernetes.
+        let hostname = pod
+            .spec
+            .as_ref()
+            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
+            .and_then(|s| s.hostname.clone());
         groups.entry(mapping).or_default().push(Endpoint {
             addresses: vec![ip],
+            hostname,
             conditions: Some(EndpointConditions {
                 ready: Some(ready),
                 serving: Some(ready),

@@ -31,6 +31,15 @@ pub enum Target {
         /// The service port.
         port: u16,
     },
+    /// One pod of a service by its DNS hostname (`web-0.nginx.ns.svc…`), on a pod port.
+    PodHost {
+        /// The service's namespace and name.
+        service: NsName,
+        /// The pod's hostname.
+        hostname: String,
+        /// The pod port.
+        port: u16,
+    },
     /// An address.
     Ip(SocketAddr),
 }
@@ -57,6 +66,13 @@ pub fn parse_authority(path: &str, cluster_domain: &str) -> Result<Target, Strin
         .unwrap_or(host);
     let labels: Vec<&str> = rest.split('.').collect();
     match labels.as_slice() {
+        [host, name, ns, "svc"] if !host.is_empty() && !name.is_empty() && !ns.is_empty() => {
+            Ok(Target::PodHost {
+                service: (ns.to_string(), name.to_string()),
+                hostname: host.to_string(),
+                port,
+            })
+        }
         [name, ns, "svc"] if !name.is_empty() && !ns.is_empty() => Ok(Target::Service {
             id: (ns.to_string(), name.to_string()),
             port,
@@ -214,6 +230,14 @@ impl pb::destination_server::Destination for DestinationService {
                 Some(id.0.clone()),
                 Box::new(move |ix: &Index| ix.resolve(&id, port)),
             ),
+            Target::PodHost {
+                service,
+                hostname,
+                port,
+            } => (
+                Some(service.0.clone()),
+                Box::new(move |ix: &Index| ix.resolve_hostname(&service, &hostname, port)),
+            ),
             Target::Ip(addr) => match index.lookup_ip(addr.ip()) {
                 Some(IpTarget::Service(id)) => (
                     Some(id.0.clone()),
@@ -254,6 +278,33 @@ impl pb::destination_server::Destination for DestinationService {
             Option<String>,
             Box<dyn Fn(&Index) -> pb::DestinationProfile + Send>,
         ) = match target {
+            Target::PodHost {
+                service,
+                hostname,
+                port,
+            } => {
+                let ns = service.0.clone();
+                (
+                    Some(ns),
+                    Box::new(
+                        move |ix: &Index| match ix.resolve_hostname(&service, &hostname, port) {
+                            Resolution::Endpoints(e) if !e.is_empty() => {
+                                let ep = e.values().next().expect("non-empty");
+                                pb::DestinationProfile {
+                                    fully_qualified_name: format!(
+                                        "{hostname}.{}.{}.svc.{cd}",
+                                        service.1, service.0
+                                    ),
+                                    opaque_protocol: ep.opaque_transport_port.is_some(),
+                                    endpoint: Some(weighted_addr(ep)),
+                                    ..Default::default()
+                                }
+                            }
+                            _ => pb::DestinationProfile::default(),
+                        },
+                    ),
+                )
+            }
             Target::Service { id, port } => {
                 let ns = id.0.clone();
                 (

@@ -107,6 +107,11 @@ impl Index {
         self.with_view(|v| model::resolve(v, service, port))
     }
 
+    /// The endpoint with DNS hostname `hostname` in `service`, on `port`.
+    pub fn resolve_hostname(&self, service: &NsName, hostname: &str, port: u16) -> Resolution {
+        self.with_view(|v| model::resolve_hostname(v, service, hostname, port))
+    }
+
     /// A pod's endpoint on `port`.
     pub fn resolve_pod(&self, pod: &PodInfo, port: u16) -> model::Endpoint {
         self.with_view(|v| model::resolve_pod(v, pod, port))

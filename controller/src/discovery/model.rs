@@ -166,6 +166,8 @@ pub struct SliceEndpoint {
     pub pod: Option<NsName>,
     /// Its zone.
     pub zone: Option<String>,
+    /// Its DNS hostname (`web-0` of a StatefulSet), reachable as `<host>.<svc>.<ns>.svc…`.
+    pub hostname: Option<String>,
 }
 
 /// An EndpointSlice, as discovery needs it.
@@ -210,13 +212,14 @@ impl SliceInfo {
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
                     .and_then(|r| Some((r.namespace.clone().unwrap_or_else(|| ns.clone()), r.name.clone()?)));
-                let zone = e.zone.clone();
+                let (zone, hostname) = (e.zone.clone(), e.hostname.clone());
                 e.addresses.iter().filter_map(move |a| {
                     Some(SliceEndpoint {
                         ip: a.parse().ok()?,
                         ready,
                         pod: pod.clone(),
                         zone: zone.clone(),
+                        hostname: hostname.clone(),
                     })
                 })
             })
@@ -293,6 +296,30 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16) -> Resolution {
             out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
         }
     }
+    Resolution::Endpoints(Arc::new(out))
+}
+
+/// The endpoint of a service whose DNS hostname is `hostname` (a StatefulSet pod,
+/// `web-0.nginx.ns.svc…`), on the pod port asked for, as Linkerd resolves pod DNS names.
+pub fn resolve_hostname(view: &View<'_>, service: &NsName, hostname: &str, port: u16) -> Resolution {
+    let Some(svc) = view.services.get(service) else {
+        return Resolution::NotFound;
+    };
+    let found = view
+        .slices
+        .get(service)
+        .into_iter()
+        .flat_map(|s| s.values())
+        .flat_map(|s| s.endpoints.iter())
+        .find(|e| e.ready && e.hostname.as_deref() == Some(hostname));
+    let out = found
+        .map(|e| {
+            let pod = e.pod.as_ref().and_then(|p| view.pods.get(p));
+            let addr = SocketAddr::new(e.ip, port);
+            (addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port))
+        })
+        .into_iter()
+        .collect();
     Resolution::Endpoints(Arc::new(out))
 }
 

@@ -38,6 +38,14 @@ fn authorities() {
         parse_authority("[fd00::1]:80", cd),
         Ok(Target::Ip("[fd00::1]:80".parse().unwrap()))
     );
+    assert_eq!(
+        parse_authority("web-0.nginx.production.svc.cluster.local:8080", cd),
+        Ok(Target::PodHost {
+            service: ("production".into(), "nginx".into()),
+            hostname: "web-0".into(),
+            port: 8080
+        })
+    );
     assert!(
         parse_authority("example.com:443", cd)
             .unwrap_err()
@@ -323,4 +331,52 @@ async fn profiles_follow_service_profiles_and_traffic_splits() {
     let p = next(&mut stream).await;
     assert_eq!(p.dst_overrides.len(), 2);
     assert_eq!(p.dst_overrides[0].weight, 90_000);
+}
+
+#[tokio::test]
+async fn get_by_pod_dns_name() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    apply(
+        &store,
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: myapp-x\n  namespace: production\n  labels: {kubernetes.io/service-name: myapp}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints:\n  - addresses: [198.18.0.5]\n    hostname: myapp-0\n    conditions: {ready: true}\n    targetRef: {kind: Pod, name: myapp-1, namespace: production}\n",
+    )
+    .await;
+    let addr = serve_grpc(tonic::service::Routes::new(
+        DestinationService::new(index_for(store).await).into_server(),
+    ))
+    .await;
+    let mut client = DestinationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut stream = client
+        .get(get("myapp-0.myapp.production.svc.cluster.local:9000"))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(U::Add(set)) = next(&mut stream).await.update else {
+        panic!("the pod's endpoint")
+    };
+    assert_eq!(set.addrs.len(), 1);
+    assert_eq!(
+        set.addrs[0].addr.as_ref().unwrap().port,
+        9000,
+        "the pod port asked for, not a service port"
+    );
+    assert_eq!(set.addrs[0].metric_labels["pod"], "myapp-1");
+    let mut none = client
+        .get(get("nobody.myapp.production.svc.cluster.local:9000"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut none).await.update,
+        Some(U::NoEndpoints(pb::NoEndpoints { exists: true }))
+    ));
+}
+
+async fn index_for(store: LocalStore) -> Arc<Index> {
+    let index = Index::new(ClusterNames::default());
+    tokio::spawn(run(index.clone(), store));
+    index
 }
