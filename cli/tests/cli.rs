@@ -395,6 +395,13 @@ fn the_controller_serves_until_terminated() {
     );
     assert!(state.join("api.json").exists());
 
+    let out = run(&["--state-dir", s_dir, "version"]);
+    assert!(
+        text(&out.stdout).contains(&format!("Server version: strait-{}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        text(&out.stdout)
+    );
+
     let out = run(&["--state-dir", s_dir, "check"]);
     let report = text(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", text(&out.stderr));

@@ -18,7 +18,7 @@ pub struct VersionArgs {
 }
 
 /// Runs `version`.
-pub fn version(_g: &Global, args: &VersionArgs) -> ExitCode {
+pub fn version(g: &Global, args: &VersionArgs) -> ExitCode {
     let v = env!("CARGO_PKG_VERSION");
     if args.short {
         println!("{v}");
@@ -26,10 +26,31 @@ pub fn version(_g: &Global, args: &VersionArgs) -> ExitCode {
         println!("Client version: strait-{v}");
     }
     if !args.client && !args.short {
-        // A control plane to ask exists once `strait controller` and `strait up` do.
-        println!(
-            "Server version: unavailable (no control plane is reachable: `strait controller` arrives with issue #3)"
-        );
+        println!("Server version: {}", server_version(g));
     }
     ExitCode::SUCCESS
+}
+
+/// The version of the local cluster's running controller, or why there is none.
+fn server_version(g: &Global) -> String {
+    let Some(dir) = &g.state_dir else {
+        return "unavailable (no cluster selected: pass --state-dir DIR of a running `strait controller`)"
+            .into();
+    };
+    match super::open_local(g) {
+        Ok(super::LocalCluster::Api(client)) => {
+            let rt = super::runtime();
+            match rt.block_on(client.request(hyper::Method::GET, "/v1/version", Vec::new())) {
+                Ok(v) => format!("strait-{}", v["version"].as_str().unwrap_or("unknown")),
+                Err(e) => format!("unavailable ({e})"),
+            }
+        }
+        Ok(super::LocalCluster::Direct(_)) => {
+            format!(
+                "unavailable (no controller runs on {}; start one with `strait --state-dir {0} controller`)",
+                dir.display()
+            )
+        }
+        Err(_) => "unavailable (see the error above)".into(),
+    }
 }
