@@ -226,6 +226,8 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        // Answers are small records: never hold one back for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, api) = (acceptor.clone(), api.clone());
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
@@ -530,6 +532,8 @@ pub mod client {
             let tcp = tokio::net::TcpStream::connect(&address)
                 .await
                 .map_err(|e| connect_err(e.to_string()))?;
+            // Small request records must not wait for the server's delayed ACK (Nagle).
+            tcp.set_nodelay(true).map_err(|e| connect_err(e.to_string()))?;
             let tls = self
                 .connector
                 .connect(self.server.server_name(), tcp)

@@ -234,14 +234,9 @@ pub async fn run<S: Store>(store: S) {
             else => return,
         }
         for ns in dirty {
-            let svcs: Vec<&Service> = services
-                .iter()
-                .filter(|(k, _)| k.0 == ns)
-                .map(|(_, v)| v)
-                .collect();
-            let ps: Vec<&Pod> = pods.iter().filter(|(k, _)| k.0 == ns).map(|(_, v)| v).collect();
-            let managed: Vec<&EndpointSlice> =
-                slices.iter().filter(|(k, _)| k.0 == ns).map(|(_, v)| v).collect();
+            let svcs: Vec<&Service> = in_namespace(&services, &ns).collect();
+            let ps: Vec<&Pod> = in_namespace(&pods, &ns).collect();
+            let managed: Vec<&EndpointSlice> = in_namespace(&slices, &ns).collect();
             let p = plan(&svcs, &ps, &managed);
             if !p.apply.is_empty() {
                 let objs: Vec<Object> = p.apply.iter().cloned().map(Kind::into_object).collect();
@@ -257,6 +252,15 @@ pub async fn run<S: Store>(store: S) {
             }
         }
     }
+}
+
+/// The objects of one namespace. Keys sort by namespace first, so they are one range:
+/// reconciling a namespace costs its own objects, not a scan of the whole cluster per
+/// event (which made loading N objects O(N²)).
+fn in_namespace<'a, V>(map: &'a BTreeMap<(String, String), V>, ns: &'a str) -> impl Iterator<Item = &'a V> {
+    map.range((ns.to_string(), String::new())..)
+        .take_while(move |(k, _)| k.0 == ns)
+        .map(|(_, v)| v)
 }
 
 fn ours(s: &EndpointSlice) -> bool {

@@ -136,3 +136,22 @@ async fn the_controller_keeps_slices_in_step_with_the_store() {
         .unwrap();
     wait_for(vec!["198.18.0.6"]).await;
 }
+
+#[test]
+fn a_namespace_is_its_own_range_of_keys() {
+    let key = |ns: &str, name: &str| (ns.to_string(), name.to_string());
+    let map: BTreeMap<(String, String), u32> = [
+        (key("a", "x"), 1),
+        (key("a", ""), 0),
+        (key("a-b", "x"), 2),
+        (key("ab", "x"), 3),
+        (key("b", "a"), 4),
+        (key("", "x"), 5),
+    ]
+    .into();
+    let of = |ns| in_namespace(&map, ns).copied().collect::<Vec<_>>();
+    assert_eq!(of("a"), vec![0, 1], "neither a-b nor ab belongs to a");
+    assert_eq!(of("ab"), vec![3]);
+    assert_eq!(of(""), vec![5]);
+    assert_eq!(of("c"), Vec::<u32>::new());
+}
