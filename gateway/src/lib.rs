@@ -1,4 +1,7 @@
 //! The multi-cluster gateway (`strait gateway`): one QUIC connection per linked cluster
 //! pair, one stream per proxied connection, egress and ingress roles, Linkerd's probe.
 //!
-//! Built by issue #5: a sans-IO stream-framing and link core with an async quinn driver.
+//! The protocol lives in a sans-IO core ([`proto`]): the stream-open header and the
+//! link state machine. The async driver wraps it for quinn and tokio.
+
+pub mod proto;
