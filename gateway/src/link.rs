@@ -167,6 +167,9 @@ pub enum ConnectFailure {
     /// The handshake failed (unreachable, TLS refused, timeout).
     #[error(transparent)]
     Handshake(#[from] ConnectionError),
+    /// The connection came up but the first probe was not answered.
+    #[error("the remote gateway did not answer the first probe: {0}")]
+    FirstProbe(relay::RelayError),
 }
 
 type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<(Connection, bool), ConnectFailure>> + Send>>;
@@ -326,16 +329,27 @@ fn connect(endpoint: &quinn::Endpoint, client: &quinn::ClientConfig, spec: &Link
         // With a session ticket, 0-RTT keys exist at once; the link still waits
         // for the handshake to finish before carrying streams, because relayed
         // payload sent as 0-RTT data could be replayed by an attacker.
-        match connecting.into_0rtt() {
+        let (conn, resumed) = match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
                 let resumed = accepted.await;
-                match conn.close_reason() {
-                    Some(e) => Err(e.into()),
-                    None => Ok((conn, resumed)),
+                if let Some(e) = conn.close_reason() {
+                    return Err(e.into());
                 }
+                (conn, resumed)
             }
-            Err(connecting) => Ok((connecting.await?, false)),
+            Err(connecting) => (connecting.await?, false),
+        };
+        // A TLS 1.3 client finishes its handshake before the server has
+        // verified the client's certificate: only an answered probe proves the
+        // peer accepted this gateway. A refused client sees the server's close
+        // (e.g. "bad certificate") here instead of a link that flaps.
+        if let Err(e) = probe(&conn).await {
+            return Err(match conn.close_reason() {
+                Some(closed) => closed.into(),
+                None => ConnectFailure::FirstProbe(e),
+            });
         }
+        Ok((conn, resumed))
     })
 }
 

@@ -1,6 +1,11 @@
 //! TLS for the QUIC link: mutual TLS 1.3 between gateway identities, with
-//! session resumption and 0-RTT so a gateway that lost its link re-links in one
-//! round trip.
+//! session resumption configured so a gateway that lost its link can re-link
+//! without a full handshake.
+//!
+//! Status: clients store the server's session tickets and offer them, but the
+//! tickets carry no early-data allowance yet, so no 0-RTT happens, and a
+//! reconnect loop against a dead peer uses the (single-use) tickets up; the
+//! gateway tests measure this (`resumed_connections` stays 0).
 //!
 //! The client side reuses the identity crate's verifier (the server must hold
 //! exactly the identity the link names, under the mesh anchors). The server
@@ -9,8 +14,10 @@
 //! the handshake, so a wrong peer never gets a connection at all.
 //!
 //! Resumption and identity: a resumed session skips certificate verification,
-//! so it carries the identity verified when the ticket was issued. rustls's
-//! ticketer rotates its key and bounds ticket life to six hours, and sessions are only offered to the same
+//! so it carries the identity verified when the session was first made. The
+//! server keeps sessions in a bounded in-memory cache (stateful resumption:
+//! rustls accepts 0-RTT only for single-use stateful sessions, which is also
+//! what defeats replay of the handshake), and sessions are only offered to the same
 //! server name (= expected identity), which bounds how long a rotated-away
 //! certificate can be trusted; the identity crate's mesh configs disable
 //! resumption altogether because proxies' certificates rotate daily and their
@@ -24,7 +31,7 @@ use strait_identity::rustls::client::danger::HandshakeSignatureValid;
 use strait_identity::rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
 use strait_identity::rustls::crypto::CryptoProvider;
 use strait_identity::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use strait_identity::rustls::server::{ProducesTickets, WebPkiClientVerifier};
+use strait_identity::rustls::server::{ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use strait_identity::rustls::{
     self, CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
@@ -41,21 +48,18 @@ pub enum TlsError {
     /// The trust anchors could not back a client verifier.
     #[error("the trust anchors cannot verify gateway certificates: {0}")]
     Verifier(String),
-    /// rustls refused to build a ticketer.
-    #[error("could not create a session ticket key: {0}")]
-    Ticketer(#[source] rustls::Error),
     /// QUIC needs a TLS 1.3 AES-128-GCM suite in the provider.
     #[error("the TLS provider offers no QUIC initial cipher suite: {0}")]
     NoInitialSuite(String),
 }
 
 /// Resumption state that outlives one gateway instance: the client's session
-/// cache and the server's ticket key. Keep one per process (or hand the same
+/// cache and the server's session cache. Keep one per process (or hand the same
 /// one to a restarted gateway) so re-links resume instead of handshaking.
 #[derive(Clone)]
 pub struct SessionState {
     sessions: Arc<dyn ClientSessionStore>,
-    ticketer: Arc<dyn ProducesTickets>,
+    server_sessions: Arc<dyn StoresServerSessions>,
 }
 
 impl std::fmt::Debug for SessionState {
@@ -64,13 +68,19 @@ impl std::fmt::Debug for SessionState {
     }
 }
 
+impl Default for SessionState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SessionState {
-    /// Fresh state: an empty session cache and a new random ticket key.
-    pub fn new() -> Result<Self, TlsError> {
-        Ok(SessionState {
+    /// Fresh, empty caches.
+    pub fn new() -> Self {
+        SessionState {
             sessions: Arc::new(ClientSessionMemoryCache::new(256)),
-            ticketer: rustls::crypto::ring::Ticketer::new().map_err(TlsError::Ticketer)?,
-        })
+            server_sessions: ServerSessionMemoryCache::new(1024),
+        }
     }
 }
 
@@ -112,7 +122,7 @@ pub fn quic_server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(creds.store.clone()));
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.ticketer = creds.sessions.ticketer.clone();
+    config.session_storage = creds.sessions.server_sessions.clone();
     config.send_tls13_tickets = 2;
     // QUIC allows only 0 or u32::MAX here; the link's first streams may ride 0-RTT.
     config.max_early_data_size = u32::MAX;

@@ -48,11 +48,11 @@ async fn pair() -> Pair {
     );
     let east = TestGateway::start(
         config(vec![gateway_identity()]),
-        pki.creds(&gateway_identity(), SessionState::new().unwrap()),
+        pki.creds(&gateway_identity(), SessionState::new()),
         Arc::new(table),
     )
     .await;
-    let west = west_for(&pki, &east, SessionState::new().unwrap()).await;
+    let west = west_for(&pki, &east, SessionState::new()).await;
     Pair {
         west,
         east,
@@ -246,6 +246,216 @@ async fn probes_measure_the_link_and_report_it_alive() {
         let left = p.west.link().connection();
         assert!(left.is_none(), "{:?}", left.map(|c| c.close_reason()));
         p.west.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_presenting_the_wrong_identity_is_refused_by_the_dialer() {
+    bounded(async {
+        let pki = Pki::new();
+        // east holds a valid certificate, but for another identity than the link expects.
+        let impostor = identity("impostor");
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            pki.creds(&impostor, SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        let err = west.link().established(Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, OpenError::Down { .. }), "{err}");
+        assert!(err.to_string().contains(gateway_identity().as_str()), "{err}");
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dialer_presenting_an_unaccepted_identity_is_refused_by_the_listener() {
+    bounded(async {
+        let pki = Pki::new();
+        // east accepts links only from `trusted-gateway`; west is linkerd-gateway.
+        let east = TestGateway::start(
+            config(vec![identity("trusted-gateway")]),
+            pki.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        assert!(west.link().established(Duration::from_secs(2)).await.is_err());
+        assert_eq!(west.link().metrics().alive.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_under_other_trust_anchors_is_refused() {
+    bounded(async {
+        let ours = Pki::new();
+        let theirs = Pki::new();
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            theirs.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&ours, &east, SessionState::new()).await;
+        assert!(west.link().established(Duration::from_secs(2)).await.is_err());
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_is_relinked_and_carries_traffic_again() {
+    bounded(async {
+        let pki = Pki::new();
+        let (echo, _echo_task) = echo_server().await;
+        let mut table = StaticResolver::new();
+        table.insert(
+            Authority::new(ECHO).unwrap(),
+            7,
+            Endpoint {
+                addr: echo,
+                identity: None,
+            },
+        );
+        let table: Arc<dyn Resolve> = Arc::new(table);
+        let east_sessions = SessionState::new();
+        let east_creds = pki.creds(&gateway_identity(), east_sessions);
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            east_creds.clone(),
+            table.clone(),
+        )
+        .await;
+        let east_addr = east.quic_addr;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        let t = Instant::now();
+        west.link().established(Duration::from_secs(5)).await.unwrap();
+        let full = t.elapsed();
+        echo_round_trip(west.egress[0], b"before the restart").await;
+
+        // Restart east on the same address with the same ticket key.
+        east.shutdown().await;
+        let restarted = Instant::now();
+        let east =
+            TestGateway::start(config_on(east_addr, vec![gateway_identity()]), east_creds, table).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while west.link().metrics().reconnects.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "west did not re-link");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let relinked = restarted.elapsed();
+        let m = west.link().metrics();
+        assert_eq!(m.reconnects.load(Ordering::Relaxed), 1);
+        echo_round_trip(west.egress[0], b"after the restart").await;
+        // Measured, not asserted: 0-RTT resumption does not happen yet (see
+        // the report of issue 5); the counter says whether it did.
+        eprintln!(
+            "first link {full:?}; re-linked {relinked:?} after the restart; 0-RTT resumed: {}",
+            m.resumed.load(Ordering::Relaxed)
+        );
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_rebinds_its_socket_keeps_its_link() {
+    bounded(async {
+        let p = pair().await;
+        let conn = p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        // A relayed connection in flight across the address change.
+        let mut tcp = TcpStream::connect(p.west.egress[0]).await.unwrap();
+        tcp.write_all(b"first half|").await.unwrap();
+        let mut buf = [0u8; 11];
+        tcp.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"first half|");
+
+        let old = p.west.endpoint.local_addr().unwrap();
+        p.west
+            .endpoint
+            .rebind(strait_gateway::gateway::link_socket("127.0.0.1:0".parse().unwrap()).unwrap())
+            .unwrap();
+        let new = p.west.endpoint.local_addr().unwrap();
+        assert_ne!(old.port(), new.port());
+
+        tcp.write_all(b"second half").await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"second half");
+        echo_round_trip(p.west.egress[0], b"a new stream after migration").await;
+
+        // Same connection, now seen by east from the new address.
+        let now = p.west.link().connection().unwrap();
+        assert_eq!(now.stable_id(), conn.stable_id());
+        assert_eq!(p.west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
+        assert_eq!(p.east.metrics.inbound.connections_open.load(Ordering::Relaxed), 1);
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_admin_port_answers_linkerds_probe_and_serves_metrics() {
+    bounded(async {
+        let p = pair().await;
+        p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(LOCALHOST).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(strait_gateway::admin::serve(
+            listener,
+            p.west.metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let get = |path: &'static str| async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut resp = String::new();
+            tcp.read_to_string(&mut resp).await.unwrap();
+            resp
+        };
+        let ready = get("/ready").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let metrics = get("/metrics").await;
+            assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+            if metrics.contains("gateway_alive{target_cluster_name=\"east\"} 1")
+                && metrics.contains("gateway_probes{target_cluster_name=\"east\",probe_successful=\"true\"}")
+                && metrics
+                    .contains("gateway_probe_latency_ms_bucket{target_cluster_name=\"east\",le=\"+Inf\"}")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics never showed a live link:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(());
+        server.await.unwrap();
+        p.west.shutdown().await;
+        p.east.shutdown().await;
     })
     .await;
 }

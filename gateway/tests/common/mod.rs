@@ -100,7 +100,20 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: GatewayConfig, creds: Credentials, resolver: Arc<dyn Resolve>) -> Self {
-        let gw = Gateway::bind(config, creds, resolver).await.unwrap();
+        // A restarted gateway may find its old socket still closing: retry, bounded.
+        let mut tries = 0;
+        let gw = loop {
+            match Gateway::bind(config.clone(), creds.clone(), resolver.clone()).await {
+                Ok(gw) => break gw,
+                Err(GatewayError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse && tries < 100 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("gateway did not bind: {e}"),
+            }
+        };
         let quic_addr = gw.quic_addr();
         let egress = gw.egress_addrs();
         let endpoint = gw.endpoint();
