@@ -98,7 +98,7 @@ enum Command {
     /// Run a cluster's control plane: destination, identity, policy, injector, public API.
     Controller(Box<cmd::controller::ControllerArgs>),
     /// Run a cluster's multi-cluster gateway.
-    Gateway,
+    Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Run the service mirror for a cluster's links.
     Mirror,
     /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
@@ -201,7 +201,7 @@ fn main() -> ExitCode {
         Command::Version(a) => cmd::version::version(g, &a),
         Command::Proxy => later("proxy", 4, "the sidecar proxy"),
         Command::Controller(a) => cmd::controller::controller(g, &a),
-        Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
+        Command::Gateway(a) => cmd::gateway::gateway(g, &a),
         Command::Mirror => later("mirror", 5, "the service mirror"),
         Command::Init => later("init", 6, "pod traffic redirection"),
     }

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod check;
 pub mod controller;
+pub mod gateway;
 pub mod get;
 pub mod inject;
 pub mod install;
