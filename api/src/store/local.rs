@@ -9,6 +9,8 @@
 //!   replay, so a crash between the rename and the journal truncation is harmless.
 //! - Watchers subscribe under the state lock that writers hold while they publish, so a
 //!   watch never misses or repeats a change between its first list and its first event.
+//! - A batch is published with EndpointSlices last: when a reader of several kinds sees a
+//!   slice, the Pods and Services of the same batch are already waiting on their watches.
 //! - One process owns a state directory at a time (an exclusive lock on `lock`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -284,7 +286,10 @@ impl LocalStore {
             return Ok(results);
         }
         let seq = state.seq + 1;
-        let stored: Vec<(ObjectKey, Stored)> = changed.iter().map(|o| (o.key(), Stored::of(o))).collect();
+        let mut stored: Vec<(ObjectKey, Stored)> = changed.iter().map(|o| (o.key(), Stored::of(o))).collect();
+        // Watches are per kind; a reader that sees an EndpointSlice must be able to find
+        // the Pods and Services it names from the same batch already waiting.
+        stored.sort_by_key(|(k, _)| publishes_late(k.kind));
         if let Some(p) = persist.as_mut() {
             p.append(&record_bytes(
                 seq,
@@ -396,6 +401,11 @@ impl Store for LocalStore {
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
+}
+
+/// Kinds that name other objects of their batch, so are published after them.
+fn publishes_late(kind: KindId) -> bool {
+    matches!(kind, KindId::EndpointSlice | KindId::Endpoints)
 }
 
 fn system_clock() -> Clock {

@@ -454,7 +454,8 @@ async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
         );
         let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
-        apply(&store, &format!("{pod_yaml}---\n{}", slice(&refs))).await;
+        // Slice first, as an API apply orders kinds: the store still publishes the Pod first.
+        apply(&store, &format!("{}---\n{pod_yaml}", slice(&refs))).await;
         tokio::task::yield_now().await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
