@@ -423,6 +423,7 @@ pub async fn run<S: Store>(store: S) {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one at a time, handled at once
 enum Ev {
     Service(Result<WatchEvent<Service>, strait_api::StoreError>),
     Pod(Result<WatchEvent<Pod>, strait_api::StoreError>),

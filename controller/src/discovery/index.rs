@@ -257,6 +257,7 @@ impl Index {
 }
 
 /// A store event the index follows.
+#[allow(clippy::large_enum_variant)] // one at a time, moved straight into the index
 pub enum Event {
     /// A Service changed.
     Service(WatchEvent<Service>),
