@@ -553,4 +553,4 @@ pub fn fold(view: &mut LocalView, object: Object, deleted: bool) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
