@@ -57,7 +57,7 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start<R: Store>(remote: R, local: LocalStore) -> Running {
+fn start<R: Store, L: Store>(remote: R, local: L) -> Running {
     let (health, health_rx) = watch::channel(GatewayHealth::default());
     let (report_tx, report) = watch::channel(LinkReport::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -315,4 +315,104 @@ async fn run_mirror_follows_links_and_their_credentials() {
     assert!(reports.read().unwrap().is_empty());
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+mod kube_mode {
+    //! The same controller against Kubernetes APIs (kube's mock service): the target's
+    //! Services come from a list + watch, mirrors go out as server-side applies.
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+    use strait_api::store::kube::KubeStore;
+    use tower_test::mock;
+
+    use super::*;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn ok(v: &Value) -> Response<Body> {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(v).unwrap()))
+            .unwrap()
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    /// Answers lists from `lists` (by path), keeps watches open, records and echoes
+    /// applies.
+    async fn serve(
+        mut handle: Handle,
+        lists: Vec<(&'static str, Value)>,
+        applies: tokio::sync::mpsc::UnboundedSender<(String, String, Value)>,
+    ) {
+        let mut open_watches = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            if query.contains("watch=true") {
+                open_watches.push(send);
+                continue;
+            }
+            if req.method() == http::Method::PATCH {
+                let ctype = req.headers()["content-type"].to_str().unwrap().to_string();
+                let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                let mut v: Value = serde_json::from_slice(&body).unwrap();
+                applies.send((format!("{path}?{query}"), ctype, v.clone())).unwrap();
+                v["metadata"]["resourceVersion"] = json!("11");
+                send.send_response(ok(&v));
+                continue;
+            }
+            match lists.iter().find(|(p, _)| *p == path) {
+                Some((_, v)) => send.send_response(ok(v)),
+                None => panic!("unexpected request {} {path}?{query}", req.method()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn watches_a_kubernetes_target_and_applies_mirrors_server_side() {
+        let (remote_svc, remote_handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let (local_svc, local_handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let remote = KubeStore::new(kube::Client::new(remote_svc, "default"));
+        let local = KubeStore::new(kube::Client::new(local_svc, "default"));
+        let mut exported = serde_json::to_value(remote_svc_value()).unwrap();
+        exported["apiVersion"] = json!("v1");
+        exported["kind"] = json!("Service");
+        let (tx, mut applies) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(serve(remote_handle, vec![("/api/v1/services", list("Service", vec![exported]))], tx.clone()));
+        tokio::spawn(serve(
+            local_handle,
+            vec![
+                ("/api/v1/namespaces", list("Namespace", vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "production"}})])),
+                ("/api/v1/services", list("Service", vec![])),
+                ("/apis/discovery.k8s.io/v1/endpointslices", json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "10"}, "items": []})),
+            ],
+            tx,
+        ));
+        let run = start(remote, local);
+        let (path, ctype, svc) = tokio::time::timeout(BOUND, applies.recv()).await.unwrap().unwrap();
+        assert_eq!(path, "/api/v1/namespaces/production/services/myapp-east?&force=true&fieldManager=strait");
+        assert_eq!(ctype, "application/apply-patch+yaml");
+        assert_eq!(svc["metadata"]["labels"]["mirror.linkerd.io/mirrored-service"], "true");
+        assert_eq!(svc["metadata"]["labels"]["mirror.linkerd.io/cluster-name"], "east");
+        assert_eq!(svc["metadata"]["annotations"]["mirror.linkerd.io/remote-resource-version"], "7");
+        assert_eq!(svc["spec"].get("clusterIP"), None, "Kubernetes allocates the cluster IP");
+        let (path, _, slice) = tokio::time::timeout(BOUND, applies.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            path,
+            "/apis/discovery.k8s.io/v1/namespaces/production/endpointslices/myapp-east-gateway?&force=true&fieldManager=strait"
+        );
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.2");
+        assert_eq!(slice["ports"][0]["port"], 4143);
+        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "myapp-east");
+        run.stop.send(()).unwrap();
+    }
+
+    fn remote_svc_value() -> Service {
+        remote("production", "myapp", Some("true"), "7")
+    }
 }
