@@ -423,6 +423,10 @@ pub async fn run<S: Store>(store: S) {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one event at a time moves from a watch to the controller loop"
+)]
 enum Ev {
     Service(Result<WatchEvent<Service>, strait_api::StoreError>),
     Pod(Result<WatchEvent<Pod>, strait_api::StoreError>),

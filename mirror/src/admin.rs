@@ -17,7 +17,8 @@ use crate::controller::{LinkReport, Reports};
 /// Prometheus text for the reports.
 pub fn metrics(reports: &[LinkReport]) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&LinkReport) -> f64); 5] = [
+    type Family = (&'static str, &'static str, &'static str, fn(&LinkReport) -> f64);
+    let families: [Family; 5] = [
         (
             "gateway_alive",
             "gauge",

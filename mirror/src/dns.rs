@@ -37,10 +37,13 @@ pub enum Answer {
     Refused,
 }
 
+/// Cluster IPs by Service `(namespace, name)`.
+type Addresses = BTreeMap<(String, String), Vec<IpAddr>>;
+
 /// The Services' addresses, by `(namespace, name)`.
 #[derive(Clone, Default)]
 pub struct DnsIndex {
-    inner: Arc<RwLock<BTreeMap<(String, String), Vec<IpAddr>>>>,
+    inner: Arc<RwLock<Addresses>>,
 }
 
 fn addresses(svc: &Service) -> Vec<IpAddr> {

@@ -358,24 +358,18 @@ impl Store for LocalStore {
             if let Some(items) = first {
                 return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
             }
-            loop {
-                match rx.recv().await {
-                    Ok(Change::Applied(o)) => {
-                        return Some((Ok(WatchEvent::Applied(o.typed())), (store, rx, None)));
-                    }
-                    Ok(Change::Deleted(o)) => {
-                        return Some((Ok(WatchEvent::Deleted(o.typed())), (store, rx, None)));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too far behind: start over from a consistent list.
-                        let (rx, items) = {
-                            let state = store.read();
-                            (rx.resubscribe(), list_kind::<K>(&state, None))
-                        };
-                        return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            match rx.recv().await {
+                Ok(Change::Applied(o)) => Some((Ok(WatchEvent::Applied(o.typed())), (store, rx, None))),
+                Ok(Change::Deleted(o)) => Some((Ok(WatchEvent::Deleted(o.typed())), (store, rx, None))),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too far behind: start over from a consistent list.
+                    let (rx, items) = {
+                        let state = store.read();
+                        (rx.resubscribe(), list_kind::<K>(&state, None))
+                    };
+                    Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)))
                 }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
         .boxed()

@@ -42,7 +42,12 @@ impl ApiStore {
         }
     }
 
-    async fn items(&self, plural: &str, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<Object>, StoreError> {
+    async fn items(
+        &self,
+        plural: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<Object>, StoreError> {
         let mut q = Vec::new();
         if let Some(ns) = namespace {
             q.push(format!("namespace={ns}"));
@@ -52,7 +57,11 @@ impl ApiStore {
         }
         let body = self
             .client
-            .request(Method::GET, &format!("/v1/objects/{plural}?{}", q.join("&")), Vec::new())
+            .request(
+                Method::GET,
+                &format!("/v1/objects/{plural}?{}", q.join("&")),
+                Vec::new(),
+            )
             .await
             .map_err(self.err(format!("list {plural}")))?;
         decode_items(&body).map_err(|detail| StoreError::Decode {
@@ -85,14 +94,19 @@ fn typed<K: Kind>(objects: Vec<Object>) -> Vec<K> {
 
 fn rv_key<K: Kind>(k: &K) -> (String, String) {
     let m = k.metadata();
-    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
 impl Store for ApiStore {
     async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
         let info = K::info();
         let ns = info.namespaced.then_some(namespace);
-        Ok(typed::<K>(self.items(info.plural, ns, Some(name)).await?).into_iter().next())
+        Ok(typed::<K>(self.items(info.plural, ns, Some(name)).await?)
+            .into_iter()
+            .next())
     }
 
     async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
@@ -130,7 +144,9 @@ impl Store for ApiStore {
                     Ok(all) => {
                         let now: BTreeMap<_, K> = all.into_iter().map(|k| (rv_key(&k), k)).collect();
                         match s.known.take() {
-                            None => s.pending.push(Ok(WatchEvent::Restarted(now.values().cloned().collect()))),
+                            None => s
+                                .pending
+                                .push(Ok(WatchEvent::Restarted(now.values().cloned().collect()))),
                             Some(before) => {
                                 let mut evs = Vec::new();
                                 for (key, k) in &now {
@@ -165,7 +181,11 @@ impl Store for ApiStore {
             "items": objects.iter().map(Object::to_value).collect::<Vec<_>>(),
         });
         self.client
-            .request(Method::POST, "/v1/apply", serde_json::to_vec(&list).expect("JSON values serialize"))
+            .request(
+                Method::POST,
+                "/v1/apply",
+                serde_json::to_vec(&list).expect("JSON values serialize"),
+            )
             .await
             .map_err(|e| match e {
                 ClientError::Status { body, message, .. } => StoreError::Invalid {
@@ -193,13 +213,26 @@ impl Store for ApiStore {
     async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
         let info = key.kind.info();
         let ns = info.namespaced.then_some(key.namespace.as_str());
-        let Some(last) = self.items(info.plural, ns, Some(&key.name)).await?.into_iter().next() else {
+        let Some(last) = self
+            .items(info.plural, ns, Some(&key.name))
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(None);
         };
-        let ns = if key.namespace.is_empty() { "_" } else { &key.namespace };
+        let ns = if key.namespace.is_empty() {
+            "_"
+        } else {
+            &key.namespace
+        };
         match self
             .client
-            .request(Method::DELETE, &format!("/v1/objects/{}/{ns}/{}", info.plural, key.name), Vec::new())
+            .request(
+                Method::DELETE,
+                &format!("/v1/objects/{}/{ns}/{}", info.plural, key.name),
+                Vec::new(),
+            )
             .await
         {
             Ok(_) => Ok(Some(last)),

@@ -333,7 +333,12 @@ async fn pods_register_with_a_token_and_show_as_proxies() {
 
 fn client_with(c: &Cluster, id: &IdentityName) -> ApiClient {
     let (chain, key) = issue(&c.issuer, id, Duration::from_secs(3600), SystemTime::now()).unwrap();
-    ApiClient::new(c.endpoint.clone(), &c.anchors, &CertStore::with_cert(chain, key).unwrap()).unwrap()
+    ApiClient::new(
+        c.endpoint.clone(),
+        &c.anchors,
+        &CertStore::with_cert(chain, key).unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -346,7 +351,7 @@ async fn a_linked_clusters_mirror_reads_and_watches_but_cannot_write() {
 
     let c = start().await;
     let reader_id = IdentityName::new(
-        &format!("{REMOTE_ACCESS_SA_PREFIX}west"),
+        format!("{REMOTE_ACCESS_SA_PREFIX}west"),
         MULTICLUSTER_NS,
         "cluster.local",
     )
@@ -366,19 +371,33 @@ async fn a_linked_clusters_mirror_reads_and_watches_but_cannot_write() {
     };
     admin.apply(vec![svc("a")]).await.unwrap();
     let mut watch = reader.watch::<Service>();
-    let Some(Ok(WatchEvent::Restarted(all))) = watch.next().await else { panic!("no initial list") };
+    let Some(Ok(WatchEvent::Restarted(all))) = watch.next().await else {
+        panic!("no initial list")
+    };
     assert_eq!(all.len(), 1);
     admin.apply(vec![svc("b")]).await.unwrap();
-    let Some(Ok(WatchEvent::Applied(b))) = watch.next().await else { panic!("no change") };
+    let Some(Ok(WatchEvent::Applied(b))) = watch.next().await else {
+        panic!("no change")
+    };
     assert_eq!(b.metadata.name.as_deref(), Some("b"));
-    admin.delete(&ObjectKey::new(KindId::Service, "default", "a")).await.unwrap().unwrap();
-    let Some(Ok(WatchEvent::Deleted(a))) = watch.next().await else { panic!("no delete") };
+    admin
+        .delete(&ObjectKey::new(KindId::Service, "default", "a"))
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(Ok(WatchEvent::Deleted(a))) = watch.next().await else {
+        panic!("no delete")
+    };
     assert_eq!(a.metadata.name.as_deref(), Some("a"));
     let got: Option<Service> = reader.get("default", "b").await.unwrap();
     assert!(got.is_some());
     let e = reader.apply(vec![svc("c")]).await.unwrap_err().to_string();
     assert!(e.contains("may only read objects"), "{e}");
-    let e = reader.delete(&ObjectKey::new(KindId::Service, "default", "b")).await.unwrap_err().to_string();
+    let e = reader
+        .delete(&ObjectKey::new(KindId::Service, "default", "b"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("may only read objects"), "{e}");
     // Another multicluster identity is not a reader.
     let other = IdentityName::new("linkerd-gateway", MULTICLUSTER_NS, "cluster.local").unwrap();

@@ -257,6 +257,10 @@ impl Index {
 }
 
 /// A store event the index follows.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are moved once from a watch into the index; boxing would only add allocations"
+)]
 pub enum Event {
     /// A Service changed.
     Service(WatchEvent<Service>),

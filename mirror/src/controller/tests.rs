@@ -19,7 +19,10 @@ const BOUND: Duration = Duration::from_secs(10);
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
     let deadline = tokio::time::Instant::now() + BOUND;
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -44,7 +47,13 @@ async fn services(store: &impl Store) -> Vec<String> {
         .await
         .unwrap()
         .iter()
-        .map(|s| format!("{}/{}", s.metadata.namespace.as_deref().unwrap(), s.metadata.name.as_deref().unwrap()))
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap(),
+                s.metadata.name.as_deref().unwrap()
+            )
+        })
         .collect();
     v.sort();
     v
@@ -65,9 +74,17 @@ fn start<R: Store, L: Store>(remote: R, local: L) -> Running {
         retry: Duration::from_millis(20),
         ..Default::default()
     };
-    let task = tokio::spawn(run_link(link(), opts, remote, local, health_rx, report_tx, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run_link(
+        link(),
+        opts,
+        remote,
+        local,
+        health_rx,
+        report_tx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Running {
         health,
         report,
@@ -96,17 +113,33 @@ async fn export_unexport_and_namespaces_between_two_clusters() {
     put(&west, theirs).await;
     let run = start(east.clone(), west.clone());
 
-    eventually("myapp-east", async || services(&west).await.contains(&"production/myapp-east".to_string())).await;
+    eventually("myapp-east", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
     let m: Service = west.get("production", "myapp-east").await.unwrap().unwrap();
     let labels = m.metadata.labels.unwrap();
     assert_eq!(labels["mirror.linkerd.io/mirrored-service"], "true");
     assert_eq!(labels["mirror.linkerd.io/cluster-name"], "east");
-    assert_eq!(slice_ready(&west, "production", "myapp-east-gateway").await, Some(false), "not ready before the gateway answers");
-    assert!(!services(&west).await.contains(&"production/private-east".to_string()));
+    assert_eq!(
+        slice_ready(&west, "production", "myapp-east-gateway").await,
+        Some(false),
+        "not ready before the gateway answers"
+    );
+    assert!(
+        !services(&west)
+            .await
+            .contains(&"production/private-east".to_string())
+    );
 
     // The gateway answers: endpoints turn ready.
     run.health.send_replace(alive(true));
-    eventually("ready endpoints", async || slice_ready(&west, "production", "myapp-east-gateway").await == Some(true)).await;
+    eventually("ready endpoints", async || {
+        slice_ready(&west, "production", "myapp-east-gateway").await == Some(true)
+    })
+    .await;
 
     // A service in a namespace west lacks is skipped and reported, then mirrored once
     // the namespace exists.
@@ -114,34 +147,77 @@ async fn export_unexport_and_namespaces_between_two_clusters() {
     put(&east, remote("billing", "ledger", Some("true"), "1")).await;
     let mut report = run.report.clone();
     eventually("NamespaceNotFound", async || {
-        report.borrow_and_update().skipped.iter().any(|s| s.remote == "billing/ledger" && s.reason == "NamespaceNotFound")
+        report
+            .borrow_and_update()
+            .skipped
+            .iter()
+            .any(|s| s.remote == "billing/ledger" && s.reason == "NamespaceNotFound")
     })
     .await;
     ns(&west, "billing").await;
-    eventually("ledger-east", async || services(&west).await.contains(&"billing/ledger-east".to_string())).await;
+    eventually("ledger-east", async || {
+        services(&west).await.contains(&"billing/ledger-east".to_string())
+    })
+    .await;
 
     // Name conflict with the user's web-east: reported, left alone.
     put(&east, remote("production", "web", Some("true"), "1")).await;
-    eventually("NameTaken", async || report.borrow_and_update().skipped.iter().any(|s| s.reason == "NameTaken")).await;
+    eventually("NameTaken", async || {
+        report
+            .borrow_and_update()
+            .skipped
+            .iter()
+            .any(|s| s.reason == "NameTaken")
+    })
+    .await;
     let still: Service = west.get("production", "web-east").await.unwrap().unwrap();
     assert_eq!(still.metadata.labels, None, "the user's Service is untouched");
 
     // Unexport and delete remove the mirrors (and their slices).
     let mut unexported = remote("production", "myapp", None, "2");
-    unexported.metadata.labels.as_mut().unwrap().remove("mirror.linkerd.io/exported");
+    unexported
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("mirror.linkerd.io/exported");
     put(&east, unexported).await;
-    eventually("myapp-east gone", async || !services(&west).await.contains(&"production/myapp-east".to_string())).await;
-    assert!(west.get::<EndpointSlice>("production", "myapp-east-gateway").await.unwrap().is_none());
-    east.delete(&ObjectKey::new(KindId::Service, "billing", "ledger")).await.unwrap();
-    eventually("ledger-east gone", async || !services(&west).await.contains(&"billing/ledger-east".to_string())).await;
+    eventually("myapp-east gone", async || {
+        !services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        west.get::<EndpointSlice>("production", "myapp-east-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    east.delete(&ObjectKey::new(KindId::Service, "billing", "ledger"))
+        .await
+        .unwrap();
+    eventually("ledger-east gone", async || {
+        !services(&west).await.contains(&"billing/ledger-east".to_string())
+    })
+    .await;
     assert_eq!(services(&west).await, vec!["production/web-east"]);
 
     // Stopping the mirror deletes nothing.
     put(&east, remote("production", "myapp", Some("true"), "3")).await;
-    eventually("myapp-east again", async || services(&west).await.contains(&"production/myapp-east".to_string())).await;
+    eventually("myapp-east again", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
     run.stop.send(()).unwrap();
     run.task.await.unwrap();
-    assert!(services(&west).await.contains(&"production/myapp-east".to_string()));
+    assert!(
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    );
 }
 
 /// A target cluster whose connection can be cut: watches end while it is down and new
@@ -205,7 +281,9 @@ async fn a_dropped_link_keeps_mirrors_not_ready_and_resyncs_atomically() {
 
     // The link drops; meanwhile east deletes b and exports c.
     flaky.up.send_replace(false);
-    east.delete(&ObjectKey::new(KindId::Service, "production", "b")).await.unwrap();
+    east.delete(&ObjectKey::new(KindId::Service, "production", "b"))
+        .await
+        .unwrap();
     put(&east, remote("production", "c", Some("true"), "1")).await;
     eventually("not-ready endpoints", async || {
         slice_ready(&west, "production", "a-east-gateway").await == Some(false)
@@ -215,7 +293,10 @@ async fn a_dropped_link_keeps_mirrors_not_ready_and_resyncs_atomically() {
     let mut report = run.report.clone();
     eventually("a disconnected report", async || {
         let r = report.borrow_and_update();
-        !r.remote_connected && r.error.as_deref().is_some_and(|e| e.contains("target cluster east"))
+        !r.remote_connected
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("target cluster east"))
     })
     .await;
     assert_eq!(
@@ -242,7 +323,11 @@ async fn a_dropped_link_keeps_mirrors_not_ready_and_resyncs_atomically() {
         });
     }
     seen.sort();
-    assert_eq!(seen, vec!["applied c-east", "deleted b-east"], "a stays as it was; nothing is duplicated");
+    assert_eq!(
+        seen,
+        vec!["applied c-east", "deleted b-east"],
+        "a stays as it was; nothing is duplicated"
+    );
     run.stop.send(()).unwrap();
 }
 
@@ -271,24 +356,40 @@ async fn run_mirror_follows_links_and_their_credentials() {
     put(&east, remote("production", "myapp", Some("true"), "1")).await;
     let reports = Reports::default();
     let east2 = east.clone();
-    let connect = move |_: &LinkConfig, s: &Secret| {
-        match s.string_data.as_ref().and_then(|d| d.get("cluster")).map(String::as_str) {
-            Some("east") => Ok(east2.clone()),
-            other => Err(format!("no cluster named {other:?}")),
-        }
+    let connect = move |_: &LinkConfig, s: &Secret| match s
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get("cluster"))
+        .map(String::as_str)
+    {
+        Some("east") => Ok(east2.clone()),
+        other => Err(format!("no cluster named {other:?}")),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run_mirror(west.clone(), connect, MirrorOptions::default(), reports.clone(), async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run_mirror(
+        west.clone(),
+        connect,
+        MirrorOptions::default(),
+        reports.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // A Link without its Secret is reported with what to do.
-    west.apply(vec![link_object("east", "east", "cluster-credentials-east")]).await.unwrap();
+    west.apply(vec![link_object("east", "east", "cluster-credentials-east")])
+        .await
+        .unwrap();
     eventually("missing secret report", async || {
-        reports.read().unwrap().get("linkerd-multicluster/east").and_then(|r| r.error.clone()).is_some_and(|e| {
-            e.contains("credentials Secret linkerd-multicluster/cluster-credentials-east not found")
-                && e.contains("strait multicluster link --cluster-name east")
-        })
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .and_then(|r| r.error.clone())
+            .is_some_and(|e| {
+                e.contains("credentials Secret linkerd-multicluster/cluster-credentials-east not found")
+                    && e.contains("strait multicluster link --cluster-name east")
+            })
     })
     .await;
     let secret: Secret = serde_json::from_value(json!({
@@ -297,21 +398,46 @@ async fn run_mirror_follows_links_and_their_credentials() {
     }))
     .unwrap();
     west.apply(vec![secret.into_object()]).await.unwrap();
-    eventually("myapp-east", async || services(&west).await.contains(&"production/myapp-east".to_string())).await;
+    eventually("myapp-east", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
     eventually("a report with the mirror", async || {
-        reports.read().unwrap().get("linkerd-multicluster/east").is_some_and(|r| r.mirrors.len() == 1 && r.cluster == "east")
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .is_some_and(|r| r.mirrors.len() == 1 && r.cluster == "east")
     })
     .await;
     // Nothing answers on the probe port: the gateway is reported down.
     eventually("probe failures", async || {
-        reports.read().unwrap().get("linkerd-multicluster/east").is_some_and(|r| r.gateway.failures > 0 && !r.gateway.alive)
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .is_some_and(|r| r.gateway.failures > 0 && !r.gateway.alive)
     })
     .await;
 
     // Deleting the Link removes its mirrors.
-    west.delete(&ObjectKey::new(KindId::Link, "linkerd-multicluster", "east")).await.unwrap();
-    eventually("mirrors removed", async || !services(&west).await.contains(&"production/myapp-east".to_string())).await;
-    assert!(west.get::<EndpointSlice>("production", "myapp-east-gateway").await.unwrap().is_none());
+    west.delete(&ObjectKey::new(KindId::Link, "linkerd-multicluster", "east"))
+        .await
+        .unwrap();
+    eventually("mirrors removed", async || {
+        !services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        west.get::<EndpointSlice>("production", "myapp-east-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(reports.read().unwrap().is_empty());
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -359,9 +485,14 @@ mod kube_mode {
             }
             if req.method() == http::Method::PATCH {
                 let ctype = req.headers()["content-type"].to_str().unwrap().to_string();
-                let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
                 let mut v: Value = serde_json::from_slice(&body).unwrap();
-                applies.send((format!("{path}?{query}"), ctype, v.clone())).unwrap();
+                applies
+                    .send((format!("{path}?{query}"), ctype, v.clone()))
+                    .unwrap();
                 v["metadata"]["resourceVersion"] = json!("11");
                 send.send_response(ok(&v));
                 continue;
@@ -383,32 +514,72 @@ mod kube_mode {
         exported["apiVersion"] = json!("v1");
         exported["kind"] = json!("Service");
         let (tx, mut applies) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(serve(remote_handle, vec![("/api/v1/services", list("Service", vec![exported]))], tx.clone()));
+        tokio::spawn(serve(
+            remote_handle,
+            vec![("/api/v1/services", list("Service", vec![exported]))],
+            tx.clone(),
+        ));
         tokio::spawn(serve(
             local_handle,
             vec![
-                ("/api/v1/namespaces", list("Namespace", vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "production"}})])),
+                (
+                    "/api/v1/namespaces",
+                    list(
+                        "Namespace",
+                        vec![
+                            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "production"}}),
+                        ],
+                    ),
+                ),
                 ("/api/v1/services", list("Service", vec![])),
-                ("/apis/discovery.k8s.io/v1/endpointslices", json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "10"}, "items": []})),
+                (
+                    "/apis/discovery.k8s.io/v1/endpointslices",
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "10"}, "items": []}),
+                ),
             ],
             tx,
         ));
         let run = start(remote, local);
-        let (path, ctype, svc) = tokio::time::timeout(BOUND, applies.recv()).await.unwrap().unwrap();
-        assert_eq!(path, "/api/v1/namespaces/production/services/myapp-east?&force=true&fieldManager=strait");
+        let (path, ctype, svc) = tokio::time::timeout(BOUND, applies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            path,
+            "/api/v1/namespaces/production/services/myapp-east?&force=true&fieldManager=strait"
+        );
         assert_eq!(ctype, "application/apply-patch+yaml");
-        assert_eq!(svc["metadata"]["labels"]["mirror.linkerd.io/mirrored-service"], "true");
-        assert_eq!(svc["metadata"]["labels"]["mirror.linkerd.io/cluster-name"], "east");
-        assert_eq!(svc["metadata"]["annotations"]["mirror.linkerd.io/remote-resource-version"], "7");
-        assert_eq!(svc["spec"].get("clusterIP"), None, "Kubernetes allocates the cluster IP");
-        let (path, _, slice) = tokio::time::timeout(BOUND, applies.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            svc["metadata"]["labels"]["mirror.linkerd.io/mirrored-service"],
+            "true"
+        );
+        assert_eq!(
+            svc["metadata"]["labels"]["mirror.linkerd.io/cluster-name"],
+            "east"
+        );
+        assert_eq!(
+            svc["metadata"]["annotations"]["mirror.linkerd.io/remote-resource-version"],
+            "7"
+        );
+        assert_eq!(
+            svc["spec"].get("clusterIP"),
+            None,
+            "Kubernetes allocates the cluster IP"
+        );
+        let (path, _, slice) = tokio::time::timeout(BOUND, applies.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             path,
             "/apis/discovery.k8s.io/v1/namespaces/production/endpointslices/myapp-east-gateway?&force=true&fieldManager=strait"
         );
         assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.2");
         assert_eq!(slice["ports"][0]["port"], 4143);
-        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "myapp-east");
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "myapp-east"
+        );
         run.stop.send(()).unwrap();
     }
 

@@ -32,14 +32,46 @@ fn answers_by_name_type_and_domain() {
     let d = "cluster.local";
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let cases = [
-        ("myapp-east.production.svc.cluster.local.", RecordType::A, Answer::Found(vec![ip("10.96.0.10")])),
-        ("MyApp-East.Production.svc.cluster.local", RecordType::A, Answer::Found(vec![ip("10.96.0.10")])),
-        ("myapp-east.production.svc.cluster.local.", RecordType::AAAA, Answer::Found(vec![])),
-        ("v6.production.svc.cluster.local.", RecordType::AAAA, Answer::Found(vec![ip("fd00::10")])),
-        ("headless.production.svc.cluster.local.", RecordType::A, Answer::Found(vec![])),
-        ("production.svc.cluster.local.", RecordType::A, Answer::Found(vec![])),
-        ("nope.production.svc.cluster.local.", RecordType::A, Answer::NxDomain),
-        ("myapp-east.staging.svc.cluster.local.", RecordType::A, Answer::NxDomain),
+        (
+            "myapp-east.production.svc.cluster.local.",
+            RecordType::A,
+            Answer::Found(vec![ip("10.96.0.10")]),
+        ),
+        (
+            "MyApp-East.Production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.96.0.10")]),
+        ),
+        (
+            "myapp-east.production.svc.cluster.local.",
+            RecordType::AAAA,
+            Answer::Found(vec![]),
+        ),
+        (
+            "v6.production.svc.cluster.local.",
+            RecordType::AAAA,
+            Answer::Found(vec![ip("fd00::10")]),
+        ),
+        (
+            "headless.production.svc.cluster.local.",
+            RecordType::A,
+            Answer::Found(vec![]),
+        ),
+        (
+            "production.svc.cluster.local.",
+            RecordType::A,
+            Answer::Found(vec![]),
+        ),
+        (
+            "nope.production.svc.cluster.local.",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        (
+            "myapp-east.staging.svc.cluster.local.",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
         ("a.b.c.d.cluster.local.", RecordType::A, Answer::NxDomain),
         ("example.com.", RecordType::A, Answer::Refused),
         ("notcluster.local.", RecordType::A, Answer::Refused),
@@ -48,7 +80,10 @@ fn answers_by_name_type_and_domain() {
         assert_eq!(index.answer(d, name, t), want, "{name} {t}");
     }
     index.on_service(WatchEvent::Deleted(service("production", "myapp-east", None)));
-    assert_eq!(index.answer(d, "myapp-east.production.svc.cluster.local", RecordType::A), Answer::NxDomain);
+    assert_eq!(
+        index.answer(d, "myapp-east.production.svc.cluster.local", RecordType::A),
+        Answer::NxDomain
+    );
 }
 
 #[tokio::test]
@@ -56,7 +91,10 @@ async fn serves_mirrors_over_udp_from_a_store() {
     let store = LocalStore::in_memory();
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "production"}})).unwrap();
     store
-        .apply(vec![ns.into_object(), service("production", "myapp-east", Some("10.96.0.10")).into_object()])
+        .apply(vec![
+            ns.into_object(),
+            service("production", "myapp-east", Some("10.96.0.10")).into_object(),
+        ])
         .await
         .unwrap();
     let index = DnsIndex::default();
@@ -86,7 +124,10 @@ async fn serves_mirrors_over_udp_from_a_store() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let found = loop {
-        match resolver.lookup_ip("myapp-east.production.svc.cluster.local.").await {
+        match resolver
+            .lookup_ip("myapp-east.production.svc.cluster.local.")
+            .await
+        {
             Ok(l) => break l.iter().collect::<Vec<_>>(),
             Err(e) => {
                 assert!(tokio::time::Instant::now() < deadline, "no answer: {e}");
@@ -95,20 +136,34 @@ async fn serves_mirrors_over_udp_from_a_store() {
         }
     };
     assert_eq!(found, vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
-    let e = resolver.lookup_ip("nope.production.svc.cluster.local.").await.unwrap_err();
+    let e = resolver
+        .lookup_ip("nope.production.svc.cluster.local.")
+        .await
+        .unwrap_err();
     assert!(e.is_nx_domain(), "{e}");
     // A new mirror is served as soon as the store has it; a deleted one is gone.
-    store.apply(vec![service("production", "web-east", Some("10.96.0.11")).into_object()]).await.unwrap();
+    store
+        .apply(vec![
+            service("production", "web-east", Some("10.96.0.11")).into_object(),
+        ])
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(l) = resolver.lookup_ip("web-east.production.svc.cluster.local.").await {
-            assert_eq!(l.iter().collect::<Vec<_>>(), vec!["10.96.0.11".parse::<IpAddr>().unwrap()]);
+            assert_eq!(
+                l.iter().collect::<Vec<_>>(),
+                vec!["10.96.0.11".parse::<IpAddr>().unwrap()]
+            );
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "web-east never resolved");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    store.delete(&ObjectKey::new(KindId::Service, "production", "web-east")).await.unwrap();
+    store
+        .delete(&ObjectKey::new(KindId::Service, "production", "web-east"))
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match resolver.lookup_ip("web-east.production.svc.cluster.local.").await {

@@ -162,7 +162,9 @@ fn an_exported_service_gets_a_mirror_and_gateway_endpoints() {
 #[test]
 fn selection_modes_and_skips() {
     let l = link();
-    let cases: Vec<(Service, &[&str], Vec<&str>, Option<&str>)> = vec![
+    // (remote Service, local namespaces, objects applied, skip reason)
+    type Case<'a> = (Service, &'a [&'a str], Vec<&'a str>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             remote("production", "a", None, "1"),
             &["production"],
