@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod get;
 pub mod inject;
 pub mod install;
+pub mod multicluster;
 pub mod pending;
 pub mod version;
 
