@@ -180,6 +180,9 @@ pub fn weighted_addr(e: &Endpoint) -> pb::WeightedAddr {
         metric_labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         tls_identity,
         protocol_hint,
+        authority_override: e.authority_override.as_ref().map(|a| pb::AuthorityOverride {
+            authority_override: a.clone(),
+        }),
         ..Default::default()
     }
 }

@@ -32,6 +32,12 @@ pub struct ServiceInfo {
     pub cluster_ip: Option<IpAddr>,
     /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the Service.
     pub opaque_ports: Vec<(u16, u16)>,
+    /// For a mirror of a remote cluster's Service (gateway mode): the remote gateway's
+    /// identity (`mirror.linkerd.io/remote-gateway-identity`), which its endpoints carry.
+    pub remote_gateway_identity: Option<String>,
+    /// For a mirror: the remote Service's name (`mirror.linkerd.io/remote-svc-fq-name`),
+    /// which the gateway needs as the request's authority.
+    pub remote_fq_name: Option<String>,
 }
 
 impl ServiceInfo {
@@ -54,11 +60,20 @@ impl ServiceInfo {
         let cluster_ip = spec
             .and_then(|s| s.cluster_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
+        let annotation = |k: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
         Some(Self {
             id,
             ports,
             cluster_ip,
             opaque_ports: opaque_ports(meta.annotations.as_ref()),
+            remote_gateway_identity: annotation(labels::mirror::REMOTE_GATEWAY_IDENTITY),
+            remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
         })
     }
 }
@@ -257,6 +272,9 @@ pub struct Endpoint {
     pub h2: bool,
     /// For opaque traffic to a meshed pod: the proxy's inbound port to tunnel to.
     pub opaque_transport_port: Option<u16>,
+    /// The authority to send instead of the one asked for (a mirror's endpoints are the
+    /// remote gateway, which routes by the remote Service's name).
+    pub authority_override: Option<String>,
 }
 
 /// What a `service:port` resolves to right now.
@@ -368,6 +386,17 @@ fn endpoint(
         &svc.opaque_ports,
     );
     e.labels.insert("service".into(), svc.id.1.clone());
+    // A mirror's endpoints are the remote cluster's gateway: meshed with the gateway's
+    // identity, addressed by the remote Service's name, as Linkerd's destination does.
+    if pod.is_none()
+        && let Some(gateway) = &svc.remote_gateway_identity
+    {
+        e.identity = Some(gateway.clone());
+        e.authority_override = svc
+            .remote_fq_name
+            .as_ref()
+            .map(|name| format!("{name}:{service_port}"));
+    }
     e
 }
 
@@ -390,6 +419,7 @@ fn endpoint_for_pod(
             identity: None,
             h2: false,
             opaque_transport_port: None,
+            authority_override: None,
         };
     };
     labels.insert("pod".into(), pod.id.1.clone());
@@ -407,6 +437,7 @@ fn endpoint_for_pod(
             identity: None,
             h2: false,
             opaque_transport_port: None,
+            authority_override: None,
         };
     }
     let identity = format!(
@@ -420,6 +451,7 @@ fn endpoint_for_pod(
         identity: Some(identity),
         h2: true,
         opaque_transport_port: opaque.then_some(pod.proxy_inbound_port),
+        authority_override: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn ep(addr: &str) -> Endpoint {
         identity: None,
         h2: false,
         opaque_transport_port: None,
+        authority_override: None,
     }
 }
 
@@ -462,4 +463,69 @@ async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let bad = reader.join().unwrap();
     assert!(bad.is_empty(), "meshed addresses seen without identity: {bad:?}");
+}
+
+/// A mirror of a remote Service resolves to the remote gateway, meshed with the gateway's
+/// identity and with the remote Service's name as the authority to send, as in Linkerd.
+#[tokio::test]
+async fn a_mirror_resolves_to_the_gateway_with_its_identity_and_the_remote_authority() {
+    let store = LocalStore::in_memory();
+    apply(
+        &store,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: production}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: myapp-east
+  namespace: production
+  labels: {mirror.linkerd.io/mirrored-service: "true", mirror.linkerd.io/cluster-name: east}
+  annotations:
+    mirror.linkerd.io/remote-gateway-identity: linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local
+    mirror.linkerd.io/remote-svc-fq-name: myapp.production.svc.east.local
+spec:
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: myapp-east-gateway
+  namespace: production
+  labels: {kubernetes.io/service-name: myapp-east}
+addressType: IPv4
+ports: [{name: http, port: 4143}]
+endpoints:
+  - addresses: [198.18.16.2]
+    conditions: {ready: true}
+"#,
+    )
+    .await;
+    let mut client = serve(store.clone()).await;
+    let mut stream = client
+        .get(get("myapp-east.production.svc.cluster.local:8080"))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(U::Add(set)) = next(&mut stream).await.update else {
+        panic!("expected the gateway endpoint")
+    };
+    assert_eq!(set.addrs.len(), 1);
+    let a = &set.addrs[0];
+    assert_eq!(a.addr.as_ref().unwrap().port, 4143);
+    let Some(pb::tls_identity::Strategy::DnsLikeIdentity(id)) =
+        a.tls_identity.as_ref().unwrap().strategy.as_ref()
+    else {
+        panic!("the gateway endpoint is meshed")
+    };
+    assert_eq!(
+        id.name,
+        "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"
+    );
+    assert_eq!(
+        a.authority_override.as_ref().unwrap().authority_override,
+        "myapp.production.svc.east.local:8080"
+    );
 }
