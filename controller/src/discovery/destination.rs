@@ -135,10 +135,15 @@ pub fn diff(prev: Option<&Resolution>, next: &Resolution) -> Vec<pb::Update> {
     out
 }
 
+/// Labels every endpoint of a resolution shares, sent once per set as Linkerd does.
+const SET_LABELS: [&str; 2] = ["namespace", "service"];
+
 fn add_set(eps: &[&Endpoint]) -> pb::WeightedAddrSet {
     let mut set_labels = std::collections::HashMap::new();
-    if let Some(ns) = eps.first().and_then(|e| e.labels.get("namespace")) {
-        set_labels.insert("namespace".to_string(), ns.clone());
+    for key in SET_LABELS {
+        if let Some(v) = eps.first().and_then(|e| e.labels.get(key)) {
+            set_labels.insert(key.to_string(), v.clone());
+        }
     }
     pb::WeightedAddrSet {
         addrs: eps.iter().map(|e| weighted_addr(e)).collect(),
@@ -177,7 +182,12 @@ pub fn weighted_addr(e: &Endpoint) -> pb::WeightedAddr {
     pb::WeightedAddr {
         addr: Some(tcp(e.addr)),
         weight: DEFAULT_WEIGHT,
-        metric_labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        metric_labels: e
+            .labels
+            .iter()
+            .filter(|(k, _)| !SET_LABELS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         tls_identity,
         protocol_hint,
         authority_override: e.authority_override.as_ref().map(|a| pb::AuthorityOverride {

@@ -385,6 +385,7 @@ fn endpoint(
         service_port,
         &svc.opaque_ports,
     );
+    e.labels.insert("namespace".into(), svc.id.0.clone());
     e.labels.insert("service".into(), svc.id.1.clone());
     // A mirror's endpoints are the remote cluster's gateway: meshed with the gateway's
     // identity, addressed by the remote Service's name, as Linkerd's destination does.

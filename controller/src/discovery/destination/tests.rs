@@ -221,6 +221,12 @@ async fn get_follows_endpoints_live() {
         "myapp.production.serviceaccount.identity.linkerd.cluster.local"
     );
     assert_eq!(meshed.metric_labels["deployment"], "myapp");
+    assert_eq!(
+        (set.metric_labels["namespace"].as_str(), set.metric_labels["service"].as_str()),
+        ("production", "myapp"),
+        "namespace and service are the set's labels, as in Linkerd"
+    );
+    assert!(!meshed.metric_labels.contains_key("service"));
     assert!(matches!(
         meshed.protocol_hint.as_ref().unwrap().protocol,
         Some(pb::protocol_hint::Protocol::H2(_))
