@@ -215,6 +215,8 @@ impl Registry {
         tcp.sort_by(|a, b| a.labels.cmp(&b.labels));
 
         out.push_str("# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n");
+        // Label sets created ahead of use (targets resolved but never requested) stay silent.
+        http.retain(|h| h.requests.load(Relaxed) > 0);
         for h in &http {
             let _ = writeln!(out, "request_total{{{}}} {}", h.labels, h.requests.load(Relaxed));
         }

@@ -183,9 +183,11 @@ fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String
             pairs.push(("no_tls_reason", "not_provided_by_service_discovery"));
         }
     }
-    let service = authority
-        .split_once(".svc.")
-        .and_then(|(s, _)| s.split('.').next());
+    // `<service>.<namespace>.svc.<domain>:port` names the destination even when the
+    // controller's metric labels do not.
+    let mut name = authority.split_once(".svc.").map(|(s, _)| s.split('.'));
+    let service = name.as_mut().and_then(|n| n.next());
+    let namespace = name.as_mut().and_then(|n| n.next());
     let dst: Vec<(String, &str)> = ep
         .labels
         .iter()
@@ -198,6 +200,12 @@ fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String
     {
         out.push(',');
         out.push_str(&labels(&[("dst_service", s)]));
+    }
+    if let Some(n) = namespace
+        && !ep.labels.contains_key("namespace")
+    {
+        out.push(',');
+        out.push_str(&labels(&[("dst_namespace", n)]));
     }
     for (k, v) in &dst {
         out.push(',');
