@@ -244,7 +244,7 @@ fn commands_of_later_issues_say_so_and_fail() {
     for args in [
         &["up", "topologies/west-east.yaml"][..],
         &["multicluster", "link", "--cluster-name", "east"],
-        &["proxy"],
+        &["gateway"],
         &["viz", "stat", "deploy"],
     ] {
         let out = run(args);
@@ -254,6 +254,43 @@ fn commands_of_later_issues_say_so_and_fail() {
         assert!(err.contains("Nothing was done"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} printed something");
     }
+}
+
+#[test]
+fn proxy_configuration_mistakes_name_the_variable_or_flag() {
+    let proxy = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut c = strait();
+        for v in [
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(envs.iter().copied())
+            .arg("proxy")
+            .args(args)
+            .output()
+            .expect("strait runs")
+    };
+    let out = proxy(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("LINKERD2_PROXY_DESTINATION_SVC_ADDR: not set; expected host:port"),
+        "{err}"
+    );
+    let out = proxy(
+        &[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "dst:8086")],
+        &["--identity-addr", "identity"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("LINKERD2_PROXY_IDENTITY_SVC_ADDR (--identity-addr): \"identity\" has no port"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod get;
 pub mod inject;
 pub mod install;
 pub mod pending;
+pub mod proxy;
 pub mod version;
 
 use std::process::ExitCode;
