@@ -53,10 +53,11 @@ pub struct ProxyArgs {
     pub proxy_log: Option<String>,
 }
 
-/// The environment with the flags applied; `flags` remembers which variable a flag set.
-fn source(
-    args: &ProxyArgs,
-) -> Result<(HashMap<String, String>, HashMap<&'static str, &'static str>), String> {
+/// Which flag set which variable, for error messages.
+type FlagsUsed = HashMap<&'static str, &'static str>;
+
+/// The environment with the flags applied, and which flags were used.
+fn source(args: &ProxyArgs) -> Result<(HashMap<String, String>, FlagsUsed), String> {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     let mut flags = HashMap::new();
     let mut set = |var: &'static str, flag: &'static str, v: Option<String>| {
