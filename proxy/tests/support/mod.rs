@@ -306,7 +306,7 @@ pub struct AppStats {
 }
 
 /// An HTTP application (HTTP/1 and HTTP/2) on `addr` answering
-/// `pod=<name> version=<v> path=<p>`; `/slow` waits 1.5 s first.
+/// `pod=<name> version=<v> path=<p>`; `/slow` waits 1.5 s first, `/busy` 60 ms.
 pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
     let l = TcpListener::bind(addr).await.unwrap();
     let stats = Arc::new(AppStats::default());
@@ -319,8 +319,10 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     st.requests.fetch_add(1, Ordering::Relaxed);
                     async move {
-                        if req.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        match req.uri().path() {
+                            "/slow" => tokio::time::sleep(Duration::from_millis(1500)).await,
+                            "/busy" => tokio::time::sleep(Duration::from_millis(60)).await,
+                            _ => {}
                         }
                         let host = req
                             .headers()
