@@ -373,15 +373,15 @@ impl Inbound {
                         .get(http::header::HOST)
                         .and_then(|h| h.to_str().ok())
                 })
-                .unwrap_or("")
-                .to_string();
+                .unwrap_or("");
+            // Label strings are built once per authority and connection, not per request.
             let stats = {
                 let mut c = stats_cache.lock().unwrap_or_else(PoisonError::into_inner);
-                match c.get(&authority) {
+                match c.get(authority) {
                     Some(s) => s.clone(),
                     None => {
-                        let s = metrics.http(format!("{},{base}", labels(&[("authority", &authority)])));
-                        c.insert(authority, s.clone());
+                        let s = metrics.http(format!("{},{base}", labels(&[("authority", authority)])));
+                        c.insert(authority.to_string(), s.clone());
                         s
                     }
                 }

@@ -82,6 +82,17 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
     }
 }
 
+/// The authority as the request spells it (`:authority`/absolute-form, else `Host`).
+fn raw_authority<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
 /// The target of an explicit-mode request: absolute-form or `:authority`, else `Host`;
 /// port 80 when none is given.
 pub fn request_target<B>(req: &Request<B>) -> Result<String, ProxyError> {
@@ -144,6 +155,8 @@ struct Logical {
     concretes: Split,
     stats: Arc<HttpStats>,
     fallback_clients: [OnceLock<Arc<HttpEndpoint>>; 2],
+    /// True once the profile answered (or there is none).
+    split_ready: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::AbortHandle,
 }
 
@@ -275,25 +288,35 @@ impl Outbound {
         let own = self.concrete(authority);
         let concretes: Split = Arc::new(RwLock::new(Arc::new(vec![(own.clone(), 1)])));
         let profile = self.resolver.profile(authority);
+        // Requests wait (briefly) for the first profile answer so that a TrafficSplit
+        // applies from the first request on.
+        let (split_tx, split_ready) = tokio::sync::watch::channel(false);
         let task = {
             let this = Arc::downgrade(self);
             let list = concretes.clone();
             let mut rx = profile.subscribe();
             tokio::spawn(async move {
                 let _keep = profile;
-                while rx.changed().await.is_ok() {
-                    let Some(this) = this.upgrade() else { return };
-                    let overrides = rx
-                        .borrow_and_update()
-                        .clone()
-                        .map(|p| p.dst_overrides)
-                        .unwrap_or_default();
-                    let next: Vec<(Arc<Concrete>, u32)> = if overrides.is_empty() {
-                        vec![(own.clone(), 1)]
-                    } else {
-                        overrides.iter().map(|(a, w)| (this.concrete(a), *w)).collect()
-                    };
-                    *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(p) = current {
+                        let Some(this) = this.upgrade() else { return };
+                        let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
+                            vec![(own.clone(), 1)]
+                        } else {
+                            p.dst_overrides
+                                .iter()
+                                .map(|(a, w)| (this.concrete(a), *w))
+                                .collect()
+                        };
+                        *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                        split_tx.send_replace(true);
+                    }
+                    if rx.changed().await.is_err() {
+                        // No profile for this target (or the resolver is gone).
+                        split_tx.send_replace(true);
+                        return;
+                    }
                 }
             })
             .abort_handle()
@@ -314,6 +337,7 @@ impl Outbound {
             concretes,
             stats,
             fallback_clients: Default::default(),
+            split_ready,
             task,
         });
         self.logicals
@@ -324,7 +348,12 @@ impl Outbound {
             .clone()
     }
 
-    fn pick_concrete(l: &Logical) -> Arc<Concrete> {
+    async fn pick_concrete(l: &Logical) -> Arc<Concrete> {
+        if !*l.split_ready.borrow() {
+            let mut rx = l.split_ready.clone();
+            // Without an answer in time, route to the target itself.
+            let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
+        }
         let list = l.concretes.read().unwrap_or_else(PoisonError::into_inner).clone();
         if list.len() == 1 {
             return list[0].0.clone();
@@ -365,7 +394,7 @@ impl Outbound {
         app: Wire,
     ) -> Response<RspBody> {
         let start = Instant::now();
-        let concrete = Self::pick_concrete(l);
+        let concrete = Self::pick_concrete(l).await;
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
             Pick::Endpoint(ep) => {
                 let slot = if app == Wire::Http2 {
@@ -448,7 +477,7 @@ impl Outbound {
 
     /// Opens an opaque connection to `authority`'s endpoint (or its original address).
     async fn connect_opaque(self: &Arc<Self>, l: &Arc<Logical>) -> Result<BoxIo, ProxyError> {
-        let concrete = Self::pick_concrete(l);
+        let concrete = Self::pick_concrete(l).await;
         match concrete.balancer.pick(DISCOVERY_WAIT).await {
             Pick::Endpoint(ep) => {
                 let plan = plan(
@@ -538,7 +567,7 @@ impl Outbound {
         fixed: Option<Arc<Logical>>,
         drain: Drain,
     ) {
-        let last: Arc<Mutex<Option<Arc<Logical>>>> = Arc::new(Mutex::new(None));
+        let last: Arc<Mutex<Option<(String, Arc<Logical>)>>> = Arc::new(Mutex::new(None));
         let this = self.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
@@ -581,26 +610,32 @@ impl Outbound {
         req: Request<Incoming>,
         wire: Wire,
         fixed: Option<Arc<Logical>>,
-        last: &Mutex<Option<Arc<Logical>>>,
+        last: &Mutex<Option<(String, Arc<Logical>)>>,
     ) -> Response<RspBody> {
         let l = match fixed {
             Some(l) => l,
             None => {
-                let target = match request_target(&req) {
-                    Ok(t) => t,
-                    Err(e) => return e.response(),
-                };
+                // Most connections name one target: compare the request's raw authority
+                // with the last one before normalizing (no allocation on the hot path).
+                let raw = raw_authority(&req);
                 let cached = last
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .as_ref()
-                    .filter(|l| l.authority == target)
-                    .cloned();
+                    .filter(|(r, _)| Some(r.as_str()) == raw)
+                    .map(|(_, l)| l.clone());
                 match cached {
                     Some(l) => l,
                     None => {
+                        let target = match request_target(&req) {
+                            Ok(t) => t,
+                            Err(e) => return e.response(),
+                        };
                         let l = self.logical(&target, None);
-                        *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(l.clone());
+                        if let Some(raw) = raw {
+                            *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some((raw.to_string(), l.clone()));
+                        }
                         l
                     }
                 }

@@ -172,3 +172,51 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn traffic_split_weights_decide_the_backend() {
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    let (c, v1, v2) = (ip("127.42.4.2"), ip("127.42.4.3"), ip("127.42.4.4"));
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: myapp, namespace: production}\nspec:\n  selector: {app: myapp}\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: myapp-v1, namespace: production}\nspec:\n  selector: {app: myapp-v1}\n  ports: [{port: 80, targetPort: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: myapp-v2, namespace: production}\nspec:\n  selector: {app: myapp-v2}\n  ports: [{port: 80, targetPort: 8080}]\n---\n",
+        )
+        .await;
+    cluster
+        .apply(include_str!(
+            "../../examples/linkerd-seed/04-trafficsplit-canary.yaml"
+        ))
+        .await;
+    cluster.pod("web-1", "web", "web", c, true).await;
+    cluster.pod("myapp-v1-1", "myapp-v1", "myapp", v1, true).await;
+    cluster.pod("myapp-v2-1", "myapp-v2", "myapp", v2, true).await;
+    http_app((v1, 8080).into(), "myapp-v1-1").await;
+    http_app((v2, 8080).into(), "myapp-v2-1").await;
+    let _s1 = Proxy::ready(cluster.proxy_env("myapp-v1-1", "myapp", v1)).await;
+    let _s2 = Proxy::ready(cluster.proxy_env("myapp-v2-1", "myapp", v2)).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c)).await;
+    let mut h = h1_client(client.bound.outbound).await;
+    let (mut one, mut two) = (0, 0);
+    for _ in 0..300 {
+        let (status, _, body) = h1_get(&mut h, &format!("{MYAPP}:80"), "/").await;
+        assert_eq!(status, 200, "{body}");
+        match body.split(' ').next().unwrap() {
+            "pod=myapp-v1-1" => one += 1,
+            "pod=myapp-v2-1" => two += 1,
+            other => panic!("unexpected backend {other}"),
+        }
+    }
+    // 90/10 over 300 requests: v2's count is binomial(300, 0.1), mean 30, sd ≈ 5.2.
+    assert!((8..=60).contains(&two), "v1 {one}, v2 {two}");
+    assert_eq!(one + two, 300);
+    let m = client.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "request_total",
+            &[("authority", "myapp-v2.production.svc.cluster.local:80")]
+        )
+        .is_some(),
+        "backends are labelled with their own authority: {m}"
+    );
+}
