@@ -145,6 +145,9 @@ struct Concrete {
     balancer: Balancer<EpValue>,
 }
 
+/// A connection's last target: the raw authority it was named by, and its logical target.
+type LastTarget = Mutex<Option<(String, Arc<Logical>)>>;
+
 /// The weighted concrete targets of a logical one, swapped whole on profile changes.
 type Split = Arc<RwLock<Arc<Vec<(Arc<Concrete>, u32)>>>>;
 
@@ -567,7 +570,7 @@ impl Outbound {
         fixed: Option<Arc<Logical>>,
         drain: Drain,
     ) {
-        let last: Arc<Mutex<Option<(String, Arc<Logical>)>>> = Arc::new(Mutex::new(None));
+        let last: Arc<LastTarget> = Arc::default();
         let this = self.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
@@ -610,7 +613,7 @@ impl Outbound {
         req: Request<Incoming>,
         wire: Wire,
         fixed: Option<Arc<Logical>>,
-        last: &Mutex<Option<(String, Arc<Logical>)>>,
+        last: &LastTarget,
     ) -> Response<RspBody> {
         let l = match fixed {
             Some(l) => l,
