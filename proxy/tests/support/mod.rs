@@ -40,8 +40,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a controller issuing certificates of `lifetime`.
+    /// Starts a controller issuing certificates of `lifetime`, on 127.0.0.1.
     pub async fn start(lifetime: Duration) -> Self {
+        Self::start_on(IpAddr::from([127, 0, 0, 1]), lifetime).await
+    }
+
+    /// Starts a controller listening on `ip`.
+    pub async fn start_on(ip: IpAddr, lifetime: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let id = LocalIdentity::load_or_create(
             &dir.path().join("identity"),
@@ -50,7 +55,7 @@ impl Cluster {
         )
         .unwrap();
         let store = LocalStore::in_memory();
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let any = SocketAddr::new(ip, 0);
         let cfg = ControllerConfig {
             destination_addr: any,
             identity_addr: any,
