@@ -162,6 +162,7 @@ pub async fn run(
             request_timeout: cfg.request_timeout,
             peer_inbound_port: cfg.peer_inbound_port,
             limits: cfg.limits.clone(),
+            own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
         },
         resolver,
         connector.clone(),

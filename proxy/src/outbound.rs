@@ -132,6 +132,8 @@ pub struct OutboundConfig {
     pub peer_inbound_port: u16,
     /// Limits.
     pub limits: Limits,
+    /// The proxy's own listeners: never a forwarding target (that would loop).
+    pub own_addrs: Vec<SocketAddr>,
 }
 
 struct EpValue {
@@ -378,6 +380,17 @@ impl Outbound {
                     reason: format!("{} is not known to discovery and does not resolve", l.authority),
                 })?,
         };
+        if self
+            .cfg
+            .own_addrs
+            .iter()
+            .any(|a| a.port() == addr.port() && (a.ip() == addr.ip() || a.ip().is_unspecified()))
+        {
+            return Err(ProxyError::Unreachable {
+                addr,
+                reason: "the target is this proxy itself; name the service in the request".into(),
+            });
+        }
         // Stock Linkerd refuses loopback targets (they would loop back into the proxy
         // under iptables); explicit mode's pods live on 127.x, so only transparent refuses.
         if self.cfg.capture == Capture::Transparent && addr.ip().is_loopback() {

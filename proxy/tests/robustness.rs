@@ -133,6 +133,19 @@ async fn bad_input_is_refused_and_the_proxy_keeps_serving() {
     }
     still_serves(out).await;
 
+    // A request naming the proxy's own outbound port would loop: refused at once (the
+    // address is the client pod's, so it resolves to the pod, and the pod's inbound
+    // refuses a target that is one of its own listeners). An unknown address with a
+    // closed port is unreachable.
+    let mut h = h1_client(out).await;
+    let (status, headers, _) = h1_get(&mut h, &out.to_string(), "/loop").await;
+    assert_eq!(status, 502, "{headers:?}");
+    assert!(headers.contains_key("l5d-proxy-error"), "{headers:?}");
+    let unknown = format!("127.43.1.9:{}", out.port());
+    let (status, _, _) = h1_get(&mut h, &unknown, "/unknown-closed-port").await;
+    assert_eq!(status, 502);
+    drop(h);
+
     // A connection flood beyond the limit (16): the excess is closed at once.
     let mut held = Vec::new();
     for _ in 0..16 {
