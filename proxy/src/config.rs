@@ -120,6 +120,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Limits against abusive peers.
     pub limits: Limits,
+    /// Worker threads of the runtime (Linkerd: `LINKERD2_PROXY_CORES`, from the
+    /// `config.linkerd.io/proxy-cpu-limit` annotation; one by default).
+    pub cores: usize,
 }
 
 /// A configuration value that cannot be used.
@@ -149,6 +152,7 @@ pub mod env {
     pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
     pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
     pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+    pub const CORES: &str = "LINKERD2_PROXY_CORES";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
     pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
     pub const PEER_INBOUND_PORT: &str = "STRAIT_PROXY_PEER_INBOUND_PORT";
@@ -356,6 +360,7 @@ impl Config {
             request_timeout,
             shutdown_grace: duration(env::SHUTDOWN_GRACE_PERIOD, Duration::from_secs(120))?,
             limits,
+            cores: number(env::CORES, 1)?,
         })
     }
 }

@@ -32,6 +32,14 @@
 //!   outbound connections to 127.0.0.0/8; explicit mode must allow them (transparent
 //!   mode still refuses forwarding unknown targets to loopback).
 //!
+//! # Not in this version
+//! Authorization ([`inbound::Authorize`] allows everything until the traffic-policy work
+//! feeds it from `InboundServerPolicies`); `OutboundPolicies` routes, retries and
+//! timeouts; TLS to the control plane (`*_SVC_NAME`: loopback plaintext only); HTTP
+//! upgrades (WebSocket) through the inbound side; gRPC classification from trailers
+//! (only trailers-only responses and HTTP status classify); responses are counted at
+//! their headers, not at the end of the body; idle targets are never evicted.
+//!
 //! # Pieces other crates reuse
 //! [`discovery::Resolver`] (cached `Destination/Get` and `GetProfile` watches),
 //! [`client::Connector`] (TCP + mTLS verifying the expected identity + transport header)

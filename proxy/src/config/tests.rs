@@ -42,6 +42,7 @@ fn linkerd_defaults() {
     assert_eq!(c.detect_timeout, Duration::from_secs(10));
     assert_eq!(c.peer_inbound_port, 4143);
     assert!(c.request_timeout.is_none());
+    assert_eq!(c.cores, 1);
 }
 
 #[test]
@@ -99,6 +100,7 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::MAX_CONNECTIONS, "0", "positive number"),
         (env::MAX_HEADER_BYTES, "100", "minimum of 8192"),
         (env::HEADER_READ_TIMEOUT, "x", "duration"),
+        (env::CORES, "two", "positive number"),
     ];
     for (var, value, expected) in cases {
         let mut v = base();
