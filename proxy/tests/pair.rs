@@ -70,6 +70,35 @@ async fn http1_travels_as_http2_with_mtls_and_comes_out_as_http1() {
         Some(5.0),
         "{server}"
     );
+    let inbound = [
+        ("direction", "inbound"),
+        ("client_id", CLIENT_ID),
+        ("status_code", "200"),
+    ];
+    assert_eq!(
+        metric(&server, "response_latency_ms_count", &inbound),
+        Some(5.0),
+        "{server}"
+    );
+    let le_inf: Vec<(&str, &str)> = inbound.iter().copied().chain([("le", "+Inf")]).collect();
+    assert_eq!(metric(&server, "response_latency_ms_bucket", &le_inf), Some(5.0));
+    let le_50s: Vec<(&str, &str)> = inbound.iter().copied().chain([("le", "50000")]).collect();
+    assert_eq!(metric(&server, "response_latency_ms_bucket", &le_50s), Some(5.0));
+    let src = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("client_id", CLIENT_ID),
+        ("tls", "true"),
+    ];
+    assert_eq!(
+        metric(&server, "tcp_open_connections", &src),
+        Some(1.0),
+        "the client proxy's one HTTP/2 connection stays open: {server}"
+    );
+    assert_eq!(metric(&server, "tcp_open_total", &src), Some(1.0));
+    assert_eq!(metric(&server, "tcp_close_total", &src), Some(0.0));
+    assert!(metric(&server, "tcp_read_bytes_total", &src).unwrap() > 0.0);
+    assert!(metric(&server, "tcp_write_bytes_total", &src).unwrap() > 5.0 * 60.0);
     let client = p.client.metrics().await;
     assert_eq!(
         metric(
