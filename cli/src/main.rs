@@ -93,8 +93,8 @@ enum Command {
     },
     /// Print the client version (and the control plane's, when one is reachable).
     Version(cmd::version::VersionArgs),
-    /// Run the sidecar proxy (component entry point).
-    Proxy,
+    /// Run the sidecar proxy (component entry point), configured by Linkerd's proxy environment.
+    Proxy(Box<cmd::proxy::ProxyArgs>),
     /// Run a cluster's control plane: destination, identity, policy, injector, public API.
     Controller(Box<cmd::controller::ControllerArgs>),
     /// Run a cluster's multi-cluster gateway.
@@ -162,7 +162,10 @@ pub enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global.log);
+    // The proxy logs at LINKERD2_PROXY_LOG's level, set up once its configuration parsed.
+    if !matches!(cli.command, Command::Proxy(_)) {
+        init_logging(&cli.global.log);
+    }
     let g = &cli.global;
     use cmd::pending::not_available as later;
     match cli.command {
@@ -200,7 +203,7 @@ fn main() -> ExitCode {
             cmd::pending::not_planned_yet("diagnostics", "observability (diagnostics)")
         }
         Command::Version(a) => cmd::version::version(g, &a),
-        Command::Proxy => later("proxy", 4, "the sidecar proxy"),
+        Command::Proxy(a) => cmd::proxy::proxy(&a),
         Command::Controller(a) => cmd::controller::controller(g, &a),
         Command::Gateway(a) => cmd::gateway::gateway(g, &a),
         Command::Mirror(a) => cmd::multicluster::mirror(g, &a),

@@ -243,7 +243,6 @@ fn apply_get_delete_on_a_state_directory() {
 fn commands_of_later_issues_say_so_and_fail() {
     for args in [
         &["up", "topologies/west-east.yaml"][..],
-        &["proxy"],
         &["viz", "stat", "deploy"],
     ] {
         let out = run(args);
@@ -262,6 +261,43 @@ fn multicluster_link_needs_the_target_cluster() {
     let err = text(&out.stderr);
     assert!(
         err.contains("pass --state-dir DIR of the target cluster"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn proxy_configuration_mistakes_name_the_variable_or_flag() {
+    let proxy = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut c = strait();
+        for v in [
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        ] {
+            c.env_remove(v);
+        }
+        c.envs(envs.iter().copied())
+            .arg("proxy")
+            .args(args)
+            .output()
+            .expect("strait runs")
+    };
+    let out = proxy(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("LINKERD2_PROXY_DESTINATION_SVC_ADDR: not set; expected host:port"),
+        "{err}"
+    );
+    let out = proxy(
+        &[("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "dst:8086")],
+        &["--identity-addr", "identity"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("LINKERD2_PROXY_IDENTITY_SVC_ADDR (--identity-addr): \"identity\" has no port"),
         "{err}"
     );
     assert!(out.stdout.is_empty());

@@ -1,5 +1,247 @@
 //! The sidecar data plane (`strait proxy`): inbound and outbound listeners, protocol
-//! detection, mTLS, discovery, load balancing, routes, retries, timeouts, authorization,
-//! metrics and the admin server.
+//! detection, mTLS, discovery, load balancing, metrics and the admin server.
 //!
-//! Built by issue #4 on top of `strait-api` and `strait-identity`; it never links `kube`.
+//! It speaks to the control plane only through the `linkerd2-proxy-api` gRPC services
+//! (`Identity/Certify`, `Destination/Get`, `Destination/GetProfile`), so it runs against
+//! Strait's controller or Linkerd's; it never links `kube`.
+//!
+//! # Processes: parse → build → spawn → drain
+//! [`Config::from_source`] parses Linkerd's environment once; [`run`] binds every
+//! listener, reports the bound addresses, certifies, serves, and on shutdown stops
+//! accepting and drains in-flight work for the grace period.
+//!
+//! # Two ways to capture traffic
+//! - **Transparent** ([`Capture::Transparent`], Linkerd's model): iptables in the pod's
+//!   network namespace REDIRECT outbound connections to 4140 and inbound ones to 4143;
+//!   each connection's real target is read with `SO_ORIGINAL_DST`. Meshed HTTP goes
+//!   to the endpoint's own address over mTLS + HTTP/2 and the server pod's iptables hand
+//!   it to its proxy, which reads the target port from `SO_ORIGINAL_DST` as well.
+//! - **Explicit** ([`Capture::Explicit`], loopback runs without root): every pod has its
+//!   own 127.x address; the application listens on `podIP:appPort`, its proxy on
+//!   `podIP:4143/4140/4191`. The application sends to its proxy's 4140 and the target
+//!   comes from the request: HTTP/1 absolute-form URI or `Host`, HTTP/2 `:authority`,
+//!   and `CONNECT host:port` for opaque TCP. Nothing redirects at the server pod, so the
+//!   client proxy dials the *peer proxy's* inbound port (the endpoint's opaque-transport
+//!   port from discovery, else [`Config::peer_inbound_port`], 4143) and names the
+//!   application port in Linkerd's opaque-transport header, `transport.l5d.io/v1`,
+//!   negotiated by ALPN inside mTLS, with the session protocol (HTTP/2 for any HTTP, none
+//!   for opaque) so the server proxy skips detection. The server proxy forwards to
+//!   `app_ip:port`. That header is the same one Linkerd's proxies send to multicluster
+//!   gateways (whose `name` field carries the target service), so the gateway accepts it
+//!   on 4143/tcp with the same decoder ([`transport_header`]). Stock Linkerd refuses
+//!   outbound connections to 127.0.0.0/8; explicit mode must allow them (transparent
+//!   mode still refuses forwarding unknown targets to loopback).
+//!
+//! # Not in this version
+//! Authorization ([`inbound::Authorize`] allows everything until the traffic-policy work
+//! feeds it from `InboundServerPolicies`); `OutboundPolicies` routes, retries and
+//! timeouts; TLS to the control plane (`*_SVC_NAME`: loopback plaintext only); HTTP
+//! upgrades (WebSocket) through the inbound side; gRPC classification from trailers
+//! (only trailers-only responses and HTTP status classify); responses are counted at
+//! their headers, not at the end of the body; idle targets are never evicted.
+//!
+//! # Pieces other crates reuse
+//! [`discovery::Resolver`] (cached `Destination/Get` and `GetProfile` watches),
+//! [`client::Connector`] (TCP + mTLS verifying the expected identity + transport header)
+//! with [`client::ConnectPlan`], [`transport_header`], [`detect`], and [`metrics`].
+
+pub mod admin;
+pub mod balance;
+pub mod client;
+pub mod config;
+pub mod detect;
+pub mod discovery;
+pub mod identity;
+pub mod inbound;
+pub mod io;
+pub mod log;
+pub mod metrics;
+pub mod outbound;
+pub mod server;
+pub mod transport_header;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Capture, Config, ConfigError};
+use strait_identity::{CertStore, ClientAuth};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The original destination of a redirected connection (`SO_ORIGINAL_DST`).
+pub fn original_dst(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(tcp);
+    let addr = match tcp.local_addr()? {
+        SocketAddr::V4(_) => sock.original_dst_v4()?,
+        SocketAddr::V6(_) => sock.original_dst_v6()?,
+    };
+    addr.as_socket()
+        .ok_or_else(|| std::io::Error::other("SO_ORIGINAL_DST returned a non-IP address"))
+}
+
+/// The addresses the proxy listens on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Inbound.
+    pub inbound: SocketAddr,
+    /// Outbound.
+    pub outbound: SocketAddr,
+    /// Admin.
+    pub admin: SocketAddr,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A control-plane address is unusable.
+    #[error("control plane address {addr:?}: {reason}")]
+    ControlPlane { addr: String, reason: String },
+    /// Key generation failed.
+    #[error("{0}")]
+    Identity(#[from] strait_identity::CsrError),
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+fn channel(addr: &str) -> Result<tonic::transport::Channel, RunError> {
+    let e = |reason: String| RunError::ControlPlane {
+        addr: addr.to_string(),
+        reason,
+    };
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|x| e(x.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains; `on_bound` hears the bound
+/// addresses once every listener is open.
+pub async fn run(
+    cfg: Config,
+    on_bound: impl FnOnce(Bound) + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let inbound_l = bind("inbound", cfg.inbound_addr).await?;
+    let outbound_l = bind("outbound", cfg.outbound_addr).await?;
+    let admin_l = bind("admin", cfg.admin_addr).await?;
+    let local = |l: &TcpListener, a| l.local_addr().unwrap_or(a);
+    let bound = Bound {
+        inbound: local(&inbound_l, cfg.inbound_addr),
+        outbound: local(&outbound_l, cfg.outbound_addr),
+        admin: local(&admin_l, cfg.admin_addr),
+    };
+
+    let store = CertStore::new();
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let identity = identity::Identity::new(
+        cfg.local_identity.clone(),
+        cfg.token_file.clone(),
+        channel(&cfg.identity_addr)?,
+        store.clone(),
+    )?;
+    let identity_task = tokio::spawn(identity.run(ready_tx));
+    let resolver = discovery::Resolver::new(
+        channel(&cfg.destination_addr)?,
+        cfg.local_identity.namespace(),
+        cfg.local_identity.service_account(),
+    );
+    let metrics = Arc::new(metrics::Registry::default());
+    let connector = Arc::new(client::Connector::new(
+        &store,
+        &cfg.trust_anchors,
+        cfg.connect_timeout,
+    ));
+    let outbound = outbound::Outbound::new(
+        outbound::OutboundConfig {
+            capture: cfg.capture,
+            detect_timeout: cfg.detect_timeout,
+            request_timeout: cfg.request_timeout,
+            peer_inbound_port: cfg.peer_inbound_port,
+            limits: cfg.limits.clone(),
+            own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
+        },
+        resolver,
+        connector.clone(),
+        metrics.clone(),
+    );
+    let server_tls = Arc::unwrap_or_clone(strait_identity::server_config(
+        &store,
+        &cfg.trust_anchors,
+        ClientAuth::Optional,
+    ));
+    let inbound = inbound::Inbound::new(
+        inbound::InboundConfig {
+            capture: cfg.capture,
+            detect_timeout: cfg.detect_timeout,
+            opaque_ports: cfg.inbound_opaque_ports.clone(),
+            app_ip: cfg.app_ip,
+            own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
+            limits: cfg.limits.clone(),
+        },
+        server_tls,
+        connector,
+        metrics.clone(),
+        Arc::new(inbound::AllowAll),
+    );
+
+    let (control, drain) = server::drain();
+    let max = cfg.limits.max_connections;
+    {
+        let (m, r) = (metrics.clone(), ready_rx.clone());
+        tokio::spawn(server::accept_loop(
+            admin_l,
+            max,
+            drain.clone(),
+            "admin",
+            move |tcp, _, d| admin::handle(tcp, r.clone(), m.clone(), d),
+        ));
+    }
+    // Serve meshed traffic only with an identity: until then /ready says 503 and
+    // connections wait in the listen backlog.
+    let serving = {
+        let drain = drain.clone();
+        let mut ready = ready_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = ready.wait_for(|r| *r) => { if r.is_err() { return; } }
+                _ = drain.signaled() => return,
+            }
+            tracing::info!(?bound, "identity ready; serving");
+            let i = inbound.clone();
+            let o = outbound.clone();
+            tokio::join!(
+                server::accept_loop(inbound_l, max, drain.clone(), "inbound", move |tcp, peer, d| {
+                    i.clone().handle(tcp, peer, d)
+                }),
+                server::accept_loop(outbound_l, max, drain.clone(), "outbound", move |tcp, peer, d| {
+                    o.clone().handle(tcp, peer, d)
+                }),
+            );
+        })
+    };
+    drop(drain);
+    tracing::info!(?bound, "proxy listening");
+    on_bound(bound);
+
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    let clean = control.drain(cfg.shutdown_grace).await;
+    if !clean {
+        tracing::warn!(grace = ?cfg.shutdown_grace, "connections still open after the grace period; closing them");
+    }
+    serving.abort();
+    identity_task.abort();
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod inject;
 pub mod install;
 pub mod multicluster;
 pub mod pending;
+pub mod proxy;
 pub mod version;
 
 use std::process::ExitCode;

@@ -26,6 +26,29 @@ struct Cli {
 enum Bench {
     /// Change propagation to open Destination/Get streams, and controller memory at scale.
     ControlPlane(ControlPlaneArgs),
+    /// A `strait proxy` pair with mTLS against a direct baseline: added latency at a fixed
+    /// rate (h2load), RSS and CPU per proxy, saturation throughput (wrk).
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ProxyArgs {
+    /// The `strait` binary to run as the proxies (default: build it, same profile).
+    #[arg(long, value_name = "FILE")]
+    strait: Option<PathBuf>,
+    /// Where to write the figures (default: BENCHMARKS.md at the repository root, release
+    /// builds only).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print the section only.
+    #[arg(long, conflicts_with = "output")]
+    no_write: bool,
+    /// Measured seconds of each fixed-rate run.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Seconds of each saturation run.
+    #[arg(long, default_value_t = 15)]
+    saturation_seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -177,10 +200,79 @@ async fn control_plane(args: &ControlPlaneArgs, strait: &Path) -> Result<Run, St
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Bench::ControlPlane(args) = cli.command;
     if PROFILE == "debug" {
         eprintln!("warning: a debug build; figures are not representative (use cargo run --release)");
     }
+    match cli.command {
+        Bench::ControlPlane(args) => control_plane_main(&args),
+        Bench::Proxy(args) => proxy_main(&args),
+    }
+}
+
+fn write_output(
+    output: Option<&PathBuf>,
+    no_write: bool,
+    update: impl FnOnce(Option<&str>) -> String,
+) -> ExitCode {
+    let output = match (output, no_write, PROFILE) {
+        (Some(o), _, _) => Some(o.clone()),
+        (None, false, "release") => Some(repo_root().join("BENCHMARKS.md")),
+        _ => None,
+    };
+    if let Some(path) = output {
+        let existing = std::fs::read_to_string(&path).ok();
+        let text = update(existing.as_deref());
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("figures written to {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+fn proxy_main(args: &ProxyArgs) -> ExitCode {
+    use strait_tests::bench::proxy;
+    let strait = match args.strait.clone().map_or_else(build_strait, Ok) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = proxy::ProxyConfig {
+        duration: std::time::Duration::from_secs(args.seconds),
+        saturation: std::time::Duration::from_secs(args.saturation_seconds),
+        ..proxy::ProxyConfig::issue()
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let result = match rt.block_on(proxy::run(&strait, config)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let machine = Machine::detect();
+    let args_line: Vec<String> = std::env::args().skip(1).collect();
+    let header = format!(
+        "- **Date:** {}\n- **Machine:** {} cores ({}), load average {} at the start\n- **Command:** `cargo run {}-p strait-tests --bin bench -- {}`\n- **Proxies:** two `strait proxy` ({PROFILE} build) child processes in explicit mode on 127.46.0.2 and 127.46.0.3, mTLS between them; controller and 1 KiB backend in the bench process; h2load and wrk as load\n- **Revision:** `{}`",
+        k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        machine.nproc,
+        machine.cpu,
+        machine.load,
+        if PROFILE == "release" { "--release " } else { "" },
+        args_line.join(" "),
+        revision()
+    );
+    let section = proxy::markdown(&result, &header);
+    println!("{section}");
+    write_output(args.output.as_ref(), args.no_write, |existing| {
+        proxy::update_file(existing.unwrap_or("# Benchmarks\n"), &section)
+    })
+}
+
+fn control_plane_main(args: &ControlPlaneArgs) -> ExitCode {
     let strait = match args.strait.clone().map_or_else(build_strait, Ok) {
         Ok(s) => s,
         Err(e) => {
@@ -189,7 +281,7 @@ fn main() -> ExitCode {
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let run = match rt.block_on(control_plane(&args, &strait)) {
+    let run = match rt.block_on(control_plane(args, &strait)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -197,19 +289,7 @@ fn main() -> ExitCode {
         }
     };
     println!("{}", report::table(&run));
-    let output = match (&args.output, args.no_write, PROFILE) {
-        (Some(o), _, _) => Some(o.clone()),
-        (None, false, "release") => Some(repo_root().join("BENCHMARKS.md")),
-        _ => None,
-    };
-    if let Some(path) = output {
-        let existing = std::fs::read_to_string(&path).ok();
-        let text = report::update_file(existing.as_deref(), &report::markdown(&run));
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-        println!("figures written to {}", path.display());
-    }
-    ExitCode::SUCCESS
+    write_output(args.output.as_ref(), args.no_write, |existing| {
+        report::update_file(existing, &report::markdown(&run))
+    })
 }

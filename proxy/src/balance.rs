@@ -1,0 +1,339 @@
+//! Load balancing: power of two choices over peak-EWMA latency, weighted by in-flight
+//! requests (the balancer Linkerd's proxies use).
+//!
+//! The endpoint list is rebuilt by a task that follows discovery and swapped in whole;
+//! the request path takes a read lock for an `Arc` clone, draws two random indexes and
+//! compares two loads computed from atomics.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::discovery::{Endpoint, Resolution, Watch};
+
+/// How fast old latency observations fade.
+pub const DECAY: Duration = Duration::from_secs(10);
+/// The cost assumed for an endpoint before its first response (Linkerd: 30 ms).
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The next peak-EWMA cost (ns) after observing `rtt` at `elapsed` since the last
+/// observation: a higher sample replaces the cost at once (the peak), a lower one is
+/// blended in with weight decaying over [`DECAY`].
+pub fn next_cost(cost_ns: f64, elapsed: Duration, rtt: Duration) -> f64 {
+    let rtt = rtt.as_nanos() as f64;
+    if rtt > cost_ns {
+        return rtt;
+    }
+    let w = decay(elapsed);
+    cost_ns * w + rtt * (1.0 - w)
+}
+
+/// The weight left to an observation `elapsed` old.
+pub fn decay(elapsed: Duration) -> f64 {
+    (-elapsed.as_secs_f64() / DECAY.as_secs_f64()).exp()
+}
+
+/// Latency and load of one endpoint.
+#[derive(Debug)]
+pub struct PeakEwma {
+    cost_ns: AtomicU64,
+    stamp_ns: AtomicU64,
+    pending: AtomicUsize,
+}
+
+fn now_ns() -> u64 {
+    Instant::now().duration_since(epoch()).as_nanos() as u64
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        Self {
+            cost_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
+            stamp_ns: AtomicU64::new(now_ns()),
+            pending: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// An in-flight request on an endpoint; finish it with [`InFlight::observe`].
+pub struct InFlight<'a> {
+    ewma: &'a PeakEwma,
+    start: Instant,
+}
+
+impl InFlight<'_> {
+    /// Records the response time.
+    pub fn observe(self) {
+        let now = Instant::now();
+        let now_ns = now.duration_since(epoch()).as_nanos() as u64;
+        let last = self.ewma.stamp_ns.swap(now_ns, Relaxed);
+        let elapsed = Duration::from_nanos(now_ns.saturating_sub(last));
+        let cost = f64::from_bits(self.ewma.cost_ns.load(Relaxed));
+        let next = next_cost(cost, elapsed, now - self.start);
+        // Races between concurrent observations lose one sample at worst.
+        self.ewma.cost_ns.store(next.to_bits(), Relaxed);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.ewma.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+impl PeakEwma {
+    /// Starts a request.
+    pub fn start(&self) -> InFlight<'_> {
+        self.pending.fetch_add(1, Relaxed);
+        InFlight {
+            ewma: self,
+            start: Instant::now(),
+        }
+    }
+
+    /// The load: cost × (in-flight + 1), the cost decaying toward zero while the endpoint
+    /// is not observed, so an idle endpoint becomes attractive again (as in tower's
+    /// peak-EWMA, which Linkerd's proxies use).
+    pub fn load(&self) -> f64 {
+        let idle = Duration::from_nanos(now_ns().saturating_sub(self.stamp_ns.load(Relaxed)));
+        let cost = f64::from_bits(self.cost_ns.load(Relaxed)) * decay(idle);
+        cost * (self.pending.load(Relaxed) + 1) as f64
+    }
+}
+
+/// A fast thread-local xorshift; balancing needs spread, not secrecy.
+pub fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = epoch().elapsed().as_nanos() as u64;
+            let here = &t as *const u64 as u64;
+            (t ^ here.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// Picks the index among `loads` by power of two choices with draws `r1`, `r2`.
+pub fn p2c(loads: &[f64], r1: u64, r2: u64) -> Option<usize> {
+    p2c_by(loads.len(), r1, r2, |i| loads[i])
+}
+
+/// Power of two choices among `n` items whose load is `load(i)`: two distinct indexes
+/// from the draws, the less loaded wins.
+pub fn p2c_by(n: usize, r1: u64, r2: u64, load: impl Fn(usize) -> f64) -> Option<usize> {
+    match n {
+        0 => None,
+        1 => Some(0),
+        n => {
+            let i = (r1 % n as u64) as usize;
+            let mut j = (r2 % (n as u64 - 1)) as usize;
+            if j >= i {
+                j += 1;
+            }
+            Some(if load(j) < load(i) { j } else { i })
+        }
+    }
+}
+
+/// Picks an index by weight with draw `r`.
+pub fn weighted(weights: &[u32], r: u64) -> Option<usize> {
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = r % total;
+    for (i, w) in weights.iter().enumerate() {
+        if x < u64::from(*w) {
+            return Some(i);
+        }
+        x -= u64::from(*w);
+    }
+    None
+}
+
+/// An endpoint in a balancer, with whatever the data path attaches to it.
+pub struct Balanced<T> {
+    /// Discovery's description.
+    pub endpoint: Endpoint,
+    /// Latency and load.
+    pub ewma: PeakEwma,
+    /// Clients, metrics…
+    pub value: T,
+}
+
+/// The outcome of picking.
+pub enum Pick<T> {
+    /// Send here.
+    Endpoint(Arc<Balanced<T>>),
+    /// The service exists and has no endpoints.
+    NoEndpoints,
+    /// Discovery does not know the target.
+    Unknown,
+    /// Discovery has not answered in time.
+    Pending,
+}
+
+/// A swappable endpoint list: readers clone the inner `Arc`, the rebuild task swaps it.
+type Shared<T> = Arc<RwLock<Arc<Vec<Arc<Balanced<T>>>>>>;
+
+/// Balances over one target's endpoints, following discovery.
+pub struct Balancer<T> {
+    endpoints: Shared<T>,
+    resolution: Arc<Watch<Resolution>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<T> Drop for Balancer<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Send + Sync + 'static> Balancer<T> {
+    /// A balancer over `resolution`; `make` builds each new endpoint's value.
+    pub fn new(
+        resolution: Arc<Watch<Resolution>>,
+        make: impl Fn(&Endpoint) -> T + Send + Sync + 'static,
+    ) -> Self {
+        let endpoints: Shared<T> = Arc::default();
+        let mut rx = resolution.subscribe();
+        let list = endpoints.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let next = match &*rx.borrow_and_update() {
+                    Resolution::Endpoints(eps) => {
+                        let old = list.read().unwrap_or_else(PoisonError::into_inner).clone();
+                        let by_addr: std::collections::HashMap<SocketAddr, &Arc<Balanced<T>>> =
+                            old.iter().map(|b| (b.endpoint.addr, b)).collect();
+                        eps.values()
+                            .map(|e| match by_addr.get(&e.addr) {
+                                Some(b) if b.endpoint == *e => Arc::clone(b),
+                                _ => Arc::new(Balanced {
+                                    endpoint: e.clone(),
+                                    ewma: PeakEwma::default(),
+                                    value: make(e),
+                                }),
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .abort_handle();
+        Self {
+            endpoints,
+            resolution,
+            task,
+        }
+    }
+
+    /// Picks an endpoint, waiting up to `wait` for discovery's first answer.
+    pub async fn pick(&self, wait: Duration) -> Pick<T> {
+        let mut rx = self.resolution.subscribe();
+        let pending = match &*rx.borrow() {
+            Resolution::Pending => true,
+            Resolution::Unknown => return Pick::Unknown,
+            Resolution::Endpoints(_) => false,
+        };
+        if pending {
+            let unknown = match tokio::time::timeout(wait, rx.wait_for(|r| *r != Resolution::Pending)).await {
+                Ok(Ok(r)) => *r == Resolution::Unknown,
+                _ => return Pick::Pending,
+            };
+            if unknown {
+                return Pick::Unknown;
+            }
+        }
+        let mut list = self
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if list.is_empty() {
+            // The rebuild task may not have run since the first answer arrived.
+            let known = matches!(&*rx.borrow(), Resolution::Endpoints(e) if !e.is_empty());
+            if known {
+                tokio::task::yield_now().await;
+                list = self
+                    .endpoints
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+            }
+        }
+        match p2c_by(list.len(), random(), random(), |i| list[i].ewma.load()) {
+            Some(i) => Pick::Endpoint(list[i].clone()),
+            None => Pick::NoEndpoints,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_win_at_once_and_decay_slowly() {
+        let c = next_cost(1e6, Duration::from_millis(1), Duration::from_millis(5));
+        assert_eq!(c, 5e6, "a slower sample is the new peak");
+        let c2 = next_cost(c, Duration::from_secs(10), Duration::from_millis(1));
+        assert!(c2 < c && c2 > 1e6, "{c2}");
+        let c3 = next_cost(c, Duration::from_secs(100), Duration::from_millis(1));
+        assert!((c3 - 1e6).abs() < 1e3, "long ago peaks are forgotten: {c3}");
+    }
+
+    #[test]
+    fn p2c_prefers_the_lighter_of_two() {
+        let loads = [5.0, 1.0, 9.0];
+        assert_eq!(p2c(&loads, 0, 0), Some(1)); // i=0, j=1
+        assert_eq!(p2c(&loads, 2, 0), Some(0)); // i=2, j=0
+        assert_eq!(p2c(&loads, 2, 1), Some(1)); // i=2, j=1
+        assert_eq!(p2c(&[], 1, 2), None);
+        assert_eq!(p2c(&[3.0], 7, 9), Some(0));
+        // Never picks the same index twice, so the heaviest endpoint is never chosen
+        // when three or more exist... unless paired with itself, which cannot happen.
+        for r1 in 0..30 {
+            for r2 in 0..30 {
+                assert_ne!(p2c(&loads, r1, r2), Some(2));
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_picks_follow_weights() {
+        let w = [900, 100];
+        let hits = (0..1000u64).filter(|r| weighted(&w, *r) == Some(0)).count();
+        assert_eq!(hits, 900);
+        assert_eq!(weighted(&[0, 0], 5), None);
+    }
+
+    #[test]
+    fn load_grows_with_in_flight_requests() {
+        let e = PeakEwma::default();
+        let idle = e.load();
+        let a = e.start();
+        let busy = e.load();
+        assert!(busy > idle * 1.99 && busy <= idle * 2.0, "{idle} {busy}");
+        drop(a);
+        assert!(e.load() <= idle);
+    }
+}

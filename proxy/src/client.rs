@@ -1,0 +1,446 @@
+//! Connecting to endpoints: the connect plan (pure), TCP + mTLS + transport header, and
+//! the per-endpoint HTTP clients (one multiplexed HTTP/2 connection, or a pool of HTTP/1
+//! connections) that every proxied connection shares.
+//!
+//! Invariants: an [`HttpEndpoint`] holds at most one live HTTP/2 connection, replaced
+//! only once closed; its HTTP/1 pool holds idle-or-busy senders and hands out only ready
+//! ones. Locks are held for a clone or a swap, never across I/O.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use strait_identity::rustls::ClientConfig;
+use strait_identity::{CertStore, IdentityName, TrustAnchors};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::transport_header::{self, SessionProtocol, TransportHeader};
+
+/// The body of responses the proxy sends: the upstream's, or its own error text.
+pub type RspBody = Either<Incoming, Full<Bytes>>;
+
+/// Linkerd's header marking an HTTP/1 request carried over HTTP/2 between proxies.
+pub const ORIG_PROTO: &str = "l5d-orig-proto";
+/// Linkerd's header naming why the proxy answered instead of the application.
+pub const PROXY_ERROR: &str = "l5d-proxy-error";
+
+/// An I/O a proxied connection runs over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// What goes over a connection to an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 (meshed peers always; h2 apps).
+    Http2,
+    /// Bytes.
+    Opaque,
+}
+
+/// How to reach one endpoint: decided from discovery before any I/O.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectPlan {
+    /// The address to dial (the endpoint, or its proxy's inbound port).
+    pub addr: SocketAddr,
+    /// The identity the server must prove (mTLS), or plaintext.
+    pub tls: Option<IdentityName>,
+    /// The transport header to send first inside TLS.
+    pub header: Option<TransportHeader>,
+    /// The protocol on the wire.
+    pub wire: Wire,
+}
+
+/// Why an endpoint could not be used; each maps to Linkerd's HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Connecting failed (502).
+    #[error("endpoint {addr} unreachable: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    /// The peer's identity or TLS failed (502).
+    #[error("TLS with {addr} expecting {identity} failed: {reason}")]
+    Tls {
+        addr: SocketAddr,
+        identity: IdentityName,
+        reason: String,
+    },
+    /// Connecting took too long (504 when it is the request's deadline, 502 otherwise).
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    /// The upstream connection failed mid-request (502).
+    #[error("upstream {addr} failed: {reason}")]
+    Upstream { addr: SocketAddr, reason: String },
+    /// Discovery knows the service but it has no endpoints (503).
+    #[error("service {0} has no endpoints")]
+    NoEndpoints(String),
+    /// The request's deadline passed (504).
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The request names no target (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Discovery is unavailable (503).
+    #[error("discovery of {0} is unavailable")]
+    Discovery(String),
+}
+
+impl ProxyError {
+    /// The status Linkerd answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unreachable { .. } | Self::Tls { .. } | Self::Upstream { .. } | Self::ConnectTimeout(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::NoEndpoints(_) | Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The response a client sees, with `l5d-proxy-error`.
+    pub fn response(&self) -> Response<RspBody> {
+        let msg = self.to_string();
+        let mut rsp = Response::new(Either::Right(Full::new(Bytes::from(format!("{msg}\n")))));
+        *rsp.status_mut() = self.status();
+        if let Ok(v) = HeaderValue::from_str(&msg) {
+            rsp.headers_mut().insert(PROXY_ERROR, v);
+        }
+        rsp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        rsp
+    }
+}
+
+/// Dials endpoints: TCP, then mTLS verifying the expected identity, then the header.
+pub struct Connector {
+    plain_tls: Arc<ClientConfig>,
+    header_tls: Arc<ClientConfig>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    /// A connector presenting `store`'s certificate and trusting `anchors`.
+    pub fn new(store: &CertStore, anchors: &TrustAnchors, connect_timeout: Duration) -> Self {
+        let plain_tls = strait_identity::client_config(store, anchors);
+        let mut header_tls = Arc::unwrap_or_clone(strait_identity::client_config(store, anchors));
+        header_tls.alpn_protocols = vec![transport_header::ALPN.to_vec()];
+        Self {
+            plain_tls,
+            header_tls: Arc::new(header_tls),
+            connect_timeout,
+        }
+    }
+
+    /// Opens a connection following `plan`.
+    pub async fn connect(&self, plan: &ConnectPlan) -> Result<BoxIo, ProxyError> {
+        let addr = plan.addr;
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout(addr))?
+            .map_err(|e| ProxyError::Unreachable {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(identity) = &plan.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let config = if plan.header.is_some() {
+            self.header_tls.clone()
+        } else {
+            self.plain_tls.clone()
+        };
+        let tls_err = |reason: String| ProxyError::Tls {
+            addr,
+            identity: identity.clone(),
+            reason,
+        };
+        let mut tls = tokio::time::timeout(
+            self.connect_timeout,
+            tokio_rustls::TlsConnector::from(config).connect(identity.server_name(), tcp),
+        )
+        .await
+        .map_err(|_| ProxyError::ConnectTimeout(addr))?
+        .map_err(|e| tls_err(e.to_string()))?;
+        if let Some(h) = &plan.header {
+            if tls.get_ref().1.alpn_protocol() != Some(transport_header::ALPN) {
+                return Err(tls_err("the peer did not accept transport.l5d.io/v1".into()));
+            }
+            tls.write_all(&h.encode())
+                .await
+                .map_err(|e| ProxyError::Unreachable {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(Box::new(tls))
+    }
+}
+
+/// Makes a request fit HTTP/2 to a peer proxy: absolute URI from `Host`, and
+/// `l5d-orig-proto` so the server proxy restores HTTP/1.
+pub fn upgrade_to_h2<B>(req: &mut Request<B>) {
+    if req.version() == Version::HTTP_2 {
+        return;
+    }
+    let orig = if req.version() == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    req.headers_mut()
+        .insert(ORIG_PROTO, HeaderValue::from_static(orig));
+    if req.uri().authority().is_none()
+        && let Some(host) = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    {
+        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(pq)
+            .build()
+        {
+            *req.uri_mut() = uri;
+        }
+    }
+    req.headers_mut().remove(http::header::HOST);
+    *req.version_mut() = Version::HTTP_2;
+}
+
+/// Makes a request fit HTTP/1 to an application: origin-form URI, `Host` from the
+/// authority, `l5d-orig-proto` consumed.
+pub fn downgrade_to_h1<B>(req: &mut Request<B>) {
+    let orig = req.headers_mut().remove(ORIG_PROTO);
+    if req.version() != Version::HTTP_2 {
+        return;
+    }
+    if let Some(a) = req.uri().authority().cloned()
+        && !req.headers().contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = if orig.as_ref().is_some_and(|v| v == "HTTP/1.0") {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+}
+
+/// The HTTP client of one endpoint, shared by every connection that balances onto it.
+pub struct HttpEndpoint {
+    plan: ConnectPlan,
+    connector: Arc<Connector>,
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2_connecting: tokio::sync::Mutex<()>,
+    h1: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    tcp: Option<Arc<crate::metrics::TcpStats>>,
+}
+
+const MAX_IDLE_H1: usize = 64;
+
+impl HttpEndpoint {
+    /// A client following `plan` (whose wire is HTTP/1 or HTTP/2).
+    pub fn new(plan: ConnectPlan, connector: Arc<Connector>) -> Self {
+        Self {
+            plan,
+            connector,
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
+            h1: Mutex::new(Vec::new()),
+            tcp: None,
+        }
+    }
+
+    /// Counts this client's connections in `tcp`.
+    pub fn with_tcp(mut self, tcp: Arc<crate::metrics::TcpStats>) -> Self {
+        self.tcp = Some(tcp);
+        self
+    }
+
+    async fn dial(&self) -> Result<BoxIo, ProxyError> {
+        let io = self.connector.connect(&self.plan).await?;
+        Ok(match &self.tcp {
+            Some(t) => Box::new(crate::io::CountingIo::new(io, t.clone())),
+            None => io,
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &ConnectPlan {
+        &self.plan
+    }
+
+    fn upstream_err(&self, e: hyper::Error) -> ProxyError {
+        ProxyError::Upstream {
+            addr: self.plan.addr,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Sends `req`, adapting its version to the wire.
+    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        match self.plan.wire {
+            Wire::Http2 => {
+                if self.plan.tls.is_some() {
+                    upgrade_to_h2(&mut req);
+                } else if req.version() != Version::HTTP_2 {
+                    // An unmeshed h2 app reached from an HTTP/1 client: plain version change.
+                    upgrade_to_h2(&mut req);
+                    req.headers_mut().remove(ORIG_PROTO);
+                }
+                let mut s = self.h2_sender().await?;
+                s.ready().await.map_err(|e| self.upstream_err(e))?;
+                s.send_request(req).await.map_err(|e| self.upstream_err(e))
+            }
+            _ => {
+                downgrade_to_h1(&mut req);
+                let mut s = self.h1_sender().await?;
+                let rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e));
+                // The connection serves the next request once this response's body is read;
+                // until then `is_ready` keeps it from being handed out.
+                if rsp.is_ok() {
+                    let mut pool = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pool.len() < MAX_IDLE_H1 {
+                        pool.push(s);
+                    }
+                }
+                rsp
+            }
+        }
+    }
+
+    async fn h2_sender(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        if let Some(s) = self.live_h2() {
+            return Ok(s);
+        }
+        let _one = self.h2_connecting.lock().await;
+        if let Some(s) = self.live_h2() {
+            return Ok(s);
+        }
+        let io = self.dial().await?;
+        let (s, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.upstream_err(e))?;
+        let addr = self.plan.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "HTTP/2 connection ended");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        Ok(s)
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        let g = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        g.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn h1_sender(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        {
+            let mut pool = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+            pool.retain(|s| !s.is_closed());
+            if let Some(i) = pool.iter().position(|s| s.is_ready()) {
+                return Ok(pool.swap_remove(i));
+            }
+        }
+        let io = self.dial().await?;
+        let (mut s, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.upstream_err(e))?;
+        let addr = self.plan.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "HTTP/1 connection ended");
+            }
+        });
+        s.ready().await.map_err(|e| self.upstream_err(e))?;
+        Ok(s)
+    }
+}
+
+/// The session protocol a meshed HTTP connection announces in its transport header.
+pub fn session_for(wire: Wire) -> Option<SessionProtocol> {
+    match wire {
+        Wire::Http1 => Some(SessionProtocol::Http1),
+        Wire::Http2 => Some(SessionProtocol::Http2),
+        Wire::Opaque => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http1_requests_travel_as_http2_and_come_back() {
+        let mut req = Request::builder()
+            .uri("/path?q=1")
+            .header("host", "myapp.production.svc.cluster.local:80")
+            .body(())
+            .unwrap();
+        upgrade_to_h2(&mut req);
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(
+            req.uri().to_string(),
+            "http://myapp.production.svc.cluster.local:80/path?q=1"
+        );
+        assert_eq!(req.headers()[ORIG_PROTO], "HTTP/1.1");
+        assert!(req.headers().get("host").is_none());
+        downgrade_to_h1(&mut req);
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.uri().to_string(), "/path?q=1");
+        assert_eq!(req.headers()["host"], "myapp.production.svc.cluster.local:80");
+        assert!(req.headers().get(ORIG_PROTO).is_none());
+    }
+
+    #[test]
+    fn errors_have_linkerd_statuses_and_header() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let cases = [
+            (
+                ProxyError::Unreachable {
+                    addr: a,
+                    reason: "refused".into(),
+                },
+                502,
+            ),
+            (ProxyError::NoEndpoints("x".into()), 503),
+            (ProxyError::Timeout(Duration::from_secs(1)), 504),
+            (ProxyError::ConnectTimeout(a), 502),
+        ];
+        for (e, status) in cases {
+            let r = e.response();
+            assert_eq!(r.status().as_u16(), status, "{e}");
+            assert_eq!(r.headers()[PROXY_ERROR], e.to_string().as_str());
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The proxy's configuration, parsed once from Linkerd's environment variables (and the
+//! `strait proxy` flags that override them) before any port is bound.
+//!
+//! The source is injectable ([`Config::from_source`] takes a lookup function), so tests
+//! never touch the process environment. Every error names the variable and what was
+//! expected, so an operator can fix the manifest without reading code.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strait_identity::{IdentityName, TrustAnchors};
+
+/// How connections reach the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// iptables REDIRECT in the pod's network namespace: the original destination of a
+    /// connection comes from `SO_ORIGINAL_DST` (Linkerd's model; needs root to set up).
+    Transparent,
+    /// No redirection (loopback runs without root): each pod has its own 127.x address;
+    /// the application addresses its proxy explicitly and names the target in the request
+    /// (HTTP/1 absolute-form or `Host`, HTTP/2 `:authority`, `CONNECT host:port`).
+    Explicit,
+}
+
+/// A set of ports given as Linkerd writes them: `25,443,587,3306-3307`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet(Vec<(u16, u16)>);
+
+impl PortSet {
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let port = |p: &str| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{p:?} is not a port number 1-65535"))
+            };
+            let range = match part.split_once('-') {
+                Some((lo, hi)) => (port(lo)?, port(hi)?),
+                None => (port(part)?, port(part)?),
+            };
+            if range.0 > range.1 {
+                return Err(format!("range {part:?} ends before it starts"));
+            }
+            out.push(range);
+        }
+        Ok(Self(out))
+    }
+}
+
+/// Limits that keep a misbehaving peer from exhausting the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent connections per listener; further connections are closed at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send its request head (slow-loris protection).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the proxy needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How connections are captured.
+    pub capture: Capture,
+    /// The log filter (Linkerd syntax, e.g. `warn,linkerd=info`).
+    pub log: String,
+    /// `host:port` of the Destination service.
+    pub destination_addr: String,
+    /// `host:port` of the policy service, when configured. Read for the traffic-policy
+    /// work (inbound authorization); not used by this version.
+    pub policy_addr: Option<String>,
+    /// `host:port` of the Identity service.
+    pub identity_addr: String,
+    /// The trust anchors.
+    pub trust_anchors: TrustAnchors,
+    /// This proxy's identity.
+    pub local_identity: IdentityName,
+    /// The file holding the token proving the identity.
+    pub token_file: PathBuf,
+    /// Inbound listener (Linkerd: 0.0.0.0:4143).
+    pub inbound_addr: SocketAddr,
+    /// Outbound listener (Linkerd: 127.0.0.1:4140).
+    pub outbound_addr: SocketAddr,
+    /// Admin listener (Linkerd: 127.0.0.1:4191).
+    pub admin_addr: SocketAddr,
+    /// Inbound ports whose traffic is forwarded without protocol detection.
+    pub inbound_opaque_ports: PortSet,
+    /// Where the application listens (its IP; the port is the connection's target port).
+    pub app_ip: IpAddr,
+    /// The inbound port of peer proxies (explicit mode), unless discovery names another.
+    pub peer_inbound_port: u16,
+    /// How long protocol detection waits for the first bytes.
+    pub detect_timeout: Duration,
+    /// How long a connection attempt to an endpoint may take.
+    pub connect_timeout: Duration,
+    /// How long an outbound request may wait for its response headers (504 after).
+    pub request_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight requests and connections.
+    pub shutdown_grace: Duration,
+    /// Limits against abusive peers.
+    pub limits: Limits,
+    /// Worker threads of the runtime (Linkerd: `LINKERD2_PROXY_CORES`, from the
+    /// `config.linkerd.io/proxy-cpu-limit` annotation; one by default).
+    pub cores: usize,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (and flag, if any).
+    pub var: String,
+    /// What is wrong and what was expected.
+    pub problem: String,
+}
+
+/// Linkerd's variable names, and ours where Linkerd has none.
+pub mod env {
+    pub const LOG: &str = "LINKERD2_PROXY_LOG";
+    pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
+    pub const POLICY_SVC_ADDR: &str = "LINKERD2_PROXY_POLICY_SVC_ADDR";
+    pub const IDENTITY_SVC_ADDR: &str = "LINKERD2_PROXY_IDENTITY_SVC_ADDR";
+    pub const IDENTITY_TRUST_ANCHORS: &str = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS";
+    pub const IDENTITY_LOCAL_NAME: &str = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME";
+    pub const IDENTITY_TOKEN_FILE: &str = "LINKERD2_PROXY_IDENTITY_TOKEN_FILE";
+    pub const INBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR";
+    pub const OUTBOUND_LISTEN_ADDR: &str = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR";
+    pub const ADMIN_LISTEN_ADDR: &str = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR";
+    pub const INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
+        "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+    pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
+    pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+    pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
+    pub const CORES: &str = "LINKERD2_PROXY_CORES";
+    pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
+    pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
+    pub const PEER_INBOUND_PORT: &str = "STRAIT_PROXY_PEER_INBOUND_PORT";
+    pub const REQUEST_TIMEOUT: &str = "STRAIT_PROXY_OUTBOUND_REQUEST_TIMEOUT";
+    pub const MAX_CONNECTIONS: &str = "STRAIT_PROXY_MAX_CONNECTIONS";
+    pub const MAX_HEADER_BYTES: &str = "STRAIT_PROXY_MAX_HEADER_BYTES";
+    pub const HEADER_READ_TIMEOUT: &str = "STRAIT_PROXY_HEADER_READ_TIMEOUT";
+}
+
+/// Parses Linkerd's durations: `100ms`, `10s`, `1m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; expected e.g. 100ms, 10s, 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration: unit {unit:?}; expected ms, s, m or h"
+            ));
+        }
+    };
+    Ok(d)
+}
+
+fn host_port(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} has no port; expected host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host; expected host:port"));
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{s:?}: port {port:?} is not 1-65535; expected host:port"))?;
+    Ok(s.to_string())
+}
+
+impl Config {
+    /// Parses the configuration from `get` (an environment: variable name → value); `now`
+    /// checks the trust anchors' validity.
+    pub fn from_source(
+        get: impl Fn(&str) -> Option<String>,
+        now: std::time::SystemTime,
+    ) -> Result<Self, ConfigError> {
+        let err = |var: &str, problem: String| ConfigError {
+            var: var.to_string(),
+            problem,
+        };
+        let value = |var: &str| get(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let required =
+            |var: &str, what: &str| value(var).ok_or_else(|| err(var, format!("not set; expected {what}")));
+        let addr = |var: &str, default: SocketAddr| match value(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<SocketAddr>()
+                .map_err(|_| err(var, format!("{v:?} is not an address; expected IP:port"))),
+        };
+        let duration = |var: &str, default: Duration| match value(var) {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).map_err(|p| err(var, p)),
+        };
+        let number = |var: &str, default: usize| match value(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err(var, format!("{v:?} is not a positive number"))),
+        };
+
+        let capture = match value(env::CAPTURE).as_deref() {
+            None | Some("transparent") => Capture::Transparent,
+            Some("explicit") => Capture::Explicit,
+            Some(other) => {
+                return Err(err(
+                    env::CAPTURE,
+                    format!("{other:?} is not a capture mode; expected transparent or explicit"),
+                ));
+            }
+        };
+        let log = value(env::LOG).unwrap_or_else(|| "warn,linkerd=info".into());
+        crate::log::filter(&log).map_err(|e| err(env::LOG, e))?;
+        let destination_addr = host_port(&required(env::DESTINATION_SVC_ADDR, "host:port")?)
+            .map_err(|p| err(env::DESTINATION_SVC_ADDR, p))?;
+        let identity_addr = host_port(&required(env::IDENTITY_SVC_ADDR, "host:port")?)
+            .map_err(|p| err(env::IDENTITY_SVC_ADDR, p))?;
+        let policy_addr = match value(env::POLICY_SVC_ADDR) {
+            Some(v) => Some(host_port(&v).map_err(|p| err(env::POLICY_SVC_ADDR, p))?),
+            None => None,
+        };
+        let pem = required(env::IDENTITY_TRUST_ANCHORS, "PEM certificates")?;
+        let trust_anchors = TrustAnchors::from_pem(pem.as_bytes(), env::IDENTITY_TRUST_ANCHORS, now)
+            .map_err(|e| {
+                err(
+                    env::IDENTITY_TRUST_ANCHORS,
+                    format!("{e}; expected the mesh's PEM trust anchors"),
+                )
+            })?;
+        let name = required(env::IDENTITY_LOCAL_NAME, "the proxy's identity name")?;
+        let local_identity = name.parse::<IdentityName>().map_err(|e| {
+            err(
+                env::IDENTITY_LOCAL_NAME,
+                format!("{e}; expected <serviceaccount>.<namespace>.serviceaccount.identity.linkerd.<trust domain>"),
+            )
+        })?;
+        let token_file = PathBuf::from(required(env::IDENTITY_TOKEN_FILE, "a file path")?);
+
+        let inbound_addr = addr(env::INBOUND_LISTEN_ADDR, SocketAddr::from(([0, 0, 0, 0], 4143)))?;
+        let outbound_addr = addr(
+            env::OUTBOUND_LISTEN_ADDR,
+            SocketAddr::from(([127, 0, 0, 1], 4140)),
+        )?;
+        let admin_addr = addr(env::ADMIN_LISTEN_ADDR, SocketAddr::from(([127, 0, 0, 1], 4191)))?;
+        let inbound_opaque_ports = match value(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION) {
+            None => PortSet::default(),
+            Some(v) => PortSet::parse(&v).map_err(|p| {
+                err(
+                    env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+                    format!("{p}; expected ports and ranges like 25,443,3306-3307"),
+                )
+            })?,
+        };
+        let default_app_ip = match capture {
+            // Each pod's app listens on the pod's own 127.x address.
+            Capture::Explicit => inbound_addr.ip(),
+            Capture::Transparent => IpAddr::from([127, 0, 0, 1]),
+        };
+        let app_ip = match value(env::APP_IP) {
+            None => default_app_ip,
+            Some(v) => v
+                .parse()
+                .map_err(|_| err(env::APP_IP, format!("{v:?} is not an IP address")))?,
+        };
+        if app_ip.is_unspecified() {
+            return Err(err(
+                env::APP_IP,
+                format!("{app_ip} is not an address to connect to; set the application's IP"),
+            ));
+        }
+        let peer_inbound_port = match value(env::PEER_INBOUND_PORT) {
+            None => 4143,
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err(env::PEER_INBOUND_PORT, format!("{v:?} is not a port 1-65535")))?,
+        };
+        let request_timeout = match value(env::REQUEST_TIMEOUT) {
+            None => None,
+            Some(v) => Some(parse_duration(&v).map_err(|p| err(env::REQUEST_TIMEOUT, p))?),
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_connections: number(env::MAX_CONNECTIONS, defaults.max_connections)?,
+            max_header_bytes: number(env::MAX_HEADER_BYTES, defaults.max_header_bytes)?,
+            header_read_timeout: duration(env::HEADER_READ_TIMEOUT, defaults.header_read_timeout)?,
+        };
+        if limits.max_header_bytes < 8192 {
+            return Err(err(
+                env::MAX_HEADER_BYTES,
+                format!("{} is below the minimum of 8192 bytes", limits.max_header_bytes),
+            ));
+        }
+        let ports: BTreeSet<SocketAddr> = [inbound_addr, outbound_addr, admin_addr]
+            .into_iter()
+            .filter(|a| a.port() != 0)
+            .collect();
+        if ports.len()
+            < [inbound_addr, outbound_addr, admin_addr]
+                .iter()
+                .filter(|a| a.port() != 0)
+                .count()
+        {
+            return Err(err(
+                env::ADMIN_LISTEN_ADDR,
+                "the inbound, outbound and admin listen addresses must differ".into(),
+            ));
+        }
+        Ok(Self {
+            capture,
+            log,
+            destination_addr,
+            policy_addr,
+            identity_addr,
+            trust_anchors,
+            local_identity,
+            token_file,
+            inbound_addr,
+            outbound_addr,
+            admin_addr,
+            inbound_opaque_ports,
+            app_ip,
+            peer_inbound_port,
+            detect_timeout: duration(env::INBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
+            connect_timeout: duration(env::OUTBOUND_CONNECT_TIMEOUT, Duration::from_secs(1))?,
+            request_timeout,
+            shutdown_grace: duration(env::SHUTDOWN_GRACE_PERIOD, Duration::from_secs(120))?,
+            limits,
+            cores: number(env::CORES, 1)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use super::*;
+
+fn anchors_pem() -> String {
+    let (anchors, _) = strait_identity::generate(&Default::default(), SystemTime::now()).unwrap();
+    anchors.to_pem()
+}
+
+fn base() -> HashMap<&'static str, String> {
+    HashMap::from([
+        (
+            env::DESTINATION_SVC_ADDR,
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086".to_string(),
+        ),
+        (env::IDENTITY_SVC_ADDR, "127.0.0.1:8080".to_string()),
+        (env::IDENTITY_TRUST_ANCHORS, anchors_pem()),
+        (
+            env::IDENTITY_LOCAL_NAME,
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local".to_string(),
+        ),
+        (
+            env::IDENTITY_TOKEN_FILE,
+            "/var/run/secrets/tokens/linkerd-identity-token".to_string(),
+        ),
+    ])
+}
+
+fn parse(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+    Config::from_source(|k| vars.get(k).cloned(), SystemTime::now())
+}
+
+#[test]
+fn linkerd_defaults() {
+    let c = parse(&base()).unwrap();
+    assert_eq!(c.capture, Capture::Transparent);
+    assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+    assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+    assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().unwrap());
+    assert_eq!(c.app_ip, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(c.detect_timeout, Duration::from_secs(10));
+    assert_eq!(c.peer_inbound_port, 4143);
+    assert!(c.request_timeout.is_none());
+    assert_eq!(c.cores, 1);
+}
+
+#[test]
+fn explicit_mode_defaults_the_app_to_the_pod_address() {
+    let mut v = base();
+    v.insert(env::CAPTURE, "explicit".into());
+    v.insert(env::INBOUND_LISTEN_ADDR, "127.0.3.4:4143".into());
+    v.insert(
+        env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+        "25, 3306-3307".into(),
+    );
+    v.insert(env::INBOUND_DETECT_TIMEOUT, "250ms".into());
+    let c = parse(&v).unwrap();
+    assert_eq!(c.capture, Capture::Explicit);
+    assert_eq!(c.app_ip, IpAddr::from([127, 0, 3, 4]));
+    assert!(c.inbound_opaque_ports.contains(25));
+    assert!(c.inbound_opaque_ports.contains(3307));
+    assert!(!c.inbound_opaque_ports.contains(3308));
+    assert_eq!(c.detect_timeout, Duration::from_millis(250));
+}
+
+#[test]
+fn each_bad_value_names_its_variable_and_what_was_expected() {
+    let cases: &[(&str, &str, &str)] = &[
+        (env::DESTINATION_SVC_ADDR, "linkerd-dst", "host:port"),
+        (env::DESTINATION_SVC_ADDR, "dst:99999", "1-65535"),
+        (env::IDENTITY_SVC_ADDR, ":8080", "no host"),
+        (env::POLICY_SVC_ADDR, "policy", "host:port"),
+        (env::IDENTITY_TRUST_ANCHORS, "not pem", "trust anchors"),
+        (env::IDENTITY_LOCAL_NAME, "web", "serviceaccount.identity.linkerd"),
+        (env::INBOUND_LISTEN_ADDR, "0.0.0.0", "IP:port"),
+        (env::OUTBOUND_LISTEN_ADDR, "localhost:4140", "IP:port"),
+        (env::ADMIN_LISTEN_ADDR, "x", "IP:port"),
+        (
+            env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+            "25,http",
+            "port number",
+        ),
+        (
+            env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+            "30-20",
+            "ends before",
+        ),
+        (env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "0", "port number"),
+        (env::INBOUND_DETECT_TIMEOUT, "10 parsecs", "duration"),
+        (env::INBOUND_DETECT_TIMEOUT, "10d", "expected ms, s, m or h"),
+        (env::OUTBOUND_CONNECT_TIMEOUT, "soon", "duration"),
+        (env::SHUTDOWN_GRACE_PERIOD, "-1s", "duration"),
+        (env::LOG, "info,linkerd=chatty", "log level"),
+        (env::CAPTURE, "magic", "transparent or explicit"),
+        (env::APP_IP, "pod", "IP address"),
+        (env::APP_IP, "0.0.0.0", "application's IP"),
+        (env::PEER_INBOUND_PORT, "0", "1-65535"),
+        (env::REQUEST_TIMEOUT, "fast", "duration"),
+        (env::MAX_CONNECTIONS, "0", "positive number"),
+        (env::MAX_HEADER_BYTES, "100", "minimum of 8192"),
+        (env::HEADER_READ_TIMEOUT, "x", "duration"),
+        (env::CORES, "two", "positive number"),
+    ];
+    for (var, value, expected) in cases {
+        let mut v = base();
+        v.insert(var, value.to_string());
+        let e = parse(&v).expect_err(&format!("{var}={value} must be refused"));
+        assert_eq!(e.var, *var, "{e}");
+        assert!(e.to_string().contains(expected), "{var}={value}: {e}");
+    }
+}
+
+#[test]
+fn required_variables_are_named_when_missing() {
+    for var in [
+        env::DESTINATION_SVC_ADDR,
+        env::IDENTITY_SVC_ADDR,
+        env::IDENTITY_TRUST_ANCHORS,
+        env::IDENTITY_LOCAL_NAME,
+        env::IDENTITY_TOKEN_FILE,
+    ] {
+        let mut v = base();
+        v.remove(var);
+        let e = parse(&v).unwrap_err();
+        assert_eq!(e.var, var);
+        assert!(e.problem.starts_with("not set"), "{e}");
+    }
+}
+
+#[test]
+fn listeners_must_not_collide() {
+    let mut v = base();
+    v.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4140".into());
+    let e = parse(&v).unwrap_err();
+    assert!(e.problem.contains("must differ"), "{e}");
+}

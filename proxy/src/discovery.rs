@@ -1,0 +1,300 @@
+//! Discovery: `Destination/Get` and `GetProfile` watches, one per target authority,
+//! shared by every connection and request to it, following updates live.
+//!
+//! Invariants: the cache holds weak references, so a watch lives exactly as long as
+//! someone uses it and its stream task is aborted with its last user; a watch's value is
+//! only replaced by applying an update to the previous one ([`apply`], pure), except on
+//! re-connection, where the controller sends a full snapshot and the state is reset.
+//! Streams that end or fail are re-opened with exponential backoff (100 ms … 10 s); an
+//! `InvalidArgument` answer means the controller cannot name that target, which is final
+//! ("forward to the original address").
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use linkerd2_proxy_api::destination::{
+    self as pb, GetDestination, destination_client::DestinationClient, update::Update as U,
+};
+use strait_identity::IdentityName;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// One endpoint as discovery describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where the workload listens.
+    pub addr: SocketAddr,
+    /// Relative weight.
+    pub weight: u32,
+    /// Its proxy's identity: meshed endpoints get mTLS.
+    pub identity: Option<IdentityName>,
+    /// Its proxy accepts HTTP/2 (every meshed endpoint).
+    pub h2: bool,
+    /// Opaque traffic goes to this inbound port with a transport header.
+    pub opaque_transport_port: Option<u16>,
+    /// Metric labels (`pod`, `deployment`, `serviceaccount`, `namespace`, …).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What is known about a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// No answer yet.
+    Pending,
+    /// The control plane does not know the target: forward to its original address.
+    Unknown,
+    /// The target's current endpoints (possibly none).
+    Endpoints(Arc<BTreeMap<SocketAddr, Endpoint>>),
+}
+
+fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
+    let tcp = addr.addr?;
+    let ip = IpAddr::try_from(tcp.ip?).ok()?;
+    let port = u16::try_from(tcp.port).ok()?;
+    let identity = addr.tls_identity.and_then(|t| match t.strategy? {
+        pb::tls_identity::Strategy::DnsLikeIdentity(d) => d.name.parse().ok(),
+        _ => None,
+    });
+    let (h2, opaque_transport_port) = match addr.protocol_hint {
+        Some(h) => (
+            matches!(h.protocol, Some(pb::protocol_hint::Protocol::H2(_))),
+            h.opaque_transport
+                .and_then(|o| u16::try_from(o.inbound_port).ok())
+                .filter(|p| *p != 0),
+        ),
+        None => (false, None),
+    };
+    let mut labels: BTreeMap<String, String> =
+        set_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.extend(addr.metric_labels);
+    Some(Endpoint {
+        addr: SocketAddr::new(ip, port),
+        weight: addr.weight.max(1),
+        identity,
+        h2,
+        opaque_transport_port,
+        labels,
+    })
+}
+
+/// Applies one `Destination/Get` update to the current resolution.
+pub fn apply(current: &Resolution, update: pb::Update) -> Resolution {
+    let mut eps = match current {
+        Resolution::Endpoints(e) => (**e).clone(),
+        _ => BTreeMap::new(),
+    };
+    match update.update {
+        Some(U::Add(set)) => {
+            for a in set.addrs {
+                if let Some(e) = endpoint(a, &set.metric_labels) {
+                    eps.insert(e.addr, e);
+                }
+            }
+        }
+        Some(U::Remove(set)) => {
+            for a in set.addrs {
+                if let (Some(ip), port) = (a.ip.and_then(|ip| IpAddr::try_from(ip).ok()), a.port)
+                    && let Ok(port) = u16::try_from(port)
+                {
+                    eps.remove(&SocketAddr::new(ip, port));
+                }
+            }
+        }
+        Some(U::NoEndpoints(ne)) => {
+            if !ne.exists {
+                return Resolution::Unknown;
+            }
+            eps.clear();
+        }
+        None => return current.clone(),
+    }
+    Resolution::Endpoints(Arc::new(eps))
+}
+
+/// A live watch; the stream is closed when the last clone of the `Arc` drops.
+pub struct Watch<T> {
+    rx: watch::Receiver<T>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<T> Drop for Watch<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Clone> Watch<T> {
+    /// A receiver following the value.
+    pub fn subscribe(&self) -> watch::Receiver<T> {
+        self.rx.clone()
+    }
+
+    /// The current value.
+    pub fn current(&self) -> T {
+        self.rx.borrow().clone()
+    }
+}
+
+/// A target's ServiceProfile, as far as the proxy uses it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// TrafficSplit: weighted authorities that replace the target.
+    pub dst_overrides: Vec<(String, u32)>,
+    /// The target is opaque.
+    pub opaque: bool,
+}
+
+fn profile(p: pb::DestinationProfile) -> Profile {
+    Profile {
+        dst_overrides: p
+            .dst_overrides
+            .into_iter()
+            .filter(|o| o.weight > 0 && !o.authority.is_empty())
+            .map(|o| (o.authority, o.weight))
+            .collect(),
+        opaque: p.opaque_protocol,
+    }
+}
+
+type Cache<T> = Mutex<HashMap<String, Weak<Watch<T>>>>;
+
+/// Resolves targets through the Destination service; cheap to clone.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: DestinationClient<Channel>,
+    context_token: String,
+    endpoints: Cache<Resolution>,
+    profiles: Cache<Option<Profile>>,
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1u32 << failures.min(7))
+        .min(Duration::from_secs(10))
+}
+
+impl Resolver {
+    /// A resolver over `channel`; `namespace` goes into the context token like Linkerd's.
+    pub fn new(channel: Channel, namespace: &str, pod: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: DestinationClient::new(channel),
+                context_token: format!("{{\"ns\":\"{namespace}\", \"nodeName\":\"\", \"pod\":\"{pod}\"}}"),
+                endpoints: Mutex::new(HashMap::new()),
+                profiles: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn request(&self, path: &str) -> GetDestination {
+        GetDestination {
+            scheme: "k8s".into(),
+            path: path.to_string(),
+            context_token: self.inner.context_token.clone(),
+        }
+    }
+
+    fn cached<T: Clone + Send + Sync + 'static>(
+        cache: &Cache<T>,
+        key: &str,
+        initial: T,
+        spawn: impl FnOnce(watch::Sender<T>) -> tokio::task::AbortHandle,
+    ) -> Arc<Watch<T>> {
+        let mut c = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = c.get(key).and_then(Weak::upgrade) {
+            return w;
+        }
+        c.retain(|_, w| w.strong_count() > 0);
+        let (tx, rx) = watch::channel(initial);
+        let task = spawn(tx);
+        let w = Arc::new(Watch { rx, task });
+        c.insert(key.to_string(), Arc::downgrade(&w));
+        w
+    }
+
+    /// The endpoints of `authority` (`name:port` or `IP:port`), followed live.
+    pub fn resolve(&self, authority: &str) -> Arc<Watch<Resolution>> {
+        Self::cached(&self.inner.endpoints, authority, Resolution::Pending, |tx| {
+            let this = self.clone();
+            let req = self.request(authority);
+            tokio::spawn(async move { this.follow_endpoints(req, tx).await }).abort_handle()
+        })
+    }
+
+    /// The profile of `authority`; `None` until answered or when there is none.
+    pub fn profile(&self, authority: &str) -> Arc<Watch<Option<Profile>>> {
+        Self::cached(&self.inner.profiles, authority, None, |tx| {
+            let this = self.clone();
+            let req = self.request(authority);
+            tokio::spawn(async move { this.follow_profile(req, tx).await }).abort_handle()
+        })
+    }
+
+    async fn follow_endpoints(self, req: GetDestination, tx: watch::Sender<Resolution>) {
+        let mut failures = 0;
+        loop {
+            let mut client = self.inner.client.clone();
+            match client.get(req.clone()).await {
+                Ok(rsp) => {
+                    let mut stream = rsp.into_inner();
+                    let mut state = Resolution::Pending;
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(update)) => {
+                                failures = 0;
+                                state = apply(&state, update);
+                                if *tx.borrow() != state {
+                                    tx.send_replace(state.clone());
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(path = %req.path, error = %e, "destination stream failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                    tracing::debug!(path = %req.path, error = %s, "not a mesh destination");
+                    tx.send_replace(Resolution::Unknown);
+                    return;
+                }
+                Err(s) => {
+                    tracing::info!(path = %req.path, error = %s, "destination unavailable; retrying");
+                }
+            }
+            failures += 1;
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+
+    async fn follow_profile(self, req: GetDestination, tx: watch::Sender<Option<Profile>>) {
+        let mut failures = 0;
+        loop {
+            let mut client = self.inner.client.clone();
+            match client.get_profile(req.clone()).await {
+                Ok(rsp) => {
+                    let mut stream = rsp.into_inner();
+                    while let Ok(Some(p)) = stream.message().await {
+                        failures = 0;
+                        tx.send_replace(Some(profile(p)));
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::InvalidArgument => return,
+                Err(s) => tracing::debug!(path = %req.path, error = %s, "profile unavailable; retrying"),
+            }
+            failures += 1;
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

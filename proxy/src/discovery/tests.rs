@@ -1,0 +1,130 @@
+use linkerd2_proxy_api::net::TcpAddress;
+
+use super::*;
+
+fn addr(ip: [u8; 4], port: u16) -> TcpAddress {
+    TcpAddress {
+        ip: Some(IpAddr::from(ip).into()),
+        port: u32::from(port),
+    }
+}
+
+fn meshed(ip: [u8; 4], port: u16, pod: &str) -> pb::WeightedAddr {
+    use pb::tls_identity::{DnsLikeIdentity, Strategy};
+    pb::WeightedAddr {
+        addr: Some(addr(ip, port)),
+        weight: 10000,
+        metric_labels: [("pod".to_string(), pod.to_string())].into(),
+        tls_identity: Some(pb::TlsIdentity {
+            strategy: Some(Strategy::DnsLikeIdentity(DnsLikeIdentity {
+                name: "myapp.production.serviceaccount.identity.linkerd.cluster.local".into(),
+            })),
+            server_name: None,
+        }),
+        protocol_hint: Some(pb::ProtocolHint {
+            protocol: Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {})),
+            opaque_transport: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn add(addrs: Vec<pb::WeightedAddr>) -> pb::Update {
+    pb::Update {
+        update: Some(U::Add(pb::WeightedAddrSet {
+            addrs,
+            metric_labels: [("namespace".to_string(), "production".to_string())].into(),
+        })),
+    }
+}
+
+fn eps(r: &Resolution) -> Vec<SocketAddr> {
+    match r {
+        Resolution::Endpoints(e) => e.keys().copied().collect(),
+        other => panic!("expected endpoints, got {other:?}"),
+    }
+}
+
+#[test]
+fn updates_add_remove_and_empty() {
+    let r = apply(&Resolution::Pending, add(vec![meshed([10, 0, 0, 1], 8080, "a")]));
+    let Resolution::Endpoints(e) = &r else { panic!() };
+    let a = &e[&"10.0.0.1:8080".parse().unwrap()];
+    assert!(a.h2);
+    assert_eq!(a.identity.as_ref().unwrap().namespace(), "production");
+    assert_eq!(a.labels["pod"], "a");
+    assert_eq!(
+        a.labels["namespace"], "production",
+        "set labels apply to each endpoint"
+    );
+    let r = apply(&r, add(vec![meshed([10, 0, 0, 2], 8080, "b")]));
+    assert_eq!(eps(&r).len(), 2);
+    let r = apply(
+        &r,
+        pb::Update {
+            update: Some(U::Remove(pb::AddrSet {
+                addrs: vec![addr([10, 0, 0, 1], 8080)],
+            })),
+        },
+    );
+    assert_eq!(eps(&r), vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+    let empty = apply(
+        &r,
+        pb::Update {
+            update: Some(U::NoEndpoints(pb::NoEndpoints { exists: true })),
+        },
+    );
+    assert!(eps(&empty).is_empty());
+    let unknown = apply(
+        &r,
+        pb::Update {
+            update: Some(U::NoEndpoints(pb::NoEndpoints { exists: false })),
+        },
+    );
+    assert_eq!(unknown, Resolution::Unknown);
+}
+
+#[test]
+fn opaque_transport_and_unmeshed_endpoints() {
+    let mut a = meshed([10, 0, 0, 3], 3306, "db");
+    a.protocol_hint = Some(pb::ProtocolHint {
+        protocol: Some(pb::protocol_hint::Protocol::Opaque(pb::protocol_hint::Opaque {})),
+        opaque_transport: Some(pb::protocol_hint::OpaqueTransport { inbound_port: 4143 }),
+    });
+    let plain = pb::WeightedAddr {
+        addr: Some(addr([10, 0, 0, 4], 80)),
+        weight: 0,
+        ..Default::default()
+    };
+    let r = apply(&Resolution::Pending, add(vec![a, plain]));
+    let Resolution::Endpoints(e) = &r else { panic!() };
+    let db = &e[&"10.0.0.3:3306".parse().unwrap()];
+    assert_eq!(db.opaque_transport_port, Some(4143));
+    assert!(!db.h2);
+    let p = &e[&"10.0.0.4:80".parse().unwrap()];
+    assert!(p.identity.is_none());
+    assert_eq!(p.weight, 1, "weights are at least 1");
+}
+
+#[test]
+fn profiles_keep_weighted_overrides() {
+    let p = profile(pb::DestinationProfile {
+        dst_overrides: vec![
+            pb::WeightedDst {
+                authority: "a.ns.svc.cluster.local:80".into(),
+                weight: 900,
+                ..Default::default()
+            },
+            pb::WeightedDst {
+                authority: "b.ns.svc.cluster.local:80".into(),
+                weight: 0,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    assert_eq!(
+        p.dst_overrides,
+        vec![("a.ns.svc.cluster.local:80".to_string(), 900)]
+    );
+}

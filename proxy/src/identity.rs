@@ -1,0 +1,180 @@
+//! The proxy's own certificate: a key and CSR made at start, traded with the pod's token
+//! for a leaf certificate at `Identity/Certify`, renewed at 70% of its lifetime.
+//!
+//! Invariants: the [`CertStore`] is only ever replaced by a newer certificate, never
+//! emptied, so a controller outage never takes the proxy's identity away while the old
+//! certificate is valid; established connections keep the certificate they handshook
+//! with. Readiness flips to true on the first certificate and stays true.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
+use strait_identity::pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
+use strait_identity::{CertStore, IdentityName};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// Why one certification attempt failed (the daemon retries).
+#[derive(Debug, thiserror::Error)]
+pub enum CertifyError {
+    /// The token file could not be read.
+    #[error("cannot read the identity token {path}: {source}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The controller refused or could not be reached.
+    #[error("Identity/Certify failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    /// The answer was unusable.
+    #[error("the issued certificate is unusable: {0}")]
+    Certificate(String),
+}
+
+/// When to renew a certificate valid until `valid_until`, asked at `now`: after 70% of
+/// its remaining lifetime (Linkerd's schedule), never sooner than 1 s.
+pub fn refresh_in(now: SystemTime, valid_until: SystemTime) -> Duration {
+    let left = valid_until.duration_since(now).unwrap_or_default();
+    left.mul_f64(0.7).max(Duration::from_secs(1))
+}
+
+/// The retry delay after `failures` consecutive failures: 100 ms doubling to 10 s, but
+/// never beyond the moment the current certificate would be renewed anyway.
+pub fn retry_in(failures: u32, until_expiry: Option<Duration>) -> Duration {
+    let d = Duration::from_millis(100)
+        .saturating_mul(1u32 << failures.min(7))
+        .min(Duration::from_secs(10));
+    match until_expiry {
+        Some(left) if left < d => left.max(Duration::from_millis(100)),
+        _ => d,
+    }
+}
+
+/// The proxy's identity client.
+pub struct Identity {
+    name: IdentityName,
+    token_file: PathBuf,
+    key: PrivatePkcs8KeyDer<'static>,
+    csr: CertificateSigningRequestDer<'static>,
+    client: IdentityClient<Channel>,
+    store: CertStore,
+}
+
+impl Identity {
+    /// Generates the key and CSR for `name`; certificates land in `store`.
+    pub fn new(
+        name: IdentityName,
+        token_file: PathBuf,
+        channel: Channel,
+        store: CertStore,
+    ) -> Result<Self, strait_identity::CsrError> {
+        let (key, csr) = strait_identity::generate_key_and_csr(&name)?;
+        Ok(Self {
+            name,
+            token_file,
+            key,
+            csr,
+            client: IdentityClient::new(channel),
+            store,
+        })
+    }
+
+    /// One `Certify` call; installs the certificate and returns its expiry.
+    pub async fn certify(&mut self) -> Result<SystemTime, CertifyError> {
+        let token = tokio::fs::read(&self.token_file)
+            .await
+            .map_err(|source| CertifyError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        let rsp = self
+            .client
+            .certify(CertifyRequest {
+                identity: self.name.to_string(),
+                token,
+                // DER, as the stock proxy sends it.
+                certificate_signing_request: self.csr.as_ref().to_vec(),
+            })
+            .await?
+            .into_inner();
+        let valid_until = rsp
+            .valid_until
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .ok_or_else(|| CertifyError::Certificate("no valid_until".into()))?;
+        let mut chain = vec![CertificateDer::from(rsp.leaf_certificate)];
+        chain.extend(
+            rsp.intermediate_certificates
+                .into_iter()
+                .map(CertificateDer::from),
+        );
+        self.store
+            .set(chain, PrivateKeyDer::Pkcs8(self.key.clone_key()))
+            .map_err(|e| CertifyError::Certificate(e.to_string()))?;
+        if self.store.identity().as_ref() != Some(&self.name) {
+            return Err(CertifyError::Certificate(format!(
+                "issued for {:?}, not {}",
+                self.store.identity(),
+                self.name
+            )));
+        }
+        Ok(valid_until)
+    }
+
+    /// Certifies, then renews forever; `ready` turns true on the first certificate.
+    pub async fn run(mut self, ready: watch::Sender<bool>) {
+        let mut failures = 0u32;
+        let mut expiry: Option<SystemTime> = None;
+        loop {
+            let wait = match self.certify().await {
+                Ok(valid_until) => {
+                    failures = 0;
+                    expiry = Some(valid_until);
+                    ready.send_replace(true);
+                    let wait = refresh_in(SystemTime::now(), valid_until);
+                    tracing::info!(identity = %self.name, ?valid_until, renew_in = ?wait, "certified");
+                    wait
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let left = expiry.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+                    let wait = retry_in(failures, left);
+                    tracing::warn!(error = %e, retry_in = ?wait, "identity not refreshed; keeping the current certificate");
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_seventy_percent() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(
+            refresh_in(now, now + Duration::from_secs(100)),
+            Duration::from_secs(70)
+        );
+        assert_eq!(refresh_in(now, now + Duration::from_secs(86400)).as_secs(), 60480);
+        // Expired or nearly: never spin.
+        assert_eq!(
+            refresh_in(now, now - Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn retries_back_off_but_not_past_expiry() {
+        assert_eq!(retry_in(1, None), Duration::from_millis(200));
+        assert_eq!(retry_in(30, None), Duration::from_secs(10));
+        assert_eq!(retry_in(30, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(retry_in(30, Some(Duration::ZERO)), Duration::from_millis(100));
+    }
+}

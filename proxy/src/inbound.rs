@@ -1,0 +1,442 @@
+//! The inbound side (4143): what peers send to this pod's application.
+//!
+//! accept → target port (`SO_ORIGINAL_DST`; opaque ports skip everything) → TLS? (mTLS
+//! from a meshed peer: the client identity is authenticated) → transport header (ALPN
+//! `transport.l5d.io/v1`: the target port and session protocol) → **authorization**
+//! ([`Authorize`], the hook the traffic-policy work fills from `InboundServerPolicies`)
+//! → detect → forward to the application on `app_ip:port`; HTTP/1 that came over HTTP/2
+//! (`l5d-orig-proto`) goes out as HTTP/1 again.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Request, Response};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use strait_identity::IdentityName;
+use strait_identity::rustls::ServerConfig;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::client::{ConnectPlan, Connector, HttpEndpoint, Io, ORIG_PROTO, RspBody, Wire};
+use crate::config::{Capture, Limits, PortSet};
+use crate::detect::{self, Protocol};
+use crate::io::{CountingIo, PrefixedIo};
+use crate::metrics::{HttpStats, Registry, labels};
+use crate::server::Drain;
+use crate::transport_header::{self, Decoded, SessionProtocol, TransportHeader};
+
+/// What the inbound side knows about a connection when it decides whether to serve it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundConn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The application address the connection is for.
+    pub target: SocketAddr,
+    /// The authenticated client identity (mTLS), if any.
+    pub client_id: Option<IdentityName>,
+    /// Whether the connection was TLS-terminated here.
+    pub tls: bool,
+}
+
+/// Why a connection is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("unauthorized connection from {client} to {target}: {reason}")]
+pub struct Denied {
+    /// The client identity, or `unauthenticated`.
+    pub client: String,
+    /// The target.
+    pub target: SocketAddr,
+    /// Which policy said no.
+    pub reason: String,
+}
+
+/// Inbound authorization. This version of the proxy allows every connection
+/// ([`AllowAll`], like Linkerd's `all-unauthenticated` default); the traffic-policy
+/// issue supplies an implementation fed by `InboundServerPolicies/WatchPort`.
+pub trait Authorize: Send + Sync + 'static {
+    /// Decides on a connection once its client identity and target are known.
+    fn authorize(&self, conn: &InboundConn) -> Result<(), Denied>;
+}
+
+/// Allows everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Authorize for AllowAll {
+    fn authorize(&self, _conn: &InboundConn) -> Result<(), Denied> {
+        Ok(())
+    }
+}
+
+/// Settings of the inbound side.
+#[derive(Clone, Debug)]
+pub struct InboundConfig {
+    /// Capture mode.
+    pub capture: Capture,
+    /// Protocol detection (and header) timeout.
+    pub detect_timeout: Duration,
+    /// Ports forwarded without detection.
+    pub opaque_ports: PortSet,
+    /// The application's IP.
+    pub app_ip: std::net::IpAddr,
+    /// The proxy's own listeners, never a valid target (they would loop).
+    pub own_addrs: Vec<SocketAddr>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// The inbound proxy.
+pub struct Inbound {
+    cfg: InboundConfig,
+    tls: tokio_rustls::TlsAcceptor,
+    connector: Arc<Connector>,
+    metrics: Arc<Registry>,
+    authz: Arc<dyn Authorize>,
+    apps: Mutex<HashMap<(u16, Wire), Arc<HttpEndpoint>>>,
+}
+
+/// Why a connection was dropped before forwarding.
+#[derive(Debug, thiserror::Error)]
+enum InboundError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad transport header: {0}")]
+    Header(String),
+    #[error("no target port: explicit mode needs a transport header from a meshed peer")]
+    NoTarget,
+    #[error("target {0} is the proxy itself")]
+    Loop(SocketAddr),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("application {0} unreachable: {1}")]
+    App(SocketAddr, String),
+}
+
+impl Inbound {
+    /// The inbound proxy; `server_tls` must be the mesh server config (client
+    /// certificates optional) and `connector` dials the application.
+    pub fn new(
+        cfg: InboundConfig,
+        mut server_tls: ServerConfig,
+        connector: Arc<Connector>,
+        metrics: Arc<Registry>,
+        authz: Arc<dyn Authorize>,
+    ) -> Arc<Self> {
+        server_tls.alpn_protocols = vec![transport_header::ALPN.to_vec()];
+        Arc::new(Self {
+            cfg,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls)),
+            connector,
+            metrics,
+            authz,
+            apps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves one accepted connection.
+    pub async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        if let Err(e) = self.clone().serve(tcp, peer, drain).await {
+            tracing::info!(%peer, error = %e, "inbound connection closed");
+        }
+    }
+
+    fn app_client(&self, port: u16, wire: Wire) -> Arc<HttpEndpoint> {
+        let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+        apps.entry((port, wire))
+            .or_insert_with(|| {
+                let plan = ConnectPlan {
+                    addr: SocketAddr::new(self.cfg.app_ip, port),
+                    tls: None,
+                    header: None,
+                    wire,
+                };
+                Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
+            })
+            .clone()
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        drain: Drain,
+    ) -> Result<(), InboundError> {
+        let orig_dst = match self.cfg.capture {
+            Capture::Transparent => Some(crate::original_dst(&tcp)?),
+            Capture::Explicit => None,
+        };
+        if let Some(dst) = orig_dst
+            && self.cfg.opaque_ports.contains(dst.port())
+        {
+            // Skip-ports: no detection, no TLS termination (Linkerd forwards them as is).
+            let conn = InboundConn {
+                peer,
+                target: SocketAddr::new(self.cfg.app_ip, dst.port()),
+                client_id: None,
+                tls: false,
+            };
+            return self.forward_opaque(tcp, &conn).await;
+        }
+        let mut tcp = tcp;
+        let mut buf = BytesMut::new();
+        let first = detect::read_and_detect(&mut tcp, &mut buf, true, self.cfg.detect_timeout).await?;
+        if first != Protocol::Tls {
+            let port = orig_dst.map(|d| d.port()).ok_or(InboundError::NoTarget)?;
+            let conn = self.conn(peer, port, None, false)?;
+            let io = PrefixedIo::new(buf, tcp);
+            return self.after_authz(io, first, conn, drain).await;
+        }
+        let tls = tokio::time::timeout(
+            self.cfg.detect_timeout,
+            self.tls.accept(PrefixedIo::new(buf, tcp)),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let (client_id, has_header) = {
+            let c = tls.get_ref().1;
+            (
+                strait_identity::peer_identity(c),
+                c.alpn_protocol() == Some(transport_header::ALPN),
+            )
+        };
+        let mut tls = tls;
+        let mut buf = BytesMut::new();
+        let (port, session) = if has_header {
+            let h = self.read_header(&mut tls, &mut buf).await?;
+            (h.port, h.protocol)
+        } else {
+            (orig_dst.map(|d| d.port()).ok_or(InboundError::NoTarget)?, None)
+        };
+        let conn = self.conn(peer, port, client_id, true)?;
+        let io = PrefixedIo::new(buf, tls);
+        let proto = match session {
+            Some(SessionProtocol::Http1) => Protocol::Http1,
+            Some(SessionProtocol::Http2) => Protocol::Http2,
+            None if has_header || self.cfg.opaque_ports.contains(port) => Protocol::Opaque,
+            None => {
+                let mut io = io;
+                let mut more = BytesMut::new();
+                let p = detect::read_and_detect(&mut io, &mut more, false, self.cfg.detect_timeout).await?;
+                return self.after_authz(PrefixedIo::new(more, io), p, conn, drain).await;
+            }
+        };
+        self.after_authz(io, proto, conn, drain).await
+    }
+
+    fn conn(
+        &self,
+        peer: SocketAddr,
+        port: u16,
+        client_id: Option<IdentityName>,
+        tls: bool,
+    ) -> Result<InboundConn, InboundError> {
+        let target = SocketAddr::new(self.cfg.app_ip, port);
+        if self
+            .cfg
+            .own_addrs
+            .iter()
+            .any(|a| a.port() == port && (a.ip() == target.ip() || a.ip().is_unspecified()))
+        {
+            return Err(InboundError::Loop(target));
+        }
+        let conn = InboundConn {
+            peer,
+            target,
+            client_id,
+            tls,
+        };
+        self.authz.authorize(&conn)?;
+        Ok(conn)
+    }
+
+    async fn read_header<I: Io>(
+        &self,
+        io: &mut I,
+        buf: &mut BytesMut,
+    ) -> Result<TransportHeader, InboundError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.detect_timeout;
+        loop {
+            match TransportHeader::decode(buf) {
+                Decoded::Header(h, n) => {
+                    let _ = buf.split_to(n);
+                    return Ok(h);
+                }
+                Decoded::Invalid(e) => return Err(InboundError::Header(e)),
+                Decoded::NeedMore => {}
+            }
+            buf.reserve(1024);
+            match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+                Err(_) => return Err(InboundError::Header("timed out waiting for the header".into())),
+                Ok(Ok(0)) => {
+                    return Err(InboundError::Header(
+                        "the peer closed before the header ended".into(),
+                    ));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn tcp_labels(conn: &InboundConn) -> String {
+        let target = conn.target.to_string();
+        let id = conn.client_id.as_ref().map(|i| i.to_string());
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("direction", "inbound"),
+            ("peer", "src"),
+            ("target_addr", &target),
+        ];
+        match (&id, conn.tls) {
+            (Some(id), _) => {
+                pairs.push(("tls", "true"));
+                pairs.push(("client_id", id));
+            }
+            (None, true) => {
+                pairs.push(("tls", "true"));
+            }
+            (None, false) => {
+                pairs.push(("tls", "no_identity"));
+                pairs.push(("no_tls_reason", "no_tls_from_remote"));
+            }
+        }
+        labels(&pairs)
+    }
+
+    async fn after_authz<I: Io>(
+        self: Arc<Self>,
+        io: I,
+        proto: Protocol,
+        conn: InboundConn,
+        drain: Drain,
+    ) -> Result<(), InboundError> {
+        let io = CountingIo::new(io, self.metrics.tcp(Self::tcp_labels(&conn)));
+        match proto {
+            Protocol::Http1 | Protocol::Http2 => {
+                self.serve_http(io, proto == Protocol::Http2, conn, drain).await;
+                Ok(())
+            }
+            Protocol::Opaque | Protocol::Tls => self.forward_opaque(io, &conn).await,
+        }
+    }
+
+    async fn forward_opaque<I: Io>(&self, mut io: I, conn: &InboundConn) -> Result<(), InboundError> {
+        let plan = ConnectPlan {
+            addr: conn.target,
+            tls: None,
+            header: None,
+            wire: Wire::Opaque,
+        };
+        let mut app = self
+            .connector
+            .connect(&plan)
+            .await
+            .map_err(|e| InboundError::App(conn.target, e.to_string()))?;
+        let _ = tokio::io::copy_bidirectional(&mut io, &mut app).await;
+        Ok(())
+    }
+
+    async fn serve_http<I: Io>(self: Arc<Self>, io: I, h2: bool, conn: InboundConn, drain: Drain) {
+        let port = conn.target.port();
+        let h1_app = self.app_client(port, Wire::Http1);
+        let h2_app = self.app_client(port, Wire::Http2);
+        let base = {
+            let target = conn.target.to_string();
+            let id = conn.client_id.as_ref().map(|i| i.to_string());
+            let mut pairs: Vec<(&str, &str)> = vec![("direction", "inbound"), ("target_addr", &target)];
+            match &id {
+                Some(id) => {
+                    pairs.push(("tls", "true"));
+                    pairs.push(("client_id", id));
+                }
+                None => {
+                    pairs.push(("tls", "no_identity"));
+                    pairs.push(("no_tls_reason", "no_tls_from_remote"));
+                }
+            }
+            labels(&pairs)
+        };
+        let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
+        let metrics = self.metrics.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or("");
+            // Label strings are built once per authority and connection, not per request.
+            let stats = {
+                let mut c = stats_cache.lock().unwrap_or_else(PoisonError::into_inner);
+                match c.get(authority) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = metrics.http(format!("{},{base}", labels(&[("authority", authority)])));
+                        c.insert(authority.to_string(), s.clone());
+                        s
+                    }
+                }
+            };
+            let app = if req.version() != http::Version::HTTP_2 || req.headers().contains_key(ORIG_PROTO) {
+                h1_app.clone()
+            } else {
+                h2_app.clone()
+            };
+            async move {
+                let start = Instant::now();
+                stats.request();
+                let rsp: Response<RspBody> = match app.send(req).await {
+                    Ok(rsp) => {
+                        let ok = !rsp.status().is_server_error()
+                            && rsp
+                                .headers()
+                                .get("grpc-status")
+                                .is_none_or(|s| s.as_bytes() == b"0");
+                        stats.response(rsp.status().as_u16(), ok, start.elapsed());
+                        rsp.map(Either::Left)
+                    }
+                    Err(e) => {
+                        let rsp = e.response();
+                        stats.response(rsp.status().as_u16(), false, start.elapsed());
+                        rsp
+                    }
+                };
+                Ok::<_, Infallible>(rsp)
+            }
+        });
+        let io = TokioIo::new(io);
+        let limits = &self.cfg.limits;
+        if h2 {
+            let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(io, svc);
+            tokio::pin!(c);
+            tokio::select! {
+                r = c.as_mut() => { let _ = r; }
+                _ = drain.signaled() => { c.as_mut().graceful_shutdown(); let _ = c.await; }
+            }
+        } else {
+            let c = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            tokio::pin!(c);
+            tokio::select! {
+                r = c.as_mut() => { let _ = r; }
+                _ = drain.signaled() => { c.as_mut().graceful_shutdown(); let _ = c.await; }
+            }
+        }
+    }
+}

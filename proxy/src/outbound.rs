@@ -1,0 +1,690 @@
+//! The outbound side (4140): what the application sends out.
+//!
+//! accept → detect (HTTP/1, HTTP/2, else opaque) → target (original destination, or the
+//! request's authority / `CONNECT` in explicit mode) → logical target (profile: TrafficSplit
+//! overrides) → concrete target (Destination/Get) → balancer (P2C peak-EWMA) → endpoint
+//! client (mTLS + HTTP/2 to meshed peers, plaintext otherwise). A target discovery does
+//! not know is forwarded to its original address in plaintext.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::balance::{self, Balancer, Pick};
+use crate::client::{BoxIo, ConnectPlan, Connector, HttpEndpoint, ProxyError, RspBody, Wire, session_for};
+use crate::config::{Capture, Limits};
+use crate::detect::{self, Protocol};
+use crate::discovery::{Endpoint, Resolver};
+use crate::io::{CountingIo, PrefixedIo};
+use crate::metrics::{HttpStats, Registry, TcpStats, labels};
+use crate::server::Drain;
+use crate::transport_header::TransportHeader;
+
+/// How long a request waits for discovery's first answer about a new target.
+pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
+
+/// Decides how to reach `ep` for traffic of protocol `app` (pure).
+///
+/// Meshed endpoints get mTLS with their identity and HTTP/2 for any HTTP. In explicit
+/// mode the client cannot rely on redirection at the server pod, so it dials the peer
+/// proxy's inbound port and names the application port in a transport header (with the
+/// session protocol, so the peer skips detection). In transparent mode it dials the
+/// endpoint itself (the server pod's iptables hand the connection to its proxy) except
+/// for opaque endpoints, which Linkerd tunnels to the inbound port with a header too.
+pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) -> ConnectPlan {
+    let Some(identity) = ep.identity.clone() else {
+        return ConnectPlan {
+            addr: ep.addr,
+            tls: None,
+            header: None,
+            wire: app,
+        };
+    };
+    let wire = if app == Wire::Opaque || ep.opaque_transport_port.is_some() && capture == Capture::Transparent
+    {
+        Wire::Opaque
+    } else if ep.h2 || capture == Capture::Explicit {
+        Wire::Http2
+    } else {
+        app
+    };
+    let tunnel = match (capture, ep.opaque_transport_port) {
+        (Capture::Explicit, p) => Some(p.unwrap_or(peer_inbound_port)),
+        (Capture::Transparent, Some(p)) => Some(p),
+        (Capture::Transparent, None) => None,
+    };
+    match tunnel {
+        Some(port) => ConnectPlan {
+            addr: SocketAddr::new(ep.addr.ip(), port),
+            tls: Some(identity),
+            header: Some(TransportHeader {
+                port: ep.addr.port(),
+                name: None,
+                protocol: session_for(wire),
+            }),
+            wire,
+        },
+        None => ConnectPlan {
+            addr: ep.addr,
+            tls: Some(identity),
+            header: None,
+            wire,
+        },
+    }
+}
+
+/// The authority as the request spells it (`:authority`/absolute-form, else `Host`).
+fn raw_authority<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// The target of an explicit-mode request: absolute-form or `:authority`, else `Host`;
+/// port 80 when none is given.
+pub fn request_target<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ProxyError::BadRequest("the request names no target: no authority and no Host header".into())
+            })?,
+    };
+    let authority = authority.to_ascii_lowercase();
+    let has_port = match authority.rsplit_once(':') {
+        Some((h, p)) => !h.is_empty() && !p.contains(']') && p.parse::<u16>().is_ok(),
+        None => false,
+    };
+    Ok(if has_port {
+        authority
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+/// Settings of the outbound side.
+#[derive(Clone, Debug)]
+pub struct OutboundConfig {
+    /// Capture mode.
+    pub capture: Capture,
+    /// Protocol detection timeout.
+    pub detect_timeout: Duration,
+    /// Per-request deadline (504 after), if any.
+    pub request_timeout: Option<Duration>,
+    /// Peer proxies' inbound port (explicit mode).
+    pub peer_inbound_port: u16,
+    /// Limits.
+    pub limits: Limits,
+    /// The proxy's own listeners: never a forwarding target (that would loop).
+    pub own_addrs: Vec<SocketAddr>,
+}
+
+struct EpValue {
+    stats: Arc<HttpStats>,
+    tcp: Arc<TcpStats>,
+    h1: OnceLock<Arc<HttpEndpoint>>,
+    h2: OnceLock<Arc<HttpEndpoint>>,
+}
+
+struct Concrete {
+    balancer: Balancer<EpValue>,
+}
+
+/// A connection's last target: the raw authority it was named by, and its logical target.
+type LastTarget = Mutex<Option<(String, Arc<Logical>)>>;
+
+/// The weighted concrete targets of a logical one, swapped whole on profile changes.
+type Split = Arc<RwLock<Arc<Vec<(Arc<Concrete>, u32)>>>>;
+
+struct Logical {
+    authority: String,
+    /// Where to go when discovery does not know the target.
+    fallback: Option<SocketAddr>,
+    concretes: Split,
+    stats: Arc<HttpStats>,
+    fallback_clients: [OnceLock<Arc<HttpEndpoint>>; 2],
+    /// True once the profile answered (or there is none).
+    split_ready: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Logical {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The outbound proxy.
+pub struct Outbound {
+    cfg: OutboundConfig,
+    resolver: Resolver,
+    connector: Arc<Connector>,
+    metrics: Arc<Registry>,
+    logicals: Mutex<HashMap<String, Arc<Logical>>>,
+    concretes: Mutex<HashMap<String, Arc<Concrete>>>,
+    src_tcp: Arc<TcpStats>,
+}
+
+fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String {
+    let mut pairs: Vec<(&str, &str)> = vec![("direction", "outbound")];
+    if let Some(p) = peer {
+        pairs.push(("peer", p));
+    }
+    pairs.push(("authority", authority));
+    let target = ep.addr.to_string();
+    pairs.push(("target_addr", &target));
+    let id = ep.identity.as_ref().map(|i| i.to_string());
+    match &id {
+        Some(id) => {
+            pairs.push(("tls", "true"));
+            pairs.push(("server_id", id));
+        }
+        None => {
+            pairs.push(("tls", "no_identity"));
+            pairs.push(("no_tls_reason", "not_provided_by_service_discovery"));
+        }
+    }
+    // `<service>.<namespace>.svc.<domain>:port` names the destination even when the
+    // controller's metric labels do not.
+    let mut name = authority.split_once(".svc.").map(|(s, _)| s.split('.'));
+    let service = name.as_mut().and_then(|n| n.next());
+    let namespace = name.as_mut().and_then(|n| n.next());
+    let dst: Vec<(String, &str)> = ep
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (format!("dst_{k}"), v.as_str()))
+        .collect();
+    let mut out = labels(&pairs);
+    if let Some(s) = service
+        && !ep.labels.contains_key("service")
+    {
+        out.push(',');
+        out.push_str(&labels(&[("dst_service", s)]));
+    }
+    if let Some(n) = namespace
+        && !ep.labels.contains_key("namespace")
+    {
+        out.push(',');
+        out.push_str(&labels(&[("dst_namespace", n)]));
+    }
+    for (k, v) in &dst {
+        out.push(',');
+        out.push_str(&labels(&[(k.as_str(), v)]));
+    }
+    out
+}
+
+fn classify<B>(rsp: &Response<B>) -> bool {
+    if rsp.status().is_server_error() {
+        return false;
+    }
+    // gRPC trailers-only responses carry grpc-status in the headers.
+    match rsp.headers().get("grpc-status") {
+        Some(s) => s.as_bytes() == b"0",
+        None => true,
+    }
+}
+
+impl Outbound {
+    /// The outbound proxy.
+    pub fn new(
+        cfg: OutboundConfig,
+        resolver: Resolver,
+        connector: Arc<Connector>,
+        metrics: Arc<Registry>,
+    ) -> Arc<Self> {
+        let src_tcp = metrics.tcp(labels(&[("direction", "outbound"), ("peer", "src")]));
+        Arc::new(Self {
+            cfg,
+            resolver,
+            connector,
+            metrics,
+            logicals: Mutex::new(HashMap::new()),
+            concretes: Mutex::new(HashMap::new()),
+            src_tcp,
+        })
+    }
+
+    fn concrete(self: &Arc<Self>, authority: &str) -> Arc<Concrete> {
+        let mut c = self.concretes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(x) = c.get(authority) {
+            return x.clone();
+        }
+        let metrics = self.metrics.clone();
+        let auth = authority.to_string();
+        let balancer = Balancer::new(self.resolver.resolve(authority), move |ep| EpValue {
+            stats: metrics.http(endpoint_labels(&auth, ep, None)),
+            tcp: metrics.tcp(endpoint_labels(&auth, ep, Some("dst"))),
+            h1: OnceLock::new(),
+            h2: OnceLock::new(),
+        });
+        let x = Arc::new(Concrete { balancer });
+        c.insert(authority.to_string(), x.clone());
+        x
+    }
+
+    fn logical(self: &Arc<Self>, authority: &str, fallback: Option<SocketAddr>) -> Arc<Logical> {
+        if let Some(l) = self
+            .logicals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(authority)
+        {
+            return l.clone();
+        }
+        let own = self.concrete(authority);
+        let concretes: Split = Arc::new(RwLock::new(Arc::new(vec![(own.clone(), 1)])));
+        let profile = self.resolver.profile(authority);
+        // Requests wait (briefly) for the first profile answer so that a TrafficSplit
+        // applies from the first request on.
+        let (split_tx, split_ready) = tokio::sync::watch::channel(false);
+        let task = {
+            let this = Arc::downgrade(self);
+            let list = concretes.clone();
+            let mut rx = profile.subscribe();
+            tokio::spawn(async move {
+                let _keep = profile;
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(p) = current {
+                        let Some(this) = this.upgrade() else { return };
+                        let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
+                            vec![(own.clone(), 1)]
+                        } else {
+                            p.dst_overrides
+                                .iter()
+                                .map(|(a, w)| (this.concrete(a), *w))
+                                .collect()
+                        };
+                        *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                        split_tx.send_replace(true);
+                    }
+                    if rx.changed().await.is_err() {
+                        // No profile for this target (or the resolver is gone).
+                        split_tx.send_replace(true);
+                        return;
+                    }
+                }
+            })
+            .abort_handle()
+        };
+        let target = fallback
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| authority.to_string());
+        let stats = self.metrics.http(labels(&[
+            ("direction", "outbound"),
+            ("authority", authority),
+            ("target_addr", &target),
+            ("tls", "no_identity"),
+            ("no_tls_reason", "not_provided_by_service_discovery"),
+        ]));
+        let l = Arc::new(Logical {
+            authority: authority.to_string(),
+            fallback,
+            concretes,
+            stats,
+            fallback_clients: Default::default(),
+            split_ready,
+            task,
+        });
+        self.logicals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(authority.to_string())
+            .or_insert(l)
+            .clone()
+    }
+
+    async fn pick_concrete(l: &Logical) -> Arc<Concrete> {
+        if !*l.split_ready.borrow() {
+            let mut rx = l.split_ready.clone();
+            // Without an answer in time, route to the target itself.
+            let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
+        }
+        let list = l.concretes.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if list.len() == 1 {
+            return list[0].0.clone();
+        }
+        let weights: Vec<u32> = list.iter().map(|(_, w)| *w).collect();
+        let i = balance::weighted(&weights, balance::random()).unwrap_or(0);
+        list[i].0.clone()
+    }
+
+    async fn fallback_addr(&self, l: &Logical) -> Result<SocketAddr, ProxyError> {
+        let addr = match l.fallback {
+            Some(a) => a,
+            None => tokio::net::lookup_host(l.authority.as_str())
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| ProxyError::Unreachable {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    reason: format!("{} is not known to discovery and does not resolve", l.authority),
+                })?,
+        };
+        if self
+            .cfg
+            .own_addrs
+            .iter()
+            .any(|a| a.port() == addr.port() && (a.ip() == addr.ip() || a.ip().is_unspecified()))
+        {
+            return Err(ProxyError::Unreachable {
+                addr,
+                reason: "the target is this proxy itself; name the service in the request".into(),
+            });
+        }
+        // Stock Linkerd refuses loopback targets (they would loop back into the proxy
+        // under iptables); explicit mode's pods live on 127.x, so only transparent refuses.
+        if self.cfg.capture == Capture::Transparent && addr.ip().is_loopback() {
+            return Err(ProxyError::Unreachable {
+                addr,
+                reason: "refusing to forward to a loopback address".into(),
+            });
+        }
+        Ok(addr)
+    }
+
+    /// Proxies one HTTP request to its target.
+    async fn http(
+        self: &Arc<Self>,
+        l: &Arc<Logical>,
+        req: Request<Incoming>,
+        app: Wire,
+    ) -> Response<RspBody> {
+        let start = Instant::now();
+        let concrete = Self::pick_concrete(l).await;
+        let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
+            Pick::Endpoint(ep) => {
+                let slot = if app == Wire::Http2 {
+                    &ep.value.h2
+                } else {
+                    &ep.value.h1
+                };
+                let client = slot
+                    .get_or_init(|| {
+                        let plan = plan(self.cfg.capture, &ep.endpoint, app, self.cfg.peer_inbound_port);
+                        Arc::new(
+                            HttpEndpoint::new(plan, self.connector.clone()).with_tcp(ep.value.tcp.clone()),
+                        )
+                    })
+                    .clone();
+                (client, ep.value.stats.clone(), Some(ep))
+            }
+            Pick::Unknown => {
+                let slot = &l.fallback_clients[usize::from(app == Wire::Http2)];
+                let client = match slot.get() {
+                    Some(c) => c.clone(),
+                    None => match self.fallback_addr(l).await {
+                        Ok(addr) => slot
+                            .get_or_init(|| {
+                                let plan = ConnectPlan {
+                                    addr,
+                                    tls: None,
+                                    header: None,
+                                    wire: app,
+                                };
+                                Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
+                            })
+                            .clone(),
+                        Err(e) => return self.error(&l.stats, start, e),
+                    },
+                };
+                (client, l.stats.clone(), None)
+            }
+            Pick::NoEndpoints => {
+                return self.error(&l.stats, start, ProxyError::NoEndpoints(l.authority.clone()));
+            }
+            Pick::Pending => return self.error(&l.stats, start, ProxyError::Discovery(l.authority.clone())),
+        };
+        stats.request();
+        let in_flight = ewma_ep.as_ref().map(|e| e.ewma.start());
+        let version = req.version();
+        let sent = client.send(req);
+        let result = match self.cfg.request_timeout {
+            Some(t) => tokio::time::timeout(t, sent)
+                .await
+                .unwrap_or(Err(ProxyError::Timeout(t))),
+            None => sent.await,
+        };
+        if let Some(f) = in_flight {
+            f.observe();
+        }
+        match result {
+            Ok(rsp) => {
+                stats.response(rsp.status().as_u16(), classify(&rsp), start.elapsed());
+                let (mut parts, body) = rsp.into_parts();
+                parts.version = version;
+                Response::from_parts(parts, Either::Left(body))
+            }
+            Err(e) => {
+                tracing::info!(authority = %l.authority, error = %e, "request failed");
+                let rsp = e.response();
+                stats.response(rsp.status().as_u16(), false, start.elapsed());
+                rsp
+            }
+        }
+    }
+
+    fn error(&self, stats: &HttpStats, start: Instant, e: ProxyError) -> Response<RspBody> {
+        stats.request();
+        let rsp = e.response();
+        stats.response(rsp.status().as_u16(), false, start.elapsed());
+        tracing::info!(error = %e, "answering with {}", rsp.status());
+        rsp
+    }
+
+    /// Opens an opaque connection to `authority`'s endpoint (or its original address).
+    async fn connect_opaque(self: &Arc<Self>, l: &Arc<Logical>) -> Result<BoxIo, ProxyError> {
+        let concrete = Self::pick_concrete(l).await;
+        match concrete.balancer.pick(DISCOVERY_WAIT).await {
+            Pick::Endpoint(ep) => {
+                let plan = plan(
+                    self.cfg.capture,
+                    &ep.endpoint,
+                    Wire::Opaque,
+                    self.cfg.peer_inbound_port,
+                );
+                let io = self.connector.connect(&plan).await?;
+                Ok(Box::new(CountingIo::new(io, ep.value.tcp.clone())))
+            }
+            Pick::Unknown => {
+                let addr = self.fallback_addr(l).await?;
+                let plan = ConnectPlan {
+                    addr,
+                    tls: None,
+                    header: None,
+                    wire: Wire::Opaque,
+                };
+                self.connector.connect(&plan).await
+            }
+            Pick::NoEndpoints => Err(ProxyError::NoEndpoints(l.authority.clone())),
+            Pick::Pending => Err(ProxyError::Discovery(l.authority.clone())),
+        }
+    }
+
+    /// Serves one accepted connection from the application.
+    pub async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        let orig_dst = match self.cfg.capture {
+            Capture::Transparent => match crate::original_dst(&tcp) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "no original destination; is iptables redirecting to this port?");
+                    return;
+                }
+            },
+            Capture::Explicit => None,
+        };
+        let mut io = CountingIo::new(tcp, self.src_tcp.clone());
+        let mut buf = BytesMut::new();
+        let proto = match detect::read_and_detect(&mut io, &mut buf, false, self.cfg.detect_timeout).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection failed during detection");
+                return;
+            }
+        };
+        let io = PrefixedIo::new(buf, io);
+        let fixed = orig_dst.map(|a| self.logical(&a.to_string(), Some(a)));
+        match proto {
+            Protocol::Http1 | Protocol::Http2 => {
+                let wire = if proto == Protocol::Http2 {
+                    Wire::Http2
+                } else {
+                    Wire::Http1
+                };
+                self.serve_http(io, wire, fixed, drain).await;
+            }
+            Protocol::Opaque | Protocol::Tls => match fixed {
+                Some(l) => {
+                    if let Err(e) = self.opaque(io, &l).await {
+                        tracing::info!(%peer, error = %e, "opaque connection failed");
+                    }
+                }
+                None => tracing::info!(
+                    %peer,
+                    "explicit mode: a non-HTTP connection must start with CONNECT host:port; closing"
+                ),
+            },
+        }
+    }
+
+    async fn opaque<I: crate::client::Io>(
+        self: &Arc<Self>,
+        mut io: I,
+        l: &Arc<Logical>,
+    ) -> Result<(), ProxyError> {
+        let mut upstream = self.connect_opaque(l).await?;
+        let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+        Ok(())
+    }
+
+    async fn serve_http<I: crate::client::Io>(
+        self: Arc<Self>,
+        io: I,
+        wire: Wire,
+        fixed: Option<Arc<Logical>>,
+        drain: Drain,
+    ) {
+        let last: Arc<LastTarget> = Arc::default();
+        let this = self.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let this = this.clone();
+            let fixed = fixed.clone();
+            let last = last.clone();
+            async move { Ok::<_, Infallible>(this.route(req, wire, fixed, &last).await) }
+        });
+        let io = TokioIo::new(io);
+        let limits = &self.cfg.limits;
+        match wire {
+            Wire::Http2 => {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                    .serve_connection(io, svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => { let _ = r; }
+                    _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                }
+            }
+            _ => {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .max_buf_size(limits.max_header_bytes)
+                    .serve_connection(io, svc)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => { let _ = r; }
+                    _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                }
+            }
+        }
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        wire: Wire,
+        fixed: Option<Arc<Logical>>,
+        last: &LastTarget,
+    ) -> Response<RspBody> {
+        let l = match fixed {
+            Some(l) => l,
+            None => {
+                // Most connections name one target: compare the request's raw authority
+                // with the last one before normalizing (no allocation on the hot path).
+                let raw = raw_authority(&req);
+                let cached = last
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .filter(|(r, _)| Some(r.as_str()) == raw)
+                    .map(|(_, l)| l.clone());
+                match cached {
+                    Some(l) => l,
+                    None => {
+                        let target = match request_target(&req) {
+                            Ok(t) => t,
+                            Err(e) => return e.response(),
+                        };
+                        let l = self.logical(&target, None);
+                        if let Some(raw) = raw {
+                            *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some((raw.to_string(), l.clone()));
+                        }
+                        l
+                    }
+                }
+            }
+        };
+        if req.method() == Method::CONNECT {
+            return self.connect_tunnel(req, l).await;
+        }
+        self.http(&l, req, wire).await
+    }
+
+    /// `CONNECT host:port`: an opaque tunnel through the mesh (explicit mode's way to
+    /// carry non-HTTP traffic).
+    async fn connect_tunnel(self: &Arc<Self>, req: Request<Incoming>, l: Arc<Logical>) -> Response<RspBody> {
+        let upstream = match self.connect_opaque(&l).await {
+            Ok(u) => u,
+            Err(e) => return e.response(),
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(up) => {
+                    let mut up = TokioIo::new(up);
+                    let mut upstream = upstream;
+                    let _ = tokio::io::copy_bidirectional(&mut up, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        let mut rsp = Response::new(Either::Right(Full::default()));
+        *rsp.status_mut() = StatusCode::OK;
+        rsp
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn ep(meshed: bool, h2: bool, opaque: Option<u16>) -> Endpoint {
+    Endpoint {
+        addr: "127.0.9.2:8080".parse().unwrap(),
+        weight: 1,
+        identity: meshed.then(|| {
+            "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+                .parse()
+                .unwrap()
+        }),
+        h2,
+        opaque_transport_port: opaque,
+        labels: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn connect_plans() {
+    use Capture::*;
+    use Wire::*;
+    let header = |port, protocol| {
+        Some(TransportHeader {
+            port,
+            name: None,
+            protocol,
+        })
+    };
+    let h2 = Some(crate::transport_header::SessionProtocol::Http2);
+    // (capture, endpoint, app protocol) → (dial port, tls, header, wire)
+    let cases = [
+        (
+            Explicit,
+            ep(true, true, None),
+            Http1,
+            (4143, true, header(8080, h2), Http2),
+        ),
+        (
+            Explicit,
+            ep(true, true, None),
+            Http2,
+            (4143, true, header(8080, h2), Http2),
+        ),
+        (
+            Explicit,
+            ep(true, false, Some(4999)),
+            Opaque,
+            (4999, true, header(8080, None), Opaque),
+        ),
+        (
+            Explicit,
+            ep(true, true, None),
+            Opaque,
+            (4143, true, header(8080, None), Opaque),
+        ),
+        (
+            Explicit,
+            ep(false, false, None),
+            Http1,
+            (8080, false, None, Http1),
+        ),
+        (
+            Explicit,
+            ep(false, false, None),
+            Http2,
+            (8080, false, None, Http2),
+        ),
+        (
+            Transparent,
+            ep(true, true, None),
+            Http1,
+            (8080, true, None, Http2),
+        ),
+        (
+            Transparent,
+            ep(true, false, Some(4143)),
+            Http1,
+            (4143, true, header(8080, None), Opaque),
+        ),
+        (
+            Transparent,
+            ep(true, false, None),
+            Http1,
+            (8080, true, None, Http1),
+        ),
+        (
+            Transparent,
+            ep(false, false, None),
+            Opaque,
+            (8080, false, None, Opaque),
+        ),
+    ];
+    for (capture, e, app, (port, tls, hdr, wire)) in cases {
+        let p = plan(capture, &e, app, 4143);
+        assert_eq!(p.addr.port(), port, "{capture:?} {e:?} {app:?}");
+        assert_eq!(p.tls.is_some(), tls, "{capture:?} {e:?} {app:?}");
+        assert_eq!(p.header, hdr, "{capture:?} {e:?} {app:?}");
+        assert_eq!(p.wire, wire, "{capture:?} {e:?} {app:?}");
+    }
+}
+
+#[test]
+fn explicit_targets_come_from_the_request() {
+    let req = |uri: &str, host: Option<&str>| {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    };
+    assert_eq!(
+        request_target(&req("http://MyApp.production.svc.cluster.local:8080/x", None)).unwrap(),
+        "myapp.production.svc.cluster.local:8080"
+    );
+    assert_eq!(
+        request_target(&req("/x", Some("myapp.production.svc.cluster.local"))).unwrap(),
+        "myapp.production.svc.cluster.local:80"
+    );
+    assert_eq!(
+        request_target(&req("/x", Some("127.0.0.5:81"))).unwrap(),
+        "127.0.0.5:81"
+    );
+    assert_eq!(request_target(&req("/x", Some("[::1]"))).unwrap(), "[::1]:80");
+    let e = request_target(&req("/x", None)).unwrap_err();
+    assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn endpoint_labels_carry_identity_and_dst_labels() {
+    let mut e = ep(true, true, None);
+    e.labels.insert("pod".into(), "myapp-1".into());
+    e.labels.insert("deployment".into(), "myapp".into());
+    e.labels.insert("namespace".into(), "production".into());
+    let l = endpoint_labels("myapp.production.svc.cluster.local:80", &e, None);
+    for want in [
+        "direction=\"outbound\"",
+        "authority=\"myapp.production.svc.cluster.local:80\"",
+        "target_addr=\"127.0.9.2:8080\"",
+        "tls=\"true\"",
+        "server_id=\"myapp.production.serviceaccount.identity.linkerd.cluster.local\"",
+        "dst_service=\"myapp\"",
+        "dst_pod=\"myapp-1\"",
+        "dst_deployment=\"myapp\"",
+        "dst_namespace=\"production\"",
+    ] {
+        assert!(l.contains(want), "{want} in {l}");
+    }
+    let plain = endpoint_labels("x:80", &ep(false, false, None), Some("dst"));
+    assert!(plain.contains("tls=\"no_identity\""), "{plain}");
+    assert!(plain.contains("peer=\"dst\""), "{plain}");
+}

@@ -1,0 +1,110 @@
+//! Accept loops with connection limits, and graceful drain.
+//!
+//! Every connection task holds a [`Drain`] clone; shutdown flips the signal (HTTP
+//! connections then finish in-flight requests and close, opaque streams keep going), and
+//! waits until every clone is dropped or the grace period ends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// A connection's view of shutdown.
+#[derive(Clone)]
+pub struct Drain {
+    signal: watch::Receiver<bool>,
+    _tracker: mpsc::Sender<()>,
+}
+
+impl Drain {
+    /// Resolves when shutdown starts.
+    pub async fn signaled(&self) {
+        let mut rx = self.signal.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Whether shutdown started.
+    pub fn is_signaled(&self) -> bool {
+        *self.signal.borrow()
+    }
+}
+
+/// The shutdown side of [`Drain`].
+pub struct DrainControl {
+    signal: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+/// A new drain pair.
+pub fn drain() -> (DrainControl, Drain) {
+    let (tx, rx) = watch::channel(false);
+    let (ttx, trx) = mpsc::channel(1);
+    (
+        DrainControl {
+            signal: tx,
+            done: trx,
+        },
+        Drain {
+            signal: rx,
+            _tracker: ttx,
+        },
+    )
+}
+
+impl DrainControl {
+    /// Signals shutdown and waits up to `grace` for every connection to finish; `true`
+    /// if all did.
+    pub async fn drain(mut self, grace: Duration) -> bool {
+        self.signal.send_replace(true);
+        tokio::time::timeout(grace, async {
+            // recv() is None once every Drain clone (and so every sender) is gone.
+            while self.done.recv().await.is_some() {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Accepts connections on `listener` until drain starts, at most `max` at once (the
+/// excess are closed immediately, so a flood costs an accept and a close each).
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    drain: Drain,
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Drain) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = drain.signaled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(listener = what, %peer, max, "connection limit reached; closing");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let fut = handle(tcp, peer, drain.clone());
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,152 @@
+//! The proxy's identity against the real controller: readiness waits for the first
+//! certificate, renewal under load keeps connections, an outage keeps the old
+//! certificate, and shutdown drains in-flight requests.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use strait_proxy::config::env;
+use support::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The leaf certificate a proxy's inbound presents now.
+async fn served_cert(cluster: &Cluster, inbound: SocketAddr, sa: &str) -> Vec<u8> {
+    let cfg = strait_identity::client_config(&strait_identity::CertStore::new(), &cluster.id.anchors);
+    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    let name: strait_identity::IdentityName =
+        format!("{sa}.production.serviceaccount.identity.linkerd.cluster.local")
+            .parse()
+            .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name.server_name(), tcp)
+        .await
+        .expect("the proxy proves its identity");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn not_ready_until_certified() {
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    let p = ip("127.44.1.2");
+    // A token for another service account: the controller refuses to certify.
+    let mut vars = cluster.proxy_env("web-1", "web", p);
+    let wrong = cluster.dir.path().join("wrong.token");
+    std::fs::write(&wrong, cluster.id.tokens.mint("production", "other", "web-1")).unwrap();
+    vars.insert(env::IDENTITY_TOKEN_FILE, wrong.display().to_string());
+    let proxy = Proxy::start(vars).await;
+    for _ in 0..5 {
+        assert_eq!(get_status(proxy.bound.admin, "/ready").await, 503);
+        assert_eq!(get_status(proxy.bound.admin, "/live").await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The right token is picked up on the next attempt (the file is re-read).
+    std::fs::write(&wrong, cluster.id.tokens.mint("production", "web", "web-1")).unwrap();
+    let ready = eventually(Duration::from_secs(15), async || {
+        get_status(proxy.bound.admin, "/ready").await == 200
+    })
+    .await;
+    assert!(ready, "ready once a certificate is issued");
+}
+
+#[tokio::test]
+async fn renewal_under_load_keeps_every_request_and_connection() {
+    // 3 s certificates: renewed about every 2 s.
+    let cluster = Cluster::start(Duration::from_secs(3)).await;
+    cluster.myapp_service().await;
+    let (c, s) = (ip("127.44.2.2"), ip("127.44.2.3"));
+    cluster.pod("web-1", "web", "web", c, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s, true).await;
+    http_app((s, 8080).into(), "myapp-1").await;
+    let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s)).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c)).await;
+    let first = served_cert(&cluster, server.bound.inbound, "myapp").await;
+
+    let mut h = h1_client(client.bound.outbound).await;
+    let started = tokio::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(7) {
+        let (status, headers, body) = h1_get(&mut h, &format!("{MYAPP}:80"), "/load").await;
+        assert_eq!(status, 200, "request {n}: {headers:?} {body}");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(n > 100, "{n} requests");
+    let later = served_cert(&cluster, server.bound.inbound, "myapp").await;
+    assert_ne!(first, later, "the server proxy serves a renewed certificate");
+    // New connections after renewal verify too (the client proxy's renewed cert included).
+    let mut fresh = h1_client(client.bound.outbound).await;
+    assert_eq!(h1_get(&mut fresh, &format!("{MYAPP}:80"), "/").await.0, 200);
+    let m = client.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "tcp_open_total",
+            &[("peer", "dst"), ("target_addr", "127.44.2.3:8080")]
+        ),
+        Some(1.0),
+        "the HTTP/2 connection between the proxies survived renewal: {m}"
+    );
+    assert_eq!(
+        metric(&m, "request_total", &[("target_addr", "127.44.2.3:8080")]),
+        Some(f64::from(n + 1))
+    );
+}
+
+#[tokio::test]
+async fn a_controller_outage_keeps_the_certificate_and_the_endpoints() {
+    let mut cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster.myapp_service().await;
+    let (c, s) = (ip("127.44.3.2"), ip("127.44.3.3"));
+    cluster.pod("web-1", "web", "web", c, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s, true).await;
+    http_app((s, 8080).into(), "myapp-1").await;
+    let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s)).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c)).await;
+    let mut h = h1_client(client.bound.outbound).await;
+    assert_eq!(h1_get(&mut h, &format!("{MYAPP}:80"), "/").await.0, 200);
+
+    cluster.stop().await;
+    assert_eq!(get_status(client.bound.admin, "/ready").await, 200);
+    // New connections, new mTLS handshakes between the proxies: still fine.
+    for _ in 0..3 {
+        let mut fresh = h1_client(client.bound.outbound).await;
+        let (status, _, body) = h1_get(&mut fresh, &format!("{MYAPP}:80"), "/").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let _ = served_cert(&cluster, server.bound.inbound, "myapp").await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster.myapp_service().await;
+    let (c, s) = (ip("127.44.4.2"), ip("127.44.4.3"));
+    cluster.pod("web-1", "web", "web", c, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s, true).await;
+    http_app((s, 8080).into(), "myapp-1").await;
+    let mut sv = cluster.proxy_env("myapp-1", "myapp", s);
+    sv.insert(env::SHUTDOWN_GRACE_PERIOD, "10s".into());
+    let mut server = Proxy::ready(sv).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c)).await;
+    let mut h = h1_client(client.bound.outbound).await;
+    let slow = tokio::spawn(async move { h1_get(&mut h, &format!("{MYAPP}:80"), "/slow").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown();
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "the in-flight request completes: {body}");
+    tokio::time::timeout(Duration::from_secs(10), &mut server.handle)
+        .await
+        .expect("the proxy exits once drained")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(server.bound.inbound)
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+}

@@ -1,0 +1,291 @@
+//! A client pod and a server pod, each with a real proxy in explicit mode, against the
+//! real controller: HTTP/1, HTTP/2, gRPC and opaque TCP with mTLS between the proxies.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLIENT_ID: &str = "web.production.serviceaccount.identity.linkerd.cluster.local";
+const SERVER_ID: &str = "myapp.production.serviceaccount.identity.linkerd.cluster.local";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Pair {
+    _cluster: Cluster,
+    client: Proxy,
+    server: Proxy,
+}
+
+/// web (client, 127.41.N.2) → myapp (server, 127.41.N.3), both meshed.
+async fn pair(n: u8) -> Pair {
+    let (c_ip, s_ip) = (ip(&format!("127.41.{n}.2")), ip(&format!("127.41.{n}.3")));
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster.myapp_service().await;
+    cluster.pod("web-1", "web", "web", c_ip, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
+    http_app((s_ip, 8080).into(), "myapp-1").await;
+    echo_app((s_ip, 9000).into()).await;
+    let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s_ip)).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c_ip)).await;
+    Pair {
+        _cluster: cluster,
+        client,
+        server,
+    }
+}
+
+#[tokio::test]
+async fn http1_travels_as_http2_with_mtls_and_comes_out_as_http1() {
+    let p = pair(1).await;
+    let mut c = h1_client(p.client.bound.outbound).await;
+    for i in 0..5 {
+        let (status, headers, body) = h1_get(&mut c, &format!("{MYAPP}:80"), &format!("/hello/{i}")).await;
+        assert_eq!(status, 200, "{headers:?} {body}");
+        assert_eq!(
+            body,
+            format!("pod=myapp-1 version=HTTP/1.1 path=/hello/{i} host={MYAPP}:80 orig=false")
+        );
+    }
+    // Both sides saw mTLS with the other's identity.
+    let server = p.server.metrics().await;
+    assert_eq!(
+        metric(
+            &server,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_id", CLIENT_ID)
+            ]
+        ),
+        Some(5.0),
+        "{server}"
+    );
+    let inbound = [
+        ("direction", "inbound"),
+        ("client_id", CLIENT_ID),
+        ("status_code", "200"),
+    ];
+    assert_eq!(
+        metric(&server, "response_latency_ms_count", &inbound),
+        Some(5.0),
+        "{server}"
+    );
+    let le_inf: Vec<(&str, &str)> = inbound.iter().copied().chain([("le", "+Inf")]).collect();
+    assert_eq!(metric(&server, "response_latency_ms_bucket", &le_inf), Some(5.0));
+    let le_50s: Vec<(&str, &str)> = inbound.iter().copied().chain([("le", "50000")]).collect();
+    assert_eq!(metric(&server, "response_latency_ms_bucket", &le_50s), Some(5.0));
+    let src = [
+        ("direction", "inbound"),
+        ("peer", "src"),
+        ("client_id", CLIENT_ID),
+        ("tls", "true"),
+    ];
+    assert_eq!(
+        metric(&server, "tcp_open_connections", &src),
+        Some(1.0),
+        "the client proxy's one HTTP/2 connection stays open: {server}"
+    );
+    assert_eq!(metric(&server, "tcp_open_total", &src), Some(1.0));
+    assert_eq!(metric(&server, "tcp_close_total", &src), Some(0.0));
+    assert!(metric(&server, "tcp_read_bytes_total", &src).unwrap() > 0.0);
+    assert!(metric(&server, "tcp_write_bytes_total", &src).unwrap() > 5.0 * 60.0);
+    let client = p.client.metrics().await;
+    assert_eq!(
+        metric(
+            &client,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", &format!("{MYAPP}:80")),
+                ("tls", "true"),
+                ("server_id", SERVER_ID),
+                ("dst_pod", "myapp-1"),
+                ("dst_deployment", "myapp"),
+                ("dst_namespace", "production"),
+                ("dst_service", "myapp"),
+                ("status_code", "200"),
+                ("classification", "success"),
+            ]
+        ),
+        Some(5.0),
+        "{client}"
+    );
+    // One HTTP/2 connection between the proxies carried every request.
+    assert_eq!(
+        metric(
+            &client,
+            "tcp_open_total",
+            &[("peer", "dst"), ("server_id", SERVER_ID)]
+        ),
+        Some(1.0),
+        "{client}"
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_stays_http2() {
+    let p = pair(2).await;
+    let mut c = h2_client(p.client.bound.outbound).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let req = Request::get(format!("http://{MYAPP}:80/h2/{i}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let f = c.send_request(req);
+        tasks.push(tokio::spawn(async move {
+            let rsp = tokio::time::timeout(Duration::from_secs(10), f)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(rsp.status(), 200);
+            String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let body = t.await.unwrap();
+        assert_eq!(
+            body,
+            format!("pod=myapp-1 version=HTTP/2.0 path=/h2/{i} host={MYAPP}:80 orig=false")
+        );
+    }
+    let _ = c.ready().await;
+}
+
+mod grpc_app {
+    use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse, identity_server::Identity};
+    use tonic::{Request, Response, Status};
+
+    /// A gRPC application: echoes the identity it is asked for.
+    pub struct Echo;
+
+    #[tonic::async_trait]
+    impl Identity for Echo {
+        async fn certify(&self, req: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+            let r = req.into_inner();
+            if r.identity == "fail" {
+                return Err(Status::not_found("no such thing"));
+            }
+            Ok(Response::new(CertifyResponse {
+                leaf_certificate: r.identity.into_bytes(),
+                ..Default::default()
+            }))
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_through_the_pair() {
+    use linkerd2_proxy_api::identity::{
+        CertifyRequest, identity_client::IdentityClient, identity_server::IdentityServer,
+    };
+    let p = pair(3).await;
+    let app = tokio::net::TcpListener::bind("127.41.3.3:8081").await.unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(grpc_app::Echo))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(app)),
+    );
+    let proxy = p.client.bound.outbound;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{MYAPP}:81"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| async move {
+            tokio::net::TcpStream::connect(proxy)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }))
+        .await
+        .unwrap();
+    let mut client = IdentityClient::new(channel);
+    for i in 0..3 {
+        let rsp = client
+            .certify(CertifyRequest {
+                identity: format!("call-{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rsp.leaf_certificate, format!("call-{i}").into_bytes());
+    }
+    let err = client
+        .certify(CertifyRequest {
+            identity: "fail".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "gRPC status crosses both proxies: {err}"
+    );
+    assert_eq!(err.message(), "no such thing");
+    let m = p.server.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[("direction", "inbound"), ("classification", "failure")]
+        ),
+        Some(1.0),
+        "a trailers-only gRPC error is a failure: {m}"
+    );
+}
+
+#[tokio::test]
+async fn opaque_tcp_through_connect_and_the_transport_header() {
+    let p = pair(4).await;
+    let mut s = tokio::net::TcpStream::connect(p.client.bound.outbound)
+        .await
+        .unwrap();
+    s.write_all(format!("CONNECT {MYAPP}:9000 HTTP/1.1\r\nhost: {MYAPP}:9000\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&payload).await.unwrap();
+        w.shutdown().await.unwrap();
+        payload
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    let sent = writer.await.unwrap();
+    assert_eq!(echoed.len(), sent.len());
+    assert!(echoed == sent, "the echo came back intact");
+    let m = p.server.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "tcp_read_bytes_total",
+            &[
+                ("direction", "inbound"),
+                ("target_addr", "127.41.4.3:9000"),
+                ("client_id", CLIENT_ID)
+            ]
+        )
+        .unwrap_or(0.0)
+            >= 100_000.0,
+        "{m}"
+    );
+}

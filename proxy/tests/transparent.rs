@@ -1,0 +1,260 @@
+//! Transparent capture, as in a Kubernetes pod: two network namespaces ("pods") joined by
+//! a veth in 198.18.200.0/24, iptables REDIRECT to the proxies, `SO_ORIGINAL_DST`.
+//! Needs root (network namespaces and iptables); it fails, never skips, without it.
+//!
+//! - server pod 198.18.200.2: the controller, the application on 127.0.0.1:8080, and its
+//!   proxy; PREROUTING redirects arriving port-8080 traffic to 4143.
+//! - client pod 198.18.200.1 (proxy) and .11 (the application's source address): OUTPUT
+//!   redirects the application's connections to 4140. Linkerd excludes the proxy by its
+//!   UID; this test runs both in one process, so it tells them apart by source address.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use strait_proxy::config::env;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SERVER_ID: &str = "myapp.production.serviceaccount.identity.linkerd.cluster.local";
+const CLIENT_ID: &str = "web.production.serviceaccount.identity.linkerd.cluster.local";
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("run command");
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// Two namespaces and their veth, removed on drop (also after a failed assertion).
+struct Pods {
+    client: String,
+    server: String,
+}
+
+impl Pods {
+    fn create() -> Self {
+        let id = std::process::id();
+        let (c, s) = (format!("spt{id}c"), format!("spt{id}s"));
+        let p = Pods {
+            client: c.clone(),
+            server: s.clone(),
+        };
+        let (cv, sv) = (format!("{c}v"), format!("{s}v"));
+        sh(&["ip", "netns", "add", &c]);
+        sh(&["ip", "netns", "add", &s]);
+        sh(&["ip", "link", "add", &cv, "type", "veth", "peer", "name", &sv]);
+        sh(&["ip", "link", "set", &cv, "netns", &c]);
+        sh(&["ip", "link", "set", &sv, "netns", &s]);
+        sh(&["ip", "-n", &c, "addr", "add", "198.18.200.1/24", "dev", &cv]);
+        sh(&["ip", "-n", &c, "addr", "add", "198.18.200.11/24", "dev", &cv]);
+        sh(&["ip", "-n", &s, "addr", "add", "198.18.200.2/24", "dev", &sv]);
+        for (ns, dev) in [(&c, &cv), (&s, &sv)] {
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &s,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            &sv,
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "4143",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &c,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-s",
+            "198.18.200.11",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "4140",
+        ]);
+        p
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and with it the peer.
+        for ns in [&self.client, &self.server] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a new thread inside network namespace `ns`, on its own runtime.
+fn in_netns<R: Send + 'static>(
+    ns: &str,
+    f: impl AsyncFnOnce() -> R + Send + 'static,
+) -> std::thread::JoinHandle<R> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace file");
+        // SAFETY: setns only changes this thread's network namespace; the fd is valid.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+struct FromServer {
+    destination: SocketAddr,
+    identity: SocketAddr,
+    anchors: String,
+    token: String,
+}
+
+#[test]
+fn iptables_redirect_and_original_destination_carry_meshed_http() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root for network namespaces and iptables"
+    );
+    let pods = Pods::create();
+    let (to_client, from_server) = mpsc::channel::<FromServer>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (metrics_tx, metrics_rx) = mpsc::channel::<String>();
+
+    let server = in_netns(&pods.server, async move || {
+        let s_ip: IpAddr = "198.18.200.2".parse().unwrap();
+        let cluster = Cluster::start_on(s_ip, Duration::from_secs(3600)).await;
+        cluster.myapp_service().await;
+        cluster
+            .pod("web-1", "web", "web", "198.18.200.1".parse().unwrap(), true)
+            .await;
+        cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
+        http_app("127.0.0.1:8080".parse().unwrap(), "myapp-1").await;
+        let mut vars = cluster.proxy_env("myapp-1", "myapp", s_ip);
+        vars.insert(env::CAPTURE, "transparent".into());
+        vars.insert(env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".into());
+        vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140".into());
+        vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4191".into());
+        let proxy = Proxy::ready(vars).await;
+        to_client
+            .send(FromServer {
+                destination: cluster.bound.destination,
+                identity: cluster.bound.identity,
+                anchors: cluster.id.anchors.to_pem(),
+                token: cluster.id.tokens.mint("production", "web", "web-1"),
+            })
+            .unwrap();
+        let _ = done_rx.await;
+        metrics_tx.send(proxy.metrics().await).unwrap();
+    });
+
+    let info = from_server
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server pod starts");
+    let client = in_netns(&pods.client, async move || {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, &info.token).unwrap();
+        let vars = std::collections::HashMap::from([
+            (env::CAPTURE, "transparent".to_string()),
+            (env::DESTINATION_SVC_ADDR, info.destination.to_string()),
+            (env::IDENTITY_SVC_ADDR, info.identity.to_string()),
+            (env::IDENTITY_TRUST_ANCHORS, info.anchors.clone()),
+            (env::IDENTITY_LOCAL_NAME, CLIENT_ID.to_string()),
+            (env::IDENTITY_TOKEN_FILE, token.display().to_string()),
+            (env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".to_string()),
+        ]);
+        let proxy = Proxy::ready(vars).await;
+        // The application dials the server pod's application port directly; iptables
+        // hands the connection to the local proxy.
+        let mut bodies = Vec::new();
+        for i in 0..3 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("198.18.200.11:0".parse().unwrap()).unwrap();
+            let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
+            tcp.write_all(
+                format!("GET /t/{i} HTTP/1.1\r\nhost: {MYAPP}\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut rsp = String::new();
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut rsp))
+                .await
+                .expect("a response within 10s")
+                .unwrap();
+            bodies.push(rsp);
+        }
+        (bodies, proxy.metrics().await)
+    })
+    .join()
+    .expect("client pod thread");
+    let _ = done_tx.send(());
+    let server_metrics = metrics_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    server.join().expect("server pod thread");
+
+    let (bodies, client_metrics) = client;
+    for (i, rsp) in bodies.iter().enumerate() {
+        assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
+        assert!(
+            rsp.ends_with(&format!(
+                "pod=myapp-1 version=HTTP/1.1 path=/t/{i} host={MYAPP} orig=false"
+            )),
+            "{rsp}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &client_metrics,
+            "request_total",
+            &[
+                ("direction", "outbound"),
+                ("target_addr", "198.18.200.2:8080"),
+                ("server_id", SERVER_ID)
+            ]
+        ),
+        Some(3.0),
+        "the client proxy carried every request over mTLS: {client_metrics}"
+    );
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("target_addr", "127.0.0.1:8080"),
+                ("client_id", CLIENT_ID)
+            ]
+        ),
+        Some(3.0),
+        "the server proxy authenticated the client and used the original port: {server_metrics}"
+    );
+    drop(pods);
+}
