@@ -103,6 +103,9 @@ enum Command {
     Mirror,
     /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
     Init,
+    /// Demo workloads for topologies and tests: a server that says who it is, a fixed-rate client.
+    #[command(subcommand)]
+    Demo(cmd::demo::Demo),
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
         Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
         Command::Mirror => later("mirror", 5, "the service mirror"),
         Command::Init => later("init", 6, "pod traffic redirection"),
+        Command::Demo(d) => cmd::demo::demo(g, d),
     }
 }
 

@@ -2,4 +2,8 @@
 //! network namespaces or loopback addresses, per-cluster control planes, gateways,
 //! mirrors and meshed workloads, supervised and cleaned up.
 //!
-//! Built by issue #6.
+//! What is here so far is a piece topologies' pods are made of: [`demo`], the workloads
+//! (`strait demo server|client`) that answer with who they are and measure what they see.
+//! The topology files and the runner arrive with the rest of issue #6.
+
+pub mod demo;

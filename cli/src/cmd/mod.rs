@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod check;
 pub mod controller;
+pub mod demo;
 pub mod get;
 pub mod inject;
 pub mod install;
