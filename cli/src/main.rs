@@ -102,7 +102,7 @@ enum Command {
     /// Run the service mirror for a cluster's links.
     Mirror,
     /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
-    Init,
+    Init(cmd::init::InitArgs),
     /// Demo workloads for topologies and tests: a server that says who it is, a fixed-rate client.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         Command::Controller(a) => cmd::controller::controller(g, &a),
         Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
         Command::Mirror => later("mirror", 5, "the service mirror"),
-        Command::Init => later("init", 6, "pod traffic redirection"),
+        Command::Init(a) => cmd::init::init(&a),
         Command::Demo(d) => cmd::demo::demo(g, d),
     }
 }

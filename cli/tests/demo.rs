@@ -220,3 +220,51 @@ fn bad_flags_name_the_flag_and_what_was_expected() {
         assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
     }
 }
+
+#[test]
+fn init_dry_run_prints_the_exact_restore_input_and_bad_flags_name_themselves() {
+    let out = strait()
+        .args([
+            "init",
+            "--dry-run",
+            "--inbound-ports-to-ignore",
+            "25,8000-8999",
+            "--proxy-uid",
+            "1234",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("-restore --noflush <<'EOF'\n*nat\n"), "{plan}");
+    assert!(
+        plan.contains("-A PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4190,4191,25,8000:8999 "),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("-A PROXY_INIT_OUTPUT -m owner --uid-owner 1234 "),
+        "{plan}"
+    );
+    assert!(plan.contains("-j REDIRECT --to-ports 4140\n"), "{plan}");
+    assert!(plan.ends_with("COMMIT\nEOF\n"), "{plan}");
+    for (args, expected) in [
+        (
+            &["init", "--inbound-ports-to-ignore", "70000"][..],
+            "'--inbound-ports-to-ignore <PORTS>': expected comma-separated ports",
+        ),
+        (
+            &["init", "--subnets-to-ignore", "10.0.0.0/40"],
+            "'--subnets-to-ignore <CIDRS>': expected comma-separated IPv4 networks",
+        ),
+        (&["init", "--proxy-uid", "root"], "'--proxy-uid <PROXY_UID>'"),
+        (
+            &["init", "--netns", "/nonexistent/ns"],
+            "--netns /nonexistent/ns: no such network namespace file",
+        ),
+    ] {
+        let out = strait().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

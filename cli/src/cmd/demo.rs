@@ -39,7 +39,7 @@ fn size(s: &str) -> Result<usize, String> {
 fn host_port(s: &str) -> Result<String, String> {
     let expected = "expected host:port, e.g. 127.0.0.1:4140";
     let (host, port) = s.rsplit_once(':').ok_or(expected)?;
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+    if host.is_empty() || !port.parse::<u16>().is_ok_and(|p| p != 0) {
         return Err(expected.into());
     }
     Ok(s.to_string())

@@ -5,6 +5,7 @@ pub mod check;
 pub mod controller;
 pub mod demo;
 pub mod get;
+pub mod init;
 pub mod inject;
 pub mod install;
 pub mod pending;

@@ -11,6 +11,7 @@
 //! Every wait is bounded and ends on a real event (a message, an answer, a deadline).
 
 pub mod fixture;
+pub mod proxy;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
