@@ -11,7 +11,7 @@ use super::{Error, Layout, PairSpec, ProcessSpec};
 
 /// The two configuration files' texts: (client side, server side).
 pub fn configs(layout: &Layout, client_pem: &Path, server_pem: &Path) -> (String, String) {
-    let global = "global\n  nbthread 1\n  maxconn 20000\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n  \
+    let global = "global\n  nbthread 1\n  maxconn 4096\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n  \
                   ssl-default-server-options ssl-min-ver TLSv1.3\n\ndefaults\n  mode http\n  \
                   timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n\n";
     let anchors = layout.pki.anchors.display();
@@ -76,9 +76,11 @@ pub fn pair(layout: &Layout) -> Result<PairSpec, Error> {
         support: Vec::new(),
         client: spec("client", &client_cfg)?,
         server: spec("server", &server_cfg)?,
-        notes: "HAProxy `mode http`, `nbthread 1` each, mutual TLS 1.3 with the mesh certificates \
-                (server identity verified by name), `http-reuse always` on both backends"
-            .into(),
+        notes: format!(
+            "{} from Debian, `mode http`, `nbthread 1` each, mutual TLS 1.3 with the mesh certificates \
+             (ECDSA P-256, server identity verified by name), `http-reuse always` on both backends",
+            short_version(&super::tools::haproxy_version(&haproxy))
+        ),
     })
 }
 
