@@ -147,6 +147,17 @@ macro_rules! kinds {
                 match id { $( KindId::$variant => serde_path_to_error::deserialize(value).map(Object::$variant), )* }
             }
 
+            /// Deserializes JSON text written by [`Object::to_json`].
+            pub fn from_json(id: KindId, json: &[u8]) -> Result<Object, serde_json::Error> {
+                match id { $( KindId::$variant => serde_json::from_slice(json).map(Object::$variant), )* }
+            }
+
+            /// The object as compact JSON text, with `apiVersion` and `kind` of the storage
+            /// version.
+            pub fn to_json(&self) -> Vec<u8> {
+                serde_json::to_vec(&self.to_value()).unwrap_or_default()
+            }
+
             /// The object as JSON, with `apiVersion` and `kind` of the storage version.
             pub fn to_value(&self) -> Value {
                 let mut v = match self {

@@ -5,7 +5,7 @@
 //! (`kind/namespace/name`), the field path, and what was expected. Loading is all or
 //! nothing for the caller: [`load`] returns either every object or every error found.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -236,6 +236,24 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Vec<Loaded>, LoadE
     let mut errors = Vec::new();
     let mut seen: HashMap<ObjectKey, Origin> = HashMap::new();
     for src in sources {
+        // JSON (what programs send the API) parses an order of magnitude faster without
+        // positions; anything wrong with it is parsed again as YAML to say where.
+        if let Some(doc) = json_document(&src.text) {
+            let (first_loaded, first_error) = (loaded.len(), errors.len());
+            DocCx {
+                file: &src.name,
+                doc: &doc,
+                opts,
+            }
+            .document(&mut loaded, &mut errors);
+            let mut keys = HashSet::new();
+            let unique = loaded[first_loaded..].iter().all(|l| keys.insert(l.object.key()));
+            if errors.len() == first_error && unique {
+                continue;
+            }
+            loaded.truncate(first_loaded);
+            errors.truncate(first_error);
+        }
         let docs = match yaml::parse(&src.text) {
             Ok(d) => d,
             Err(e) => {
@@ -290,6 +308,78 @@ pub fn load(sources: &[Source], opts: &LoadOptions) -> Result<Vec<Loaded>, LoadE
         Ok(loaded)
     } else {
         Err(LoadErrors(errors))
+    }
+}
+
+/// `text` as one JSON document without positions, if it is JSON without duplicate keys.
+fn json_document(text: &str) -> Option<Document> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return None;
+    }
+    let value = serde_json::from_str::<StrictValue>(trimmed).ok()?.0;
+    Some(Document {
+        index: 1,
+        pos: yaml::Pos { line: 1, col: 1 },
+        value,
+        positions: HashMap::new(),
+    })
+}
+
+/// A JSON value that refuses duplicate keys (YAML parsing refuses them too, and the
+/// last-one-wins of plain JSON parsing would hide a mistake).
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StrictValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
+                Ok(StrictValue(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
+                Ok(StrictValue(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
+                Ok(StrictValue(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
+                Ok(StrictValue(
+                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
+                Ok(StrictValue(Value::String(v.into())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
+                Ok(StrictValue(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> Result<StrictValue, E> {
+                Ok(StrictValue(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<StrictValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some(StrictValue(v)) = a.next_element()? {
+                    out.push(v);
+                }
+                Ok(StrictValue(Value::Array(out)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<StrictValue, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    let StrictValue(v) = a.next_value()?;
+                    if out.insert(k.clone(), v).is_some() {
+                        return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+                    }
+                }
+                Ok(StrictValue(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

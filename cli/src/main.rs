@@ -98,9 +98,9 @@ enum Command {
     /// Run a cluster's control plane: destination, identity, policy, injector, public API.
     Controller(Box<cmd::controller::ControllerArgs>),
     /// Run a cluster's multi-cluster gateway.
-    Gateway,
-    /// Run the service mirror for a cluster's links.
-    Mirror,
+    Gateway(Box<cmd::gateway::GatewayArgs>),
+    /// Run the service mirror for every Link of a cluster (and, in local mode, its DNS).
+    Mirror(Box<cmd::multicluster::MirrorArgs>),
     /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
     Init(cmd::init::InitArgs),
     /// Demo workloads for topologies and tests: a server that says who it is, a fixed-rate client.
@@ -111,13 +111,9 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Multicluster {
     /// Print the gateway and service-mirror manifests.
-    Install,
+    Install(cmd::multicluster::InstallArgs),
     /// Print the Link and credentials that let another cluster mirror this one.
-    Link {
-        /// The name this cluster has in the linking cluster.
-        #[arg(long)]
-        cluster_name: String,
-    },
+    Link(Box<cmd::multicluster::LinkArgs>),
     /// Print everything a link created, for deletion.
     Unlink {
         /// The linked cluster's name.
@@ -125,9 +121,17 @@ enum Multicluster {
         cluster_name: String,
     },
     /// Show the linked clusters' gateways: alive, services, latency.
-    Gateways,
+    Gateways {
+        /// The mirror's admin address (default: the one the local cluster's mirror published).
+        #[arg(long)]
+        mirror_addr: Option<String>,
+    },
     /// Check links, credentials, trust, mirrors and gateways.
-    Check,
+    Check {
+        /// The mirror's admin address (default: the one the local cluster's mirror published).
+        #[arg(long)]
+        mirror_addr: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,16 +180,13 @@ fn main() -> ExitCode {
         Command::Delete(a) => cmd::get::delete(g, &a),
         Command::Up { .. } => later("up", 6, "running topologies on this machine"),
         Command::Down => later("down", 6, "running topologies on this machine"),
-        Command::Multicluster(m) => {
-            let name = match m {
-                Multicluster::Install => "multicluster install",
-                Multicluster::Link { .. } => "multicluster link",
-                Multicluster::Unlink { .. } => "multicluster unlink",
-                Multicluster::Gateways => "multicluster gateways",
-                Multicluster::Check => "multicluster check",
-            };
-            later(name, 5, "multi-cluster federation")
-        }
+        Command::Multicluster(m) => match m {
+            Multicluster::Install(a) => cmd::multicluster::install(&a),
+            Multicluster::Link(a) => cmd::multicluster::link(g, &a),
+            Multicluster::Unlink { cluster_name } => cmd::multicluster::unlink(g, &cluster_name),
+            Multicluster::Gateways { mirror_addr } => cmd::multicluster::gateways(g, mirror_addr.as_deref()),
+            Multicluster::Check { mirror_addr } => cmd::multicluster::check(g, mirror_addr.as_deref()),
+        },
         Command::Viz(v) => {
             let name = match v {
                 Viz::Stat { .. } => "viz stat",
@@ -204,8 +205,8 @@ fn main() -> ExitCode {
         Command::Version(a) => cmd::version::version(g, &a),
         Command::Proxy => later("proxy", 4, "the sidecar proxy"),
         Command::Controller(a) => cmd::controller::controller(g, &a),
-        Command::Gateway => later("gateway", 5, "the multi-cluster gateway"),
-        Command::Mirror => later("mirror", 5, "the service mirror"),
+        Command::Gateway(a) => cmd::gateway::gateway(g, &a),
+        Command::Mirror(a) => cmd::multicluster::mirror(g, &a),
         Command::Init(a) => cmd::init::init(&a),
         Command::Demo(d) => cmd::demo::demo(g, d),
     }

@@ -243,7 +243,6 @@ fn apply_get_delete_on_a_state_directory() {
 fn commands_of_later_issues_say_so_and_fail() {
     for args in [
         &["up", "topologies/west-east.yaml"][..],
-        &["multicluster", "link", "--cluster-name", "east"],
         &["proxy"],
         &["viz", "stat", "deploy"],
     ] {
@@ -254,6 +253,18 @@ fn commands_of_later_issues_say_so_and_fail() {
         assert!(err.contains("Nothing was done"), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} printed something");
     }
+}
+
+#[test]
+fn multicluster_link_needs_the_target_cluster() {
+    let out = run(&["multicluster", "link", "--cluster-name", "east"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("pass --state-dir DIR of the target cluster"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

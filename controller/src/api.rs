@@ -48,6 +48,21 @@ pub const CONTROLLER_SA: &str = "linkerd-controller";
 pub const ADMIN_SA: &str = "strait-admin";
 /// The namespace of control-plane identities.
 pub const CONTROL_PLANE_NS: &str = "linkerd";
+/// Service accounts whose names start with this, in [`MULTICLUSTER_NS`], may read the
+/// cluster (list objects) but not change it: the credentials `strait multicluster link`
+/// hands to a linking cluster's service mirror (Linkerd's `linkerd-service-mirror-remote-access-*`).
+pub const REMOTE_ACCESS_SA_PREFIX: &str = "linkerd-service-mirror-remote-access-";
+/// The namespace of multicluster identities.
+pub const MULTICLUSTER_NS: &str = "linkerd-multicluster";
+
+/// Whether `id` is a linking cluster's read-only remote-access identity in `trust_domain`.
+pub fn is_remote_access(id: &IdentityName, trust_domain: &str) -> bool {
+    let id = id.to_string();
+    let suffix = format!(".{MULTICLUSTER_NS}.serviceaccount.identity.linkerd.{trust_domain}");
+    id.strip_suffix(&suffix)
+        .and_then(|sa| sa.strip_prefix(REMOTE_ACCESS_SA_PREFIX))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
+}
 
 /// Where the API listens, written to `<state-dir>/api.json` for the CLI.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -269,7 +284,19 @@ async fn respond(
     client: Option<&IdentityName>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    if client != Some(&api.admin) {
+    let reader = client.is_some_and(|c| is_remote_access(c, &api.trust_domain));
+    if reader {
+        let path = req.uri().path();
+        if req.method() != Method::GET || !(path.starts_with("/v1/objects/") || path == "/v1/version") {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may only read objects (GET /v1/objects/…): it is a linked cluster's read-only mirror identity",
+                    client.map(ToString::to_string).unwrap_or_default()
+                ),
+            );
+        }
+    } else if client != Some(&api.admin) {
         let who = client.map_or("an unidentified client".to_string(), ToString::to_string);
         return error(
             StatusCode::FORBIDDEN,
@@ -449,6 +476,8 @@ fn proxies(api: &Api) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests;
 
+pub mod store;
+
 /// A client of the API, as the cluster admin.
 pub mod client {
     use std::sync::Arc;
@@ -520,6 +549,11 @@ pub mod client {
                 connector: TlsConnector::from(Arc::new(config)),
                 server,
             })
+        }
+
+        /// Where the API is.
+        pub fn address(&self) -> &str {
+            &self.endpoint.address
         }
 
         /// One request; the JSON answer of a 2xx, or the server's error.

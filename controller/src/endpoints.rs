@@ -2,16 +2,17 @@
 //! pods its selector matches, as Kubernetes' endpointslice controller does in a real
 //! cluster. Discovery then reads EndpointSlices the same way in both modes.
 //!
-//! [`plan`] is pure: given a namespace's Services, Pods and the slices this controller
-//! manages, it returns the slices to write and delete. [`run`] watches the store and
-//! executes plans for the namespaces that changed.
+//! [`plan`] is pure: given a Service, the pods of its namespace and the slices this
+//! controller manages for it, it returns the slices to write and delete. [`run`] watches
+//! the store, keeps summaries (not whole objects) of Services and Pods, and executes plans
+//! for the Services whose pods, spec or slices changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_api::core::selector_matches;
 use strait_api::{Kind, KindId, Object, ObjectKey, Store, WatchEvent};
@@ -35,58 +36,116 @@ pub struct Plan {
 /// A service port as resolved for one pod: (port name, target port, protocol).
 type PortMapping = (Option<String>, i32, String);
 
-fn pod_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    let conditions = status.and_then(|s| s.conditions.as_ref());
-    match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
-        Some(c) => c.status == "True",
-        None => status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+/// What the controller keeps of a Pod: only what endpoints are made of. A whole Pod is
+/// kilobytes; a cluster holds tens of thousands of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSummary {
+    name: String,
+    uid: Option<String>,
+    labels: BTreeMap<String, String>,
+    /// Its address, unless it has none or has finished.
+    ip: Option<String>,
+    ready: bool,
+    /// Named container ports.
+    ports: Vec<(String, i32)>,
+    hostname: Option<String>,
+    subdomain: Option<String>,
+}
+
+impl PodSummary {
+    /// The summary of a Pod.
+    pub fn of(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let conditions = status.and_then(|s| s.conditions.as_ref());
+        let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
+            Some(c) => c.status == "True",
+            None => status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+        };
+        let finished = matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let spec = pod.spec.as_ref();
+        Self {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ip: status.and_then(|s| s.pod_ip.clone()).filter(|_| !finished),
+            ready,
+            ports: spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+                .collect(),
+            hostname: spec.and_then(|s| s.hostname.clone()),
+            subdomain: spec.and_then(|s| s.subdomain.clone()),
+        }
+    }
+
+    fn named_port(&self, name: &str) -> Option<i32> {
+        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
     }
 }
 
-fn pod_ip(pod: &Pod) -> Option<String> {
-    let ip = pod.status.as_ref()?.pod_ip.clone()?;
-    let phase = pod.status.as_ref()?.phase.as_deref();
-    (!matches!(phase, Some("Succeeded" | "Failed"))).then_some(ip)
+/// What the controller keeps of a Service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSummary {
+    name: String,
+    /// The selector; services without one have their endpoints managed by someone else.
+    selector: Option<LabelSelector>,
+    ports: Vec<ServicePort>,
+}
+
+impl ServiceSummary {
+    /// The summary of a Service.
+    pub fn of(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        Self {
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            selector: spec
+                .and_then(|s| s.selector.clone())
+                .filter(|s| !s.is_empty())
+                .map(|labels| LabelSelector {
+                    match_labels: Some(labels),
+                    match_expressions: None,
+                }),
+            ports: spec.and_then(|s| s.ports.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn selects(&self, pod: &PodSummary) -> bool {
+        self.selector
+            .as_ref()
+            .is_some_and(|sel| selector_matches(sel, &pod.labels))
+    }
 }
 
 /// The slices a Service should have: one per distinct port mapping among its pods
 /// (named target ports may resolve differently per pod), named `<svc>-<n>`.
-pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
-    let (Some(ns), Some(name)) = (svc.metadata.namespace.clone(), svc.metadata.name.clone()) else {
+pub fn desired<'a>(
+    namespace: &str,
+    svc: &ServiceSummary,
+    pods: impl IntoIterator<Item = &'a PodSummary>,
+) -> Vec<EndpointSlice> {
+    if svc.selector.is_none() {
         return Vec::new();
-    };
-    let spec = svc.spec.clone().unwrap_or_default();
-    let Some(selector) = spec.selector.filter(|s| !s.is_empty()) else {
-        // Services without a selector have their endpoints managed by someone else.
-        return Vec::new();
-    };
-    let ports = spec.ports.unwrap_or_default();
-    let sel = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-        match_labels: Some(selector),
-        match_expressions: None,
-    };
+    }
+    let name = &svc.name;
     let mut groups: BTreeMap<Vec<PortMapping>, Vec<Endpoint>> = BTreeMap::new();
     for pod in pods {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        if pod.metadata.namespace.as_deref() != Some(&ns) || !selector_matches(&sel, &labels) {
+        if !svc.selects(pod) {
             continue;
         }
-        let Some(ip) = pod_ip(pod) else { continue };
-        let named: BTreeMap<String, i32> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| Some((p.name.clone()?, p.container_port)))
-            .collect();
-        let mapping: Option<Vec<PortMapping>> = ports
+        let Some(ip) = pod.ip.clone() else { continue };
+        let mapping: Option<Vec<PortMapping>> = svc
+            .ports
             .iter()
             .map(|p| {
                 let target = match &p.target_port {
                     None => Some(p.port),
                     Some(IntOrString::Int(t)) => Some(*t),
-                    Some(IntOrString::String(n)) => named.get(n).copied(),
+                    Some(IntOrString::String(n)) => pod.named_port(n),
                 }?;
                 Some((
                     p.name.clone(),
@@ -97,26 +156,24 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
             .collect();
         // A pod that lacks a named port is not an endpoint, as in Kubernetes.
         let Some(mapping) = mapping else { continue };
-        let ready = pod_ready(pod);
         // A pod whose subdomain is this service is reachable by its hostname, as in Kubernetes.
         let hostname = pod
-            .spec
-            .as_ref()
-            .filter(|s| s.subdomain.as_deref() == Some(name.as_str()))
-            .and_then(|s| s.hostname.clone());
+            .hostname
+            .clone()
+            .filter(|_| pod.subdomain.as_deref() == Some(name.as_str()));
         groups.entry(mapping).or_default().push(Endpoint {
             addresses: vec![ip],
             hostname,
             conditions: Some(EndpointConditions {
-                ready: Some(ready),
-                serving: Some(ready),
+                ready: Some(pod.ready),
+                serving: Some(pod.ready),
                 terminating: Some(false),
             }),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                namespace: Some(ns.clone()),
-                uid: pod.metadata.uid.clone(),
+                name: Some(pod.name.clone()),
+                namespace: Some(namespace.to_string()),
+                uid: pod.uid.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -134,7 +191,7 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
             EndpointSlice {
                 metadata: ObjectMeta {
                     name: Some(format!("{name}-{i}")),
-                    namespace: Some(ns.clone()),
+                    namespace: Some(namespace.to_string()),
                     labels: Some(
                         [
                             (SERVICE_NAME_LABEL.to_string(), name.clone()),
@@ -167,146 +224,274 @@ pub fn desired(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSlice> {
         .collect()
 }
 
-/// The changes that bring a namespace's managed slices in line with its Services and Pods.
-pub fn plan(services: &[&Service], pods: &[&Pod], managed: &[&EndpointSlice]) -> Plan {
-    let want: Vec<EndpointSlice> = services.iter().flat_map(|s| desired(s, pods)).collect();
+/// A fingerprint of what a slice says (its endpoints, ports, address type and labels):
+/// the controller remembers this, not the slices themselves.
+pub fn digest(s: &EndpointSlice) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let content = serde_json::to_vec(&(&s.endpoints, &s.ports, &s.address_type, &s.metadata.labels))
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut h);
+    h.finish()
+}
+
+/// The changes that bring one Service's managed slices (`have`: name → digest) in line
+/// with its pods; a Service that is gone (`None`) keeps no slices.
+pub fn plan<'a>(
+    namespace: &str,
+    svc: Option<&ServiceSummary>,
+    pods: impl IntoIterator<Item = &'a PodSummary>,
+    have: &BTreeMap<String, u64>,
+) -> Plan {
+    let want = svc.map(|s| desired(namespace, s, pods)).unwrap_or_default();
     let want_names: BTreeSet<&str> = want.iter().filter_map(|s| s.metadata.name.as_deref()).collect();
-    let have: BTreeMap<&str, &EndpointSlice> = managed
-        .iter()
-        .filter_map(|s| Some((s.metadata.name.as_deref()?, *s)))
-        .collect();
     let mut out = Plan::default();
     for s in &want {
         let name = s.metadata.name.as_deref().unwrap_or_default();
-        let same = have.get(name).is_some_and(|h| {
-            h.endpoints == s.endpoints
-                && h.ports == s.ports
-                && h.address_type == s.address_type
-                && h.metadata.labels == s.metadata.labels
-        });
-        if !same {
+        if have.get(name) != Some(&digest(s)) {
             out.apply.push(s.clone());
         }
     }
     out.delete = have
         .keys()
-        .filter(|n| !want_names.contains(*n))
-        .map(|n| n.to_string())
+        .filter(|n| !want_names.contains(n.as_str()))
+        .cloned()
         .collect();
     out
 }
 
-/// Watches Services, Pods and managed slices; reconciles each namespace that changes.
+type NsName = (String, String);
+
+/// What the controller knows; slices by the (namespace, service) that owns them.
+#[derive(Default)]
+struct State {
+    services: BTreeMap<NsName, ServiceSummary>,
+    pods: BTreeMap<NsName, PodSummary>,
+    slices: BTreeMap<NsName, BTreeMap<String, u64>>,
+}
+
+impl State {
+    /// Marks every service of `ns` that selects `pod` dirty.
+    fn touch_selecting(&self, ns: &str, pod: &PodSummary, dirty: &mut BTreeSet<NsName>) {
+        for (key, svc) in in_namespace_keyed(&self.services, ns) {
+            if svc.selects(pod) {
+                dirty.insert(key.clone());
+            }
+        }
+    }
+
+    fn on_pod(&mut self, ev: WatchEvent<Pod>, dirty: &mut BTreeSet<NsName>) {
+        let put = |s: &mut Self, pod: &Pod, dirty: &mut BTreeSet<NsName>| {
+            let Some(k) = key(pod) else { return };
+            let new = PodSummary::of(pod);
+            match s.pods.get(&k) {
+                Some(old) if *old == new => return,
+                Some(old) => s.touch_selecting(&k.0, old, dirty),
+                None => {}
+            }
+            s.touch_selecting(&k.0, &new, dirty);
+            s.pods.insert(k, new);
+        };
+        match ev {
+            WatchEvent::Restarted(items) => {
+                self.pods.clear();
+                for p in &items {
+                    if let Some(k) = key(p) {
+                        self.pods.insert(k, PodSummary::of(p));
+                    }
+                }
+                dirty.extend(self.services.keys().cloned());
+            }
+            WatchEvent::Applied(p) => put(self, &p, dirty),
+            WatchEvent::Deleted(p) => {
+                if let Some(k) = key(&p)
+                    && let Some(old) = self.pods.remove(&k)
+                {
+                    self.touch_selecting(&k.0, &old, dirty);
+                }
+            }
+        }
+    }
+
+    fn on_service(&mut self, ev: WatchEvent<Service>, dirty: &mut BTreeSet<NsName>) {
+        match ev {
+            WatchEvent::Restarted(items) => {
+                dirty.extend(self.services.keys().cloned());
+                self.services = items
+                    .iter()
+                    .filter_map(|s| Some((key(s)?, ServiceSummary::of(s))))
+                    .collect();
+                dirty.extend(self.services.keys().cloned());
+            }
+            WatchEvent::Applied(s) => {
+                if let Some(k) = key(&s) {
+                    dirty.insert(k.clone());
+                    self.services.insert(k, ServiceSummary::of(&s));
+                }
+            }
+            WatchEvent::Deleted(s) => {
+                if let Some(k) = key(&s) {
+                    dirty.insert(k.clone());
+                    self.services.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Only our own slices count. Writing them needs no reconcile; losing one (deleted by
+    /// someone else) or a resync does.
+    fn on_slice(&mut self, ev: WatchEvent<EndpointSlice>, dirty: &mut BTreeSet<NsName>) {
+        let owner = |s: &EndpointSlice| -> Option<(NsName, String)> {
+            let labels = s.metadata.labels.as_ref()?;
+            (labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)).then_some(())?;
+            let (ns, name) = key(s)?;
+            Some(((ns, labels.get(SERVICE_NAME_LABEL)?.clone()), name))
+        };
+        match ev {
+            WatchEvent::Restarted(items) => {
+                dirty.extend(self.slices.keys().cloned());
+                self.slices.clear();
+                for s in &items {
+                    if let Some((svc, name)) = owner(s) {
+                        dirty.insert(svc.clone());
+                        self.slices.entry(svc).or_default().insert(name, digest(s));
+                    }
+                }
+            }
+            WatchEvent::Applied(s) => {
+                if let Some((svc, name)) = owner(&s) {
+                    self.slices.entry(svc).or_default().insert(name, digest(&s));
+                }
+            }
+            WatchEvent::Deleted(s) => {
+                if let Some((svc, name)) = owner(&s) {
+                    if let Some(m) = self.slices.get_mut(&svc) {
+                        m.remove(&name);
+                        if m.is_empty() {
+                            self.slices.remove(&svc);
+                        }
+                    }
+                    dirty.insert(svc);
+                }
+            }
+        }
+    }
+}
+
+/// Events handled before reconciling, at most: a burst is reconciled in one write.
+const MAX_BATCH: usize = 1024;
+
+/// Watches Services, Pods and managed slices; reconciles each Service whose pods,
+/// selector, ports or slices changed.
 pub async fn run<S: Store>(store: S) {
-    let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
-    let mut pods: BTreeMap<(String, String), Pod> = BTreeMap::new();
-    let mut slices: BTreeMap<(String, String), EndpointSlice> = BTreeMap::new();
+    use futures::FutureExt;
+    let mut state = State::default();
     let mut svc_w = store.watch::<Service>();
     let mut pod_w = store.watch::<Pod>();
     let mut slice_w = store.watch::<EndpointSlice>();
     loop {
-        let mut dirty: BTreeSet<String> = BTreeSet::new();
-        tokio::select! {
-            Some(ev) = svc_w.next() => track(ev, &mut services, &mut dirty),
-            Some(ev) = pod_w.next() => track(ev, &mut pods, &mut dirty),
-            Some(ev) = slice_w.next() => match ev {
-                // Only our own slices count. Writing them needs no reconcile; losing one
-                // (deleted by someone else) or a resync does.
-                Ok(WatchEvent::Restarted(items)) => {
-                    dirty.extend(slices.keys().map(|k| k.0.clone()));
-                    slices = items.into_iter().filter(ours).filter_map(|s| Some((key(&s)?, s))).collect();
-                    dirty.extend(slices.keys().map(|k| k.0.clone()));
-                }
-                Ok(WatchEvent::Applied(s)) if ours(&s) => {
-                    if let Some(k) = key(&s) {
-                        slices.insert(k, s);
-                    }
-                }
-                Ok(WatchEvent::Deleted(s)) if ours(&s) => {
-                    if let Some(k) = key(&s) {
-                        dirty.insert(k.0.clone());
-                        slices.remove(&k);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "endpoint controller watch error"),
-            },
+        let mut dirty: BTreeSet<NsName> = BTreeSet::new();
+        let handle = |state: &mut State, ev: Ev, dirty: &mut BTreeSet<NsName>| match ev {
+            Ev::Service(Ok(e)) => state.on_service(e, dirty),
+            Ev::Pod(Ok(e)) => state.on_pod(e, dirty),
+            Ev::Slice(Ok(e)) => state.on_slice(e, dirty),
+            Ev::Service(Err(e)) | Ev::Pod(Err(e)) | Ev::Slice(Err(e)) => {
+                tracing::warn!(error = %e, "endpoint controller watch error")
+            }
+        };
+        let first = tokio::select! {
+            Some(ev) = svc_w.next() => Ev::Service(ev),
+            Some(ev) = pod_w.next() => Ev::Pod(ev),
+            Some(ev) = slice_w.next() => Ev::Slice(ev),
             else => return,
+        };
+        handle(&mut state, first, &mut dirty);
+        // Take in whatever else is already waiting, so a burst becomes one write.
+        for _ in 1..MAX_BATCH {
+            let ev = if let Some(Some(ev)) = pod_w.next().now_or_never() {
+                Ev::Pod(ev)
+            } else if let Some(Some(ev)) = svc_w.next().now_or_never() {
+                Ev::Service(ev)
+            } else if let Some(Some(ev)) = slice_w.next().now_or_never() {
+                Ev::Slice(ev)
+            } else {
+                break;
+            };
+            handle(&mut state, ev, &mut dirty);
         }
-        for ns in dirty {
-            let svcs: Vec<&Service> = in_namespace(&services, &ns).collect();
-            let ps: Vec<&Pod> = in_namespace(&pods, &ns).collect();
-            let managed: Vec<&EndpointSlice> = in_namespace(&slices, &ns).collect();
-            let p = plan(&svcs, &ps, &managed);
-            if !p.apply.is_empty() {
-                let objs: Vec<Object> = p.apply.iter().cloned().map(Kind::into_object).collect();
-                if let Err(e) = store.apply(objs).await {
-                    tracing::warn!(namespace = %ns, error = %e, "cannot write endpoint slices");
+        reconcile(&store, &mut state, dirty).await;
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // one at a time, handled at once
+enum Ev {
+    Service(Result<WatchEvent<Service>, strait_api::StoreError>),
+    Pod(Result<WatchEvent<Pod>, strait_api::StoreError>),
+    Slice(Result<WatchEvent<EndpointSlice>, strait_api::StoreError>),
+}
+
+async fn reconcile<S: Store>(store: &S, state: &mut State, dirty: BTreeSet<NsName>) {
+    let empty = BTreeMap::new();
+    let mut apply: Vec<EndpointSlice> = Vec::new();
+    let mut delete: Vec<ObjectKey> = Vec::new();
+    for svc_key in &dirty {
+        let (ns, _) = svc_key;
+        let pods = in_namespace(&state.pods, ns);
+        let have = state.slices.get(svc_key).unwrap_or(&empty);
+        let p = plan(ns, state.services.get(svc_key), pods, have);
+        apply.extend(p.apply);
+        delete.extend(
+            p.delete
+                .into_iter()
+                .map(|name| ObjectKey::new(KindId::EndpointSlice, ns.clone(), name)),
+        );
+    }
+    if !apply.is_empty() {
+        let digests: Vec<(NsName, String, u64)> = apply
+            .iter()
+            .filter_map(|s| {
+                let ns = s.metadata.namespace.clone()?;
+                let svc = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+                Some(((ns, svc), s.metadata.name.clone()?, digest(s)))
+            })
+            .collect();
+        let objs: Vec<Object> = apply.into_iter().map(Kind::into_object).collect();
+        match store.apply(objs).await {
+            // Remember what was written now: a reconcile before the watch echoes it back
+            // would otherwise write it again.
+            Ok(_) => {
+                for (svc, name, d) in digests {
+                    state.slices.entry(svc).or_default().insert(name, d);
                 }
             }
-            for name in p.delete {
-                let key = ObjectKey::new(KindId::EndpointSlice, ns.clone(), name);
-                if let Err(e) = store.delete(&key).await {
-                    tracing::warn!(%key, error = %e, "cannot delete endpoint slice");
-                }
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot write endpoint slices"),
+        }
+    }
+    for key in delete {
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot delete endpoint slice");
         }
     }
 }
 
 /// The objects of one namespace. Keys sort by namespace first, so they are one range:
-/// reconciling a namespace costs its own objects, not a scan of the whole cluster per
+/// reconciling costs the namespace's own objects, not a scan of the whole cluster per
 /// event (which made loading N objects O(N²)).
 fn in_namespace<'a, V>(map: &'a BTreeMap<(String, String), V>, ns: &'a str) -> impl Iterator<Item = &'a V> {
-    map.range((ns.to_string(), String::new())..)
-        .take_while(move |(k, _)| k.0 == ns)
-        .map(|(_, v)| v)
+    in_namespace_keyed(map, ns).map(|(_, v)| v)
 }
 
-fn ours(s: &EndpointSlice) -> bool {
-    s.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGED_BY)
+fn in_namespace_keyed<'a, V>(
+    map: &'a BTreeMap<(String, String), V>,
+    ns: &'a str,
+) -> impl Iterator<Item = (&'a (String, String), &'a V)> {
+    map.range((ns.to_string(), String::new())..)
+        .take_while(move |(k, _)| k.0 == ns)
 }
 
 fn key<K: Kind>(k: &K) -> Option<(String, String)> {
     let m = k.metadata();
     Some((m.namespace.clone()?, m.name.clone()?))
-}
-
-fn track<K: Kind>(
-    ev: Result<WatchEvent<K>, strait_api::StoreError>,
-    map: &mut BTreeMap<(String, String), K>,
-    dirty: &mut BTreeSet<String>,
-) {
-    match ev {
-        Err(e) => tracing::warn!(error = %e, "endpoint controller watch error"),
-        Ok(WatchEvent::Restarted(items)) => {
-            dirty.extend(map.keys().map(|k| k.0.clone()));
-            map.clear();
-            for i in items {
-                if let Some(k) = key(&i) {
-                    dirty.insert(k.0.clone());
-                    map.insert(k, i);
-                }
-            }
-        }
-        Ok(WatchEvent::Applied(i)) => {
-            if let Some(k) = key(&i) {
-                dirty.insert(k.0.clone());
-                map.insert(k, i);
-            }
-        }
-        Ok(WatchEvent::Deleted(i)) => {
-            if let Some(k) = key(&i) {
-                dirty.insert(k.0.clone());
-                map.remove(&k);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,27 @@
 //! The multi-cluster gateway (`strait gateway`): one QUIC connection per linked cluster
 //! pair, one stream per proxied connection, egress and ingress roles, Linkerd's probe.
 //!
-//! Built by issue #5: a sans-IO stream-framing and link core with an async quinn driver.
+//! The protocol lives in a sans-IO core ([`proto`]): the stream-open header and the
+//! link state machine. [`link`] drives a link over quinn, [`gateway`] runs the
+//! egress and ingress roles on one QUIC endpoint, [`relay`] moves bytes with
+//! half-close, [`resolve`] is how the ingress finds local endpoints, [`tls`]
+//! authenticates gateways to each other, and [`admin`] serves `/ready` and
+//! `/metrics`.
+
+pub mod admin;
+pub mod gateway;
+pub mod link;
+pub mod metrics;
+pub mod proto;
+pub mod relay;
+pub mod resolve;
+pub mod tls;
+
+pub use gateway::{
+    Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, Running, Tuning, default_gateway_identity,
+};
+pub use link::{LinkHandle, LinkSpec, OpenError};
+pub use proto::header::{Authority, Protocol, RefusalReason, Target};
+pub use proto::link::LinkConfig;
+pub use resolve::{Endpoint, Resolve, ResolveError, StaticResolver};
+pub use tls::{Credentials, SessionState};

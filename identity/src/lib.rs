@@ -57,7 +57,9 @@ pub use name::{DEFAULT_TRUST_DOMAIN, IdentityName, LabelProblem, NameError, Part
 /// PEM-encodes DER (`CERTIFICATE`, `PRIVATE KEY`), for writing credentials to files.
 pub use pem::encode as encode_pem;
 pub use store::{CertStore, StoreError};
-pub use tls::{ClientAuth, NoMeshIdentity, client_config, peer_identity, server_config};
+pub use tls::{
+    ClientAuth, NoMeshIdentity, certificate_identity, client_config, peer_identity, server_config,
+};
 
 /// Re-exported so callers name the exact rustls types these APIs use.
 pub use rustls;

@@ -116,6 +116,14 @@ pub fn peer_identity(conn: &CommonState) -> Option<IdentityName> {
     x509::identity_of_der(leaf)
 }
 
+/// The mesh identity a certificate carries (its first DNS SAN that is an
+/// identity name), without verifying anything: for peers whose chain a
+/// verifier already accepted, e.g. the certificates QUIC reports after a
+/// handshake.
+pub fn certificate_identity(der: &CertificateDer<'_>) -> Option<IdentityName> {
+    x509::identity_of_der(der)
+}
+
 /// Returned (wrapped in a rustls certificate error) when a peer certificate
 /// chains to the anchors but carries no mesh identity.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@
 //!   replay, so a crash between the rename and the journal truncation is harmless.
 //! - Watchers subscribe under the state lock that writers hold while they publish, so a
 //!   watch never misses or repeats a change between its first list and its first event.
+//! - A batch is published with EndpointSlices last: when a reader of several kinds sees a
+//!   slice, the Pods and Services of the same batch are already waiting on their watches.
 //! - One process owns a state directory at a time (an exclusive lock on `lock`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,15 +77,35 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<ObjectKey, Arc<Object>>,
+    objects: BTreeMap<ObjectKey, Stored>,
     resource_version: u64,
     seq: u64,
 }
 
+/// An object as the store keeps it: its compact JSON text. A typed Kubernetes object
+/// (a Pod, say) takes several kilobytes of mostly empty optional fields; its JSON a few
+/// hundred bytes. Readers decode what they read; each watcher decodes each change once.
+#[derive(Clone)]
+struct Stored(Arc<[u8]>);
+
+impl Stored {
+    fn of(o: &Object) -> Self {
+        Self(o.to_json().into())
+    }
+
+    fn object(&self, kind: KindId) -> Object {
+        Object::from_json(kind, &self.0).expect("the store decodes what it encoded")
+    }
+
+    fn typed<K: Kind>(&self) -> K {
+        serde_json::from_slice(&self.0).expect("the store decodes what it encoded")
+    }
+}
+
 #[derive(Clone)]
 enum Change {
-    Applied(Arc<Object>),
-    Deleted(Arc<Object>),
+    Applied(Stored),
+    Deleted(Stored),
 }
 
 struct Persist {
@@ -197,7 +219,7 @@ impl LocalStore {
 
     /// One object of any kind, if it exists.
     pub fn get_object(&self, key: &ObjectKey) -> Option<Object> {
-        self.read().objects.get(key).map(|o| (**o).clone())
+        self.read().objects.get(key).map(|o| o.object(key.kind))
     }
 
     /// Every object of a kind, in one namespace or all.
@@ -206,7 +228,7 @@ impl LocalStore {
             .objects
             .iter()
             .filter(|(k, _)| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, o)| (**o).clone())
+            .map(|(k, o)| o.object(k.kind))
             .collect()
     }
 
@@ -246,41 +268,41 @@ impl LocalStore {
         let mut changed: Vec<Object> = Vec::new();
         for o in objects {
             let key = o.key();
-            let existing = state.objects.get(&key).cloned();
             // A batch may name an object twice; the later one wins, as in kubectl.
-            let existing = changed
-                .iter()
-                .rev()
-                .find(|c| c.key() == key)
-                .cloned()
-                .map(Arc::new)
-                .or(existing);
-            let stored = prepare(o, existing.as_deref(), now, &mut rv)?;
+            let existing = match changed.iter().rev().find(|c| c.key() == key) {
+                Some(c) => Some(c.clone()),
+                None => state.objects.get(&key).map(|s| s.object(key.kind)),
+            };
+            let stored = prepare(o, existing.as_ref(), now, &mut rv)?;
             match stored {
                 Some(s) => {
                     results.push(s.clone());
                     changed.push(s);
                 }
-                None => results.push(existing.as_deref().cloned().expect("unchanged implies existing")),
+                None => results.push(existing.expect("unchanged implies existing")),
             }
         }
         if changed.is_empty() {
             return Ok(results);
         }
-        let record = Record {
-            seq: state.seq + 1,
-            resource_version: rv,
-            ops: changed.iter().map(|o| Op::Put(o.to_value())).collect(),
-        };
+        let seq = state.seq + 1;
+        let mut stored: Vec<(ObjectKey, Stored)> = changed.iter().map(|o| (o.key(), Stored::of(o))).collect();
+        // Watches are per kind; a reader that sees an EndpointSlice must be able to find
+        // the Pods and Services it names from the same batch already waiting.
+        stored.sort_by_key(|(k, _)| publishes_late(k.kind));
         if let Some(p) = persist.as_mut() {
-            p.append(&record)?;
+            p.append(&record_bytes(
+                seq,
+                rv,
+                stored.iter().map(|(_, s)| RecordOp::Put(s)),
+            ))?;
         }
-        state.seq = record.seq;
+        state.seq = seq;
         state.resource_version = rv;
-        for o in changed {
-            let o = Arc::new(o);
-            state.objects.insert(o.key(), o.clone());
-            let _ = self.inner.channels[o.kind_id() as usize].send(Change::Applied(o));
+        for (key, s) in stored {
+            let kind = key.kind;
+            state.objects.insert(key, s.clone());
+            let _ = self.inner.channels[kind as usize].send(Change::Applied(s));
         }
         if let Some(p) = persist.as_mut() {
             p.maybe_compact(&state)?;
@@ -300,16 +322,12 @@ impl LocalStore {
             doomed.extend(state.objects.keys().filter(|k| k.namespace == key.name).cloned());
         }
         doomed.push(key.clone());
-        let record = Record {
-            seq: state.seq + 1,
-            resource_version: state.resource_version + 1,
-            ops: doomed.iter().cloned().map(Op::Delete).collect(),
-        };
+        let (seq, rv) = (state.seq + 1, state.resource_version + 1);
         if let Some(p) = persist.as_mut() {
-            p.append(&record)?;
+            p.append(&record_bytes(seq, rv, doomed.iter().map(RecordOp::Delete)))?;
         }
-        state.seq = record.seq;
-        state.resource_version = record.resource_version;
+        state.seq = seq;
+        state.resource_version = rv;
         for k in doomed {
             if let Some(o) = state.objects.remove(&k) {
                 let _ = self.inner.channels[k.kind as usize].send(Change::Deleted(o));
@@ -318,18 +336,14 @@ impl LocalStore {
         if let Some(p) = persist.as_mut() {
             p.maybe_compact(&state)?;
         }
-        Ok(Some((*target).clone()))
+        Ok(Some(target.object(key.kind)))
     }
 }
 
 impl Store for LocalStore {
     async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
         let key = ObjectKey::new(K::ID, namespace, name);
-        Ok(self
-            .read()
-            .objects
-            .get(&key)
-            .and_then(|o| K::from_object_ref(o).cloned()))
+        Ok(self.read().objects.get(&key).map(Stored::typed::<K>))
     }
 
     async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
@@ -349,29 +363,21 @@ impl Store for LocalStore {
             if let Some(items) = first {
                 return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
             }
-            loop {
-                match rx.recv().await {
-                    Ok(Change::Applied(o)) => {
-                        if let Some(k) = K::from_object_ref(&o) {
-                            return Some((Ok(WatchEvent::Applied(k.clone())), (store, rx, None)));
-                        }
-                    }
-                    Ok(Change::Deleted(o)) => {
-                        if let Some(k) = K::from_object_ref(&o) {
-                            return Some((Ok(WatchEvent::Deleted(k.clone())), (store, rx, None)));
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too far behind: start over from a consistent list.
-                        let (rx, items) = {
-                            let state = store.read();
-                            (rx.resubscribe(), list_kind::<K>(&state, None))
-                        };
-                        return Some((Ok(WatchEvent::Restarted(items)), (store, rx, None)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            let event = match rx.recv().await {
+                Ok(Change::Applied(o)) => WatchEvent::Applied(o.typed()),
+                Ok(Change::Deleted(o)) => WatchEvent::Deleted(o.typed()),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too far behind: start over from a consistent list.
+                    let (new_rx, items) = {
+                        let state = store.read();
+                        (rx.resubscribe(), list_kind::<K>(&state, None))
+                    };
+                    rx = new_rx;
+                    WatchEvent::Restarted(items)
                 }
-            }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (store, rx, None)))
         })
         .boxed()
     }
@@ -393,6 +399,11 @@ impl Store for LocalStore {
     }
 }
 
+/// Kinds that name other objects of their batch, so are published after them.
+fn publishes_late(kind: KindId) -> bool {
+    matches!(kind, KindId::EndpointSlice | KindId::Endpoints)
+}
+
 fn system_clock() -> Clock {
     Arc::new(SystemTime::now)
 }
@@ -402,7 +413,7 @@ fn list_kind<K: Kind>(state: &State, namespace: Option<&str>) -> Vec<K> {
         .objects
         .iter()
         .filter(|(k, _)| k.kind == K::ID && namespace.is_none_or(|ns| k.namespace == ns))
-        .filter_map(|(_, o)| K::from_object_ref(o).cloned())
+        .map(|(_, o)| o.typed())
         .collect()
 }
 
@@ -429,10 +440,11 @@ fn prepare(
         detail: format!("{} does not round-trip: {e}", obj.key()),
     })?;
     if let (Some(old_obj), Some(old_v)) = (existing, &old) {
-        if comparable(&candidate.to_value()) == comparable(old_v) {
+        let new_v = candidate.to_value();
+        if comparable(&new_v) == comparable(old_v) {
             return Ok(None);
         }
-        let spec_changed = old_v.get("spec") != candidate.to_value().get("spec");
+        let spec_changed = old_v.get("spec") != new_v.get("spec");
         let old_meta = old_obj.meta();
         let meta = candidate.meta_mut();
         meta.uid = old_meta.uid.clone();
@@ -560,7 +572,7 @@ fn open_dir(dir: &Path, state: &mut State) -> Result<Persist, StoreError> {
             state.resource_version = snap.resource_version;
             for v in snap.objects {
                 let o = decode_object(&snap_path, v)?;
-                state.objects.insert(o.key(), Arc::new(o));
+                state.objects.insert(o.key(), Stored::of(&o));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -590,7 +602,7 @@ fn open_dir(dir: &Path, state: &mut State) -> Result<Persist, StoreError> {
                 match op {
                     Op::Put(v) => {
                         let o = decode_object(&journal_path, v)?;
-                        state.objects.insert(o.key(), Arc::new(o));
+                        state.objects.insert(o.key(), Stored::of(&o));
                     }
                     Op::Delete(k) => {
                         state.objects.remove(&k);
@@ -633,14 +645,43 @@ fn read_record(buf: &[u8]) -> Option<(&[u8], usize)> {
     (crc32fast::hash(payload) == crc).then_some((payload, 8 + len))
 }
 
+/// One operation of a journal record being written.
+enum RecordOp<'a> {
+    Put(&'a Stored),
+    Delete(&'a ObjectKey),
+}
+
+/// A journal record's JSON text (the shape [`Record`] reads back), written from the
+/// stored text of each object without decoding it again.
+fn record_bytes<'a>(seq: u64, resource_version: u64, ops: impl Iterator<Item = RecordOp<'a>>) -> Vec<u8> {
+    let mut out = format!("{{\"seq\":{seq},\"resource_version\":{resource_version},\"ops\":[").into_bytes();
+    for (i, op) in ops.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match op {
+            RecordOp::Put(s) => {
+                out.extend_from_slice(b"{\"put\":");
+                out.extend_from_slice(&s.0);
+            }
+            RecordOp::Delete(k) => {
+                out.extend_from_slice(b"{\"delete\":");
+                serde_json::to_writer(&mut out, k).expect("keys serialize");
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 impl Persist {
-    fn append(&mut self, record: &Record) -> Result<(), StoreError> {
+    fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
         let path = self.dir.join("journal.log");
-        let payload = serde_json::to_vec(record).expect("records serialize");
         let mut framed = Vec::with_capacity(payload.len() + 8);
         framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        framed.extend_from_slice(&payload);
+        framed.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        framed.extend_from_slice(payload);
         let result = self
             .journal
             .write_all(&framed)
@@ -663,15 +704,21 @@ impl Persist {
     }
 
     fn compact(&mut self, state: &State) -> Result<(), StoreError> {
-        let snap = Snapshot {
-            format: 1,
-            seq: state.seq,
-            resource_version: state.resource_version,
-            objects: state.objects.values().map(|o| o.to_value()).collect(),
-        };
+        // The shape `Snapshot` reads back, written from each object's stored text.
+        let mut bytes = format!(
+            "{{\"format\":1,\"seq\":{},\"resourceVersion\":{},\"objects\":[",
+            state.seq, state.resource_version
+        )
+        .into_bytes();
+        for (i, o) in state.objects.values().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(&o.0);
+        }
+        bytes.extend_from_slice(b"]}");
         let tmp = self.dir.join("snapshot.json.tmp");
         let dst = self.dir.join("snapshot.json");
-        let bytes = serde_json::to_vec(&snap).expect("snapshots serialize");
         let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())

@@ -85,6 +85,16 @@ pub enum StoreError {
         #[source]
         source: ::kube::Error,
     },
+    /// A local cluster's public API (another process's store) failed a request.
+    #[error("cluster API at {address}: {action}: {detail}")]
+    Remote {
+        /// Where the API is.
+        address: String,
+        /// What was being done.
+        action: String,
+        /// What went wrong, and what to check.
+        detail: String,
+    },
     /// An object returned by the API could not be read as its kind.
     #[error("cannot read {what} returned by the API: {detail}")]
     Decode {

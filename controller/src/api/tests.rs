@@ -330,3 +330,81 @@ async fn pods_register_with_a_token_and_show_as_proxies() {
             .is_none()
     );
 }
+
+fn client_with(c: &Cluster, id: &IdentityName) -> ApiClient {
+    let (chain, key) = issue(&c.issuer, id, Duration::from_secs(3600), SystemTime::now()).unwrap();
+    ApiClient::new(
+        c.endpoint.clone(),
+        &c.anchors,
+        &CertStore::with_cert(chain, key).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_linked_clusters_mirror_reads_and_watches_but_cannot_write() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Service;
+    use strait_api::WatchEvent;
+
+    use super::store::ApiStore;
+
+    let c = start().await;
+    let reader_id = IdentityName::new(
+        format!("{REMOTE_ACCESS_SA_PREFIX}west"),
+        MULTICLUSTER_NS,
+        "cluster.local",
+    )
+    .unwrap();
+    assert!(is_remote_access(&reader_id, "cluster.local"));
+    assert!(!is_remote_access(&reader_id, "other.domain"));
+    assert!(!is_remote_access(&ident(ADMIN_SA), "cluster.local"));
+    let admin = ApiStore::new(client_as(&c, ADMIN_SA), Duration::from_millis(20));
+    let reader = ApiStore::new(client_with(&c, &reader_id), Duration::from_millis(20));
+    let svc = |name: &str| -> strait_api::Object {
+        let s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"port": 80}]},
+        }))
+        .unwrap();
+        s.into_object()
+    };
+    admin.apply(vec![svc("a")]).await.unwrap();
+    let mut watch = reader.watch::<Service>();
+    let Some(Ok(WatchEvent::Restarted(all))) = watch.next().await else {
+        panic!("no initial list")
+    };
+    assert_eq!(all.len(), 1);
+    admin.apply(vec![svc("b")]).await.unwrap();
+    let Some(Ok(WatchEvent::Applied(b))) = watch.next().await else {
+        panic!("no change")
+    };
+    assert_eq!(b.metadata.name.as_deref(), Some("b"));
+    admin
+        .delete(&ObjectKey::new(KindId::Service, "default", "a"))
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(Ok(WatchEvent::Deleted(a))) = watch.next().await else {
+        panic!("no delete")
+    };
+    assert_eq!(a.metadata.name.as_deref(), Some("a"));
+    let got: Option<Service> = reader.get("default", "b").await.unwrap();
+    assert!(got.is_some());
+    let e = reader.apply(vec![svc("c")]).await.unwrap_err().to_string();
+    assert!(e.contains("may only read objects"), "{e}");
+    let e = reader
+        .delete(&ObjectKey::new(KindId::Service, "default", "b"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("may only read objects"), "{e}");
+    // Another multicluster identity is not a reader.
+    let other = IdentityName::new("linkerd-gateway", MULTICLUSTER_NS, "cluster.local").unwrap();
+    let e = ApiStore::new(client_with(&c, &other), Duration::from_millis(20))
+        .list::<Service>(None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not the cluster admin"), "{e}");
+}

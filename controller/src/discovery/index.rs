@@ -158,44 +158,66 @@ impl Index {
             .collect()
     }
 
-    fn write(&self, f: impl FnOnce(&mut State) -> Vec<String>) {
-        let touched = {
-            let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-            f(&mut s)
-        };
+    fn write(&self, f: impl FnOnce(&mut State) -> Vec<String>) -> Vec<String> {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    /// Applies one event and tells the streams of the namespaces it touched.
+    pub fn on(&self, ev: Event) {
+        let touched = self.apply(ev);
         self.generations.bump(touched);
+    }
+
+    /// Applies one event without telling anyone; returns the namespaces it touched.
+    fn apply(&self, ev: Event) -> Vec<String> {
+        match ev {
+            Event::Service(ev) => self.write(|s| {
+                replace_all(&mut s.services, ev, |svc| {
+                    ServiceInfo::from_service(svc).map(|i| (i.id.clone(), i))
+                })
+            }),
+            Event::Pod(ev) => self.write(|s| {
+                replace_all(&mut s.pods, ev, |p| {
+                    PodInfo::from_pod(p).map(|i| (i.id.clone(), i))
+                })
+            }),
+            Event::Profile(ev) => {
+                self.write(|s| replace_all(&mut s.profiles, ev, |p| Some((key_of(&p.metadata)?, p.clone()))))
+            }
+            Event::Split(ev) => {
+                self.write(|s| replace_all(&mut s.splits, ev, |t| Some((key_of(&t.metadata)?, t.clone()))))
+            }
+            Event::Slice(ev) => self.apply_slice(ev),
+        }
     }
 
     /// Applies one Service event.
     pub fn on_service(&self, ev: WatchEvent<Service>) {
-        self.write(|s| {
-            replace_all(&mut s.services, ev, |svc| {
-                ServiceInfo::from_service(svc).map(|i| (i.id.clone(), i))
-            })
-        });
+        self.on(Event::Service(ev));
     }
 
     /// Applies one Pod event.
     pub fn on_pod(&self, ev: WatchEvent<Pod>) {
-        self.write(|s| {
-            replace_all(&mut s.pods, ev, |p| {
-                PodInfo::from_pod(p).map(|i| (i.id.clone(), i))
-            })
-        });
+        self.on(Event::Pod(ev));
     }
 
     /// Applies one ServiceProfile event.
     pub fn on_profile(&self, ev: WatchEvent<ServiceProfile>) {
-        self.write(|s| replace_all(&mut s.profiles, ev, |p| Some((key_of(&p.metadata)?, p.clone()))));
+        self.on(Event::Profile(ev));
     }
 
     /// Applies one TrafficSplit event.
     pub fn on_split(&self, ev: WatchEvent<TrafficSplit>) {
-        self.write(|s| replace_all(&mut s.splits, ev, |t| Some((key_of(&t.metadata)?, t.clone()))));
+        self.on(Event::Split(ev));
     }
 
     /// Applies one EndpointSlice event.
     pub fn on_slice(&self, ev: WatchEvent<EndpointSlice>) {
+        self.on(Event::Slice(ev));
+    }
+
+    fn apply_slice(&self, ev: WatchEvent<EndpointSlice>) -> Vec<String> {
         self.write(|s| {
             let mut touched = Vec::new();
             let mut remove = |s: &mut State, key: &NsName| {
@@ -230,9 +252,28 @@ impl Index {
             touched.sort();
             touched.dedup();
             touched
-        });
+        })
     }
 }
+
+/// A store event the index follows.
+#[allow(clippy::large_enum_variant)] // one at a time, moved straight into the index
+pub enum Event {
+    /// A Service changed.
+    Service(WatchEvent<Service>),
+    /// An EndpointSlice changed.
+    Slice(WatchEvent<EndpointSlice>),
+    /// A Pod changed.
+    Pod(WatchEvent<Pod>),
+    /// A ServiceProfile changed.
+    Profile(WatchEvent<ServiceProfile>),
+    /// A TrafficSplit changed.
+    Split(WatchEvent<TrafficSplit>),
+}
+
+/// Events applied before streams are told, at most: bounds how long a burst can delay
+/// the first notification.
+const MAX_BATCH: usize = 1024;
 
 fn insert_slice(s: &mut State, slice: &EndpointSlice, touched: &mut Vec<String>) {
     let (Some(key), Some(info)) = (key_of(&slice.metadata), SliceInfo::from_slice(slice)) else {
@@ -294,24 +335,66 @@ where
 }
 
 /// Feeds the index from `store` until a watch ends; returns the error that ended it.
+///
+/// Events that are already waiting are applied together before any stream is told: a
+/// store batch (a Pod and the EndpointSlice naming it, say) arrives on one watch per
+/// kind, and telling streams between the two would show a meshed endpoint without its
+/// identity for a moment.
 pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreError {
-    let mut services = store.watch::<Service>();
-    let mut slices = store.watch::<EndpointSlice>();
-    let mut pods = store.watch::<Pod>();
-    let mut profiles = store.watch::<ServiceProfile>();
-    let mut splits = store.watch::<TrafficSplit>();
+    use futures::FutureExt;
+    use futures::stream::BoxStream;
+    type Watch<K> = BoxStream<'static, Result<WatchEvent<K>, strait_api::StoreError>>;
+    struct Watches {
+        services: Watch<Service>,
+        slices: Watch<EndpointSlice>,
+        pods: Watch<Pod>,
+        profiles: Watch<ServiceProfile>,
+        splits: Watch<TrafficSplit>,
+    }
+    type Next = Option<Result<Event, strait_api::StoreError>>;
+    fn ready(w: &mut Watches) -> Next {
+        fn one<K>(
+            w: &mut Watch<K>,
+            f: fn(WatchEvent<K>) -> Event,
+        ) -> Option<Result<Event, strait_api::StoreError>> {
+            w.next().now_or_never().flatten().map(|r| r.map(f))
+        }
+        one(&mut w.pods, Event::Pod)
+            .or_else(|| one(&mut w.services, Event::Service))
+            .or_else(|| one(&mut w.slices, Event::Slice))
+            .or_else(|| one(&mut w.profiles, Event::Profile))
+            .or_else(|| one(&mut w.splits, Event::Split))
+    }
+    let mut w = Watches {
+        services: store.watch::<Service>(),
+        slices: store.watch::<EndpointSlice>(),
+        pods: store.watch::<Pod>(),
+        profiles: store.watch::<ServiceProfile>(),
+        splits: store.watch::<TrafficSplit>(),
+    };
     loop {
-        let result = tokio::select! {
-            Some(ev) = services.next() => ev.map(|e| index.on_service(e)),
-            Some(ev) = slices.next() => ev.map(|e| index.on_slice(e)),
-            Some(ev) = pods.next() => ev.map(|e| index.on_pod(e)),
-            Some(ev) = profiles.next() => ev.map(|e| index.on_profile(e)),
-            Some(ev) = splits.next() => ev.map(|e| index.on_split(e)),
+        let first: Next = tokio::select! {
+            Some(ev) = w.services.next() => Some(ev.map(Event::Service)),
+            Some(ev) = w.slices.next() => Some(ev.map(Event::Slice)),
+            Some(ev) = w.pods.next() => Some(ev.map(Event::Pod)),
+            Some(ev) = w.profiles.next() => Some(ev.map(Event::Profile)),
+            Some(ev) = w.splits.next() => Some(ev.map(Event::Split)),
             else => return strait_api::StoreError::Decode { what: "watches".into(), detail: "every watch ended".into() },
         };
-        if let Err(e) = result {
-            // The kube watcher retries by itself; log and keep going.
-            tracing::warn!(error = %e, "watch error");
+        let mut touched: Vec<String> = Vec::new();
+        let mut next = first;
+        let mut applied = 0;
+        while let Some(result) = next {
+            match result {
+                Ok(ev) => touched.extend(index.apply(ev)),
+                // The kube watcher retries by itself; log and keep going.
+                Err(e) => tracing::warn!(error = %e, "watch error"),
+            }
+            applied += 1;
+            next = if applied < MAX_BATCH { ready(&mut w) } else { None };
         }
+        touched.sort();
+        touched.dedup();
+        index.generations.bump(touched);
     }
 }

@@ -39,14 +39,21 @@ impl ServiceInfo {
     pub fn from_service(svc: &Service) -> Option<Self> {
         let meta = &svc.metadata;
         let id = (meta.namespace.clone()?, meta.name.clone()?);
-        let spec = svc.spec.clone().unwrap_or_default();
+        let spec = svc.spec.as_ref();
         let ports = spec
-            .ports
-            .unwrap_or_default()
+            .and_then(|s| s.ports.as_ref())
             .into_iter()
-            .filter_map(|p| Some((u16::try_from(p.port).ok()?, (p.name, p.target_port))))
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    u16::try_from(p.port).ok()?,
+                    (p.name.clone(), p.target_port.clone()),
+                ))
+            })
             .collect();
-        let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let cluster_ip = spec
+            .and_then(|s| s.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse().ok());
         Some(Self {
             id,
             ports,
@@ -84,16 +91,17 @@ impl PodInfo {
     pub fn from_pod(pod: &Pod) -> Option<Self> {
         let meta = &pod.metadata;
         let id = (meta.namespace.clone()?, meta.name.clone()?);
-        let spec = pod.spec.clone().unwrap_or_default();
-        let status = pod.status.clone().unwrap_or_default();
-        let labels_map = meta.labels.clone().unwrap_or_default();
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let empty = BTreeMap::new();
+        let labels_map = meta.labels.as_ref().unwrap_or(&empty);
         let annotations = meta.annotations.as_ref();
         let meshed = labels_map.contains_key(labels::CONTROL_PLANE_NS_LABEL)
             || annotations.is_some_and(|a| a.contains_key(labels::PROXY_VERSION));
-        let owner = owner_of(pod, &labels_map);
+        let owner = owner_of(pod, labels_map);
         let named_ports = spec
-            .containers
-            .iter()
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
             .collect();
@@ -103,8 +111,12 @@ impl PodInfo {
             .unwrap_or(DEFAULT_PROXY_INBOUND_PORT);
         Some(Self {
             id,
-            ip: status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
-            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            ip: status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
+            service_account: spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
             meshed,
             owner,
             opaque_ports: opaque_ports(annotations),

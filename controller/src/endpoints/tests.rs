@@ -27,16 +27,16 @@ fn slices_follow_selected_pods() {
         pod("b", "198.18.0.6", false, "{app: myapp}"),
         pod("c", "198.18.0.7", true, "{app: other}")
     ));
-    let p = plan(
-        &svcs.iter().collect::<Vec<_>>(),
-        &pods.iter().collect::<Vec<_>>(),
-        &[],
-    );
+    let svcs: Vec<ServiceSummary> = svcs.iter().map(ServiceSummary::of).collect();
+    let pods: Vec<PodSummary> = pods.iter().map(PodSummary::of).collect();
+    let none = BTreeMap::new();
     assert_eq!(
-        p.apply.len(),
-        1,
+        plan("production", Some(&svcs[1]), &pods, &none),
+        Plan::default(),
         "the selector-less service gets no managed slice"
     );
+    let p = plan("production", Some(&svcs[0]), &pods, &none);
+    assert_eq!(p.apply.len(), 1);
     let s = &p.apply[0];
     assert_eq!(s.metadata.name.as_deref(), Some("myapp-0"));
     assert_eq!(s.metadata.labels.as_ref().unwrap()[SERVICE_NAME_LABEL], "myapp");
@@ -67,13 +67,18 @@ fn slices_follow_selected_pods() {
     // Applying the plan's result again plans nothing; a stale slice is deleted.
     let mut stale = s.clone();
     stale.metadata.name = Some("myapp-7".into());
-    let p2 = plan(
-        &svcs.iter().collect::<Vec<_>>(),
-        &pods.iter().collect::<Vec<_>>(),
-        &[s, &stale],
-    );
+    let have: BTreeMap<String, u64> = [s, &stale]
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap(), digest(s)))
+        .collect();
+    let p2 = plan("production", Some(&svcs[0]), &pods, &have);
     assert!(p2.apply.is_empty());
     assert_eq!(p2.delete, ["myapp-7"]);
+
+    // A Service that is gone keeps no slices.
+    let p3 = plan("production", None, &pods, &have);
+    assert!(p3.apply.is_empty());
+    assert_eq!(p3.delete, ["myapp-0", "myapp-7"]);
 }
 
 #[tokio::test]
@@ -135,6 +140,32 @@ async fn the_controller_keeps_slices_in_step_with_the_store() {
         .await
         .unwrap();
     wait_for(vec!["198.18.0.6"]).await;
+    // Relabelled out of the selector, a pod leaves the service.
+    store
+        .apply(objects(&pod("b", "198.18.0.6", true, "{app: other}")))
+        .await
+        .unwrap();
+    wait_for(vec![]).await;
+    // The service's selector moves to the pod: it is back.
+    store
+        .apply(objects(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: myapp, namespace: production}\nspec:\n  selector: {app: other}\n  ports: [{name: web, port: 80, targetPort: http}]\n",
+        ))
+        .await
+        .unwrap();
+    wait_for(vec!["198.18.0.6"]).await;
+    // Without the service, its slices go.
+    store
+        .delete(&ObjectKey::new(KindId::Service, "production", "myapp"))
+        .await
+        .unwrap();
+    for _ in 0..250 {
+        if addresses(store.clone()).await.is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the slice of a deleted service stayed");
 }
 
 #[test]

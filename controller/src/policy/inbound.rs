@@ -133,8 +133,68 @@ pub struct NamespacePolicy {
     pub http_routes: BTreeMap<String, HttpRoute>,
 }
 
+/// What inbound policy needs of a Pod: a whole Pod is kilobytes, and the index holds
+/// every pod of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    /// Its labels (Servers select pods by them).
+    pub labels: BTreeMap<String, String>,
+    /// Its `config.linkerd.io/default-inbound-policy` annotation.
+    pub default_policy: Option<String>,
+    /// Its `config.linkerd.io/opaque-ports` annotation.
+    pub opaque_ports: Option<String>,
+    /// Named container ports.
+    pub named_ports: Vec<(String, u16)>,
+    /// HTTP GET probes of its containers: (port, path).
+    pub probes: Vec<(u16, String)>,
+}
+
+impl PodFacts {
+    /// The facts of a Pod.
+    pub fn of(pod: &Pod) -> Self {
+        let annotation = |key: &str| pod.metadata.annotations.as_ref()?.get(key).cloned();
+        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+        let mut probes = Vec::new();
+        for c in containers.clone() {
+            let named: BTreeMap<&str, i32> = c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| Some((p.name.as_deref()?, p.container_port)))
+                .collect();
+            let gets = [
+                c.liveness_probe.as_ref(),
+                c.readiness_probe.as_ref(),
+                c.startup_probe.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.http_get.as_ref());
+            for g in gets {
+                let port = match &g.port {
+                    IntOrString::Int(p) => Some(*p),
+                    IntOrString::String(n) => named.get(n.as_str()).copied(),
+                };
+                if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
+                    probes.push((port, g.path.clone().unwrap_or_else(|| "/".into())));
+                }
+            }
+        }
+        Self {
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
+            opaque_ports: annotation(labels::config::OPAQUE_PORTS),
+            named_ports: containers
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+                .collect(),
+            probes,
+        }
+    }
+}
+
 /// The policy of `pod`'s `port`, given its namespace's policy objects.
-pub fn server_policy(cfg: &InboundConfig, pod: &Pod, port: u16, ns: &NamespacePolicy) -> pb::Server {
+pub fn server_policy(cfg: &InboundConfig, pod: &PodFacts, port: u16, ns: &NamespacePolicy) -> pb::Server {
     let probes = probe_paths(pod, port);
     match select_server(pod, port, ns) {
         Some((name, server)) => {
@@ -162,7 +222,9 @@ pub fn server_policy(cfg: &InboundConfig, pod: &Pod, port: u16, ns: &NamespacePo
         }
         None => {
             let policy = default_policy_of(cfg, pod, ns);
-            let opaque = pod_annotation(pod, labels::config::OPAQUE_PORTS)
+            let opaque = pod
+                .opaque_ports
+                .as_deref()
                 .and_then(|v| strait_api::names::port_ranges(v).ok())
                 .is_some_and(|r| r.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)));
             let proto = if opaque {
@@ -187,38 +249,34 @@ fn labels_of(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn pod_annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {
-    pod.metadata.annotations.as_ref()?.get(key)
-}
-
-fn default_policy_of(cfg: &InboundConfig, pod: &Pod, ns: &NamespacePolicy) -> DefaultPolicy {
+fn default_policy_of(cfg: &InboundConfig, pod: &PodFacts, ns: &NamespacePolicy) -> DefaultPolicy {
     let key = labels::config::DEFAULT_INBOUND_POLICY;
-    pod_annotation(pod, key)
+    pod.default_policy
+        .as_ref()
         .or_else(|| ns.annotations.get(key))
         .and_then(|v| DefaultPolicy::parse(v))
         .unwrap_or(cfg.default_policy)
 }
 
 /// The Server that selects this pod and port; the oldest wins a conflict, as in Linkerd.
-fn select_server<'a>(pod: &Pod, port: u16, ns: &'a NamespacePolicy) -> Option<(&'a str, &'a Server)> {
-    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
-    let named: BTreeMap<String, u16> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
-        .collect();
+fn select_server<'a>(pod: &PodFacts, port: u16, ns: &'a NamespacePolicy) -> Option<(&'a str, &'a Server)> {
+    let pod_labels = &pod.labels;
+    let named = |n: &str| {
+        pod.named_ports
+            .iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, p)| *p)
+    };
     ns.servers
         .iter()
         .filter(|(_, s)| {
             s.spec
                 .pod_selector
                 .as_ref()
-                .is_some_and(|sel| selector_matches(sel, &pod_labels))
+                .is_some_and(|sel| selector_matches(sel, pod_labels))
         })
         .filter(|(_, s)| match &s.spec.port {
-            ServerPort::Name(n) => named.get(n) == Some(&port),
+            ServerPort::Name(n) => named(n) == Some(port),
             p => p.contains(port),
         })
         .min_by_key(|(name, s)| (s.metadata.creation_timestamp.clone(), (*name).clone()))
@@ -418,33 +476,12 @@ fn server_routes(
 }
 
 /// HTTP GET probe paths of the pod's containers on `port`.
-fn probe_paths(pod: &Pod, port: u16) -> Vec<String> {
-    let Some(spec) = &pod.spec else { return Vec::new() };
-    let mut paths: Vec<String> = spec
-        .containers
+fn probe_paths(pod: &PodFacts, port: u16) -> Vec<String> {
+    let mut paths: Vec<String> = pod
+        .probes
         .iter()
-        .flat_map(|c| {
-            let named: BTreeMap<&str, i32> = c
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| Some((p.name.as_deref()?, p.container_port)))
-                .collect();
-            [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.http_get.as_ref())
-            .filter(move |g| match &g.port {
-                IntOrString::Int(p) => *p == i32::from(port),
-                IntOrString::String(n) => named.get(n.as_str()) == Some(&i32::from(port)),
-            })
-            .map(|g| g.path.clone().unwrap_or_else(|| "/".into()))
-            .collect::<Vec<_>>()
-        })
+        .filter(|(p, _)| *p == port)
+        .map(|(_, path)| path.clone())
         .collect();
     paths.sort();
     paths.dedup();
@@ -718,7 +755,7 @@ fn policy_authz(
 
 #[derive(Default)]
 struct State {
-    pods: BTreeMap<(String, String), Pod>,
+    pods: BTreeMap<(String, String), PodFacts>,
     namespaces: BTreeMap<String, NamespacePolicy>,
 }
 
@@ -826,13 +863,20 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
         let r = tokio::select! {
             Some(ev) = pods.next() => ev.map(|ev| match ev {
                 WatchEvent::Restarted(items) => index.update(None, |s| {
-                    s.pods = items.into_iter().filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), p))).collect();
+                    s.pods = items.iter().filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), PodFacts::of(p)))).collect();
                 }),
-                WatchEvent::Applied(p) => index.update(p.metadata.namespace.clone(), |s| {
+                WatchEvent::Applied(p) => {
                     if let (Some(ns), Some(n)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) {
-                        s.pods.insert((ns, n), p);
+                        let facts = PodFacts::of(&p);
+                        let key = (ns.clone(), n);
+                        // A pod's status changes often; its policy facts seldom do.
+                        if index.state.read().unwrap_or_else(|e| e.into_inner()).pods.get(&key) != Some(&facts) {
+                            index.update(Some(ns), |s| {
+                                s.pods.insert(key, facts);
+                            });
+                        }
                     }
-                }),
+                }
                 WatchEvent::Deleted(p) => index.update(p.metadata.namespace.clone(), |s| {
                     if let (Some(ns), Some(n)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) {
                         s.pods.remove(&(ns, n));

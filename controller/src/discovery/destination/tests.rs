@@ -380,3 +380,86 @@ async fn index_for(store: LocalStore) -> Arc<Index> {
     tokio::spawn(run(index.clone(), store));
     index
 }
+
+/// A new meshed pod and the slice that names it, applied in one batch, reach a stream
+/// together: the first update that carries the address already carries its identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_and_its_slice_in_one_batch_arrive_with_the_identity() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
+    let mut client = serve(store.clone()).await;
+    let mut stream = client
+        .get(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(U::Add(_)) = next(&mut stream).await.update else {
+        panic!("expected the first endpoints")
+    };
+    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    for i in 0..10u8 {
+        let pod = format!("myapp-n{i}");
+        let ip = format!("198.18.1.{i}");
+        members.push((ip.clone(), pod.clone()));
+        let pod_yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
+        );
+        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
+        apply(&store, &format!("{pod_yaml}---\n{}", slice(&refs))).await;
+        let Some(U::Add(set)) = next(&mut stream).await.update else {
+            panic!("expected {pod} to be added")
+        };
+        assert_eq!(set.addrs.len(), 1, "only the new pod is added");
+        assert!(
+            set.addrs[0].tls_identity.is_some(),
+            "round {i}: {pod} arrived without its identity"
+        );
+    }
+}
+
+/// The same property seen as closely as possible: a reader that resolves the moment the
+/// namespace's generation moves never finds a new meshed address without its identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
+    let index = index_for(store.clone()).await;
+    let svc: NsName = ("production".into(), "myapp".into());
+    let mut rx = index.subscribe("production");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (index, stop, svc) = (index.clone(), stop.clone(), svc.clone());
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if rx.has_changed().unwrap_or(false) {
+                    rx.mark_unchanged();
+                    if let Resolution::Endpoints(eps) = index.resolve(&svc, 80) {
+                        bad.extend(eps.values().filter(|e| e.identity.is_none()).map(|e| e.addr));
+                    }
+                }
+                std::hint::spin_loop();
+            }
+            bad
+        })
+    };
+    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    for i in 0..150u8 {
+        let pod = format!("myapp-n{i}");
+        let ip = format!("198.18.1.{i}");
+        members.push((ip.clone(), pod.clone()));
+        let pod_yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
+        );
+        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
+        // Slice first, as an API apply orders kinds: the store still publishes the Pod first.
+        apply(&store, &format!("{}---\n{pod_yaml}", slice(&refs))).await;
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let bad = reader.join().unwrap();
+    assert!(bad.is_empty(), "meshed addresses seen without identity: {bad:?}");
+}

@@ -1,0 +1,365 @@
+//! `strait gateway`: runs a cluster's multi-cluster gateway.
+//!
+//! Flags are parsed into a [`GatewayConfig`] and credentials before any socket
+//! is bound; every bad flag says what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::{Args, ValueEnum};
+use strait_gateway::{
+    Authority, Congestion, Credentials, EgressRoute, Endpoint, Gateway, GatewayConfig, LinkSpec, Protocol,
+    SessionState, StaticResolver, Target, default_gateway_identity,
+};
+use strait_identity::pki_types::pem::PemObject;
+use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
+use strait_identity::{CertStore, IdentityName, TrustAnchors, TrustDomain};
+
+use crate::Global;
+use crate::exit;
+
+/// Flags of `strait gateway`.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// UDP address of the QUIC link (dialing and accepting).
+    #[arg(long, default_value = "0.0.0.0:4143", value_name = "ADDR")]
+    pub quic_addr: SocketAddr,
+    /// Admin address: Linkerd's probe (`/ready`) and `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:4191", value_name = "ADDR")]
+    pub admin_addr: SocketAddr,
+    /// PEM trust anchors every gateway must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub identity_trust_anchors_file: PathBuf,
+    /// PEM certificate chain of this gateway (leaf first).
+    #[arg(long, value_name = "FILE")]
+    pub identity_cert_file: PathBuf,
+    /// PEM private key of this gateway (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE")]
+    pub identity_key_file: PathBuf,
+    /// A gateway identity allowed to link to this one (repeatable; default: the
+    /// linkerd-gateway identity in this gateway's trust domain).
+    #[arg(long = "accept-identity", value_name = "IDENTITY")]
+    pub accept: Vec<String>,
+    /// A link to a remote gateway: NAME=ADDR or NAME=ADDR@IDENTITY (repeatable; the
+    /// identity defaults to linkerd-gateway in this gateway's trust domain).
+    #[arg(long = "link", value_name = "NAME=ADDR[@IDENTITY]")]
+    pub links: Vec<String>,
+    /// A local listener relayed to a remote service: LISTEN=LINK/AUTHORITY:PORT (repeatable).
+    #[arg(long = "egress", value_name = "LISTEN=LINK/AUTHORITY:PORT")]
+    pub egress: Vec<String>,
+    /// A local service the ingress delivers to: AUTHORITY:PORT=ADDR (repeatable; a static
+    /// table until the Destination-API resolver arrives).
+    #[arg(long = "target", value_name = "AUTHORITY:PORT=ADDR")]
+    pub targets: Vec<String>,
+    /// Congestion controller of the links.
+    #[arg(long, value_enum, default_value_t = CongestionArg::Bbr)]
+    pub congestion: CongestionArg,
+}
+
+/// `--congestion` values.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum CongestionArg {
+    /// BBR: best under loss with many flows on one connection.
+    Bbr,
+    /// Cubic: best single-flow throughput on a clean path.
+    Cubic,
+}
+
+/// A parsed, validated gateway setup.
+#[derive(Debug)]
+pub struct Setup {
+    pub config: GatewayConfig,
+    pub creds: Credentials,
+    pub resolver: StaticResolver,
+}
+
+/// Parses every flag and loads the identity files.
+pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
+    let anchors = TrustAnchors::load(&args.identity_trust_anchors_file, SystemTime::now())
+        .map_err(|e| format!("--identity-trust-anchors-file: {e}"))?;
+    let chain = load_certs(&args.identity_cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&args.identity_key_file).map_err(|e| {
+        format!(
+            "--identity-key-file {}: no usable PEM private key ({e})",
+            args.identity_key_file.display()
+        )
+    })?;
+    let store = CertStore::with_cert(chain, key).map_err(|e| {
+        format!(
+            "--identity-cert-file {} / --identity-key-file {}: {e}",
+            args.identity_cert_file.display(),
+            args.identity_key_file.display()
+        )
+    })?;
+    let me = store
+        .identity()
+        .ok_or("--identity-cert-file: the certificate carries no mesh identity")?;
+    let trust_domain = TrustDomain::new(me.trust_domain()).map_err(|e| e.to_string())?;
+    let default_peer = default_gateway_identity(&trust_domain).map_err(|e| e.to_string())?;
+
+    let accept = if args.accept.is_empty() {
+        vec![default_peer.clone()]
+    } else {
+        args.accept
+            .iter()
+            .map(|a| identity("--accept-identity", a))
+            .collect::<Result<_, _>>()?
+    };
+    let mut config = GatewayConfig::new(args.quic_addr, accept);
+    config.tuning.congestion = match args.congestion {
+        CongestionArg::Bbr => Congestion::Bbr,
+        CongestionArg::Cubic => Congestion::Cubic,
+    };
+    for link in &args.links {
+        config.links.push(parse_link(link, &default_peer)?);
+    }
+    for route in &args.egress {
+        config.egress.push(parse_egress(route)?);
+    }
+    let mut resolver = StaticResolver::new();
+    for t in &args.targets {
+        let (authority, port, addr) = parse_target(t)?;
+        resolver.insert(authority, port, Endpoint { addr, identity: None });
+    }
+    Ok(Setup {
+        config,
+        creds: Credentials {
+            store,
+            anchors,
+            sessions: SessionState::new(),
+        },
+        resolver,
+    })
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("--identity-cert-file {}: {e}", path.display());
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(&e))?;
+    if chain.is_empty() {
+        return Err(err(&"no CERTIFICATE in the file"));
+    }
+    Ok(chain)
+}
+
+fn identity(flag: &str, value: &str) -> Result<IdentityName, String> {
+    value
+        .parse()
+        .map_err(|e| format!("{flag} {value:?}: not a mesh identity ({e})"))
+}
+
+fn addr(flag: &str, whole: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag} {whole:?}: {value:?} is not an IP:PORT address"))
+}
+
+/// `NAME=ADDR[@IDENTITY]`.
+pub fn parse_link(value: &str, default_identity: &IdentityName) -> Result<LinkSpec, String> {
+    let (name, rest) = value
+        .split_once('=')
+        .ok_or_else(|| format!("--link {value:?}: expected NAME=ADDR[@IDENTITY]"))?;
+    if name.is_empty() || Authority::new(name).is_err() || name.contains('.') {
+        return Err(format!(
+            "--link {value:?}: the cluster name {name:?} must be a DNS label (lowercase letters, digits, '-')"
+        ));
+    }
+    let (address, id) = match rest.split_once('@') {
+        Some((a, i)) => (a, identity("--link", i)?),
+        None => (rest, default_identity.clone()),
+    };
+    Ok(LinkSpec {
+        name: name.to_owned(),
+        addr: addr("--link", value, address)?,
+        identity: id,
+    })
+}
+
+/// `LISTEN=LINK/AUTHORITY:PORT`.
+pub fn parse_egress(value: &str) -> Result<EgressRoute, String> {
+    let shape = || format!("--egress {value:?}: expected LISTEN=LINK/AUTHORITY:PORT");
+    let (listen, rest) = value.split_once('=').ok_or_else(shape)?;
+    let (link, target) = rest.split_once('/').ok_or_else(shape)?;
+    let (authority, port) = authority_port("--egress", value, target)?;
+    Ok(EgressRoute {
+        listen: addr("--egress", value, listen)?,
+        link: link.to_owned(),
+        target: Target {
+            authority,
+            port,
+            protocol: Protocol::Opaque,
+            identity: None,
+        },
+    })
+}
+
+/// `AUTHORITY:PORT=ADDR`.
+pub fn parse_target(value: &str) -> Result<(Authority, u16, SocketAddr), String> {
+    let (target, address) = value
+        .split_once('=')
+        .ok_or_else(|| format!("--target {value:?}: expected AUTHORITY:PORT=ADDR"))?;
+    let (authority, port) = authority_port("--target", value, target)?;
+    Ok((authority, port, addr("--target", value, address)?))
+}
+
+fn authority_port(flag: &str, whole: &str, value: &str) -> Result<(Authority, u16), String> {
+    let (authority, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{flag} {whole:?}: {value:?} needs a port (AUTHORITY:PORT)"))?;
+    let authority = Authority::new(authority).map_err(|e| format!("{flag} {whole:?}: {e}"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{flag} {whole:?}: port {port:?} must be 1-65535"))?;
+    Ok((authority, port))
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C.
+pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
+    let setup = match parse(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    rt.block_on(async move {
+        let gw = match Gateway::bind(setup.config, setup.creds, Arc::new(setup.resolver)).await {
+            Ok(gw) => gw,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::code(exit::FAILURE);
+            }
+        };
+        let admin = match tokio::net::TcpListener::bind(args.admin_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: could not bind the admin port on {}: {e}", args.admin_addr);
+                return exit::code(exit::FAILURE);
+            }
+        };
+        let bound = serde_json::json!({
+            "quic": gw.quic_addr().to_string(),
+            "admin": admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "egress": gw.egress_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        println!("{bound}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = gw.metrics();
+        let mut admin_stop = stop_rx.clone();
+        let admin_task = tokio::spawn(strait_gateway::admin::serve(admin, metrics, async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        }));
+        let mut gw_stop = stop_rx;
+        let running = match gw.start(async move {
+            let _ = gw_stop.wait_for(|s| *s).await;
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::code(exit::FAILURE);
+            }
+        };
+        terminated().await;
+        let _ = stop_tx.send(true);
+        running.done.await;
+        let _ = admin_task.await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gw() -> IdentityName {
+        default_gateway_identity(&TrustDomain::default()).unwrap()
+    }
+
+    #[test]
+    fn links_parse_with_and_without_identity() {
+        let l = parse_link("east=127.0.0.2:4143", &gw()).unwrap();
+        assert_eq!(
+            (l.name.as_str(), l.addr.port(), &l.identity),
+            ("east", 4143, &gw())
+        );
+        let l = parse_link(
+            "east=127.0.0.2:4143@gw.other.serviceaccount.identity.linkerd.cluster.local",
+            &gw(),
+        )
+        .unwrap();
+        assert_eq!(
+            l.identity.as_str(),
+            "gw.other.serviceaccount.identity.linkerd.cluster.local"
+        );
+    }
+
+    #[test]
+    fn bad_flags_say_what_was_expected() {
+        let cases = [
+            (
+                parse_link("east", &gw()).unwrap_err(),
+                "expected NAME=ADDR[@IDENTITY]",
+            ),
+            (
+                parse_link("East=127.0.0.1:1", &gw()).unwrap_err(),
+                "must be a DNS label",
+            ),
+            (
+                parse_link("east=nowhere", &gw()).unwrap_err(),
+                "is not an IP:PORT address",
+            ),
+            (
+                parse_link("east=127.0.0.1:1@bogus", &gw()).unwrap_err(),
+                "not a mesh identity",
+            ),
+            (
+                parse_egress("127.0.0.1:1=east").unwrap_err(),
+                "expected LISTEN=LINK/AUTHORITY:PORT",
+            ),
+            (
+                parse_egress("127.0.0.1:1=east/web.default").unwrap_err(),
+                "needs a port",
+            ),
+            (
+                parse_egress("127.0.0.1:1=east/web:0").unwrap_err(),
+                "must be 1-65535",
+            ),
+            (
+                parse_egress("127.0.0.1:1=east/Web:80").unwrap_err(),
+                "only lowercase",
+            ),
+            (
+                parse_target("web:80").unwrap_err(),
+                "expected AUTHORITY:PORT=ADDR",
+            ),
+            (parse_target("web:80=x").unwrap_err(), "is not an IP:PORT address"),
+        ];
+        for (err, expected) in cases {
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+        let r = parse_egress("127.0.0.1:15001=east/web.default.svc.cluster.local:8080").unwrap();
+        assert_eq!((r.link.as_str(), r.target.port), ("east", 8080));
+        let (a, p, addr) = parse_target("web.default.svc.cluster.local:80=127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (a.as_str(), p, addr.port()),
+            ("web.default.svc.cluster.local", 80, 8080)
+        );
+    }
+}

@@ -1,0 +1,795 @@
+//! `strait multicluster …` and `strait mirror`: install manifests, links and their
+//! credentials, the service mirror, gateway health and checks.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use serde_json::{Value, json};
+use strait_api::labels::{mirror as ml, multicluster as mcl};
+use strait_api::mesh::link::Link;
+use strait_api::store::kube::KubeStore;
+use strait_api::store::local::LocalStore;
+use strait_api::{Kind, Object, ObjectKey, Store, StoreError, WatchEvent};
+use strait_controller::api::store::ApiStore;
+use strait_controller::api::{ApiEndpoint, MULTICLUSTER_NS, files};
+use strait_mirror::controller::{LinkReport, MirrorOptions, Reports, run_mirror};
+use strait_mirror::reconcile::ServiceRange;
+
+use crate::{Global, exit};
+
+/// The Secret type of local-mode link credentials.
+pub const LOCAL_CREDENTIALS_TYPE: &str = "mirror.linkerd.io/remote-api";
+/// The Secret type of Kubernetes link credentials (Linkerd's).
+pub const KUBECONFIG_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
+/// The remote-access service account `link` issues credentials for.
+const REMOTE_ACCESS_SA: &str = "linkerd-service-mirror-remote-access-default";
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    exit::code(exit::FAILURE)
+}
+
+fn print(values: &[Value]) {
+    print!("{}", strait_api::yaml::to_yaml(values));
+}
+
+/// Any store a mirror side can be.
+#[derive(Clone)]
+pub enum AnyStore {
+    /// A state directory this process owns.
+    Local(LocalStore),
+    /// A running local cluster's API.
+    Api(ApiStore),
+    /// Kubernetes.
+    Kube(KubeStore),
+}
+
+macro_rules! each {
+    ($s:expr, $x:ident => $e:expr) => {
+        match $s {
+            AnyStore::Local($x) => $e,
+            AnyStore::Api($x) => $e,
+            AnyStore::Kube($x) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        each!(self, s => s.get(namespace, name).await)
+    }
+    async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
+        each!(self, s => s.list(namespace).await)
+    }
+    fn watch<K: Kind>(&self) -> futures::stream::BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        each!(self, s => s.watch())
+    }
+    async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        each!(self, s => s.apply(objects).await)
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        each!(self, s => s.delete(key).await)
+    }
+}
+
+/// `multicluster install`: the gateway, the service mirror and their RBAC.
+pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
+    let ns = MULTICLUSTER_NS;
+    let gw_identity = format!("linkerd-gateway.{ns}.serviceaccount.identity.linkerd.{trust_domain}");
+    let labels = json!({"linkerd.io/extension": "multicluster", "app": "linkerd-gateway"});
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
+            "labels": {"linkerd.io/extension": "multicluster"},
+            "annotations": {"linkerd.io/inject": "enabled"}}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "linkerd-gateway", "namespace": ns}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "linkerd-gateway", "namespace": ns, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "linkerd-gateway"}},
+                "template": {"metadata": {"labels": labels, "annotations": {"linkerd.io/inject": "disabled"}},
+                    "spec": {"serviceAccountName": "linkerd-gateway", "containers": [{
+                        "name": "gateway", "image": "strait:latest",
+                        "args": ["gateway", "--identity-trust-anchors-file", "/var/run/linkerd/identity/ca.crt",
+                            "--identity-cert-file", "/var/run/linkerd/identity/tls.crt",
+                            "--identity-key-file", "/var/run/linkerd/identity/tls.key"],
+                        "ports": [
+                            {"name": "mc-gateway", "containerPort": 4143, "protocol": "TCP"},
+                            {"name": "mc-gateway-quic", "containerPort": 4143, "protocol": "UDP"},
+                            {"name": "mc-probe", "containerPort": 4191, "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 4191}},
+                        "livenessProbe": {"httpGet": {"path": "/ready", "port": 4191}}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "linkerd-gateway", "namespace": ns, "labels": labels,
+            "annotations": {
+                ml::GATEWAY_IDENTITY: gw_identity,
+                ml::PROBE_PERIOD: "3",
+                ml::PROBE_PATH: "/ready",
+                ml::MULTICLUSTER_GATEWAY: "true"}},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "linkerd-gateway"}, "ports": [
+                {"name": "mc-gateway", "port": gateway_port, "targetPort": 4143, "protocol": "TCP"},
+                {"name": "mc-gateway-quic", "port": gateway_port, "targetPort": 4143, "protocol": "UDP"},
+                {"name": "mc-probe", "port": 4191, "targetPort": 4191, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": REMOTE_ACCESS_SA, "namespace": ns}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": format!("{REMOTE_ACCESS_SA}-token"), "namespace": ns,
+                "annotations": {"kubernetes.io/service-account.name": REMOTE_ACCESS_SA}}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "linkerd-service-mirror-remote-access-default"},
+            "rules": [{"apiGroups": [""], "resources": ["services", "namespaces"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-service-mirror-remote-access-default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-service-mirror-remote-access-default"},
+            "subjects": [{"kind": "ServiceAccount", "name": REMOTE_ACCESS_SA, "namespace": ns}]}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "linkerd-service-mirror", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "linkerd-service-mirror"},
+            "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                {"apiGroups": [""], "resources": ["namespaces", "secrets"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-service-mirror"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-service-mirror"},
+            "subjects": [{"kind": "ServiceAccount", "name": "linkerd-service-mirror", "namespace": ns}]}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "linkerd-service-mirror", "namespace": ns,
+                "labels": {"linkerd.io/extension": "multicluster", "component": "linkerd-service-mirror"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"component": "linkerd-service-mirror"}},
+                "template": {"metadata": {"labels": {"linkerd.io/extension": "multicluster", "component": "linkerd-service-mirror"}},
+                    "spec": {"serviceAccountName": "linkerd-service-mirror", "containers": [{
+                        "name": "service-mirror", "image": "strait:latest",
+                        "args": ["mirror", "--kubernetes", "--admin-addr", "0.0.0.0:9999"],
+                        "ports": [{"name": "admin-http", "containerPort": 9999}],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 9999}}}]}}}}),
+    ]
+}
+
+/// Arguments of `multicluster install`.
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// The mesh's trust domain (the gateway identity's suffix).
+    #[arg(long, default_value = "cluster.local")]
+    pub identity_trust_domain: String,
+    /// The gateway Service's port.
+    #[arg(long, default_value_t = 4143)]
+    pub gateway_port: u16,
+}
+
+/// Runs `multicluster install`.
+pub fn install(args: &InstallArgs) -> ExitCode {
+    if let Err(e) = strait_identity::TrustDomain::new(&args.identity_trust_domain) {
+        return fail(format!(
+            "--identity-trust-domain {:?}: {e}",
+            args.identity_trust_domain
+        ));
+    }
+    let objects = install_manifests(&args.identity_trust_domain, args.gateway_port);
+    print(&objects);
+    eprintln!(
+        "Multicluster manifests printed ({} objects): `strait multicluster install | kubectl apply -f -`.",
+        objects.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Arguments of `multicluster link`.
+#[derive(Args, Debug)]
+pub struct LinkArgs {
+    /// The name this (target) cluster gets in the linking cluster: mirrors are `<svc>-<name>`.
+    #[arg(long)]
+    pub cluster_name: String,
+    /// The gateway's addresses, comma-separated (default: the linkerd-gateway Service's).
+    #[arg(long)]
+    pub gateway_addresses: Option<String>,
+    /// The gateway's port.
+    #[arg(long, default_value_t = 4143)]
+    pub gateway_port: u16,
+    /// Services to mirror through the gateway.
+    #[arg(long, default_value = "mirror.linkerd.io/exported=true")]
+    pub selector: String,
+    /// Services to mirror in remote-discovery mode.
+    #[arg(long, default_value = "mirror.linkerd.io/exported=remote-discovery")]
+    pub remote_discovery_selector: String,
+    /// Services that join federated services.
+    #[arg(long, default_value = "mirror.linkerd.io/federated=member")]
+    pub federated_service_selector: String,
+    /// The mesh's trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub identity_trust_domain: String,
+    /// The target cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Lifetime of the issued read-only credentials (local mode).
+    #[arg(long, default_value = "8760h")]
+    pub credentials_lifetime: String,
+}
+
+/// `a=b,c=d` as a label selector.
+fn selector(flag: &str, s: &str) -> Result<Value, String> {
+    let mut labels = serde_json::Map::new();
+    for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{flag} {s:?}: expected key=value pairs, comma-separated"))?;
+        strait_api::names::qualified_name(k.trim())
+            .map_err(|e| format!("{flag} {s:?}: key {k:?}: expected {e}"))?;
+        strait_api::names::label_value(v.trim())
+            .map_err(|e| format!("{flag} {s:?}: value {v:?}: expected {e}"))?;
+        labels.insert(k.trim().into(), Value::String(v.trim().into()));
+    }
+    Ok(json!({"matchLabels": labels}))
+}
+
+/// The Link object `link` prints.
+pub fn link_object(args: &LinkArgs, gateway_addresses: &str) -> Result<Value, String> {
+    strait_api::names::dns1123_label(&args.cluster_name)
+        .map_err(|e| format!("--cluster-name {:?}: expected {e}", args.cluster_name))?;
+    let obj = json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": args.cluster_name, "namespace": MULTICLUSTER_NS},
+        "spec": {
+            "targetClusterName": args.cluster_name,
+            "targetClusterDomain": args.cluster_domain,
+            "targetClusterLinkerdNamespace": "linkerd",
+            "clusterCredentialsSecret": format!("cluster-credentials-{}", args.cluster_name),
+            "gatewayAddress": gateway_addresses,
+            "gatewayPort": args.gateway_port.to_string(),
+            "gatewayIdentity": format!("linkerd-gateway.{MULTICLUSTER_NS}.serviceaccount.identity.linkerd.{}", args.identity_trust_domain),
+            "probeSpec": {"path": "/ready", "port": "4191", "period": "3s", "timeout": "30s", "failureThreshold": "3"},
+            "selector": selector("--selector", &args.selector)?,
+            "remoteDiscoverySelector": selector("--remote-discovery-selector", &args.remote_discovery_selector)?,
+            "federatedServiceSelector": selector("--federated-service-selector", &args.federated_service_selector)?,
+        },
+    });
+    // What is printed must load and validate exactly as the linking cluster will read it.
+    let text = serde_json::to_string(&obj).expect("serializes");
+    strait_api::loader::load_str("<link>", &text, &Default::default())
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    Ok(obj)
+}
+
+/// The gateway addresses: the flag, or the linkerd-gateway Service's external addresses.
+fn gateway_addresses(args: &LinkArgs, gateway: Option<&Service>) -> Result<String, String> {
+    if let Some(a) = &args.gateway_addresses {
+        return Ok(a.clone());
+    }
+    let found: Vec<String> = gateway
+        .into_iter()
+        .flat_map(|s| {
+            let ext = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.external_ips.clone())
+                .unwrap_or_default();
+            let lb = s
+                .status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip.or(i.hostname));
+            ext.into_iter().chain(lb).collect::<Vec<_>>()
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(format!(
+            "no gateway address: the Service {MULTICLUSTER_NS}/linkerd-gateway {} no external address; pass --gateway-addresses ADDR[,ADDR…]",
+            if gateway.is_some() {
+                "has"
+            } else {
+                "does not exist, so it has"
+            }
+        ));
+    }
+    Ok(found.join(","))
+}
+
+/// Runs `multicluster link` against a local cluster (`--state-dir`).
+pub fn link(g: &Global, args: &LinkArgs) -> ExitCode {
+    let Some(dir) = g.state_dir.as_deref() else {
+        return fail(
+            "pass --state-dir DIR of the target cluster (the one whose services are exported); Kubernetes-mode links are printed from a kubeconfig secret, which `strait multicluster link` cannot make yet: use `linkerd multicluster link`'s kubeconfig Secret with strait's Link",
+        );
+    };
+    match local_link(dir, g, args) {
+        Ok(objects) => {
+            print(&objects);
+            eprintln!(
+                "Link and credentials for cluster {} printed: apply them to the linking cluster (`strait --state-dir LINKING apply -f -`), which runs `strait mirror`.",
+                args.cluster_name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn local_link(dir: &Path, g: &Global, args: &LinkArgs) -> Result<Vec<Value>, String> {
+    let read =
+        |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(dir)).map_err(|e| {
+        format!("{e}; the target cluster's controller must be running (its API is what the linking cluster's mirror reads)")
+    })?)
+    .map_err(|e| format!("{} is damaged: {e}", files::endpoint(dir).display()))?;
+    let now = SystemTime::now();
+    let id_dir = dir.join("identity");
+    let anchors = strait_identity::TrustAnchors::load(files::anchors(dir), now).map_err(|e| e.to_string())?;
+    let issuer = strait_identity::Issuer::load_files(
+        id_dir.join("issuer.crt"),
+        id_dir.join("issuer.key"),
+        &anchors,
+        now,
+    )
+    .map_err(|e| format!("the target's issuer in {}: {e}", id_dir.display()))?;
+    let lifetime = strait_api::names::duration(&args.credentials_lifetime).map_err(|e| {
+        format!(
+            "--credentials-lifetime {:?}: expected {e}",
+            args.credentials_lifetime
+        )
+    })?;
+    let reader =
+        strait_identity::IdentityName::new(REMOTE_ACCESS_SA, MULTICLUSTER_NS, &args.identity_trust_domain)
+            .map_err(|e| format!("--identity-trust-domain {:?}: {e}", args.identity_trust_domain))?;
+    let (chain, key) = strait_controller::api::issue(&issuer, &reader, lifetime, now)?;
+    let cert_pem: String = chain
+        .iter()
+        .map(|c| strait_identity::encode_pem("CERTIFICATE", c))
+        .collect();
+    let key_pem = strait_identity::encode_pem("PRIVATE KEY", key.secret_der());
+    let gateway = {
+        let _ = g;
+        let rt = super::runtime();
+        match LocalStore::open(dir) {
+            Ok(s) => rt
+                .block_on(s.get::<Service>(MULTICLUSTER_NS, "linkerd-gateway"))
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        }
+    };
+    let addresses = gateway_addresses(args, gateway.as_ref())?;
+    let link = link_object(args, &addresses)?;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": LOCAL_CREDENTIALS_TYPE,
+        "metadata": {"name": format!("cluster-credentials-{}", args.cluster_name), "namespace": MULTICLUSTER_NS,
+            "labels": {mcl::CLUSTER_NAME: args.cluster_name}},
+        "stringData": {
+            "api-address": endpoint.address,
+            "api-identity": endpoint.server_identity,
+            "ca.crt": anchors.to_pem(),
+            "tls.crt": cert_pem,
+            "tls.key": key_pem,
+        },
+    });
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MULTICLUSTER_NS}});
+    Ok(vec![namespace, secret, link])
+}
+
+/// The target store a local-mode credentials Secret names.
+pub fn connect_local(secret: &Secret) -> Result<AnyStore, String> {
+    let field = |k: &str| -> Result<String, String> {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(k).cloned())
+            .or_else(|| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+            .ok_or_else(|| {
+                format!("data.{k} is missing; re-create the Secret with `strait multicluster link`")
+            })
+    };
+    match secret.type_.as_deref() {
+        Some(LOCAL_CREDENTIALS_TYPE) => {}
+        Some(KUBECONFIG_TYPE) => {
+            return Err("holds a kubeconfig: Kubernetes targets need `strait mirror --kubernetes`".into());
+        }
+        other => return Err(format!("type {other:?}: expected {LOCAL_CREDENTIALS_TYPE:?}")),
+    }
+    let endpoint = ApiEndpoint {
+        address: field("api-address")?,
+        server_identity: field("api-identity")?,
+    };
+    let anchors = strait_identity::TrustAnchors::from_pem(
+        field("ca.crt")?.as_bytes(),
+        "data.ca.crt",
+        SystemTime::now(),
+    )
+    .map_err(|e| format!("data.ca.crt: {e}"))?;
+    use strait_identity::pki_types::pem::PemObject;
+    let chain = strait_identity::pki_types::CertificateDer::pem_slice_iter(field("tls.crt")?.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("data.tls.crt: {e}"))?;
+    let key = strait_identity::pki_types::PrivateKeyDer::from_pem_slice(field("tls.key")?.as_bytes())
+        .map_err(|e| format!("data.tls.key: {e}"))?;
+    let certs = strait_identity::CertStore::with_cert(chain, key)
+        .map_err(|e| format!("data.tls.crt/tls.key: {e}"))?;
+    let client = strait_controller::api::client::ApiClient::new(endpoint, &anchors, &certs)
+        .map_err(|e| e.to_string())?;
+    Ok(AnyStore::Api(ApiStore::new(
+        client,
+        strait_controller::api::store::POLL,
+    )))
+}
+
+/// Arguments of `mirror`.
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// Run against the Kubernetes API instead of --state-dir.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Admin server (`/ready`, `/gateways`, `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:9996")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Local mode: the range mirror Services take cluster IPs from.
+    #[arg(long)]
+    pub service_cidr: Option<String>,
+    /// Local mode: also serve the cluster DNS on this address (UDP and TCP).
+    #[arg(long)]
+    pub dns_addr: Option<std::net::SocketAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs `mirror`.
+pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
+    let range = match args.service_cidr.as_deref().map(ServiceRange::parse).transpose() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("--service-cidr: expected {e}")),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let local = if args.kubernetes {
+        match rt.block_on(kube::Client::try_default()) {
+            Ok(c) => AnyStore::Kube(KubeStore::new(c)),
+            Err(e) => {
+                return fail(format!(
+                    "cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account"
+                ));
+            }
+        }
+    } else {
+        match super::open_local(g) {
+            Ok(super::LocalCluster::Direct(s)) => AnyStore::Local(s),
+            Ok(super::LocalCluster::Api(c)) => {
+                AnyStore::Api(ApiStore::new(c, strait_controller::api::store::POLL))
+            }
+            Err(code) => return code,
+        }
+    };
+    let opts = MirrorOptions {
+        service_range: range,
+        ..Default::default()
+    };
+    rt.block_on(async move {
+        let admin = match tokio::net::TcpListener::bind(args.admin_addr).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on {} for the mirror's admin server: {e}; pass --admin-addr", args.admin_addr)),
+        };
+        let admin_addr = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        if let Some(dir) = g.state_dir.as_deref() {
+            let _ = std::fs::write(mirror_file(dir), json!({"admin": admin_addr}).to_string());
+        }
+        let reports = Reports::default();
+        tokio::spawn(strait_mirror::admin::serve(admin, reports.clone(), std::future::pending()));
+        if let Some(addr) = args.dns_addr {
+            let (udp, tcp) = match (tokio::net::UdpSocket::bind(addr).await, tokio::net::TcpListener::bind(addr).await) {
+                (Ok(u), Ok(t)) => (u, t),
+                (Err(e), _) | (_, Err(e)) => return fail(format!("cannot listen on {addr} for the cluster DNS: {e}; pass --dns-addr")),
+            };
+            let index = strait_mirror::dns::DnsIndex::default();
+            let store = local.clone();
+            let feeder = index.clone();
+            tokio::spawn(async move {
+                loop {
+                    let e = strait_mirror::dns::run_index(store.clone(), feeder.clone()).await;
+                    tracing::warn!(error = %e, "cluster DNS lost the Service watch; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            let domain = args.cluster_domain.clone();
+            tokio::spawn(async move { strait_mirror::dns::serve(udp, tcp, &domain, index, std::future::pending()).await });
+        }
+        println!("{}", json!({"admin": admin_addr, "dns": args.dns_addr}));
+        let kubernetes = args.kubernetes;
+        let connect = move |_: &strait_mirror::LinkConfig, s: &Secret| -> Result<AnyStore, String> {
+            if kubernetes && s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
+                return Err("Kubernetes targets (kubeconfig credentials) are not supported by this build of the mirror yet".into());
+            }
+            connect_local(s)
+        };
+        run_mirror(local, connect, opts, reports, shutdown_signal()).await;
+        if let Some(dir) = g.state_dir.as_deref() {
+            let _ = std::fs::remove_file(mirror_file(dir));
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Where a local cluster's running mirror publishes its admin address.
+pub fn mirror_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("mirror.json")
+}
+
+async fn fetch_reports(addr: &str) -> Result<Vec<LinkReport>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+        format!("cannot reach the mirror's admin server at {addr}: {e}; is `strait mirror` running?")
+    })?;
+    s.write_all(format!("GET /gateways HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let v: Vec<Value> =
+        serde_json::from_str(body).map_err(|e| format!("the mirror answered something unreadable: {e}"))?;
+    Ok(v.into_iter().map(report_from).collect())
+}
+
+fn report_from(v: Value) -> LinkReport {
+    let mut r = LinkReport {
+        link: v["link"].as_str().unwrap_or_default().into(),
+        cluster: v["cluster"].as_str().unwrap_or_default().into(),
+        remote_connected: v["remoteConnected"].as_bool().unwrap_or(false),
+        synced: v["synced"].as_bool().unwrap_or(false),
+        error: v["error"].as_str().map(str::to_string),
+        ..Default::default()
+    };
+    r.gateway = serde_json::from_value(v["gateway"].clone()).unwrap_or_default();
+    r.mirrors = v["mirrors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| strait_mirror::controller::MirrorEntry {
+            remote: m["remote"].as_str().unwrap_or_default().into(),
+            mirror: m["mirror"].as_str().unwrap_or_default().into(),
+            mode: if m["mode"] == "remote-discovery" {
+                "remote-discovery"
+            } else {
+                "gateway"
+            },
+        })
+        .collect();
+    r.skipped = v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| strait_mirror::controller::SkippedEntry {
+            remote: s["remote"].as_str().unwrap_or_default().into(),
+            reason: "Skipped",
+            message: s["message"].as_str().unwrap_or_default().into(),
+        })
+        .collect();
+    r
+}
+
+fn mirror_admin(g: &Global, flag: Option<&str>) -> Result<String, String> {
+    if let Some(a) = flag {
+        return Ok(a.to_string());
+    }
+    let Some(dir) = g.state_dir.as_deref() else {
+        return Err("pass --state-dir DIR of the linking cluster, or --mirror-addr HOST:PORT of its mirror's admin server (in Kubernetes: `kubectl -n linkerd-multicluster port-forward deploy/linkerd-service-mirror 9999`)".into());
+    };
+    let text = std::fs::read(mirror_file(dir)).map_err(|_| {
+        format!(
+            "no mirror runs on {}: start `strait --state-dir {} mirror`",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is damaged: {e}", mirror_file(dir).display()))?;
+    v["admin"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{} names no admin address", mirror_file(dir).display()))
+}
+
+/// The `gateways` table.
+pub fn gateways_table(reports: &[LinkReport]) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{}ms", v.round() as u64));
+    let mut rows = vec![
+        [
+            "CLUSTER",
+            "ALIVE",
+            "NUM_SVC",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in reports {
+        rows.push(vec![
+            r.cluster.clone(),
+            if r.gateway.alive { "True" } else { "False" }.into(),
+            r.mirrors.len().to_string(),
+            ms(r.gateway.latency_quantile(0.5)),
+            ms(r.gateway.latency_quantile(0.95)),
+            ms(r.gateway.latency_quantile(0.99)),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// Runs `multicluster gateways`.
+pub fn gateways(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
+    let addr = match mirror_admin(g, mirror_addr) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    match super::runtime().block_on(fetch_reports(&addr)) {
+        Ok(r) => {
+            print!("{}", gateways_table(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs `multicluster unlink`: every object the link created in this (linking) cluster.
+pub fn unlink(g: &Global, cluster: &str) -> ExitCode {
+    let rt = super::runtime();
+    let store = match super::open_local(g) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut out = Vec::new();
+    let links = match store.list(&rt, <Link as Kind>::info(), None, None) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let link = links
+        .into_iter()
+        .filter_map(Link::from_object)
+        .find(|l| l.spec.target_cluster_name.as_deref() == Some(cluster));
+    let Some(link) = link else {
+        return fail(format!(
+            "no Link to a cluster named {cluster:?} here; `strait get links -A` lists them"
+        ));
+    };
+    let ns = link.metadata.namespace.clone().unwrap_or_default();
+    if let Some(secret) = &link.spec.cluster_credentials_secret {
+        out.push(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": ns}}),
+        );
+    }
+    out.push(json!({"apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link", "metadata": {"name": link.metadata.name, "namespace": ns}}));
+    for info in [
+        <k8s_openapi::api::discovery::v1::EndpointSlice as Kind>::info(),
+        <Service as Kind>::info(),
+    ] {
+        for o in store.list(&rt, info, None, None).unwrap_or_default() {
+            let l = o.meta().labels.clone().unwrap_or_default();
+            if l.get(ml::MIRRORED_SERVICE).map(String::as_str) == Some("true")
+                && l.get(ml::CLUSTER_NAME).map(String::as_str) == Some(cluster)
+            {
+                out.push(json!({"apiVersion": info.api_version(), "kind": info.kind,
+                    "metadata": {"name": o.meta().name, "namespace": o.meta().namespace}}));
+            }
+        }
+    }
+    print(&out);
+    eprintln!(
+        "Everything the link to {cluster} created printed: delete it with `strait delete -f -` (or `kubectl delete -f -`)."
+    );
+    ExitCode::SUCCESS
+}
+
+/// Runs `multicluster check`.
+pub fn check(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
+    let rt = super::runtime();
+    let store = match super::open_local(g) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    let mut line = |ok: bool, what: String, hint: Option<String>| {
+        println!("{} {what}", if ok { "√" } else { "×" });
+        if let (false, Some(h)) = (ok, hint) {
+            println!("    {h}");
+        }
+        failed |= !ok;
+    };
+    let links: Vec<Link> = store
+        .list(&rt, <Link as Kind>::info(), None, None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Link::from_object)
+        .collect();
+    line(!links.is_empty(), "Link resources exist".into(), Some("run `strait multicluster link --cluster-name NAME` against a target cluster and apply its output here".into()));
+    for l in &links {
+        let name = l.metadata.name.clone().unwrap_or_default();
+        match strait_mirror::LinkConfig::from_link(l) {
+            Ok(cfg) => {
+                line(true, format!("Link {name} is valid"), None);
+                let secrets = store
+                    .list(
+                        &rt,
+                        <Secret as Kind>::info(),
+                        Some(&cfg.namespace),
+                        Some(&cfg.credentials_secret),
+                    )
+                    .unwrap_or_default();
+                match secrets.into_iter().filter_map(Secret::from_object).next() {
+                    None => line(
+                        false,
+                        format!("credentials of {name}"),
+                        Some(format!(
+                            "Secret {}/{} not found: apply the whole output of `strait multicluster link`",
+                            cfg.namespace, cfg.credentials_secret
+                        )),
+                    ),
+                    Some(s) => match connect_local(&s) {
+                        Ok(_) => line(true, format!("credentials of {name} are valid"), None),
+                        Err(e) => line(false, format!("credentials of {name}"), Some(e)),
+                    },
+                }
+            }
+            Err(e) => line(false, format!("Link {name} is valid"), Some(e.to_string())),
+        }
+    }
+    match mirror_admin(g, mirror_addr).and_then(|a| rt.block_on(fetch_reports(&a))) {
+        Err(e) => line(false, "the service mirror is running".into(), Some(e)),
+        Ok(reports) => {
+            line(true, "the service mirror is running".into(), None);
+            for r in reports {
+                line(
+                    r.remote_connected && r.error.is_none(),
+                    format!("cluster {} is reachable", r.cluster),
+                    r.error.clone(),
+                );
+                line(
+                    r.gateway.alive,
+                    format!("gateway of {} is alive", r.cluster),
+                    Some(r.gateway.last_error.clone().unwrap_or_else(|| {
+                        "no probe answered yet; check the Link's gatewayAddress and probeSpec".into()
+                    })),
+                );
+                line(
+                    r.skipped.is_empty(),
+                    format!("every exported service of {} is mirrored", r.cluster),
+                    Some(
+                        r.skipped
+                            .iter()
+                            .map(|s| s.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("\n    "),
+                    ),
+                );
+            }
+        }
+    }
+    if failed {
+        exit::code(exit::FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

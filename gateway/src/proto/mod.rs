@@ -1,0 +1,11 @@
+//! The sans-IO core of the gateway: bytes in, frames out; time in, actions out.
+//!
+//! Nothing here touches a socket, a clock or a runtime, so it is tested with a
+//! simulated clock and fuzzed with arbitrary bytes. The async driver
+//! (`crate::link`, `crate::relay`) wraps it for quinn and tokio.
+
+pub mod header;
+pub mod link;
+
+#[cfg(test)]
+mod fuzz;

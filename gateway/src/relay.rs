@@ -1,0 +1,192 @@
+//! Byte relay between a TCP connection and a QUIC stream, with half-close,
+//! and the reading of header frames off a stream.
+//!
+//! Each direction is copied until its source ends, then the destination's
+//! write side is finished (TCP `shutdown(Write)` / QUIC `FIN`), so one side
+//! can stop sending and still read the answer. The relay ends when both
+//! directions have ended, or when either fails: the failing direction resets
+//! (QUIC) its stream side, and the other direction is dropped with it.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::proto::header::{self, HeaderError, Progress, RefusalReason, Reply, Request};
+
+/// Error code sent when a relay aborts a QUIC stream.
+pub const RELAY_ERROR: quinn::VarInt = quinn::VarInt::from_u32(1);
+
+const BUF: usize = 64 * 1024;
+
+/// Bytes moved by one relay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// From TCP into the stream.
+    pub to_stream: u64,
+    /// From the stream out to TCP.
+    pub from_stream: u64,
+}
+
+/// Counters a relay adds its bytes to as they move.
+#[derive(Debug, Default)]
+pub struct ByteCounters {
+    /// Bytes sent into streams.
+    pub sent: AtomicU64,
+    /// Bytes received from streams.
+    pub received: AtomicU64,
+}
+
+/// Why a relay or a frame read ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Socket or stream I/O failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The stream ended before a whole frame arrived.
+    #[error("the stream ended inside the gateway header")]
+    EndedEarly,
+    /// The frame could not be decoded.
+    #[error("bad gateway header: {0}")]
+    Header(#[from] HeaderError),
+    /// The remote gateway refused the stream.
+    #[error("the remote gateway refused the stream ({reason}): {message}")]
+    Refused {
+        /// Why.
+        reason: RefusalReason,
+        /// The remote's explanation.
+        message: String,
+    },
+}
+
+/// What the stream-to-TCP direction starts with.
+#[derive(Debug)]
+pub enum Downstream {
+    /// Payload already read off the stream (pipelined behind a header).
+    Ready(Vec<u8>),
+    /// The stream starts with the remote gateway's [`Reply`]: relay only if it
+    /// accepts (the opening side, which pipelines its payload meanwhile).
+    AwaitReply,
+}
+
+/// Reads one request frame off `recv`; returns it and any payload read past it.
+pub async fn read_request(recv: &mut quinn::RecvStream) -> Result<(Request, Vec<u8>), RelayError> {
+    read_frame(recv, header::decode_request).await
+}
+
+/// Reads one reply frame off `recv`; returns it and any payload read past it.
+pub async fn read_reply(recv: &mut quinn::RecvStream) -> Result<(Reply, Vec<u8>), RelayError> {
+    read_frame(recv, header::decode_reply).await
+}
+
+async fn read_frame<T>(
+    recv: &mut quinn::RecvStream,
+    decode: fn(&[u8]) -> Result<Progress<T>, HeaderError>,
+) -> Result<(T, Vec<u8>), RelayError> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match decode(&buf)? {
+            Progress::Complete(d) => {
+                let rest = buf.split_off(d.consumed);
+                return Ok((d.frame, rest));
+            }
+            Progress::Incomplete { needed } => {
+                // Read no further than the frame needs (bounded by MAX_FRAME_LEN)
+                // plus whatever payload arrives in the same read.
+                let want = (needed - buf.len()).clamp(1, chunk.len());
+                match recv.read(&mut chunk[..want]).await.map_err(io::Error::from)? {
+                    Some(n) => buf.extend_from_slice(&chunk[..n]),
+                    None => return Err(RelayError::EndedEarly),
+                }
+            }
+        }
+    }
+}
+
+/// Relays `tcp` ↔ (`send`, `recv`) until both directions end.
+pub async fn relay(
+    tcp: TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    downstream: Downstream,
+    counters: Arc<ByteCounters>,
+) -> Result<Moved, RelayError> {
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let up = async {
+        match copy(&mut tcp_read, &mut send, &counters.sent).await {
+            Ok(n) => {
+                // FIN after the last byte; the peer may still answer.
+                let _ = send.finish();
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = send.reset(RELAY_ERROR);
+                Err(RelayError::Io(e))
+            }
+        }
+    };
+    let down = async {
+        let initial = match downstream {
+            Downstream::Ready(bytes) => bytes,
+            Downstream::AwaitReply => match read_reply(&mut recv).await? {
+                (Reply::Accepted, rest) => rest,
+                (Reply::Refused { reason, message }, _) => {
+                    return Err(RelayError::Refused { reason, message });
+                }
+            },
+        };
+        let mut total = 0;
+        if !initial.is_empty() {
+            tcp_write.write_all(&initial).await?;
+            counters
+                .received
+                .fetch_add(initial.len() as u64, Ordering::Relaxed);
+            total += initial.len() as u64;
+        }
+        match copy(&mut recv, &mut tcp_write, &counters.received).await {
+            Ok(n) => {
+                tcp_write.shutdown().await?;
+                Ok(total + n)
+            }
+            Err(e) => {
+                let _ = recv.stop(RELAY_ERROR);
+                Err(RelayError::Io(e))
+            }
+        }
+    };
+    let result = tokio::try_join!(up, down);
+    match result {
+        Ok((to_stream, from_stream)) => Ok(Moved {
+            to_stream,
+            from_stream,
+        }),
+        Err(e) => {
+            // Whichever side failed, the stream is over in both directions.
+            let _ = send.reset(RELAY_ERROR);
+            let _ = recv.stop(RELAY_ERROR);
+            Err(e)
+        }
+    }
+}
+
+async fn copy<R, W>(from: &mut R, to: &mut W, counter: &AtomicU64) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0; BUF];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            to.flush().await?;
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        total += n as u64;
+    }
+}

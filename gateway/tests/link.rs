@@ -1,0 +1,461 @@
+//! Two gateways linked over real QUIC on 127.0.0.1, certificates from a
+//! generated issuer, TCP backends behind the ingress.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use strait_gateway::proto::header::{Reply, Request, encode_request};
+use strait_gateway::relay::read_reply;
+use strait_gateway::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ECHO: &str = "echo.default.svc.cluster.local";
+const DIGEST: &str = "digest.default.svc.cluster.local";
+
+/// east serves `echo` and `digest`; west links to east and has egress routes
+/// for both plus one for a service east does not know.
+struct Pair {
+    west: TestGateway,
+    east: TestGateway,
+    _backends: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn pair() -> Pair {
+    let pki = Pki::new();
+    let (echo, echo_task) = echo_server().await;
+    let (digest, digest_task) = digest_server().await;
+    let mut table = StaticResolver::new();
+    table.insert(
+        Authority::new(ECHO).unwrap(),
+        7,
+        Endpoint {
+            addr: echo,
+            identity: None,
+        },
+    );
+    table.insert(
+        Authority::new(DIGEST).unwrap(),
+        9,
+        Endpoint {
+            addr: digest,
+            identity: None,
+        },
+    );
+    let east = TestGateway::start(
+        config(vec![gateway_identity()]),
+        pki.creds(&gateway_identity(), SessionState::new()),
+        Arc::new(table),
+    )
+    .await;
+    let west = west_for(&pki, &east, SessionState::new()).await;
+    Pair {
+        west,
+        east,
+        _backends: vec![echo_task, digest_task],
+    }
+}
+
+async fn west_for(pki: &Pki, east: &TestGateway, sessions: SessionState) -> TestGateway {
+    let mut c = config(vec![gateway_identity()]);
+    c.links.push(link_to("east", east));
+    for (authority, port) in [(ECHO, 7), (DIGEST, 9), ("nope.default.svc.cluster.local", 80)] {
+        c.egress.push(EgressRoute {
+            listen: any_port(),
+            link: "east".into(),
+            target: target(authority, port),
+        });
+    }
+    TestGateway::start(
+        c,
+        pki.creds(&gateway_identity(), sessions),
+        Arc::new(StaticResolver::new()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn linked_gateways_relay_many_concurrent_streams_on_one_connection() {
+    bounded(async {
+        let p = pair().await;
+        let conn = p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        let mut clients = tokio::task::JoinSet::new();
+        for i in 0..64u64 {
+            let addr = p.west.egress[0];
+            clients.spawn(async move {
+                let mut seed = i + 1;
+                let data = pattern(&mut seed, 16 * 1024 + i as usize * 97);
+                echo_round_trip(addr, &data).await;
+            });
+        }
+        while let Some(r) = clients.join_next().await {
+            r.unwrap();
+        }
+        let link = p.west.link().metrics();
+        assert_eq!(link.streams_total.load(Ordering::Relaxed), 64);
+        assert_eq!(link.reconnects.load(Ordering::Relaxed), 0);
+        // Every stream rode the one connection.
+        assert_eq!(p.west.link().connection().unwrap().stable_id(), conn.stable_id());
+        assert_eq!(p.east.metrics.inbound.streams_total.load(Ordering::Relaxed), 64);
+        assert_eq!(p.east.metrics.inbound.connections_open.load(Ordering::Relaxed), 1);
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn large_transfers_keep_integrity_both_ways_with_half_close() {
+    bounded(async {
+        let p = pair().await;
+        let mut tcp = TcpStream::connect(p.west.egress[1]).await.unwrap();
+        let mut seed = 0x5eed;
+        let mut sent = Fnv::new();
+        for _ in 0..256 {
+            let chunk = pattern(&mut seed, 128 * 1024);
+            sent.update(&chunk);
+            tcp.write_all(&chunk).await.unwrap();
+        }
+        // Half-close: the server only answers after our FIN crossed both gateways.
+        tcp.shutdown().await.unwrap();
+        let mut head = [0u8; 16];
+        tcp.read_exact(&mut head).await.unwrap();
+        let len = u64::from_be_bytes(head[..8].try_into().unwrap());
+        let digest = u64::from_be_bytes(head[8..].try_into().unwrap());
+        assert_eq!(len, 32 << 20);
+        assert_eq!(digest, sent.finish(), "digest of 32 MiB upstream");
+        // And 32 MiB back down, ending with the server's FIN.
+        let mut expected_seed = digest | 1;
+        let mut expected = Fnv::new();
+        let mut got = Fnv::new();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.update(&buf[..n]);
+        }
+        let mut left = len;
+        while left > 0 {
+            let chunk = pattern(&mut expected_seed, left.min(64 * 1024) as usize);
+            expected.update(&chunk);
+            left -= chunk.len() as u64;
+        }
+        assert_eq!(got.len, len);
+        assert_eq!(got.finish(), expected.finish(), "digest of 32 MiB downstream");
+        let m = p.west.link().metrics();
+        assert!(m.bytes.sent.load(Ordering::Relaxed) >= 32 << 20);
+        assert!(m.bytes.received.load(Ordering::Relaxed) >= (32 << 20) + 16);
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_target_gets_a_typed_refusal_and_the_client_is_closed() {
+    bounded(async {
+        let p = pair().await;
+        p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        // Through the egress: the client's connection is closed, no bytes come back.
+        let mut tcp = TcpStream::connect(p.west.egress[2]).await.unwrap();
+        let _ = tcp.write_all(b"hello?").await;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("client closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let refusals = &p.west.link().metrics().refusals;
+        assert_eq!(refusals.get(RefusalReason::UnknownTarget), 1);
+        assert_eq!(
+            p.east.metrics.inbound.refusals.get(RefusalReason::UnknownTarget),
+            1
+        );
+
+        // On the wire: the reply names the reason.
+        let nope = target("nope.default.svc.cluster.local", 80);
+        let (_send, mut recv) = p.west.link().open(&nope, Duration::from_secs(1)).await.unwrap();
+        match read_reply(&mut recv).await.unwrap().0 {
+            Reply::Refused { reason, message } => {
+                assert_eq!(reason, RefusalReason::UnknownTarget);
+                assert!(message.contains("nope.default.svc.cluster.local:80"), "{message}");
+            }
+            Reply::Accepted => panic!("unknown target accepted"),
+        }
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_and_unsupported_headers_are_refused_with_their_reason() {
+    bounded(async {
+        let p = pair().await;
+        let conn = p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        let mut valid = Vec::new();
+        encode_request(&Request::Probe, &mut valid);
+        let mut future_version = valid.clone();
+        future_version[4] = 9;
+        for (bytes, expected) in [
+            (b"GET / HTTP/1.1\r\n\r\n".to_vec(), RefusalReason::Malformed),
+            (future_version, RefusalReason::UnsupportedVersion),
+        ] {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            match read_reply(&mut recv).await.unwrap().0 {
+                Reply::Refused { reason, .. } => assert_eq!(reason, expected),
+                Reply::Accepted => panic!("accepted {bytes:?}"),
+            }
+        }
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn probes_measure_the_link_and_report_it_alive() {
+    bounded(async {
+        let p = pair().await;
+        p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        let m = p.west.link().metrics().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.probes().0 < 3 || m.rtt_us.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "probes answered: {:?}", m.probes());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(m.alive.load(Ordering::Relaxed), 1);
+        let text = p.west.metrics.render();
+        assert!(
+            text.contains("gateway_alive{target_cluster_name=\"east\"} 1"),
+            "{text}"
+        );
+        // Kill east: the link stops being alive and west keeps trying.
+        p.east.shutdown().await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.alive.load(Ordering::Relaxed) == 1 {
+            assert!(Instant::now() < deadline, "link still alive after its peer died");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = p.west.link().connection();
+        assert!(left.is_none(), "{:?}", left.map(|c| c.close_reason()));
+        p.west.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_presenting_the_wrong_identity_is_refused_by_the_dialer() {
+    bounded(async {
+        let pki = Pki::new();
+        // east holds a valid certificate, but for another identity than the link expects.
+        let impostor = identity("impostor");
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            pki.creds(&impostor, SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        let err = west.link().established(Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, OpenError::Down { .. }), "{err}");
+        assert!(err.to_string().contains(gateway_identity().as_str()), "{err}");
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dialer_presenting_an_unaccepted_identity_is_refused_by_the_listener() {
+    bounded(async {
+        let pki = Pki::new();
+        // east accepts links only from `trusted-gateway`; west is linkerd-gateway.
+        let east = TestGateway::start(
+            config(vec![identity("trusted-gateway")]),
+            pki.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        assert!(west.link().established(Duration::from_secs(2)).await.is_err());
+        assert_eq!(west.link().metrics().alive.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_under_other_trust_anchors_is_refused() {
+    bounded(async {
+        let ours = Pki::new();
+        let theirs = Pki::new();
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            theirs.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await;
+        let west = west_for(&ours, &east, SessionState::new()).await;
+        assert!(west.link().established(Duration::from_secs(2)).await.is_err());
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_is_relinked_and_carries_traffic_again() {
+    bounded(async {
+        let pki = Pki::new();
+        let (echo, _echo_task) = echo_server().await;
+        let mut table = StaticResolver::new();
+        table.insert(
+            Authority::new(ECHO).unwrap(),
+            7,
+            Endpoint {
+                addr: echo,
+                identity: None,
+            },
+        );
+        let table: Arc<dyn Resolve> = Arc::new(table);
+        let east_sessions = SessionState::new();
+        let east_creds = pki.creds(&gateway_identity(), east_sessions);
+        let east = TestGateway::start(
+            config(vec![gateway_identity()]),
+            east_creds.clone(),
+            table.clone(),
+        )
+        .await;
+        let east_addr = east.quic_addr;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        let t = Instant::now();
+        west.link().established(Duration::from_secs(5)).await.unwrap();
+        let full = t.elapsed();
+        echo_round_trip(west.egress[0], b"before the restart").await;
+
+        // Restart east on the same address with the same ticket key.
+        east.shutdown().await;
+        let restarted = Instant::now();
+        let east =
+            TestGateway::start(config_on(east_addr, vec![gateway_identity()]), east_creds, table).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while west.link().metrics().reconnects.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "west did not re-link");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let relinked = restarted.elapsed();
+        let m = west.link().metrics();
+        assert_eq!(m.reconnects.load(Ordering::Relaxed), 1);
+        echo_round_trip(west.egress[0], b"after the restart").await;
+        // Measured, not asserted: 0-RTT resumption does not happen yet (see
+        // the report of issue 5); the counter says whether it did.
+        eprintln!(
+            "first link {full:?}; re-linked {relinked:?} after the restart; 0-RTT resumed: {}",
+            m.resumed.load(Ordering::Relaxed)
+        );
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_rebinds_its_socket_keeps_its_link() {
+    bounded(async {
+        let p = pair().await;
+        let conn = p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        // A relayed connection in flight across the address change.
+        let mut tcp = TcpStream::connect(p.west.egress[0]).await.unwrap();
+        tcp.write_all(b"first half|").await.unwrap();
+        let mut buf = [0u8; 11];
+        tcp.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"first half|");
+
+        let old = p.west.endpoint.local_addr().unwrap();
+        p.west
+            .endpoint
+            .rebind(strait_gateway::gateway::link_socket("127.0.0.1:0".parse().unwrap()).unwrap())
+            .unwrap();
+        let new = p.west.endpoint.local_addr().unwrap();
+        assert_ne!(old.port(), new.port());
+
+        tcp.write_all(b"second half").await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"second half");
+        echo_round_trip(p.west.egress[0], b"a new stream after migration").await;
+
+        // Same connection, now seen by east from the new address.
+        let now = p.west.link().connection().unwrap();
+        assert_eq!(now.stable_id(), conn.stable_id());
+        assert_eq!(p.west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
+        assert_eq!(p.east.metrics.inbound.connections_open.load(Ordering::Relaxed), 1);
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_admin_port_answers_linkerds_probe_and_serves_metrics() {
+    bounded(async {
+        let p = pair().await;
+        p.west.link().established(Duration::from_secs(5)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(LOCALHOST).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(strait_gateway::admin::serve(
+            listener,
+            p.west.metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let get = |path: &'static str| async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut resp = String::new();
+            tcp.read_to_string(&mut resp).await.unwrap();
+            resp
+        };
+        let ready = get("/ready").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let metrics = get("/metrics").await;
+            assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+            if metrics.contains("gateway_alive{target_cluster_name=\"east\"} 1")
+                && metrics.contains("gateway_probes{target_cluster_name=\"east\",probe_successful=\"true\"}")
+                && metrics
+                    .contains("gateway_probe_latency_ms_bucket{target_cluster_name=\"east\",le=\"+Inf\"}")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics never showed a live link:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(());
+        server.await.unwrap();
+        p.west.shutdown().await;
+        p.east.shutdown().await;
+    })
+    .await;
+}

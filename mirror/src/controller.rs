@@ -1,0 +1,624 @@
+//! The mirror's I/O: one task per Link keeps the local cluster's mirrors in step with the
+//! target cluster, and [`run_mirror`] runs one such task for every Link of the local
+//! cluster, starting, restarting and removing them as Links change.
+//!
+//! Invariants:
+//! - Nothing is planned before the first complete list of both sides; after a remote
+//!   disconnect the last complete remote list stays in force (mirrors stay, endpoints turn
+//!   not ready) until a new complete list replaces it in one step.
+//! - Each plan is carried out against the view it was made from, and the mirror's own
+//!   writes are folded into that view at once, so a slow watch never causes a duplicate.
+//! - Mirrors are deleted only by a plan (remote Service gone or unselected) or when their
+//!   Link is deleted; never on shutdown or on a failure.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Serialize;
+use strait_api::mesh::link::Link;
+use strait_api::{Kind, KindId, ObjectKey, Store, StoreError, WatchEvent};
+use tokio::sync::watch;
+
+use crate::link::LinkConfig;
+use crate::probe::{self, GatewayHealth};
+use crate::reconcile::{self, Gateway, LocalView, Mode, NsName, ServiceRange};
+
+/// How the mirror runs.
+#[derive(Clone, Debug)]
+pub struct MirrorOptions {
+    /// Local mode: the range mirrors take cluster IPs from (Kubernetes allocates its own).
+    pub service_range: Option<ServiceRange>,
+    /// First delay before re-watching a target cluster that went away (doubles to 30 s).
+    pub retry: Duration,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        Self {
+            service_range: None,
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// One mirror, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorEntry {
+    /// `namespace/name` of the remote Service.
+    pub remote: String,
+    /// The local mirror's name (same namespace).
+    pub mirror: String,
+    /// `gateway` or `remote-discovery`.
+    pub mode: &'static str,
+}
+
+/// A remote Service that is not mirrored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedEntry {
+    /// `namespace/name` of the remote Service.
+    pub remote: String,
+    /// A CamelCase reason (`NamespaceNotFound`, …).
+    pub reason: &'static str,
+    /// What to do.
+    pub message: String,
+}
+
+/// What a link's mirror reports (to `multicluster gateways` and `check`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkReport {
+    /// `namespace/name` of the Link.
+    pub link: String,
+    /// The target cluster.
+    pub cluster: String,
+    /// The gateway's probe state.
+    pub gateway: GatewayHealth,
+    /// Whether the target cluster's API is reachable now.
+    pub remote_connected: bool,
+    /// Whether a complete list of the target's Services was ever seen.
+    pub synced: bool,
+    /// Current mirrors.
+    pub mirrors: Vec<MirrorEntry>,
+    /// Selected Services that are not mirrored.
+    pub skipped: Vec<SkippedEntry>,
+    /// The last error (link configuration, credentials, target API, local writes).
+    pub error: Option<String>,
+}
+
+/// Reports of every running link, by Link `namespace/name`.
+pub type Reports = Arc<RwLock<BTreeMap<String, LinkReport>>>;
+
+/// A running link task.
+pub struct LinkHandle {
+    task: tokio::task::JoinHandle<()>,
+    spec: strait_api::mesh::link::LinkSpec,
+    secret_version: Option<String>,
+}
+
+impl Drop for LinkHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Resolves gateway addresses: IPs as they are, names through the system resolver.
+pub async fn resolve(addresses: &[String], port: u16) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for a in addresses {
+        if let Ok(ip) = a.parse::<IpAddr>() {
+            out.push(ip);
+            continue;
+        }
+        match tokio::net::lookup_host((a.as_str(), port)).await {
+            Ok(found) => out.extend(found.map(|s| s.ip())),
+            Err(e) => problems.push(format!("gateway address {a:?} does not resolve: {e}")),
+        }
+    }
+    if out.is_empty() && !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+async fn next_of<T>(s: &mut Option<BoxStream<'static, T>>) -> Option<T> {
+    match s {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Local watches: namespaces, services and slices, each until its first list.
+struct LocalWatches {
+    namespaces: Option<BoxStream<'static, Result<WatchEvent<Namespace>, StoreError>>>,
+    services: Option<BoxStream<'static, Result<WatchEvent<Service>, StoreError>>>,
+    slices: Option<BoxStream<'static, Result<WatchEvent<EndpointSlice>, StoreError>>>,
+    synced: [bool; 3],
+}
+
+fn apply_local<K: Kind>(view: &mut LocalView, ev: WatchEvent<K>, kind: KindId) {
+    match ev {
+        WatchEvent::Restarted(all) => {
+            match kind {
+                KindId::Namespace => view.namespaces.clear(),
+                KindId::Service => view.services.clear(),
+                _ => view.slices.clear(),
+            }
+            for o in all {
+                reconcile::fold(view, o.into_object(), false);
+            }
+        }
+        WatchEvent::Applied(o) => reconcile::fold(view, o.into_object(), false),
+        WatchEvent::Deleted(o) => reconcile::fold(view, o.into_object(), true),
+    }
+}
+
+fn key_of(s: &Service) -> NsName {
+    (
+        s.metadata.namespace.clone().unwrap_or_default(),
+        s.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Keeps `link`'s mirrors in `local` in step with `remote` until `shutdown`.
+pub async fn run_link<R: Store, L: Store>(
+    link: LinkConfig,
+    opts: MirrorOptions,
+    remote: R,
+    local: L,
+    mut health: watch::Receiver<GatewayHealth>,
+    report: watch::Sender<LinkReport>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut remote_services: BTreeMap<NsName, Service> = BTreeMap::new();
+    let mut synced = false;
+    let mut connected = false;
+    let mut remote_watch = Some(remote.watch::<Service>());
+    let mut retry = opts.retry;
+    let reconnect = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(reconnect);
+    let mut waiting = false;
+    let mut lw = LocalWatches {
+        namespaces: Some(local.watch::<Namespace>()),
+        services: Some(local.watch::<Service>()),
+        slices: Some(local.watch::<EndpointSlice>()),
+        synced: [false; 3],
+    };
+    let mut view = LocalView::default();
+    let mut dirty = false;
+    let mut last_error: Option<String> = None;
+    report.send_modify(|r| {
+        r.link = format!("{}/{}", link.namespace, link.name);
+        r.cluster = link.target_cluster.clone();
+    });
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            ev = next_of(&mut remote_watch) => {
+                match ev {
+                    Some(Ok(WatchEvent::Restarted(all))) => {
+                        remote_services = all.into_iter().map(|s| (key_of(&s), s)).collect();
+                        synced = true;
+                        connected = true;
+                        retry = opts.retry;
+                        last_error = None;
+                    }
+                    Some(Ok(WatchEvent::Applied(s))) => {
+                        connected = true;
+                        remote_services.insert(key_of(&s), s);
+                    }
+                    Some(Ok(WatchEvent::Deleted(s))) => {
+                        connected = true;
+                        remote_services.remove(&key_of(&s));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(cluster = %link.target_cluster, error = %e, "target cluster watch failed");
+                        last_error = Some(format!("target cluster {}: {e}", link.target_cluster));
+                        connected = false;
+                    }
+                    None => {
+                        tracing::warn!(cluster = %link.target_cluster, "target cluster watch ended; re-watching");
+                        last_error.get_or_insert_with(|| format!("target cluster {} went away; reconnecting", link.target_cluster));
+                        connected = false;
+                        remote_watch = None;
+                        reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
+                        retry = (retry * 2).min(MAX_RETRY);
+                        waiting = true;
+                    }
+                }
+                dirty = true;
+            }
+            () = &mut reconnect, if waiting => {
+                waiting = false;
+                remote_watch = Some(remote.watch::<Service>());
+            }
+            ev = next_of(&mut lw.namespaces) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[0] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::Namespace) }
+                    Some(Err(e)) => last_error = Some(format!("local cluster: {e}")),
+                    None => lw.namespaces = Some(local.watch::<Namespace>()),
+                }
+                dirty = true;
+            }
+            ev = next_of(&mut lw.services) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[1] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::Service) }
+                    Some(Err(e)) => last_error = Some(format!("local cluster: {e}")),
+                    None => lw.services = Some(local.watch::<Service>()),
+                }
+                dirty = true;
+            }
+            ev = next_of(&mut lw.slices) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[2] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::EndpointSlice) }
+                    Some(Err(e)) => last_error = Some(format!("local cluster: {e}")),
+                    None => lw.slices = Some(local.watch::<EndpointSlice>()),
+                }
+                dirty = true;
+            }
+            changed = health.changed() => {
+                if changed.is_err() {
+                    // The probe task is gone (shutting down): keep the last state.
+                    let last = health.borrow().clone();
+                    health = watch::channel(last).1;
+                }
+                dirty = true;
+            }
+            () = std::future::ready(()), if dirty => {
+                dirty = false;
+                if !synced || lw.synced.contains(&false) {
+                    continue;
+                }
+                let alive = health.borrow().alive;
+                let error = reconcile_once(&link, &opts, &remote_services, &local, &mut view, alive && connected, &report).await;
+                let error = error.or_else(|| last_error.clone());
+                report.send_modify(|r| {
+                    r.gateway = health.borrow().clone();
+                    r.remote_connected = connected;
+                    r.synced = synced;
+                    r.error = error;
+                });
+            }
+        }
+    }
+}
+
+/// Plans and carries out one round; returns the first error.
+async fn reconcile_once<L: Store>(
+    link: &LinkConfig,
+    opts: &MirrorOptions,
+    remote: &BTreeMap<NsName, Service>,
+    local: &L,
+    view: &mut LocalView,
+    ready: bool,
+    report: &watch::Sender<LinkReport>,
+) -> Option<String> {
+    let mut error = None;
+    let addresses = match resolve(&link.gateway_addresses, link.gateway_port).await {
+        Ok(a) => a,
+        Err(e) => {
+            error = Some(format!("link {}/{}: {e}", link.namespace, link.name));
+            Vec::new()
+        }
+    };
+    let gateway = Gateway {
+        addresses,
+        port: link.gateway_port,
+        ready,
+    };
+    let plan = reconcile::plan(link, remote.values(), view, &gateway, opts.service_range.as_ref());
+    if !plan.apply.is_empty() {
+        match local.apply(plan.apply.clone()).await {
+            Ok(stored) => stored.into_iter().for_each(|o| reconcile::fold(view, o, false)),
+            Err(_) => {
+                // One bad object (a namespace deleted meanwhile, say) must not hold back
+                // the others: retry them one by one and report what failed.
+                for o in plan.apply.clone() {
+                    let key = o.key();
+                    match local.apply(vec![o]).await {
+                        Ok(stored) => stored.into_iter().for_each(|o| reconcile::fold(view, o, false)),
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "cannot write mirror");
+                            error.get_or_insert(format!("cannot write {key} in the local cluster: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for key in &plan.delete {
+        match local.delete(key).await {
+            Ok(Some(o)) => reconcile::fold(view, o, true),
+            Ok(None) => {}
+            Err(e) => {
+                error.get_or_insert(format!("cannot delete {key} in the local cluster: {e}"));
+            }
+        }
+    }
+    report.send_modify(|r| {
+        r.mirrors = plan
+            .mirrors
+            .iter()
+            .map(|((ns, name), mirror, mode)| MirrorEntry {
+                remote: format!("{ns}/{name}"),
+                mirror: mirror.clone(),
+                mode: match mode {
+                    Mode::Gateway => "gateway",
+                    Mode::RemoteDiscovery => "remote-discovery",
+                },
+            })
+            .collect();
+        r.skipped = plan
+            .skipped
+            .iter()
+            .map(|s| SkippedEntry {
+                remote: format!("{}/{}", s.remote.0, s.remote.1),
+                reason: s.reason.reason(),
+                message: s.reason.message(&s.remote, &s.mirror),
+            })
+            .collect();
+    });
+    error
+}
+
+/// Deletes every mirror object `link` owns in `local` (its Link was deleted).
+pub async fn remove_mirrors<L: Store>(link: &LinkConfig, local: &L) -> Result<Vec<ObjectKey>, StoreError> {
+    let mut keys: Vec<ObjectKey> = local
+        .list::<EndpointSlice>(None)
+        .await?
+        .iter()
+        .filter(|s| reconcile::owned(link, &s.metadata))
+        .map(|s| {
+            ObjectKey::new(
+                KindId::EndpointSlice,
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    keys.extend(
+        local
+            .list::<Service>(None)
+            .await?
+            .iter()
+            .filter(|s| reconcile::owned(link, &s.metadata))
+            .map(|s| {
+                ObjectKey::new(
+                    KindId::Service,
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default(),
+                )
+            }),
+    );
+    for k in &keys {
+        local.delete(k).await?;
+    }
+    Ok(keys)
+}
+
+/// Builds the store of a link's target cluster from its credentials Secret.
+pub trait Connect<R>: Send + Sync + 'static {
+    /// The target cluster's store, or what is wrong with the credentials.
+    fn connect(&self, link: &LinkConfig, secret: &Secret) -> Result<R, String>;
+}
+
+impl<R, F> Connect<R> for F
+where
+    F: Fn(&LinkConfig, &Secret) -> Result<R, String> + Send + Sync + 'static,
+{
+    fn connect(&self, link: &LinkConfig, secret: &Secret) -> Result<R, String> {
+        self(link, secret)
+    }
+}
+
+/// Starts one link: its gateway probe and its mirror task.
+fn start_link<R: Store, L: Store>(
+    cfg: LinkConfig,
+    opts: MirrorOptions,
+    remote: R,
+    local: L,
+    reports: Reports,
+) -> tokio::task::JoinHandle<()> {
+    let key = format!("{}/{}", cfg.namespace, cfg.name);
+    tokio::spawn(async move {
+        let (health_tx, health_rx) = watch::channel(GatewayHealth::default());
+        let (report_tx, mut report_rx) = watch::channel(LinkReport::default());
+        let probe_cfg = cfg.probe.clone();
+        let (addresses, port) = (cfg.gateway_addresses.clone(), cfg.probe.port);
+        let probe = probe::run(
+            probe_cfg,
+            move || {
+                let addresses = addresses.clone();
+                async move {
+                    let ips = resolve(&addresses, port).await?;
+                    ips.first()
+                        .map(|ip| SocketAddr::new(*ip, port))
+                        .ok_or_else(|| "the link has no gateway address".to_string())
+                }
+            },
+            health_tx,
+            std::future::pending(),
+        );
+        let publish = async {
+            while report_rx.changed().await.is_ok() {
+                let r = report_rx.borrow_and_update().clone();
+                reports.write().expect("reports lock").insert(key.clone(), r);
+            }
+        };
+        let mirror = run_link(
+            cfg,
+            opts,
+            remote,
+            local,
+            health_rx,
+            report_tx,
+            std::future::pending(),
+        );
+        tokio::join!(probe, mirror, publish);
+    })
+}
+
+/// Runs a mirror for every Link in `local` until `shutdown`: reads each Link and its
+/// credentials Secret, connects to the target through `connect`, and restarts the link
+/// when either changes. A deleted Link's mirrors are deleted. A Link that cannot start
+/// (bad field, missing Secret, bad credentials) is reported and retried.
+pub async fn run_mirror<L: Store, R: Store>(
+    local: L,
+    connect: impl Connect<R>,
+    opts: MirrorOptions,
+    reports: Reports,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut links: BTreeMap<String, Link> = BTreeMap::new();
+    let mut running: BTreeMap<String, LinkHandle> = BTreeMap::new();
+    let mut watch = local.watch::<Link>();
+    let mut secrets = local.watch::<Secret>();
+    let mut synced = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            ev = watch.next() => {
+                let Some(ev) = ev else {
+                    watch = local.watch::<Link>();
+                    continue;
+                };
+                let gone: Vec<Link> = match ev {
+                    Ok(WatchEvent::Restarted(all)) => {
+                        synced = true;
+                        let new: BTreeMap<String, Link> = all.into_iter().map(|l| (link_key(&l), l)).collect();
+                        let gone = links.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, l)| l.clone()).collect();
+                        links = new;
+                        gone
+                    }
+                    Ok(WatchEvent::Applied(l)) => { links.insert(link_key(&l), l); Vec::new() }
+                    Ok(WatchEvent::Deleted(l)) => { links.remove(&link_key(&l)); vec![l] }
+                    Err(e) => { tracing::warn!(error = %e, "watch of Links failed"); Vec::new() }
+                };
+                for l in gone {
+                    let key = link_key(&l);
+                    running.remove(&key);
+                    reports.write().expect("reports lock").remove(&key);
+                    // Another Link may mirror the same cluster: its mirrors stay.
+                    if let Ok(cfg) = LinkConfig::from_link(&l)
+                        && !links.values().any(|o| o.spec.target_cluster_name == l.spec.target_cluster_name)
+                    {
+                        match remove_mirrors(&cfg, &local).await {
+                            Ok(keys) => tracing::info!(link = %key, removed = keys.len(), "link deleted; mirrors removed"),
+                            Err(e) => tracing::warn!(link = %key, error = %e, "link deleted; cannot remove its mirrors"),
+                        }
+                    }
+                }
+            }
+            ev = secrets.next() => {
+                if ev.is_none() {
+                    secrets = local.watch::<Secret>();
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        if synced {
+            ensure_links(&links, &mut running, &local, &connect, &opts, &reports).await;
+        }
+    }
+}
+
+fn link_key(l: &Link) -> String {
+    format!(
+        "{}/{}",
+        l.metadata.namespace.as_deref().unwrap_or_default(),
+        l.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Starts links that are not running, restarts those whose spec or Secret changed.
+async fn ensure_links<L: Store, R: Store>(
+    links: &BTreeMap<String, Link>,
+    running: &mut BTreeMap<String, LinkHandle>,
+    local: &L,
+    connect: &impl Connect<R>,
+    opts: &MirrorOptions,
+    reports: &Reports,
+) {
+    for (key, l) in links {
+        let fail = |error: String| {
+            tracing::warn!(link = %key, %error, "link not mirrored");
+            let mut r = reports.write().expect("reports lock");
+            let e = r.entry(key.clone()).or_default();
+            e.link = key.clone();
+            e.cluster = l.spec.target_cluster_name.clone().unwrap_or_default();
+            e.error = Some(error);
+        };
+        let cfg = match LinkConfig::from_link(l) {
+            Ok(c) => c,
+            Err(e) => {
+                running.remove(key);
+                fail(format!("{e}"));
+                continue;
+            }
+        };
+        let secret = match local.get::<Secret>(&cfg.namespace, &cfg.credentials_secret).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                running.remove(key);
+                fail(format!(
+                    "link {key}: credentials Secret {}/{} not found; apply the whole output of `strait multicluster link --cluster-name {}` (run against the target cluster)",
+                    cfg.namespace, cfg.credentials_secret, cfg.target_cluster
+                ));
+                continue;
+            }
+            Err(e) => {
+                fail(format!("link {key}: cannot read its credentials Secret: {e}"));
+                continue;
+            }
+        };
+        let secret_version = secret.metadata.resource_version.clone();
+        if let Some(h) = running.get(key)
+            && h.spec == l.spec
+            && h.secret_version == secret_version
+            && !h.task.is_finished()
+        {
+            continue;
+        }
+        running.remove(key);
+        let remote = match connect.connect(&cfg, &secret) {
+            Ok(r) => r,
+            Err(e) => {
+                fail(format!(
+                    "link {key}: credentials Secret {}/{}: {e}",
+                    cfg.namespace, cfg.credentials_secret
+                ));
+                continue;
+            }
+        };
+        tracing::info!(link = %key, cluster = %cfg.target_cluster, "mirroring");
+        let task = start_link(cfg, opts.clone(), remote, local.clone(), reports.clone());
+        running.insert(
+            key.clone(),
+            LinkHandle {
+                task,
+                spec: l.spec.clone(),
+                secret_version,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,589 @@
+//! The mirror end to end over two real local stores (target and local cluster).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use strait_api::store::local::LocalStore;
+use strait_api::{Kind, KindId, Object, ObjectKey, Store, StoreError, WatchEvent};
+use tokio::sync::watch;
+
+use super::*;
+use crate::reconcile::tests::{link, remote};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Waits (bounded) until `f` holds.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn ns(store: &impl Store, name: &str) {
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    store.apply(vec![n.into_object()]).await.unwrap();
+}
+
+async fn put(store: &impl Store, svc: Service) {
+    store.apply(vec![svc.into_object()]).await.unwrap();
+}
+
+async fn slice_ready(store: &impl Store, ns: &str, name: &str) -> Option<bool> {
+    let s: EndpointSlice = store.get(ns, name).await.unwrap()?;
+    s.endpoints?.first()?.conditions.as_ref()?.ready
+}
+
+async fn services(store: &impl Store) -> Vec<String> {
+    let mut v: Vec<String> = store
+        .list::<Service>(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap(),
+                s.metadata.name.as_deref().unwrap()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+struct Running {
+    health: watch::Sender<GatewayHealth>,
+    report: watch::Receiver<LinkReport>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start<R: Store, L: Store>(remote: R, local: L) -> Running {
+    let (health, health_rx) = watch::channel(GatewayHealth::default());
+    let (report_tx, report) = watch::channel(LinkReport::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = MirrorOptions {
+        retry: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let task = tokio::spawn(run_link(
+        link(),
+        opts,
+        remote,
+        local,
+        health_rx,
+        report_tx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Running {
+        health,
+        report,
+        stop,
+        task,
+    }
+}
+
+fn alive(up: bool) -> GatewayHealth {
+    GatewayHealth {
+        alive: up,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn export_unexport_and_namespaces_between_two_clusters() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&west, "production").await;
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    put(&east, remote("production", "private", None, "1")).await;
+    // A west Service the mirror must never touch, although it is named like a mirror.
+    let mut theirs = remote("production", "web-east", None, "1");
+    theirs.metadata.labels = None;
+    put(&west, theirs).await;
+    let run = start(east.clone(), west.clone());
+
+    eventually("myapp-east", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    let m: Service = west.get("production", "myapp-east").await.unwrap().unwrap();
+    let labels = m.metadata.labels.unwrap();
+    assert_eq!(labels["mirror.linkerd.io/mirrored-service"], "true");
+    assert_eq!(labels["mirror.linkerd.io/cluster-name"], "east");
+    assert_eq!(
+        slice_ready(&west, "production", "myapp-east-gateway").await,
+        Some(false),
+        "not ready before the gateway answers"
+    );
+    assert!(
+        !services(&west)
+            .await
+            .contains(&"production/private-east".to_string())
+    );
+
+    // The gateway answers: endpoints turn ready.
+    run.health.send_replace(alive(true));
+    eventually("ready endpoints", async || {
+        slice_ready(&west, "production", "myapp-east-gateway").await == Some(true)
+    })
+    .await;
+
+    // A service in a namespace west lacks is skipped and reported, then mirrored once
+    // the namespace exists.
+    ns(&east, "billing").await;
+    put(&east, remote("billing", "ledger", Some("true"), "1")).await;
+    let mut report = run.report.clone();
+    eventually("NamespaceNotFound", async || {
+        report
+            .borrow_and_update()
+            .skipped
+            .iter()
+            .any(|s| s.remote == "billing/ledger" && s.reason == "NamespaceNotFound")
+    })
+    .await;
+    ns(&west, "billing").await;
+    eventually("ledger-east", async || {
+        services(&west).await.contains(&"billing/ledger-east".to_string())
+    })
+    .await;
+
+    // Name conflict with the user's web-east: reported, left alone.
+    put(&east, remote("production", "web", Some("true"), "1")).await;
+    eventually("NameTaken", async || {
+        report
+            .borrow_and_update()
+            .skipped
+            .iter()
+            .any(|s| s.reason == "NameTaken")
+    })
+    .await;
+    let still: Service = west.get("production", "web-east").await.unwrap().unwrap();
+    assert_eq!(still.metadata.labels, None, "the user's Service is untouched");
+
+    // Unexport and delete remove the mirrors (and their slices).
+    let mut unexported = remote("production", "myapp", None, "2");
+    unexported
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("mirror.linkerd.io/exported");
+    put(&east, unexported).await;
+    eventually("myapp-east gone", async || {
+        !services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        west.get::<EndpointSlice>("production", "myapp-east-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    east.delete(&ObjectKey::new(KindId::Service, "billing", "ledger"))
+        .await
+        .unwrap();
+    eventually("ledger-east gone", async || {
+        !services(&west).await.contains(&"billing/ledger-east".to_string())
+    })
+    .await;
+    assert_eq!(services(&west).await, vec!["production/web-east"]);
+
+    // Stopping the mirror deletes nothing.
+    put(&east, remote("production", "myapp", Some("true"), "3")).await;
+    eventually("myapp-east again", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    run.stop.send(()).unwrap();
+    run.task.await.unwrap();
+    assert!(
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    );
+}
+
+/// A target cluster whose connection can be cut: watches end while it is down and new
+/// ones fail until it is back. Reads and writes go to the real store underneath.
+#[derive(Clone)]
+struct Flaky {
+    inner: LocalStore,
+    up: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Store for Flaky {
+    async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        self.inner.get(namespace, name).await
+    }
+    async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
+        self.inner.list(namespace).await
+    }
+    fn watch<K: Kind>(&self) -> futures::stream::BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        if !*self.up.borrow() {
+            let e = StoreError::Corrupt {
+                path: "east".into(),
+                detail: "connection refused".into(),
+            };
+            return futures::stream::iter([Err(e)]).boxed();
+        }
+        let mut down = self.up.subscribe();
+        self.inner
+            .watch::<K>()
+            .take_until(async move {
+                let _ = down.wait_for(|up| !up).await;
+            })
+            .boxed()
+    }
+    async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        self.inner.apply(objects).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_link_keeps_mirrors_not_ready_and_resyncs_atomically() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&west, "production").await;
+    for name in ["a", "b"] {
+        put(&east, remote("production", name, Some("true"), "1")).await;
+    }
+    let flaky = Flaky {
+        inner: east.clone(),
+        up: std::sync::Arc::new(watch::channel(true).0),
+    };
+    let run = start(flaky.clone(), west.clone());
+    run.health.send_replace(alive(true));
+    eventually("ready mirrors", async || {
+        slice_ready(&west, "production", "a-east-gateway").await == Some(true)
+            && slice_ready(&west, "production", "b-east-gateway").await == Some(true)
+    })
+    .await;
+
+    // The link drops; meanwhile east deletes b and exports c.
+    flaky.up.send_replace(false);
+    east.delete(&ObjectKey::new(KindId::Service, "production", "b"))
+        .await
+        .unwrap();
+    put(&east, remote("production", "c", Some("true"), "1")).await;
+    eventually("not-ready endpoints", async || {
+        slice_ready(&west, "production", "a-east-gateway").await == Some(false)
+            && slice_ready(&west, "production", "b-east-gateway").await == Some(false)
+    })
+    .await;
+    let mut report = run.report.clone();
+    eventually("a disconnected report", async || {
+        let r = report.borrow_and_update();
+        !r.remote_connected
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("target cluster east"))
+    })
+    .await;
+    assert_eq!(
+        services(&west).await,
+        vec!["production/a-east", "production/b-east"],
+        "the last known mirrors stay while the link is down"
+    );
+
+    // Watch every west change from here: the resync must be one clean step.
+    let mut changes = west.watch::<Service>();
+    let _ = changes.next().await; // the initial list
+    flaky.up.send_replace(true);
+    eventually("resynced mirrors", async || {
+        services(&west).await == vec!["production/a-east", "production/c-east"]
+            && slice_ready(&west, "production", "a-east-gateway").await == Some(true)
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Some(Some(Ok(ev))) = futures::FutureExt::now_or_never(changes.next()) {
+        seen.push(match ev {
+            WatchEvent::Applied(s) => format!("applied {}", s.metadata.name.unwrap()),
+            WatchEvent::Deleted(s) => format!("deleted {}", s.metadata.name.unwrap()),
+            WatchEvent::Restarted(_) => "restarted".into(),
+        });
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["applied c-east", "deleted b-east"],
+        "a stays as it was; nothing is duplicated"
+    );
+    run.stop.send(()).unwrap();
+}
+
+fn link_object(name: &str, cluster: &str, secret: &str) -> Object {
+    let l: strait_api::mesh::link::Link = serde_json::from_value(json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": name, "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": cluster, "clusterCredentialsSecret": secret,
+            "gatewayAddress": "127.0.0.1", "gatewayPort": "4143",
+            "gatewayIdentity": "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+            "probeSpec": {"port": "1", "period": "1s", "timeout": "1s"},
+        },
+    }))
+    .unwrap();
+    l.into_object()
+}
+
+#[tokio::test]
+async fn run_mirror_follows_links_and_their_credentials() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    for store in [&east, &west] {
+        ns(store, "production").await;
+    }
+    ns(&west, "linkerd-multicluster").await;
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    let reports = Reports::default();
+    let east2 = east.clone();
+    let connect = move |_: &LinkConfig, s: &Secret| match s
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get("cluster"))
+        .map(String::as_str)
+    {
+        Some("east") => Ok(east2.clone()),
+        other => Err(format!("no cluster named {other:?}")),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_mirror(
+        west.clone(),
+        connect,
+        MirrorOptions::default(),
+        reports.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // A Link without its Secret is reported with what to do.
+    west.apply(vec![link_object("east", "east", "cluster-credentials-east")])
+        .await
+        .unwrap();
+    eventually("missing secret report", async || {
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .and_then(|r| r.error.clone())
+            .is_some_and(|e| {
+                e.contains("credentials Secret linkerd-multicluster/cluster-credentials-east not found")
+                    && e.contains("strait multicluster link --cluster-name east")
+            })
+    })
+    .await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cluster-credentials-east", "namespace": "linkerd-multicluster"},
+        "stringData": {"cluster": "east"},
+    }))
+    .unwrap();
+    west.apply(vec![secret.into_object()]).await.unwrap();
+    eventually("myapp-east", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    eventually("a report with the mirror", async || {
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .is_some_and(|r| r.mirrors.len() == 1 && r.cluster == "east")
+    })
+    .await;
+    // Nothing answers on the probe port: the gateway is reported down.
+    eventually("probe failures", async || {
+        reports
+            .read()
+            .unwrap()
+            .get("linkerd-multicluster/east")
+            .is_some_and(|r| r.gateway.failures > 0 && !r.gateway.alive)
+    })
+    .await;
+
+    // Deleting the Link removes its mirrors.
+    west.delete(&ObjectKey::new(KindId::Link, "linkerd-multicluster", "east"))
+        .await
+        .unwrap();
+    eventually("mirrors removed", async || {
+        !services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        west.get::<EndpointSlice>("production", "myapp-east-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(reports.read().unwrap().is_empty());
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+mod kube_mode {
+    //! The same controller against Kubernetes APIs (kube's mock service): the target's
+    //! Services come from a list + watch, mirrors go out as server-side applies.
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+    use strait_api::store::kube::KubeStore;
+    use tower_test::mock;
+
+    use super::*;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn ok(v: &Value) -> Response<Body> {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(v).unwrap()))
+            .unwrap()
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    /// Answers lists from `lists` (by path), keeps watches open, records and echoes
+    /// applies.
+    async fn serve(
+        mut handle: Handle,
+        lists: Vec<(&'static str, Value)>,
+        applies: tokio::sync::mpsc::UnboundedSender<(String, String, Value)>,
+    ) {
+        let mut open_watches = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            if query.contains("watch=true") {
+                open_watches.push(send);
+                continue;
+            }
+            if req.method() == http::Method::PATCH {
+                let ctype = req.headers()["content-type"].to_str().unwrap().to_string();
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let mut v: Value = serde_json::from_slice(&body).unwrap();
+                applies
+                    .send((format!("{path}?{query}"), ctype, v.clone()))
+                    .unwrap();
+                v["metadata"]["resourceVersion"] = json!("11");
+                send.send_response(ok(&v));
+                continue;
+            }
+            match lists.iter().find(|(p, _)| *p == path) {
+                Some((_, v)) => send.send_response(ok(v)),
+                None => panic!("unexpected request {} {path}?{query}", req.method()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn watches_a_kubernetes_target_and_applies_mirrors_server_side() {
+        let (remote_svc, remote_handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let (local_svc, local_handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let remote = KubeStore::new(kube::Client::new(remote_svc, "default"));
+        let local = KubeStore::new(kube::Client::new(local_svc, "default"));
+        let mut exported = serde_json::to_value(remote_svc_value()).unwrap();
+        exported["apiVersion"] = json!("v1");
+        exported["kind"] = json!("Service");
+        let (tx, mut applies) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(serve(
+            remote_handle,
+            vec![("/api/v1/services", list("Service", vec![exported]))],
+            tx.clone(),
+        ));
+        tokio::spawn(serve(
+            local_handle,
+            vec![
+                (
+                    "/api/v1/namespaces",
+                    list(
+                        "Namespace",
+                        vec![
+                            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "production"}}),
+                        ],
+                    ),
+                ),
+                ("/api/v1/services", list("Service", vec![])),
+                (
+                    "/apis/discovery.k8s.io/v1/endpointslices",
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "10"}, "items": []}),
+                ),
+            ],
+            tx,
+        ));
+        let run = start(remote, local);
+        let (path, ctype, svc) = tokio::time::timeout(BOUND, applies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            path,
+            "/api/v1/namespaces/production/services/myapp-east?&force=true&fieldManager=strait"
+        );
+        assert_eq!(ctype, "application/apply-patch+yaml");
+        assert_eq!(
+            svc["metadata"]["labels"]["mirror.linkerd.io/mirrored-service"],
+            "true"
+        );
+        assert_eq!(
+            svc["metadata"]["labels"]["mirror.linkerd.io/cluster-name"],
+            "east"
+        );
+        assert_eq!(
+            svc["metadata"]["annotations"]["mirror.linkerd.io/remote-resource-version"],
+            "7"
+        );
+        assert_eq!(
+            svc["spec"].get("clusterIP"),
+            None,
+            "Kubernetes allocates the cluster IP"
+        );
+        let (path, _, slice) = tokio::time::timeout(BOUND, applies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            path,
+            "/apis/discovery.k8s.io/v1/namespaces/production/endpointslices/myapp-east-gateway?&force=true&fieldManager=strait"
+        );
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.2");
+        assert_eq!(slice["ports"][0]["port"], 4143);
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "myapp-east"
+        );
+        run.stop.send(()).unwrap();
+    }
+
+    fn remote_svc_value() -> Service {
+        remote("production", "myapp", Some("true"), "7")
+    }
+}
