@@ -102,7 +102,10 @@ enum Command {
     /// Run the service mirror for every Link of a cluster (and, in local mode, its DNS).
     Mirror(Box<cmd::multicluster::MirrorArgs>),
     /// Set up a pod's traffic redirection to its proxy (iptables, like linkerd-init).
-    Init,
+    Init(cmd::init::InitArgs),
+    /// Demo workloads for topologies and tests: a server that says who it is, a fixed-rate client.
+    #[command(subcommand)]
+    Demo(cmd::demo::Demo),
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,7 +210,8 @@ fn main() -> ExitCode {
         Command::Controller(a) => cmd::controller::controller(g, &a),
         Command::Gateway(a) => cmd::gateway::gateway(g, &a),
         Command::Mirror(a) => cmd::multicluster::mirror(g, &a),
-        Command::Init => later("init", 6, "pod traffic redirection"),
+        Command::Init(a) => cmd::init::init(&a),
+        Command::Demo(d) => cmd::demo::demo(g, d),
     }
 }
 

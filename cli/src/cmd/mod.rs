@@ -3,8 +3,10 @@
 pub mod apply;
 pub mod check;
 pub mod controller;
+pub mod demo;
 pub mod gateway;
 pub mod get;
+pub mod init;
 pub mod inject;
 pub mod install;
 pub mod multicluster;
