@@ -222,7 +222,10 @@ async fn get_follows_endpoints_live() {
     );
     assert_eq!(meshed.metric_labels["deployment"], "myapp");
     assert_eq!(
-        (set.metric_labels["namespace"].as_str(), set.metric_labels["service"].as_str()),
+        (
+            set.metric_labels["namespace"].as_str(),
+            set.metric_labels["service"].as_str()
+        ),
         ("production", "myapp"),
         "namespace and service are the set's labels, as in Linkerd"
     );
