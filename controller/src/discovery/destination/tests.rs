@@ -177,6 +177,19 @@ async fn serve(store: LocalStore) -> DestinationClient<tonic::transport::Channel
         .unwrap()
 }
 
+/// A `Get` stream for `path` from a destination service over `store`.
+async fn watch(store: &LocalStore, path: &str) -> tonic::Streaming<pb::Update> {
+    let mut client = serve(store.clone()).await;
+    client.get(get(path)).await.unwrap().into_inner()
+}
+
+/// A meshed pod of `myapp` in `production`.
+fn meshed_pod(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
+    )
+}
+
 fn get(path: &str) -> pb::GetDestination {
     pb::GetDestination {
         scheme: "k8s".into(),
@@ -194,12 +207,7 @@ async fn get_follows_endpoints_live() {
         &slice(&[("198.18.0.5", "myapp-1"), ("198.18.0.6", "myapp-2")]),
     )
     .await;
-    let mut client = serve(store.clone()).await;
-    let mut stream = client
-        .get(get("myapp.production.svc.cluster.local:80"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&store, "myapp.production.svc.cluster.local:80").await;
 
     let Some(U::Add(set)) = next(&mut stream).await.update else {
         panic!("expected the endpoints")
@@ -270,12 +278,7 @@ async fn an_unknown_service_stays_open_until_it_exists() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n",
     )
     .await;
-    let mut client = serve(store.clone()).await;
-    let mut stream = client
-        .get(get("myapp.production.svc.cluster.local:80"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&store, "myapp.production.svc.cluster.local:80").await;
     assert!(matches!(
         next(&mut stream).await.update,
         Some(U::NoEndpoints(pb::NoEndpoints { exists: false }))
@@ -398,12 +401,7 @@ async fn a_pod_and_its_slice_in_one_batch_arrive_with_the_identity() {
     let store = LocalStore::in_memory();
     apply(&store, WORLD).await;
     apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
-    let mut client = serve(store.clone()).await;
-    let mut stream = client
-        .get(get("myapp.production.svc.cluster.local:80"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&store, "myapp.production.svc.cluster.local:80").await;
     let Some(U::Add(_)) = next(&mut stream).await.update else {
         panic!("expected the first endpoints")
     };
@@ -412,9 +410,7 @@ async fn a_pod_and_its_slice_in_one_batch_arrive_with_the_identity() {
         let pod = format!("myapp-n{i}");
         let ip = format!("198.18.1.{i}");
         members.push((ip.clone(), pod.clone()));
-        let pod_yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
-        );
+        let pod_yaml = meshed_pod(&pod, &ip);
         let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
         apply(&store, &format!("{pod_yaml}---\n{}", slice(&refs))).await;
         let Some(U::Add(set)) = next(&mut stream).await.update else {
@@ -460,9 +456,7 @@ async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
         let pod = format!("myapp-n{i}");
         let ip = format!("198.18.1.{i}");
         members.push((ip.clone(), pod.clone()));
-        let pod_yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: production\n  labels: {{app: myapp, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: \"myapp:latest\"}}]\nstatus: {{podIP: {ip}}}\n"
-        );
+        let pod_yaml = meshed_pod(&pod, &ip);
         let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
         // Slice first, as an API apply orders kinds: the store still publishes the Pod first.
         apply(&store, &format!("{}---\n{pod_yaml}", slice(&refs))).await;
@@ -512,12 +506,7 @@ endpoints:
 "#,
     )
     .await;
-    let mut client = serve(store.clone()).await;
-    let mut stream = client
-        .get(get("myapp-east.production.svc.cluster.local:8080"))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&store, "myapp-east.production.svc.cluster.local:8080").await;
     let Some(U::Add(set)) = next(&mut stream).await.update else {
         panic!("expected the gateway endpoint")
     };
