@@ -966,3 +966,47 @@ fn the_installed_controller_command_line_matches_its_mounts() {
         "flags and files were all accepted: {err}"
     );
 }
+
+/// `strait mirror` announces the addresses it bound — with port 0, the real ports, and the
+/// cluster DNS on one port for UDP and TCP.
+#[test]
+fn mirror_announces_the_ports_it_bound() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = strait()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args([
+            "mirror",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--dns-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strait runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let addr = |k: &str| -> std::net::SocketAddr {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k} missing in {line}"))
+            .parse()
+            .unwrap()
+    };
+    let (admin, dns) = (addr("admin"), addr("dns"));
+    assert_ne!(admin.port(), 0);
+    assert_ne!(
+        dns.port(),
+        0,
+        "the DNS port actually bound, not the one asked for"
+    );
+    let tcp = std::net::TcpStream::connect_timeout(&dns, std::time::Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    tcp.expect("the cluster DNS answers TCP on the announced port");
+}

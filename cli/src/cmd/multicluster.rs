@@ -482,11 +482,19 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
         }
         let reports = Reports::default();
         tokio::spawn(strait_mirror::admin::serve(admin, reports.clone(), std::future::pending()));
+        let mut dns_bound = None;
         if let Some(addr) = args.dns_addr {
-            let (udp, tcp) = match (tokio::net::UdpSocket::bind(addr).await, tokio::net::TcpListener::bind(addr).await) {
-                (Ok(u), Ok(t)) => (u, t),
-                (Err(e), _) | (_, Err(e)) => return fail(format!("cannot listen on {addr} for the cluster DNS: {e}; pass --dns-addr")),
+            // UDP and TCP on one port: with port 0, TCP takes the port UDP was given.
+            let bind = async {
+                let udp = tokio::net::UdpSocket::bind(addr).await?;
+                let tcp = tokio::net::TcpListener::bind(udp.local_addr()?).await?;
+                Ok::<_, std::io::Error>((udp, tcp))
             };
+            let (udp, tcp) = match bind.await {
+                Ok(pair) => pair,
+                Err(e) => return fail(format!("cannot listen on {addr} for the cluster DNS: {e}; pass another --dns-addr")),
+            };
+            dns_bound = udp.local_addr().ok();
             let index = strait_mirror::dns::DnsIndex::default();
             let store = local.clone();
             let feeder = index.clone();
@@ -500,7 +508,7 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             let domain = args.cluster_domain.clone();
             tokio::spawn(async move { strait_mirror::dns::serve(udp, tcp, &domain, index, std::future::pending()).await });
         }
-        println!("{}", json!({"admin": admin_addr, "dns": args.dns_addr}));
+        println!("{}", json!({"admin": admin_addr, "dns": dns_bound}));
         let kubernetes = args.kubernetes;
         let connect = move |_: &strait_mirror::LinkConfig, s: &Secret| -> Result<AnyStore, String> {
             if kubernetes && s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
