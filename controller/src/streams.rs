@@ -36,6 +36,15 @@ impl Generations {
             .subscribe()
     }
 
+    /// The current generation of `namespace`, if anyone follows it.
+    pub fn current(&self, namespace: &str) -> Option<u64> {
+        self.senders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+            .map(|tx| *tx.borrow())
+    }
+
     /// Ends every stream following these generations (at shutdown): their receivers see
     /// the senders gone. Later subscriptions get a fresh, open channel.
     pub fn close(&self) {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -65,7 +65,13 @@ pub struct Index {
     names: ClusterNames,
     state: RwLock<State>,
     generations: Generations,
+    /// Resolutions by service and port, with the namespace generation they were made at:
+    /// every stream of a service re-resolves after a change, and they share one answer.
+    resolved: Mutex<HashMap<(NsName, u16), (u64, Resolution)>>,
 }
+
+/// Cached resolutions at most; past it the cache starts over (it only saves work).
+const MAX_RESOLVED: usize = 1 << 16;
 
 impl Index {
     /// An empty index.
@@ -74,6 +80,7 @@ impl Index {
             names,
             state: RwLock::default(),
             generations: Generations::default(),
+            resolved: Mutex::default(),
         })
     }
 
@@ -103,8 +110,28 @@ impl Index {
     }
 
     /// The current endpoints of `service:port`.
+    ///
+    /// The generation is read before the state: an answer cached under generation `g`
+    /// reflects at least every change bumped up to `g`, so it is reused only while the
+    /// generation is still `g`.
     pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
-        self.with_view(|v| model::resolve(v, service, port))
+        let generation = self.generations.current(&service.0);
+        let key = (service.clone(), port);
+        if let Some(g) = generation
+            && let Some((at, r)) = self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && *at == g
+        {
+            return r.clone();
+        }
+        let r = self.with_view(|v| model::resolve(v, service, port));
+        if let (Some(g), Resolution::Endpoints(_)) = (generation, &r) {
+            let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= MAX_RESOLVED {
+                cache.clear();
+            }
+            cache.insert(key, (g, r.clone()));
+        }
+        r
     }
 
     /// The endpoint with DNS hostname `hostname` in `service`, on `port`.

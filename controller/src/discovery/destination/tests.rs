@@ -527,3 +527,39 @@ endpoints:
         "myapp.production.svc.east.local:8080"
     );
 }
+
+/// Streams of one service share a cached resolution; each change still reaches all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_one_service_all_follow_every_change() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
+    let mut client = serve(store.clone()).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut s = client
+            .get(get("myapp.production.svc.cluster.local:80"))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(U::Add(set)) = next(&mut s).await.update else {
+            panic!("expected the first endpoints")
+        };
+        assert_eq!(set.addrs.len(), 1);
+        streams.push(s);
+    }
+    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    for i in 0..10u8 {
+        let (pod, ip) = (format!("myapp-c{i}"), format!("198.18.2.{i}"));
+        members.push((ip.clone(), pod.clone()));
+        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
+        apply(&store, &format!("{}---\n{}", meshed_pod(&pod, &ip), slice(&refs))).await;
+        for (n, s) in streams.iter_mut().enumerate() {
+            let Some(U::Add(set)) = next(s).await.update else {
+                panic!("stream {n} missed {pod}")
+            };
+            let got: Vec<_> = set.addrs.iter().map(|a| a.metric_labels["pod"].clone()).collect();
+            assert_eq!(got, [pod.clone()], "stream {n}");
+        }
+    }
+}
