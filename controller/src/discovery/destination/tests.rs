@@ -559,7 +559,7 @@ async fn streams_of_one_service_all_follow_every_change() {
                 panic!("stream {n} missed {pod}")
             };
             let got: Vec<_> = set.addrs.iter().map(|a| a.metric_labels["pod"].clone()).collect();
-            assert_eq!(got, [pod.clone()], "stream {n}");
+            assert_eq!(got, std::slice::from_ref(&pod), "stream {n}");
         }
     }
 }
