@@ -183,6 +183,30 @@ async fn watch(store: &LocalStore, path: &str) -> tonic::Streaming<pb::Update> {
     client.get(get(path)).await.unwrap().into_inner()
 }
 
+/// `myapp` growing by one meshed pod at a time, from `myapp-1` at 198.18.0.5.
+struct Growing {
+    members: Vec<(String, String)>,
+}
+
+impl Growing {
+    fn new() -> Self {
+        Self {
+            members: vec![("198.18.0.5".to_string(), "myapp-1".to_string())],
+        }
+    }
+
+    /// The new pod and the slice naming every member, as YAML.
+    fn add(&mut self, pod: &str, ip: &str) -> (String, String) {
+        self.members.push((ip.to_string(), pod.to_string()));
+        let refs: Vec<(&str, &str)> = self
+            .members
+            .iter()
+            .map(|(a, p)| (a.as_str(), p.as_str()))
+            .collect();
+        (meshed_pod(pod, ip), slice(&refs))
+    }
+}
+
 /// A meshed pod of `myapp` in `production`.
 fn meshed_pod(name: &str, ip: &str) -> String {
     format!(
@@ -405,14 +429,11 @@ async fn a_pod_and_its_slice_in_one_batch_arrive_with_the_identity() {
     let Some(U::Add(_)) = next(&mut stream).await.update else {
         panic!("expected the first endpoints")
     };
-    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    let mut myapp = Growing::new();
     for i in 0..10u8 {
         let pod = format!("myapp-n{i}");
-        let ip = format!("198.18.1.{i}");
-        members.push((ip.clone(), pod.clone()));
-        let pod_yaml = meshed_pod(&pod, &ip);
-        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
-        apply(&store, &format!("{pod_yaml}---\n{}", slice(&refs))).await;
+        let (pod_yaml, slice_yaml) = myapp.add(&pod, &format!("198.18.1.{i}"));
+        apply(&store, &format!("{pod_yaml}---\n{slice_yaml}")).await;
         let Some(U::Add(set)) = next(&mut stream).await.update else {
             panic!("expected {pod} to be added")
         };
@@ -451,15 +472,11 @@ async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
             bad
         })
     };
-    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    let mut myapp = Growing::new();
     for i in 0..150u8 {
-        let pod = format!("myapp-n{i}");
-        let ip = format!("198.18.1.{i}");
-        members.push((ip.clone(), pod.clone()));
-        let pod_yaml = meshed_pod(&pod, &ip);
-        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
+        let (pod_yaml, slice_yaml) = myapp.add(&format!("myapp-n{i}"), &format!("198.18.1.{i}"));
         // Slice first, as an API apply orders kinds: the store still publishes the Pod first.
-        apply(&store, &format!("{}---\n{pod_yaml}", slice(&refs))).await;
+        apply(&store, &format!("{slice_yaml}---\n{pod_yaml}")).await;
         tokio::task::yield_now().await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -548,12 +565,11 @@ async fn streams_of_one_service_all_follow_every_change() {
         assert_eq!(set.addrs.len(), 1);
         streams.push(s);
     }
-    let mut members = vec![("198.18.0.5".to_string(), "myapp-1".to_string())];
+    let mut myapp = Growing::new();
     for i in 0..10u8 {
-        let (pod, ip) = (format!("myapp-c{i}"), format!("198.18.2.{i}"));
-        members.push((ip.clone(), pod.clone()));
-        let refs: Vec<(&str, &str)> = members.iter().map(|(a, p)| (a.as_str(), p.as_str())).collect();
-        apply(&store, &format!("{}---\n{}", meshed_pod(&pod, &ip), slice(&refs))).await;
+        let pod = format!("myapp-c{i}");
+        let (pod_yaml, slice_yaml) = myapp.add(&pod, &format!("198.18.2.{i}"));
+        apply(&store, &format!("{pod_yaml}---\n{slice_yaml}")).await;
         for (n, s) in streams.iter_mut().enumerate() {
             let Some(U::Add(set)) = next(s).await.update else {
                 panic!("stream {n} missed {pod}")
