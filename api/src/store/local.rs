@@ -100,6 +100,23 @@ impl Stored {
     fn typed<K: Kind>(&self) -> K {
         serde_json::from_slice(&self.0).expect("the store decodes what it encoded")
     }
+
+    /// Its `metadata.resourceVersion`, read without decoding the whole object.
+    fn resource_version(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            resource_version: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            metadata: Meta,
+        }
+        serde_json::from_slice::<Head>(&self.0)
+            .ok()?
+            .metadata
+            .resource_version
+    }
 }
 
 #[derive(Clone)]
@@ -195,13 +212,13 @@ impl LocalStore {
         &self,
         objects: Vec<Object>,
     ) -> Result<Vec<(Object, ApplyOutcome)>, StoreError> {
-        let before: Vec<Option<String>> = objects
-            .iter()
-            .map(|o| {
-                self.get_object(&o.key())
-                    .and_then(|e| e.meta().resource_version.clone())
-            })
-            .collect();
+        let before: Vec<Option<String>> = {
+            let state = self.read();
+            objects
+                .iter()
+                .map(|o| state.objects.get(&o.key()).and_then(Stored::resource_version))
+                .collect()
+        };
         let stored = self.apply(objects).await?;
         Ok(stored
             .into_iter()
