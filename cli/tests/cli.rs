@@ -1010,3 +1010,24 @@ fn mirror_announces_the_ports_it_bound() {
     let _ = child.wait();
     tcp.expect("the cluster DNS answers TCP on the announced port");
 }
+
+/// A cluster DNS address already in use stops `strait mirror` with what to do.
+#[test]
+fn mirror_says_when_the_dns_address_is_taken() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = strait()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["mirror", "--admin-addr", "127.0.0.1:0", "--dns-addr", &addr])
+        .output()
+        .expect("strait runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} for the cluster DNS"))
+            && err.contains("pass another --dns-addr"),
+        "{err}"
+    );
+}
