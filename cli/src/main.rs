@@ -60,13 +60,18 @@ enum Command {
     Get(cmd::get::GetArgs),
     /// Delete objects by kind and name, or those named in manifests.
     Delete(cmd::get::DeleteArgs),
+    /// Set or remove labels of an object (`key=value`, `key-`).
+    Label(cmd::label::MetaArgs),
+    /// Set or remove annotations of an object (`key=value`, `key-`).
+    Annotate(cmd::label::MetaArgs),
     /// Start every cluster of a topology on this machine, link them, and keep them running.
-    Up {
-        /// The topology file, e.g. topologies/west-east.yaml.
-        topology: PathBuf,
-    },
-    /// Stop a topology started by `up` and remove everything it created.
-    Down,
+    Up(cmd::up::UpArgs),
+    /// Stop runs started by `up` (all, or one topology's) and remove everything they created.
+    Down(cmd::up::DownArgs),
+    /// Run a command inside a pod of a running topology: `strait exec west/frontend -- curl …`.
+    Exec(cmd::up::ExecArgs),
+    /// Print a pod's logs (`--cluster NAME logs POD [-c linkerd-proxy]`).
+    Logs(cmd::up::LogsArgs),
     /// Multi-cluster federation: gateways, links and mirrors.
     #[command(subcommand)]
     Multicluster(Multicluster),
@@ -169,7 +174,22 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Proxy(_)) {
         init_logging(&cli.global.log);
     }
-    let g = &cli.global;
+    // `--cluster NAME` names a running cluster of `strait up`: commands that read or
+    // write cluster state reach it through its state directory.
+    let resolved;
+    let g = match cli.command {
+        Command::Demo(_) | Command::Logs(_) | Command::Up(_) | Command::Down(_) | Command::Exec(_) => {
+            &cli.global
+        }
+        _ if cli.global.cluster.is_none() => &cli.global,
+        _ => match cmd::up::resolve_cluster(&cli.global) {
+            Ok(r) => {
+                resolved = r;
+                &resolved
+            }
+            Err(code) => return code,
+        },
+    };
     use cmd::pending::not_available as later;
     match cli.command {
         Command::Install(a) => cmd::install::install(&a),
@@ -181,8 +201,12 @@ fn main() -> ExitCode {
         Command::Apply(a) => cmd::apply::apply(g, &a),
         Command::Get(a) => cmd::get::get(g, &a),
         Command::Delete(a) => cmd::get::delete(g, &a),
-        Command::Up { .. } => later("up", 6, "running topologies on this machine"),
-        Command::Down => later("down", 6, "running topologies on this machine"),
+        Command::Label(a) => cmd::label::run(g, cmd::label::Field::Labels, &a),
+        Command::Annotate(a) => cmd::label::run(g, cmd::label::Field::Annotations, &a),
+        Command::Up(a) => cmd::up::up(g, &a),
+        Command::Down(a) => cmd::up::down(&a),
+        Command::Exec(a) => cmd::up::exec(&a),
+        Command::Logs(a) => cmd::up::logs(g, &a),
         Command::Multicluster(m) => match m {
             Multicluster::Install(a) => cmd::multicluster::install(&a),
             Multicluster::Link(a) => cmd::multicluster::link(g, &a),

@@ -551,6 +551,29 @@ pub mod client {
             })
         }
 
+        /// The admin client of the local cluster whose controller runs on `state_dir`
+        /// (its `api.json`, trust anchors and admin certificate).
+        pub fn from_state_dir(state_dir: &std::path::Path) -> Result<Self, String> {
+            use strait_identity::pki_types::pem::PemObject;
+            use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
+
+            use super::files;
+            let read = |p: std::path::PathBuf| {
+                std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(state_dir))?)
+                .map_err(|e| format!("{} is damaged: {e}", files::endpoint(state_dir).display()))?;
+            let anchors = TrustAnchors::load(files::anchors(state_dir), std::time::SystemTime::now())
+                .map_err(|e| e.to_string())?;
+            let chain = CertificateDer::pem_slice_iter(&read(files::admin_cert(state_dir))?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("admin certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&read(files::admin_key(state_dir))?)
+                .map_err(|e| format!("admin key: {e}"))?;
+            let admin = CertStore::with_cert(chain, key).map_err(|e| e.to_string())?;
+            Self::new(endpoint, &anchors, &admin).map_err(|e| e.to_string())
+        }
+
         /// Where the API is.
         pub fn address(&self) -> &str {
             &self.endpoint.address

@@ -2,11 +2,17 @@
 //! network namespaces or loopback addresses, per-cluster control planes, gateways,
 //! mirrors and meshed workloads, supervised and cleaned up.
 //!
-//! What is here so far are the pieces a topology's pods are made of: [`demo`], the
-//! workloads (`strait demo server|client`) that answer with who they are and measure what
-//! they see, and [`init`], the pod's traffic redirection to its proxy (`strait init`, the
-//! iptables rules of Linkerd's proxy-init). The topology files and the runner arrive with
-//! the rest of issue #6.
+//! - [`topology`]: the topology file (clusters, manifests, image mappings, links).
+//! - [`plan`]: which pods a cluster's Deployments and Namespaces call for.
+//! - [`run`]: `strait up` / `strait down`: addresses and namespaces, the supervisor,
+//!   the run registry that `--cluster`, `exec` and `logs` read.
+//! - [`demo`]: the workloads (`strait demo server|client`) that answer with who they are
+//!   and measure what they see.
+//! - [`init`]: the pod's traffic redirection to its proxy (`strait init`, the iptables
+//!   rules of Linkerd's proxy-init).
 
 pub mod demo;
 pub mod init;
+pub mod plan;
+pub mod run;
+pub mod topology;

@@ -119,7 +119,7 @@ pub struct ClientArgs {
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// Send through this HTTP proxy (host:port); HTTP/1 requests then use the absolute form.
-    #[arg(long, value_parser = host_port, value_name = "HOST:PORT")]
+    #[arg(long, env = "STRAIT_DEMO_PROXY", value_parser = host_port, value_name = "HOST:PORT")]
     pub proxy: Option<String>,
     /// Bound on each request, connecting included.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]

@@ -9,9 +9,11 @@ pub mod get;
 pub mod init;
 pub mod inject;
 pub mod install;
+pub mod label;
 pub mod multicluster;
 pub mod pending;
 pub mod proxy;
+pub mod up;
 pub mod version;
 
 use std::process::ExitCode;
@@ -208,21 +210,7 @@ fn open_store_quiet(g: &Global) -> Result<LocalStore, Option<StoreError>> {
 }
 
 fn api_client(dir: &std::path::Path) -> Result<strait_controller::api::client::ApiClient, String> {
-    use strait_controller::api::{ApiEndpoint, files};
-    let read =
-        |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(dir))?)
-        .map_err(|e| format!("{} is damaged: {e}", files::endpoint(dir).display()))?;
-    let anchors = strait_identity::TrustAnchors::load(files::anchors(dir), std::time::SystemTime::now())
-        .map_err(|e| e.to_string())?;
-    use strait_identity::pki_types::pem::PemObject;
-    let chain = strait_identity::pki_types::CertificateDer::pem_slice_iter(&read(files::admin_cert(dir))?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("admin certificate: {e}"))?;
-    let key = strait_identity::pki_types::PrivateKeyDer::from_pem_slice(&read(files::admin_key(dir))?)
-        .map_err(|e| format!("admin key: {e}"))?;
-    let admin = strait_identity::CertStore::with_cert(chain, key).map_err(|e| e.to_string())?;
-    strait_controller::api::client::ApiClient::new(endpoint, &anchors, &admin).map_err(|e| e.to_string())
+    strait_controller::api::client::ApiClient::from_state_dir(dir)
 }
 
 /// Turns objects the API returned into typed objects.
