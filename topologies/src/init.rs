@@ -251,7 +251,17 @@ pub fn rules(c: &InitConfig) -> Vec<Rule> {
         format!("{} -j {REDIRECT_CHAIN}", comment("install-proxy-init-prerouting")),
     );
 
-    // Outbound.
+    // Outbound. The proxy's own connections to its pod's address (a meshed pod calling
+    // a service it is itself an endpoint of) leave through `lo` and never see
+    // PREROUTING: send them to the inbound port as proxy-init does.
+    push(
+        OUTPUT_CHAIN,
+        format!(
+            "-o lo ! -d 127.0.0.1/32 -m owner --uid-owner {} {} -j {REDIRECT_CHAIN}",
+            c.proxy_uid,
+            comment("redirect-non-loopback-local-traffic")
+        ),
+    );
     push(
         OUTPUT_CHAIN,
         format!(
@@ -630,6 +640,7 @@ mod tests {
                 "-A PROXY_INIT_REDIRECT -p tcp -m multiport --dports 4190,4191 -m comment --comment \"proxy-init/ignore-port-4190,4191\" -j RETURN",
                 "-A PROXY_INIT_REDIRECT -p tcp -m comment --comment \"proxy-init/redirect-all-incoming-to-proxy-port\" -j REDIRECT --to-ports 4143",
                 "-A PREROUTING -m comment --comment \"proxy-init/install-proxy-init-prerouting\" -j PROXY_INIT_REDIRECT",
+                "-A PROXY_INIT_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 2102 -m comment --comment \"proxy-init/redirect-non-loopback-local-traffic\" -j PROXY_INIT_REDIRECT",
                 "-A PROXY_INIT_OUTPUT -m owner --uid-owner 2102 -m comment --comment \"proxy-init/ignore-proxy-user-id\" -j RETURN",
                 "-A PROXY_INIT_OUTPUT -o lo -m comment --comment \"proxy-init/ignore-loopback\" -j RETURN",
                 "-A PROXY_INIT_OUTPUT -p tcp -m comment --comment \"proxy-init/redirect-all-outgoing-to-proxy-port\" -j REDIRECT --to-ports 4140",

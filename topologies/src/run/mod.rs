@@ -1322,7 +1322,11 @@ pub fn down(home: &Path, topology: Option<&str>) -> Result<DownReport, String> {
         let names = Names::new(run.slot);
         cleanup_leftovers(&dir, &names, iso);
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("strait-run-{}", run.slot)));
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", dir.display())),
+        }
         report.cleaned.push(run.id.clone());
     }
     Ok(report)

@@ -120,7 +120,13 @@ pub fn signal_group(pid: u32, sig: i32) {
 pub fn alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     // SAFETY: signal 0 only checks for existence.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    let exists = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+    // A zombie has exited; only its parent has not collected it yet.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false);
+    exists && !zombie
 }
 
 /// Stops every process recorded in a `pids/` directory (SIGTERM, then SIGKILL): for

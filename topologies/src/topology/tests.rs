@@ -104,7 +104,10 @@ spec:
 fn structure_mistakes_are_reported_not_panicked_on() {
     for (text, want) in [
         ("", "expected a Topology document, found an empty file"),
-        ("- a\n- b\n", "t.yaml:1:1: document 1 (topology): expected a mapping, found a list"),
+        (
+            "- a\n- b\n",
+            "t.yaml:1:1: document 1 (topology): expected a mapping, found a list",
+        ),
         (
             "apiVersion: strait.io/v1alpha1\nkind: Topology\nmetadata: {name: x}\n",
             "spec: expected a spec with clusters",

@@ -1,0 +1,580 @@
+//! End to end: `strait up topologies/west-east.yaml` with real processes, real sockets,
+//! real mTLS and (as root) real network namespaces, iptables and DNS; then what a user
+//! does against it, and `strait down` leaving nothing behind.
+//!
+//! These live with the `strait` binary's package because only its tests can name the
+//! built binary. Each test has its own `STRAIT_HOME`; runs take distinct slots, so tests
+//! run in parallel without colliding. Every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// One run of a topology, stopped (and checked clean) when dropped if the test did not.
+struct Run {
+    home: tempfile::TempDir,
+    up: Option<Child>,
+    log: PathBuf,
+}
+
+impl Run {
+    fn strait(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strait"));
+        c.env("STRAIT_HOME", self.home.path())
+            .env_remove("STRAIT_STATE_DIR")
+            .env_remove("STRAIT_CLUSTER")
+            .env_remove("STRAIT_LOG");
+        c
+    }
+
+    fn start(isolation: &str) -> Run {
+        let home = tempfile::tempdir().unwrap();
+        let log = home.path().join("up.log");
+        let mut run = Run { home, up: None, log };
+        let out = std::fs::File::create(&run.log).unwrap();
+        let child = run
+            .strait()
+            .args([
+                "up",
+                &repo().join("topologies/west-east.yaml").display().to_string(),
+            ])
+            .args(["--isolation", isolation])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        run.up = Some(child);
+        let started = Instant::now();
+        run.wait("the run to be ready", Duration::from_secs(60), |r| {
+            r.record().is_some_and(|rec| rec["status"] == "ready")
+        });
+        eprintln!("ready in {:.1}s", started.elapsed().as_secs_f64());
+        run
+    }
+
+    fn up_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn run_dir(&self) -> Option<PathBuf> {
+        std::fs::read_dir(self.home.path().join("runs"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("run.json").exists())
+    }
+
+    fn record(&self) -> Option<Value> {
+        serde_json::from_slice(&std::fs::read(self.run_dir()?.join("run.json")).ok()?).ok()
+    }
+
+    fn pods(&self, cluster: &str) -> Vec<Value> {
+        let Some(dir) = self.run_dir() else {
+            return Vec::new();
+        };
+        std::fs::read(dir.join("clusters").join(cluster).join("pods.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<Value>>(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn pod(&self, cluster: &str, prefix: &str) -> Value {
+        self.pods(cluster)
+            .into_iter()
+            .find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no pod {prefix}* in {cluster}: {:?}\n{}",
+                    self.pods(cluster),
+                    self.up_log()
+                )
+            })
+    }
+
+    fn wait(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Run) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ok(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; strait up said:\n{}",
+                self.up_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.strait().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "strait {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `strait exec CLUSTER/POD -- strait demo client URL`: the JSON report.
+    fn client(&self, pod: &str, url: &str, requests: u32) -> Value {
+        let n = requests.to_string();
+        let out = self.cli(&[
+            "exec",
+            pod,
+            "--",
+            "strait",
+            "demo",
+            "client",
+            url,
+            "--requests",
+            &n,
+            "--rps",
+            "50",
+            "-o",
+            "json",
+            "--progress",
+            "0",
+            "--timeout",
+            "5s",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "demo client in {pod}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Stops the run with `strait down` and checks that nothing is left.
+    fn down(mut self) {
+        let slot = self.record().map(|r| r["slot"].as_u64().unwrap());
+        let pids = self.recorded_pids();
+        let out = self.cli(&["down"]);
+        assert!(
+            out.status.success(),
+            "down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut up = self.up.take().unwrap();
+        let status = wait_child(&mut up, Duration::from_secs(30));
+        assert_eq!(
+            status,
+            Some(0),
+            "strait up exits cleanly after down:\n{}",
+            self.up_log()
+        );
+        assert!(
+            self.up_log().contains("everything this run created is removed"),
+            "{}",
+            self.up_log()
+        );
+        assert_nothing_left(&self, slot, &pids);
+    }
+
+    fn recorded_pids(&self) -> Vec<u32> {
+        let Some(dir) = self.run_dir() else {
+            return Vec::new();
+        };
+        std::fs::read_dir(dir.join("pids"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut up) = self.up.take() {
+            let _ = self.cli(&["down"]);
+            if wait_child(&mut up, Duration::from_secs(20)).is_none() {
+                let _ = up.kill();
+            }
+        }
+    }
+}
+
+fn wait_child(c: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = c.try_wait() {
+            return Some(s.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+fn assert_nothing_left(run: &Run, slot: Option<u64>, pids: &[u32]) {
+    assert!(run.run_dir().is_none(), "the run directory is removed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<&u32> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+    if let (Some(slot), true) = (slot, is_root()) {
+        let netns = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            !netns.lines().any(|l| l.starts_with(&format!("strait-{slot}-"))),
+            "network namespaces left: {netns}"
+        );
+        let links =
+            String::from_utf8_lossy(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout)
+                .into_owned();
+        assert!(
+            !links.contains(&format!(": st{slot}c")),
+            "interfaces left: {links}"
+        );
+        let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("strait-{slot}-")))
+            .collect();
+        assert!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
+    }
+}
+
+/// What every isolation mode must do.
+fn exercise(run: &Run) {
+    // Pods are registered with their cluster's control plane and visible like kubectl's.
+    let pods = run.ok(&[
+        "--cluster",
+        "east",
+        "get",
+        "pods",
+        "-n",
+        "production",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        pods.lines().filter(|l| l.starts_with("pod/myapp-v")).count(),
+        2,
+        "{pods}"
+    );
+    let west = run.ok(&["--cluster", "west", "get", "pods", "-n", "production"]);
+    assert!(west.contains("frontend-"), "{west}");
+
+    // Meshed traffic inside east: mTLS both ways, both versions answer.
+    let report = run.client("east/myapp-v1", "http://myapp.production.svc.cluster.local/", 30);
+    assert_eq!(report["succeeded"], 30, "{report:#}");
+    let servers: Vec<&str> = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["version"].as_str())
+        .collect();
+    assert!(
+        servers.contains(&"v1") && servers.contains(&"v2"),
+        "both versions answer: {report:#}"
+    );
+    let v2 = run.pod("east", "myapp-v2");
+    let metrics = metrics(&format!("{}:4191", v2["ip"].as_str().unwrap()));
+    assert!(
+        metrics.lines().any(|l| l.starts_with("request_total{")
+            && l.contains("direction=\"inbound\"")
+            && l.contains("tls=\"true\"")
+            && l.contains("client_id=\"myapp.production.serviceaccount.identity.linkerd.cluster.local\"")),
+        "east's inbound metrics show the mTLS client identity:\n{metrics}"
+    );
+
+    // The export: the mirror follows the label, both ways.
+    run.ok(&[
+        "--cluster",
+        "west",
+        "get",
+        "svc",
+        "myapp-east",
+        "-n",
+        "production",
+    ]);
+    run.ok(&[
+        "--cluster",
+        "east",
+        "label",
+        "svc",
+        "myapp",
+        "-n",
+        "production",
+        "mirror.linkerd.io/exported-",
+    ]);
+    run.wait("the mirror to go", Duration::from_secs(15), |r| {
+        !r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "svc",
+            "myapp-east",
+            "-n",
+            "production",
+        ])
+        .status
+        .success()
+    });
+    run.ok(&[
+        "--cluster",
+        "east",
+        "label",
+        "svc",
+        "myapp",
+        "-n",
+        "production",
+        "mirror.linkerd.io/exported=true",
+    ]);
+    run.wait("the mirror to return", Duration::from_secs(15), |r| {
+        r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "svc",
+            "myapp-east",
+            "-n",
+            "production",
+        ])
+        .status
+        .success()
+    });
+    let gateways = run.ok(&["--cluster", "west", "multicluster", "gateways"]);
+    assert!(
+        gateways
+            .lines()
+            .any(|l| l.starts_with("east") && l.contains("True")),
+        "{gateways}"
+    );
+
+    // A crashed workload is restarted, and the restart is visible.
+    let before = run.pod("east", "myapp-v2");
+    let dir = run.run_dir().unwrap();
+    let pid_file = std::fs::read_dir(dir.join("pids"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("east_production_myapp-v2") && n.ends_with("_myapp-v2.pid")
+        })
+        .expect("the workload's pid file");
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill the workload's process group {pid}");
+    run.wait("the workload to be restarted", Duration::from_secs(15), |r| {
+        r.up_log().contains(&format!(
+            "east/production/{}/myapp-v2 was killed by signal 9",
+            before["name"].as_str().unwrap()
+        )) && r.pod("east", "myapp-v2")["restarts"].as_u64() >= Some(1)
+    });
+    run.wait("the restarted workload to answer", Duration::from_secs(15), |r| {
+        r.client(
+            "east/myapp-v1",
+            "http://myapp-v2.production.svc.cluster.local/",
+            3,
+        )["succeeded"]
+            == 3
+    });
+
+    // Turning injection off for the namespace re-creates its pods without proxies, as a
+    // rollout would; turning it back on brings the proxies back.
+    run.ok(&[
+        "--cluster",
+        "east",
+        "annotate",
+        "namespace",
+        "production",
+        "linkerd.io/inject-",
+    ]);
+    run.wait(
+        "east's pods to be re-created without proxies",
+        Duration::from_secs(20),
+        |r| {
+            let pods = r.pods("east");
+            pods.len() == 2 && pods.iter().all(|p| p["injected"] == false && p["ready"] == true)
+        },
+    );
+    assert_ne!(run.pod("east", "myapp-v2")["name"], before["name"]);
+    run.ok(&[
+        "--cluster",
+        "east",
+        "annotate",
+        "namespace",
+        "production",
+        "linkerd.io/inject=enabled",
+    ]);
+    run.wait("east's pods to get proxies again", Duration::from_secs(20), |r| {
+        let pods = r.pods("east");
+        pods.len() == 2 && pods.iter().all(|p| p["injected"] == true && p["ready"] == true)
+    });
+}
+
+fn metrics(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn west_east_on_loopback_addresses() {
+    let run = Run::start("loopback");
+    assert!(run.up_log().contains("west-east is up in"), "{}", run.up_log());
+    exercise(&run);
+    run.down();
+}
+
+#[test]
+fn west_east_in_network_namespaces() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run the netns topology"
+        );
+        eprintln!("SKIPPED west_east_in_network_namespaces: needs root");
+        return;
+    }
+    let run = Run::start("netns");
+    // The cluster DNS answers inside the pod's namespace, for Services and mirrors, and
+    // plain names reach services through iptables capture.
+    let hosts = run.ok(&[
+        "exec",
+        "west/frontend",
+        "--",
+        "getent",
+        "hosts",
+        "myapp-east.production.svc.cluster.local",
+    ]);
+    assert!(
+        hosts.starts_with("198.1"),
+        "the mirror resolves to its cluster IP: {hosts}"
+    );
+    let short = run.client("east/myapp-v1", "http://myapp/", 5);
+    assert_eq!(short["succeeded"], 5, "search domains and capture: {short:#}");
+    exercise(&run);
+
+    // A crash of `strait up` itself: `strait down` still removes everything.
+    let slot = run.record().map(|r| r["slot"].as_u64().unwrap());
+    let pids = run.recorded_pids();
+    let mut run = run;
+    let mut up = run.up.take().unwrap();
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let out = run.cli(&["down"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cleaned up"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left(&run, slot, &pids);
+}
+
+#[test]
+fn a_broken_topology_starts_nothing_and_says_where() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: strait.io/v1alpha1\nkind: Topology\nmetadata: {name: bad}\nspec:\n  clusters:\n    - name: west\n      manifests: [nowhere]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .env("STRAIT_HOME", home.path())
+        .args(["up", &file.display().to_string(), "--isolation", "loopback"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.yaml:7:19: document 1 (topology): spec.clusters[0].manifests[0]: expected an existing file or directory"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing of this run is left running"), "{err}");
+    assert!(
+        !home.path().join("runs").exists()
+            || std::fs::read_dir(home.path().join("runs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    // An image without a command is found before anything starts, with the file to fix.
+    let dir = home.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("d.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db, namespace: default}\nspec:\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres:16}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        "apiVersion: strait.io/v1alpha1\nkind: Topology\nmetadata: {name: bad}\nspec:\n  clusters:\n    - name: west\n      manifests: [m]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .env("STRAIT_HOME", home.path())
+        .args(["up", &file.display().to_string(), "--isolation", "loopback"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cluster west: deployment/default/db: container \"db\": image \"postgres:16\" has no command; add it under spec.images"),
+        "{err}"
+    );
+
+    // Commands against a cluster that is not running say how to start one.
+    let out = Command::new(env!("CARGO_BIN_EXE_strait"))
+        .env("STRAIT_HOME", home.path())
+        .args(["--cluster", "west", "get", "pods"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no running cluster named \"west\"") && err.contains("strait up"),
+        "{err}"
+    );
+}
