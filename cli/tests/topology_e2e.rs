@@ -41,6 +41,10 @@ impl Run {
     }
 
     fn start(isolation: &str) -> Run {
+        Self::start_topology("west-east", isolation)
+    }
+
+    fn start_topology(topology: &str, isolation: &str) -> Run {
         let home = tempfile::tempdir().unwrap();
         let log = home.path().join("up.log");
         let mut run = Run { home, up: None, log };
@@ -49,7 +53,10 @@ impl Run {
             .strait()
             .args([
                 "up",
-                &repo().join("topologies/west-east.yaml").display().to_string(),
+                &repo()
+                    .join(format!("topologies/{topology}.yaml"))
+                    .display()
+                    .to_string(),
             ])
             .args(["--isolation", isolation])
             .stdout(out.try_clone().unwrap())
@@ -134,7 +141,11 @@ impl Run {
 
     /// `strait exec CLUSTER/POD -- strait demo client URL`: the JSON report.
     fn client(&self, pod: &str, url: &str, requests: u32) -> Value {
-        let n = requests.to_string();
+        self.client_at(pod, url, requests, 50)
+    }
+
+    fn client_at(&self, pod: &str, url: &str, requests: u32, rps: u32) -> Value {
+        let (n, rps) = (requests.to_string(), rps.to_string());
         let out = self.cli(&[
             "exec",
             pod,
@@ -146,13 +157,15 @@ impl Run {
             "--requests",
             &n,
             "--rps",
-            "50",
+            &rps,
             "-o",
             "json",
             "--progress",
             "0",
             "--timeout",
             "5s",
+            "--concurrency",
+            "4",
         ]);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
@@ -577,4 +590,33 @@ fn a_broken_topology_starts_nothing_and_says_where() {
         err.contains("no running cluster named \"west\"") && err.contains("strait up"),
         "{err}"
     );
+}
+
+#[test]
+fn the_seeds_canary_splits_90_10_within_3_percent() {
+    let run = Run::start_topology("canary", "loopback");
+    let report = run.client_at(
+        "local/frontend",
+        "http://myapp.production.svc.cluster.local/",
+        2000,
+        500,
+    );
+    assert_eq!(report["succeeded"], 2000, "{report:#}");
+    let by_version = |v: &str| -> u64 {
+        report["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["version"] == v)
+            .map(|s| s["requests"].as_u64().unwrap())
+            .sum()
+    };
+    let v2 = by_version("v2") as f64 / 2000.0;
+    assert_eq!(by_version("v1") + by_version("v2"), 2000, "{report:#}");
+    assert!(
+        (v2 - 0.10).abs() <= 0.03,
+        "myapp-v2 got {:.1}% of 2000 requests, expected 10% ± 3%",
+        v2 * 100.0
+    );
+    run.down();
 }

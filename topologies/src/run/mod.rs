@@ -86,6 +86,28 @@ pub fn prepare(path: &Path, isolation: Option<Isolation>) -> Result<Prepared, St
             path.display()
         ));
     }
+    if isolation == Isolation::Netns {
+        for (tool, package) in [
+            ("ip", "iproute2"),
+            ("iptables", "iptables"),
+            ("setpriv", "util-linux"),
+        ] {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+            if !found {
+                return Err(format!(
+                    "isolation netns needs `{tool}` (Debian package {package}): install it, or pass --isolation loopback"
+                ));
+            }
+        }
+    }
+    if topology.sidecar[..] != ["strait", "proxy"] && isolation != Isolation::Netns {
+        return Err(format!(
+            "{}: spec.sidecar {:?} takes Linkerd's proxy environment, which captures traffic with iptables only: use isolation netns (as root)",
+            path.display(),
+            topology.sidecar.join(" ")
+        ));
+    }
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for c in &topology.clusters {
@@ -642,10 +664,11 @@ impl Runtime {
     async fn summary(&self, started: Instant) {
         let (ready, total) = self.pod_counts();
         let mut out = format!(
-            "\n{} is up in {:.1}s: {} clusters, {ready}/{total} pods ready ({} isolation, run {})\n",
+            "\n{} is up in {:.1}s: {} cluster{}, {ready}/{total} pods ready ({} isolation, run {})\n",
             self.topology.name,
             started.elapsed().as_secs_f64(),
             self.clusters.len(),
+            if self.clusters.len() == 1 { "" } else { "s" },
             self.isolation.as_str(),
             self.record.id
         );
@@ -916,6 +939,52 @@ impl Runtime {
             if netns.is_none() {
                 env.push(("STRAIT_PROXY_APP_IP".into(), ip.to_string()));
             }
+            // The rest of the environment Linkerd's injector gives its proxy, so another
+            // sidecar that takes Linkerd's environment (a stock linkerd2-proxy) runs too;
+            // and its identity directory, as Linkerd's proxy image prepares it.
+            let id_dir = secret_dir.join("identity");
+            write_identity_dir(&id_dir, &plan, &cluster.trust_domain, uid)?;
+            let ports: Vec<String> = plan.ports.iter().map(|(_, p)| p.to_string()).collect();
+            env.extend([
+                (
+                    "LINKERD2_PROXY_IDENTITY_DIR".to_string(),
+                    id_dir.display().to_string(),
+                ),
+                (
+                    "LINKERD2_PROXY_POLICY_WORKLOAD".into(),
+                    json!({"ns": plan.namespace, "pod": plan.name}).to_string(),
+                ),
+                (
+                    "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS".into(),
+                    self.clusters[i].block.cidr(),
+                ),
+                (
+                    "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS".into(),
+                    self.clusters[i].block.cidr(),
+                ),
+                (
+                    "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY".into(),
+                    "all-unauthenticated".into(),
+                ),
+                ("LINKERD2_PROXY_INBOUND_IPS".into(), ip.to_string()),
+                ("LINKERD2_PROXY_INBOUND_PORTS".into(), ports.join(",")),
+                (
+                    "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES".into(),
+                    format!("svc.{}.", cluster.cluster_domain),
+                ),
+                (
+                    "LINKERD2_PROXY_CONTROL_LISTEN_ADDR".into(),
+                    format!(
+                        "{}:4190",
+                        if netns.is_some() {
+                            "0.0.0.0".to_string()
+                        } else {
+                            ip.to_string()
+                        }
+                    ),
+                ),
+                ("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED".into(), "false".into()),
+            ]);
             if let Some(ports) = plan.config(strait_api::labels::config::OPAQUE_PORTS) {
                 env.push((
                     "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION".into(),
@@ -1127,6 +1196,29 @@ impl ClusterRt {
     }
 }
 
+/// The identity directory Linkerd's proxy image prepares before its proxy starts: a fresh
+/// ECDSA P-256 key (`key.p8`, PKCS#8 DER) and a CSR for the pod's identity (`csr.der`).
+fn write_identity_dir(
+    dir: &Path,
+    plan: &PodPlan,
+    trust_domain: &str,
+    uid: Option<u32>,
+) -> Result<(), String> {
+    let name = strait_identity::IdentityName::new(&plan.service_account, &plan.namespace, trust_domain)
+        .map_err(|e| format!("the pod's identity: {e}"))?;
+    let (key, csr) = strait_identity::generate_key_and_csr(&name).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    set_mode(dir, 0o755);
+    strait_controller::run::write_private(&dir.join("key.p8"), key.secret_pkcs8_der())
+        .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("csr.der"), csr.as_ref()).map_err(|e| e.to_string())?;
+    if let Some(u) = uid {
+        chown(&dir.join("key.p8"), u);
+        chown(&dir.join("csr.der"), u);
+    }
+    Ok(())
+}
+
 /// The program and arguments of a command line; `strait` means this binary.
 fn sidecar_command(cmd: &[String], strait: &Path) -> (PathBuf, Vec<String>) {
     let program = match cmd[0].as_str() {
@@ -1334,4 +1426,51 @@ pub fn down(home: &Path, topology: Option<&str>) -> Result<DownReport, String> {
 
 fn progress_down(msg: impl std::fmt::Display) {
     eprintln!("strait down: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_directory_is_what_linkerds_proxy_image_prepares() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = PodPlan {
+            namespace: "production".into(),
+            name: "myapp-1".into(),
+            deployment: "myapp".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            service_account: "myapp".into(),
+            command: vec!["strait".into()],
+            env: Vec::new(),
+            ports: Vec::new(),
+            injected: true,
+            hash: "0".into(),
+        };
+        let id = dir.path().join("identity");
+        write_identity_dir(&id, &plan, "cluster.local", None).unwrap();
+        let key = std::fs::read(id.join("key.p8")).unwrap();
+        let csr = std::fs::read(id.join("csr.der")).unwrap();
+        // PKCS#8 DER starts with a SEQUENCE; the key is readable by its owner only.
+        assert_eq!(key[0], 0x30);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(id.join("key.p8")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The CSR is DER and asks for exactly the pod's identity: an issuer signs it.
+        let td = strait_identity::TrustDomain::new("cluster.local").unwrap();
+        let (_, issuer) = strait_identity::generate(&td, SystemTime::now()).unwrap();
+        let name = strait_identity::IdentityName::new("myapp", "production", "cluster.local").unwrap();
+        issuer
+            .issue(&csr, &name, Duration::from_secs(3600), SystemTime::now())
+            .expect("the CSR is valid for the pod's identity");
+        let other = strait_identity::IdentityName::new("other", "production", "cluster.local").unwrap();
+        assert!(
+            issuer
+                .issue(&csr, &other, Duration::from_secs(3600), SystemTime::now())
+                .is_err()
+        );
+    }
 }
