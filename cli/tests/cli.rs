@@ -241,10 +241,7 @@ fn apply_get_delete_on_a_state_directory() {
 
 #[test]
 fn commands_of_later_issues_say_so_and_fail() {
-    for args in [
-        &["up", "topologies/west-east.yaml"][..],
-        &["viz", "stat", "deploy"],
-    ] {
+    for args in [&["viz", "stat", "deploy"][..], &["profile", "myapp"]] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let err = text(&out.stderr);
