@@ -620,3 +620,70 @@ fn the_seeds_canary_splits_90_10_within_3_percent() {
     );
     run.down();
 }
+
+#[test]
+fn a_dead_gateway_fails_traffic_over_to_the_next_cluster_and_back() {
+    let run = Run::start_topology("failover", "loopback");
+    let weights = |r: &Run| -> Vec<(String, u64)> {
+        let out = r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "trafficsplit",
+            "myapp",
+            "-n",
+            "production",
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["spec"]["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["service"].as_str().unwrap_or_default().to_string(),
+                    b["weight"].as_u64().unwrap_or(99),
+                )
+            })
+            .collect()
+    };
+    let primary = vec![("myapp-east".to_string(), 1), ("myapp-central".to_string(), 0)];
+    let failed_over = vec![("myapp-east".to_string(), 0), ("myapp-central".to_string(), 1)];
+    run.wait("the primary to serve", Duration::from_secs(10), |r| {
+        weights(r) == primary
+    });
+    // Freeze east's gateway: it stops answering probes (and relaying) without exiting, so
+    // the supervisor does not restart it.
+    let pid_file = run.run_dir().unwrap().join("pids/east_gateway.pid");
+    let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-s", "STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    run.wait("failover to central", Duration::from_secs(15), |r| {
+        weights(r) == failed_over
+    });
+    let gateways = run.ok(&["--cluster", "west", "multicluster", "gateways"]);
+    assert!(
+        gateways
+            .lines()
+            .any(|l| l.starts_with("east") && l.contains("False")),
+        "{gateways}"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-s", "CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    run.wait("traffic to return to east", Duration::from_secs(15), |r| {
+        weights(r) == primary
+    });
+    run.down();
+}

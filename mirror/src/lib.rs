@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod controller;
 pub mod dns;
+pub mod failover;
 pub mod link;
 pub mod probe;
 pub mod reconcile;

@@ -516,6 +516,8 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             }
             connect_local(s)
         };
+        // Linkerd's failover operator: managed TrafficSplits follow their backends' readiness.
+        tokio::spawn(strait_mirror::failover::run_failover(local.clone(), std::future::pending()));
         run_mirror(local, connect, opts, reports, shutdown_signal()).await;
         if let Some(dir) = g.state_dir.as_deref() {
             let _ = std::fs::remove_file(mirror_file(dir));

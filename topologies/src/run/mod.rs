@@ -605,9 +605,9 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.summary(started).await;
         self.record.status = "ready".into();
         self.record.write(&self.dir)?;
-        self.summary(started).await;
         Ok(())
     }
 
@@ -645,7 +645,21 @@ impl Runtime {
         let text = String::from_utf8_lossy(&out.stdout);
         let loaded = strait_api::loader::load_str("<multicluster link>", &text, &Default::default())
             .map_err(|e| format!("link {from} -> {to}: {e}"))?;
-        let objs = loaded.into_iter().map(|l| l.object.to_value()).collect();
+        let objs = loaded
+            .into_iter()
+            .map(|l| {
+                let mut v = l.object.to_value();
+                // Gateways share this machine: probe them every second with a short timeout,
+                // so a dead gateway is noticed (and failed over) in seconds, not Linkerd's
+                // default 3s period with a 30s timeout meant for real networks.
+                if v["kind"] == "Link" {
+                    v["spec"]["probeSpec"]["period"] = json!("1s");
+                    v["spec"]["probeSpec"]["timeout"] = json!("1s");
+                    v["spec"]["probeSpec"]["failureThreshold"] = json!("2");
+                }
+                v
+            })
+            .collect();
         apply(self.cluster(from).client.as_ref().expect("started"), objs)
             .await
             .map_err(|e| format!("link {from} -> {to}: {e}"))
