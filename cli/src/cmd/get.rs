@@ -138,7 +138,16 @@ fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namesp
                 return;
             }
             let now = SystemTime::now();
-            let mut rows = vec![vec!["NAMESPACE".to_string(), "NAME".into(), "AGE".into()]];
+            let pods = info.id == kinds::KindId::Pod;
+            let mut header = vec!["NAMESPACE".to_string(), "NAME".into()];
+            if pods {
+                header.extend(["READY".into(), "STATUS".into()]);
+            }
+            header.push("AGE".into());
+            if pods {
+                header.push("IP".into());
+            }
+            let mut rows = vec![header];
             for o in objects {
                 let m = o.meta();
                 let age = m
@@ -146,11 +155,22 @@ fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namesp
                     .as_ref()
                     .map(|t| age(now, t.0.as_second()))
                     .unwrap_or_else(|| "<unknown>".into());
-                rows.push(vec![
+                let mut row = vec![
                     m.namespace.clone().unwrap_or_default(),
                     m.name.clone().unwrap_or_default(),
-                    age,
-                ]);
+                ];
+                let pod = match o {
+                    Object::Pod(p) => Some(pod_columns(p)),
+                    _ => None,
+                };
+                if let Some((ready, status, _)) = &pod {
+                    row.extend([ready.clone(), status.clone()]);
+                }
+                row.push(age);
+                if let Some((_, _, ip)) = pod {
+                    row.push(ip);
+                }
+                rows.push(row);
             }
             let skip_ns = !(all_namespaces && info.namespaced);
             let rows: Vec<Vec<String>> = rows
@@ -170,6 +190,30 @@ fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namesp
             }
         }
     }
+}
+
+/// A pod's READY (containers ready / containers, the proxy counted when the pod is
+/// meshed), STATUS and IP columns.
+fn pod_columns(p: &k8s_openapi::api::core::v1::Pod) -> (String, String, String) {
+    let meshed = p
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(strait_api::labels::CONTROL_PLANE_NS_LABEL));
+    let containers = p.spec.as_ref().map_or(0, |s| s.containers.len()) + usize::from(meshed);
+    let status = p.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    (
+        format!("{}/{containers}", if ready { containers } else { 0 }),
+        status
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Unknown".into()),
+        status
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_else(|| "<none>".into()),
+    )
 }
 
 /// kubectl's compact age: `45s`, `12m`, `5h`, `3d`.
