@@ -687,3 +687,76 @@ fn a_dead_gateway_fails_traffic_over_to_the_next_cluster_and_back() {
     });
     run.down();
 }
+
+#[test]
+fn two_runs_of_one_topology_never_collide() {
+    let first = Run::start("loopback");
+    // A second run of the same topology, in the same home.
+    let log = first.home.path().join("second.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut second = first
+        .strait()
+        .args([
+            "up",
+            &repo().join("topologies/west-east.yaml").display().to_string(),
+            "--isolation",
+            "loopback",
+        ])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let records = |r: &Run| -> Vec<Value> {
+        std::fs::read_dir(r.home.path().join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path().join("run.json")).ok()?).ok())
+            .collect()
+    };
+    first.wait("the second run to be ready", Duration::from_secs(60), |r| {
+        let recs = records(r);
+        recs.len() == 2 && recs.iter().all(|rec| rec["status"] == "ready")
+    });
+    let recs = records(&first);
+    assert_ne!(recs[0]["id"], recs[1]["id"]);
+    assert_ne!(recs[0]["slot"], recs[1]["slot"]);
+    assert_ne!(recs[0]["clusters"][0]["block"], recs[1]["clusters"][0]["block"]);
+    // A bare cluster name is now ambiguous, and the error says how to pick.
+    let out = first.cli(&["--cluster", "west", "get", "pods", "-A"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("several runs have a cluster \"west\"") && err.contains("--cluster RUN/west"),
+        "{err}"
+    );
+    for rec in &recs {
+        let id = rec["id"].as_str().unwrap();
+        let pods = first.ok(&[
+            "--cluster",
+            &format!("{id}/east"),
+            "get",
+            "pods",
+            "-n",
+            "production",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(pods.lines().count(), 2, "{id}: {pods}");
+    }
+    // Stopping one run leaves the other serving.
+    let second_id = recs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .find(|id| {
+            std::fs::read_to_string(first.home.path().join("runs").join(id).join("run.json"))
+                .is_ok_and(|t| t.contains(&format!("\"pid\": {}", second.id())))
+        })
+        .expect("the second run's record");
+    let out = first.cli(&["down", &second_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(wait_child(&mut second, Duration::from_secs(30)), Some(0));
+    let report = first.client("east/myapp-v1", "http://myapp.production.svc.cluster.local/", 5);
+    assert_eq!(report["succeeded"], 5, "the first run still serves: {report:#}");
+    first.down();
+}
