@@ -49,6 +49,52 @@ struct State {
     pods: BTreeMap<NsName, PodInfo>,
     profiles: BTreeMap<NsName, ServiceProfile>,
     splits: BTreeMap<NsName, TrafficSplit>,
+    /// Services by ClusterIP and pods by IP: `lookup_ip` without scanning 50k pods.
+    service_ips: IpIndex,
+    pod_ips: IpIndex,
+}
+
+/// Objects by address; several may claim one (the first by name wins, as a scan would).
+#[derive(Default)]
+struct IpIndex(HashMap<IpAddr, std::collections::BTreeSet<NsName>>);
+
+impl IpIndex {
+    fn add(&mut self, ip: Option<IpAddr>, key: &NsName) {
+        if let Some(ip) = ip {
+            self.0.entry(ip).or_default().insert(key.clone());
+        }
+    }
+
+    fn remove(&mut self, ip: Option<IpAddr>, key: &NsName) {
+        if let Some(ip) = ip
+            && let Some(set) = self.0.get_mut(&ip)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.0.remove(&ip);
+            }
+        }
+    }
+
+    fn first(&self, ip: IpAddr) -> Option<&NsName> {
+        self.0.get(&ip).and_then(|set| set.iter().next())
+    }
+
+    /// Rebuilds from a whole map.
+    fn rebuild<V>(&mut self, map: &BTreeMap<NsName, V>, ip: impl Fn(&V) -> Option<IpAddr>) {
+        self.0.clear();
+        for (k, v) in map {
+            self.add(ip(v), k);
+        }
+    }
+}
+
+/// The object an Applied or Deleted event is about; `None` for a restart (everything).
+fn event_key<K: strait_api::Kind>(ev: &WatchEvent<K>) -> Option<NsName> {
+    match ev {
+        WatchEvent::Restarted(_) => None,
+        WatchEvent::Applied(o) | WatchEvent::Deleted(o) => key_of(o.metadata()),
+    }
 }
 
 /// What an `IP` in a destination request refers to.
@@ -147,14 +193,11 @@ impl Index {
     /// What an IP address is: a ClusterIP or a pod IP.
     pub fn lookup_ip(&self, ip: IpAddr) -> Option<IpTarget> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(svc) = s.services.values().find(|svc| svc.cluster_ip == Some(ip)) {
-            return Some(IpTarget::Service(svc.id.clone()));
+        if let Some(svc) = s.service_ips.first(ip) {
+            return Some(IpTarget::Service(svc.clone()));
         }
-        s.pods
-            .values()
-            .find(|p| p.ip == Some(ip))
-            .cloned()
-            .map(IpTarget::Pod)
+        let pod = s.pod_ips.first(ip)?;
+        s.pods.get(pod).cloned().map(IpTarget::Pod)
     }
 
     /// The service, if it exists.
@@ -200,14 +243,40 @@ impl Index {
     fn apply(&self, ev: Event) -> Vec<String> {
         match ev {
             Event::Service(ev) => self.write(|s| {
-                replace_all(&mut s.services, ev, |svc| {
+                let key = event_key(&ev);
+                if let Some(k) = &key {
+                    let old = s.services.get(k).and_then(|v| v.cluster_ip);
+                    s.service_ips.remove(old, k);
+                }
+                let touched = replace_all(&mut s.services, ev, |svc| {
                     ServiceInfo::from_service(svc).map(|i| (i.id.clone(), i))
-                })
+                });
+                match &key {
+                    Some(k) => {
+                        let new = s.services.get(k).and_then(|v| v.cluster_ip);
+                        s.service_ips.add(new, k);
+                    }
+                    None => s.service_ips.rebuild(&s.services, |v| v.cluster_ip),
+                }
+                touched
             }),
             Event::Pod(ev) => self.write(|s| {
-                replace_all(&mut s.pods, ev, |p| {
+                let key = event_key(&ev);
+                if let Some(k) = &key {
+                    let old = s.pods.get(k).and_then(|v| v.ip);
+                    s.pod_ips.remove(old, k);
+                }
+                let touched = replace_all(&mut s.pods, ev, |p| {
                     PodInfo::from_pod(p).map(|i| (i.id.clone(), i))
-                })
+                });
+                match &key {
+                    Some(k) => {
+                        let new = s.pods.get(k).and_then(|v| v.ip);
+                        s.pod_ips.add(new, k);
+                    }
+                    None => s.pod_ips.rebuild(&s.pods, |v| v.ip),
+                }
+                touched
             }),
             Event::Profile(ev) => {
                 self.write(|s| replace_all(&mut s.profiles, ev, |p| Some((key_of(&p.metadata)?, p.clone()))))
@@ -423,5 +492,65 @@ pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreErro
         touched.sort();
         touched.dedup();
         index.generations.bump(touched);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, ip: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "production"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str, ip: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "production"},
+            "status": {"podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    fn target(ix: &Index, ip: &str) -> Option<String> {
+        ix.lookup_ip(ip.parse().unwrap()).map(|t| match t {
+            IpTarget::Service(id) => format!("svc/{}", id.1),
+            IpTarget::Pod(p) => format!("pod/{}", p.id.1),
+        })
+    }
+
+    #[test]
+    fn addresses_follow_creates_changes_deletes_and_restarts() {
+        let ix = Index::new(ClusterNames::default());
+        ix.on_service(WatchEvent::Restarted(vec![
+            svc("myapp", "10.96.0.10"),
+            svc("web", "10.96.0.11"),
+        ]));
+        ix.on_pod(WatchEvent::Restarted(vec![pod("myapp-1", "10.0.0.5")]));
+        assert_eq!(target(&ix, "10.96.0.10").as_deref(), Some("svc/myapp"));
+        assert_eq!(target(&ix, "10.0.0.5").as_deref(), Some("pod/myapp-1"));
+        assert_eq!(target(&ix, "10.0.0.6"), None);
+
+        // A pod that moves frees its old address.
+        ix.on_pod(WatchEvent::Applied(pod("myapp-1", "10.0.0.6")));
+        assert_eq!(target(&ix, "10.0.0.5"), None);
+        assert_eq!(target(&ix, "10.0.0.6").as_deref(), Some("pod/myapp-1"));
+
+        // Two services claiming one address: the first by name answers until it goes.
+        ix.on_service(WatchEvent::Applied(svc("aaa", "10.96.0.11")));
+        assert_eq!(target(&ix, "10.96.0.11").as_deref(), Some("svc/aaa"));
+        ix.on_service(WatchEvent::Deleted(svc("aaa", "10.96.0.11")));
+        assert_eq!(target(&ix, "10.96.0.11").as_deref(), Some("svc/web"));
+
+        // A ClusterIP wins over a pod with the same address; a restart forgets the rest.
+        ix.on_pod(WatchEvent::Applied(pod("odd", "10.96.0.10")));
+        assert_eq!(target(&ix, "10.96.0.10").as_deref(), Some("svc/myapp"));
+        ix.on_service(WatchEvent::Restarted(vec![]));
+        assert_eq!(target(&ix, "10.96.0.10").as_deref(), Some("pod/odd"));
+        ix.on_pod(WatchEvent::Deleted(pod("odd", "10.96.0.10")));
+        assert_eq!(target(&ix, "10.96.0.10"), None);
     }
 }
