@@ -299,7 +299,19 @@ impl<T: Send + Sync + 'static> Balancer<T> {
         wait: Duration,
         usable: impl Fn(&Balanced<T>) -> bool,
     ) -> Result<Pick<T>, AllExcluded> {
-        match self.pick(wait).await {
+        let mut picked = self.pick(wait).await;
+        // Discovery answered with endpoints the rebuild task has not listed yet: give it
+        // a moment (bounded) rather than answer "no endpoints".
+        for _ in 0..20 {
+            let listed =
+                matches!(&*self.resolution.subscribe().borrow(), Resolution::Endpoints(e) if !e.is_empty());
+            if !matches!(picked, Pick::NoEndpoints) || !listed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            picked = self.pick(wait).await;
+        }
+        match picked {
             Pick::Endpoint(first) => {
                 if usable(&first) {
                     return Ok(Pick::Endpoint(first));

@@ -200,7 +200,7 @@ impl Outbound {
                         filters: Vec::new(),
                     })
                     .collect();
-                let retry = route.as_ref().filter(|r| r.retryable).map(|r| RetryPlan {
+                let retry = route.as_ref().filter(|r| r.retryable).map(|_| RetryPlan {
                     max_retries: PROFILE_MAX_RETRIES,
                     max_request_bytes: 64 * 1024,
                     on: FailureOn::Profile,
@@ -436,7 +436,7 @@ impl Outbound {
         }
     }
 
-    fn pick_target<'a>(f: &'a Forward) -> &'a Target {
+    fn pick_target(f: &Forward) -> &Target {
         if f.targets.len() == 1 {
             return &f.targets[0];
         }

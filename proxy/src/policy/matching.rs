@@ -389,7 +389,8 @@ mod tests {
             vec![m(Some(PathMatch::Prefix("/api/v2".into())), &[])],
             vec![],
         ];
-        let cases: &[(&str, &[(&str, &str)], usize)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+        let cases: &[Case] = &[
             ("/", &[("x-canary", "true")], 0),
             ("/api/v2/users", &[], 1),
             ("/api/v2", &[], 1),
@@ -444,7 +445,7 @@ mod tests {
         h.insert("host", "a.example.com:80".parse().unwrap());
         let uri: Uri = "/".parse().unwrap();
         let got = select(
-            routes.clone(),
+            routes,
             |r: &Vec<RequestMatch>| r.as_slice(),
             &Method::GET,
             &uri,
@@ -453,7 +454,7 @@ mod tests {
         assert_eq!(got, Some((2, 0)));
         h.insert("host", "b.example.com".parse().unwrap());
         let got = select(
-            routes.clone(),
+            routes,
             |r: &Vec<RequestMatch>| r.as_slice(),
             &Method::GET,
             &uri,
