@@ -287,6 +287,51 @@ impl<T: Send + Sync + 'static> Balancer<T> {
     }
 }
 
+/// Every endpoint of a balancer is excluded (failure accrual ejected them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllExcluded;
+
+impl<T: Send + Sync + 'static> Balancer<T> {
+    /// Like [`Balancer::pick`], among the endpoints `usable` admits; `Err` when there are
+    /// endpoints and `usable` admits none.
+    pub async fn pick_where(
+        &self,
+        wait: Duration,
+        usable: impl Fn(&Balanced<T>) -> bool,
+    ) -> Result<Pick<T>, AllExcluded> {
+        let mut picked = self.pick(wait).await;
+        // Discovery answered with endpoints the rebuild task has not listed yet: give it
+        // a moment (bounded) rather than answer "no endpoints".
+        for _ in 0..20 {
+            let listed =
+                matches!(&*self.resolution.subscribe().borrow(), Resolution::Endpoints(e) if !e.is_empty());
+            if !matches!(picked, Pick::NoEndpoints) || !listed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            picked = self.pick(wait).await;
+        }
+        match picked {
+            Pick::Endpoint(first) => {
+                if usable(&first) {
+                    return Ok(Pick::Endpoint(first));
+                }
+                let list = self
+                    .endpoints
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let ok: Vec<&Arc<Balanced<T>>> = list.iter().filter(|b| usable(b)).collect();
+                match p2c_by(ok.len(), random(), random(), |i| ok[i].ewma.load()) {
+                    Some(i) => Ok(Pick::Endpoint(ok[i].clone())),
+                    None => Err(AllExcluded),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,8 @@ use crate::transport_header::{self, SessionProtocol, TransportHeader};
 
 /// The body of responses the proxy sends: the upstream's, or its own error text.
 pub type RspBody = Either<Incoming, Full<Bytes>>;
+/// The body of requests the proxy sends: the client's, or a buffered copy (retries).
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
 
 /// Linkerd's header marking an HTTP/1 request carried over HTTP/2 between proxies.
 pub const ORIG_PROTO: &str = "l5d-orig-proto";
@@ -253,9 +255,9 @@ pub fn downgrade_to_h1<B>(req: &mut Request<B>) {
 pub struct HttpEndpoint {
     plan: ConnectPlan,
     connector: Arc<Connector>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     h2_connecting: tokio::sync::Mutex<()>,
-    h1: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    h1: Mutex<Vec<http1::SendRequest<ReqBody>>>,
     tcp: Option<Arc<crate::metrics::TcpStats>>,
 }
 
@@ -301,7 +303,12 @@ impl HttpEndpoint {
     }
 
     /// Sends `req`, adapting its version to the wire.
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        self.send_body(req.map(Either::Left)).await
+    }
+
+    /// Sends `req` whose body may be a buffered copy, adapting its version to the wire.
+    pub async fn send_body(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
         match self.plan.wire {
             Wire::Http2 => {
                 if self.plan.tls.is_some() {
@@ -332,7 +339,7 @@ impl HttpEndpoint {
         }
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+    async fn h2_sender(&self) -> Result<http2::SendRequest<ReqBody>, ProxyError> {
         if let Some(s) = self.live_h2() {
             return Ok(s);
         }
@@ -358,12 +365,12 @@ impl HttpEndpoint {
         Ok(s)
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn live_h2(&self) -> Option<http2::SendRequest<ReqBody>> {
         let g = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
         g.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn h1_sender(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    async fn h1_sender(&self) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
         {
             let mut pool = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
             pool.retain(|s| !s.is_closed());

@@ -87,9 +87,18 @@ pub struct Config {
     pub log: String,
     /// `host:port` of the Destination service.
     pub destination_addr: String,
-    /// `host:port` of the policy service, when configured. Read for the traffic-policy
-    /// work (inbound authorization); not used by this version.
+    /// `host:port` of the policy service, when configured: outbound routes, retries,
+    /// timeouts and failure accrual (`OutboundPolicies`) and inbound authorization
+    /// (`InboundServerPolicies`). Without it, outbound follows discovery only and inbound
+    /// applies [`Config::inbound_default_policy`].
     pub policy_addr: Option<String>,
+    /// This pod as the policy controller knows it (`{"ns":…,"pod":…}`), from
+    /// `LINKERD2_PROXY_POLICY_WORKLOAD`, else `LINKERD2_PROXY_DESTINATION_CONTEXT`.
+    pub policy_workload: Option<String>,
+    /// The inbound policy where the controller has none (or none is configured): Linkerd's
+    /// `all-unauthenticated` (default), `all-authenticated`, `cluster-*` (as `all-*`:
+    /// the proxy is not told the cluster networks) or `deny`.
+    pub inbound_default_policy: String,
     /// `host:port` of the Identity service.
     pub identity_addr: String,
     /// The trust anchors.
@@ -140,6 +149,9 @@ pub mod env {
     pub const LOG: &str = "LINKERD2_PROXY_LOG";
     pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
     pub const POLICY_SVC_ADDR: &str = "LINKERD2_PROXY_POLICY_SVC_ADDR";
+    pub const POLICY_WORKLOAD: &str = "LINKERD2_PROXY_POLICY_WORKLOAD";
+    pub const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
+    pub const INBOUND_DEFAULT_POLICY: &str = "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY";
     pub const IDENTITY_SVC_ADDR: &str = "LINKERD2_PROXY_IDENTITY_SVC_ADDR";
     pub const IDENTITY_TRUST_ANCHORS: &str = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS";
     pub const IDENTITY_LOCAL_NAME: &str = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME";
@@ -252,6 +264,25 @@ impl Config {
             Some(v) => Some(host_port(&v).map_err(|p| err(env::POLICY_SVC_ADDR, p))?),
             None => None,
         };
+        let policy_workload = value(env::POLICY_WORKLOAD).or_else(|| value(env::DESTINATION_CONTEXT));
+        let inbound_default_policy =
+            value(env::INBOUND_DEFAULT_POLICY).unwrap_or_else(|| "all-unauthenticated".into());
+        if !matches!(
+            inbound_default_policy.as_str(),
+            "all-unauthenticated"
+                | "all-authenticated"
+                | "cluster-unauthenticated"
+                | "cluster-authenticated"
+                | "deny"
+                | "audit"
+        ) {
+            return Err(err(
+                env::INBOUND_DEFAULT_POLICY,
+                format!(
+                    "{inbound_default_policy:?} is not a default policy; expected all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, audit or deny"
+                ),
+            ));
+        }
         let pem = required(env::IDENTITY_TRUST_ANCHORS, "PEM certificates")?;
         let trust_anchors = TrustAnchors::from_pem(pem.as_bytes(), env::IDENTITY_TRUST_ANCHORS, now)
             .map_err(|e| {
@@ -345,6 +376,8 @@ impl Config {
             log,
             destination_addr,
             policy_addr,
+            policy_workload,
+            inbound_default_policy,
             identity_addr,
             trust_anchors,
             local_identity,

@@ -144,10 +144,17 @@ pub struct Profile {
     pub dst_overrides: Vec<(String, u32)>,
     /// The target is opaque.
     pub opaque: bool,
+    /// ServiceProfile routes and retry budget.
+    pub policy: Arc<crate::policy::profile::ProfilePolicy>,
 }
 
 fn profile(p: pb::DestinationProfile) -> Profile {
+    let policy = crate::policy::profile::ProfilePolicy::from_pb(&p).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "refusing the profile's routes");
+        Default::default()
+    });
     Profile {
+        policy: Arc::new(policy),
         dst_overrides: p
             .dst_overrides
             .into_iter()

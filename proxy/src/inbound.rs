@@ -56,12 +56,38 @@ pub struct Denied {
     pub reason: String,
 }
 
-/// Inbound authorization. This version of the proxy allows every connection
-/// ([`AllowAll`], like Linkerd's `all-unauthenticated` default); the traffic-policy
-/// issue supplies an implementation fed by `InboundServerPolicies/WatchPort`.
+/// Why an HTTP request is refused, and with which status (403, or 404 when the server's
+/// routes do not cover it).
+#[derive(Debug)]
+pub struct RequestDenied {
+    /// The status to answer with.
+    pub status: http::StatusCode,
+    /// Who was refused, where, and by which policy.
+    pub denied: Denied,
+}
+
+/// Inbound authorization: [`AllowAll`] (like Linkerd's `all-unauthenticated` default), or
+/// [`crate::policy::authz::PolicyAuthorizer`] fed by `InboundServerPolicies/WatchPort`.
+///
+/// Opaque connections are decided once, by [`Authorize::authorize`] (a refused one is
+/// closed); HTTP connections are decided per request, by
+/// [`Authorize::authorize_request`] (a refused request is answered 403).
 pub trait Authorize: Send + Sync + 'static {
     /// Decides on a connection once its client identity and target are known.
     fn authorize(&self, conn: &InboundConn) -> Result<(), Denied>;
+
+    /// Waits (bounded) until the policy of `port` is known.
+    fn ready(&self, _port: u16) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Decides on one HTTP request; by default as for its connection.
+    fn authorize_request(&self, conn: &InboundConn, _req: &Request<Incoming>) -> Result<(), RequestDenied> {
+        self.authorize(conn).map_err(|denied| RequestDenied {
+            status: http::StatusCode::FORBIDDEN,
+            denied,
+        })
+    }
 }
 
 /// Allows everything.
@@ -99,6 +125,41 @@ pub struct Inbound {
     metrics: Arc<Registry>,
     authz: Arc<dyn Authorize>,
     apps: Mutex<HashMap<(u16, Wire), Arc<HttpEndpoint>>>,
+}
+
+/// The answer to a refused request: its status with `l5d-proxy-error`, or gRPC's
+/// `PERMISSION_DENIED` / `UNIMPLEMENTED` for gRPC requests.
+fn refused_response(r: &RequestDenied, req: &Request<Incoming>) -> Response<RspBody> {
+    let msg = r.denied.to_string();
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut rsp = Response::new(Either::Right(http_body_util::Full::new(bytes::Bytes::from(
+        format!("{msg}\n"),
+    ))));
+    if grpc {
+        let code = if r.status == http::StatusCode::NOT_FOUND {
+            "12"
+        } else {
+            "7"
+        };
+        rsp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(code));
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&msg) {
+            rsp.headers_mut().insert("grpc-message", v);
+        }
+    } else {
+        *rsp.status_mut() = r.status;
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&msg) {
+        rsp.headers_mut().insert(crate::client::PROXY_ERROR, v);
+    }
+    rsp
 }
 
 /// Why a connection was dropped before forwarding.
@@ -181,6 +242,8 @@ impl Inbound {
                 client_id: None,
                 tls: false,
             };
+            self.authz.ready(dst.port()).await;
+            self.authz.authorize(&conn)?;
             return self.forward_opaque(tcp, &conn).await;
         }
         let mut tcp = tcp;
@@ -251,7 +314,6 @@ impl Inbound {
             client_id,
             tls,
         };
-        self.authz.authorize(&conn)?;
         Ok(conn)
     }
 
@@ -315,13 +377,19 @@ impl Inbound {
         conn: InboundConn,
         drain: Drain,
     ) -> Result<(), InboundError> {
-        let io = CountingIo::new(io, self.metrics.tcp(Self::tcp_labels(&conn)));
+        self.authz.ready(conn.target.port()).await;
         match proto {
             Protocol::Http1 | Protocol::Http2 => {
+                let io = CountingIo::new(io, self.metrics.tcp(Self::tcp_labels(&conn)));
                 self.serve_http(io, proto == Protocol::Http2, conn, drain).await;
                 Ok(())
             }
-            Protocol::Opaque | Protocol::Tls => self.forward_opaque(io, &conn).await,
+            Protocol::Opaque | Protocol::Tls => {
+                // A refused connection is closed before it is counted as open.
+                self.authz.authorize(&conn)?;
+                let io = CountingIo::new(io, self.metrics.tcp(Self::tcp_labels(&conn)));
+                self.forward_opaque(io, &conn).await
+            }
         }
     }
 
@@ -363,7 +431,10 @@ impl Inbound {
         };
         let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
         let metrics = self.metrics.clone();
+        let authz = self.authz.clone();
+        let conn = Arc::new(conn);
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let refused = authz.authorize_request(&conn, &req).err();
             let authority = req
                 .uri()
                 .authority()
@@ -394,6 +465,11 @@ impl Inbound {
             async move {
                 let start = Instant::now();
                 stats.request();
+                if let Some(r) = refused {
+                    let rsp = refused_response(&r, &req);
+                    stats.response(rsp.status().as_u16(), false, start.elapsed());
+                    return Ok::<_, Infallible>(rsp);
+                }
                 let rsp: Response<RspBody> = match app.send(req).await {
                     Ok(rsp) => {
                         let ok = !rsp.status().is_server_error()

@@ -32,10 +32,16 @@
 //!   outbound connections to 127.0.0.0/8; explicit mode must allow them (transparent
 //!   mode still refuses forwarding unknown targets to loopback).
 //!
+//! # Traffic policy
+//! With `LINKERD2_PROXY_POLICY_SVC_ADDR`, outbound requests follow `OutboundPolicies`
+//! (routes, filters, weighted backends, timeouts, retries, failure accrual) unless a
+//! ServiceProfile with routes applies (its routes, timeouts, retries under its budget and
+//! its response classes), and inbound connections and requests are authorized by
+//! `InboundServerPolicies` ([`policy`]).
+//!
 //! # Not in this version
-//! Authorization ([`inbound::Authorize`] allows everything until the traffic-policy work
-//! feeds it from `InboundServerPolicies`); `OutboundPolicies` routes, retries and
-//! timeouts; TLS to the control plane (`*_SVC_NAME`: loopback plaintext only); HTTP
+//! Consumer routes, idle timeouts, inbound rate limits; TLS to the control plane
+//! (`*_SVC_NAME`: loopback plaintext only); HTTP
 //! upgrades (WebSocket) through the inbound side; gRPC classification from trailers
 //! (only trailers-only responses and HTTP status classify); responses are counted at
 //! their headers, not at the end of the body; idle targets are never evicted.
@@ -57,6 +63,7 @@ pub mod io;
 pub mod log;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod server;
 pub mod transport_header;
 
@@ -126,6 +133,35 @@ fn channel(addr: &str) -> Result<tonic::transport::Channel, RunError> {
         .connect_lazy())
 }
 
+/// Inbound authorization: the policy controller's when configured (and this pod is named),
+/// with the default inbound policy where it has none.
+fn authorizer(
+    cfg: &Config,
+    policy: Option<policy::client::PolicyClient>,
+    metrics: Arc<metrics::Registry>,
+) -> Arc<dyn inbound::Authorize> {
+    let name = format!("default {}", cfg.inbound_default_policy);
+    let default = match cfg.inbound_default_policy.as_str() {
+        "deny" => policy::inbound::ServerPolicy::deny_all(&name),
+        "all-authenticated" | "cluster-authenticated" => policy::inbound::ServerPolicy::meshed_only(&name),
+        _ => policy::inbound::ServerPolicy::allow_all(&name),
+    };
+    match (policy, &cfg.policy_workload) {
+        (Some(p), Some(_)) => Arc::new(policy::authz::PolicyAuthorizer::new(p, default, metrics)),
+        (Some(_), None) => {
+            tracing::warn!(
+                "{} is set but neither {} nor {} names this pod: inbound applies the default policy only",
+                config::env::POLICY_SVC_ADDR,
+                config::env::POLICY_WORKLOAD,
+                config::env::DESTINATION_CONTEXT
+            );
+            Arc::new(policy::authz::StaticAuthorizer::new(default, metrics))
+        }
+        (None, _) if cfg.inbound_default_policy == "all-unauthenticated" => Arc::new(inbound::AllowAll),
+        (None, _) => Arc::new(policy::authz::StaticAuthorizer::new(default, metrics)),
+    }
+}
+
 /// Runs the proxy until `shutdown` resolves, then drains; `on_bound` hears the bound
 /// addresses once every listener is open.
 pub async fn run(
@@ -163,7 +199,14 @@ pub async fn run(
         &cfg.trust_anchors,
         cfg.connect_timeout,
     ));
-    let outbound = outbound::Outbound::new(
+    let policy = match &cfg.policy_addr {
+        Some(addr) => Some(policy::client::PolicyClient::new(
+            channel(addr)?,
+            cfg.policy_workload.clone().unwrap_or_default(),
+        )),
+        None => None,
+    };
+    let outbound = outbound::Outbound::with_policy(
         outbound::OutboundConfig {
             capture: cfg.capture,
             detect_timeout: cfg.detect_timeout,
@@ -175,6 +218,7 @@ pub async fn run(
         resolver,
         connector.clone(),
         metrics.clone(),
+        policy.clone(),
     );
     let server_tls = Arc::unwrap_or_clone(strait_identity::server_config(
         &store,
@@ -193,7 +237,7 @@ pub async fn run(
         server_tls,
         connector,
         metrics.clone(),
-        Arc::new(inbound::AllowAll),
+        authorizer(&cfg, policy, metrics.clone()),
     );
 
     let (control, drain) = server::drain();

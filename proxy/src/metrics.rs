@@ -150,11 +150,15 @@ impl TcpStats {
     }
 }
 
+/// A named counter family (`inbound_http_authz_deny_total`, …): its help text and series.
+type Family = (&'static str, HashMap<String, Arc<AtomicU64>>);
+
 /// All series of one proxy.
 #[derive(Debug, Default)]
 pub struct Registry {
     http: RwLock<HashMap<String, Arc<HttpStats>>>,
     tcp: RwLock<HashMap<String, Arc<TcpStats>>>,
+    counters: RwLock<std::collections::BTreeMap<&'static str, Family>>,
 }
 
 fn get_or_insert<T>(
@@ -192,6 +196,26 @@ impl Registry {
             read: AtomicU64::new(0),
             write: AtomicU64::new(0),
         })
+    }
+
+    /// The counter `name{labels}` (created at zero); `help` describes the family.
+    pub fn counter(&self, name: &'static str, help: &'static str, labels: String) -> Arc<AtomicU64> {
+        if let Some(c) = self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .and_then(|(_, f)| f.get(&labels))
+        {
+            return c.clone();
+        }
+        let mut w = self.counters.write().unwrap_or_else(PoisonError::into_inner);
+        w.entry(name)
+            .or_insert_with(|| (help, HashMap::new()))
+            .1
+            .entry(labels)
+            .or_default()
+            .clone()
     }
 
     /// Prometheus text exposition of every series.
@@ -311,6 +335,19 @@ impl Registry {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for t in &tcp {
                 let _ = writeln!(out, "{name}{{{}}} {}", t.labels, pick(t));
+            }
+        }
+        for (name, (help, series)) in self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut series: Vec<_> = series.iter().collect();
+            series.sort_by(|a, b| a.0.cmp(b.0));
+            for (labels, v) in series {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", v.load(Relaxed));
             }
         }
         out

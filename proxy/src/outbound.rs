@@ -29,6 +29,8 @@ use crate::metrics::{HttpStats, Registry, TcpStats, labels};
 use crate::server::Drain;
 use crate::transport_header::TransportHeader;
 
+mod route;
+
 /// How long a request waits for discovery's first answer about a new target.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 
@@ -137,6 +139,8 @@ pub struct OutboundConfig {
 }
 
 struct EpValue {
+    /// Failure accrual (used when the target's policy configures it).
+    breaker: crate::policy::accrual::Breaker,
     stats: Arc<HttpStats>,
     tcp: Arc<TcpStats>,
     h1: OnceLock<Arc<HttpEndpoint>>,
@@ -162,6 +166,12 @@ struct Logical {
     fallback_clients: [OnceLock<Arc<HttpEndpoint>>; 2],
     /// True once the profile answered (or there is none).
     split_ready: tokio::sync::watch::Receiver<bool>,
+    /// The profile (ServiceProfile routes and retry budget).
+    profile: tokio::sync::watch::Receiver<Option<crate::discovery::Profile>>,
+    /// The `OutboundPolicies` answer, when a policy controller is configured.
+    policy: Option<Arc<crate::policy::client::PolicyWatch<crate::policy::outbound::OutboundPolicy>>>,
+    /// The profile's retry budget, shared by the target's requests.
+    budget: Mutex<Option<Arc<crate::policy::retry::Budget>>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -180,6 +190,7 @@ pub struct Outbound {
     logicals: Mutex<HashMap<String, Arc<Logical>>>,
     concretes: Mutex<HashMap<String, Arc<Concrete>>>,
     src_tcp: Arc<TcpStats>,
+    policy: Option<crate::policy::client::PolicyClient>,
 }
 
 fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String {
@@ -251,6 +262,18 @@ impl Outbound {
         connector: Arc<Connector>,
         metrics: Arc<Registry>,
     ) -> Arc<Self> {
+        Self::with_policy(cfg, resolver, connector, metrics, None)
+    }
+
+    /// The outbound proxy following `OutboundPolicies` through `policy` (routes, retries,
+    /// timeouts, failure accrual).
+    pub fn with_policy(
+        cfg: OutboundConfig,
+        resolver: Resolver,
+        connector: Arc<Connector>,
+        metrics: Arc<Registry>,
+        policy: Option<crate::policy::client::PolicyClient>,
+    ) -> Arc<Self> {
         let src_tcp = metrics.tcp(labels(&[("direction", "outbound"), ("peer", "src")]));
         Arc::new(Self {
             cfg,
@@ -260,6 +283,7 @@ impl Outbound {
             logicals: Mutex::new(HashMap::new()),
             concretes: Mutex::new(HashMap::new()),
             src_tcp,
+            policy,
         })
     }
 
@@ -271,6 +295,7 @@ impl Outbound {
         let metrics = self.metrics.clone();
         let auth = authority.to_string();
         let balancer = Balancer::new(self.resolver.resolve(authority), move |ep| EpValue {
+            breaker: Default::default(),
             stats: metrics.http(endpoint_labels(&auth, ep, None)),
             tcp: metrics.tcp(endpoint_labels(&auth, ep, Some("dst"))),
             h1: OnceLock::new(),
@@ -293,6 +318,8 @@ impl Outbound {
         let own = self.concrete(authority);
         let concretes: Split = Arc::new(RwLock::new(Arc::new(vec![(own.clone(), 1)])));
         let profile = self.resolver.profile(authority);
+        let profile_rx = profile.subscribe();
+        let policy = self.policy.as_ref().map(|p| p.outbound(authority));
         // Requests wait (briefly) for the first profile answer so that a TrafficSplit
         // applies from the first request on.
         let (split_tx, split_ready) = tokio::sync::watch::channel(false);
@@ -343,6 +370,9 @@ impl Outbound {
             stats,
             fallback_clients: Default::default(),
             split_ready,
+            profile: profile_rx,
+            policy,
+            budget: Mutex::new(None),
             task,
         });
         self.logicals
@@ -409,6 +439,13 @@ impl Outbound {
         req: Request<Incoming>,
         app: Wire,
     ) -> Response<RspBody> {
+        if let Some(policy) = self.policy_of(l).await {
+            let mut req = req;
+            return match self.plan(l, &policy, &mut req).await {
+                route::Plan::Respond(rsp) => rsp,
+                route::Plan::Forward(f) => self.execute(l, *f, req, app).await,
+            };
+        }
         let start = Instant::now();
         let concrete = Self::pick_concrete(l).await;
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {

@@ -63,6 +63,14 @@ impl Cluster {
             admin_addr: any,
             local_endpoints: true,
             issuance_lifetime: lifetime,
+            // Loopback pods are the cluster's pods (ServerAuthorizations without networks).
+            inbound: strait_controller::policy::inbound::InboundConfig {
+                cluster_networks: ["10.0.0.0/8", "127.0.0.0/8"]
+                    .iter()
+                    .map(|n| strait_api::mesh::formats::cidr(n).unwrap())
+                    .collect(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (btx, brx) = oneshot::channel();

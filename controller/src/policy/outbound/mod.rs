@@ -22,7 +22,7 @@
 //!   matches, hostnames, `RequestHeaderModifier` / `ResponseHeaderModifier` /
 //!   `RequestRedirect` filters, weighted `backendRefs` (balancers discovered by
 //!   `name.ns.svc.domain:port`), `timeouts.request` (route timeout) and
-//!   `timeouts.backendRequest` (backend timeout); with no route, the default route to the
+//!   `timeouts.backendRequest` (response and per-try timeout); with no route, the default route to the
 //!   Service, or to the backends of its TrafficSplit with their milli-weights;
 //! - annotations: `retry.linkerd.io/{http,grpc,limit,timeout}` and
 //!   `timeout.linkerd.io/{request,response,idle}` on the route (its rules) or the Service
@@ -40,8 +40,13 @@
 //! routes (filter ignored), the `PenaltyPeakEwma` balancer and unified failure accrual, and
 //! Linkerd's "undefined port" answer for a port the Service does not declare (the policy
 //! is served as for any port, and discovery finds no endpoints on it).
-//! `timeouts.backendRequest` is sent as the backend's (deprecated) request timeout, which
-//! Linkerd 2.14 did and newer proxies ignore; current Linkerd drops it.
+//! `timeouts.backendRequest` bounds each request to a backend and restarts with every retry
+//! (GEP-1742, Linkerd's HTTPRoute timeout docs): it becomes the rule's response timeout and
+//! the per-try timeout of a retry that sets none (current Linkerd drops it; 2.14 put it in
+//! the backend's deprecated request timeout, which proxies ignore). `l5d-retry-*` /
+//! `l5d-timeout` / `l5d-response-timeout` headers set by a rule's own RequestHeaderModifier
+//! (the seed's 06) become that rule's retry and timeouts, overriding annotations as the
+//! headers would, without turning on `allow_l5d_request_headers` for clients.
 //!
 //! Deliberate differences: TrafficSplits (which Linkerd serves only through the destination
 //! API's profiles) weight the default HTTP route and the opaque route; Gateway API

@@ -921,22 +921,50 @@ impl Cx<'_> {
             let backend_timeout = rule_deadline(rule_timeouts.backend_request.as_ref());
             let refs = rule.backend_refs.as_deref().unwrap_or_default();
             let backends = if refs.is_empty() {
-                first_available_http(parent.backend.clone(), backend_timeout)
+                first_available_http(parent.backend.clone(), None)
             } else {
                 let backends = refs
                     .iter()
                     .map(|b| WeightedRouteBackend {
                         weight: weight(b.weight_or_default()),
-                        backend: Some(self.http_backend(&route_ns, b, backend_timeout)),
+                        backend: Some(self.http_backend(&route_ns, b, None)),
                     })
                     .collect();
                 Distribution {
                     kind: Some(Kind::RandomAvailable(RandomAvailable { backends })),
                 }
             };
-            let timeouts =
+            let mut timeouts =
                 rule_timeouts_or_defaults(&route_timeouts, &rule_timeouts, &parent.defaults.timeouts);
-            let retry = route_retry.as_ref().or(parent.defaults.http_retry.as_ref());
+            let mut retry = route_retry
+                .as_ref()
+                .or(parent.defaults.http_retry.as_ref())
+                .cloned();
+            // `l5d-retry-*` / `l5d-timeout` headers that the rule's own RequestHeaderModifier
+            // sets are the route owner's configuration, not a client's: they become the
+            // rule's policy, so they apply without `allow_l5d_request_headers` (which
+            // would also let clients choose).
+            let (header_retry, header_timeouts) =
+                self.header_policy(&object, rule.filters.iter().flatten().map(|f| f.as_filter()));
+            if let Some(h) = header_retry {
+                retry = Some(match retry {
+                    Some(base) => merge_retry(base, h),
+                    None => h.retry,
+                });
+            }
+            timeouts.request = header_timeouts.request.or(timeouts.request);
+            timeouts.response = header_timeouts.response.or(timeouts.response);
+            // `timeouts.backendRequest` bounds each request to a backend and restarts
+            // with every retry (GEP-1742; Linkerd's HTTPRoute timeout docs): the response
+            // timeout, and each retry's own timeout when the retry sets none. (The
+            // backend's `request_timeout` it used to fill is ignored by proxies.)
+            if let Some(t) = backend_timeout {
+                timeouts.response = timeouts.response.or(Some(t));
+                if let Some(r) = retry.as_mut() {
+                    r.timeout = r.timeout.or(Some(t));
+                }
+            }
+            let retry = retry.as_ref();
             let matches = match rule.matches.as_deref() {
                 Some(ms) if !ms.is_empty() => ms.iter().map(http_match).collect(),
                 // The API server defaults a rule without matches to one matching every path.
@@ -1146,6 +1174,69 @@ impl Cx<'_> {
             FilterRef::Redirect(_) => Err("a RequestRedirect filter".into()),
             FilterRef::Unsupported(what) => Err(what),
         }
+    }
+}
+
+/// Retry settings read from `l5d-retry-*` headers a filter sets, and which of them were set.
+struct HeaderRetry {
+    retry: Retry<StatusRange>,
+    conditions: bool,
+    limit: bool,
+    timeout: bool,
+}
+
+/// `base` with what the headers set replacing its fields.
+fn merge_retry(mut base: Retry<StatusRange>, h: HeaderRetry) -> Retry<StatusRange> {
+    if h.conditions {
+        base.conditions = h.retry.conditions;
+    }
+    if h.limit {
+        base.limit = h.retry.limit;
+    }
+    if h.timeout {
+        base.timeout = h.retry.timeout;
+    }
+    base
+}
+
+impl Cx<'_> {
+    /// The retry and timeouts that `l5d-*` policy headers set by a rule's
+    /// RequestHeaderModifier filters ask for (`set` and `add`; the last one wins).
+    fn header_policy<'f>(
+        &mut self,
+        object: &str,
+        filters: impl Iterator<Item = FilterRef<'f>>,
+    ) -> (Option<HeaderRetry>, Timeouts) {
+        use strait_api::labels::route as ann;
+        let mut a: BTreeMap<String, String> = BTreeMap::new();
+        for f in filters {
+            let FilterRef::RequestHeaders(m) = f else { continue };
+            for h in m.set.iter().flatten().chain(m.add.iter().flatten()) {
+                let key = match h.name.to_ascii_lowercase().as_str() {
+                    "l5d-retry-http" => ann::RETRY_HTTP,
+                    "l5d-retry-limit" => ann::RETRY_LIMIT,
+                    "l5d-retry-timeout" => ann::RETRY_TIMEOUT,
+                    "l5d-timeout" => ann::TIMEOUT_REQUEST,
+                    "l5d-response-timeout" => ann::TIMEOUT_RESPONSE,
+                    _ => continue,
+                };
+                a.insert(key.to_string(), h.value.clone());
+            }
+        }
+        if a.is_empty() {
+            return (None, Timeouts::default());
+        }
+        let object = format!("{object} (l5d-* headers set by a RequestHeaderModifier)");
+        let retry = self
+            .annotation(&object, annotations::http_retry(&a))
+            .map(|retry| HeaderRetry {
+                retry,
+                conditions: a.contains_key(ann::RETRY_HTTP),
+                limit: a.contains_key(ann::RETRY_LIMIT),
+                timeout: a.contains_key(ann::RETRY_TIMEOUT),
+            });
+        let timeouts = self.annotation(&object, annotations::timeouts(&a));
+        (retry, timeouts)
     }
 }
 

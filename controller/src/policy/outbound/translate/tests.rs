@@ -316,6 +316,17 @@ fn seed_06_retry_headers_are_set_by_a_request_header_modifier() {
             },
         )),
     }];
+    // The filter's headers are the route owner's: they become the rule's retry policy
+    // (5xx, 3 retries), so retries apply without `allow_l5d_request_headers`.
+    r.retry = Some(pb::http_route::Retry {
+        max_retries: 3,
+        max_request_bytes: RETRY_MAX_REQUEST_BYTES,
+        conditions: Some(pb::http_route::retry::Conditions {
+            status_ranges: vec![pb::http_route::retry::conditions::StatusRange { start: 500, end: 599 }],
+        }),
+        timeout: None,
+        backoff: Some(retry_backoff()),
+    });
     assert_eq!(
         policy(&[SERVICES, RETRIES], 80),
         detect(
@@ -328,12 +339,14 @@ fn seed_06_retry_headers_are_set_by_a_request_header_modifier() {
 
 #[test]
 fn seed_07_request_and_backend_timeouts() {
-    let mut backend = route_backend(balancer("myapp", 80));
-    backend.request_timeout = d(8, 0);
+    // backendRequest bounds each backend request: the response timeout (the backend's
+    // deprecated request timeout is ignored by proxies and stays unset).
+    let backend = route_backend(balancer("myapp", 80));
     let mut r = rule(vec![prefix("/api")], random(vec![(backend, 1)]));
     r.request_timeout = d(10, 0);
     r.timeouts = Some(http_pb::Timeouts {
         request: d(10, 0),
+        response: d(8, 0),
         ..Default::default()
     });
     assert_eq!(
@@ -789,14 +802,18 @@ fn service_annotations_set_defaults_and_route_annotations_override_them() {
     // A route's rules take the Service's retry and timeouts unless the route sets its own.
     let p = policy(&[&svc, TIMEOUTS], 80);
     let r = &http1_routes(&p)[0].rules[0];
-    assert_eq!(r.retry, want_retry, "the Service's retry");
+    // The rule's backendRequest (8 s) bounds each attempt of the Service's retry.
+    let mut retry_per_try = want_retry.clone();
+    retry_per_try.as_mut().unwrap().timeout = d(8, 0);
+    assert_eq!(r.retry, retry_per_try, "the Service's retry");
     assert_eq!(
         r.timeouts,
         Some(http_pb::Timeouts {
             request: d(10, 0),
+            response: d(8, 0),
             ..Default::default()
         }),
-        "the rule's own timeout replaces the Service's timeouts"
+        "the rule's own timeouts replace the Service's timeouts"
     );
     let annotated = TIMEOUTS.replace(
         "  namespace: production\n",

@@ -1,0 +1,541 @@
+//! Inbound authorization: a port's `Server` policy, typed, and the pure decision of
+//! whether a client may use it (connection level for opaque traffic, route level for
+//! HTTP). A denied HTTP request is answered 403, a denied connection is closed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use linkerd2_proxy_api::{inbound as pb, meta, net};
+
+use super::PolicyError;
+use super::matching::{self, HostMatch, RequestMatch};
+
+/// An IP network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+
+    fn from_pb(object: &str, field: &str, n: Option<&net::IpNetwork>) -> Result<Self, PolicyError> {
+        let n = n.ok_or_else(|| PolicyError::new(object, field, "missing; expected a network"))?;
+        let addr = n.ip.and_then(|ip| IpAddr::try_from(ip).ok()).ok_or_else(|| {
+            PolicyError::new(
+                object,
+                format!("{field}.ip"),
+                "missing or unreadable; expected an IP address",
+            )
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = u8::try_from(n.prefix_len)
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| {
+                PolicyError::new(
+                    object,
+                    format!("{field}.prefix_len"),
+                    format!("{} is not a prefix length; expected 0-{max}", n.prefix_len),
+                )
+            })?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+/// Who an authorization admits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authn {
+    /// Anyone, TLS or not.
+    Unauthenticated,
+    /// Any meshed (mTLS-authenticated) client.
+    AnyMeshed,
+    /// Meshed clients with one of these identities or identity suffixes.
+    Meshed {
+        /// Exact identities.
+        identities: Vec<String>,
+        /// Suffixes (`production.serviceaccount.identity.linkerd.cluster.local`); empty
+        /// means any identity.
+        suffixes: Vec<String>,
+    },
+}
+
+/// One authorization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authz {
+    /// The object that grants it (`serverauthorization production/myapp-auth`).
+    pub name: Arc<str>,
+    /// Client networks (with exceptions).
+    pub networks: Vec<(IpNet, Vec<IpNet>)>,
+    /// Who.
+    pub authn: Authn,
+}
+
+/// An inbound HTTP route with its own authorizations.
+#[derive(Clone, Debug)]
+pub struct InboundRoute {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Hosts.
+    pub hosts: Vec<HostMatch>,
+    /// Rules' matches.
+    pub rules: Vec<Vec<RequestMatch>>,
+    /// Authorizations (empty: the server's apply).
+    pub authorizations: Vec<Authz>,
+}
+
+/// The protocol a server port expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundProtocol {
+    /// Detect HTTP.
+    Detect,
+    /// HTTP/1, HTTP/2 or gRPC (no detection needed).
+    Http,
+    /// Opaque or TLS: forwarded as bytes.
+    Opaque,
+}
+
+/// A port's policy.
+#[derive(Clone, Debug)]
+pub struct ServerPolicy {
+    /// The server that decides (`server production/myapp-server`, `default all-unauthenticated`).
+    pub name: Arc<str>,
+    /// Protocol.
+    pub protocol: InboundProtocol,
+    /// Connection-level authorizations.
+    pub authorizations: Vec<Authz>,
+    /// HTTP routes (empty: every request is under the server's authorizations).
+    pub routes: Vec<InboundRoute>,
+}
+
+/// A client as authorization sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its authenticated identity.
+    pub identity: Option<&'a str>,
+}
+
+fn meta_name(m: Option<&meta::Metadata>, labels: &std::collections::HashMap<String, String>) -> String {
+    match m.and_then(|m| m.kind.as_ref()) {
+        Some(meta::metadata::Kind::Resource(r)) => {
+            format!("{} {}/{}", r.kind.to_ascii_lowercase(), r.namespace, r.name)
+        }
+        Some(meta::metadata::Kind::Default(d)) => format!("default {d}"),
+        None => match (labels.get("kind"), labels.get("name")) {
+            (Some(k), Some(n)) => format!("{k} {n}"),
+            _ => "unnamed".into(),
+        },
+    }
+}
+
+fn authz(object: &str, field: &str, a: &pb::Authz) -> Result<Authz, PolicyError> {
+    use pb::authn::permit_mesh_tls::Clients;
+    let networks = a
+        .networks
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = format!("{field}.networks[{i}]");
+            let net = IpNet::from_pb(object, &format!("{f}.net"), n.net.as_ref())?;
+            let except = n
+                .except
+                .iter()
+                .enumerate()
+                .map(|(j, e)| IpNet::from_pb(object, &format!("{f}.except[{j}]"), Some(e)))
+                .collect::<Result<_, _>>()?;
+            Ok((net, except))
+        })
+        .collect::<Result<_, PolicyError>>()?;
+    let authn = match a.authentication.as_ref().and_then(|x| x.permit.as_ref()) {
+        Some(pb::authn::Permit::Unauthenticated(_)) => Authn::Unauthenticated,
+        Some(pb::authn::Permit::MeshTls(m)) => match &m.clients {
+            Some(Clients::Unauthenticated(_)) => Authn::AnyMeshed,
+            Some(Clients::Identities(ids)) => Authn::Meshed {
+                identities: ids.identities.iter().map(|i| i.name.clone()).collect(),
+                suffixes: ids.suffixes.iter().map(|s| s.parts.join(".")).collect(),
+            },
+            None => {
+                return Err(PolicyError::new(
+                    object,
+                    format!("{field}.authentication.meshTLS"),
+                    "no clients; expected identities or any",
+                ));
+            }
+        },
+        None => {
+            return Err(PolicyError::new(
+                object,
+                format!("{field}.authentication"),
+                "missing; expected unauthenticated or meshTLS",
+            ));
+        }
+    };
+    Ok(Authz {
+        name: meta_name(a.metadata.as_ref(), &a.labels).into(),
+        networks,
+        authn,
+    })
+}
+
+fn authzs(object: &str, field: &str, v: &[pb::Authz]) -> Result<Vec<Authz>, PolicyError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, a)| authz(object, &format!("{field}[{i}]"), a))
+        .collect()
+}
+
+fn route(object: &str, field: &str, r: &pb::HttpRoute) -> Result<InboundRoute, PolicyError> {
+    let name = meta_name(r.metadata.as_ref(), &Default::default());
+    Ok(InboundRoute {
+        hosts: r
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HostMatch::from_pb(object, &format!("{field}.hosts[{i}]"), h))
+            .collect::<Result<_, _>>()?,
+        rules: r
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                rule.matches
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| RequestMatch::http(object, &format!("{field}.rules[{i}].matches[{j}]"), m))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()?,
+        authorizations: authzs(object, &format!("{field}.authorizations"), &r.authorizations)?,
+        name: name.into(),
+    })
+}
+
+impl ServerPolicy {
+    /// Reads `InboundServerPolicies`' answer for `port`.
+    pub fn from_pb(port: u16, s: &pb::Server) -> Result<Self, PolicyError> {
+        use pb::proxy_protocol::Kind;
+        let name = match (s.labels.get("kind"), s.labels.get("name")) {
+            (Some(k), Some(n)) => format!("{k} {n}"),
+            (None, Some(n)) => format!("server {n}"),
+            _ => "unnamed server".into(),
+        };
+        let object = format!("inbound policy for port {port} ({name})");
+        let object = object.as_str();
+        let routes = |v: &[pb::HttpRoute]| -> Result<Vec<InboundRoute>, PolicyError> {
+            v.iter()
+                .enumerate()
+                .map(|(i, r)| route(object, &format!("protocol.http_routes[{i}]"), r))
+                .collect()
+        };
+        let (protocol, routes) = match s.protocol.as_ref().and_then(|p| p.kind.as_ref()) {
+            Some(Kind::Detect(d)) => (InboundProtocol::Detect, routes(&d.http_routes)?),
+            Some(Kind::Http1(h)) => (InboundProtocol::Http, routes(&h.routes)?),
+            Some(Kind::Http2(h)) => (InboundProtocol::Http, routes(&h.routes)?),
+            // gRPC routes are authorized at the server level here.
+            Some(Kind::Grpc(_)) => (InboundProtocol::Http, Vec::new()),
+            Some(Kind::Opaque(_)) | Some(Kind::Tls(_)) => (InboundProtocol::Opaque, Vec::new()),
+            None => {
+                return Err(PolicyError::new(
+                    object,
+                    "protocol",
+                    "missing; expected detect, http1, http2, grpc, opaque or tls",
+                ));
+            }
+        };
+        Ok(Self {
+            name: name.into(),
+            protocol,
+            authorizations: authzs(object, "authorizations", &s.authorizations)?,
+            routes,
+        })
+    }
+
+    /// A policy that admits everyone (no policy service, or Linkerd's
+    /// `all-unauthenticated` default).
+    pub fn allow_all(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            protocol: InboundProtocol::Detect,
+            authorizations: vec![Authz {
+                name: name.into(),
+                networks: vec![
+                    (
+                        IpNet {
+                            addr: IpAddr::from([0, 0, 0, 0]),
+                            prefix: 0,
+                        },
+                        Vec::new(),
+                    ),
+                    (
+                        IpNet {
+                            addr: IpAddr::from([0u16; 8]),
+                            prefix: 0,
+                        },
+                        Vec::new(),
+                    ),
+                ],
+                authn: Authn::Unauthenticated,
+            }],
+            routes: Vec::new(),
+        }
+    }
+
+    /// A policy that admits meshed clients only (Linkerd's `all-authenticated`).
+    pub fn meshed_only(name: &str) -> Self {
+        let mut p = Self::allow_all(name);
+        p.authorizations[0].authn = Authn::AnyMeshed;
+        p
+    }
+
+    /// A policy that admits no one.
+    pub fn deny_all(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            protocol: InboundProtocol::Detect,
+            authorizations: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// Parses `a.b.c.d/n` (for defaults and tests).
+#[derive(Clone, Copy, Debug)]
+pub struct IpNetStr(pub IpNet);
+
+impl std::str::FromStr for IpNetStr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR"))?;
+        let addr: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        Ok(Self(IpNet { addr, prefix }))
+    }
+}
+
+fn admits(a: &Authz, c: Client<'_>) -> bool {
+    let in_net = a
+        .networks
+        .iter()
+        .any(|(n, except)| n.contains(c.ip) && !except.iter().any(|e| e.contains(c.ip)));
+    if !in_net {
+        return false;
+    }
+    match (&a.authn, c.identity) {
+        (Authn::Unauthenticated, _) => true,
+        (Authn::AnyMeshed, id) => id.is_some(),
+        (Authn::Meshed { identities, suffixes }, Some(id)) => {
+            identities.iter().any(|i| i == id)
+                || suffixes.iter().any(|s| {
+                    s.is_empty()
+                        || (id.len() > s.len()
+                            && id.ends_with(s.as_str())
+                            && id.as_bytes()[id.len() - s.len() - 1] == b'.')
+                })
+        }
+        (Authn::Meshed { .. }, None) => false,
+    }
+}
+
+/// The first of `authorizations` that admits `client`.
+pub fn decide<'a>(authorizations: &'a [Authz], client: Client<'_>) -> Option<&'a Authz> {
+    authorizations.iter().find(|a| admits(a, client))
+}
+
+/// The outcome of authorizing an HTTP request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HttpDecision {
+    /// Allowed by this authorization (on this route).
+    Allow { route: Arc<str>, authz: Arc<str> },
+    /// No authorization admits the client on this route.
+    Deny { route: Arc<str> },
+    /// The server has routes and none matches (404).
+    NoRoute,
+}
+
+/// Authorizes a request: the route it matches decides with its own authorizations, or the
+/// server's when the route has none.
+pub fn decide_http(
+    p: &ServerPolicy,
+    client: Client<'_>,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> HttpDecision {
+    let (route_name, list) = if p.routes.is_empty() {
+        (p.name.clone(), p.authorizations.as_slice())
+    } else {
+        let routes = p.routes.iter().map(|r| (r.hosts.as_slice(), r.rules.as_slice()));
+        match matching::select(routes, |r: &Vec<RequestMatch>| r.as_slice(), method, uri, headers) {
+            None => return HttpDecision::NoRoute,
+            Some((i, _)) => {
+                let r = &p.routes[i];
+                if r.authorizations.is_empty() {
+                    (r.name.clone(), p.authorizations.as_slice())
+                } else {
+                    (r.name.clone(), r.authorizations.as_slice())
+                }
+            }
+        }
+    };
+    match decide(list, client) {
+        Some(a) => HttpDecision::Allow {
+            route: route_name,
+            authz: a.name.clone(),
+        },
+        None => HttpDecision::Deny { route: route_name },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse::<IpNetStr>().unwrap().0
+    }
+
+    fn a(name: &str, nets: &[&str], authn: Authn) -> Authz {
+        Authz {
+            name: name.into(),
+            networks: nets.iter().map(|n| (net(n), Vec::new())).collect(),
+            authn,
+        }
+    }
+
+    const FRONTEND: &str = "frontend.production.serviceaccount.identity.linkerd.cluster.local";
+    const WEB_OTHER: &str = "web.other.serviceaccount.identity.linkerd.cluster.local";
+
+    /// The seed's 09: frontend by service account, unauthenticated, and a namespace suffix.
+    #[test]
+    fn seed_server_authorizations() {
+        let mesh = a(
+            "serverauthorization production/myapp-auth",
+            &["0.0.0.0/0"],
+            Authn::Meshed {
+                identities: vec![FRONTEND.into()],
+                suffixes: vec![],
+            },
+        );
+        let ns = a(
+            "serverauthorization production/myapp-auth-namespace",
+            &["0.0.0.0/0"],
+            Authn::Meshed {
+                identities: vec![],
+                suffixes: vec!["production.serviceaccount.identity.linkerd.cluster.local".into()],
+            },
+        );
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let c = |identity| Client { ip, identity };
+        assert_eq!(
+            decide(&[mesh.clone(), ns.clone()], c(Some(FRONTEND)))
+                .unwrap()
+                .name,
+            mesh.name
+        );
+        assert_eq!(
+            decide(
+                &[mesh.clone(), ns.clone()],
+                c(Some(
+                    "api.production.serviceaccount.identity.linkerd.cluster.local"
+                ))
+            )
+            .unwrap()
+            .name,
+            ns.name
+        );
+        assert!(decide(&[mesh.clone(), ns.clone()], c(Some(WEB_OTHER))).is_none());
+        assert!(decide(&[mesh, ns], c(None)).is_none());
+        let anyone = a("x", &["0.0.0.0/0", "::/0"], Authn::Unauthenticated);
+        assert!(decide(&[anyone], c(None)).is_some());
+    }
+
+    #[test]
+    fn networks_and_exceptions() {
+        let mut x = a("net", &["10.0.0.0/8"], Authn::Unauthenticated);
+        x.networks[0].1.push(net("10.1.0.0/16"));
+        let c = |ip: [u8; 4]| Client {
+            ip: IpAddr::from(ip),
+            identity: None,
+        };
+        assert!(decide(std::slice::from_ref(&x), c([10, 2, 0, 1])).is_some());
+        assert!(decide(std::slice::from_ref(&x), c([10, 1, 0, 1])).is_none());
+        assert!(decide(std::slice::from_ref(&x), c([11, 0, 0, 1])).is_none());
+        let any = a("mesh", &["0.0.0.0/0"], Authn::AnyMeshed);
+        assert!(decide(std::slice::from_ref(&any), c([1, 1, 1, 1])).is_none());
+        assert!(
+            decide(
+                &[any],
+                Client {
+                    ip: IpAddr::from([1, 1, 1, 1]),
+                    identity: Some(FRONTEND)
+                }
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn routes_decide_with_their_own_authorizations() {
+        let p = ServerPolicy {
+            name: "server production/s".into(),
+            protocol: InboundProtocol::Detect,
+            authorizations: vec![a("server-wide", &["0.0.0.0/0"], Authn::AnyMeshed)],
+            routes: vec![
+                InboundRoute {
+                    name: "httproute production/public".into(),
+                    hosts: vec![],
+                    rules: vec![vec![RequestMatch {
+                        path: Some(matching::PathMatch::Prefix("/public".into())),
+                        ..Default::default()
+                    }]],
+                    authorizations: vec![a("public", &["0.0.0.0/0"], Authn::Unauthenticated)],
+                },
+                InboundRoute {
+                    name: "httproute production/rest".into(),
+                    hosts: vec![],
+                    rules: vec![vec![RequestMatch {
+                        path: Some(matching::PathMatch::Prefix("/api".into())),
+                        ..Default::default()
+                    }]],
+                    authorizations: vec![],
+                },
+            ],
+        };
+        let anon = Client {
+            ip: IpAddr::from([10, 0, 0, 1]),
+            identity: None,
+        };
+        let h = http::HeaderMap::new();
+        let d = |path: &str| decide_http(&p, anon, &http::Method::GET, &path.parse().unwrap(), &h);
+        assert!(matches!(d("/public/x"), HttpDecision::Allow { .. }));
+        assert_eq!(
+            d("/api/x"),
+            HttpDecision::Deny {
+                route: "httproute production/rest".into()
+            }
+        );
+        assert_eq!(d("/other"), HttpDecision::NoRoute);
+    }
+}

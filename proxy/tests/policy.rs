@@ -1,0 +1,701 @@
+//! Traffic policy end to end: real proxies (explicit mode, policy controller configured)
+//! against the real controller, with the seed's examples 04–10 applied to its store.
+//! Every test runs on its own 127.43.N.0/24 addresses, bounded in time and requests.
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use strait_proxy::config::env;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn seed(name: &str) -> String {
+    let path = format!("{}/../examples/linkerd-seed/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A proxy environment with the policy controller configured.
+fn policy_env(c: &Cluster, pod: &str, sa: &str, ip: IpAddr) -> HashMap<&'static str, String> {
+    let mut vars = c.proxy_env(pod, sa, ip);
+    vars.insert(env::POLICY_SVC_ADDR, c.bound.policy.to_string());
+    vars.insert(
+        env::POLICY_WORKLOAD,
+        format!("{{\"ns\":\"production\",\"pod\":\"{pod}\"}}"),
+    );
+    vars
+}
+
+/// What a test application does.
+#[derive(Default)]
+struct Behaviour {
+    requests: AtomicU64,
+    /// Fail every other request with 500 (the first fails).
+    alternate: AtomicBool,
+    /// Fail every request with 500.
+    fail: AtomicBool,
+}
+
+/// An application answering `pod=<name> path=<p>`; `/slow` waits 1.5 s, `/status/<n>`
+/// answers `n`, and the behaviour's switches make it fail.
+async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let b = Arc::new(Behaviour::default());
+    let st = b.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { return };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let n = st.requests.fetch_add(1, Ordering::SeqCst);
+                    let fail =
+                        st.fail.load(Ordering::SeqCst) || (st.alternate.load(Ordering::SeqCst) && n % 2 == 0);
+                    async move {
+                        let path = req.uri().path().to_string();
+                        if path.ends_with("/slow") {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                        }
+                        let status = match path.strip_prefix("/status/") {
+                            Some(s) => StatusCode::from_u16(s.parse().unwrap_or(200)).unwrap(),
+                            None if fail => StatusCode::INTERNAL_SERVER_ERROR,
+                            None => StatusCode::OK,
+                        };
+                        let mut rsp =
+                            Response::new(Full::new(Bytes::from(format!("pod={name} path={path}"))));
+                        *rsp.status_mut() = status;
+                        Ok::<_, Infallible>(rsp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    b
+}
+
+const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: myapp, namespace: production}
+spec:
+  selector: {app: myapp}
+  ports: [{port: 80, targetPort: 8080}]
+";
+
+async fn versioned_pod(c: &Cluster, name: &str, version: &str, ip: IpAddr) {
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: production\n  labels: {{app: myapp, version: {version}, linkerd.io/proxy-deployment: myapp-{version}, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: myapp\n  containers: [{{name: app, image: x}}]\nstatus: {{phase: Running, podIP: {ip}}}\n"
+    ))
+    .await;
+}
+
+/// A cluster with the seed's 03 services, a v1 and a v2 pod of myapp with their proxies,
+/// and a client pod `web` whose proxy follows policy.
+struct Canary {
+    c: Cluster,
+    v1: Arc<Behaviour>,
+    v2: Arc<Behaviour>,
+    client: Proxy,
+    _servers: Vec<Proxy>,
+}
+
+async fn canary(n: u8) -> Canary {
+    let c = Cluster::start(Duration::from_secs(3600)).await;
+    c.apply(&seed("03-services.yaml")).await;
+    let (v1_ip, v2_ip, web_ip) = (
+        ip(&format!("127.43.{n}.2")),
+        ip(&format!("127.43.{n}.3")),
+        ip(&format!("127.43.{n}.9")),
+    );
+    versioned_pod(&c, "myapp-v1-1", "v1", v1_ip).await;
+    versioned_pod(&c, "myapp-v2-1", "v2", v2_ip).await;
+    c.pod("web-1", "web", "web", web_ip, true).await;
+    let v1 = app((v1_ip, 8080).into(), "v1").await;
+    let v2 = app((v2_ip, 8080).into(), "v2").await;
+    let s1 = Proxy::ready(policy_env(&c, "myapp-v1-1", "myapp", v1_ip)).await;
+    let s2 = Proxy::ready(policy_env(&c, "myapp-v2-1", "myapp", v2_ip)).await;
+    let client = Proxy::ready(policy_env(&c, "web-1", "web", web_ip)).await;
+    Canary {
+        c,
+        v1,
+        v2,
+        client,
+        _servers: vec![s1, s2],
+    }
+}
+
+/// GETs with extra headers through one client connection: (status, headers, body).
+async fn get(
+    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    c.ready().await.unwrap();
+    let mut req = Request::get(path).header("host", authority);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send_request(req.body(Full::default()).unwrap()),
+    )
+    .await
+    .expect("a response within 10s")
+    .unwrap();
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Sends `n` GETs of `path` and counts the answering pods (`v1`, `v2`) by body.
+async fn split(client: &Proxy, path: &str, n: usize) -> (usize, usize) {
+    let mut c = h1_client(client.bound.outbound).await;
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..n {
+        let (status, _, body) = get(&mut c, &format!("{MYAPP}:80"), path, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        if body.starts_with("pod=v1") {
+            v1 += 1;
+        } else if body.starts_with("pod=v2") {
+            v2 += 1;
+        }
+    }
+    (v1, v2)
+}
+
+fn assert_share(v2: usize, n: usize, want: f64) {
+    let share = v2 as f64 / n as f64;
+    assert!(
+        (share - want).abs() <= 0.03,
+        "v2 got {v2} of {n} ({share:.3}); expected {want} ± 0.03"
+    );
+}
+
+/// Seed 04: the SMI TrafficSplit sends 90/10 within ±3% over 2000 requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_04_trafficsplit_canary_splits_90_10() {
+    let t = canary(1).await;
+    t.c.apply(&seed("04-trafficsplit-canary.yaml")).await;
+    // The split reaches the client's policy and profile watches.
+    assert!(
+        eventually(Duration::from_secs(10), async || split(&t.client, "/", 20)
+            .await
+            .1
+            > 0)
+        .await
+    );
+    let (v1, v2) = split(&t.client, "/", 2000).await;
+    assert_eq!(v1 + v2, 2000);
+    assert_share(v2, 2000, 0.10);
+}
+
+/// Seed 05: header and path rules go to v2, the default rule splits 90/10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_05_httproute_header_path_and_weighted_default() {
+    let t = canary(2).await;
+    t.c.apply(&seed("05-httproute-routing.yaml")).await;
+    let mut c = h1_client(t.client.bound.outbound).await;
+    // The route reaches the client: canary requests all land on v2.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= get(&mut c, &format!("{MYAPP}:80"), "/", &[("x-canary", "true")])
+                    .await
+                    .2
+                    .starts_with("pod=v2");
+            }
+            all
+        })
+        .await,
+        "x-canary: true goes to v2"
+    );
+    for i in 0..50 {
+        let (s, _, body) = get(&mut c, &format!("{MYAPP}:80"), &format!("/api/v2/items/{i}"), &[]).await;
+        assert_eq!((s, body.starts_with("pod=v2")), (200, true), "{body}");
+        let (_, _, body) = get(&mut c, &format!("{MYAPP}:80"), "/x", &[("x-canary", "true")]).await;
+        assert!(body.starts_with("pod=v2"), "{body}");
+    }
+    let before = t.v1.requests.load(Ordering::SeqCst);
+    let (v1, v2) = split(&t.client, "/api/v1/other", 2000).await;
+    assert_eq!(v1 + v2, 2000);
+    assert_share(v2, 2000, 0.10);
+    assert_eq!(
+        t.v1.requests.load(Ordering::SeqCst) - before,
+        v1 as u64,
+        "one attempt per request"
+    );
+}
+
+/// Seed 06: the RequestHeaderModifier's `l5d-retry-http: 5xx` / `l5d-retry-limit: 3`
+/// serve a backend failing every other request at 100% success; without the route, half
+/// fail. Requests outside `/api` are not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_06_retries_serve_a_half_failing_backend() {
+    let t = canary(3).await;
+    t.v1.alternate.store(true, Ordering::SeqCst);
+    t.v2.alternate.store(true, Ordering::SeqCst);
+    let mut c = h1_client(t.client.bound.outbound).await;
+    let mut ok = 0;
+    for _ in 0..100 {
+        ok += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[]).await.0 == 200);
+    }
+    assert!(
+        (30..=70).contains(&ok),
+        "without retries about half fail: {ok}/100 succeeded"
+    );
+    t.c.apply(&seed("06-httproute-retries.yaml")).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[]).await.0 == 200;
+            }
+            all
+        })
+        .await
+    );
+    let sent_before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
+    let mut ok = 0;
+    for i in 0..500 {
+        ok += usize::from(
+            get(&mut c, &format!("{MYAPP}:80"), &format!("/api/{i}"), &[])
+                .await
+                .0
+                == 200,
+        );
+    }
+    let attempts = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - sent_before;
+    assert!(ok >= 495, "≥ 99% success with retries: {ok}/500");
+    assert!(
+        (600..=1100).contains(&attempts),
+        "retries happened, bounded by the limit: {attempts} attempts"
+    );
+    // Outside the route's /api prefix: no retry.
+    let mut failed = 0;
+    for _ in 0..40 {
+        failed += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/other", &[]).await.0 == 500);
+    }
+    assert!(
+        failed >= 10,
+        "requests outside /api are not retried: {failed}/40 failed"
+    );
+}
+
+/// Seed 07 and `timeout.linkerd.io/request`: an expired request gets 504 with
+/// `l5d-proxy-error`, long before the backend answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
+    let t = canary(4).await;
+    // `timeout.linkerd.io/request` on the Service: its default route gets the deadline.
+    let mut c = h1_client(t.client.bound.outbound).await;
+    assert_eq!(get(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0, 200);
+    t.c.apply(&seed("03-services.yaml").replacen(
+        "  name: myapp\n  namespace: production\n",
+        "  name: myapp\n  namespace: production\n  annotations:\n    timeout.linkerd.io/request: 250ms\n",
+        1,
+    ))
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let start = Instant::now();
+            get(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0 == 504
+                && start.elapsed() < Duration::from_millis(1200)
+        })
+        .await,
+        "the annotation's deadline applies"
+    );
+    t.c.apply(&seed("03-services.yaml")).await;
+    // The seed's own route (10 s / 8 s): /api requests work, slow ones too.
+    t.c.apply(&seed("07-httproute-timeouts.yaml")).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || get(
+            &mut c,
+            &format!("{MYAPP}:80"),
+            "/api/slow",
+            &[]
+        )
+        .await
+        .0 == 200)
+        .await
+    );
+    // The same route with test-sized deadlines.
+    t.c.apply(
+        &seed("07-httproute-timeouts.yaml")
+            .replace("request: 10s", "request: 300ms")
+            .replace("backendRequest: 8s", "backendRequest: 200ms"),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            get(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[]).await.0 == 504
+        })
+        .await
+    );
+    let start = Instant::now();
+    let (status, headers, _) = get(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[]).await;
+    assert_eq!(status, 504);
+    assert!(headers.contains_key("l5d-proxy-error"), "{headers:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// Seed 08: the profile's route classifies responses; with `isRetryable`, an outage is
+/// retried only within the budget (10/s × 10 s + 20% of requests), never multiplied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
+    let t = canary(5).await;
+    let profile = seed("08-serviceprofile.yaml")
+        .replace("          isFailure: true\n", "          isFailure: true\n    - name: GET /api/missing\n      condition:\n        method: GET\n        pathRegex: /status/404\n      responseClasses:\n        - condition:\n            status:\n              min: 404\n              max: 404\n          isFailure: true\n")
+        .replace("        pathRegex: /api/users\n", "        pathRegex: /api/users\n      isRetryable: true\n");
+    t.c.apply(&profile).await;
+    let mut c = h1_client(t.client.bound.outbound).await;
+    // The profile's 404 class makes 404s failures.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            get(&mut c, &format!("{MYAPP}:80"), "/status/404", &[]).await;
+            let m = t.client.metrics().await;
+            metric(
+                &m,
+                "response_total",
+                &[
+                    ("direction", "outbound"),
+                    ("status_code", "404"),
+                    ("classification", "failure"),
+                ],
+            )
+            .is_some()
+        })
+        .await,
+        "404 classified as failure"
+    );
+    // A total outage of /api/users: retries stay within the budget.
+    t.v1.fail.store(true, Ordering::SeqCst);
+    t.v2.fail.store(true, Ordering::SeqCst);
+    let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
+    for _ in 0..200 {
+        assert_eq!(
+            get(&mut c, &format!("{MYAPP}:80"), "/api/users", &[]).await.0,
+            500
+        );
+    }
+    let attempts = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - before;
+    // Budget: 10/s × 10 s reserve + 0.2 × 200 = 140 retries at most.
+    assert!(
+        (300..=340).contains(&attempts),
+        "200 requests and at most 140 retries: {attempts} attempts"
+    );
+    // Not retryable (POST is not the route): one attempt each.
+    let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        c.ready().await.unwrap();
+        let req = Request::post("/api/users")
+            .header("host", format!("{MYAPP}:80"))
+            .body(Full::default())
+            .unwrap();
+        let rsp = c.send_request(req).await.unwrap();
+        let _ = http_body_util::BodyExt::collect(rsp.into_body()).await;
+    }
+    let attempts = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - before;
+    assert_eq!(attempts, 20);
+}
+
+/// Circuit breaking: consecutive failures eject an endpoint, it is probed back after the
+/// penalty, and with every endpoint ejected requests fail fast with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_accrual_ejects_and_recovers() {
+    let t = canary(6).await;
+    t.c.apply(&SERVICES.replace(
+        "metadata: {name: myapp, namespace: production}",
+        "metadata:\n  name: myapp\n  namespace: production\n  annotations:\n    balancer.linkerd.io/failure-accrual: consecutive\n    balancer.linkerd.io/failure-accrual-consecutive-max-failures: \"3\"\n    balancer.linkerd.io/failure-accrual-consecutive-min-penalty: 1s\n    balancer.linkerd.io/failure-accrual-consecutive-max-penalty: 2s\n    balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio: \"0\"",
+    ))
+    .await;
+    t.v1.fail.store(true, Ordering::SeqCst);
+    let mut c = h1_client(t.client.bound.outbound).await;
+    // Wait for the policy: v1 then stops getting requests after 3 failures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v1_before = t.v1.requests.load(Ordering::SeqCst);
+    let mut ok = 0;
+    for _ in 0..100 {
+        ok += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 == 200);
+    }
+    let v1_hits = t.v1.requests.load(Ordering::SeqCst) - v1_before;
+    assert!(
+        v1_hits <= 6,
+        "the failing endpoint is ejected after 3 failures (and probed): {v1_hits} requests"
+    );
+    assert!(ok >= 94, "{ok}/100");
+    // Every endpoint failing: both are ejected, then requests fail fast with 503.
+    t.v2.fail.store(true, Ordering::SeqCst);
+    let mut fast_503 = false;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let (s, h, _) = get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await;
+        if s == 503 && h.contains_key("l5d-proxy-error") && start.elapsed() < Duration::from_millis(200) {
+            fast_503 = true;
+            break;
+        }
+    }
+    assert!(fast_503, "all endpoints ejected: 503 at once");
+    // Recovery: the endpoints are healthy again; after the penalty a probe succeeds.
+    t.v1.fail.store(false, Ordering::SeqCst);
+    t.v2.fail.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(6), async || get(
+            &mut c,
+            &format!("{MYAPP}:80"),
+            "/",
+            &[]
+        )
+        .await
+        .0 == 200)
+        .await,
+        "probed back"
+    );
+    // Both endpoints serve again once their penalties (at most 2 s) end.
+    let v1_before = t.v1.requests.load(Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(6), async || {
+            assert_eq!(get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0, 200);
+            t.v1.requests.load(Ordering::SeqCst) - v1_before >= 10
+        })
+        .await,
+        "v1 takes traffic again"
+    );
+}
+
+/// The `api` pod of seed 10 with clients `frontend` and `web`.
+struct Authz {
+    c: Cluster,
+    frontend: Proxy,
+    web: Proxy,
+    server: Proxy,
+}
+
+const API: &str = "api.production.svc.cluster.local";
+
+async fn authz_cluster(n: u8) -> Authz {
+    let c = Cluster::start(Duration::from_secs(3600)).await;
+    let (api_ip, fe_ip, web_ip) = (
+        ip(&format!("127.43.{n}.2")),
+        ip(&format!("127.43.{n}.3")),
+        ip(&format!("127.43.{n}.4")),
+    );
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: production}\nspec:\n  selector: {app: api}\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: tcp, port: 9000, targetPort: 9000}]\n")
+        .await;
+    c.pod("api-1", "api", "api", api_ip, true).await;
+    c.pod("frontend-1", "frontend", "frontend", fe_ip, true).await;
+    c.pod("web-1", "web", "web", web_ip, true).await;
+    app((api_ip, 8080).into(), "api-1").await;
+    echo_app((api_ip, 9000).into()).await;
+    let server = Proxy::ready(policy_env(&c, "api-1", "api", api_ip)).await;
+    let frontend = Proxy::ready(policy_env(&c, "frontend-1", "frontend", fe_ip)).await;
+    let web = Proxy::ready(policy_env(&c, "web-1", "web", web_ip)).await;
+    Authz {
+        c,
+        frontend,
+        web,
+        server,
+    }
+}
+
+/// A `CONNECT` tunnel through `proxy` to `authority`: whether 8 bytes echo back.
+async fn tcp_echoes(proxy: SocketAddr, authority: &str) -> bool {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    // Skip the rest of the response head.
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(1)) => buf.push(b[0]),
+            _ => return false,
+        }
+    }
+    if s.write_all(b"ping1234").await.is_err() {
+        return false;
+    }
+    let mut got = [0u8; 8];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await,
+        Ok(Ok(_))
+    ) && &got == b"ping1234"
+}
+
+/// The seed's 10 with its Server labelled `app: api`: the seed's `allow-frontend-to-api`
+/// selects *Servers* labelled `app: api` (Linkerd's `server.selector`), and the seed's
+/// `all-pods` Server has no labels, so as written it allows no one.
+fn deny_by_default() -> String {
+    seed("10-deny-by-default.yaml").replace(
+        "  name: all-pods\n  namespace: production\n",
+        "  name: all-pods\n  namespace: production\n  labels:\n    app: api\n",
+    )
+}
+
+/// Seed 10: deny by default; only `frontend` may call the api pod. Denied HTTP gets 403,
+/// denied TCP is closed, both counted; a policy change applies to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_10_deny_by_default_allows_only_frontend_and_follows_changes() {
+    let t = authz_cluster(7).await;
+    t.c.apply(&deny_by_default()).await;
+    let mut fe = h1_client(t.frontend.bound.outbound).await;
+    let mut web = h1_client(t.web.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || get(
+            &mut web,
+            &format!("{API}:80"),
+            "/",
+            &[]
+        )
+        .await
+        .0 == 403)
+        .await,
+        "web is denied"
+    );
+    for _ in 0..5 {
+        let (s, h, body) = get(&mut fe, &format!("{API}:80"), "/", &[]).await;
+        assert_eq!(s, 200, "frontend is allowed: {h:?} {body}");
+        let (s, h, _) = get(&mut web, &format!("{API}:80"), "/", &[]).await;
+        assert_eq!(s, 403);
+        let e = h.get("l5d-proxy-error").unwrap().to_str().unwrap().to_string();
+        assert!(e.contains("web.production.serviceaccount"), "{e}");
+    }
+    assert!(
+        tcp_echoes(t.frontend.bound.outbound, &format!("{API}:9000")).await,
+        "frontend's TCP is allowed"
+    );
+    assert!(
+        !tcp_echoes(t.web.bound.outbound, &format!("{API}:9000")).await,
+        "web's TCP is closed"
+    );
+    let m = t.server.metrics().await;
+    assert!(
+        metric(&m, "inbound_http_authz_deny_total", &[("srv_name", "all-pods")]).unwrap_or(0.0) >= 5.0,
+        "{m}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let m = t.server.metrics().await;
+            metric(&m, "inbound_tcp_authz_deny_total", &[("srv_name", "all-pods")]).unwrap_or(0.0) >= 1.0
+        })
+        .await,
+        "the refused connection is counted"
+    );
+    assert!(
+        metric(
+            &m,
+            "inbound_http_authz_allow_total",
+            &[("authz_name", "production/allow-frontend-to-api")]
+        )
+        .unwrap_or(0.0)
+            >= 5.0,
+        "{m}"
+    );
+    // Live change: web instead of frontend.
+    t.c.apply(&deny_by_default().replace("        - name: frontend", "        - name: web"))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || get(
+            &mut web,
+            &format!("{API}:80"),
+            "/",
+            &[]
+        )
+        .await
+        .0 == 200)
+        .await,
+        "web is allowed after the change"
+    );
+    assert_eq!(
+        get(&mut fe, &format!("{API}:80"), "/", &[]).await.0,
+        403,
+        "frontend is denied on the next request"
+    );
+}
+
+/// Seed 09: the Server and its three authorizations admit frontend, any production
+/// identity and unauthenticated clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_09_server_authorizations_admit_their_clients() {
+    let t = authz_cluster(8).await;
+    t.c.apply(&seed("09-server-authorization.yaml").replace("app: myapp", "app: api"))
+        .await;
+    let mut fe = h1_client(t.frontend.bound.outbound).await;
+    let mut web = h1_client(t.web.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let m = t.server.metrics().await;
+            get(&mut fe, &format!("{API}:80"), "/", &[]).await;
+            metric(
+                &m,
+                "inbound_http_authz_allow_total",
+                &[("srv_name", "myapp-server")],
+            )
+            .is_some()
+        })
+        .await
+    );
+    // (While the manifest's objects arrive one by one, the Server may briefly stand
+    // without its authorizations; count denials from here on.)
+    let denied = |m: &str| metric(m, "inbound_http_authz_deny_total", &[]).unwrap_or(0.0);
+    let before = denied(&t.server.metrics().await);
+    for _ in 0..5 {
+        assert_eq!(get(&mut fe, &format!("{API}:80"), "/", &[]).await.0, 200);
+        assert_eq!(get(&mut web, &format!("{API}:80"), "/", &[]).await.0, 200);
+    }
+    let m = t.server.metrics().await;
+    let allowed: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("inbound_http_authz_allow_total{") && l.contains("srv_name=\"myapp-server\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(allowed >= 10.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "inbound_http_authz_allow_total",
+            &[("authz_name", "production/myapp-auth")]
+        )
+        .is_some(),
+        "frontend by its service account: {m}"
+    );
+    assert_eq!(denied(&m), before, "{m}");
+}
