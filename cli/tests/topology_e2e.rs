@@ -760,3 +760,33 @@ fn two_runs_of_one_topology_never_collide() {
     assert_eq!(report["succeeded"], 5, "the first run still serves: {report:#}");
     first.down();
 }
+
+#[test]
+fn deny_by_default_allows_only_the_frontend() {
+    for isolation in ["loopback", "netns"] {
+        if isolation == "netns" && !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            continue;
+        }
+        let run = Run::start_topology("deny-by-default", isolation);
+        let url = "http://api.production.svc.cluster.local/";
+        let allowed = run.client("local/frontend", url, 10);
+        assert_eq!(allowed["succeeded"], 10, "{isolation}: {allowed:#}");
+        let denied = run.client("local/intruder", url, 10);
+        assert_eq!(denied["failed"], 10, "{isolation}: {denied:#}");
+        let errors = denied["errors"].to_string();
+        assert!(
+            errors.contains("HTTP 403")
+                && errors.contains("default.production.serviceaccount.identity.linkerd.cluster.local"),
+            "{isolation}: a denial is a 403 naming the client: {errors}"
+        );
+        let api = run.pod("local", "api");
+        let m = metrics(&format!("{}:4191", api["ip"].as_str().unwrap()));
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("inbound_http_authz_deny_total") && !l.ends_with(" 0")),
+            "{isolation}: denials are counted:\n{m}"
+        );
+        run.down();
+    }
+}

@@ -124,7 +124,19 @@ impl ChildController {
             .prefix("strait-bench-")
             .tempdir()
             .map_err(io("cannot create a state directory".into()))?;
-        let mut cmd = tokio::process::Command::new(strait);
+        // STRAIT_BENCH_WRAPPER (e.g. `heaptrack -o /tmp/cp`) runs the controller under a
+        // profiler; the announcement is then the first JSON line among the wrapper's own.
+        let wrapper: Vec<String> = std::env::var("STRAIT_BENCH_WRAPPER")
+            .map(|w| w.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(strait);
+                c
+            }
+            None => tokio::process::Command::new(strait),
+        };
         cmd.arg("--state-dir")
             .arg(dir.path())
             .args(["--log", "warn", "controller"]);
@@ -152,7 +164,16 @@ impl ChildController {
         let mut lines = BufReader::new(stdout).lines();
         // The first stdout line is the JSON of the bound addresses, printed once every
         // listener (and the public API, published before) is open.
-        let line = tokio::time::timeout(STARTUP, lines.next_line())
+        let first_json = async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(l)) if l.trim_start().starts_with('{') => return Ok(Some(l)),
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        };
+        let line = tokio::time::timeout(STARTUP, first_json)
             .await
             .map_err(|_| BenchError::Timeout {
                 what: "the controller to announce its addresses".into(),

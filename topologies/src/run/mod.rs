@@ -407,6 +407,14 @@ impl Runtime {
         for i in 0..n {
             let c = &self.clusters[i];
             let r = &c.record;
+            // In loopback mode a proxy's connections leave from 127.0.0.1 (the kernel's
+            // source for loopback destinations), not its pod address: count it as the
+            // cluster's, or `cluster-*` policies and network-less authorizations refuse
+            // every meshed client.
+            let networks = match self.isolation {
+                Isolation::Netns => c.block.cidr(),
+                _ => format!("{},127.0.0.1/32", c.block.cidr()),
+            };
             let spec = self.strait_proc(
                 c,
                 "controller",
@@ -429,7 +437,7 @@ impl Runtime {
                     "--cluster-domain",
                     &c.spec.cluster_domain,
                     "--cluster-networks",
-                    &c.block.cidr(),
+                    &networks,
                 ]
                 .map(String::from)
                 .to_vec(),
