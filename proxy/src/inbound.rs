@@ -155,6 +155,7 @@ impl Inbound {
                     tls: None,
                     header: None,
                     wire,
+                    gateway: None,
                 };
                 Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
             })
@@ -331,6 +332,7 @@ impl Inbound {
             tls: None,
             header: None,
             wire: Wire::Opaque,
+            gateway: None,
         };
         let mut app = self
             .connector
