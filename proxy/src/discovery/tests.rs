@@ -173,3 +173,10 @@ fn gateway_entry_endpoints_carry_their_strt_target() {
     };
     assert!(e.values().next().unwrap().gateway.is_none());
 }
+
+#[test]
+fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
+    use strait_controller::discovery::model;
+    assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);
+    assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
+}
