@@ -432,6 +432,30 @@ async fn scenario() {
         "{west_metrics}"
     );
 
+    // Opaque TCP too (explicit mode's CONNECT): the tunnel reaches east's app port.
+    let mut tcp = TcpStream::connect(west_proxy.outbound).await.unwrap();
+    let connect = format!("CONNECT {MIRROR} HTTP/1.1\r\nhost: {MIRROR}\r\n\r\n");
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") {
+        rest.push(tcp.read_u8().await.unwrap());
+    }
+    tcp.write_all(b"GET /tunnel HTTP/1.1\r\nhost: myapp\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+        .await
+        .expect("the tunnelled answer within 10s")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"cluster\":\"east\""),
+        "{answer}"
+    );
+
     // A service east does not know: east's gateway refuses, west's proxy answers 503
     // with Linkerd's l5d-proxy-error naming the refusal.
     // (Retried, bounded: west's Destination may publish the Service before its slice.)
