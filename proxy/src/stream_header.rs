@@ -31,7 +31,7 @@
 //!
 //! ```text
 //! code u8 (0 = accepted, else a refusal reason) | message len u8 | message (UTF-8)
-//! accepted only, optional: app port u16
+//! accepted only, optional: app port u16 (an acceptance's message is empty)
 //! ```
 //!
 //! The app port of an acceptance is the application port of the endpoint the
@@ -366,6 +366,9 @@ pub enum HeaderError {
     /// The refusal message is not UTF-8.
     #[error("refusal message is not UTF-8")]
     BadMessage,
+    /// An acceptance carries a message (only refusals explain themselves).
+    #[error("an acceptance carries no message, found {0} bytes")]
+    AcceptanceMessage(usize),
 }
 
 impl HeaderError {
@@ -472,6 +475,9 @@ pub fn decode_reply(input: &[u8]) -> Result<Progress<Reply>, HeaderError> {
             .map_err(|_| HeaderError::BadMessage)?
             .to_owned();
         if code == 0 {
+            if !message.is_empty() {
+                return Err(HeaderError::AcceptanceMessage(message.len()));
+            }
             let app_port = if r.remaining() == 2 {
                 match r.u16("app port")? {
                     0 => return Err(HeaderError::ZeroPort),
@@ -920,6 +926,11 @@ mod tests {
             Err(HeaderError::TrailingBytes { extra: 1 })
         );
         assert_eq!(decode_reply(&raw(1, &[0, 0, 0, 0])), Err(HeaderError::ZeroPort));
+        // Whatever decodes re-encodes to the same bytes: an acceptance has no message.
+        assert_eq!(
+            decode_reply(&raw(1, &[0, 2, b'o', b'k'])),
+            Err(HeaderError::AcceptanceMessage(2))
+        );
         assert_eq!(
             decode_reply(&raw(1, &[0, 0, 0x1f, 0x90, 0])),
             Err(HeaderError::TrailingBytes { extra: 3 })

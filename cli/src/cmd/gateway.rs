@@ -2,6 +2,20 @@
 //!
 //! Flags are parsed into a [`GatewayConfig`] and credentials before any socket
 //! is bound; every bad flag says what was expected.
+//!
+//! # The cross-cluster path, per cluster
+//! For a pod in west to reach `myapp-east` with its own identity end to end:
+//! - west's gateway: `--link east=EAST_QUIC[@IDENTITY] --proxy-entry east=ENTRY`;
+//! - west's mirror: `strait mirror --gateway-entry east=ENTRY` (the Link's
+//!   `targetClusterName` is `east`; its gateway address and probe must answer, as the
+//!   probe still decides readiness);
+//! - east's gateway: `--destination-addr EAST_DESTINATION`, plus
+//!   `--endpoint-inbound-port 4143` when east's pods are not behind iptables
+//!   (loopback/explicit capture);
+//! - proxies need nothing new; both clusters' proxies must trust each other's
+//!   certificates (one set of trust anchors).
+//!
+//! The first stdout line is JSON: `{"quic", "admin", "egress": [..], "proxy_entries": [..]}`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
