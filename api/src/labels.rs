@@ -193,6 +193,17 @@ pub mod mirror {
     pub const EXPORTED_REMOTE_DISCOVERY: &str = "remote-discovery";
     /// The federated selector value.
     pub const FEDERATED_MEMBER: &str = "member";
+    /// Strait: on a gateway-mode mirror Service, `IP:PORT` of the local gateway's proxy
+    /// entry for the mirror's link (`strait mirror --gateway-entry`). With
+    /// [`REMOTE_IDENTITY`], Destination sends Strait proxies through that entry with the
+    /// remote workload's identity instead of to the remote gateway.
+    pub const GATEWAY_ENTRY: &str = "mirror.strait.io/gateway-entry";
+    /// Strait: on a gateway-mode mirror Service, the mesh identity of the remote
+    /// Service's workloads (learned by the mirror from the remote pods' service account).
+    pub const REMOTE_IDENTITY: &str = "mirror.strait.io/remote-identity";
+    /// Prefix of Strait's mirror annotations: set only by the mirror, never copied from a
+    /// remote Service.
+    pub const STRAIT_PREFIX: &str = "mirror.strait.io/";
 }
 
 /// `multicluster.linkerd.io/*`.

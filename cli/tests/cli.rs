@@ -1028,3 +1028,138 @@ fn mirror_says_when_the_dns_address_is_taken() {
         "{err}"
     );
 }
+
+/// Mesh PEM files for a gateway in `dir`: `ca.crt`, `gw.crt`, `gw.key`.
+fn gateway_pem_files(dir: &Path) {
+    use strait_identity::{DEFAULT_LEAF_LIFETIME, TrustDomain, encode_pem, generate, generate_key_and_csr};
+    let now = std::time::SystemTime::now();
+    let (anchors, issuer) = generate(&TrustDomain::default(), now).unwrap();
+    let me = strait_gateway::default_gateway_identity(&TrustDomain::default()).unwrap();
+    let (key, csr) = generate_key_and_csr(&me).unwrap();
+    let issued = issuer
+        .issue(csr.as_ref(), &me, DEFAULT_LEAF_LIFETIME, now)
+        .unwrap();
+    std::fs::write(dir.join("ca.crt"), anchors.to_pem()).unwrap();
+    let chain: String = issued
+        .chain
+        .iter()
+        .map(|c| encode_pem("CERTIFICATE", c))
+        .collect();
+    std::fs::write(dir.join("gw.crt"), chain).unwrap();
+    std::fs::write(
+        dir.join("gw.key"),
+        encode_pem("PRIVATE KEY", key.secret_pkcs8_der()),
+    )
+    .unwrap();
+}
+
+fn gateway_identity_args(dir: &Path) -> Vec<String> {
+    let f = |n: &str| dir.join(n).display().to_string();
+    vec![
+        "--identity-trust-anchors-file".into(),
+        f("ca.crt"),
+        "--identity-cert-file".into(),
+        f("gw.crt"),
+        "--identity-key-file".into(),
+        f("gw.key"),
+    ]
+}
+
+#[test]
+fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
+    use std::io::{BufRead, BufReader};
+    use strait_gateway::proto::header::{Progress, Reply, Request, decode_reply, encode_request};
+    let dir = tempfile::tempdir().unwrap();
+    gateway_pem_files(dir.path());
+    let ids = gateway_identity_args(dir.path());
+
+    let bad = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["gateway".into(), "--quic-addr".into(), "127.0.0.1:0".into()];
+        args.extend(["--admin-addr".into(), "127.0.0.1:0".into()]);
+        args.extend(ids.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        text(&out.stderr)
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--proxy-entry", "127.0.0.1:4180"],
+            "--proxy-entry \"127.0.0.1:4180\": expected LINK=ADDR",
+        ),
+        (
+            &["--proxy-entry", "east=127.0.0.1:4180"],
+            "proxy entry 127.0.0.1:4180 names link \"east\", which is not configured",
+        ),
+        (
+            &["--destination-addr", "8086"],
+            "--destination-addr \"8086\": expected HOST:PORT",
+        ),
+        (&["--endpoint-inbound-port", "4143"], "--destination-addr"),
+    ];
+    for (extra, expected) in cases {
+        let err = bad(extra);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+    let out = run(&["mirror", "--gateway-entry", "east:127.0.0.1:4180"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--gateway-entry \"east:127.0.0.1:4180\": expected CLUSTER=ADDR"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A gateway with a proxy entry for a link whose remote is not there: the entry is
+    // announced, and a proxy opening a stream hears link-down.
+    let mut child = strait()
+        .args([
+            "gateway",
+            "--quic-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(&ids)
+        .args(["--link", "east=127.0.0.1:9", "--proxy-entry", "east=127.0.0.1:0"])
+        .args([
+            "--destination-addr",
+            "127.0.0.1:9",
+            "--endpoint-inbound-port",
+            "4143",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bound: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let entry = bound["proxy_entries"][0].as_str().unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&entry).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let target = strait_gateway::Target {
+        authority: strait_gateway::Authority::new("myapp.production.svc.cluster.local").unwrap(),
+        port: 80,
+        protocol: strait_gateway::Protocol::Http2,
+        identity: None,
+    };
+    let mut frame = Vec::new();
+    encode_request(&Request::Open(target), &mut frame);
+    s.write_all(&frame).unwrap();
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut reply).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let Ok(Progress::Complete(d)) = decode_reply(&reply) else {
+        panic!("a reply expected: {reply:?}")
+    };
+    let Reply::Refused { reason, message } = d.frame else {
+        panic!("a refusal expected")
+    };
+    assert_eq!(reason.as_str(), "link-down", "{message}");
+    assert!(message.contains("link to east is down"), "{message}");
+}

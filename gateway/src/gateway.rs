@@ -1,7 +1,8 @@
 //! A running gateway: one QUIC endpoint that dials every configured link and
 //! accepts links from remote gateways, egress listeners that relay local TCP
-//! connections over links, and the ingress role that delivers remote streams
-//! to local endpoints.
+//! connections over links, proxy entries where local proxies open streams on a
+//! link ([`crate::entry`]), and the ingress role that delivers remote streams to
+//! local endpoints.
 //!
 //! [`Gateway::bind`] binds every socket first (port 0 works, for tests) and
 //! reports the addresses; [`Gateway::run`] serves until the shutdown future
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::entry::{self, ProxyEntry};
 use crate::link::{Driver, LinkHandle, LinkSpec};
 use crate::metrics::Metrics;
 use crate::proto::header::{self, RefusalReason, Reply, Request, Target};
@@ -105,6 +107,8 @@ pub struct GatewayConfig {
     pub accept: Vec<IdentityName>,
     /// Egress listeners.
     pub egress: Vec<EgressRoute>,
+    /// Proxy entries (one per link at most).
+    pub proxy_entries: Vec<ProxyEntry>,
     /// Link timing.
     pub link: LinkConfig,
     /// QUIC tuning.
@@ -123,6 +127,7 @@ impl GatewayConfig {
             links: Vec::new(),
             accept,
             egress: Vec::new(),
+            proxy_entries: Vec::new(),
             link: LinkConfig::default(),
             tuning: Tuning::default(),
             open_timeout: Duration::from_secs(2),
@@ -147,9 +152,11 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
-    /// An egress route names a link that is not configured.
-    #[error("egress {listen} names link {link:?}, which is not configured (links: {known})")]
+    /// An egress route or proxy entry names a link that is not configured.
+    #[error("{what} {listen} names link {link:?}, which is not configured (links: {known})")]
     UnknownLink {
+        /// `egress` or `proxy entry`.
+        what: &'static str,
         /// The route's listener.
         listen: SocketAddr,
         /// The missing link.
@@ -168,6 +175,7 @@ pub struct Gateway {
     creds: Credentials,
     endpoint: Endpoint,
     egress: Vec<(EgressRoute, TcpListener)>,
+    entries: Vec<(ProxyEntry, TcpListener)>,
     resolver: Arc<dyn Resolve>,
     metrics: Arc<Metrics>,
 }
@@ -192,11 +200,17 @@ impl Gateway {
                 return Err(GatewayError::DuplicateLink(link.name.clone()));
             }
         }
-        for route in &config.egress {
-            if !config.links.iter().any(|l| l.name == route.link) {
+        let routes = config.egress.iter().map(|r| ("egress", r.listen, &r.link));
+        let entries = config
+            .proxy_entries
+            .iter()
+            .map(|e| ("proxy entry", e.listen, &e.link));
+        for (what, listen, link) in routes.chain(entries) {
+            if !config.links.iter().any(|l| &l.name == link) {
                 return Err(GatewayError::UnknownLink {
-                    listen: route.listen,
-                    link: route.link.clone(),
+                    what,
+                    listen,
+                    link: link.clone(),
                     known: config
                         .links
                         .iter()
@@ -238,11 +252,23 @@ impl Gateway {
                 })?;
             egress.push((route.clone(), listener));
         }
+        let mut entries = Vec::new();
+        for entry in &config.proxy_entries {
+            let listener = TcpListener::bind(entry.listen)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what: "a proxy entry",
+                    addr: entry.listen,
+                    source,
+                })?;
+            entries.push((entry.clone(), listener));
+        }
         Ok(Gateway {
             config,
             creds,
             endpoint,
             egress,
+            entries,
             resolver,
             metrics: Arc::new(Metrics::default()),
         })
@@ -258,6 +284,14 @@ impl Gateway {
         self.egress
             .iter()
             .map(|(r, l)| l.local_addr().unwrap_or(r.listen))
+            .collect()
+    }
+
+    /// The bound proxy-entry addresses, in config order.
+    pub fn proxy_entry_addrs(&self) -> Vec<SocketAddr> {
+        self.entries
+            .iter()
+            .map(|(e, l)| l.local_addr().unwrap_or(e.listen))
             .collect()
     }
 
@@ -280,6 +314,7 @@ impl Gateway {
             creds,
             endpoint,
             egress,
+            entries,
             resolver,
             metrics,
         } = self;
@@ -318,6 +353,14 @@ impl Gateway {
                 config.open_timeout,
                 stop_rx.clone(),
             ));
+        }
+        for (entry, listener) in entries {
+            let link = links
+                .iter()
+                .find(|l| l.spec().name == entry.link)
+                .cloned()
+                .expect("entries were checked against links in bind");
+            tasks.spawn(entry::serve(listener, link, config.open_timeout, stop_rx.clone()));
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
@@ -548,7 +591,7 @@ async fn ingress_stream(
         Request::Probe => {
             inbound.probes.fetch_add(1, Ordering::Relaxed);
             let mut frame = Vec::with_capacity(16);
-            header::encode_reply(&Reply::Accepted, header::VERSION, &mut frame);
+            header::encode_reply(&Reply::Accepted { app_port: None }, header::VERSION, &mut frame);
             let _ = send.write_all(&frame).await;
             let _ = send.finish();
             return;
@@ -588,7 +631,10 @@ async fn ingress_stream(
     };
     let _ = tcp.set_nodelay(true);
     let mut frame = Vec::with_capacity(16);
-    header::encode_reply(&Reply::Accepted, header::VERSION, &mut frame);
+    let accepted = Reply::Accepted {
+        app_port: endpoint.app_port,
+    };
+    header::encode_reply(&accepted, header::VERSION, &mut frame);
     if send.write_all(&frame).await.is_err() {
         return;
     }

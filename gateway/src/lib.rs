@@ -3,12 +3,16 @@
 //!
 //! The protocol lives in a sans-IO core ([`proto`]): the stream-open header and the
 //! link state machine. [`link`] drives a link over quinn, [`gateway`] runs the
-//! egress and ingress roles on one QUIC endpoint, [`relay`] moves bytes with
-//! half-close, [`resolve`] is how the ingress finds local endpoints, [`tls`]
+//! egress and ingress roles on one QUIC endpoint, [`entry`] is where local proxies
+//! open streams (the client sidecar's own mTLS session then runs through both
+//! gateways to the server sidecar), [`relay`] moves bytes with half-close,
+//! [`resolve`] is how the ingress finds local endpoints (static or through the
+//! controller's Destination API), [`tls`]
 //! authenticates gateways to each other, and [`admin`] serves `/ready` and
 //! `/metrics`.
 
 pub mod admin;
+pub mod entry;
 pub mod gateway;
 pub mod link;
 pub mod metrics;
@@ -17,11 +21,12 @@ pub mod relay;
 pub mod resolve;
 pub mod tls;
 
+pub use entry::ProxyEntry;
 pub use gateway::{
     Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, Running, Tuning, default_gateway_identity,
 };
 pub use link::{LinkHandle, LinkSpec, OpenError};
 pub use proto::header::{Authority, Protocol, RefusalReason, Target};
 pub use proto::link::LinkConfig;
-pub use resolve::{Endpoint, Resolve, ResolveError, StaticResolver};
+pub use resolve::{Chain, DestinationResolver, Endpoint, Resolve, ResolveError, StaticResolver};
 pub use tls::{Credentials, SessionState};

@@ -361,7 +361,7 @@ async fn probe(conn: &Connection) -> Result<(), relay::RelayError> {
     send.write_all(&frame).await.map_err(std::io::Error::other)?;
     let _ = send.finish();
     match relay::read_reply(&mut recv).await? {
-        (Reply::Accepted, _) => Ok(()),
+        (Reply::Accepted { .. }, _) => Ok(()),
         (Reply::Refused { reason, message }, _) => Err(relay::RelayError::Refused { reason, message }),
     }
 }

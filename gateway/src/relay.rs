@@ -71,18 +71,19 @@ pub enum Downstream {
     AwaitReply,
 }
 
-/// Reads one request frame off `recv`; returns it and any payload read past it.
-pub async fn read_request(recv: &mut quinn::RecvStream) -> Result<(Request, Vec<u8>), RelayError> {
+/// Reads one request frame off `recv` (a QUIC stream, or a proxy's TCP connection);
+/// returns it and any payload read past it.
+pub async fn read_request<R: AsyncRead + Unpin>(recv: &mut R) -> Result<(Request, Vec<u8>), RelayError> {
     read_frame(recv, header::decode_request).await
 }
 
 /// Reads one reply frame off `recv`; returns it and any payload read past it.
-pub async fn read_reply(recv: &mut quinn::RecvStream) -> Result<(Reply, Vec<u8>), RelayError> {
+pub async fn read_reply<R: AsyncRead + Unpin>(recv: &mut R) -> Result<(Reply, Vec<u8>), RelayError> {
     read_frame(recv, header::decode_reply).await
 }
 
-async fn read_frame<T>(
-    recv: &mut quinn::RecvStream,
+async fn read_frame<T, R: AsyncRead + Unpin>(
+    recv: &mut R,
     decode: fn(&[u8]) -> Result<Progress<T>, HeaderError>,
 ) -> Result<(T, Vec<u8>), RelayError> {
     let mut buf = Vec::with_capacity(256);
@@ -97,9 +98,9 @@ async fn read_frame<T>(
                 // Read no further than the frame needs (bounded by MAX_FRAME_LEN)
                 // plus whatever payload arrives in the same read.
                 let want = (needed - buf.len()).clamp(1, chunk.len());
-                match recv.read(&mut chunk[..want]).await.map_err(io::Error::from)? {
-                    Some(n) => buf.extend_from_slice(&chunk[..n]),
-                    None => return Err(RelayError::EndedEarly),
+                match recv.read(&mut chunk[..want]).await? {
+                    0 => return Err(RelayError::EndedEarly),
+                    n => buf.extend_from_slice(&chunk[..n]),
                 }
             }
         }
@@ -132,7 +133,7 @@ pub async fn relay(
         let initial = match downstream {
             Downstream::Ready(bytes) => bytes,
             Downstream::AwaitReply => match read_reply(&mut recv).await? {
-                (Reply::Accepted, rest) => rest,
+                (Reply::Accepted { .. }, rest) => rest,
                 (Reply::Refused { reason, message }, _) => {
                     return Err(RelayError::Refused { reason, message });
                 }

@@ -36,6 +36,7 @@ async fn pair() -> Pair {
         Endpoint {
             addr: echo,
             identity: None,
+            app_port: None,
         },
     );
     table.insert(
@@ -44,6 +45,7 @@ async fn pair() -> Pair {
         Endpoint {
             addr: digest,
             identity: None,
+            app_port: None,
         },
     );
     let east = TestGateway::start(
@@ -185,7 +187,7 @@ async fn unknown_target_gets_a_typed_refusal_and_the_client_is_closed() {
                 assert_eq!(reason, RefusalReason::UnknownTarget);
                 assert!(message.contains("nope.default.svc.cluster.local:80"), "{message}");
             }
-            Reply::Accepted => panic!("unknown target accepted"),
+            Reply::Accepted { .. } => panic!("unknown target accepted"),
         }
         p.west.shutdown().await;
         p.east.shutdown().await;
@@ -210,7 +212,7 @@ async fn malformed_and_unsupported_headers_are_refused_with_their_reason() {
             send.write_all(&bytes).await.unwrap();
             match read_reply(&mut recv).await.unwrap().0 {
                 Reply::Refused { reason, .. } => assert_eq!(reason, expected),
-                Reply::Accepted => panic!("accepted {bytes:?}"),
+                Reply::Accepted { .. } => panic!("accepted {bytes:?}"),
             }
         }
         p.west.shutdown().await;
@@ -327,6 +329,7 @@ async fn a_restarted_gateway_is_relinked_and_carries_traffic_again() {
             Endpoint {
                 addr: echo,
                 identity: None,
+                app_port: None,
             },
         );
         let table: Arc<dyn Resolve> = Arc::new(table);

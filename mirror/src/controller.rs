@@ -10,6 +10,9 @@
 //!   writes are folded into that view at once, so a slow watch never causes a duplicate.
 //! - Mirrors are deleted only by a plan (remote Service gone or unselected) or when their
 //!   Link is deleted; never on shutdown or on a failure.
+//! - Remote Pods are watched only to learn the exported Services' workload identities
+//!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
+//!   marks the target disconnected, it only leaves those identities out until it returns.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 use strait_api::mesh::link::Link;
@@ -37,6 +40,9 @@ pub struct MirrorOptions {
     pub service_range: Option<ServiceRange>,
     /// First delay before re-watching a target cluster that went away (doubles to 30 s).
     pub retry: Duration,
+    /// The local gateway's proxy entry for each target cluster (by the Link's
+    /// `targetClusterName`): mirrors of that cluster send Strait proxies there.
+    pub gateway_entries: BTreeMap<String, SocketAddr>,
 }
 
 impl Default for MirrorOptions {
@@ -44,6 +50,7 @@ impl Default for MirrorOptions {
         Self {
             service_range: None,
             retry: Duration::from_millis(500),
+            gateway_entries: BTreeMap::new(),
         }
     }
 }
@@ -166,6 +173,13 @@ fn apply_local<K: Kind>(view: &mut LocalView, ev: WatchEvent<K>, kind: KindId) {
     }
 }
 
+fn pod_key(p: &Pod) -> NsName {
+    (
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
 fn key_of(s: &Service) -> NsName {
     (
         s.metadata.namespace.clone().unwrap_or_default(),
@@ -188,6 +202,10 @@ pub async fn run_link<R: Store, L: Store>(
     let mut synced = false;
     let mut connected = false;
     let mut remote_watch = Some(remote.watch::<Service>());
+    // Pods only matter with a proxy entry: without one, no watch.
+    let wants_pods = opts.gateway_entries.contains_key(&link.target_cluster);
+    let mut remote_pods: BTreeMap<NsName, Pod> = BTreeMap::new();
+    let mut pod_watch = wants_pods.then(|| remote.watch::<Pod>());
     let mut retry = opts.retry;
     let reconnect = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(reconnect);
@@ -246,6 +264,24 @@ pub async fn run_link<R: Store, L: Store>(
             () = &mut reconnect, if waiting => {
                 waiting = false;
                 remote_watch = Some(remote.watch::<Service>());
+                if wants_pods && pod_watch.is_none() {
+                    pod_watch = Some(remote.watch::<Pod>());
+                }
+            }
+            ev = next_of(&mut pod_watch) => {
+                match ev {
+                    Some(Ok(WatchEvent::Restarted(all))) => {
+                        remote_pods = all.into_iter().map(|p| (pod_key(&p), p)).collect();
+                    }
+                    Some(Ok(WatchEvent::Applied(p))) => { remote_pods.insert(pod_key(&p), p); }
+                    Some(Ok(WatchEvent::Deleted(p))) => { remote_pods.remove(&pod_key(&p)); }
+                    Some(Err(e)) => {
+                        tracing::debug!(cluster = %link.target_cluster, error = %e, "target cluster pod watch failed");
+                    }
+                    // Re-watched with the Services.
+                    None => pod_watch = None,
+                }
+                dirty = true;
             }
             ev = next_of(&mut lw.namespaces) => {
                 match ev {
@@ -285,7 +321,15 @@ pub async fn run_link<R: Store, L: Store>(
                     continue;
                 }
                 let alive = health.borrow().alive;
-                let error = reconcile_once(&link, &opts, &remote_services, &local, &mut view, alive && connected, &report).await;
+                let identities: BTreeMap<NsName, String> = if wants_pods {
+                    remote_services
+                        .iter()
+                        .filter_map(|(k, s)| Some((k.clone(), reconcile::remote_identity(&link, s, remote_pods.values())?)))
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+                let error = reconcile_once(&link, &opts, &remote_services, &identities, &local, &mut view, alive && connected, &report).await;
                 let error = error.or_else(|| last_error.clone());
                 report.send_modify(|r| {
                     r.gateway = health.borrow().clone();
@@ -299,10 +343,12 @@ pub async fn run_link<R: Store, L: Store>(
 }
 
 /// Plans and carries out one round; returns the first error.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_once<L: Store>(
     link: &LinkConfig,
     opts: &MirrorOptions,
     remote: &BTreeMap<NsName, Service>,
+    identities: &BTreeMap<NsName, String>,
     local: &L,
     view: &mut LocalView,
     ready: bool,
@@ -320,8 +366,16 @@ async fn reconcile_once<L: Store>(
         addresses,
         port: link.gateway_port,
         ready,
+        entry: opts.gateway_entries.get(&link.target_cluster).copied(),
     };
-    let plan = reconcile::plan(link, remote.values(), view, &gateway, opts.service_range.as_ref());
+    let plan = reconcile::plan(
+        link,
+        remote.values(),
+        identities,
+        view,
+        &gateway,
+        opts.service_range.as_ref(),
+    );
     if !plan.apply.is_empty() {
         match local.apply(plan.apply.clone()).await {
             Ok(stored) => stored.into_iter().for_each(|o| reconcile::fold(view, o, false)),

@@ -11,11 +11,20 @@
 //!   a transient failure never deletes mirrors; only `ready` changes then.
 //! - A plan applied to the state it was computed from reaches a fixed point: planning again
 //!   over the result is empty.
+//!
+//! # Strait proxies and the gateway's proxy entry
+//! A gateway-mode mirror always keeps Linkerd's endpoints (the remote gateway, with its
+//! identity). Two Strait annotations let the local Destination send Strait proxies
+//! through the local gateway instead, with the client's TLS running end to end to the
+//! remote workload: `mirror.strait.io/gateway-entry` (the local gateway's proxy entry for
+//! this link, from `strait mirror --gateway-entry CLUSTER=ADDR`) and
+//! `mirror.strait.io/remote-identity` (the remote workloads' identity, see
+//! [`remote_identity`]). Neither is ever copied from a remote Service.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
@@ -126,6 +135,56 @@ pub struct Gateway {
     /// Whether mirror endpoints are ready: the gateway answers its probe and the target
     /// cluster is reachable.
     pub ready: bool,
+    /// The local gateway's proxy entry for this link, if Strait proxies are to use it.
+    pub entry: Option<SocketAddr>,
+}
+
+/// The meshed workload identity of a remote Service (pure): from the service accounts of
+/// the running meshed pods its selector matches, in its namespace, in the trust domain
+/// of the link's gateway identity. With several service accounts, the one with the most
+/// pods wins, ties going to the first name in lexical order, so every mirror decides
+/// alike; the remote gateway then delivers only to endpoints of that identity.
+pub fn remote_identity<'a>(
+    link: &LinkConfig,
+    svc: &Service,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<String> {
+    const MARKER: &str = ".serviceaccount.identity.linkerd.";
+    let trust_domain = link.gateway_identity.split_once(MARKER)?.1;
+    let ns = svc.metadata.namespace.as_deref()?;
+    let selector = svc.spec.as_ref()?.selector.as_ref().filter(|s| !s.is_empty())?;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for pod in pods {
+        let meta = &pod.metadata;
+        let labels = meta.labels.as_ref();
+        let meshed = labels.is_some_and(|l| l.contains_key("linkerd.io/control-plane-ns"))
+            || meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("linkerd.io/proxy-version"));
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let selected = selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if meta.namespace.as_deref() != Some(ns)
+            || !meshed
+            || !selected
+            || matches!(phase, Some("Succeeded" | "Failed"))
+        {
+            continue;
+        }
+        let sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or("default");
+        *counts.entry(sa).or_default() += 1;
+    }
+    // Most pods first; on a tie the lexically first name compares as the greater.
+    let (sa, _) = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
+    Some(format!("{sa}.{ns}{MARKER}{trust_domain}"))
 }
 
 /// An IPv4 range mirrors take cluster IPs from (local mode; Kubernetes allocates its own).
@@ -241,8 +300,15 @@ fn ours(link: &LinkConfig) -> BTreeMap<String, String> {
     ])
 }
 
-/// The mirror Service of `remote` (without a cluster IP).
-pub fn mirror_service(link: &LinkConfig, remote: &Service, mode: Mode) -> Service {
+/// The mirror Service of `remote` (without a cluster IP); in gateway mode, with the
+/// proxy entry and the remote identity when both are known.
+pub fn mirror_service(
+    link: &LinkConfig,
+    remote: &Service,
+    mode: Mode,
+    entry: Option<SocketAddr>,
+    identity: Option<&str>,
+) -> Service {
     let (ns, name) = ns_name(&remote.metadata);
     let mut labels = copied(remote.metadata.labels.as_ref(), &link.excluded_labels, |k| {
         k.starts_with("mirror.linkerd.io/") || k.starts_with("multicluster.linkerd.io/")
@@ -255,6 +321,7 @@ pub fn mirror_service(link: &LinkConfig, remote: &Service, mode: Mode) -> Servic
             NEVER_COPIED_ANNOTATIONS.contains(&k)
                 || k.starts_with("mirror.linkerd.io/")
                 || k.starts_with("multicluster.linkerd.io/")
+                || k.starts_with(ml::STRAIT_PREFIX)
         },
     );
     annotations.insert(
@@ -268,6 +335,10 @@ pub fn mirror_service(link: &LinkConfig, remote: &Service, mode: Mode) -> Servic
     match mode {
         Mode::Gateway => {
             annotations.insert(ml::REMOTE_GATEWAY_IDENTITY.into(), link.gateway_identity.clone());
+            if let (Some(entry), Some(identity)) = (entry, identity) {
+                annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
+                annotations.insert(ml::REMOTE_IDENTITY.into(), identity.to_string());
+            }
         }
         Mode::RemoteDiscovery => {
             annotations.insert(ml::REMOTE_DISCOVERY.into(), link.target_cluster.clone());
@@ -384,10 +455,12 @@ fn fingerprint(o: &Object) -> Value {
     }
 }
 
-/// Plans the local mirrors of `link` from a complete snapshot of the target's Services.
+/// Plans the local mirrors of `link` from a complete snapshot of the target's Services
+/// (and the identities of their workloads, by remote Service, see [`remote_identity`]).
 pub fn plan<'a>(
     link: &LinkConfig,
     remote: impl IntoIterator<Item = &'a Service>,
+    identities: &BTreeMap<NsName, String>,
     local: &LocalView,
     gateway: &Gateway,
     range: Option<&ServiceRange>,
@@ -440,7 +513,8 @@ pub fn plan<'a>(
             ))));
             continue;
         }
-        let mut mirror = mirror_service(link, svc, mode);
+        let identity = identities.get(&remote_key).map(String::as_str);
+        let mut mirror = mirror_service(link, svc, mode, gateway.entry, identity);
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let ip = match (kept_ip, range) {
             (Some(ip), _) => Some(ip),

@@ -1,5 +1,6 @@
-//! Connecting to endpoints: the connect plan (pure), TCP + mTLS + transport header, and
-//! the per-endpoint HTTP clients (one multiplexed HTTP/2 connection, or a pool of HTTP/1
+//! Connecting to endpoints: the connect plan (pure), TCP + (for an endpoint behind a
+//! gateway's proxy entry, the `strt` open request and its reply) + mTLS + transport
+//! header, and the per-endpoint HTTP clients (one multiplexed HTTP/2 connection, or a pool of HTTP/1
 //! connections) that every proxied connection shares.
 //!
 //! Invariants: an [`HttpEndpoint`] holds at most one live HTTP/2 connection, replaced
@@ -18,10 +19,15 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use strait_identity::rustls::ClientConfig;
 use strait_identity::{CertStore, IdentityName, TrustAnchors};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stream_header::{self as strt, Progress, RefusalReason, Reply, Target};
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
+
+/// How long a gateway's proxy entry has to answer an open request (the remote ingress
+/// resolves and connects first).
+pub const GATEWAY_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of responses the proxy sends: the upstream's, or its own error text.
 pub type RspBody = Either<Incoming, Full<Bytes>>;
@@ -61,6 +67,9 @@ pub struct ConnectPlan {
     pub header: Option<TransportHeader>,
     /// The protocol on the wire.
     pub wire: Wire,
+    /// `addr` is a gateway's proxy entry: open a stream to this target first, and name
+    /// the accepted endpoint's application port in the transport header.
+    pub gateway: Option<Target>,
 }
 
 /// Why an endpoint could not be used; each maps to Linkerd's HTTP status.
@@ -94,6 +103,15 @@ pub enum ProxyError {
     /// Discovery is unavailable (503).
     #[error("discovery of {0} is unavailable")]
     Discovery(String),
+    /// A gateway refused to open a stream to the remote service (503 when the service is
+    /// unknown or unavailable there or the link is down, 502 otherwise).
+    #[error("gateway {addr} refused {target} ({reason}): {message}")]
+    GatewayRefused {
+        addr: SocketAddr,
+        target: String,
+        reason: RefusalReason,
+        message: String,
+    },
 }
 
 impl ProxyError {
@@ -104,6 +122,17 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::NoEndpoints(_) | Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayRefused { reason, .. } => match reason {
+                RefusalReason::UnknownTarget
+                | RefusalReason::NoEndpoints
+                | RefusalReason::ShuttingDown
+                | RefusalReason::Overloaded
+                | RefusalReason::LinkDown => StatusCode::SERVICE_UNAVAILABLE,
+                RefusalReason::ConnectFailed
+                | RefusalReason::IdentityMismatch
+                | RefusalReason::UnsupportedVersion
+                | RefusalReason::Malformed => StatusCode::BAD_GATEWAY,
+            },
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -154,10 +183,29 @@ impl Connector {
                 reason: e.to_string(),
             })?;
         let _ = tcp.set_nodelay(true);
+        let mut tcp = tcp;
+        let mut header = plan.header.clone();
+        if let Some(target) = &plan.gateway {
+            let app_port = tokio::time::timeout(GATEWAY_REPLY_TIMEOUT, open_stream(&mut tcp, target))
+                .await
+                .map_err(|_| ProxyError::ConnectTimeout(addr))?
+                .map_err(|e| match e {
+                    OpenError::Refused { reason, message } => ProxyError::GatewayRefused {
+                        addr,
+                        target: target.to_string(),
+                        reason,
+                        message,
+                    },
+                    OpenError::Io(reason) => ProxyError::Unreachable { addr, reason },
+                })?;
+            if let (Some(h), Some(port)) = (header.as_mut(), app_port) {
+                h.port = port;
+            }
+        }
         let Some(identity) = &plan.tls else {
             return Ok(Box::new(tcp));
         };
-        let config = if plan.header.is_some() {
+        let config = if header.is_some() {
             self.header_tls.clone()
         } else {
             self.plain_tls.clone()
@@ -174,7 +222,7 @@ impl Connector {
         .await
         .map_err(|_| ProxyError::ConnectTimeout(addr))?
         .map_err(|e| tls_err(e.to_string()))?;
-        if let Some(h) = &plan.header {
+        if let Some(h) = &header {
             if tls.get_ref().1.alpn_protocol() != Some(transport_header::ALPN) {
                 return Err(tls_err("the peer did not accept transport.l5d.io/v1".into()));
             }
@@ -186,6 +234,62 @@ impl Connector {
                 })?;
         }
         Ok(Box::new(tls))
+    }
+}
+
+enum OpenError {
+    Refused { reason: RefusalReason, message: String },
+    Io(String),
+}
+
+/// The `strt` exchange with a gateway's proxy entry: writes the open request, reads
+/// exactly the reply frame (nothing of what follows), returns the accepted endpoint's
+/// application port.
+async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    target: &Target,
+) -> Result<Option<u16>, OpenError> {
+    let io_err = |e: std::io::Error| OpenError::Io(format!("gateway entry: {e}"));
+    let mut frame = Vec::with_capacity(128);
+    strt::encode_request(&strt::Request::Open(target.clone()), &mut frame);
+    io.write_all(&frame).await.map_err(io_err)?;
+    let mut buf = vec![0u8; strt::ENVELOPE_LEN];
+    io.read_exact(&mut buf).await.map_err(io_err)?;
+    loop {
+        match strt::decode_reply(&buf) {
+            Ok(Progress::Complete(d)) => {
+                return match d.frame {
+                    Reply::Accepted { app_port } => Ok(app_port),
+                    Reply::Refused { reason, message } => Err(OpenError::Refused { reason, message }),
+                };
+            }
+            Ok(Progress::Incomplete { needed }) => {
+                let have = buf.len();
+                buf.resize(needed, 0);
+                io.read_exact(&mut buf[have..]).await.map_err(io_err)?;
+            }
+            Err(e) => return Err(OpenError::Io(format!("gateway entry answered badly: {e}"))),
+        }
+    }
+}
+
+/// Rewrites a request's authority to `authority` (Linkerd's `authority_override`: a
+/// mirror's remote service is named as the remote cluster knows it).
+pub fn override_authority<B>(req: &mut Request<B>, authority: &str) {
+    let Ok(value) = HeaderValue::from_str(authority) else {
+        return;
+    };
+    if req.uri().authority().is_some() {
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(a) = authority.parse() {
+            parts.authority = Some(a);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    if req.headers().contains_key(http::header::HOST) || req.version() != Version::HTTP_2 {
+        req.headers_mut().insert(http::header::HOST, value);
     }
 }
 
@@ -309,6 +413,9 @@ impl HttpEndpoint {
 
     /// Sends `req` whose body may be a buffered copy, adapting its version to the wire.
     pub async fn send_body(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
+        if let Some(target) = &self.plan.gateway {
+            override_authority(&mut req, &target.to_string());
+        }
         match self.plan.wire {
             Wire::Http2 => {
                 if self.plan.tls.is_some() {
@@ -430,6 +537,107 @@ mod tests {
     }
 
     #[test]
+    fn authority_overrides_rewrite_uri_and_host() {
+        let remote = "myapp.production.svc.cluster.local:80";
+        let mut req = Request::builder()
+            .uri("/x")
+            .header("host", "myapp-east.production.svc.cluster.local")
+            .body(())
+            .unwrap();
+        override_authority(&mut req, remote);
+        assert_eq!(req.headers()["host"], remote);
+        assert_eq!(req.uri().to_string(), "/x");
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://myapp-east.production.svc.cluster.local:80/x?q")
+            .body(())
+            .unwrap();
+        override_authority(&mut req, remote);
+        assert_eq!(req.uri().to_string(), format!("http://{remote}/x?q"));
+        assert!(req.headers().get("host").is_none());
+    }
+
+    /// A fake proxy entry on a real socket: reads the open request, answers with
+    /// `reply`, then echoes; the connector passes a refusal up as a typed error.
+    async fn fake_entry(reply: Reply) -> (SocketAddr, tokio::task::JoinHandle<Option<strt::Request>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let request = loop {
+                let mut chunk = [0u8; 64];
+                let n = tcp.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Progress::Complete(d) = strt::decode_request(&buf).unwrap() {
+                    break d.frame;
+                }
+            };
+            let mut frame = Vec::new();
+            strt::encode_reply(&reply, strt::VERSION, &mut frame);
+            tcp.write_all(&frame).await.unwrap();
+            let (mut r, mut w) = tcp.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            Some(request)
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn the_connector_opens_a_stream_at_a_gateway_entry_first() {
+        use crate::stream_header::{Authority, Protocol};
+        let target = Target {
+            authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
+            port: 80,
+            protocol: Protocol::Opaque,
+            identity: None,
+        };
+        let store = CertStore::new();
+        let (anchors, _) = strait_identity::generate(
+            &strait_identity::TrustDomain::default(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let connector = Connector::new(&store, &anchors, Duration::from_secs(2));
+
+        let (addr, entry) = fake_entry(Reply::Accepted { app_port: Some(8080) }).await;
+        let plan = ConnectPlan {
+            addr,
+            tls: None,
+            header: None,
+            wire: Wire::Opaque,
+            gateway: Some(target.clone()),
+        };
+        let mut io = connector.connect(&plan).await.unwrap();
+        io.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        io.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping", "bytes after the reply are the connection's");
+        drop(io);
+        assert_eq!(entry.await.unwrap(), Some(strt::Request::Open(target.clone())));
+
+        let (addr, _entry) = fake_entry(Reply::Refused {
+            reason: RefusalReason::UnknownTarget,
+            message: "no service myapp.production.svc.cluster.local:80 in this cluster".into(),
+        })
+        .await;
+        let plan = ConnectPlan { addr, ..plan };
+        let Err(e) = connector.connect(&plan).await else {
+            panic!("a refusal expected")
+        };
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
+        let rsp = e.response();
+        let header = rsp.headers()[PROXY_ERROR].to_str().unwrap().to_string();
+        assert!(
+            header.contains("unknown-target") && header.contains("no service"),
+            "{header}"
+        );
+    }
+
+    #[test]
     fn errors_have_linkerd_statuses_and_header() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let cases = [
@@ -443,6 +651,24 @@ mod tests {
             (ProxyError::NoEndpoints("x".into()), 503),
             (ProxyError::Timeout(Duration::from_secs(1)), 504),
             (ProxyError::ConnectTimeout(a), 502),
+            (
+                ProxyError::GatewayRefused {
+                    addr: a,
+                    target: "myapp.production.svc.cluster.local:80".into(),
+                    reason: RefusalReason::UnknownTarget,
+                    message: "no service".into(),
+                },
+                503,
+            ),
+            (
+                ProxyError::GatewayRefused {
+                    addr: a,
+                    target: "myapp.production.svc.cluster.local:80".into(),
+                    reason: RefusalReason::IdentityMismatch,
+                    message: "served by other".into(),
+                },
+                502,
+            ),
         ];
         for (e, status) in cases {
             let r = e.response();

@@ -8,6 +8,14 @@
 //! Streams that end or fail are re-opened with exponential backoff (100 ms … 10 s); an
 //! `InvalidArgument` answer means the controller cannot name that target, which is final
 //! ("forward to the original address").
+//!
+//! # Endpoints behind a gateway's proxy entry
+//! Linkerd's proto has no field saying "this endpoint is a Strait gateway's proxy entry":
+//! the controller marks such endpoints with the metric label
+//! [`GATEWAY_ENTRY_LABEL`]`=`[`GATEWAY_ENTRY_V1`] (a stock linkerd2-proxy only adds a
+//! `dst_strait_gateway_entry` label to its metrics) and names the remote service in
+//! `authority_override`. Such an endpoint carries [`Endpoint::gateway`], the `strt` open
+//! request the proxy sends before its TLS ClientHello; the label itself is dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +27,13 @@ use linkerd2_proxy_api::destination::{
 };
 use strait_identity::IdentityName;
 use tokio::sync::watch;
+
+use crate::stream_header::{Authority, Protocol, Target};
+
+/// The metric label that marks an endpoint as a Strait gateway's proxy entry.
+pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
+/// The marker's value for the `strt` v1 exchange.
+pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 use tonic::transport::Channel;
 
 /// One endpoint as discovery describes it.
@@ -36,6 +51,21 @@ pub struct Endpoint {
     pub opaque_transport_port: Option<u16>,
     /// Metric labels (`pod`, `deployment`, `serviceaccount`, `namespace`, …).
     pub labels: BTreeMap<String, String>,
+    /// For a gateway's proxy entry: where the remote gateway is to deliver (the
+    /// `authority_override`, with the endpoint's identity; the protocol is the plan's).
+    pub gateway: Option<Target>,
+}
+
+/// The `strt` target of a marked endpoint: `authority_override` as `name:port`.
+fn gateway_target(authority: &str, identity: Option<&IdentityName>) -> Option<Target> {
+    let (name, port) = authority.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    Some(Target {
+        authority: Authority::new(name.trim_end_matches('.').to_ascii_lowercase()).ok()?,
+        port,
+        protocol: Protocol::Opaque,
+        identity: identity.cloned(),
+    })
 }
 
 /// What is known about a target.
@@ -69,6 +99,25 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
     let mut labels: BTreeMap<String, String> =
         set_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.extend(addr.metric_labels);
+    let gateway = match labels.remove(GATEWAY_ENTRY_LABEL).as_deref() {
+        None => None,
+        Some(GATEWAY_ENTRY_V1) => {
+            let authority = addr.authority_override.map(|a| a.authority_override);
+            let target = authority
+                .as_deref()
+                .and_then(|a| gateway_target(a, identity.as_ref()));
+            if target.is_none() {
+                // Dialing the entry with TLS would fail; leave the endpoint out instead.
+                tracing::warn!(%ip, %port, ?authority, "gateway entry endpoint without a usable authority_override; ignored");
+                return None;
+            }
+            target
+        }
+        Some(other) => {
+            tracing::warn!(%ip, %port, marker = other, "gateway entry endpoint of an unknown version; ignored");
+            return None;
+        }
+    };
     Some(Endpoint {
         addr: SocketAddr::new(ip, port),
         weight: addr.weight.max(1),
@@ -76,6 +125,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
         h2,
         opaque_transport_port,
         labels,
+        gateway,
     })
 }
 

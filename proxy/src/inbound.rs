@@ -216,6 +216,7 @@ impl Inbound {
                     tls: None,
                     header: None,
                     wire,
+                    gateway: None,
                 };
                 Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
             })
@@ -399,6 +400,7 @@ impl Inbound {
             tls: None,
             header: None,
             wire: Wire::Opaque,
+            gateway: None,
         };
         let mut app = self
             .connector

@@ -49,7 +49,8 @@
 //! # Pieces other crates reuse
 //! [`discovery::Resolver`] (cached `Destination/Get` and `GetProfile` watches),
 //! [`client::Connector`] (TCP + mTLS verifying the expected identity + transport header)
-//! with [`client::ConnectPlan`], [`transport_header`], [`detect`], and [`metrics`].
+//! with [`client::ConnectPlan`], [`transport_header`], [`stream_header`] (the gateway's `strt`
+//! header, which this crate speaks to a gateway's proxy entry), [`detect`], and [`metrics`].
 
 pub mod admin;
 pub mod balance;
@@ -65,6 +66,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod server;
+pub mod stream_header;
 pub mod transport_header;
 
 use std::future::Future;

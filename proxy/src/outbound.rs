@@ -42,13 +42,45 @@ pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 /// session protocol, so the peer skips detection). In transparent mode it dials the
 /// endpoint itself (the server pod's iptables hand the connection to its proxy) except
 /// for opaque endpoints, which Linkerd tunnels to the inbound port with a header too.
+///
+/// An endpoint behind a gateway's proxy entry (a mirror of a remote service) is the same
+/// in both modes: dial the entry, open a `strt` stream to the remote service, then mTLS
+/// with the remote workload's identity and a transport header whose port the remote
+/// gateway's acceptance fills in (HTTP goes as HTTP/2: the remote peer is meshed).
 pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) -> ConnectPlan {
+    if let Some(target) = &ep.gateway {
+        let wire = if app == Wire::Opaque {
+            Wire::Opaque
+        } else {
+            Wire::Http2
+        };
+        let protocol = match wire {
+            Wire::Opaque => crate::stream_header::Protocol::Opaque,
+            _ => crate::stream_header::Protocol::Http2,
+        };
+        let header = ep.identity.as_ref().map(|_| TransportHeader {
+            port: target.port,
+            name: None,
+            protocol: session_for(wire),
+        });
+        return ConnectPlan {
+            addr: ep.addr,
+            tls: ep.identity.clone(),
+            header,
+            wire: if ep.identity.is_some() { wire } else { app },
+            gateway: Some(crate::stream_header::Target {
+                protocol,
+                ..target.clone()
+            }),
+        };
+    }
     let Some(identity) = ep.identity.clone() else {
         return ConnectPlan {
             addr: ep.addr,
             tls: None,
             header: None,
             wire: app,
+            gateway: None,
         };
     };
     let wire = if app == Wire::Opaque || ep.opaque_transport_port.is_some() && capture == Capture::Transparent
@@ -74,12 +106,14 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
                 protocol: session_for(wire),
             }),
             wire,
+            gateway: None,
         },
         None => ConnectPlan {
             addr: ep.addr,
             tls: Some(identity),
             header: None,
             wire,
+            gateway: None,
         },
     }
 }
@@ -477,6 +511,7 @@ impl Outbound {
                                     tls: None,
                                     header: None,
                                     wire: app,
+                                    gateway: None,
                                 };
                                 Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
                             })
@@ -549,6 +584,7 @@ impl Outbound {
                     tls: None,
                     header: None,
                     wire: Wire::Opaque,
+                    gateway: None,
                 };
                 self.connector.connect(&plan).await
             }

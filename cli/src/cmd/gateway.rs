@@ -2,6 +2,20 @@
 //!
 //! Flags are parsed into a [`GatewayConfig`] and credentials before any socket
 //! is bound; every bad flag says what was expected.
+//!
+//! # The cross-cluster path, per cluster
+//! For a pod in west to reach `myapp-east` with its own identity end to end:
+//! - west's gateway: `--link east=EAST_QUIC[@IDENTITY] --proxy-entry east=ENTRY`;
+//! - west's mirror: `strait mirror --gateway-entry east=ENTRY` (the Link's
+//!   `targetClusterName` is `east`; its gateway address and probe must answer, as the
+//!   probe still decides readiness);
+//! - east's gateway: `--destination-addr EAST_DESTINATION`, plus
+//!   `--endpoint-inbound-port 4143` when east's pods are not behind iptables
+//!   (loopback/explicit capture);
+//! - proxies need nothing new; both clusters' proxies must trust each other's
+//!   certificates (one set of trust anchors).
+//!
+//! The first stdout line is JSON: `{"quic", "admin", "egress": [..], "proxy_entries": [..]}`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +25,9 @@ use std::time::SystemTime;
 
 use clap::{Args, ValueEnum};
 use strait_gateway::{
-    Authority, Congestion, Credentials, EgressRoute, Endpoint, Gateway, GatewayConfig, LinkSpec, Protocol,
-    SessionState, StaticResolver, Target, default_gateway_identity,
+    Authority, Chain, Congestion, Credentials, DestinationResolver, EgressRoute, Endpoint, Gateway,
+    GatewayConfig, LinkSpec, Protocol, ProxyEntry, Resolve, SessionState, StaticResolver, Target,
+    default_gateway_identity,
 };
 use strait_identity::pki_types::pem::PemObject;
 use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
@@ -50,10 +65,24 @@ pub struct GatewayArgs {
     /// A local listener relayed to a remote service: LISTEN=LINK/AUTHORITY:PORT (repeatable).
     #[arg(long = "egress", value_name = "LISTEN=LINK/AUTHORITY:PORT")]
     pub egress: Vec<String>,
-    /// A local service the ingress delivers to: AUTHORITY:PORT=ADDR (repeatable; a static
-    /// table until the Destination-API resolver arrives).
+    /// A local service the ingress delivers to: AUTHORITY:PORT=ADDR (repeatable; checked
+    /// before --destination-addr).
     #[arg(long = "target", value_name = "AUTHORITY:PORT=ADDR")]
     pub targets: Vec<String>,
+    /// Where local proxies open cross-cluster streams on a link: LINK=ADDR, a TCP
+    /// listener (repeatable, one per link). Mirrors point Strait proxies here
+    /// (`strait mirror --gateway-entry CLUSTER=ADDR`).
+    #[arg(long = "proxy-entry", value_name = "LINK=ADDR")]
+    pub proxy_entries: Vec<String>,
+    /// The local controller's Destination service (host:port): the ingress resolves
+    /// streams' targets there (after any --target).
+    #[arg(long, value_name = "ADDR")]
+    pub destination_addr: Option<String>,
+    /// With --destination-addr, for clusters whose pods are not behind iptables
+    /// (explicit capture): deliver to meshed endpoints' proxies on this inbound port
+    /// (default: the address itself, which iptables hands to the proxy).
+    #[arg(long, value_name = "PORT", requires = "destination_addr")]
+    pub endpoint_inbound_port: Option<u16>,
     /// Congestion controller of the links.
     #[arg(long, value_enum, default_value_t = CongestionArg::Bbr)]
     pub congestion: CongestionArg,
@@ -74,6 +103,9 @@ pub struct Setup {
     pub config: GatewayConfig,
     pub creds: Credentials,
     pub resolver: StaticResolver,
+    /// `--destination-addr` and `--endpoint-inbound-port`, checked; the resolver is
+    /// built inside the runtime.
+    pub destination: Option<(String, Option<u16>)>,
 }
 
 /// Parses every flag and loads the identity files.
@@ -119,10 +151,38 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
     for route in &args.egress {
         config.egress.push(parse_egress(route)?);
     }
+    for entry in &args.proxy_entries {
+        let entry = parse_proxy_entry(entry)?;
+        if config.proxy_entries.iter().any(|e| e.link == entry.link) {
+            return Err(format!(
+                "--proxy-entry: link {:?} has two entries; give each link one LINK=ADDR",
+                entry.link
+            ));
+        }
+        config.proxy_entries.push(entry);
+    }
+    let destination = match &args.destination_addr {
+        Some(addr) => {
+            parse_host_port("--destination-addr", addr)?;
+            if args.endpoint_inbound_port == Some(0) {
+                return Err("--endpoint-inbound-port: expected a port 1-65535, found 0".into());
+            }
+            Some((addr.clone(), args.endpoint_inbound_port))
+        }
+        None => None,
+    };
     let mut resolver = StaticResolver::new();
     for t in &args.targets {
         let (authority, port, addr) = parse_target(t)?;
-        resolver.insert(authority, port, Endpoint { addr, identity: None });
+        resolver.insert(
+            authority,
+            port,
+            Endpoint {
+                addr,
+                identity: None,
+                app_port: None,
+            },
+        );
     }
     Ok(Setup {
         config,
@@ -132,7 +192,34 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
             sessions: SessionState::new(),
         },
         resolver,
+        destination,
     })
+}
+
+/// `LINK=ADDR`.
+pub fn parse_proxy_entry(value: &str) -> Result<ProxyEntry, String> {
+    let (link, listen) = value.split_once('=').ok_or_else(|| {
+        format!("--proxy-entry {value:?}: expected LINK=ADDR (a link name and a TCP IP:PORT)")
+    })?;
+    if link.is_empty() || link.contains('.') || Authority::new(link).is_err() {
+        return Err(format!(
+            "--proxy-entry {value:?}: the link name {link:?} must be a DNS label, as in --link NAME=…"
+        ));
+    }
+    Ok(ProxyEntry {
+        listen: addr("--proxy-entry", value, listen)?,
+        link: link.to_owned(),
+    })
+}
+
+/// `HOST:PORT` (a name or an IP, and a port 1-65535).
+pub fn parse_host_port(flag: &str, value: &str) -> Result<(), String> {
+    let bad = || format!("{flag} {value:?}: expected HOST:PORT (e.g. 127.0.0.1:8086)");
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && !host.is_empty() && !host.contains('/') => Ok(()),
+        _ => Err(bad()),
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -231,7 +318,17 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     rt.block_on(async move {
-        let gw = match Gateway::bind(setup.config, setup.creds, Arc::new(setup.resolver)).await {
+        let resolver: Arc<dyn Resolve> = match &setup.destination {
+            None => Arc::new(setup.resolver),
+            Some((addr, inbound_port)) => match DestinationResolver::new(addr, *inbound_port) {
+                Ok(d) => Arc::new(Chain(vec![Arc::new(setup.resolver), Arc::new(d)])),
+                Err(e) => {
+                    eprintln!("error: --destination-addr: {e}");
+                    return exit::code(exit::FAILURE);
+                }
+            },
+        };
+        let gw = match Gateway::bind(setup.config, setup.creds, resolver).await {
             Ok(gw) => gw,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -249,6 +346,7 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
             "quic": gw.quic_addr().to_string(),
             "admin": admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "egress": gw.egress_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "proxy_entries": gw.proxy_entry_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         println!("{bound}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -350,7 +448,30 @@ mod tests {
                 "expected AUTHORITY:PORT=ADDR",
             ),
             (parse_target("web:80=x").unwrap_err(), "is not an IP:PORT address"),
+            (
+                parse_proxy_entry("127.0.0.1:4180").unwrap_err(),
+                "expected LINK=ADDR",
+            ),
+            (
+                parse_proxy_entry("East=127.0.0.1:4180").unwrap_err(),
+                "must be a DNS label",
+            ),
+            (
+                parse_proxy_entry("east=localhost:4180").unwrap_err(),
+                "is not an IP:PORT address",
+            ),
+            (
+                parse_host_port("--destination-addr", "127.0.0.1").unwrap_err(),
+                "--destination-addr \"127.0.0.1\": expected HOST:PORT",
+            ),
+            (
+                parse_host_port("--destination-addr", "127.0.0.1:0").unwrap_err(),
+                "expected HOST:PORT",
+            ),
         ];
+        let e = parse_proxy_entry("east=127.0.0.1:4180").unwrap();
+        assert_eq!((e.link.as_str(), e.listen.port()), ("east", 4180));
+        assert!(parse_host_port("--destination-addr", "controller.linkerd.svc:8086").is_ok());
         for (err, expected) in cases {
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }

@@ -431,6 +431,33 @@ pub struct MirrorArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The local gateway's proxy entry for the Link whose targetClusterName is CLUSTER
+    /// (`strait gateway --proxy-entry CLUSTER=ADDR`): that cluster's mirrors then send
+    /// Strait proxies through the local gateway with the remote workload's identity
+    /// (repeatable; stock Linkerd proxies need the mirror without it).
+    #[arg(long = "gateway-entry", value_name = "CLUSTER=ADDR")]
+    pub gateway_entries: Vec<String>,
+}
+
+/// `--gateway-entry CLUSTER=ADDR` values, by cluster.
+pub fn parse_gateway_entries(
+    values: &[String],
+) -> Result<std::collections::BTreeMap<String, std::net::SocketAddr>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for value in values {
+        let (cluster, addr) = value
+            .split_once('=')
+            .ok_or_else(|| format!("--gateway-entry {value:?}: expected CLUSTER=ADDR (a Link's targetClusterName and the gateway's proxy entry IP:PORT)"))?;
+        strait_api::names::dns1123_label(cluster)
+            .map_err(|e| format!("--gateway-entry {value:?}: the cluster name {cluster:?}: {e}"))?;
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("--gateway-entry {value:?}: {addr:?} is not an IP:PORT address"))?;
+        if out.insert(cluster.to_string(), addr).is_some() {
+            return Err(format!("--gateway-entry: cluster {cluster:?} is given twice"));
+        }
+    }
+    Ok(out)
 }
 
 async fn shutdown_signal() {
@@ -447,6 +474,10 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
     let range = match args.service_cidr.as_deref().map(ServiceRange::parse).transpose() {
         Ok(r) => r,
         Err(e) => return fail(format!("--service-cidr: expected {e}")),
+    };
+    let gateway_entries = match parse_gateway_entries(&args.gateway_entries) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let local = if args.kubernetes {
@@ -469,6 +500,7 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
     };
     let opts = MirrorOptions {
         service_range: range,
+        gateway_entries,
         ..Default::default()
     };
     rt.block_on(async move {
@@ -801,5 +833,29 @@ pub fn check(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
         exit::code(exit::FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_entries_parse_and_bad_ones_say_what_was_expected() {
+        let ok =
+            parse_gateway_entries(&["east=127.0.0.1:4180".into(), "north=10.0.0.1:4180".into()]).unwrap();
+        assert_eq!(ok["east"].port(), 4180);
+        assert_eq!(ok.len(), 2);
+        let cases = [
+            ("east", "expected CLUSTER=ADDR"),
+            ("East=127.0.0.1:4180", "the cluster name \"East\""),
+            ("east=localhost:4180", "is not an IP:PORT address"),
+        ];
+        for (value, expected) in cases {
+            let e = parse_gateway_entries(&[value.into()]).unwrap_err();
+            assert!(e.starts_with("--gateway-entry") && e.contains(expected), "{e}");
+        }
+        let e = parse_gateway_entries(&["east=127.0.0.1:1".into(), "east=127.0.0.1:2".into()]).unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
     }
 }

@@ -5,6 +5,20 @@
 //! Everything here is plain data built from store objects; nothing does I/O, so the
 //! resolution rules (port mapping, identities, protocol hints, metric labels) are tested
 //! table-driven without sockets.
+//!
+//! # Mirrors of remote services
+//! A gateway-mode mirror's endpoints are the remote gateway (Linkerd's design): the
+//! gateway identity and an `authority_override` naming the remote Service. When the
+//! mirror also carries `mirror.strait.io/gateway-entry` and
+//! `mirror.strait.io/remote-identity` (written by `strait mirror --gateway-entry`), the
+//! service resolves instead to one endpoint at the local gateway's proxy entry, with the
+//! remote *workload* identity (the client's TLS runs end to end to the remote proxy), the
+//! same `authority_override`, and the metric label
+//! [`GATEWAY_ENTRY_LABEL`]`=`[`GATEWAY_ENTRY_V1`], which tells a Strait proxy to open a
+//! `strt` stream first. That endpoint is present while any remote-gateway endpoint is
+//! ready, so the gateway probe still decides readiness. Linkerd's proto has no field for
+//! the marker; a stock linkerd2-proxy merely adds it to its metric labels, so a cluster
+//! with stock proxies runs its mirror without `--gateway-entry`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +31,11 @@ use strait_api::labels;
 
 /// The proxy's inbound port, where opaque traffic to a meshed pod is sent.
 pub const DEFAULT_PROXY_INBOUND_PORT: u16 = 4143;
+/// The metric label marking an endpoint as a Strait gateway's proxy entry (the proxy
+/// crate's `discovery::GATEWAY_ENTRY_LABEL`).
+pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
+/// The marker's value: the entry speaks `strt` v1.
+pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 
 /// `(namespace, name)`.
 pub type NsName = (String, String);
@@ -38,6 +57,12 @@ pub struct ServiceInfo {
     /// For a mirror: the remote Service's name (`mirror.linkerd.io/remote-svc-fq-name`),
     /// which the gateway needs as the request's authority.
     pub remote_fq_name: Option<String>,
+    /// For a gateway-mode mirror: the local gateway's proxy entry
+    /// (`mirror.strait.io/gateway-entry`).
+    pub gateway_entry: Option<SocketAddr>,
+    /// For a gateway-mode mirror: the remote workloads' identity
+    /// (`mirror.strait.io/remote-identity`).
+    pub remote_identity: Option<String>,
 }
 
 impl ServiceInfo {
@@ -74,6 +99,8 @@ impl ServiceInfo {
             opaque_ports: opaque_ports(meta.annotations.as_ref()),
             remote_gateway_identity: annotation(labels::mirror::REMOTE_GATEWAY_IDENTITY),
             remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
+            gateway_entry: annotation(labels::mirror::GATEWAY_ENTRY).and_then(|a| a.parse().ok()),
+            remote_identity: annotation(labels::mirror::REMOTE_IDENTITY),
         })
     }
 }
@@ -326,7 +353,34 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16) -> Resolution {
             out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
         }
     }
+    if let Some(entry) = gateway_entry(svc, port)
+        && !out.is_empty()
+    {
+        return Resolution::Endpoints(Arc::new([(entry.addr, entry)].into()));
+    }
     Resolution::Endpoints(Arc::new(out))
+}
+
+/// The endpoint of a mirror at the local gateway's proxy entry, when the mirror names an
+/// entry, the remote workloads' identity and the remote Service (see the module docs).
+fn gateway_entry(svc: &ServiceInfo, service_port: u16) -> Option<Endpoint> {
+    svc.remote_gateway_identity.as_ref()?;
+    let addr = svc.gateway_entry?;
+    let identity = svc.remote_identity.clone()?;
+    let remote = svc.remote_fq_name.as_ref()?;
+    let labels = BTreeMap::from([
+        ("namespace".to_string(), svc.id.0.clone()),
+        ("service".to_string(), svc.id.1.clone()),
+        (GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string()),
+    ]);
+    Some(Endpoint {
+        addr,
+        labels,
+        identity: Some(identity),
+        h2: true,
+        opaque_transport_port: None,
+        authority_override: Some(format!("{remote}:{service_port}")),
+    })
 }
 
 /// The endpoint of a service whose DNS hostname is `hostname` (a StatefulSet pod,

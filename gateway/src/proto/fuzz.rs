@@ -67,7 +67,8 @@ fn random_request(rng: &mut Rng) -> Request {
 
 fn random_reply(rng: &mut Rng) -> Reply {
     if rng.below(3) == 0 {
-        return Reply::Accepted;
+        let app_port = (rng.below(2) == 0).then(|| 1 + rng.below(65535) as u16);
+        return Reply::Accepted { app_port };
     }
     let reason = RefusalReason::ALL[rng.below(RefusalReason::ALL.len() as u64) as usize];
     let message: String = (0..rng.below(300))

@@ -4,7 +4,9 @@
 //! simulated clock and fuzzed with arbitrary bytes. The async driver
 //! (`crate::link`, `crate::relay`) wraps it for quinn and tokio.
 
-pub mod header;
+/// The stream-open header: it lives in the proxy crate, which speaks it to a
+/// gateway's proxy entry.
+pub use strait_proxy::stream_header as header;
 pub mod link;
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ pub fn config_on(addr: SocketAddr, accept: Vec<IdentityName>) -> GatewayConfig {
 pub struct TestGateway {
     pub quic_addr: SocketAddr,
     pub egress: Vec<SocketAddr>,
+    pub proxy_entries: Vec<SocketAddr>,
     pub endpoint: quinn::Endpoint,
     pub links: Vec<LinkHandle>,
     pub metrics: Arc<metrics::Metrics>,
@@ -116,6 +117,7 @@ impl TestGateway {
         };
         let quic_addr = gw.quic_addr();
         let egress = gw.egress_addrs();
+        let proxy_entries = gw.proxy_entry_addrs();
         let endpoint = gw.endpoint();
         let (stop, stopped) = oneshot::channel();
         let running = gw
@@ -127,6 +129,7 @@ impl TestGateway {
         TestGateway {
             quic_addr,
             egress,
+            proxy_entries,
             endpoint,
             links: running.links,
             metrics: running.metrics,

@@ -67,12 +67,16 @@ struct Running {
 }
 
 fn start<R: Store, L: Store>(remote: R, local: L) -> Running {
+    start_with(remote, local, MirrorOptions::default())
+}
+
+fn start_with<R: Store, L: Store>(remote: R, local: L, opts: MirrorOptions) -> Running {
     let (health, health_rx) = watch::channel(GatewayHealth::default());
     let (report_tx, report) = watch::channel(LinkReport::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = MirrorOptions {
         retry: Duration::from_millis(20),
-        ..Default::default()
+        ..opts
     };
     let task = tokio::spawn(run_link(
         link(),
@@ -586,4 +590,76 @@ mod kube_mode {
     fn remote_svc_value() -> Service {
         remote("production", "myapp", Some("true"), "7")
     }
+}
+
+async fn meshed_pod(store: &impl Store, name: &str, sa: &str) {
+    let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "production",
+            "labels": {"app": "myapp", "linkerd.io/control-plane-ns": "linkerd"}},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "x"}]},
+        "status": {"phase": "Running"},
+    }))
+    .unwrap();
+    store.apply(vec![p.into_object()]).await.unwrap();
+}
+
+async fn strait_annotations(store: &impl Store) -> BTreeMap<String, String> {
+    let m: Option<Service> = store.get("production", "myapp-east").await.unwrap();
+    m.and_then(|m| m.metadata.annotations)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("mirror.strait.io/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn with_a_gateway_entry_mirrors_follow_the_remote_workloads_identity() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&west, "production").await;
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    let opts = MirrorOptions {
+        gateway_entries: [("east".to_string(), "127.0.0.1:4180".parse().unwrap())].into(),
+        ..Default::default()
+    };
+    let run = start_with(east.clone(), west.clone(), opts);
+    eventually("the mirror", async || {
+        services(&west)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        strait_annotations(&west).await.is_empty(),
+        "no meshed remote pod yet"
+    );
+
+    meshed_pod(&east, "myapp-1", "myapp").await;
+    let id = |sa: &str| format!("{sa}.production.serviceaccount.identity.linkerd.cluster.local");
+    eventually("the remote identity", async || {
+        strait_annotations(&west)
+            .await
+            .get("mirror.strait.io/remote-identity")
+            == Some(&id("myapp"))
+    })
+    .await;
+    assert_eq!(
+        strait_annotations(&west).await["mirror.strait.io/gateway-entry"],
+        "127.0.0.1:4180"
+    );
+
+    // The workloads move to another service account: the mirror follows.
+    east.delete(&ObjectKey::new(KindId::Pod, "production", "myapp-1"))
+        .await
+        .unwrap();
+    meshed_pod(&east, "myapp-2", "myapp-v2").await;
+    eventually("the new identity", async || {
+        strait_annotations(&west)
+            .await
+            .get("mirror.strait.io/remote-identity")
+            == Some(&id("myapp-v2"))
+    })
+    .await;
+    let _ = run.stop.send(());
+    let _ = tokio::time::timeout(BOUND, run.task).await;
 }

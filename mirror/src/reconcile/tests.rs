@@ -52,6 +52,7 @@ fn gw(ready: bool) -> Gateway {
         addresses: vec!["127.0.0.2".parse().unwrap()],
         port: 4143,
         ready,
+        entry: None,
     }
 }
 
@@ -79,7 +80,14 @@ fn run(view: &mut LocalView, plan: &Plan) {
 fn an_exported_service_gets_a_mirror_and_gateway_endpoints() {
     let l = link();
     let svcs = [remote("production", "myapp", Some("true"), "7")];
-    let p = plan(&l, &svcs, &view(&["production"]), &gw(true), None);
+    let p = plan(
+        &l,
+        &svcs,
+        &BTreeMap::new(),
+        &view(&["production"]),
+        &gw(true),
+        None,
+    );
     assert_eq!(
         keys(&p.apply),
         vec![
@@ -197,7 +205,7 @@ fn selection_modes_and_skips() {
         ),
     ];
     for (svc, namespaces, want, skip) in cases {
-        let p = plan(&l, [&svc], &view(namespaces), &gw(true), None);
+        let p = plan(&l, [&svc], &BTreeMap::new(), &view(namespaces), &gw(true), None);
         assert_eq!(keys(&p.apply), want, "{:?}", svc.metadata);
         assert_eq!(
             p.skipped.first().map(|s| s.reason.reason()),
@@ -208,7 +216,14 @@ fn selection_modes_and_skips() {
     }
     // Remote discovery: Linkerd's annotations, no endpoints.
     let svc = remote("production", "a", Some("remote-discovery"), "1");
-    let p = plan(&l, [&svc], &view(&["production"]), &gw(true), None);
+    let p = plan(
+        &l,
+        [&svc],
+        &BTreeMap::new(),
+        &view(&["production"]),
+        &gw(true),
+        None,
+    );
     let ann = p.apply[0].meta().annotations.clone().unwrap();
     assert_eq!(ann["multicluster.linkerd.io/remote-discovery"], "east");
     assert_eq!(ann["multicluster.linkerd.io/remote-service"], "a");
@@ -221,9 +236,16 @@ fn selection_modes_and_skips() {
         .unwrap()
         .insert("mirror.linkerd.io/mirrored-service".into(), "true".into());
     assert!(
-        plan(&l, [&m], &view(&["production"]), &gw(true), None)
-            .apply
-            .is_empty()
+        plan(
+            &l,
+            [&m],
+            &BTreeMap::new(),
+            &view(&["production"]),
+            &gw(true),
+            None
+        )
+        .apply
+        .is_empty()
     );
 }
 
@@ -241,6 +263,8 @@ fn objects_it_does_not_own_are_left_alone() {
         &l,
         &remote("production", "other", Some("true"), "1"),
         Mode::Gateway,
+        None,
+        None,
     );
     north.metadata.name = Some("other-north".into());
     north
@@ -252,7 +276,7 @@ fn objects_it_does_not_own_are_left_alone() {
     v.services
         .insert(("production".into(), "other-north".into()), north);
     let svcs = [remote("production", "myapp", Some("true"), "1")];
-    let p = plan(&l, &svcs, &v, &gw(true), None);
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), None);
     assert!(
         p.apply.is_empty() && p.delete.is_empty(),
         "{:?} {:?}",
@@ -279,12 +303,15 @@ fn plans_reach_a_fixed_point_and_follow_changes() {
         remote("production", "myapp", Some("true"), "1"),
         remote("production", "web", Some("true"), "1"),
     ];
-    let p = plan(&l, &svcs, &v, &gw(false), None);
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(false), None);
     assert_eq!(p.apply.len(), 4);
     run(&mut v, &p);
-    assert!(plan(&l, &svcs, &v, &gw(false), None).is_empty(), "a fixed point");
+    assert!(
+        plan(&l, &svcs, &BTreeMap::new(), &v, &gw(false), None).is_empty(),
+        "a fixed point"
+    );
     // The gateway comes up: only the slices change.
-    let p = plan(&l, &svcs, &v, &gw(true), None);
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), None);
     assert_eq!(
         keys(&p.apply),
         vec![
@@ -295,7 +322,7 @@ fn plans_reach_a_fixed_point_and_follow_changes() {
     run(&mut v, &p);
     // A remote change (new resourceVersion) updates the mirror only.
     svcs[0] = remote("production", "myapp", Some("true"), "2");
-    let p = plan(&l, &svcs, &v, &gw(true), None);
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), None);
     assert_eq!(keys(&p.apply), vec!["service/production/myapp-east"]);
     run(&mut v, &p);
     // Unexport: the mirror and its slice go, slice first.
@@ -305,7 +332,7 @@ fn plans_reach_a_fixed_point_and_follow_changes() {
         .as_mut()
         .unwrap()
         .remove("mirror.linkerd.io/exported");
-    let p = plan(&l, &svcs, &v, &gw(true), None);
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), None);
     assert!(p.apply.is_empty());
     assert_eq!(
         p.delete.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -315,9 +342,9 @@ fn plans_reach_a_fixed_point_and_follow_changes() {
         ]
     );
     run(&mut v, &p);
-    assert!(plan(&l, &svcs, &v, &gw(true), None).is_empty());
+    assert!(plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), None).is_empty());
     // The remote Service is deleted.
-    let p = plan(&l, [], &v, &gw(true), None);
+    let p = plan(&l, [], &BTreeMap::new(), &v, &gw(true), None);
     assert_eq!(p.delete.len(), 2);
 }
 
@@ -330,7 +357,7 @@ fn local_mode_allocates_stable_cluster_ips_in_the_range() {
         remote("production", "myapp", Some("true"), "1"),
         remote("production", "web", Some("true"), "1"),
     ];
-    let p = plan(&l, &svcs, &v, &gw(true), Some(&range));
+    let p = plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), Some(&range));
     let ips: Vec<Ipv4Addr> = p
         .apply
         .iter()
@@ -347,14 +374,21 @@ fn local_mode_allocates_stable_cluster_ips_in_the_range() {
     }
     run(&mut v, &p);
     // Replanning keeps the addresses.
-    assert!(plan(&l, &svcs, &v, &gw(true), Some(&range)).is_empty());
+    assert!(plan(&l, &svcs, &BTreeMap::new(), &v, &gw(true), Some(&range)).is_empty());
     // A full range is reported, not overflowed.
     let tiny = ServiceRange::parse("10.97.0.0/30").unwrap();
     let three: Vec<Service> = ["a", "b", "c"]
         .iter()
         .map(|n| remote("production", n, Some("true"), "1"))
         .collect();
-    let p = plan(&l, &three, &view(&["production"]), &gw(true), Some(&tiny));
+    let p = plan(
+        &l,
+        &three,
+        &BTreeMap::new(),
+        &view(&["production"]),
+        &gw(true),
+        Some(&tiny),
+    );
     assert_eq!(p.mirrors.len(), 2);
     assert_eq!(p.skipped[0].reason, SkipReason::NoClusterIp);
     for bad in ["10.0.0.0", "10.0.0.0/31", "10.0.0.0/4", "x/16"] {
@@ -362,5 +396,108 @@ fn local_mode_allocates_stable_cluster_ips_in_the_range() {
             ServiceRange::parse(bad).unwrap_err().contains("an IPv4 range"),
             "{bad}"
         );
+    }
+}
+
+fn pod(name: &str, sa: &str, app: &str, meshed: bool, phase: &str) -> Pod {
+    let mut labels = json!({"app": app});
+    if meshed {
+        labels["linkerd.io/control-plane-ns"] = json!("linkerd");
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "production", "labels": labels},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "x"}]},
+        "status": {"phase": phase},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_remote_identity_comes_from_the_selected_meshed_pods_service_account() {
+    let l = link();
+    let svc = remote("production", "myapp", Some("true"), "1");
+    let id = |sa: &str| format!("{sa}.production.serviceaccount.identity.linkerd.cluster.local");
+    let cases: Vec<(Vec<Pod>, Option<String>)> = vec![
+        (
+            vec![pod("a", "myapp", "myapp", true, "Running")],
+            Some(id("myapp")),
+        ),
+        // Unmeshed, finished and unselected pods do not count.
+        (
+            vec![
+                pod("a", "web", "myapp", false, "Running"),
+                pod("b", "web", "myapp", true, "Failed"),
+                pod("c", "web", "other", true, "Running"),
+            ],
+            None,
+        ),
+        // The service account with the most pods wins; ties go to the first name.
+        (
+            vec![
+                pod("a", "zeta", "myapp", true, "Running"),
+                pod("b", "zeta", "myapp", true, "Running"),
+                pod("c", "alpha", "myapp", true, "Running"),
+            ],
+            Some(id("zeta")),
+        ),
+        (
+            vec![
+                pod("a", "zeta", "myapp", true, "Running"),
+                pod("c", "alpha", "myapp", true, "Running"),
+            ],
+            Some(id("alpha")),
+        ),
+    ];
+    for (pods, want) in cases {
+        assert_eq!(remote_identity(&l, &svc, &pods), want, "{pods:?}");
+    }
+    // No selector, no identity.
+    let mut bare = svc.clone();
+    bare.spec.as_mut().unwrap().selector = None;
+    assert_eq!(
+        remote_identity(&l, &bare, &[pod("a", "myapp", "myapp", true, "Running")]),
+        None
+    );
+}
+
+#[test]
+fn mirrors_name_the_gateway_entry_and_remote_identity_when_both_are_known() {
+    let l = link();
+    let mut svc = remote("production", "myapp", Some("true"), "1");
+    // A remote Service cannot smuggle in an entry of its own.
+    svc.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("mirror.strait.io/gateway-entry".into(), "10.9.9.9:1".into());
+    let ids = BTreeMap::from([(
+        ("production".to_string(), "myapp".to_string()),
+        "myapp.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+    )]);
+    let entry_gw = Gateway {
+        entry: Some("127.0.0.1:4180".parse().unwrap()),
+        ..gw(true)
+    };
+    let ann = |ids: &BTreeMap<NsName, String>, g: &Gateway| {
+        let p = plan(&l, [&svc], ids, &view(&["production"]), g, None);
+        let mirror = p
+            .apply
+            .iter()
+            .find_map(|o| match o {
+                Object::Service(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap();
+        mirror.metadata.annotations.unwrap()
+    };
+    let a = ann(&ids, &entry_gw);
+    assert_eq!(a["mirror.strait.io/gateway-entry"], "127.0.0.1:4180");
+    assert_eq!(
+        a["mirror.strait.io/remote-identity"],
+        "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+    );
+    for (ids, g) in [(&BTreeMap::new(), &entry_gw), (&ids, &gw(true))] {
+        let a = ann(ids, g);
+        assert!(!a.keys().any(|k| k.starts_with("mirror.strait.io/")), "{a:?}");
     }
 }

@@ -128,3 +128,55 @@ fn profiles_keep_weighted_overrides() {
         vec![("a.ns.svc.cluster.local:80".to_string(), 900)]
     );
 }
+
+#[test]
+fn gateway_entry_endpoints_carry_their_strt_target() {
+    let entry = |marker: &str, authority: Option<&str>| {
+        let mut a = meshed([127, 0, 0, 9], 4180, "");
+        a.metric_labels = [(GATEWAY_ENTRY_LABEL.to_string(), marker.to_string())].into();
+        a.authority_override = authority.map(|a| pb::AuthorityOverride {
+            authority_override: a.to_string(),
+        });
+        a
+    };
+    let r = apply(
+        &Resolution::Pending,
+        add(vec![entry(
+            GATEWAY_ENTRY_V1,
+            Some("myapp.production.svc.cluster.local:80"),
+        )]),
+    );
+    let Resolution::Endpoints(e) = r else {
+        panic!("endpoints expected")
+    };
+    let ep = e.values().next().unwrap();
+    let target = ep.gateway.as_ref().expect("a gateway target");
+    assert_eq!(target.to_string(), "myapp.production.svc.cluster.local:80");
+    assert_eq!(target.identity, ep.identity);
+    assert!(!ep.labels.contains_key(GATEWAY_ENTRY_LABEL), "{:?}", ep.labels);
+    // Unknown marker versions and unusable overrides are left out; no marker is a plain
+    // endpoint even with an override (Linkerd's remote gateway).
+    for bad in [
+        entry("strt-v9", Some("myapp.production.svc.cluster.local:80")),
+        entry(GATEWAY_ENTRY_V1, None),
+        entry(GATEWAY_ENTRY_V1, Some("myapp.production.svc.cluster.local")),
+        entry(GATEWAY_ENTRY_V1, Some("Bad_Name:80")),
+    ] {
+        assert_eq!(eps(&apply(&Resolution::Pending, add(vec![bad]))), vec![]);
+    }
+    let mut plain = meshed([127, 0, 0, 9], 4143, "gw");
+    plain.authority_override = Some(pb::AuthorityOverride {
+        authority_override: "myapp.production.svc.cluster.local:80".into(),
+    });
+    let Resolution::Endpoints(e) = apply(&Resolution::Pending, add(vec![plain])) else {
+        panic!("endpoints expected")
+    };
+    assert!(e.values().next().unwrap().gateway.is_none());
+}
+
+#[test]
+fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
+    use strait_controller::discovery::model;
+    assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);
+    assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
+}

@@ -538,6 +538,7 @@ impl Outbound {
                                     tls: None,
                                     header: None,
                                     wire: app,
+                                    gateway: None,
                                 };
                                 Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
                             })

@@ -14,6 +14,7 @@ fn ep(meshed: bool, h2: bool, opaque: Option<u16>) -> Endpoint {
         h2,
         opaque_transport_port: opaque,
         labels: BTreeMap::new(),
+        gateway: None,
     }
 }
 
@@ -98,6 +99,65 @@ fn connect_plans() {
         assert_eq!(p.tls.is_some(), tls, "{capture:?} {e:?} {app:?}");
         assert_eq!(p.header, hdr, "{capture:?} {e:?} {app:?}");
         assert_eq!(p.wire, wire, "{capture:?} {e:?} {app:?}");
+    }
+}
+
+#[test]
+fn gateway_entry_plans_open_a_stream_then_mtls_with_a_header_in_both_modes() {
+    use crate::stream_header::{Authority, Protocol, Target};
+    let remote = Target {
+        authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
+        port: 80,
+        protocol: Protocol::Opaque,
+        identity: ep(true, true, None).identity,
+    };
+    let entry = Endpoint {
+        addr: "127.0.0.9:4180".parse().unwrap(),
+        gateway: Some(remote.clone()),
+        ..ep(true, true, None)
+    };
+    let h2 = Some(crate::transport_header::SessionProtocol::Http2);
+    // (capture, app protocol) → (wire, session protocol, strt protocol)
+    let cases = [
+        (Capture::Explicit, Wire::Http1, Wire::Http2, h2, Protocol::Http2),
+        (
+            Capture::Transparent,
+            Wire::Http1,
+            Wire::Http2,
+            h2,
+            Protocol::Http2,
+        ),
+        (
+            Capture::Transparent,
+            Wire::Http2,
+            Wire::Http2,
+            h2,
+            Protocol::Http2,
+        ),
+        (
+            Capture::Explicit,
+            Wire::Opaque,
+            Wire::Opaque,
+            None,
+            Protocol::Opaque,
+        ),
+    ];
+    for (capture, app, wire, session, strt) in cases {
+        let p = plan(capture, &entry, app, 4143);
+        assert_eq!(p.addr, entry.addr, "the entry itself, not an inbound port");
+        assert_eq!(p.tls, remote.identity, "the remote workload's identity");
+        assert_eq!(
+            p.header,
+            Some(TransportHeader {
+                port: 80,
+                name: None,
+                protocol: session
+            })
+        );
+        assert_eq!(p.wire, wire);
+        let target = p.gateway.expect("a strt target");
+        assert_eq!((target.protocol, target.port), (strt, 80));
+        assert_eq!(target.authority, remote.authority);
     }
 }
 

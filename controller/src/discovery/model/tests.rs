@@ -158,3 +158,70 @@ fn named_ports_map_through_the_slice_port_name() {
         9990
     );
 }
+
+#[test]
+fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_identity() {
+    let mirror = |entry: Option<&str>, ready: bool| {
+        let mut ann = json!({
+            "mirror.linkerd.io/remote-gateway-identity":
+                "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+            "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
+            "mirror.strait.io/remote-identity": "myapp.production.serviceaccount.identity.linkerd.cluster.local",
+        });
+        if let Some(e) = entry {
+            ann["mirror.strait.io/gateway-entry"] = json!(e);
+        }
+        let s = svc(json!({
+            "metadata": {"name": "myapp-east", "namespace": "production", "annotations": ann},
+            "spec": {"clusterIP": "198.18.1.11", "ports": [{"name": "http", "port": 80}]}
+        }));
+        let sl = SliceInfo::from_slice(
+            &serde_json::from_value(json!({
+                "metadata": {"name": "myapp-east-gateway", "namespace": "production",
+                             "labels": {"kubernetes.io/service-name": "myapp-east"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 4143}],
+                "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        World {
+            services: [(id("myapp-east"), s)].into(),
+            slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
+            pods: BTreeMap::new(),
+        }
+    };
+    let w = mirror(Some("127.0.0.1:4180"), true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80));
+    assert_eq!(eps.len(), 1);
+    let e = &eps[0];
+    assert_eq!(e.addr.to_string(), "127.0.0.1:4180");
+    assert_eq!(
+        e.identity.as_deref(),
+        Some("myapp.production.serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert_eq!(
+        e.authority_override.as_deref(),
+        Some("myapp.production.svc.cluster.local:80")
+    );
+    assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
+    assert!(e.h2 && e.opaque_transport_port.is_none());
+    // The gateway's probe still decides: no ready gateway, no entry endpoint.
+    let w = mirror(Some("127.0.0.1:4180"), false);
+    assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80)).is_empty());
+    // Without an entry (or with a bad one), Linkerd's remote-gateway endpoint.
+    for entry in [None, Some("not-an-address")] {
+        let w = mirror(entry, true);
+        let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80));
+        assert_eq!(eps[0].addr.to_string(), "198.18.16.2:4143");
+        assert!(
+            eps[0]
+                .identity
+                .as_deref()
+                .unwrap()
+                .starts_with("linkerd-gateway.")
+        );
+        assert!(!eps[0].labels.contains_key(GATEWAY_ENTRY_LABEL));
+    }
+}

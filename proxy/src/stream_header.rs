@@ -1,7 +1,11 @@
-//! The stream-open header and its reply, as bytes.
+//! The `strt` stream-open header of the cross-cluster path and its reply, as bytes
+//! (sans-IO: no socket, no clock).
 //!
-//! Every relayed connection is one bidirectional QUIC stream. The opening side
-//! writes one [`Request`] frame and may pipeline payload right behind it; the
+//! It lives in the proxy crate because two hops speak it: a proxy opening a
+//! cross-cluster connection at its local gateway's proxy entry (TCP), and a gateway
+//! opening a stream to the remote gateway (one bidirectional QUIC stream per relayed
+//! connection). `strait_gateway::proto::header` re-exports this module. The opening
+//! side writes one [`Request`] frame and may pipeline payload right behind it; the
 //! accepting side answers with one [`Reply`] frame before any payload of its own,
 //! or with a refusal and the end of the stream.
 //!
@@ -27,7 +31,14 @@
 //!
 //! ```text
 //! code u8 (0 = accepted, else a refusal reason) | message len u8 | message (UTF-8)
+//! accepted only, optional: app port u16 (an acceptance's message is empty)
 //! ```
+//!
+//! The app port of an acceptance is the application port of the endpoint the
+//! accepting gateway chose (the ingress knows it from its Destination lookup, the
+//! opener only knows the service port). A client proxy names it in the Linkerd
+//! transport header inside its TLS session, so a server proxy that is not behind
+//! iptables (explicit capture) forwards to the right port.
 //!
 //! Version negotiation: a peer that does not speak the request's version answers
 //! with a reply in its own highest version whose code is `unsupported-version`;
@@ -190,11 +201,14 @@ pub enum RefusalReason {
     ShuttingDown,
     /// Too many streams are open.
     Overloaded,
+    /// The gateway's link to the target cluster is down (sent by a gateway's proxy
+    /// entry to a local proxy; never on a link).
+    LinkDown,
 }
 
 impl RefusalReason {
     /// Every reason, in code order.
-    pub const ALL: [RefusalReason; 8] = [
+    pub const ALL: [RefusalReason; 9] = [
         RefusalReason::UnknownTarget,
         RefusalReason::NoEndpoints,
         RefusalReason::ConnectFailed,
@@ -203,6 +217,7 @@ impl RefusalReason {
         RefusalReason::Malformed,
         RefusalReason::ShuttingDown,
         RefusalReason::Overloaded,
+        RefusalReason::LinkDown,
     ];
 
     fn code(self) -> u8 {
@@ -215,6 +230,7 @@ impl RefusalReason {
             RefusalReason::Malformed => 6,
             RefusalReason::ShuttingDown => 7,
             RefusalReason::Overloaded => 8,
+            RefusalReason::LinkDown => 9,
         }
     }
 
@@ -233,6 +249,7 @@ impl RefusalReason {
             RefusalReason::Malformed => "malformed",
             RefusalReason::ShuttingDown => "shutting-down",
             RefusalReason::Overloaded => "overloaded",
+            RefusalReason::LinkDown => "link-down",
         }
     }
 }
@@ -247,7 +264,11 @@ impl fmt::Display for RefusalReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// The stream is connected to the target; payload follows.
-    Accepted,
+    Accepted {
+        /// The application port of the endpoint the stream was delivered to, when
+        /// the accepting side knows it (see the module docs).
+        app_port: Option<u16>,
+    },
     /// The stream is refused; the stream ends after this frame.
     Refused {
         /// Why.
@@ -345,6 +366,9 @@ pub enum HeaderError {
     /// The refusal message is not UTF-8.
     #[error("refusal message is not UTF-8")]
     BadMessage,
+    /// An acceptance carries a message (only refusals explain themselves).
+    #[error("an acceptance carries no message, found {0} bytes")]
+    AcceptanceMessage(usize),
 }
 
 impl HeaderError {
@@ -384,9 +408,12 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
 pub fn encode_reply(reply: &Reply, version: u8, out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(64);
     match reply {
-        Reply::Accepted => {
+        Reply::Accepted { app_port } => {
             body.push(0);
             body.push(0);
+            if let Some(port) = app_port {
+                body.extend_from_slice(&port.to_be_bytes());
+            }
         }
         Reply::Refused { reason, message } => {
             body.push(reason.code());
@@ -447,10 +474,22 @@ pub fn decode_reply(input: &[u8]) -> Result<Progress<Reply>, HeaderError> {
         let message = std::str::from_utf8(message)
             .map_err(|_| HeaderError::BadMessage)?
             .to_owned();
-        r.finish()?;
         if code == 0 {
-            return Ok(Reply::Accepted);
+            if !message.is_empty() {
+                return Err(HeaderError::AcceptanceMessage(message.len()));
+            }
+            let app_port = if r.remaining() == 2 {
+                match r.u16("app port")? {
+                    0 => return Err(HeaderError::ZeroPort),
+                    port => Some(port),
+                }
+            } else {
+                None
+            };
+            r.finish()?;
+            return Ok(Reply::Accepted { app_port });
         }
+        r.finish()?;
         let reason = RefusalReason::from_code(code).ok_or(HeaderError::UnknownReplyCode(code))?;
         Ok(Reply::Refused { reason, message })
     })
@@ -561,6 +600,10 @@ impl<'a> Reader<'a> {
     fn short(&mut self, field: &'static str) -> Result<&'a [u8], HeaderError> {
         let len = self.u8(field)?;
         self.take(field, usize::from(len))
+    }
+
+    fn remaining(&self) -> usize {
+        self.body.len() - self.at
     }
 
     fn finish(self) -> Result<(), HeaderError> {
@@ -819,7 +862,8 @@ mod tests {
     #[test]
     fn replies_round_trip_in_any_version() {
         for reply in [
-            Reply::Accepted,
+            Reply::Accepted { app_port: None },
+            Reply::Accepted { app_port: Some(8080) },
             Reply::Refused {
                 reason: RefusalReason::UnknownTarget,
                 message: "no service nope.default.svc.cluster.local".into(),
@@ -880,6 +924,21 @@ mod tests {
         assert_eq!(
             decode_reply(&raw(1, &[0, 0, 0])),
             Err(HeaderError::TrailingBytes { extra: 1 })
+        );
+        assert_eq!(decode_reply(&raw(1, &[0, 0, 0, 0])), Err(HeaderError::ZeroPort));
+        // Whatever decodes re-encodes to the same bytes: an acceptance has no message.
+        assert_eq!(
+            decode_reply(&raw(1, &[0, 2, b'o', b'k'])),
+            Err(HeaderError::AcceptanceMessage(2))
+        );
+        assert_eq!(
+            decode_reply(&raw(1, &[0, 0, 0x1f, 0x90, 0])),
+            Err(HeaderError::TrailingBytes { extra: 3 })
+        );
+        // A refusal never carries a port.
+        assert_eq!(
+            decode_reply(&raw(1, &[1, 0, 0x1f, 0x90])),
+            Err(HeaderError::TrailingBytes { extra: 2 })
         );
         assert_eq!(
             decode_reply(&raw(1, &[0])),

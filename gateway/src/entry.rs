@@ -1,0 +1,144 @@
+//! The proxy entry: where local Strait proxies hand the gateway their cross-cluster
+//! connections (`strait gateway --proxy-entry LINK=ADDR`, one TCP listener per link).
+//!
+//! The exchange, on one TCP connection:
+//!
+//! 1. the proxy writes one `strt` open request ([`crate::proto::header`]): the remote
+//!    service's authority and port, the protocol, and the identity it expects of the
+//!    remote workload;
+//! 2. the gateway opens one stream on the listener's link with that target and passes
+//!    the remote gateway's reply back unchanged: an acceptance names the application
+//!    port of the endpoint the remote ingress chose; a refusal ends the connection;
+//! 3. after an acceptance the proxy starts its own mTLS session (ClientHello first),
+//!    which the gateways relay to the remote workload's proxy without reading it.
+//!
+//! Failures on this side are refusals too, in the same frame, so a proxy always learns
+//! why: a bad or missing request (`malformed`, `unsupported-version`; a probe is
+//! `malformed` here, probes are for links), a link that is down or fails while the
+//! stream opens (`link-down`). The hop is plaintext TCP inside the cluster: the header
+//! names only a service and an identity, and everything after it is the proxy's TLS.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::link::LinkHandle;
+use crate::proto::header::{self, RefusalReason, Reply, Request};
+use crate::relay::{self, Downstream, RelayError};
+
+/// A TCP listener where local proxies open streams on one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEntry {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The link its streams go over.
+    pub link: String,
+}
+
+/// How long a proxy has to send its request once connected.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the remote gateway has to answer an opened stream (its ingress
+/// resolves and connects first).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    link: LinkHandle,
+    open_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(conn(tcp, peer, link.clone(), open_timeout));
+                }
+                Err(e) => tracing::warn!(error = %e, "proxy entry accept failed"),
+            },
+            Some(_) = conns.join_next() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {
+    let mut frame = Vec::with_capacity(64 + message.len());
+    header::encode_reply(&Reply::Refused { reason, message }, header::VERSION, &mut frame);
+    let _ = tcp.write_all(&frame).await;
+    let _ = tcp.shutdown().await;
+}
+
+async fn conn(mut tcp: TcpStream, peer: SocketAddr, link: LinkHandle, open_timeout: Duration) {
+    let metrics = link.metrics().clone();
+    let name = link.spec().name.clone();
+    let (target, pipelined) = match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_request(&mut tcp)).await
+    {
+        Ok(Ok((Request::Open(target), rest))) => (target, rest),
+        Ok(Ok((Request::Probe, _))) => {
+            let message = "a proxy entry takes open requests; probes are for gateway links".to_string();
+            return refuse(tcp, RefusalReason::Malformed, message).await;
+        }
+        Ok(Err(RelayError::Header(e))) => {
+            tracing::info!(%peer, link = %name, error = %e, "proxy entry: bad request");
+            return refuse(tcp, e.refusal(), e.to_string()).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "proxy entry: connection ended before its request");
+            return;
+        }
+        Err(_) => {
+            let message = format!("no open request within {REQUEST_TIMEOUT:?}");
+            return refuse(tcp, RefusalReason::Malformed, message).await;
+        }
+    };
+    let (mut send, mut recv) = match link.open(&target, open_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.refusals.add(RefusalReason::LinkDown);
+            tracing::info!(%peer, %target, error = %e, "proxy entry: no stream");
+            return refuse(tcp, RefusalReason::LinkDown, e.to_string()).await;
+        }
+    };
+    if !pipelined.is_empty() && send.write_all(&pipelined).await.is_err() {
+        return refuse(tcp, RefusalReason::LinkDown, format!("link to {name} failed")).await;
+    }
+    let (reply, rest) = match tokio::time::timeout(REPLY_TIMEOUT, relay::read_reply(&mut recv)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let _ = send.reset(relay::RELAY_ERROR);
+            let message = format!("link to {name}: the stream to {target} failed before its reply: {e}");
+            return refuse(tcp, RefusalReason::LinkDown, message).await;
+        }
+        Err(_) => {
+            let _ = send.reset(relay::RELAY_ERROR);
+            let message = format!("link to {name}: no reply for {target} within {REPLY_TIMEOUT:?}");
+            return refuse(tcp, RefusalReason::LinkDown, message).await;
+        }
+    };
+    if let Reply::Refused { reason, message } = reply {
+        metrics.refusals.add(reason);
+        tracing::info!(%peer, %target, link = %name, %reason, %message, "remote gateway refused the stream");
+        let _ = recv.stop(relay::RELAY_ERROR);
+        return refuse(tcp, reason, message).await;
+    }
+    let mut frame = Vec::with_capacity(16);
+    header::encode_reply(&reply, header::VERSION, &mut frame);
+    if tcp.write_all(&frame).await.is_err() {
+        let _ = send.reset(relay::RELAY_ERROR);
+        return;
+    }
+    metrics.streams_open.fetch_add(1, Ordering::Relaxed);
+    let result = relay::relay(tcp, send, recv, Downstream::Ready(rest), metrics.bytes.clone()).await;
+    metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
+    if let Err(e) = result {
+        tracing::debug!(%peer, %target, error = %e, "proxy entry relay ended with an error");
+    }
+}

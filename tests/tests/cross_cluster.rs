@@ -1,0 +1,485 @@
+//! The cross-cluster path end to end, every component real and in process on loopback
+//! sockets: two controllers with their stores (one mesh PKI, as linked Linkerd clusters
+//! share trust anchors), two gateways linked over QUIC, west's service mirror, a client
+//! proxy in west and a server proxy in east (explicit capture, each pod on its own 127.x
+//! address), and the demo server behind east's proxy.
+//!
+//! ```text
+//! client ─▶ west proxy ─strt─▶ west gateway (proxy entry) ══QUIC══▶ east gateway
+//!             └──────────── mTLS, web ⇄ myapp, end to end ──────────────┘  │ Destination
+//!                                                                 east proxy (4143) ─▶ demo server
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use strait_api::loader::{LoadOptions, load_str};
+use strait_api::store::local::LocalStore;
+use strait_api::{Object, Store};
+use strait_controller::run::{Bound, ControllerConfig, LocalIdentity};
+use strait_gateway::{
+    Credentials, DestinationResolver, Gateway, GatewayConfig, LinkSpec, ProxyEntry, SessionState,
+    StaticResolver, default_gateway_identity,
+};
+use strait_identity::{
+    CertStore, DEFAULT_LEAF_LIFETIME, IdentityName, TrustDomain, generate_key_and_csr, pki_types,
+};
+use strait_proxy::config::env;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+const WEB_ID: &str = "web.production.serviceaccount.identity.linkerd.cluster.local";
+const MYAPP_ID: &str = "myapp.production.serviceaccount.identity.linkerd.cluster.local";
+const MIRROR: &str = "myapp-east.production.svc.cluster.local:80";
+const GHOST: &str = "ghost-east.production.svc.cluster.local:80";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Stops what it holds when dropped: every task of the topology.
+#[derive(Default)]
+struct Tasks(Vec<JoinHandle<()>>, Vec<oneshot::Sender<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A control plane on 127.0.0.1 port 0 over an in-memory store.
+struct Cluster {
+    store: LocalStore,
+    bound: Bound,
+}
+
+async fn cluster(id: &LocalIdentity, tasks: &mut Tasks) -> Cluster {
+    let store = LocalStore::in_memory();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let cfg = ControllerConfig {
+        destination_addr: any,
+        identity_addr: any,
+        policy_addr: any,
+        admin_addr: any,
+        local_endpoints: true,
+        ..Default::default()
+    };
+    let (btx, brx) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (s, anchors, issuer, tokens) = (
+        store.clone(),
+        id.anchors.clone(),
+        id.issuer.clone(),
+        id.tokens.clone(),
+    );
+    tasks.0.push(tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let on_bound = move |b| {
+            let _ = btx.send(b);
+        };
+        strait_controller::run::run(cfg, s, anchors, issuer, tokens, on_bound, shutdown)
+            .await
+            .unwrap();
+    }));
+    tasks.1.push(stop);
+    let c = Cluster {
+        store,
+        bound: brx.await.unwrap(),
+    };
+    apply(
+        &c.store,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n",
+    )
+    .await;
+    c
+}
+
+async fn apply(store: &LocalStore, yaml: &str) {
+    let objs: Vec<Object> = load_str("test.yaml", yaml, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|l| l.object)
+        .collect();
+    store.apply(objs).await.unwrap();
+}
+
+async fn meshed_pod(store: &LocalStore, name: &str, app: &str, sa: &str, ip: IpAddr) {
+    apply(
+        store,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: production\n  labels: {{app: {app}, linkerd.io/control-plane-ns: linkerd}}\nspec:\n  serviceAccountName: {sa}\n  containers: [{{name: app, image: x}}]\nstatus: {{phase: Running, podIP: {ip}}}\n"
+        ),
+    )
+    .await;
+}
+
+/// A proxy for pod `name` at `ip` in explicit mode; waits (bounded) for `/ready`.
+async fn proxy(
+    c: &Cluster,
+    id: &LocalIdentity,
+    dir: &std::path::Path,
+    name: &str,
+    sa: &str,
+    ip: IpAddr,
+    tasks: &mut Tasks,
+) -> strait_proxy::Bound {
+    let token = dir.join(format!("{name}.token"));
+    std::fs::write(&token, id.tokens.mint("production", sa, name)).unwrap();
+    let vars: HashMap<&str, String> = HashMap::from([
+        (env::CAPTURE, "explicit".to_string()),
+        (env::DESTINATION_SVC_ADDR, c.bound.destination.to_string()),
+        (env::IDENTITY_SVC_ADDR, c.bound.identity.to_string()),
+        (env::IDENTITY_TRUST_ANCHORS, id.anchors.to_pem()),
+        (
+            env::IDENTITY_LOCAL_NAME,
+            format!("{sa}.production.serviceaccount.identity.linkerd.cluster.local"),
+        ),
+        (env::IDENTITY_TOKEN_FILE, token.display().to_string()),
+        (env::INBOUND_LISTEN_ADDR, format!("{ip}:4143")),
+        (env::OUTBOUND_LISTEN_ADDR, format!("{ip}:4140")),
+        (env::ADMIN_LISTEN_ADDR, format!("{ip}:4191")),
+        (env::LOG, "warn".to_string()),
+    ]);
+    let cfg = strait_proxy::Config::from_source(|k| vars.get(k).cloned(), SystemTime::now()).unwrap();
+    let (btx, brx) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tasks.0.push(tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        strait_proxy::run(
+            cfg,
+            move |b| {
+                let _ = btx.send(b);
+            },
+            shutdown,
+        )
+        .await
+        .unwrap();
+    }));
+    tasks.1.push(stop);
+    let bound = brx.await.unwrap();
+    for _ in 0..400 {
+        if http_get(bound.admin, "/ready").await.0 == 200 {
+            return bound;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("proxy {name} not ready within 10s");
+}
+
+/// Gateway credentials issued by the mesh's issuer.
+fn gateway_creds(id: &LocalIdentity) -> Credentials {
+    let me = default_gateway_identity(&TrustDomain::default()).unwrap();
+    let (key, csr) = generate_key_and_csr(&me).unwrap();
+    let issued = id
+        .issuer
+        .issue(csr.as_ref(), &me, DEFAULT_LEAF_LIFETIME, SystemTime::now())
+        .unwrap();
+    Credentials {
+        store: CertStore::with_cert(issued.chain, pki_types::PrivateKeyDer::Pkcs8(key)).unwrap(),
+        anchors: id.anchors.clone(),
+        sessions: SessionState::new(),
+    }
+}
+
+/// Binds and starts a gateway; returns its QUIC and proxy-entry addresses.
+async fn gateway(
+    config: GatewayConfig,
+    creds: Credentials,
+    resolver: Arc<dyn strait_gateway::Resolve>,
+    tasks: &mut Tasks,
+) -> (SocketAddr, Vec<SocketAddr>) {
+    let gw = Gateway::bind(config, creds, resolver).await.unwrap();
+    let addrs = (gw.quic_addr(), gw.proxy_entry_addrs());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = gw
+        .start(async {
+            let _ = stopped.await;
+        })
+        .unwrap();
+    tasks.0.push(tokio::spawn(running.done));
+    tasks.1.push(stop);
+    addrs
+}
+
+/// A GET over a fresh HTTP/1.1 connection: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("an answer within 10s")
+        .unwrap();
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// GET `/` of `authority` through the proxy's outbound port: (status, headers, body).
+async fn get_via(outbound: SocketAddr, authority: &str) -> (u16, http::HeaderMap, String) {
+    let io = TokioIo::new(TcpStream::connect(outbound).await.unwrap());
+    let (mut c, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/hello")
+        .header("host", authority)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(15), c.send_request(req))
+        .await
+        .expect("a response within 15s")
+        .unwrap();
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// The value of `name{…}` whose labels include every `want` pair.
+fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{')?;
+            (n == name).then_some((labels, value))
+        })
+        .find(|(labels, _)| want.iter().all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_west_client_reaches_east_through_both_gateways_with_its_own_identity() {
+    tokio::time::timeout(Duration::from_secs(90), scenario())
+        .await
+        .expect("the cross-cluster scenario finished within 90s");
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(
+        &dir.path().join("identity"),
+        &TrustDomain::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut tasks = Tasks::default();
+    let (web_ip, myapp_ip) = (ip("127.46.1.2"), ip("127.46.2.3"));
+
+    // East: myapp, exported, meshed, behind its proxy; the demo server is the app.
+    let east = cluster(&id, &mut tasks).await;
+    apply(
+        &east.store,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    )
+    .await;
+    meshed_pod(&east.store, "myapp-1", "myapp", "myapp", myapp_ip).await;
+    let demo = strait_topologies::demo::server::Server::new(strait_topologies::demo::server::ServerConfig {
+        identity: strait_topologies::demo::Identity {
+            name: "myapp".into(),
+            version: "v1".into(),
+            cluster: "east".into(),
+            pod: "myapp-1".into(),
+            namespace: "production".into(),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let app = TcpListener::bind((myapp_ip, 8080)).await.unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _ = demo.serve(app, std::future::pending()).await;
+    }));
+    let east_proxy = proxy(&east, &id, dir.path(), "myapp-1", "myapp", myapp_ip, &mut tasks).await;
+
+    // East's gateway: the ingress resolves through east's Destination and delivers to
+    // proxies on 4143 (explicit capture: nothing redirects at the pod).
+    let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
+    let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
+    let (east_quic, _) = gateway(
+        GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]),
+        gateway_creds(&id),
+        Arc::new(resolver),
+        &mut tasks,
+    )
+    .await;
+
+    // West: its gateway links to east and opens a proxy entry for the link.
+    let west = cluster(&id, &mut tasks).await;
+    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
+    cfg.links.push(LinkSpec {
+        name: "east".into(),
+        addr: east_quic,
+        identity: gw_id.clone(),
+    });
+    cfg.proxy_entries.push(ProxyEntry {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        link: "east".into(),
+    });
+    let (_, entries) = gateway(
+        cfg,
+        gateway_creds(&id),
+        Arc::new(StaticResolver::new()),
+        &mut tasks,
+    )
+    .await;
+    let entry = entries[0];
+
+    // West's mirror of east, pointing Strait proxies at the entry.
+    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "cluster-credentials-east",
+            "gatewayAddress": east_quic.ip().to_string(),
+            "gatewayPort": "4143",
+            "gatewayIdentity": gw_id.as_str(),
+        },
+    }))
+    .unwrap();
+    let opts = strait_mirror::MirrorOptions {
+        gateway_entries: [("east".to_string(), entry)].into(),
+        ..Default::default()
+    };
+    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
+        alive: true,
+        ..Default::default()
+    });
+    let (report, _report_rx) = watch::channel(Default::default());
+    let (remote, local) = (east.store.clone(), west.store.clone());
+    let cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _keep = health_tx;
+        strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
+    }));
+
+    // A mirror of a service east does not have, as a stale or hand-made mirror would be.
+    apply(
+        &west.store,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: ghost-east\n  namespace: production\n  annotations:\n    mirror.linkerd.io/remote-gateway-identity: {gw}\n    mirror.linkerd.io/remote-svc-fq-name: ghost.production.svc.cluster.local\n    mirror.strait.io/gateway-entry: \"{entry}\"\n    mirror.strait.io/remote-identity: {MYAPP_ID}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ghost-east-gateway\n  namespace: production\n  labels: {{kubernetes.io/service-name: ghost-east}}\naddressType: IPv4\nports: [{{name: http, port: 4143}}]\nendpoints:\n  - addresses: [127.0.0.1]\n    conditions: {{ready: true}}\n",
+            gw = gw_id.as_str()
+        ),
+    )
+    .await;
+
+    meshed_pod(&west.store, "web-1", "web", "web", web_ip).await;
+    let west_proxy = proxy(&west, &id, dir.path(), "web-1", "web", web_ip, &mut tasks).await;
+
+    // The mirror appears with the entry and east's workload identity; then requests flow.
+    let mut last = (0, http::HeaderMap::new(), String::new());
+    for _ in 0..200 {
+        last = get_via(west_proxy.outbound, MIRROR).await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, headers, body) = last;
+    assert_eq!(status, 200, "{headers:?} {body}");
+    assert!(
+        body.contains("\"cluster\":\"east\"") && body.contains("\"pod\":\"myapp-1\""),
+        "{body}"
+    );
+    for _ in 0..4 {
+        let (status, _, body) = get_via(west_proxy.outbound, MIRROR).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mirror: Option<k8s_openapi::api::core::v1::Service> =
+        west.store.get("production", "myapp-east").await.unwrap();
+    let annotations = mirror.unwrap().metadata.annotations.unwrap();
+    assert_eq!(annotations["mirror.strait.io/gateway-entry"], entry.to_string());
+    assert_eq!(annotations["mirror.strait.io/remote-identity"], MYAPP_ID);
+
+    // East's proxy authenticated the west client itself: the gateways only relayed.
+    let (_, east_metrics) = http_get(east_proxy.admin, "/metrics").await;
+    let inbound = [("direction", "inbound"), ("tls", "true"), ("client_id", WEB_ID)];
+    let served = metric(&east_metrics, "request_total", &inbound);
+    assert!(served.is_some_and(|n| n >= 5.0), "{east_metrics}");
+    // West's proxy dialed its gateway's entry and verified east's workload identity,
+    // not a gateway's.
+    let (_, west_metrics) = http_get(west_proxy.admin, "/metrics").await;
+    let entry_addr = entry.to_string();
+    let outbound = [
+        ("direction", "outbound"),
+        ("tls", "true"),
+        ("server_id", MYAPP_ID),
+        ("target_addr", entry_addr.as_str()),
+    ];
+    assert!(
+        metric(&west_metrics, "request_total", &outbound).is_some_and(|n| n >= 5.0),
+        "{west_metrics}"
+    );
+
+    // Opaque TCP too (explicit mode's CONNECT): the tunnel reaches east's app port.
+    let mut tcp = TcpStream::connect(west_proxy.outbound).await.unwrap();
+    let connect = format!("CONNECT {MIRROR} HTTP/1.1\r\nhost: {MIRROR}\r\n\r\n");
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") {
+        rest.push(tcp.read_u8().await.unwrap());
+    }
+    tcp.write_all(b"GET /tunnel HTTP/1.1\r\nhost: myapp\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer))
+        .await
+        .expect("the tunnelled answer within 10s")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"cluster\":\"east\""),
+        "{answer}"
+    );
+
+    // A service east does not know: east's gateway refuses, west's proxy answers 503
+    // with Linkerd's l5d-proxy-error naming the refusal.
+    // (Retried, bounded: west's Destination may publish the Service before its slice.)
+    let mut last = (0, http::HeaderMap::new(), String::new());
+    for _ in 0..100 {
+        last = get_via(west_proxy.outbound, GHOST).await;
+        if last
+            .1
+            .get("l5d-proxy-error")
+            .is_some_and(|e| e.to_str().unwrap_or("").contains("refused"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, headers, body) = last;
+    assert_eq!(status, 503, "{headers:?} {body}");
+    let error = headers["l5d-proxy-error"].to_str().unwrap();
+    assert!(
+        error.contains("unknown-target") && error.contains("ghost.production.svc.cluster.local:80"),
+        "{error}"
+    );
+
+    for stop in tasks.1.drain(..) {
+        let _ = stop.send(());
+    }
+}
