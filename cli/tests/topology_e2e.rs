@@ -327,6 +327,35 @@ fn exercise(run: &Run) {
         "east's inbound metrics show the mTLS client identity:\n{metrics}"
     );
 
+    // Across clusters: west's frontend reaches east's myapp through both gateways, and
+    // east's proxy authenticates the frontend itself (the client's mTLS runs end to end).
+    let report = run.client(
+        "west/frontend",
+        "http://myapp-east.production.svc.cluster.local/",
+        20,
+    );
+    assert_eq!(report["succeeded"], 20, "{report:#}");
+    assert!(
+        report["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["cluster"] == "east"),
+        "east answers: {report:#}"
+    );
+    let east_metrics: String = run
+        .pods("east")
+        .iter()
+        .map(|p| crate::metrics(&format!("{}:4191", p["ip"].as_str().unwrap())))
+        .collect();
+    assert!(
+        east_metrics.lines().any(|l| l.starts_with("request_total{")
+            && l.contains("direction=\"inbound\"")
+            && l.contains("tls=\"true\"")
+            && l.contains("client_id=\"frontend.production.serviceaccount.identity.linkerd.cluster.local\"")),
+        "east's proxies see west's frontend identity:\n{east_metrics}"
+    );
+
     // The export: the mirror follows the label, both ways.
     run.ok(&[
         "--cluster",
@@ -654,6 +683,23 @@ fn a_dead_gateway_fails_traffic_over_to_the_next_cluster_and_back() {
     run.wait("the primary to serve", Duration::from_secs(10), |r| {
         weights(r) == primary
     });
+    let answered_by = |r: &Run| -> Vec<String> {
+        let rep = r.client("west/frontend", "http://myapp.production.svc.cluster.local/", 10);
+        let mut clusters: Vec<String> = rep["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["cluster"].as_str().unwrap_or_default().to_string())
+            .collect();
+        clusters.dedup();
+        if rep["succeeded"] != 10 {
+            clusters.push(format!("{} failed", rep["failed"]));
+        }
+        clusters
+    };
+    run.wait("east to answer", Duration::from_secs(10), |r| {
+        answered_by(r) == ["east"]
+    });
     // Freeze east's gateway: it stops answering probes (and relaying) without exiting, so
     // the supervisor does not restart it.
     let pid_file = run.run_dir().unwrap().join("pids/east_gateway.pid");
@@ -667,6 +713,9 @@ fn a_dead_gateway_fails_traffic_over_to_the_next_cluster_and_back() {
     );
     run.wait("failover to central", Duration::from_secs(15), |r| {
         weights(r) == failed_over
+    });
+    run.wait("central to answer", Duration::from_secs(15), |r| {
+        answered_by(r) == ["central"]
     });
     let gateways = run.ok(&["--cluster", "west", "multicluster", "gateways"]);
     assert!(
@@ -684,6 +733,9 @@ fn a_dead_gateway_fails_traffic_over_to_the_next_cluster_and_back() {
     );
     run.wait("traffic to return to east", Duration::from_secs(15), |r| {
         weights(r) == primary
+    });
+    run.wait("east to answer again", Duration::from_secs(15), |r| {
+        answered_by(r) == ["east"]
     });
     run.down();
 }

@@ -506,6 +506,9 @@ impl Runtime {
             ]
             .map(String::from)
             .to_vec();
+            for (l, entry) in self.links_from(&c.spec.name) {
+                args.extend(["--gateway-entry".into(), format!("{}={entry}", l.to)]);
+            }
             let spec = self.strait_proc(c, "mirror", std::mem::take(&mut args));
             self.sup.start(spec)?;
             let gw = c.dir.join("gateway");
@@ -522,7 +525,13 @@ impl Runtime {
                 "--identity-key-file".into(),
                 gw.join("tls.key").display().to_string(),
             ];
-            for l in self.topology.links.iter().filter(|l| l.from == c.spec.name) {
+            // The ingress delivers streams to local endpoints found through Destination;
+            // in loopback mode pods are not behind iptables, so it dials their proxies.
+            gargs.extend(["--destination-addr".into(), r.destination.clone()]);
+            if self.isolation != Isolation::Netns {
+                gargs.extend(["--endpoint-inbound-port".into(), "4143".into()]);
+            }
+            for (l, entry) in self.links_from(&c.spec.name) {
                 let target = self.cluster(&l.to);
                 gargs.push("--link".into());
                 gargs.push(format!(
@@ -532,6 +541,8 @@ impl Runtime {
                     strait_controller::api::MULTICLUSTER_NS,
                     target.spec.trust_domain
                 ));
+                // Local proxies hand cross-cluster connections to this link here.
+                gargs.extend(["--proxy-entry".into(), format!("{}={entry}", l.to)]);
             }
             let spec = self.strait_proc(c, "gateway", gargs);
             self.sup.start(spec)?;
@@ -617,6 +628,19 @@ impl Runtime {
         self.record.status = "ready".into();
         self.record.write(&self.dir)?;
         Ok(())
+    }
+
+    /// The links `from` makes, each with the address of its gateway's proxy entry:
+    /// the infrastructure address, port 4150 + the link's position.
+    fn links_from(&self, from: &str) -> Vec<(crate::topology::Link, String)> {
+        let c = self.cluster(from);
+        self.topology
+            .links
+            .iter()
+            .filter(|l| l.from == from)
+            .enumerate()
+            .map(|(i, l)| (l.clone(), format!("{}:{}", c.block.infra(), 4150 + i)))
+            .collect()
     }
 
     fn cluster(&self, name: &str) -> &ClusterRt {
