@@ -275,3 +275,89 @@ pub mod headers {
     /// Client identity forwarded to the application.
     pub const CLIENT_ID: &str = "l5d-client-id";
 }
+
+/// One shared copy of each distinct label set.
+///
+/// Controllers keep the labels of every pod of the cluster, and the pods of one ReplicaSet
+/// carry identical labels (`pod-template-hash` included): with tens of thousands of pods,
+/// a map per pod per index was most of a controller's memory. [`interned`] hands out one
+/// `Arc` per distinct set, shared by every index of the process; sets no index holds any
+/// more are dropped as the table grows.
+pub mod intern {
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// A shared, immutable label set.
+    pub type Labels = Arc<BTreeMap<String, String>>;
+
+    struct Table {
+        sets: HashSet<Labels>,
+        /// Size after the last sweep: the next sweep runs when the table has doubled.
+        swept_at: usize,
+    }
+
+    fn table() -> &'static Mutex<Table> {
+        static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            Mutex::new(Table {
+                sets: HashSet::new(),
+                swept_at: 0,
+            })
+        })
+    }
+
+    /// The shared copy of `labels`.
+    pub fn interned(labels: BTreeMap<String, String>) -> Labels {
+        let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = t.sets.get(&labels) {
+            return found.clone();
+        }
+        if t.sets.len() >= (2 * t.swept_at).max(1024) {
+            // Sets only the table still holds are no one's any more.
+            t.sets.retain(|s| Arc::strong_count(s) > 1);
+            t.swept_at = t.sets.len();
+        }
+        let shared = Arc::new(labels);
+        t.sets.insert(shared.clone());
+        shared
+    }
+
+    /// Distinct sets currently in the table (for tests and diagnostics).
+    pub fn distinct() -> usize {
+        table().lock().unwrap_or_else(|e| e.into_inner()).sets.len()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn set(app: &str) -> BTreeMap<String, String> {
+            BTreeMap::from([
+                ("app".to_string(), app.to_string()),
+                ("pod-template-hash".into(), "abc".into()),
+            ])
+        }
+
+        #[test]
+        fn equal_sets_share_one_copy_and_unused_ones_go() {
+            let a = interned(set("intern-test-a"));
+            let b = interned(set("intern-test-a"));
+            assert!(Arc::ptr_eq(&a, &b));
+            let c = interned(set("intern-test-c"));
+            assert!(!Arc::ptr_eq(&a, &c));
+            assert_eq!(c["app"], "intern-test-c");
+            // Drop every holder of c, then grow the table past a sweep: c is gone, a stays.
+            let weak_c = Arc::downgrade(&c);
+            drop(c);
+            let keep: Vec<Labels> = (0..3000)
+                .map(|i| interned(set(&format!("intern-test-{i}"))))
+                .collect();
+            assert!(weak_c.upgrade().is_none(), "an unused set is swept");
+            assert!(
+                Arc::ptr_eq(&a, &interned(set("intern-test-a"))),
+                "a held set stays shared"
+            );
+            assert!(distinct() >= keep.len());
+        }
+    }
+}

@@ -42,7 +42,7 @@ type PortMapping = (Option<String>, i32, String);
 pub struct PodSummary {
     name: String,
     uid: Option<String>,
-    labels: BTreeMap<String, String>,
+    labels: strait_api::labels::intern::Labels,
     /// Its address, unless it has none or has finished.
     ip: Option<String>,
     ready: bool,
@@ -69,7 +69,7 @@ impl PodSummary {
         Self {
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: strait_api::labels::intern::interned(pod.metadata.labels.clone().unwrap_or_default()),
             ip: status.and_then(|s| s.pod_ip.clone()).filter(|_| !finished),
             ready,
             ports: spec

@@ -721,25 +721,30 @@ impl Persist {
     }
 
     fn compact(&mut self, state: &State) -> Result<(), StoreError> {
-        // The shape `Snapshot` reads back, written from each object's stored text.
-        let mut bytes = format!(
-            "{{\"format\":1,\"seq\":{},\"resourceVersion\":{},\"objects\":[",
-            state.seq, state.resource_version
-        )
-        .into_bytes();
-        for (i, o) in state.objects.values().enumerate() {
-            if i > 0 {
-                bytes.push(b',');
-            }
-            bytes.extend_from_slice(&o.0);
-        }
-        bytes.extend_from_slice(b"]}");
+        // The shape `Snapshot` reads back, streamed from each object's stored text: a
+        // snapshot is as large as the store, and building it in memory first doubled the
+        // store's peak footprint at every compaction.
         let tmp = self.dir.join("snapshot.json.tmp");
         let dst = self.dir.join("snapshot.json");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err(&tmp, "write"))?;
+        let f = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
+        let written = (|| {
+            write!(
+                w,
+                "{{\"format\":1,\"seq\":{},\"resourceVersion\":{},\"objects\":[",
+                state.seq, state.resource_version
+            )?;
+            for (i, o) in state.objects.values().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                w.write_all(&o.0)?;
+            }
+            w.write_all(b"]}")?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()
+        })();
+        written.map_err(io_err(&tmp, "write"))?;
         std::fs::rename(&tmp, &dst).map_err(io_err(&dst, "replace"))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())

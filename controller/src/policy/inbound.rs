@@ -138,7 +138,7 @@ pub struct NamespacePolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodFacts {
     /// Its labels (Servers select pods by them).
-    pub labels: BTreeMap<String, String>,
+    pub labels: strait_api::labels::intern::Labels,
     /// Its `config.linkerd.io/default-inbound-policy` annotation.
     pub default_policy: Option<String>,
     /// Its `config.linkerd.io/opaque-ports` annotation.
@@ -181,7 +181,7 @@ impl PodFacts {
             }
         }
         Self {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels: strait_api::labels::intern::interned(pod.metadata.labels.clone().unwrap_or_default()),
             default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
             opaque_ports: annotation(labels::config::OPAQUE_PORTS),
             named_ports: containers
