@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -384,40 +383,25 @@ const MAX_BATCH: usize = 1024;
 /// Watches Services, Pods and managed slices; reconciles each Service whose pods,
 /// selector, ports or slices changed.
 pub async fn run<S: Store>(store: S) {
-    use futures::FutureExt;
+    use futures::stream::{self, StreamExt};
     let mut state = State::default();
-    let mut svc_w = store.watch::<Service>();
-    let mut pod_w = store.watch::<Pod>();
-    let mut slice_w = store.watch::<EndpointSlice>();
-    loop {
+    let mut events = stream::select_all([
+        store.watch::<Pod>().map(Ev::Pod).boxed(),
+        store.watch::<Service>().map(Ev::Service).boxed(),
+        store.watch::<EndpointSlice>().map(Ev::Slice).boxed(),
+    ]);
+    // Whatever else is already waiting is taken in too, so a burst becomes one write.
+    while let Some(batch) = crate::streams::next_batch(&mut events, MAX_BATCH).await {
         let mut dirty: BTreeSet<NsName> = BTreeSet::new();
-        let handle = |state: &mut State, ev: Ev, dirty: &mut BTreeSet<NsName>| match ev {
-            Ev::Service(Ok(e)) => state.on_service(e, dirty),
-            Ev::Pod(Ok(e)) => state.on_pod(e, dirty),
-            Ev::Slice(Ok(e)) => state.on_slice(e, dirty),
-            Ev::Service(Err(e)) | Ev::Pod(Err(e)) | Ev::Slice(Err(e)) => {
-                tracing::warn!(error = %e, "endpoint controller watch error")
+        for ev in batch {
+            match ev {
+                Ev::Service(Ok(e)) => state.on_service(e, &mut dirty),
+                Ev::Pod(Ok(e)) => state.on_pod(e, &mut dirty),
+                Ev::Slice(Ok(e)) => state.on_slice(e, &mut dirty),
+                Ev::Service(Err(e)) | Ev::Pod(Err(e)) | Ev::Slice(Err(e)) => {
+                    tracing::warn!(error = %e, "endpoint controller watch error")
+                }
             }
-        };
-        let first = tokio::select! {
-            Some(ev) = svc_w.next() => Ev::Service(ev),
-            Some(ev) = pod_w.next() => Ev::Pod(ev),
-            Some(ev) = slice_w.next() => Ev::Slice(ev),
-            else => return,
-        };
-        handle(&mut state, first, &mut dirty);
-        // Take in whatever else is already waiting, so a burst becomes one write.
-        for _ in 1..MAX_BATCH {
-            let ev = if let Some(Some(ev)) = pod_w.next().now_or_never() {
-                Ev::Pod(ev)
-            } else if let Some(Some(ev)) = svc_w.next().now_or_never() {
-                Ev::Service(ev)
-            } else if let Some(Some(ev)) = slice_w.next().now_or_never() {
-                Ev::Slice(ev)
-            } else {
-                break;
-            };
-            handle(&mut state, ev, &mut dirty);
         }
         reconcile(&store, &mut state, dirty).await;
     }

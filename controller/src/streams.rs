@@ -107,3 +107,44 @@ where
         }
     }))
 }
+
+/// Waits for the next item of `s`, then takes every item already waiting, up to `max`:
+/// a burst of watch events (one store batch arrives on one watch per kind) becomes one
+/// batch, handled before anyone is told. `None` once `s` has ended.
+pub async fn next_batch<S: Stream + Unpin>(s: &mut S, max: usize) -> Option<Vec<S::Item>> {
+    use futures::{FutureExt, StreamExt};
+    let first = s.next().await?;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match s.next().now_or_never() {
+            Some(Some(item)) => batch.push(item),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_batch_is_what_is_waiting_up_to_the_bound() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let mut s = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed();
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        assert_eq!(super::next_batch(&mut s, 3).await, Some(vec![0, 1, 2]));
+        assert_eq!(super::next_batch(&mut s, 3).await, Some(vec![3, 4]));
+        let waiter = tokio::spawn(async move { super::next_batch(&mut s, 3).await });
+        tokio::task::yield_now().await;
+        tx.send(9).unwrap();
+        drop(tx);
+        assert_eq!(
+            waiter.await.unwrap(),
+            Some(vec![9]),
+            "waits for the first, takes what is there"
+        );
+    }
+}

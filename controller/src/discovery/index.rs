@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use strait_api::mesh::profile::ServiceProfile;
@@ -437,61 +436,36 @@ where
 /// kind, and telling streams between the two would show a meshed endpoint without its
 /// identity for a moment.
 pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreError {
-    use futures::FutureExt;
-    use futures::stream::BoxStream;
-    type Watch<K> = BoxStream<'static, Result<WatchEvent<K>, strait_api::StoreError>>;
-    struct Watches {
-        services: Watch<Service>,
-        slices: Watch<EndpointSlice>,
-        pods: Watch<Pod>,
-        profiles: Watch<ServiceProfile>,
-        splits: Watch<TrafficSplit>,
-    }
-    type Next = Option<Result<Event, strait_api::StoreError>>;
-    fn ready(w: &mut Watches) -> Next {
-        fn one<K>(
-            w: &mut Watch<K>,
-            f: fn(WatchEvent<K>) -> Event,
-        ) -> Option<Result<Event, strait_api::StoreError>> {
-            w.next().now_or_never().flatten().map(|r| r.map(f))
-        }
-        one(&mut w.pods, Event::Pod)
-            .or_else(|| one(&mut w.services, Event::Service))
-            .or_else(|| one(&mut w.slices, Event::Slice))
-            .or_else(|| one(&mut w.profiles, Event::Profile))
-            .or_else(|| one(&mut w.splits, Event::Split))
-    }
-    let mut w = Watches {
-        services: store.watch::<Service>(),
-        slices: store.watch::<EndpointSlice>(),
-        pods: store.watch::<Pod>(),
-        profiles: store.watch::<ServiceProfile>(),
-        splits: store.watch::<TrafficSplit>(),
-    };
-    loop {
-        let first: Next = tokio::select! {
-            Some(ev) = w.services.next() => Some(ev.map(Event::Service)),
-            Some(ev) = w.slices.next() => Some(ev.map(Event::Slice)),
-            Some(ev) = w.pods.next() => Some(ev.map(Event::Pod)),
-            Some(ev) = w.profiles.next() => Some(ev.map(Event::Profile)),
-            Some(ev) = w.splits.next() => Some(ev.map(Event::Split)),
-            else => return strait_api::StoreError::Decode { what: "watches".into(), detail: "every watch ended".into() },
-        };
+    use futures::stream::{self, StreamExt};
+    let mut events = stream::select_all([
+        store.watch::<Pod>().map(|e| e.map(Event::Pod)).boxed(),
+        store.watch::<Service>().map(|e| e.map(Event::Service)).boxed(),
+        store
+            .watch::<EndpointSlice>()
+            .map(|e| e.map(Event::Slice))
+            .boxed(),
+        store
+            .watch::<ServiceProfile>()
+            .map(|e| e.map(Event::Profile))
+            .boxed(),
+        store.watch::<TrafficSplit>().map(|e| e.map(Event::Split)).boxed(),
+    ]);
+    while let Some(batch) = crate::streams::next_batch(&mut events, MAX_BATCH).await {
         let mut touched: Vec<String> = Vec::new();
-        let mut next = first;
-        let mut applied = 0;
-        while let Some(result) = next {
+        for result in batch {
             match result {
                 Ok(ev) => touched.extend(index.apply(ev)),
                 // The kube watcher retries by itself; log and keep going.
                 Err(e) => tracing::warn!(error = %e, "watch error"),
             }
-            applied += 1;
-            next = if applied < MAX_BATCH { ready(&mut w) } else { None };
         }
         touched.sort();
         touched.dedup();
         index.generations.bump(touched);
+    }
+    strait_api::StoreError::Decode {
+        what: "watches".into(),
+        detail: "every watch ended".into(),
     }
 }
 
