@@ -209,8 +209,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Two malloc arenas instead of glibc's eight per core: the controller's threads all
+/// allocate index entries of the same few shapes, and per-thread arenas only kept freed
+/// memory apart (about 20 MiB of 300 at 5000 services; BENCHMARKS.md).
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs `controller`.
 pub fn controller(g: &Global, args: &ControllerArgs) -> ExitCode {
+    limit_malloc_arenas();
     let local = !args.kubernetes;
     let cfg = match config(args, local) {
         Ok(c) => c,

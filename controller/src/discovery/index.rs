@@ -54,29 +54,33 @@ struct State {
 }
 
 /// Objects by address; several may claim one (the first by name wins, as a scan would).
+/// Almost every address has one owner, so each holds a small sorted vector, not a set.
 #[derive(Default)]
-struct IpIndex(HashMap<IpAddr, std::collections::BTreeSet<NsName>>);
+struct IpIndex(HashMap<IpAddr, Vec<NsName>>);
 
 impl IpIndex {
     fn add(&mut self, ip: Option<IpAddr>, key: &NsName) {
         if let Some(ip) = ip {
-            self.0.entry(ip).or_default().insert(key.clone());
+            let owners = self.0.entry(ip).or_insert_with(|| Vec::with_capacity(1));
+            if let Err(at) = owners.binary_search(key) {
+                owners.insert(at, key.clone());
+            }
         }
     }
 
     fn remove(&mut self, ip: Option<IpAddr>, key: &NsName) {
         if let Some(ip) = ip
-            && let Some(set) = self.0.get_mut(&ip)
+            && let Some(owners) = self.0.get_mut(&ip)
         {
-            set.remove(key);
-            if set.is_empty() {
+            owners.retain(|k| k != key);
+            if owners.is_empty() {
                 self.0.remove(&ip);
             }
         }
     }
 
     fn first(&self, ip: IpAddr) -> Option<&NsName> {
-        self.0.get(&ip).and_then(|set| set.iter().next())
+        self.0.get(&ip).and_then(|owners| owners.first())
     }
 
     /// Rebuilds from a whole map.
@@ -85,6 +89,7 @@ impl IpIndex {
         for (k, v) in map {
             self.add(ip(v), k);
         }
+        self.0.shrink_to_fit();
     }
 }
 
