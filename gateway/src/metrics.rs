@@ -125,12 +125,31 @@ pub struct InboundMetrics {
     pub bytes: Arc<ByteCounters>,
 }
 
+/// Metrics of Linkerd's gateway entry on 4143/tcp ([`crate::linkerd_entry`]).
+#[derive(Debug, Default)]
+pub struct EntryMetrics {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// TLS handshakes that failed (no or untrusted client certificate, wrong ALPN peer).
+    pub handshake_failures: AtomicU64,
+    /// Connections relayed since start.
+    pub streams_total: AtomicU64,
+    /// Connections being relayed.
+    pub streams_open: AtomicU64,
+    /// Connections refused, by reason.
+    pub refusals: Refusals,
+    /// Relayed payload bytes (sent = towards the client).
+    pub bytes: Arc<ByteCounters>,
+}
+
 /// All of a gateway's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     links: Mutex<BTreeMap<String, Arc<LinkMetrics>>>,
     /// Inbound (ingress) metrics.
     pub inbound: InboundMetrics,
+    /// Linkerd's 4143/tcp entry.
+    pub entry: Arc<EntryMetrics>,
 }
 
 impl Metrics {
@@ -370,6 +389,62 @@ impl Metrics {
             "gateway_inbound_bytes_total{{direction=\"received\"}} {}",
             load(&i.bytes.received)
         );
+
+        let e = &self.entry;
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "gateway_entry_connections",
+                "Connections accepted on Linkerd's TCP gateway entry.",
+                load(&e.connections_total),
+            ),
+            (
+                "gateway_entry_handshake_failures",
+                "TLS handshakes refused on Linkerd's TCP gateway entry.",
+                load(&e.handshake_failures),
+            ),
+            (
+                "gateway_entry_streams",
+                "Connections relayed from Linkerd's TCP gateway entry.",
+                load(&e.streams_total),
+            ),
+        ];
+        for (metric, help, value) in counters {
+            header(&mut out, metric, "counter", help);
+            let _ = writeln!(out, "{metric}_total {value}");
+        }
+        header(
+            &mut out,
+            "gateway_entry_streams_open",
+            "gauge",
+            "Connections being relayed from Linkerd's TCP gateway entry.",
+        );
+        let _ = writeln!(out, "gateway_entry_streams_open {}", load(&e.streams_open));
+        header(
+            &mut out,
+            "gateway_entry_refusals",
+            "counter",
+            "Connections refused on Linkerd's TCP gateway entry.",
+        );
+        for r in RefusalReason::ALL {
+            let _ = writeln!(
+                out,
+                "gateway_entry_refusals_total{{reason=\"{r}\"}} {}",
+                e.refusals.get(r)
+            );
+        }
+        header(
+            &mut out,
+            "gateway_entry_bytes",
+            "counter",
+            "Payload bytes relayed for Linkerd's TCP gateway entry.",
+        );
+        for (dir, c) in [("sent", &e.bytes.sent), ("received", &e.bytes.received)] {
+            let _ = writeln!(
+                out,
+                "gateway_entry_bytes_total{{direction=\"{dir}\"}} {}",
+                load(c)
+            );
+        }
         out
     }
 }

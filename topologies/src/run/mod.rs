@@ -528,6 +528,9 @@ impl Runtime {
             // The ingress delivers streams to local endpoints found through Destination;
             // in loopback mode pods are not behind iptables, so it dials their proxies.
             gargs.extend(["--destination-addr".into(), r.destination.clone()]);
+            // Stock Linkerd proxies (and UDP-less networks) reach this cluster through
+            // Linkerd's mTLS entry on 4143/tcp, beside the QUIC link on 4143/udp.
+            gargs.push("--linkerd-entry".into());
             if self.isolation != Isolation::Netns {
                 gargs.extend(["--endpoint-inbound-port".into(), "4143".into()]);
             }
