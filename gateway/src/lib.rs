@@ -28,7 +28,7 @@ pub use gateway::{
     Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, LinkerdEntry, Running, Tuning,
     default_gateway_identity,
 };
-pub use link::{LinkHandle, LinkSpec, OpenError};
+pub use link::{LinkFailure, LinkHandle, LinkSpec, OpenError};
 pub use proto::header::{Authority, Protocol, RefusalReason, Target};
 pub use proto::link::LinkConfig;
 pub use resolve::{Chain, DestinationResolver, Endpoint, Resolve, ResolveError, StaticResolver};
