@@ -23,6 +23,9 @@
 //! `--target`s) to resolve services, and unlike the Strait path the gateway terminates
 //! the client's TLS, so servers see the gateway's identity, not the client's.
 //!
+//! With `--state-dir`, the admin address is also published there (`gateway.json`) for
+//! `strait multicluster gateways` and `check`, which show each link's state.
+//!
 //! The first stdout line is JSON: `{"quic", "admin", "egress": [..], "proxy_entries": [..],
 //! "linkerd_entry"}` (`linkerd_entry` is null without the entry).
 
@@ -330,7 +333,7 @@ fn authority_port(flag: &str, whole: &str, value: &str) -> Result<(Authority, u1
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
-pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
+pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
     let setup = match parse(args) {
         Ok(s) => s,
         Err(e) => {
@@ -371,6 +374,12 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
             "proxy_entries": gw.proxy_entry_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "linkerd_entry": gw.linkerd_entry_addr().map(|a| a.to_string()),
         });
+        // `strait multicluster gateways` and `check` find the gateway here (published
+        // before the announcement, so whoever reads that finds the file).
+        let published = g.state_dir.as_deref().map(super::multicluster::gateway_file);
+        if let Some(file) = &published {
+            let _ = std::fs::write(file, serde_json::json!({"admin": bound["admin"]}).to_string());
+        }
         println!("{bound}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = gw.metrics();
@@ -392,6 +401,9 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
         let _ = stop_tx.send(true);
         running.done.await;
         let _ = admin_task.await;
+        if let Some(file) = &published {
+            let _ = std::fs::remove_file(file);
+        }
         ExitCode::SUCCESS
     })
 }

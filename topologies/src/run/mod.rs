@@ -513,6 +513,9 @@ impl Runtime {
             self.sup.start(spec)?;
             let gw = c.dir.join("gateway");
             let mut gargs: Vec<String> = vec![
+                // Publishes the admin address for `multicluster gateways` / `check`.
+                "--state-dir".into(),
+                c.state.display().to_string(),
                 "gateway".into(),
                 "--quic-addr".into(),
                 r.gateway.clone(),
