@@ -595,7 +595,7 @@ async fn stock_scenario() {
     let eps = first_endpoints(west.bound.destination, MIRROR, &strait_token).await;
     assert_eq!(eps.len(), 1);
     let e = &eps[0];
-    let addr = e.addr.clone().unwrap();
+    let addr = e.addr.unwrap();
     assert_eq!(addr.port, u32::from(strait_entry.port()));
     assert_eq!(e.metric_labels["strait_gateway_entry"], "strt-v1");
     let Some(tls_identity::Strategy::DnsLikeIdentity(name)) = e.tls_identity.clone().unwrap().strategy else {
@@ -610,9 +610,9 @@ async fn stock_scenario() {
     assert_eq!(eps.len(), 1);
     let e = &eps[0];
     assert!(!e.metric_labels.contains_key("strait_gateway_entry"), "{e:?}");
-    let tcp = e.addr.clone().unwrap();
+    let tcp = e.addr.unwrap();
     let gateway_addr = SocketAddr::new(
-        IpAddr::try_from(tcp.ip.clone().unwrap()).unwrap(),
+        IpAddr::try_from(tcp.ip.unwrap()).unwrap(),
         u16::try_from(tcp.port).unwrap(),
     );
     assert_eq!(gateway_addr, tcp_entry);
@@ -622,7 +622,7 @@ async fn stock_scenario() {
     assert_eq!(name.name, gw_id.as_str());
     let authority = e.authority_override.clone().unwrap().authority_override;
     assert_eq!(authority, "myapp.production.svc.cluster.local:80");
-    let hint = e.protocol_hint.clone().unwrap();
+    let hint = e.protocol_hint.unwrap();
     assert!(
         matches!(hint.protocol, Some(protocol_hint::Protocol::Opaque(_))),
         "{hint:?}"

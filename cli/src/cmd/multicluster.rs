@@ -73,6 +73,9 @@ impl Store for AnyStore {
     async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
         each!(self, s => s.delete(key).await)
     }
+    async fn apply_status(&self, object: Object) -> Result<(), StoreError> {
+        each!(self, s => s.apply_status(object).await)
+    }
 }
 
 /// `multicluster install`: the gateway, the service mirror and their RBAC.
@@ -124,7 +127,9 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
             "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                 {"apiGroups": [""], "resources": ["namespaces", "secrets"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]}]}),
+                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]},
+                // The mirror reports each Link's mirrored services in its status.
+                {"apiGroups": [mcl::GROUP], "resources": ["links/status"], "verbs": ["get", "patch", "update"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-service-mirror"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-service-mirror"},
             "subjects": [{"kind": "ServiceAccount", "name": "linkerd-service-mirror", "namespace": ns}]}),

@@ -113,8 +113,12 @@ pub struct Index {
     generations: Generations,
     /// Resolutions by service and port, with the namespace generation they were made at:
     /// every stream of a service re-resolves after a change, and they share one answer.
-    resolved: Mutex<HashMap<(NsName, u16, Caller), (u64, Resolution)>>,
+    resolved: Mutex<HashMap<ResolvedKey, (u64, Resolution)>>,
 }
+
+/// What a resolution is cached by: the service, the port, and who asked (see
+/// [`Caller`]).
+type ResolvedKey = (NsName, u16, Caller);
 
 /// Cached resolutions at most; past it the cache starts over (it only saves work).
 const MAX_RESOLVED: usize = 1 << 16;
