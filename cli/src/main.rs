@@ -130,12 +130,20 @@ enum Multicluster {
         /// The mirror's admin address (default: the one the local cluster's mirror published).
         #[arg(long)]
         mirror_addr: Option<String>,
+        /// The local gateway's admin address, to show its links' state (default: the one
+        /// the local cluster's gateway published, if any).
+        #[arg(long)]
+        gateway_admin_addr: Option<String>,
     },
     /// Check links, credentials, trust, mirrors and gateways.
     Check {
         /// The mirror's admin address (default: the one the local cluster's mirror published).
         #[arg(long)]
         mirror_addr: Option<String>,
+        /// The local gateway's admin address, to check its links (default: the one the
+        /// local cluster's gateway published, if any).
+        #[arg(long)]
+        gateway_admin_addr: Option<String>,
     },
 }
 
@@ -211,8 +219,14 @@ fn main() -> ExitCode {
             Multicluster::Install(a) => cmd::multicluster::install(&a),
             Multicluster::Link(a) => cmd::multicluster::link(g, &a),
             Multicluster::Unlink { cluster_name } => cmd::multicluster::unlink(g, &cluster_name),
-            Multicluster::Gateways { mirror_addr } => cmd::multicluster::gateways(g, mirror_addr.as_deref()),
-            Multicluster::Check { mirror_addr } => cmd::multicluster::check(g, mirror_addr.as_deref()),
+            Multicluster::Gateways {
+                mirror_addr,
+                gateway_admin_addr,
+            } => cmd::multicluster::gateways(g, mirror_addr.as_deref(), gateway_admin_addr.as_deref()),
+            Multicluster::Check {
+                mirror_addr,
+                gateway_admin_addr,
+            } => cmd::multicluster::check(g, mirror_addr.as_deref(), gateway_admin_addr.as_deref()),
         },
         Command::Viz(v) => {
             let name = match v {

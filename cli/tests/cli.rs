@@ -1163,3 +1163,187 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
     assert_eq!(reason.as_str(), "link-down", "{message}");
     assert!(message.contains("link to east is down"), "{message}");
 }
+
+/// Starts `strait [pre..] gateway --quic-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 [args..]`
+/// with stderr to `log`; returns the child and its announced addresses.
+fn spawn_gateway(pre: &[String], args: &[String], log: &Path) -> (std::process::Child, serde_json::Value) {
+    use std::io::{BufRead, BufReader};
+    let mut child = strait()
+        .args(pre)
+        .args([
+            "gateway",
+            "--quic-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bound = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (child, bound)
+}
+
+/// Kills the gateways of a test however it ends.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn gateways_refuse_wrong_identities_and_untrusted_anchors_and_multicluster_commands_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs, state) = (
+        dir.path().join("ours"),
+        dir.path().join("theirs"),
+        dir.path().join("state"),
+    );
+    for d in [&ours, &theirs, &state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    gateway_pem_files(&ours);
+    gateway_pem_files(&theirs);
+    let mut children = Children(Vec::new());
+    // "east" holds a certificate under other trust anchors; "north" is in our mesh but
+    // west expects another identity of it.
+    let (east, east_bound) =
+        spawn_gateway(&[], &gateway_identity_args(&theirs), &dir.path().join("east.log"));
+    children.0.push(east);
+    let (north, north_bound) =
+        spawn_gateway(&[], &gateway_identity_args(&ours), &dir.path().join("north.log"));
+    children.0.push(north);
+    let mut args = gateway_identity_args(&ours);
+    args.extend([
+        "--link".to_string(),
+        format!("east={}", east_bound["quic"].as_str().unwrap()),
+        "--link".to_string(),
+        format!(
+            "north={}@impostor.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+            north_bound["quic"].as_str().unwrap()
+        ),
+    ]);
+    let pre = vec!["--state-dir".to_string(), state.display().to_string()];
+    let west_log = dir.path().join("west.log");
+    let (west, west_bound) = spawn_gateway(&pre, &args, &west_log);
+    children.0.push(west);
+    let admin = west_bound["admin"].as_str().unwrap().to_string();
+    // The gateway published its admin address for the multicluster commands.
+    let published = std::fs::read_to_string(state.join("gateway.json")).unwrap();
+    assert!(published.contains(&admin), "{published}");
+
+    // Metrics: both links dead, each failure counted under its reason (bounded wait).
+    let series = |reason: &str, cluster: &str| {
+        format!("gateway_link_errors_total{{target_cluster_name=\"{cluster}\",reason=\"{reason}\"}} ")
+    };
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        metrics = http_get_text(&admin, "/metrics");
+        let counted = |s: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(s))
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|n| n >= 1.0)
+        };
+        if counted(&series("untrusted-peer", "east")) && counted(&series("wrong-identity", "north")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for line in [
+        "gateway_alive{target_cluster_name=\"east\"} 0",
+        "gateway_alive{target_cluster_name=\"north\"} 0",
+        &format!("{}0", series("wrong-identity", "east")),
+        &format!("{}0", series("untrusted-peer", "north")),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains(&format!("{}0\n", series("untrusted-peer", "east"))),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&format!("{}0\n", series("wrong-identity", "north"))),
+        "{metrics}"
+    );
+
+    // The log says which link, why, and what to do.
+    let log = std::fs::read_to_string(&west_log).unwrap();
+    assert!(
+        log.contains("could not link to the remote gateway")
+            && log.contains("untrusted-peer")
+            && log.contains("wrong-identity"),
+        "{log}"
+    );
+
+    // `multicluster check` fails with each link's reason and advice.
+    let state_s = state.display().to_string();
+    let out = run(&["--state-dir", &state_s, "multicluster", "check"]);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    for expected in [
+        "√ the local gateway is running",
+        "× gateway link to east is up",
+        "does not chain to this cluster's trust anchors",
+        "× gateway link to north is up",
+        "check the Link's gatewayIdentity",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+    }
+    // `multicluster gateways` shows both dead, with why, even without a mirror.
+    let out = run(&["--state-dir", &state_s, "multicluster", "gateways"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = |cluster: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(cluster))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+    };
+    assert_eq!(row("east").as_deref(), Some("False"), "{stdout}");
+    assert_eq!(row("north").as_deref(), Some("False"), "{stdout}");
+    assert!(
+        stdout.contains("link to east: ")
+            && stdout.contains("untrusted-peer")
+            && stdout.contains("link to north: "),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("no mirror runs"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The body of a plain HTTP GET (blocking, bounded).
+fn http_get_text(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}

@@ -2,7 +2,8 @@
 //!
 //! `GET /ready` answers 200 `ready` (Linkerd's service mirror probes this
 //! path on the remote gateway), `GET /live` 200 `live`, `GET /metrics` the
-//! Prometheus text of [`Metrics`]; anything else is 404, and methods other than
+//! Prometheus text of [`Metrics`], `GET /links` each link's state as JSON (why it is
+//! down and what to do); anything else is 404, and methods other than
 //! GET and HEAD are 405.
 
 use std::convert::Infallible;
@@ -52,6 +53,14 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "ready\n"),
         "/live" => text(StatusCode::OK, "live\n"),
+        "/links" => {
+            let mut resp = Response::new(Full::new(Bytes::from(metrics.links_json().to_string())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
         "/metrics" => {
             let mut resp = Response::new(Full::new(Bytes::from(metrics.render())));
             resp.headers_mut().insert(

@@ -2,7 +2,8 @@
 //! accepts links from remote gateways, egress listeners that relay local TCP
 //! connections over links, proxy entries where local proxies open streams on a
 //! link ([`crate::entry`]), and the ingress role that delivers remote streams to
-//! local endpoints.
+//! local endpoints, and optionally Linkerd's gateway entry on TCP
+//! ([`crate::linkerd_entry`]) for stock proxies.
 //!
 //! [`Gateway::bind`] binds every socket first (port 0 works, for tests) and
 //! reports the addresses; [`Gateway::run`] serves until the shutdown future
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::{self, ProxyEntry};
 use crate::link::{Driver, LinkHandle, LinkSpec};
+use crate::linkerd_entry;
 use crate::metrics::Metrics;
 use crate::proto::header::{self, RefusalReason, Reply, Request, Target};
 use crate::proto::link::LinkConfig;
@@ -96,6 +98,16 @@ pub struct EgressRoute {
     pub target: Target,
 }
 
+/// Where Linkerd's mTLS gateway entry listens (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkerdEntry {
+    /// On the QUIC socket's IP and port (4143/tcp beside 4143/udp; with port 0, the
+    /// port the QUIC socket was given).
+    BesideQuic,
+    /// Elsewhere.
+    At(SocketAddr),
+}
+
 /// A gateway's configuration, parsed and validated before anything binds.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -109,6 +121,8 @@ pub struct GatewayConfig {
     pub egress: Vec<EgressRoute>,
     /// Proxy entries (one per link at most).
     pub proxy_entries: Vec<ProxyEntry>,
+    /// Linkerd's gateway entry for stock proxies (TCP, mTLS, transport header), if any.
+    pub linkerd_entry: Option<LinkerdEntry>,
     /// Link timing.
     pub link: LinkConfig,
     /// QUIC tuning.
@@ -128,6 +142,7 @@ impl GatewayConfig {
             accept,
             egress: Vec::new(),
             proxy_entries: Vec::new(),
+            linkerd_entry: None,
             link: LinkConfig::default(),
             tuning: Tuning::default(),
             open_timeout: Duration::from_secs(2),
@@ -176,6 +191,7 @@ pub struct Gateway {
     endpoint: Endpoint,
     egress: Vec<(EgressRoute, TcpListener)>,
     entries: Vec<(ProxyEntry, TcpListener)>,
+    linkerd_entry: Option<TcpListener>,
     resolver: Arc<dyn Resolve>,
     metrics: Arc<Metrics>,
 }
@@ -263,12 +279,30 @@ impl Gateway {
                 })?;
             entries.push((entry.clone(), listener));
         }
+        let linkerd_entry = match config.linkerd_entry {
+            None => None,
+            Some(where_) => {
+                let addr = match where_ {
+                    LinkerdEntry::BesideQuic => endpoint.local_addr().unwrap_or(config.quic_addr),
+                    LinkerdEntry::At(addr) => addr,
+                };
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| GatewayError::Bind {
+                        what: "Linkerd's gateway entry (TCP)",
+                        addr,
+                        source,
+                    })?;
+                Some(listener)
+            }
+        };
         Ok(Gateway {
             config,
             creds,
             endpoint,
             egress,
             entries,
+            linkerd_entry,
             resolver,
             metrics: Arc::new(Metrics::default()),
         })
@@ -295,6 +329,11 @@ impl Gateway {
             .collect()
     }
 
+    /// The bound address of Linkerd's gateway entry, if configured.
+    pub fn linkerd_entry_addr(&self) -> Option<SocketAddr> {
+        self.linkerd_entry.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The gateway's metrics (for the admin server).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -315,6 +354,7 @@ impl Gateway {
             endpoint,
             egress,
             entries,
+            linkerd_entry,
             resolver,
             metrics,
         } = self;
@@ -361,6 +401,19 @@ impl Gateway {
                 .cloned()
                 .expect("entries were checked against links in bind");
             tasks.spawn(entry::serve(listener, link, config.open_timeout, stop_rx.clone()));
+        }
+        if let Some(listener) = linkerd_entry {
+            let entry = linkerd_entry::Entry {
+                acceptor: linkerd_entry::acceptor(&creds.store, &creds.anchors),
+                connector: Arc::new(strait_proxy::client::Connector::new(
+                    &creds.store,
+                    &creds.anchors,
+                    config.connect_timeout,
+                )),
+                resolver: resolver.clone(),
+                metrics: metrics.entry.clone(),
+            };
+            tasks.spawn(linkerd_entry::serve(listener, entry, stop_rx.clone()));
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),

@@ -5,7 +5,8 @@
 //! link state machine. [`link`] drives a link over quinn, [`gateway`] runs the
 //! egress and ingress roles on one QUIC endpoint, [`entry`] is where local proxies
 //! open streams (the client sidecar's own mTLS session then runs through both
-//! gateways to the server sidecar), [`relay`] moves bytes with half-close,
+//! gateways to the server sidecar), [`linkerd_entry`] is Linkerd's mTLS gateway
+//! entry on TCP for stock proxies (the gateway terminates their TLS), [`relay`] moves bytes with half-close,
 //! [`resolve`] is how the ingress finds local endpoints (static or through the
 //! controller's Destination API), [`tls`]
 //! authenticates gateways to each other, and [`admin`] serves `/ready` and
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod entry;
 pub mod gateway;
 pub mod link;
+pub mod linkerd_entry;
 pub mod metrics;
 pub mod proto;
 pub mod relay;
@@ -23,9 +25,10 @@ pub mod tls;
 
 pub use entry::ProxyEntry;
 pub use gateway::{
-    Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, Running, Tuning, default_gateway_identity,
+    Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, LinkerdEntry, Running, Tuning,
+    default_gateway_identity,
 };
-pub use link::{LinkHandle, LinkSpec, OpenError};
+pub use link::{LinkFailure, LinkHandle, LinkSpec, OpenError};
 pub use proto::header::{Authority, Protocol, RefusalReason, Target};
 pub use proto::link::LinkConfig;
 pub use resolve::{Chain, DestinationResolver, Endpoint, Resolve, ResolveError, StaticResolver};

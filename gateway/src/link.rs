@@ -172,6 +172,102 @@ pub enum ConnectFailure {
     FirstProbe(relay::RelayError),
 }
 
+/// What kind of failure kept a link down, decided by error type (never by text), each
+/// with what an operator should check. Counted in `gateway_link_errors_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// The remote gateway's certificate chains to the anchors but is not the identity
+    /// the link expects.
+    WrongIdentity,
+    /// The remote gateway's certificate does not chain to this gateway's trust anchors.
+    UntrustedPeer,
+    /// The remote gateway refused this gateway's certificate (its anchors or accepted
+    /// identities do not include this gateway).
+    RefusedByPeer,
+    /// Nothing answered in time.
+    Unreachable,
+    /// Anything else (see the log).
+    Other,
+}
+
+impl LinkFailure {
+    /// Every kind, in metric order.
+    pub const ALL: [LinkFailure; 5] = [
+        LinkFailure::WrongIdentity,
+        LinkFailure::UntrustedPeer,
+        LinkFailure::RefusedByPeer,
+        LinkFailure::Unreachable,
+        LinkFailure::Other,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkFailure::WrongIdentity => "wrong-identity",
+            LinkFailure::UntrustedPeer => "untrusted-peer",
+            LinkFailure::RefusedByPeer => "refused-by-peer",
+            LinkFailure::Unreachable => "unreachable",
+            LinkFailure::Other => "other",
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            LinkFailure::WrongIdentity => {
+                "the remote gateway holds another identity than the link expects: check the Link's gatewayIdentity (--link NAME=ADDR@IDENTITY) against the remote gateway's certificate, and that the address is that cluster's gateway"
+            }
+            LinkFailure::UntrustedPeer => {
+                "the remote gateway's certificate does not chain to this cluster's trust anchors: link clusters that share anchors, or add the target's anchors (printed by `strait multicluster link`) to this gateway's --identity-trust-anchors-file"
+            }
+            LinkFailure::RefusedByPeer => {
+                "the remote gateway refused this gateway's certificate: it must trust this cluster's anchors and accept this gateway's identity (--accept-identity)"
+            }
+            LinkFailure::Unreachable => {
+                "no answer from the remote gateway: is it running, is the Link's gatewayAddress right, and does the network pass UDP (else use Linkerd's entry on 4143/tcp)?"
+            }
+            LinkFailure::Other => "see the gateway's log for the error",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Classifies a failed connection attempt (pure): TLS alerts this side raised say what
+/// was wrong with the peer's certificate; a TLS alert in the peer's close says the peer
+/// refused this side's.
+pub fn classify(failure: &ConnectFailure) -> LinkFailure {
+    use quinn::TransportErrorCode;
+    use strait_identity::rustls::AlertDescription;
+    let crypto = |alert: AlertDescription| TransportErrorCode::crypto(u8::from(alert));
+    match failure {
+        ConnectFailure::Handshake(ConnectionError::TransportError(e)) => {
+            if e.code == crypto(AlertDescription::BadCertificate) {
+                LinkFailure::WrongIdentity
+            } else if e.code == crypto(AlertDescription::UnknownCA)
+                // Anchors of the same trust domain share their subject: a chain under other
+                // anchors then finds an issuer by name whose signature does not verify.
+                || e.code == crypto(AlertDescription::DecryptError)
+            {
+                LinkFailure::UntrustedPeer
+            } else {
+                LinkFailure::Other
+            }
+        }
+        ConnectFailure::Handshake(ConnectionError::ConnectionClosed(close))
+            if (0x100..0x200).contains(&u64::from(close.error_code)) =>
+        {
+            LinkFailure::RefusedByPeer
+        }
+        ConnectFailure::Handshake(ConnectionError::TimedOut) => LinkFailure::Unreachable,
+        _ => LinkFailure::Other,
+    }
+}
+
 type Connecting = std::pin::Pin<Box<dyn Future<Output = Result<(Connection, bool), ConnectFailure>> + Send>>;
 
 impl Driver {
@@ -281,12 +377,19 @@ impl Driver {
                                 metrics.resumed.fetch_add(1, Ordering::Relaxed);
                             }
                             established_once = true;
+                            metrics.linked();
                             conn = Some(c.clone());
                             conn_tx.send_replace(Some(c));
                             link.handle_connected(now);
                         }
                         Err(e) => {
-                            tracing::warn!(link = %spec.name, addr = %spec.addr, identity = %spec.identity, error = %e, "could not link to the remote gateway");
+                            let kind = classify(&e);
+                            let message = format!(
+                                "link to {} ({}, identity {}) refused: {kind}: {e}; {}",
+                                spec.name, spec.addr, spec.identity, kind.hint()
+                            );
+                            tracing::warn!(link = %spec.name, addr = %spec.addr, identity = %spec.identity, reason = %kind, error = %e, hint = kind.hint(), "could not link to the remote gateway");
+                            metrics.failed(kind, message);
                             link.handle_connect_failed(now);
                         }
                     }

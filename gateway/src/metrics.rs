@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::link::LinkFailure;
 use crate::proto::header::RefusalReason;
 use crate::relay::ByteCounters;
 
@@ -77,10 +78,41 @@ pub struct LinkMetrics {
     pub reconnects: AtomicU64,
     /// Connections established with a resumed TLS session (0-RTT accepted).
     pub resumed: AtomicU64,
+    failures: [AtomicU64; LinkFailure::ALL.len()],
+    last_error: Mutex<Option<String>>,
     probes: Mutex<ProbeState>,
 }
 
 impl LinkMetrics {
+    /// Records a failed connection attempt and why, with what to do.
+    pub fn failed(&self, kind: LinkFailure, message: String) {
+        if let Some(i) = LinkFailure::ALL.iter().position(|k| *k == kind) {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+    }
+
+    /// Records an established connection: the last error is history.
+    pub fn linked(&self) {
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Failed attempts of `kind` so far.
+    pub fn failures(&self, kind: LinkFailure) -> u64 {
+        LinkFailure::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.failures[i].load(Ordering::Relaxed))
+    }
+
+    /// Why the last attempt failed, with what to do (`None` once linked).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Records a finished probe.
     pub fn probe(&self, latency: Option<Duration>) {
         let mut p = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -125,12 +157,31 @@ pub struct InboundMetrics {
     pub bytes: Arc<ByteCounters>,
 }
 
+/// Metrics of Linkerd's gateway entry on 4143/tcp ([`crate::linkerd_entry`]).
+#[derive(Debug, Default)]
+pub struct EntryMetrics {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// TLS handshakes that failed (no or untrusted client certificate, wrong ALPN peer).
+    pub handshake_failures: AtomicU64,
+    /// Connections relayed since start.
+    pub streams_total: AtomicU64,
+    /// Connections being relayed.
+    pub streams_open: AtomicU64,
+    /// Connections refused, by reason.
+    pub refusals: Refusals,
+    /// Relayed payload bytes (sent = towards the client).
+    pub bytes: Arc<ByteCounters>,
+}
+
 /// All of a gateway's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     links: Mutex<BTreeMap<String, Arc<LinkMetrics>>>,
     /// Inbound (ingress) metrics.
     pub inbound: InboundMetrics,
+    /// Linkerd's 4143/tcp entry.
+    pub entry: Arc<EntryMetrics>,
 }
 
 impl Metrics {
@@ -142,6 +193,28 @@ impl Metrics {
             .entry(cluster.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Each link's state as JSON (the admin server's `/links`, read by `strait multicluster
+    /// gateways` and `check`): `[{"cluster", "alive", "rttMs", "lastError", "errors": {reason: n}}]`.
+    pub fn links_json(&self) -> serde_json::Value {
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        links
+            .iter()
+            .map(|(name, m)| {
+                let errors: serde_json::Map<String, serde_json::Value> = LinkFailure::ALL
+                    .iter()
+                    .map(|k| (k.as_str().to_owned(), m.failures(*k).into()))
+                    .collect();
+                serde_json::json!({
+                    "cluster": name,
+                    "alive": m.alive.load(Ordering::Relaxed) == 1,
+                    "rttMs": m.rtt_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                    "lastError": m.last_error(),
+                    "errors": errors,
+                })
+            })
+            .collect()
     }
 
     /// Prometheus text exposition.
@@ -278,6 +351,22 @@ impl Metrics {
         }
         header(
             &mut out,
+            "gateway_link_errors",
+            "counter",
+            "Failed attempts to link to the remote gateway, by reason.",
+        );
+        for (name, m) in &links {
+            for k in LinkFailure::ALL {
+                let _ = writeln!(
+                    out,
+                    "gateway_link_errors_total{{{},reason=\"{k}\"}} {}",
+                    l(name),
+                    m.failures(k)
+                );
+            }
+        }
+        header(
+            &mut out,
             "gateway_link_bytes",
             "counter",
             "Payload bytes relayed over the link.",
@@ -370,6 +459,62 @@ impl Metrics {
             "gateway_inbound_bytes_total{{direction=\"received\"}} {}",
             load(&i.bytes.received)
         );
+
+        let e = &self.entry;
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "gateway_entry_connections",
+                "Connections accepted on Linkerd's TCP gateway entry.",
+                load(&e.connections_total),
+            ),
+            (
+                "gateway_entry_handshake_failures",
+                "TLS handshakes refused on Linkerd's TCP gateway entry.",
+                load(&e.handshake_failures),
+            ),
+            (
+                "gateway_entry_streams",
+                "Connections relayed from Linkerd's TCP gateway entry.",
+                load(&e.streams_total),
+            ),
+        ];
+        for (metric, help, value) in counters {
+            header(&mut out, metric, "counter", help);
+            let _ = writeln!(out, "{metric}_total {value}");
+        }
+        header(
+            &mut out,
+            "gateway_entry_streams_open",
+            "gauge",
+            "Connections being relayed from Linkerd's TCP gateway entry.",
+        );
+        let _ = writeln!(out, "gateway_entry_streams_open {}", load(&e.streams_open));
+        header(
+            &mut out,
+            "gateway_entry_refusals",
+            "counter",
+            "Connections refused on Linkerd's TCP gateway entry.",
+        );
+        for r in RefusalReason::ALL {
+            let _ = writeln!(
+                out,
+                "gateway_entry_refusals_total{{reason=\"{r}\"}} {}",
+                e.refusals.get(r)
+            );
+        }
+        header(
+            &mut out,
+            "gateway_entry_bytes",
+            "counter",
+            "Payload bytes relayed for Linkerd's TCP gateway entry.",
+        );
+        for (dir, c) in [("sent", &e.bytes.sent), ("received", &e.bytes.received)] {
+            let _ = writeln!(
+                out,
+                "gateway_entry_bytes_total{{direction=\"{dir}\"}} {}",
+                load(c)
+            );
+        }
         out
     }
 }

@@ -269,6 +269,12 @@ async fn a_peer_presenting_the_wrong_identity_is_refused_by_the_dialer() {
         assert!(matches!(err, OpenError::Down { .. }), "{err}");
         assert!(err.to_string().contains(gateway_identity().as_str()), "{err}");
         assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        refused_with(
+            &west,
+            LinkFailure::WrongIdentity,
+            "check the Link's gatewayIdentity",
+        )
+        .await;
         west.shutdown().await;
         east.shutdown().await;
     })
@@ -291,6 +297,7 @@ async fn a_dialer_presenting_an_unaccepted_identity_is_refused_by_the_listener()
         assert_eq!(west.link().metrics().alive.load(Ordering::Relaxed), 0);
         assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
         assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
+        refused_with(&west, LinkFailure::RefusedByPeer, "--accept-identity").await;
         west.shutdown().await;
         east.shutdown().await;
     })
@@ -311,6 +318,12 @@ async fn a_gateway_under_other_trust_anchors_is_refused() {
         let west = west_for(&ours, &east, SessionState::new()).await;
         assert!(west.link().established(Duration::from_secs(2)).await.is_err());
         assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        refused_with(
+            &west,
+            LinkFailure::UntrustedPeer,
+            "does not chain to this cluster's trust anchors",
+        )
+        .await;
         west.shutdown().await;
         east.shutdown().await;
     })
@@ -461,4 +474,30 @@ async fn the_admin_port_answers_linkerds_probe_and_serves_metrics() {
         p.east.shutdown().await;
     })
     .await;
+}
+
+/// Waits (bounded) until `gw`'s link has failed for `kind`, then checks the metrics, the
+/// last error and its advice.
+async fn refused_with(gw: &TestGateway, kind: LinkFailure, advice: &str) {
+    let m = gw.link().metrics();
+    for _ in 0..200 {
+        if m.failures(kind) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(m.failures(kind) > 0, "no {kind} failure: {:?}", m.last_error());
+    assert_eq!(m.alive.load(Ordering::Relaxed), 0);
+    for other in LinkFailure::ALL.into_iter().filter(|k| *k != kind) {
+        assert_eq!(m.failures(other), 0, "{other} counted for a {kind} failure");
+    }
+    let last = m.last_error().expect("the last error is kept");
+    assert!(last.contains(kind.as_str()) && last.contains(advice), "{last}");
+    let text = gw.metrics.render();
+    let line = format!("gateway_link_errors_total{{target_cluster_name=\"east\",reason=\"{kind}\"}} ");
+    assert!(text.lines().any(|l| l.starts_with(&line)), "{text}");
+    let json = gw.metrics.links_json();
+    assert_eq!(json[0]["cluster"], "east");
+    assert_eq!(json[0]["alive"], false);
+    assert!(json[0]["lastError"].as_str().unwrap().contains(advice), "{json}");
 }

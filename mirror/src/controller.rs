@@ -10,6 +10,9 @@
 //!   writes are folded into that view at once, so a slow watch never causes a duplicate.
 //! - Mirrors are deleted only by a plan (remote Service gone or unselected) or when their
 //!   Link is deleted; never on shutdown or on a failure.
+//! - The Link's status (`status.mirrorServices`, one `Mirrored` condition per selected
+//!   remote Service, see [`reconcile::link_status`]) is written only when it changes, onto
+//!   the Link as read just before, through [`Store::apply_status`].
 //! - Remote Pods are watched only to learn the exported Services' workload identities
 //!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
 //!   marks the target disconnected, it only leaves those identities out until it returns.
@@ -25,7 +28,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
-use strait_api::mesh::link::Link;
+use strait_api::mesh::link::{Link, LinkStatus};
 use strait_api::{Kind, KindId, ObjectKey, Store, StoreError, WatchEvent};
 use tokio::sync::watch;
 
@@ -219,6 +222,7 @@ pub async fn run_link<R: Store, L: Store>(
     let mut view = LocalView::default();
     let mut dirty = false;
     let mut last_error: Option<String> = None;
+    let mut written: Option<LinkStatus> = None;
     report.send_modify(|r| {
         r.link = format!("{}/{}", link.namespace, link.name);
         r.cluster = link.target_cluster.clone();
@@ -329,7 +333,7 @@ pub async fn run_link<R: Store, L: Store>(
                 } else {
                     BTreeMap::new()
                 };
-                let error = reconcile_once(&link, &opts, &remote_services, &identities, &local, &mut view, alive && connected, &report).await;
+                let error = reconcile_once(&link, &opts, &remote_services, &identities, &local, &mut view, alive && connected, &report, &mut written).await;
                 let error = error.or_else(|| last_error.clone());
                 report.send_modify(|r| {
                     r.gateway = health.borrow().clone();
@@ -353,6 +357,7 @@ async fn reconcile_once<L: Store>(
     view: &mut LocalView,
     ready: bool,
     report: &watch::Sender<LinkReport>,
+    written: &mut Option<LinkStatus>,
 ) -> Option<String> {
     let mut error = None;
     let addresses = match resolve(&link.gateway_addresses, link.gateway_port).await {
@@ -404,6 +409,9 @@ async fn reconcile_once<L: Store>(
             }
         }
     }
+    if let Err(e) = write_status(link, &plan, local, written).await {
+        error.get_or_insert(e);
+    }
     report.send_modify(|r| {
         r.mirrors = plan
             .mirrors
@@ -428,6 +436,45 @@ async fn reconcile_once<L: Store>(
             .collect();
     });
     error
+}
+
+/// Writes the Link's status after `plan` when it differs from what was last written
+/// (`written`, which starts empty, so the first round compares with the stored status).
+async fn write_status<L: Store>(
+    link: &LinkConfig,
+    plan: &reconcile::Plan,
+    local: &L,
+    written: &mut Option<LinkStatus>,
+) -> Result<(), String> {
+    // RFC 3339 to the second, as Kubernetes writes times.
+    let now = || {
+        use k8s_openapi::jiff::Timestamp;
+        Timestamp::from_second(Timestamp::now().as_second())
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+            .to_string()
+    };
+    if let Some(last) = written.as_ref()
+        && reconcile::link_status(plan, Some(last), &now()) == *last
+    {
+        return Ok(());
+    }
+    let what = || format!("Link {}/{}", link.namespace, link.name);
+    let current = local
+        .get::<Link>(&link.namespace, &link.name)
+        .await
+        .map_err(|e| format!("cannot read {} to write its status: {e}", what()))?;
+    // A Link run from its config alone (no object to report on), or deleted meanwhile.
+    let Some(mut current) = current else { return Ok(()) };
+    let next = reconcile::link_status(plan, current.status.as_ref(), &now());
+    if current.status.as_ref() != Some(&next) {
+        current.status = Some(next.clone());
+        local
+            .apply_status(current.into_object())
+            .await
+            .map_err(|e| format!("cannot write the status of {}: {e}", what()))?;
+    }
+    *written = Some(next);
+    Ok(())
 }
 
 /// Deletes every mirror object `link` owns in `local` (its Link was deleted).

@@ -29,6 +29,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use strait_api::labels::mirror as ml;
+use strait_api::mesh::link::{LinkCondition, LinkStatus, ObjectRef, ServiceStatus};
 use strait_api::{Kind, KindId, Object, ObjectKey};
 
 use crate::TRUE;
@@ -623,6 +624,92 @@ pub fn fold(view: &mut LocalView, object: Object, deleted: bool) {
             }
         }
         _ => {}
+    }
+}
+
+/// The controller name on the Link status entries this mirror writes (Linkerd's).
+pub const CONTROLLER_NAME: &str = "linkerd.io/service-mirror";
+
+/// The Link's `status.mirrorServices` after `plan` (pure): one entry per selected remote
+/// Service with a `Mirrored` condition — `True` for a mirror, `False` with the skip's
+/// reason and what to do for a skipped one (a missing namespace, say), so the condition
+/// clears by turning `True` once the cause is gone. A condition whose status and reason
+/// did not change keeps its `lastTransitionTime` from `previous`; `now` is RFC 3339.
+/// Federated services are left as they are.
+pub fn link_status(plan: &Plan, previous: Option<&LinkStatus>, now: &str) -> LinkStatus {
+    let before = |remote: &NsName| {
+        previous
+            .and_then(|p| p.mirror_services.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|s| {
+                s.remote_ref.as_ref().is_some_and(|r| {
+                    r.namespace.as_deref() == Some(remote.0.as_str())
+                        && r.name.as_deref() == Some(remote.1.as_str())
+                })
+            })
+            .and_then(|s| {
+                s.conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_ == "Mirrored")
+                    .cloned()
+            })
+    };
+    let entry = |remote: &NsName, mirror: &str, status: &str, reason: &str, message: String| {
+        let old = before(remote);
+        let unchanged = old
+            .as_ref()
+            .is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
+        let transition = match (&old, unchanged) {
+            (Some(c), true) => c.last_transition_time.clone(),
+            _ => Some(now.to_string()),
+        };
+        ServiceStatus {
+            controller_name: Some(CONTROLLER_NAME.into()),
+            remote_ref: Some(ObjectRef {
+                group: Some(String::new()),
+                kind: Some("Service".into()),
+                name: Some(remote.1.clone()),
+                namespace: Some(remote.0.clone()),
+            }),
+            conditions: Some(vec![LinkCondition {
+                type_: "Mirrored".into(),
+                status: status.into(),
+                last_probe_time: None,
+                last_transition_time: transition,
+                reason: Some(reason.into()),
+                message: Some(message),
+                local_ref: Some(ObjectRef {
+                    group: None,
+                    kind: Some("Service".into()),
+                    name: Some(mirror.to_string()),
+                    namespace: Some(remote.0.clone()),
+                }),
+            }]),
+        }
+    };
+    let mut services: Vec<(NsName, ServiceStatus)> = plan
+        .mirrors
+        .iter()
+        .map(|(remote, mirror, _)| {
+            (
+                remote.clone(),
+                entry(remote, mirror, "True", "Mirrored", String::new()),
+            )
+        })
+        .chain(plan.skipped.iter().map(|s| {
+            let message = s.reason.message(&s.remote, &s.mirror);
+            (
+                s.remote.clone(),
+                entry(&s.remote, &s.mirror, "False", s.reason.reason(), message),
+            )
+        }))
+        .collect();
+    services.sort_by(|a, b| a.0.cmp(&b.0));
+    LinkStatus {
+        mirror_services: Some(services.into_iter().map(|(_, s)| s).collect()),
+        federated_services: previous.and_then(|p| p.federated_services.clone()),
     }
 }
 

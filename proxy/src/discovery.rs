@@ -16,6 +16,11 @@
 //! `dst_strait_gateway_entry` label to its metrics) and names the remote service in
 //! `authority_override`. Such an endpoint carries [`Endpoint::gateway`], the `strt` open
 //! request the proxy sends before its TLS ClientHello; the label itself is dropped.
+//!
+//! The controller hands such endpoints only to proxies that can use them: every request
+//! carries [`STRAIT_CONTEXT_KEY`]`:`[`STRAIT_CONTEXT_V1`] in its `context_token` (the JSON
+//! Linkerd's proxies send with their namespace and pod), and stock proxies, which lack it,
+//! get Linkerd's remote-gateway endpoint instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +39,18 @@ use crate::stream_header::{Authority, Protocol, Target};
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
 /// The marker's value for the `strt` v1 exchange.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
+/// The `context_token` key by which this proxy tells Destination it speaks `strt`.
+pub const STRAIT_CONTEXT_KEY: &str = "strait";
+/// Its value: `strt` v1.
+pub const STRAIT_CONTEXT_V1: &str = "v1";
+
+/// The `context_token` of every request: Linkerd's fields, and the Strait marker.
+/// `namespace` and `pod` are identity parts (DNS labels), so nothing needs escaping.
+pub fn context_token(namespace: &str, pod: &str) -> String {
+    format!(
+        "{{\"ns\":\"{namespace}\",\"nodeName\":\"\",\"pod\":\"{pod}\",\"{STRAIT_CONTEXT_KEY}\":\"{STRAIT_CONTEXT_V1}\"}}"
+    )
+}
 use tonic::transport::Channel;
 
 /// One endpoint as discovery describes it.
@@ -242,7 +259,7 @@ impl Resolver {
         Self {
             inner: Arc::new(Inner {
                 client: DestinationClient::new(channel),
-                context_token: format!("{{\"ns\":\"{namespace}\", \"nodeName\":\"\", \"pod\":\"{pod}\"}}"),
+                context_token: context_token(namespace, pod),
                 endpoints: Mutex::new(HashMap::new()),
                 profiles: Mutex::new(HashMap::new()),
             }),

@@ -179,6 +179,40 @@ async fn proxy(
     panic!("proxy {name} not ready within 10s");
 }
 
+/// East: myapp, exported, meshed, behind its proxy (explicit capture); the demo server
+/// is the app.
+async fn east_with_myapp(
+    id: &LocalIdentity,
+    dir: &std::path::Path,
+    myapp_ip: IpAddr,
+    tasks: &mut Tasks,
+) -> (Cluster, strait_proxy::Bound) {
+    let east = cluster(id, tasks).await;
+    apply(
+        &east.store,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    )
+    .await;
+    meshed_pod(&east.store, "myapp-1", "myapp", "myapp", myapp_ip).await;
+    let demo = strait_topologies::demo::server::Server::new(strait_topologies::demo::server::ServerConfig {
+        identity: strait_topologies::demo::Identity {
+            name: "myapp".into(),
+            version: "v1".into(),
+            cluster: "east".into(),
+            pod: "myapp-1".into(),
+            namespace: "production".into(),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let app = TcpListener::bind((myapp_ip, 8080)).await.unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _ = demo.serve(app, std::future::pending()).await;
+    }));
+    let east_proxy = proxy(&east, id, dir, "myapp-1", "myapp", myapp_ip, tasks).await;
+    (east, east_proxy)
+}
+
 /// Gateway credentials issued by the mesh's issuer.
 fn gateway_creds(id: &LocalIdentity) -> Credentials {
     let me = default_gateway_identity(&TrustDomain::default()).unwrap();
@@ -194,15 +228,15 @@ fn gateway_creds(id: &LocalIdentity) -> Credentials {
     }
 }
 
-/// Binds and starts a gateway; returns its QUIC and proxy-entry addresses.
+/// Binds and starts a gateway; returns its QUIC, proxy-entry and Linkerd-entry addresses.
 async fn gateway(
     config: GatewayConfig,
     creds: Credentials,
     resolver: Arc<dyn strait_gateway::Resolve>,
     tasks: &mut Tasks,
-) -> (SocketAddr, Vec<SocketAddr>) {
+) -> (SocketAddr, Vec<SocketAddr>, Option<SocketAddr>) {
     let gw = Gateway::bind(config, creds, resolver).await.unwrap();
-    let addrs = (gw.quic_addr(), gw.proxy_entry_addrs());
+    let addrs = (gw.quic_addr(), gw.proxy_entry_addrs(), gw.linkerd_entry_addr());
     let (stop, stopped) = oneshot::channel::<()>();
     let running = gw
         .start(async {
@@ -288,35 +322,13 @@ async fn scenario() {
     let (web_ip, myapp_ip) = (ip("127.46.1.2"), ip("127.46.2.3"));
 
     // East: myapp, exported, meshed, behind its proxy; the demo server is the app.
-    let east = cluster(&id, &mut tasks).await;
-    apply(
-        &east.store,
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
-    )
-    .await;
-    meshed_pod(&east.store, "myapp-1", "myapp", "myapp", myapp_ip).await;
-    let demo = strait_topologies::demo::server::Server::new(strait_topologies::demo::server::ServerConfig {
-        identity: strait_topologies::demo::Identity {
-            name: "myapp".into(),
-            version: "v1".into(),
-            cluster: "east".into(),
-            pod: "myapp-1".into(),
-            namespace: "production".into(),
-        },
-        ..Default::default()
-    })
-    .unwrap();
-    let app = TcpListener::bind((myapp_ip, 8080)).await.unwrap();
-    tasks.0.push(tokio::spawn(async move {
-        let _ = demo.serve(app, std::future::pending()).await;
-    }));
-    let east_proxy = proxy(&east, &id, dir.path(), "myapp-1", "myapp", myapp_ip, &mut tasks).await;
+    let (east, east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
 
     // East's gateway: the ingress resolves through east's Destination and delivers to
     // proxies on 4143 (explicit capture: nothing redirects at the pod).
     let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
     let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
-    let (east_quic, _) = gateway(
+    let (east_quic, _, _) = gateway(
         GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]),
         gateway_creds(&id),
         Arc::new(resolver),
@@ -336,7 +348,7 @@ async fn scenario() {
         listen: "127.0.0.1:0".parse().unwrap(),
         link: "east".into(),
     });
-    let (_, entries) = gateway(
+    let (_, entries, _) = gateway(
         cfg,
         gateway_creds(&id),
         Arc::new(StaticResolver::new()),
@@ -478,6 +490,195 @@ async fn scenario() {
         error.contains("unknown-target") && error.contains("ghost.production.svc.cluster.local:80"),
         "{error}"
     );
+
+    for stop in tasks.1.drain(..) {
+        let _ = stop.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_control_plane_serves_strait_and_stock_proxies_each_the_gateway_path_it_speaks() {
+    tokio::time::timeout(Duration::from_secs(90), stock_scenario())
+        .await
+        .expect("the stock-proxy scenario finished within 90s");
+}
+
+/// The first update of `Destination/Get` for `path` with `token` that has endpoints
+/// (retried, bounded: the mirror appears asynchronously).
+async fn first_endpoints(
+    destination: SocketAddr,
+    path: &str,
+    token: &str,
+) -> Vec<linkerd2_proxy_api::destination::WeightedAddr> {
+    use linkerd2_proxy_api::destination::{self as pb, update::Update as U};
+    let mut client = pb::destination_client::DestinationClient::connect(format!("http://{destination}"))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let req = pb::GetDestination {
+            scheme: "k8s".into(),
+            path: path.into(),
+            context_token: token.into(),
+        };
+        if let Ok(rsp) = client.get(req).await {
+            let mut stream = rsp.into_inner();
+            let first = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+            if let Ok(Ok(Some(pb::Update {
+                update: Some(U::Add(set)),
+            }))) = first
+                && !set.addrs.is_empty()
+            {
+                return set.addrs;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no endpoints for {path} ({token}) within 10s");
+}
+
+async fn stock_scenario() {
+    use linkerd2_proxy_api::destination::{protocol_hint, tls_identity};
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(
+        &dir.path().join("identity"),
+        &TrustDomain::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut tasks = Tasks::default();
+    let myapp_ip = ip("127.46.3.4");
+    let (east, east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
+
+    // East's gateway also takes Linkerd's entry on 4143/tcp, beside its QUIC socket.
+    let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
+    let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
+    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
+    cfg.linkerd_entry = Some(strait_gateway::LinkerdEntry::BesideQuic);
+    let (east_quic, _, tcp_entry) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
+    let tcp_entry = tcp_entry.expect("the TCP entry is bound");
+    assert_eq!(tcp_entry, east_quic);
+
+    // West mirrors east; its Link names east's gateway port, its mirror a proxy entry.
+    let west = cluster(&id, &mut tasks).await;
+    let strait_entry: SocketAddr = "127.0.0.1:4180".parse().unwrap();
+    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "cluster-credentials-east",
+            "gatewayAddress": east_quic.ip().to_string(),
+            "gatewayPort": east_quic.port().to_string(),
+            "gatewayIdentity": gw_id.as_str(),
+        },
+    }))
+    .unwrap();
+    let opts = strait_mirror::MirrorOptions {
+        gateway_entries: [("east".to_string(), strait_entry)].into(),
+        ..Default::default()
+    };
+    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
+        alive: true,
+        ..Default::default()
+    });
+    let (report, _report_rx) = watch::channel(Default::default());
+    let (remote, local) = (east.store.clone(), west.store.clone());
+    let cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _keep = health_tx;
+        strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
+    }));
+
+    // A Strait proxy (marked context token) is handed the proxy entry with east's
+    // workload identity ...
+    let strait_token = strait_proxy::discovery::context_token("production", "web");
+    let eps = first_endpoints(west.bound.destination, MIRROR, &strait_token).await;
+    assert_eq!(eps.len(), 1);
+    let e = &eps[0];
+    let addr = e.addr.unwrap();
+    assert_eq!(addr.port, u32::from(strait_entry.port()));
+    assert_eq!(e.metric_labels["strait_gateway_entry"], "strt-v1");
+    let Some(tls_identity::Strategy::DnsLikeIdentity(name)) = e.tls_identity.clone().unwrap().strategy else {
+        panic!("a DNS-like identity expected")
+    };
+    assert_eq!(name.name, MYAPP_ID);
+
+    // ... a stock proxy (Linkerd's token, no marker) never is: it gets Linkerd's
+    // remote-gateway endpoint, opaque to the gateway port.
+    let stock_token = r#"{"ns":"production", "nodeName":"node-1", "pod":"web-2"}"#;
+    let eps = first_endpoints(west.bound.destination, MIRROR, stock_token).await;
+    assert_eq!(eps.len(), 1);
+    let e = &eps[0];
+    assert!(!e.metric_labels.contains_key("strait_gateway_entry"), "{e:?}");
+    let tcp = e.addr.unwrap();
+    let gateway_addr = SocketAddr::new(
+        IpAddr::try_from(tcp.ip.unwrap()).unwrap(),
+        u16::try_from(tcp.port).unwrap(),
+    );
+    assert_eq!(gateway_addr, tcp_entry);
+    let Some(tls_identity::Strategy::DnsLikeIdentity(name)) = e.tls_identity.clone().unwrap().strategy else {
+        panic!("a DNS-like identity expected")
+    };
+    assert_eq!(name.name, gw_id.as_str());
+    let authority = e.authority_override.clone().unwrap().authority_override;
+    assert_eq!(authority, "myapp.production.svc.cluster.local:80");
+    let hint = e.protocol_hint.unwrap();
+    assert!(
+        matches!(hint.protocol, Some(protocol_hint::Protocol::Opaque(_))),
+        "{hint:?}"
+    );
+    assert_eq!(hint.opaque_transport.unwrap().inbound_port, tcp.port);
+
+    // Following that endpoint as linkerd2-proxy does: mTLS to the gateway identity with
+    // the client's own certificate, ALPN transport.l5d.io/v1, the transport header naming
+    // the service (name and port from the authority override), then the request.
+    let web_id: IdentityName = WEB_ID.parse().unwrap();
+    let (key, csr) = generate_key_and_csr(&web_id).unwrap();
+    let issued = id
+        .issuer
+        .issue(csr.as_ref(), &web_id, DEFAULT_LEAF_LIFETIME, SystemTime::now())
+        .unwrap();
+    let web = CertStore::with_cert(issued.chain, pki_types::PrivateKeyDer::Pkcs8(key)).unwrap();
+    let mut tls = Arc::unwrap_or_clone(strait_identity::client_config(&web, &id.anchors));
+    tls.alpn_protocols = vec![strait_proxy::transport_header::ALPN.to_vec()];
+    let server: IdentityName = name.name.parse().unwrap();
+    let (host, port) = authority.rsplit_once(':').unwrap();
+    let header = strait_proxy::transport_header::TransportHeader {
+        port: port.parse().unwrap(),
+        name: Some(host.to_string()),
+        protocol: None,
+    };
+    let tcp = TcpStream::connect(gateway_addr).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(server.server_name(), tcp)
+        .await
+        .unwrap();
+    s.write_all(&header.encode()).await.unwrap();
+    s.write_all(b"GET /hello HTTP/1.1\r\nhost: myapp\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"cluster\":\"east\""),
+        "{answer}"
+    );
+
+    // Linkerd's gateway semantics: east's proxy saw the gateway's identity, not web's
+    // (only the Strait path carries the client's own identity end to end).
+    let (_, east_metrics) = http_get(east_proxy.admin, "/metrics").await;
+    let by_gateway = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", gw_id.as_str()),
+    ];
+    let seen = metric(&east_metrics, "tcp_open_total", &by_gateway)
+        .or_else(|| metric(&east_metrics, "request_total", &by_gateway));
+    assert!(seen.is_some_and(|n| n >= 1.0), "{east_metrics}");
 
     for stop in tasks.1.drain(..) {
         let _ = stop.send(());

@@ -182,6 +182,21 @@ impl Store for KubeStore {
         Ok(out)
     }
 
+    async fn apply_status(&self, object: Object) -> Result<(), StoreError> {
+        let key = object.key();
+        let api = self.api(key.kind.info(), Some(&key.namespace));
+        let status = object.to_value().get("status").cloned().unwrap_or(Value::Null);
+        // A merge patch replaces the status's lists whole, as the controller means.
+        api.patch_status(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(kube_err(format!("write the status of {key}")))?;
+        Ok(())
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
         let info = key.kind.info();
         let api = self.api(info, Some(&key.namespace));

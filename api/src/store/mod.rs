@@ -129,6 +129,16 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Deletes one object; returns its last state, or `None` if it did not exist.
     fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Object>, StoreError>> + Send;
+
+    /// Writes the `status` a controller reports for `object` (e.g. a Link's mirrored
+    /// services). The default applies the object whole, as local stores keep a status sent
+    /// with an object; the Kubernetes store writes the status subresource, which an apply
+    /// of the object would not touch. Callers read the object just before, so its spec is
+    /// the current one.
+    fn apply_status(&self, object: Object) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let applied = self.apply(vec![object]);
+        async move { applied.await.map(drop) }
+    }
 }
 
 /// Refuses a batch if any object has a validation problem.

@@ -15,7 +15,19 @@
 //! - proxies need nothing new; both clusters' proxies must trust each other's
 //!   certificates (one set of trust anchors).
 //!
-//! The first stdout line is JSON: `{"quic", "admin", "egress": [..], "proxy_entries": [..]}`.
+//! # Stock Linkerd proxies
+//! `--linkerd-entry` also accepts Linkerd's mTLS gateway entry on TCP, on the QUIC
+//! address's IP and port (4143/tcp beside 4143/udp; `--linkerd-entry-addr` puts it
+//! elsewhere): stock linkerd2-proxies in linked clusters reach this cluster's services
+//! there, as they reach Linkerd's gateway. That path needs `--destination-addr` (or
+//! `--target`s) to resolve services, and unlike the Strait path the gateway terminates
+//! the client's TLS, so servers see the gateway's identity, not the client's.
+//!
+//! With `--state-dir`, the admin address is also published there (`gateway.json`) for
+//! `strait multicluster gateways` and `check`, which show each link's state.
+//!
+//! The first stdout line is JSON: `{"quic", "admin", "egress": [..], "proxy_entries": [..],
+//! "linkerd_entry"}` (`linkerd_entry` is null without the entry).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,8 +38,8 @@ use std::time::SystemTime;
 use clap::{Args, ValueEnum};
 use strait_gateway::{
     Authority, Chain, Congestion, Credentials, DestinationResolver, EgressRoute, Endpoint, Gateway,
-    GatewayConfig, LinkSpec, Protocol, ProxyEntry, Resolve, SessionState, StaticResolver, Target,
-    default_gateway_identity,
+    GatewayConfig, LinkSpec, LinkerdEntry, Protocol, ProxyEntry, Resolve, SessionState, StaticResolver,
+    Target, default_gateway_identity,
 };
 use strait_identity::pki_types::pem::PemObject;
 use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
@@ -74,6 +86,14 @@ pub struct GatewayArgs {
     /// (`strait mirror --gateway-entry CLUSTER=ADDR`).
     #[arg(long = "proxy-entry", value_name = "LINK=ADDR")]
     pub proxy_entries: Vec<String>,
+    /// Also accept Linkerd's mTLS gateway entry (TCP, ALPN transport.l5d.io/v1, the
+    /// transport header) on the --quic-addr IP and port, for stock Linkerd proxies and
+    /// networks that block UDP.
+    #[arg(long)]
+    pub linkerd_entry: bool,
+    /// Put Linkerd's gateway entry on this TCP address instead (implies --linkerd-entry).
+    #[arg(long, value_name = "ADDR")]
+    pub linkerd_entry_addr: Option<SocketAddr>,
     /// The local controller's Destination service (host:port): the ingress resolves
     /// streams' targets there (after any --target).
     #[arg(long, value_name = "ADDR")]
@@ -144,6 +164,11 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
     config.tuning.congestion = match args.congestion {
         CongestionArg::Bbr => Congestion::Bbr,
         CongestionArg::Cubic => Congestion::Cubic,
+    };
+    config.linkerd_entry = match (args.linkerd_entry_addr, args.linkerd_entry) {
+        (Some(addr), _) => Some(LinkerdEntry::At(addr)),
+        (None, true) => Some(LinkerdEntry::BesideQuic),
+        (None, false) => None,
     };
     for link in &args.links {
         config.links.push(parse_link(link, &default_peer)?);
@@ -308,7 +333,7 @@ fn authority_port(flag: &str, whole: &str, value: &str) -> Result<(Authority, u1
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
-pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
+pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
     let setup = match parse(args) {
         Ok(s) => s,
         Err(e) => {
@@ -347,7 +372,14 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
             "admin": admin.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "egress": gw.egress_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "proxy_entries": gw.proxy_entry_addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "linkerd_entry": gw.linkerd_entry_addr().map(|a| a.to_string()),
         });
+        // `strait multicluster gateways` and `check` find the gateway here (published
+        // before the announcement, so whoever reads that finds the file).
+        let published = g.state_dir.as_deref().map(super::multicluster::gateway_file);
+        if let Some(file) = &published {
+            let _ = std::fs::write(file, serde_json::json!({"admin": bound["admin"]}).to_string());
+        }
         println!("{bound}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = gw.metrics();
@@ -369,6 +401,9 @@ pub fn gateway(_g: &Global, args: &GatewayArgs) -> ExitCode {
         let _ = stop_tx.send(true);
         running.done.await;
         let _ = admin_task.await;
+        if let Some(file) = &published {
+            let _ = std::fs::remove_file(file);
+        }
         ExitCode::SUCCESS
     })
 }

@@ -73,6 +73,9 @@ impl Store for AnyStore {
     async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
         each!(self, s => s.delete(key).await)
     }
+    async fn apply_status(&self, object: Object) -> Result<(), StoreError> {
+        each!(self, s => s.apply_status(object).await)
+    }
 }
 
 /// `multicluster install`: the gateway, the service mirror and their RBAC.
@@ -124,7 +127,9 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
             "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
                 {"apiGroups": [""], "resources": ["namespaces", "secrets"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]}]}),
+                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]},
+                // The mirror reports each Link's mirrored services in its status.
+                {"apiGroups": [mcl::GROUP], "resources": ["links/status"], "verbs": ["get", "patch", "update"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-service-mirror"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-service-mirror"},
             "subjects": [{"kind": "ServiceAccount", "name": "linkerd-service-mirror", "namespace": ns}]}),
@@ -563,21 +568,72 @@ pub fn mirror_file(dir: &Path) -> std::path::PathBuf {
     dir.join("mirror.json")
 }
 
-async fn fetch_reports(addr: &str) -> Result<Vec<LinkReport>, String> {
+/// `GET path` of an admin server, as JSON.
+async fn fetch_json(addr: &str, path: &str, what: &str) -> Result<Value, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
-        format!("cannot reach the mirror's admin server at {addr}: {e}; is `strait mirror` running?")
-    })?;
-    s.write_all(format!("GET /gateways HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach the {what}'s admin server at {addr}: {e}; is it running?"))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&buf);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body)
+        .map_err(|e| format!("the {what} answered {path} with something unreadable: {e}"))
+}
+
+async fn fetch_reports(addr: &str) -> Result<Vec<LinkReport>, String> {
+    let v = fetch_json(addr, "/gateways", "mirror")
+        .await
+        .map_err(|e| e.replace("is it running?", "is `strait mirror` running?"))?;
     let v: Vec<Value> =
-        serde_json::from_str(body).map_err(|e| format!("the mirror answered something unreadable: {e}"))?;
+        serde_json::from_value(v).map_err(|e| format!("the mirror answered something unreadable: {e}"))?;
     Ok(v.into_iter().map(report_from).collect())
+}
+
+/// One link of the local gateway, as its admin server's `/links` reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GatewayLink {
+    /// The target cluster.
+    pub cluster: String,
+    /// Whether the QUIC link is up and its probes answer.
+    pub alive: bool,
+    /// Why it is not, with what to do.
+    pub last_error: Option<String>,
+}
+
+async fn fetch_links(addr: &str) -> Result<Vec<GatewayLink>, String> {
+    let v = fetch_json(addr, "/links", "gateway")
+        .await
+        .map_err(|e| e.replace("is it running?", "is `strait gateway` running?"))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| GatewayLink {
+            cluster: l["cluster"].as_str().unwrap_or_default().into(),
+            alive: l["alive"].as_bool().unwrap_or(false),
+            last_error: l["lastError"].as_str().map(str::to_string),
+        })
+        .collect())
+}
+
+/// Where a local cluster's running gateway publishes its admin address.
+pub fn gateway_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("gateway.json")
+}
+
+/// The local gateway's admin address: the flag, else the one published in the state
+/// directory; `None` when there is no local gateway to ask.
+fn gateway_admin(g: &Global, flag: Option<&str>) -> Option<String> {
+    if let Some(a) = flag {
+        return Some(a.to_string());
+    }
+    let text = std::fs::read(gateway_file(g.state_dir.as_deref()?)).ok()?;
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    v["admin"].as_str().map(str::to_string)
 }
 
 fn report_from(v: Value) -> LinkReport {
@@ -639,8 +695,10 @@ fn mirror_admin(g: &Global, flag: Option<&str>) -> Result<String, String> {
         .ok_or_else(|| format!("{} names no admin address", mirror_file(dir).display()))
 }
 
-/// The `gateways` table.
-pub fn gateways_table(reports: &[LinkReport]) -> String {
+/// The `gateways` table: a cluster is alive when its gateway's probe answers and, where
+/// the local gateway is known, its QUIC link is up; each link that is down follows the
+/// table with why and what to do.
+pub fn gateways_table(reports: &[LinkReport], links: &[GatewayLink]) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{}ms", v.round() as u64));
     let mut rows = vec![
         [
@@ -654,10 +712,22 @@ pub fn gateways_table(reports: &[LinkReport]) -> String {
         .map(String::from)
         .to_vec(),
     ];
-    for r in reports {
+    let link_of = |cluster: &str| links.iter().find(|l| l.cluster == cluster);
+    let mut clusters: Vec<(&str, Option<&LinkReport>)> =
+        reports.iter().map(|r| (r.cluster.as_str(), Some(r))).collect();
+    for l in links {
+        if !reports.iter().any(|r| r.cluster == l.cluster) {
+            clusters.push((l.cluster.as_str(), None));
+        }
+    }
+    let none = LinkReport::default();
+    for (cluster, r) in &clusters {
+        let probe_alive = r.is_none_or(|r| r.gateway.alive);
+        let alive = probe_alive && link_of(cluster).is_none_or(|l| l.alive);
+        let r = r.unwrap_or(&none);
         rows.push(vec![
-            r.cluster.clone(),
-            if r.gateway.alive { "True" } else { "False" }.into(),
+            cluster.to_string(),
+            if alive { "True" } else { "False" }.into(),
             r.mirrors.len().to_string(),
             ms(r.gateway.latency_quantile(0.5)),
             ms(r.gateway.latency_quantile(0.95)),
@@ -667,7 +737,16 @@ pub fn gateways_table(reports: &[LinkReport]) -> String {
     let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
-    rows.iter()
+    let notes: String = links
+        .iter()
+        .filter(|l| !l.alive)
+        .map(|l| {
+            let why = l.last_error.as_deref().unwrap_or("not established yet");
+            format!("\nlink to {}: {why}\n", l.cluster)
+        })
+        .collect();
+    let table: String = rows
+        .iter()
         .map(|r| {
             r.iter()
                 .enumerate()
@@ -678,21 +757,35 @@ pub fn gateways_table(reports: &[LinkReport]) -> String {
                 .to_string()
                 + "\n"
         })
-        .collect()
+        .collect();
+    table + &notes
 }
 
 /// Runs `multicluster gateways`.
-pub fn gateways(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
-    let addr = match mirror_admin(g, mirror_addr) {
-        Ok(a) => a,
-        Err(e) => return fail(e),
-    };
-    match super::runtime().block_on(fetch_reports(&addr)) {
-        Ok(r) => {
-            print!("{}", gateways_table(&r));
+pub fn gateways(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) -> ExitCode {
+    let rt = super::runtime();
+    let reports = mirror_admin(g, mirror_addr).and_then(|a| rt.block_on(fetch_reports(&a)));
+    let links = gateway_admin(g, gateway_addr).map(|a| rt.block_on(fetch_links(&a)));
+    match (reports, links) {
+        (Ok(r), links) => {
+            let links = match links {
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    eprintln!("warning: {e}");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            print!("{}", gateways_table(&r, &links));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        // Without a mirror the gateway still knows its links.
+        (Err(e), Some(Ok(links))) => {
+            eprintln!("warning: {e}");
+            print!("{}", gateways_table(&[], &links));
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) => fail(e),
     }
 }
 
@@ -746,7 +839,7 @@ pub fn unlink(g: &Global, cluster: &str) -> ExitCode {
 }
 
 /// Runs `multicluster check`.
-pub fn check(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
+pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) -> ExitCode {
     let rt = super::runtime();
     let store = match super::open_local(g) {
         Ok(s) => s,
@@ -829,6 +922,23 @@ pub fn check(g: &Global, mirror_addr: Option<&str>) -> ExitCode {
             }
         }
     }
+    if let Some(addr) = gateway_admin(g, gateway_addr) {
+        match rt.block_on(fetch_links(&addr)) {
+            Err(e) => line(false, "the local gateway is running".into(), Some(e)),
+            Ok(links) => {
+                line(true, "the local gateway is running".into(), None);
+                for l in links {
+                    line(
+                        l.alive,
+                        format!("gateway link to {} is up", l.cluster),
+                        Some(l.last_error.unwrap_or_else(|| {
+                            "not established yet; check the remote gateway's address, identity and trust anchors".into()
+                        })),
+                    );
+                }
+            }
+        }
+    }
     if failed {
         exit::code(exit::FAILURE)
     } else {
@@ -857,5 +967,62 @@ mod tests {
         }
         let e = parse_gateway_entries(&["east=127.0.0.1:1".into(), "east=127.0.0.1:2".into()]).unwrap_err();
         assert!(e.contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn the_gateways_table_joins_probes_and_links() {
+        let report = |cluster: &str, alive: bool| LinkReport {
+            cluster: cluster.into(),
+            gateway: strait_mirror::GatewayHealth {
+                alive,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let link = |cluster: &str, alive: bool, err: Option<&str>| GatewayLink {
+            cluster: cluster.into(),
+            alive,
+            last_error: err.map(str::to_string),
+        };
+        let reports = [
+            report("east", true),
+            report("north", true),
+            report("south", false),
+        ];
+        let links = [
+            link("east", true, None),
+            link(
+                "north",
+                false,
+                Some("refused: wrong-identity: check the Link's gatewayIdentity"),
+            ),
+            link("west", false, None),
+        ];
+        let table = gateways_table(&reports, &links);
+        let alive: Vec<(&str, &str)> = table
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap(), w.next().unwrap())
+            })
+            .collect();
+        // A probe that answers is not enough when the link itself is refused.
+        assert_eq!(
+            alive,
+            [
+                ("east", "True"),
+                ("north", "False"),
+                ("south", "False"),
+                ("west", "False")
+            ]
+        );
+        assert!(
+            table.contains("\nlink to north: refused: wrong-identity"),
+            "{table}"
+        );
+        assert!(table.contains("\nlink to west: not established yet"), "{table}");
+        assert!(!table.contains("link to east:"), "{table}");
     }
 }

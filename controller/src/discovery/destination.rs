@@ -14,7 +14,7 @@ use linkerd2_proxy_api::net::TcpAddress;
 use tonic::{Request, Response, Status};
 
 use super::index::{Index, IpTarget};
-use super::model::{Endpoint, NsName, Resolution};
+use super::model::{Caller, Endpoint, NsName, Resolution};
 use super::profile::destination_profile;
 use crate::streams::BoxStream;
 
@@ -237,11 +237,13 @@ impl pb::destination_server::Destination for DestinationService {
 
     async fn get(&self, request: Request<pb::GetDestination>) -> Result<Response<Self::GetStream>, Status> {
         let target = self.target(request.get_ref())?;
+        // Only Strait proxies are handed Strait gateway entries (see `model`).
+        let caller = Caller::from_context_token(&request.get_ref().context_token);
         let index = self.index.clone();
         let (namespace, resolve): (Option<String>, Box<dyn Fn(&Index) -> Resolution + Send>) = match target {
             Target::Service { id, port } => (
                 Some(id.0.clone()),
-                Box::new(move |ix: &Index| ix.resolve(&id, port)),
+                Box::new(move |ix: &Index| ix.resolve(&id, port, caller)),
             ),
             Target::PodHost {
                 service,
@@ -254,7 +256,7 @@ impl pb::destination_server::Destination for DestinationService {
             Target::Ip(addr) => match index.lookup_ip(addr.ip()) {
                 Some(IpTarget::Service(id)) => (
                     Some(id.0.clone()),
-                    Box::new(move |ix: &Index| ix.resolve(&id, addr.port())),
+                    Box::new(move |ix: &Index| ix.resolve(&id, addr.port(), caller)),
                 ),
                 Some(IpTarget::Pod(pod)) => {
                     let ns = pod.id.0.clone();

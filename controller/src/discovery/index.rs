@@ -18,7 +18,7 @@ use strait_api::mesh::split::TrafficSplit;
 use strait_api::{Store, WatchEvent};
 use tokio::sync::watch;
 
-use super::model::{self, NsName, PodInfo, Resolution, ServiceInfo, SliceInfo, View};
+use super::model::{self, Caller, NsName, PodInfo, Resolution, ServiceInfo, SliceInfo, View};
 use crate::streams::Generations;
 
 /// Naming of the cluster the index serves.
@@ -117,8 +117,12 @@ pub struct Index {
     generations: Generations,
     /// Resolutions by service and port, with the namespace generation they were made at:
     /// every stream of a service re-resolves after a change, and they share one answer.
-    resolved: Mutex<HashMap<(NsName, u16), (u64, Resolution)>>,
+    resolved: Mutex<HashMap<ResolvedKey, (u64, Resolution)>>,
 }
+
+/// What a resolution is cached by: the service, the port, and who asked (see
+/// [`Caller`]).
+type ResolvedKey = (NsName, u16, Caller);
 
 /// Cached resolutions at most; past it the cache starts over (it only saves work).
 const MAX_RESOLVED: usize = 1 << 16;
@@ -164,16 +168,16 @@ impl Index {
     /// The generation is read before the state: an answer cached under generation `g`
     /// reflects at least every change bumped up to `g`, so it is reused only while the
     /// generation is still `g`.
-    pub fn resolve(&self, service: &NsName, port: u16) -> Resolution {
+    pub fn resolve(&self, service: &NsName, port: u16, caller: Caller) -> Resolution {
         let generation = self.generations.current(&service.0);
-        let key = (service.clone(), port);
+        let key = (service.clone(), port, caller);
         if let Some(g) = generation
             && let Some((at, r)) = self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
             && *at == g
         {
             return r.clone();
         }
-        let r = self.with_view(|v| model::resolve(v, service, port));
+        let r = self.with_view(|v| model::resolve(v, service, port, caller));
         if let (Some(g), Resolution::Endpoints(_)) = (generation, &r) {
             let mut cache = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= MAX_RESOLVED {

@@ -16,9 +16,15 @@
 //! same `authority_override`, and the metric label
 //! [`GATEWAY_ENTRY_LABEL`]`=`[`GATEWAY_ENTRY_V1`], which tells a Strait proxy to open a
 //! `strt` stream first. That endpoint is present while any remote-gateway endpoint is
-//! ready, so the gateway probe still decides readiness. Linkerd's proto has no field for
-//! the marker; a stock linkerd2-proxy merely adds it to its metric labels, so a cluster
-//! with stock proxies runs its mirror without `--gateway-entry`.
+//! ready, so the gateway probe still decides readiness.
+//!
+//! Only Strait proxies get the entry endpoint: they mark themselves in the request's
+//! `context_token` (`"strait":"v1"`, see [`Caller`]); a stock linkerd2-proxy cannot speak
+//! `strt`, so every other caller gets Linkerd's remote-gateway endpoint — the remote
+//! gateway's address and port, its identity, the `authority_override`, and an
+//! opaque-transport hint at the gateway port, so the proxy sends Linkerd's transport
+//! header naming the service to the remote gateway's mTLS entry on 4143/tcp. One control
+//! plane thus serves both kinds of proxies from the same mirrors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +42,33 @@ pub const DEFAULT_PROXY_INBOUND_PORT: u16 = 4143;
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
 /// The marker's value: the entry speaks `strt` v1.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
+
+/// The `context_token` key by which a Strait proxy marks itself (the proxy crate's
+/// `discovery::STRAIT_CONTEXT_KEY`).
+pub const STRAIT_CONTEXT_KEY: &str = "strait";
+/// The marker's value: the proxy speaks `strt` v1 to gateway proxy entries.
+pub const STRAIT_CONTEXT_V1: &str = "v1";
+
+/// Who asks: whether it can use a Strait gateway's proxy entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Caller {
+    /// A stock linkerd2-proxy, or anything that does not say otherwise.
+    Linkerd,
+    /// A Strait proxy (or gateway) that speaks `strt` v1.
+    Strait,
+}
+
+impl Caller {
+    /// Reads the caller from a request's `context_token` (JSON such as
+    /// `{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}`); anything that is
+    /// not JSON or lacks the marker is a stock proxy.
+    pub fn from_context_token(token: &str) -> Caller {
+        let marked = serde_json::from_str::<serde_json::Value>(token)
+            .ok()
+            .is_some_and(|v| v.get(STRAIT_CONTEXT_KEY).and_then(|m| m.as_str()) == Some(STRAIT_CONTEXT_V1));
+        if marked { Caller::Strait } else { Caller::Linkerd }
+    }
+}
 
 /// `(namespace, name)`.
 pub type NsName = (String, String);
@@ -325,9 +358,10 @@ pub struct View<'a> {
     pub trust_domain: &'a str,
 }
 
-/// The endpoints of `service:port`: the ready addresses of its slices at the target port
-/// the service port maps to, each with the identity, protocol hint and labels of its pod.
-pub fn resolve(view: &View<'_>, service: &NsName, port: u16) -> Resolution {
+/// The endpoints of `service:port` for `caller`: the ready addresses of its slices at the
+/// target port the service port maps to, each with the identity, protocol hint and labels
+/// of its pod (a mirror's: see the module docs).
+pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> Resolution {
     let Some(svc) = view.services.get(service) else {
         return Resolution::NotFound;
     };
@@ -353,7 +387,8 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16) -> Resolution {
             out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
         }
     }
-    if let Some(entry) = gateway_entry(svc, port)
+    if caller == Caller::Strait
+        && let Some(entry) = gateway_entry(svc, port)
         && !out.is_empty()
     {
         return Resolution::Endpoints(Arc::new([(entry.addr, entry)].into()));
@@ -442,11 +477,14 @@ fn endpoint(
     e.labels.insert("namespace".into(), svc.id.0.clone());
     e.labels.insert("service".into(), svc.id.1.clone());
     // A mirror's endpoints are the remote cluster's gateway: meshed with the gateway's
-    // identity, addressed by the remote Service's name, as Linkerd's destination does.
+    // identity, addressed by the remote Service's name, as Linkerd's destination does, and
+    // opaque to the gateway port, so proxies send the transport header naming the service.
     if pod.is_none()
         && let Some(gateway) = &svc.remote_gateway_identity
     {
         e.identity = Some(gateway.clone());
+        e.h2 = false;
+        e.opaque_transport_port = Some(addr.port());
         e.authority_override = svc
             .remote_fq_name
             .as_ref()

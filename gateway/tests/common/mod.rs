@@ -92,6 +92,7 @@ pub struct TestGateway {
     pub quic_addr: SocketAddr,
     pub egress: Vec<SocketAddr>,
     pub proxy_entries: Vec<SocketAddr>,
+    pub linkerd_entry: Option<SocketAddr>,
     pub endpoint: quinn::Endpoint,
     pub links: Vec<LinkHandle>,
     pub metrics: Arc<metrics::Metrics>,
@@ -118,6 +119,7 @@ impl TestGateway {
         let quic_addr = gw.quic_addr();
         let egress = gw.egress_addrs();
         let proxy_entries = gw.proxy_entry_addrs();
+        let linkerd_entry = gw.linkerd_entry_addr();
         let endpoint = gw.endpoint();
         let (stop, stopped) = oneshot::channel();
         let running = gw
@@ -130,6 +132,7 @@ impl TestGateway {
             quic_addr,
             egress,
             proxy_entries,
+            linkerd_entry,
             endpoint,
             links: running.links,
             metrics: running.metrics,

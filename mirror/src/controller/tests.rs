@@ -501,6 +501,14 @@ mod kube_mode {
                 send.send_response(ok(&v));
                 continue;
             }
+            // The Link object itself is not in this API: the mirror skips its status.
+            if req.method() == http::Method::GET && path.contains("/links/") {
+                let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404});
+                let mut rsp = ok(&status);
+                *rsp.status_mut() = http::StatusCode::NOT_FOUND;
+                send.send_response(rsp);
+                continue;
+            }
             match lists.iter().find(|(p, _)| *p == path) {
                 Some((_, v)) => send.send_response(ok(v)),
                 None => panic!("unexpected request {} {path}?{query}", req.method()),
@@ -662,4 +670,81 @@ async fn with_a_gateway_entry_mirrors_follow_the_remote_workloads_identity() {
     .await;
     let _ = run.stop.send(());
     let _ = tokio::time::timeout(BOUND, run.task).await;
+}
+
+/// The Link's `Mirrored` condition for `ns/name`: (status, reason, message).
+async fn mirrored(store: &impl Store, ns: &str, name: &str) -> Option<(String, String, String)> {
+    let l: Link = store.get("linkerd-multicluster", "east").await.unwrap()?;
+    let entry = l.status?.mirror_services?.into_iter().find(|s| {
+        s.remote_ref
+            .as_ref()
+            .is_some_and(|r| r.namespace.as_deref() == Some(ns) && r.name.as_deref() == Some(name))
+    })?;
+    let c = entry.conditions?.into_iter().find(|c| c.type_ == "Mirrored")?;
+    Some((
+        c.status,
+        c.reason.unwrap_or_default(),
+        c.message.unwrap_or_default(),
+    ))
+}
+
+#[tokio::test]
+async fn the_link_status_names_a_missing_namespace_until_it_appears() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&east, "billing").await;
+    ns(&west, "production").await;
+    ns(&west, "linkerd-multicluster").await;
+    let l: Link = serde_json::from_value(json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "cluster-credentials-east",
+            "gatewayAddress": "127.0.0.2",
+            "gatewayPort": "4143",
+            "gatewayIdentity": "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+        },
+    }))
+    .unwrap();
+    let spec = l.spec.clone();
+    west.apply(vec![l.into_object()]).await.unwrap();
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    put(&east, remote("billing", "ledger", Some("true"), "1")).await;
+    let run = start(east.clone(), west.clone());
+
+    // Skipped, with a condition saying why and what to do, as Linkerd's mirror does.
+    eventually("a NamespaceNotFound condition", async || {
+        mirrored(&west, "billing", "ledger")
+            .await
+            .is_some_and(|(s, r, _)| s == "False" && r == "NamespaceNotFound")
+    })
+    .await;
+    let (_, _, message) = mirrored(&west, "billing", "ledger").await.unwrap();
+    assert!(
+        message.contains("namespace billing does not exist in this cluster; create it"),
+        "{message}"
+    );
+    let (status, reason, _) = mirrored(&west, "production", "myapp").await.unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Mirrored"));
+    assert!(!services(&west).await.contains(&"billing/ledger-east".to_string()));
+
+    // The namespace appears: mirrored, and the condition clears.
+    ns(&west, "billing").await;
+    eventually("the condition to clear", async || {
+        mirrored(&west, "billing", "ledger")
+            .await
+            .is_some_and(|(s, r, _)| s == "True" && r == "Mirrored")
+    })
+    .await;
+    assert!(services(&west).await.contains(&"billing/ledger-east".to_string()));
+    let l: Link = west.get("linkerd-multicluster", "east").await.unwrap().unwrap();
+    assert_eq!(l.spec, spec, "the status write leaves the spec alone");
+    let entry = &l.status.unwrap().mirror_services.unwrap()[0];
+    assert_eq!(
+        entry.controller_name.as_deref(),
+        Some("linkerd.io/service-mirror")
+    );
+    let _ = run.stop.send(());
+    run.task.await.unwrap();
 }

@@ -180,3 +180,11 @@ fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
     assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);
     assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
 }
+
+#[test]
+fn the_context_token_marks_a_strait_proxy() {
+    assert_eq!(
+        context_token("production", "web"),
+        r#"{"ns":"production","nodeName":"","pod":"web","strait":"v1"}"#
+    );
+}

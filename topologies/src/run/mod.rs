@@ -513,6 +513,9 @@ impl Runtime {
             self.sup.start(spec)?;
             let gw = c.dir.join("gateway");
             let mut gargs: Vec<String> = vec![
+                // Publishes the admin address for `multicluster gateways` / `check`.
+                "--state-dir".into(),
+                c.state.display().to_string(),
                 "gateway".into(),
                 "--quic-addr".into(),
                 r.gateway.clone(),
@@ -528,6 +531,9 @@ impl Runtime {
             // The ingress delivers streams to local endpoints found through Destination;
             // in loopback mode pods are not behind iptables, so it dials their proxies.
             gargs.extend(["--destination-addr".into(), r.destination.clone()]);
+            // Stock Linkerd proxies (and UDP-less networks) reach this cluster through
+            // Linkerd's mTLS entry on 4143/tcp, beside the QUIC link on 4143/udp.
+            gargs.push("--linkerd-entry".into());
             if self.isolation != Isolation::Netns {
                 gargs.extend(["--endpoint-inbound-port".into(), "4143".into()]);
             }

@@ -463,7 +463,7 @@ async fn streams_are_told_only_after_a_whole_batch_is_indexed() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if rx.has_changed().unwrap_or(false) {
                     rx.mark_unchanged();
-                    if let Resolution::Endpoints(eps) = index.resolve(&svc, 80) {
+                    if let Resolution::Endpoints(eps) = index.resolve(&svc, 80, Caller::Linkerd) {
                         bad.extend(eps.values().filter(|e| e.identity.is_none()).map(|e| e.addr));
                     }
                 }

@@ -98,7 +98,7 @@ fn endpoints(r: Resolution) -> Vec<Endpoint> {
 #[test]
 fn ready_endpoints_of_a_meshed_service_carry_identity_and_labels() {
     let w = world(json!({}), true);
-    let eps = endpoints(resolve(&w.view(), &id("myapp"), 80));
+    let eps = endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd));
     assert_eq!(eps.len(), 1, "the not-ready endpoint is left out");
     let e = &eps[0];
     assert_eq!(e.addr, "198.18.0.5:8080".parse().unwrap());
@@ -120,7 +120,7 @@ fn ready_endpoints_of_a_meshed_service_carry_identity_and_labels() {
 #[test]
 fn unmeshed_endpoints_have_no_identity() {
     let w = world(json!({}), false);
-    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80))[0];
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
     assert_eq!(e.identity, None);
     assert!(!e.h2);
 }
@@ -128,15 +128,18 @@ fn unmeshed_endpoints_have_no_identity() {
 #[test]
 fn opaque_ports_tunnel_to_the_proxy_inbound_port() {
     let w = world(json!({"config.linkerd.io/opaque-ports": "80"}), true);
-    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80))[0];
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
     assert_eq!(e.opaque_transport_port, Some(4143));
 }
 
 #[test]
 fn unknown_services_and_ports() {
     let w = world(json!({}), true);
-    assert_eq!(resolve(&w.view(), &id("nope"), 80), Resolution::NotFound);
-    assert!(endpoints(resolve(&w.view(), &id("myapp"), 81)).is_empty());
+    assert_eq!(
+        resolve(&w.view(), &id("nope"), 80, Caller::Linkerd),
+        Resolution::NotFound
+    );
+    assert!(endpoints(resolve(&w.view(), &id("myapp"), 81, Caller::Linkerd)).is_empty());
 }
 
 #[test]
@@ -152,9 +155,16 @@ fn named_ports_map_through_the_slice_port_name() {
         slices: [(id("web"), [("web-abc".to_string(), sl)].into())].into(),
         pods: [(id("myapp-1"), pod("myapp-1", "198.18.0.5", true, json!({})))].into(),
     };
-    assert_eq!(endpoints(resolve(&w.view(), &id("web"), 80))[0].addr.port(), 8080);
     assert_eq!(
-        endpoints(resolve(&w.view(), &id("web"), 9990))[0].addr.port(),
+        endpoints(resolve(&w.view(), &id("web"), 80, Caller::Linkerd))[0]
+            .addr
+            .port(),
+        8080
+    );
+    assert_eq!(
+        endpoints(resolve(&w.view(), &id("web"), 9990, Caller::Linkerd))[0]
+            .addr
+            .port(),
         9990
     );
 }
@@ -193,7 +203,7 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
         }
     };
     let w = mirror(Some("127.0.0.1:4180"), true);
-    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80));
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
     assert_eq!(eps.len(), 1);
     let e = &eps[0];
     assert_eq!(e.addr.to_string(), "127.0.0.1:4180");
@@ -209,19 +219,50 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
     assert!(e.h2 && e.opaque_transport_port.is_none());
     // The gateway's probe still decides: no ready gateway, no entry endpoint.
     let w = mirror(Some("127.0.0.1:4180"), false);
-    assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80)).is_empty());
-    // Without an entry (or with a bad one), Linkerd's remote-gateway endpoint.
-    for entry in [None, Some("not-an-address")] {
+    assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait)).is_empty());
+    // A stock proxy is never handed the entry; without an entry (or with a bad one) no
+    // caller is: Linkerd's remote-gateway endpoint, opaque to the gateway port.
+    let cases = [
+        (Some("127.0.0.1:4180"), Caller::Linkerd),
+        (None, Caller::Linkerd),
+        (None, Caller::Strait),
+        (Some("not-an-address"), Caller::Strait),
+    ];
+    for (entry, caller) in cases {
         let w = mirror(entry, true);
-        let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80));
-        assert_eq!(eps[0].addr.to_string(), "198.18.16.2:4143");
-        assert!(
-            eps[0]
-                .identity
-                .as_deref()
-                .unwrap()
-                .starts_with("linkerd-gateway.")
+        let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, caller));
+        let e = &eps[0];
+        assert_eq!(e.addr.to_string(), "198.18.16.2:4143", "{entry:?} {caller:?}");
+        assert_eq!(
+            e.identity.as_deref(),
+            Some("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local")
         );
-        assert!(!eps[0].labels.contains_key(GATEWAY_ENTRY_LABEL));
+        assert_eq!(
+            e.authority_override.as_deref(),
+            Some("myapp.production.svc.cluster.local:80")
+        );
+        assert_eq!((e.h2, e.opaque_transport_port), (false, Some(4143)));
+        assert!(!e.labels.contains_key(GATEWAY_ENTRY_LABEL));
+    }
+}
+
+#[test]
+fn callers_mark_themselves_in_the_context_token() {
+    let cases = [
+        (
+            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}"#,
+            Caller::Strait,
+        ),
+        (
+            r#"{"ns":"production","nodeName":"","pod":"web-1"}"#,
+            Caller::Linkerd,
+        ),
+        (r#"{"ns":"production","strait":"v2"}"#, Caller::Linkerd),
+        (r#"{"strait":1}"#, Caller::Linkerd),
+        ("", Caller::Linkerd),
+        ("not json", Caller::Linkerd),
+    ];
+    for (token, want) in cases {
+        assert_eq!(Caller::from_context_token(token), want, "{token}");
     }
 }
