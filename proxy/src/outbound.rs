@@ -432,6 +432,41 @@ impl Outbound {
         list[i].0.clone()
     }
 
+    /// The HTTP client of a picked endpoint for `app`, made on first use.
+    fn endpoint_client(&self, ep: &balance::Balanced<EpValue>, app: Wire) -> Arc<HttpEndpoint> {
+        let slot = if app == Wire::Http2 {
+            &ep.value.h2
+        } else {
+            &ep.value.h1
+        };
+        slot.get_or_init(|| {
+            let plan = plan(self.cfg.capture, &ep.endpoint, app, self.cfg.peer_inbound_port);
+            Arc::new(HttpEndpoint::new(plan, self.connector.clone()).with_tcp(ep.value.tcp.clone()))
+        })
+        .clone()
+    }
+
+    /// The client of the original destination, for a target discovery does not know.
+    async fn fallback_client(&self, l: &Logical, app: Wire) -> Result<Arc<HttpEndpoint>, ProxyError> {
+        let slot = &l.fallback_clients[usize::from(app == Wire::Http2)];
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
+        }
+        let addr = self.fallback_addr(l).await?;
+        Ok(slot
+            .get_or_init(|| {
+                let plan = ConnectPlan {
+                    addr,
+                    tls: None,
+                    header: None,
+                    wire: app,
+                    gateway: None,
+                };
+                Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
+            })
+            .clone())
+    }
+
     async fn fallback_addr(&self, l: &Logical) -> Result<SocketAddr, ProxyError> {
         let addr = match l.fallback {
             Some(a) => a,
@@ -483,41 +518,11 @@ impl Outbound {
         let start = Instant::now();
         let concrete = Self::pick_concrete(l).await;
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
-            Pick::Endpoint(ep) => {
-                let slot = if app == Wire::Http2 {
-                    &ep.value.h2
-                } else {
-                    &ep.value.h1
-                };
-                let client = slot
-                    .get_or_init(|| {
-                        let plan = plan(self.cfg.capture, &ep.endpoint, app, self.cfg.peer_inbound_port);
-                        Arc::new(
-                            HttpEndpoint::new(plan, self.connector.clone()).with_tcp(ep.value.tcp.clone()),
-                        )
-                    })
-                    .clone();
-                (client, ep.value.stats.clone(), Some(ep))
-            }
+            Pick::Endpoint(ep) => (self.endpoint_client(&ep, app), ep.value.stats.clone(), Some(ep)),
             Pick::Unknown => {
-                let slot = &l.fallback_clients[usize::from(app == Wire::Http2)];
-                let client = match slot.get() {
-                    Some(c) => c.clone(),
-                    None => match self.fallback_addr(l).await {
-                        Ok(addr) => slot
-                            .get_or_init(|| {
-                                let plan = ConnectPlan {
-                                    addr,
-                                    tls: None,
-                                    header: None,
-                                    wire: app,
-                                    gateway: None,
-                                };
-                                Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
-                            })
-                            .clone(),
-                        Err(e) => return self.error(&l.stats, start, e),
-                    },
+                let client = match self.fallback_client(l, app).await {
+                    Ok(c) => c,
+                    Err(e) => return self.error(&l.stats, start, e),
                 };
                 (client, l.stats.clone(), None)
             }

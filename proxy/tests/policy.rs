@@ -555,13 +555,17 @@ async fn authz_cluster(n: u8) -> Authz {
 }
 
 /// A `CONNECT` tunnel through `proxy` to `authority`: whether 8 bytes echo back.
+/// Whether an opaque connection through `proxy` to `authority` echoes. A first connection
+/// to a new port may wait for the outbound policy and then the server's port policy (up
+/// to 3 s each when the controller is slow), so each step allows 10 s; a refused
+/// connection is closed at once and does not wait.
 async fn tcp_echoes(proxy: SocketAddr, authority: &str) -> bool {
     let mut s = TcpStream::connect(proxy).await.unwrap();
     s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut head = [0u8; 12];
-    if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+    if tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
         .await
         .is_err()
     {
@@ -571,7 +575,7 @@ async fn tcp_echoes(proxy: SocketAddr, authority: &str) -> bool {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
             Ok(Ok(1)) => buf.push(b[0]),
             _ => return false,
         }
@@ -581,7 +585,7 @@ async fn tcp_echoes(proxy: SocketAddr, authority: &str) -> bool {
     }
     let mut got = [0u8; 8];
     matches!(
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await,
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got)).await,
         Ok(Ok(_))
     ) && &got == b"ping1234"
 }

@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 
-use super::{Concrete, DISCOVERY_WAIT, Logical, Outbound, classify, plan as connect_plan};
+use super::{Concrete, DISCOVERY_WAIT, Logical, Outbound, classify};
 use crate::balance::{self, Pick};
-use crate::client::{ConnectPlan, HttpEndpoint, PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire};
+use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire};
 use crate::policy::client::Known;
 use crate::policy::outbound::{
     Accrual, Filter, HeaderEdit, OutboundPolicy, PathRewrite, Protocol, Redirect, Retry, RetryOn, Timeouts,
@@ -509,42 +509,11 @@ impl Outbound {
                 ));
                 return (self.error(&l.stats, start, e), Outcome::Error);
             }
-            Ok(Pick::Endpoint(ep)) => {
-                let slot = if app == Wire::Http2 {
-                    &ep.value.h2
-                } else {
-                    &ep.value.h1
-                };
-                let client = slot
-                    .get_or_init(|| {
-                        let plan =
-                            connect_plan(self.cfg.capture, &ep.endpoint, app, self.cfg.peer_inbound_port);
-                        Arc::new(
-                            HttpEndpoint::new(plan, self.connector.clone()).with_tcp(ep.value.tcp.clone()),
-                        )
-                    })
-                    .clone();
-                (client, ep.value.stats.clone(), Some(ep))
-            }
+            Ok(Pick::Endpoint(ep)) => (self.endpoint_client(&ep, app), ep.value.stats.clone(), Some(ep)),
             Ok(Pick::Unknown) => {
-                let slot = &l.fallback_clients[usize::from(app == Wire::Http2)];
-                let client = match slot.get() {
-                    Some(c) => c.clone(),
-                    None => match self.fallback_addr(l).await {
-                        Ok(addr) => slot
-                            .get_or_init(|| {
-                                let plan = ConnectPlan {
-                                    addr,
-                                    tls: None,
-                                    header: None,
-                                    wire: app,
-                                    gateway: None,
-                                };
-                                Arc::new(HttpEndpoint::new(plan, self.connector.clone()))
-                            })
-                            .clone(),
-                        Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),
-                    },
+                let client = match self.fallback_client(l, app).await {
+                    Ok(c) => c,
+                    Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),
                 };
                 (client, l.stats.clone(), None)
             }
