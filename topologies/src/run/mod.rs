@@ -79,27 +79,28 @@ pub struct Prepared {
 /// Loads and checks a topology and its manifests.
 pub fn prepare(path: &Path, isolation: Option<Isolation>) -> Result<Prepared, String> {
     let topology = Topology::load(path).map_err(|e| e.to_string())?;
-    let isolation = isolation.unwrap_or(topology.isolation).resolve(is_root());
+    let requested = isolation.unwrap_or(topology.isolation);
+    let missing = missing_netns_tool();
+    let isolation = match (requested, &missing) {
+        // `auto` on a machine without the tools namespaces need: loopback, and say so.
+        (Isolation::Auto, Some((tool, package))) if is_root() => {
+            progress(format!(
+                "`{tool}` is missing, so each pod gets a 127.x address instead of a network namespace (install Debian's {package} for namespaces)"
+            ));
+            Isolation::Loopback
+        }
+        (other, _) => other.resolve(is_root()),
+    };
     if isolation == Isolation::Netns && !is_root() {
         return Err(format!(
             "{}: isolation netns needs root (network namespaces and iptables); run as root, or pass --isolation loopback",
             path.display()
         ));
     }
-    if isolation == Isolation::Netns {
-        for (tool, package) in [
-            ("ip", "iproute2"),
-            ("iptables", "iptables"),
-            ("setpriv", "util-linux"),
-        ] {
-            let found = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-            if !found {
-                return Err(format!(
-                    "isolation netns needs `{tool}` (Debian package {package}): install it, or pass --isolation loopback"
-                ));
-            }
-        }
+    if let (Isolation::Netns, Some((tool, package))) = (isolation, missing) {
+        return Err(format!(
+            "isolation netns needs `{tool}` (Debian package {package}): install it, or pass --isolation loopback"
+        ));
     }
     if topology.sidecar[..] != ["strait", "proxy"] && isolation != Isolation::Netns {
         return Err(format!(
@@ -138,6 +139,19 @@ pub fn prepare(path: &Path, isolation: Option<Isolation>) -> Result<Prepared, St
         topology,
         isolation,
         objects,
+    })
+}
+
+/// The first tool network namespaces need that is not on PATH, with its Debian package.
+fn missing_netns_tool() -> Option<(&'static str, &'static str)> {
+    [
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("setpriv", "util-linux"),
+    ]
+    .into_iter()
+    .find(|(tool, _)| {
+        !std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
     })
 }
 
