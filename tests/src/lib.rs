@@ -1,10 +1,12 @@
 //! End-to-end test support and the benchmark harness.
 //!
 //! The bad-manifest corpus lives in `manifests/bad/` (each file names the exact errors it
-//! must produce; `strait-api`'s tests run it). [`bench`] holds the control-plane
-//! benchmarks that `cargo run --release -p strait-tests --bin bench -- control-plane`
-//! runs against a real `strait controller` process; `tests/control_plane_smoke.rs` runs the
-//! same scenarios at a tiny size so the harness cannot rot. Topology-based end-to-end
-//! tests arrive with the proxy and `strait up` (issues #4, #6).
+//! must produce; `strait-api`'s tests run it). [`bench`] holds the benchmarks behind
+//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy`: the
+//! control plane against a real `strait controller` process, the data plane with real
+//! `strait proxy` and HAProxy processes; `tests/control_plane_smoke.rs` runs the
+//! control-plane scenarios at a tiny size, and the data-plane harness's pure parts (load
+//! generator output, pair configurations, the policy scenario's routes) have unit tests,
+//! so the harness cannot rot.
 
 pub mod bench;

@@ -1,8 +1,10 @@
-//! The control-plane benchmarks of the issue: how fast a change reaches open
+//! The benchmarks. Control plane (issue #3): how fast a change reaches open
 //! `Destination/Get` streams ([`scenarios::latency`]) and how much memory a controller
-//! holding thousands of services and streams takes ([`scenarios::memory`]).
+//! holding thousands of services and streams takes ([`scenarios::memory`]). Data plane
+//! (issues #4 and #7): proxy pairs against a direct baseline and the cost of traffic
+//! policy, in [`proxy`].
 //!
-//! The pieces, from the bottom: [`fixture`] builds the cluster objects (pure, no I/O);
+//! The control-plane pieces, from the bottom: [`fixture`] builds the cluster objects (pure, no I/O);
 //! [`target`] is the controller under test — a child `strait controller` process fed
 //! through its public API, or an in-process control plane fed through its store;
 //! [`watches`] opens real gRPC streams and timestamps every update as it arrives;

@@ -389,15 +389,22 @@ pub fn markdown(run: &Run) -> String {
 /// `existing` (the current `BENCHMARKS.md`, if any) with its generated section replaced
 /// by `section`; everything outside the markers is kept.
 pub fn update_file(existing: Option<&str>, section: &str) -> String {
+    replace_section(existing, BEGIN, END, section)
+}
+
+/// `existing` with the section between `begin` and `end` (markers included) replaced by
+/// `section`, or `section` appended when the markers are not there; a new file when there
+/// is none. Every generated section of `BENCHMARKS.md` goes through this.
+pub fn replace_section(existing: Option<&str>, begin: &str, end: &str, section: &str) -> String {
     let Some(text) = existing else {
         return format!(
             "# Benchmarks\n\nFigures measured by the benchmark harness in `tests/` (see README.md, \
              \"Benchmarks\"); the command in each section reproduces them.\n\n{section}"
         );
     };
-    match (text.find(BEGIN), text.find(END)) {
+    match (text.find(begin), text.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            let after = &text[e + END.len()..];
+            let after = &text[e + end.len()..];
             let after = after.strip_prefix('\n').unwrap_or(after);
             format!("{}{section}{after}", &text[..b])
         }

@@ -1,15 +1,21 @@
 //! `bench`: the benchmark harness's entry point.
 //!
-//! `cargo run --release -p strait-tests --bin bench -- control-plane` builds the `strait`
-//! binary in the same profile (with the cargo that runs this), starts a fresh
-//! `strait controller` child process for each scenario, prints the table and rewrites the
-//! generated section of `BENCHMARKS.md` at the repository root. A debug build measures
-//! nothing worth keeping, so it writes the file only when `--output` names one.
+//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy` builds
+//! the `strait` binary in the same profile (with the cargo that runs this), starts the
+//! processes each benchmark measures (a fresh `strait controller` per control-plane
+//! scenario; `strait proxy` and HAProxy pairs for the data plane), prints the tables and
+//! rewrites the benchmark's generated section of `BENCHMARKS.md` at the repository root.
+//! A debug build measures nothing worth keeping, so it writes the file only when
+//! `--output` names one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use strait_tests::bench::proxy::policy::PolicySettings;
+use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, RunInfo};
+use strait_tests::bench::proxy::run::{Context, Settings};
+use strait_tests::bench::proxy::{self, Mesh, PAIR_KINDS};
 use strait_tests::bench::report::{self, Machine, Run};
 use strait_tests::bench::scenarios::{self, LatencyConfig, MemoryConfig};
 use strait_tests::bench::target::{ChildController, ControlPlane, InProcess};
@@ -26,13 +32,17 @@ struct Cli {
 enum Bench {
     /// Change propagation to open Destination/Get streams, and controller memory at scale.
     ControlPlane(ControlPlaneArgs),
-    /// A `strait proxy` pair with mTLS against a direct baseline: added latency at a fixed
-    /// rate (h2load), RSS and CPU per proxy, saturation throughput (wrk).
+    /// Proxy pairs with mTLS (strait, HAProxy) against a direct baseline: added latency at a
+    /// fixed rate (h2load), RSS and CPU per proxy, saturation throughput (wrk).
     Proxy(ProxyArgs),
+    /// The client-side strait proxy's CPU per request with ten HTTPRoutes and retries against
+    /// no routes, in alternating phases of one run.
+    Policy(PolicyArgs),
 }
 
+/// What every data-plane benchmark takes.
 #[derive(clap::Args, Debug)]
-struct ProxyArgs {
+struct DataPlaneArgs {
     /// The `strait` binary to run as the proxies (default: build it, same profile).
     #[arg(long, value_name = "FILE")]
     strait: Option<PathBuf>,
@@ -43,12 +53,45 @@ struct ProxyArgs {
     /// Print the section only.
     #[arg(long, conflicts_with = "output")]
     no_write: bool,
+    /// Fixed request rate, total.
+    #[arg(long, default_value_t = Settings::issue().rps)]
+    rps: u32,
+    /// Fixed-rate connections.
+    #[arg(long, default_value_t = Settings::issue().connections)]
+    connections: u32,
+    /// Warm-up seconds before each fixed-rate run.
+    #[arg(long, default_value_t = Settings::issue().warmup.as_secs())]
+    warmup_seconds: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProxyArgs {
+    #[command(flatten)]
+    common: DataPlaneArgs,
+    /// Pair kinds to measure (default: all).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PAIR_KINDS.iter().map(|(n, _)| *n)))]
+    pair: Vec<String>,
     /// Measured seconds of each fixed-rate run.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = Settings::issue().duration.as_secs())]
     seconds: u64,
     /// Seconds of each saturation run.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = Settings::issue().saturation_duration.as_secs())]
     saturation_seconds: u64,
+    /// Connections of each saturation run.
+    #[arg(long, default_value_t = Settings::issue().saturation_connections)]
+    saturation_connections: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct PolicyArgs {
+    #[command(flatten)]
+    common: DataPlaneArgs,
+    /// Rounds of (no routes, ten routes).
+    #[arg(long, default_value_t = PolicySettings::issue().rounds)]
+    rounds: u32,
+    /// Measured seconds of each phase.
+    #[arg(long, default_value_t = PolicySettings::issue().duration.as_secs())]
+    seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +146,25 @@ fn build_strait() -> Result<PathBuf, String> {
     let mut cmd = Command::new(&cargo);
     cmd.args(["build", "--locked", "-p", "strait", "--manifest-path"])
         .arg(repo_root().join("Cargo.toml"));
+    // `cargo run` hands this process the tests package's variables; ring's build script
+    // watches some of them (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, …), so a nested build that
+    // kept them would rebuild ring and everything above it, and the next `cargo run` would
+    // rebuild it back. The nested build gets the environment the outer cargo had.
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&n.as_ref())
+        {
+            cmd.env_remove(&name);
+        }
+    }
     if PROFILE == "release" {
         cmd.arg("--release");
     }
@@ -206,6 +268,7 @@ fn main() -> ExitCode {
     match cli.command {
         Bench::ControlPlane(args) => control_plane_main(&args),
         Bench::Proxy(args) => proxy_main(&args),
+        Bench::Policy(args) => policy_main(&args),
     }
 }
 
@@ -231,44 +294,119 @@ fn write_output(
     ExitCode::SUCCESS
 }
 
+fn run_info(generators: String) -> RunInfo {
+    let args_line: Vec<String> = std::env::args().skip(1).collect();
+    RunInfo {
+        machine: Machine::detect(),
+        date: k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        command: format!(
+            "cargo run {}-p strait-tests --bin bench -- {}",
+            if PROFILE == "release" { "--release " } else { "" },
+            args_line.join(" ")
+        ),
+        revision: revision(),
+        generators,
+    }
+}
+
+/// The tools, the control plane and a scratch directory, then `body`; everything the
+/// benchmark started stops when it returns.
+fn data_plane<T>(
+    common: &DataPlaneArgs,
+    settings: Settings,
+    body: impl FnOnce(&Context<'_>, RunInfo) -> Result<T, proxy::Error>,
+) -> Result<T, String> {
+    let strait = common.strait.clone().map_or_else(build_strait, Ok)?;
+    let tools = proxy::tools::ensure().map_err(|e| e.to_string())?;
+    let info = run_info(proxy::tools::generators(&tools));
+    let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    let mesh = Mesh::start().map_err(|e| e.to_string())?;
+    let ctx = Context {
+        tools: &tools,
+        strait: &strait,
+        mesh: &mesh,
+        settings,
+        dir: scratch.path().to_path_buf(),
+    };
+    body(&ctx, info).map_err(|e| e.to_string())
+}
+
+fn settings(common: &DataPlaneArgs) -> Settings {
+    Settings {
+        rps: common.rps,
+        connections: common.connections,
+        warmup: std::time::Duration::from_secs(common.warmup_seconds),
+        ..Settings::issue()
+    }
+}
+
 fn proxy_main(args: &ProxyArgs) -> ExitCode {
-    use strait_tests::bench::proxy;
-    let strait = match args.strait.clone().map_or_else(build_strait, Ok) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = proxy::ProxyConfig {
+    let settings = Settings {
         duration: std::time::Duration::from_secs(args.seconds),
-        saturation: std::time::Duration::from_secs(args.saturation_seconds),
-        ..proxy::ProxyConfig::issue()
+        saturation_duration: std::time::Duration::from_secs(args.saturation_seconds),
+        saturation_connections: args.saturation_connections,
+        ..settings(&args.common)
     };
-    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let result = match rt.block_on(proxy::run(&strait, config)) {
+    let result = data_plane(&args.common, settings, |ctx, info| {
+        let direct = proxy::run::direct(ctx)?;
+        let mut pairs = Vec::new();
+        for (i, (name, builder)) in PAIR_KINDS.iter().enumerate() {
+            if args.pair.is_empty() || args.pair.iter().any(|p| p.as_str() == *name) {
+                pairs.push(proxy::run::pair(ctx, i as u8 + 1, name, *builder)?);
+            }
+        }
+        Ok(ProxyRun {
+            info,
+            settings,
+            direct,
+            pairs,
+        })
+    });
+    let run = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let machine = Machine::detect();
-    let args_line: Vec<String> = std::env::args().skip(1).collect();
-    let header = format!(
-        "- **Date:** {}\n- **Machine:** {} cores ({}), load average {} at the start\n- **Command:** `cargo run {}-p strait-tests --bin bench -- {}`\n- **Proxies:** two `strait proxy` ({PROFILE} build) child processes in explicit mode on 127.46.0.2 and 127.46.0.3, mTLS between them; controller and 1 KiB backend in the bench process; h2load and wrk as load\n- **Revision:** `{}`",
-        k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
-        machine.nproc,
-        machine.cpu,
-        machine.load,
-        if PROFILE == "release" { "--release " } else { "" },
-        args_line.join(" "),
-        revision()
-    );
-    let section = proxy::markdown(&result, &header);
-    println!("{section}");
-    write_output(args.output.as_ref(), args.no_write, |existing| {
-        proxy::update_file(existing.unwrap_or("# Benchmarks\n"), &section)
+    println!("{}", proxy::report::table(&run));
+    write_output(args.common.output.as_ref(), args.common.no_write, |existing| {
+        report::replace_section(
+            existing,
+            proxy::report::BEGIN,
+            proxy::report::END,
+            &proxy::report::markdown(&run),
+        )
+    })
+}
+
+fn policy_main(args: &PolicyArgs) -> ExitCode {
+    let policy = PolicySettings {
+        rounds: args.rounds,
+        warmup: std::time::Duration::from_secs(args.common.warmup_seconds),
+        duration: std::time::Duration::from_secs(args.seconds),
+    };
+    let result = data_plane(&args.common, settings(&args.common), |ctx, info| {
+        let result = proxy::policy::run(ctx, 1, policy)?;
+        Ok(PolicyRun { info, result })
+    });
+    let run = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", proxy::report::policy_table(&run));
+    write_output(args.common.output.as_ref(), args.common.no_write, |existing| {
+        report::replace_section(
+            existing,
+            proxy::report::POLICY_BEGIN,
+            proxy::report::POLICY_END,
+            &proxy::report::policy_markdown(&run),
+        )
     })
 }
 
