@@ -106,7 +106,10 @@ impl Slot {
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // The directory is shared between users: let everyone create slot files in it.
         let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
-        for number in 0..SLOTS {
+        // Start at a slot that depends on the process, so a slot just released (whose
+        // names a checker may still be looking for) is not always the next one taken.
+        let start = std::process::id() % SLOTS;
+        for number in (0..SLOTS).map(|i| (start + i) % SLOTS) {
             let path = dir.join(format!("slot-{number}.lock"));
             let Ok(mut file) = std::fs::OpenOptions::new()
                 .read(true)
