@@ -194,6 +194,8 @@ type Shared<T> = Arc<RwLock<Arc<Vec<Arc<Balanced<T>>>>>>;
 pub struct Balancer<T> {
     endpoints: Shared<T>,
     resolution: Arc<Watch<Resolution>>,
+    /// Told after each rebuild of `endpoints`.
+    rebuilt: Arc<tokio::sync::Notify>,
     task: tokio::task::AbortHandle,
 }
 
@@ -210,8 +212,10 @@ impl<T: Send + Sync + 'static> Balancer<T> {
         make: impl Fn(&Endpoint) -> T + Send + Sync + 'static,
     ) -> Self {
         let endpoints: Shared<T> = Arc::default();
+        let rebuilt = Arc::new(tokio::sync::Notify::new());
         let mut rx = resolution.subscribe();
         let list = endpoints.clone();
+        let told = rebuilt.clone();
         let task = tokio::spawn(async move {
             loop {
                 let next = match &*rx.borrow_and_update() {
@@ -233,6 +237,7 @@ impl<T: Send + Sync + 'static> Balancer<T> {
                     _ => Vec::new(),
                 };
                 *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                told.notify_waiters();
                 if rx.changed().await.is_err() {
                     return;
                 }
@@ -242,8 +247,16 @@ impl<T: Send + Sync + 'static> Balancer<T> {
         Self {
             endpoints,
             resolution,
+            rebuilt,
             task,
         }
+    }
+
+    fn list(&self) -> Arc<Vec<Arc<Balanced<T>>>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Picks an endpoint, waiting up to `wait` for discovery's first answer.
@@ -263,22 +276,19 @@ impl<T: Send + Sync + 'static> Balancer<T> {
                 return Pick::Unknown;
             }
         }
-        let mut list = self
-            .endpoints
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if list.is_empty() {
-            // The rebuild task may not have run since the first answer arrived.
-            let known = matches!(&*rx.borrow(), Resolution::Endpoints(e) if !e.is_empty());
-            if known {
-                tokio::task::yield_now().await;
-                list = self
-                    .endpoints
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+        let mut list = self.list();
+        // The rebuild task may not have caught up with the first answer yet: wait for it
+        // (bounded) rather than answer "no endpoints" for a service that has some.
+        let deadline = tokio::time::Instant::now() + wait;
+        while list.is_empty() && matches!(&*rx.borrow(), Resolution::Endpoints(e) if !e.is_empty()) {
+            let rebuilt = self.rebuilt.notified();
+            tokio::pin!(rebuilt);
+            rebuilt.as_mut().enable();
+            list = self.list();
+            if !list.is_empty() || tokio::time::timeout_at(deadline, rebuilt).await.is_err() {
+                break;
             }
+            list = self.list();
         }
         match p2c_by(list.len(), random(), random(), |i| list[i].ewma.load()) {
             Some(i) => Pick::Endpoint(list[i].clone()),
@@ -299,28 +309,13 @@ impl<T: Send + Sync + 'static> Balancer<T> {
         wait: Duration,
         usable: impl Fn(&Balanced<T>) -> bool,
     ) -> Result<Pick<T>, AllExcluded> {
-        let mut picked = self.pick(wait).await;
-        // Discovery answered with endpoints the rebuild task has not listed yet: give it
-        // a moment (bounded) rather than answer "no endpoints".
-        for _ in 0..20 {
-            let listed =
-                matches!(&*self.resolution.subscribe().borrow(), Resolution::Endpoints(e) if !e.is_empty());
-            if !matches!(picked, Pick::NoEndpoints) || !listed {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            picked = self.pick(wait).await;
-        }
+        let picked = self.pick(wait).await;
         match picked {
             Pick::Endpoint(first) => {
                 if usable(&first) {
                     return Ok(Pick::Endpoint(first));
                 }
-                let list = self
-                    .endpoints
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+                let list = self.list();
                 let ok: Vec<&Arc<Balanced<T>>> = list.iter().filter(|b| usable(b)).collect();
                 match p2c_by(ok.len(), random(), random(), |i| ok[i].ewma.load()) {
                     Some(i) => Ok(Pick::Endpoint(ok[i].clone())),

@@ -7,7 +7,7 @@
 //! only once closed; its HTTP/1 pool holds idle-or-busy senders and hands out only ready
 //! ones. Locks are held for a clone or a swap, never across I/O.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub const GATEWAY_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The body of responses the proxy sends: the upstream's, or its own error text.
 pub type RspBody = Either<Incoming, Full<Bytes>>;
 /// The body of requests the proxy sends: the client's, or a buffered copy (retries).
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+pub type ReqBody = Either<Incoming, crate::outbound::Replay>;
 
 /// Linkerd's header marking an HTTP/1 request carried over HTTP/2 between proxies.
 pub const ORIG_PROTO: &str = "l5d-orig-proto";
@@ -157,6 +157,7 @@ pub struct Connector {
     plain_tls: Arc<ClientConfig>,
     header_tls: Arc<ClientConfig>,
     connect_timeout: Duration,
+    source: Option<IpAddr>,
 }
 
 impl Connector {
@@ -169,13 +170,39 @@ impl Connector {
             plain_tls,
             header_tls: Arc::new(header_tls),
             connect_timeout,
+            source: None,
         }
+    }
+
+    /// Connections leave from `ip` (the pod's address in explicit mode, where the kernel
+    /// would otherwise pick 127.0.0.1 for every loopback pod), so servers see, count and
+    /// authorize the pod's own address. Applies to destinations of the same family and
+    /// scope (loopback or not) as `ip`.
+    pub fn with_source(mut self, ip: IpAddr) -> Self {
+        self.source = (!ip.is_unspecified()).then_some(ip);
+        self
+    }
+
+    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let source = self
+            .source
+            .filter(|s| s.is_ipv4() == addr.is_ipv4() && s.is_loopback() == addr.ip().is_loopback());
+        let Some(source) = source else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(addr).await
     }
 
     /// Opens a connection following `plan`.
     pub async fn connect(&self, plan: &ConnectPlan) -> Result<BoxIo, ProxyError> {
         let addr = plan.addr;
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(self.connect_timeout, self.tcp(addr))
             .await
             .map_err(|_| ProxyError::ConnectTimeout(addr))?
             .map_err(|e| ProxyError::Unreachable {

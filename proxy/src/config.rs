@@ -96,9 +96,13 @@ pub struct Config {
     /// `LINKERD2_PROXY_POLICY_WORKLOAD`, else `LINKERD2_PROXY_DESTINATION_CONTEXT`.
     pub policy_workload: Option<String>,
     /// The inbound policy where the controller has none (or none is configured): Linkerd's
-    /// `all-unauthenticated` (default), `all-authenticated`, `cluster-*` (as `all-*`:
-    /// the proxy is not told the cluster networks) or `deny`.
+    /// `all-unauthenticated` (default), `all-authenticated`, `cluster-unauthenticated`,
+    /// `cluster-authenticated` (clients inside [`Config::cluster_networks`] only), `audit`
+    /// or `deny`.
     pub inbound_default_policy: String,
+    /// The cluster's networks (`LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS`, comma-separated
+    /// CIDRs; Linkerd's private ranges when unset), for the `cluster-*` default policies.
+    pub cluster_networks: Vec<crate::policy::inbound::IpNet>,
     /// `host:port` of the Identity service.
     pub identity_addr: String,
     /// The trust anchors.
@@ -145,6 +149,9 @@ pub struct ConfigError {
 }
 
 /// Linkerd's variable names, and ours where Linkerd has none.
+/// Linkerd's default cluster networks: the private ranges.
+pub const DEFAULT_CLUSTER_NETWORKS: &str = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8";
+
 pub mod env {
     pub const LOG: &str = "LINKERD2_PROXY_LOG";
     pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
@@ -152,6 +159,7 @@ pub mod env {
     pub const POLICY_WORKLOAD: &str = "LINKERD2_PROXY_POLICY_WORKLOAD";
     pub const DESTINATION_CONTEXT: &str = "LINKERD2_PROXY_DESTINATION_CONTEXT";
     pub const INBOUND_DEFAULT_POLICY: &str = "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY";
+    pub const POLICY_CLUSTER_NETWORKS: &str = "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS";
     pub const IDENTITY_SVC_ADDR: &str = "LINKERD2_PROXY_IDENTITY_SVC_ADDR";
     pub const IDENTITY_TRUST_ANCHORS: &str = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS";
     pub const IDENTITY_LOCAL_NAME: &str = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME";
@@ -283,6 +291,18 @@ impl Config {
                 ),
             ));
         }
+        let cluster_networks = value(env::POLICY_CLUSTER_NETWORKS)
+            .unwrap_or_else(|| DEFAULT_CLUSTER_NETWORKS.into())
+            .split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| n.parse())
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| {
+                err(
+                    env::POLICY_CLUSTER_NETWORKS,
+                    format!("{e}; expected comma-separated CIDRs"),
+                )
+            })?;
         let pem = required(env::IDENTITY_TRUST_ANCHORS, "PEM certificates")?;
         let trust_anchors = TrustAnchors::from_pem(pem.as_bytes(), env::IDENTITY_TRUST_ANCHORS, now)
             .map_err(|e| {
@@ -378,6 +398,7 @@ impl Config {
             policy_addr,
             policy_workload,
             inbound_default_policy,
+            cluster_networks,
             identity_addr,
             trust_anchors,
             local_identity,

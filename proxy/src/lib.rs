@@ -142,12 +142,8 @@ fn authorizer(
     policy: Option<policy::client::PolicyClient>,
     metrics: Arc<metrics::Registry>,
 ) -> Arc<dyn inbound::Authorize> {
-    let name = format!("default {}", cfg.inbound_default_policy);
-    let default = match cfg.inbound_default_policy.as_str() {
-        "deny" => policy::inbound::ServerPolicy::deny_all(&name),
-        "all-authenticated" | "cluster-authenticated" => policy::inbound::ServerPolicy::meshed_only(&name),
-        _ => policy::inbound::ServerPolicy::allow_all(&name),
-    };
+    let default =
+        policy::inbound::ServerPolicy::default_policy(&cfg.inbound_default_policy, &cfg.cluster_networks);
     match (policy, &cfg.policy_workload) {
         (Some(p), Some(_)) => Arc::new(policy::authz::PolicyAuthorizer::new(p, default, metrics)),
         (Some(_), None) => {
@@ -196,11 +192,11 @@ pub async fn run(
         cfg.local_identity.service_account(),
     );
     let metrics = Arc::new(metrics::Registry::default());
-    let connector = Arc::new(client::Connector::new(
-        &store,
-        &cfg.trust_anchors,
-        cfg.connect_timeout,
-    ));
+    let mut connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.connect_timeout);
+    if cfg.capture == config::Capture::Explicit {
+        connector = connector.with_source(cfg.app_ip);
+    }
+    let connector = Arc::new(connector);
     let policy = match &cfg.policy_addr {
         Some(addr) => Some(policy::client::PolicyClient::new(
             channel(addr)?,

@@ -29,6 +29,8 @@ use crate::metrics::{HttpStats, Registry, TcpStats, labels};
 use crate::server::Drain;
 use crate::transport_header::TransportHeader;
 
+mod replay;
+pub use replay::Replay;
 mod route;
 
 /// How long a request waits for discovery's first answer about a new target.

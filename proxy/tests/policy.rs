@@ -68,6 +68,20 @@ async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
                         st.fail.load(Ordering::SeqCst) || (st.alternate.load(Ordering::SeqCst) && n % 2 == 0);
                     async move {
                         let path = req.uri().path().to_string();
+                        // The body's length and byte sum, so tests see what arrived.
+                        let body = {
+                            use http_body_util::BodyExt;
+                            req.into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default()
+                        };
+                        let seen = if body.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" body={}:{}", body.len(), checksum(&body))
+                        };
                         if path.ends_with("/slow") {
                             tokio::time::sleep(Duration::from_millis(1500)).await;
                         }
@@ -77,8 +91,12 @@ async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
                             None => StatusCode::OK,
                         };
                         let mut rsp =
-                            Response::new(Full::new(Bytes::from(format!("pod={name} path={path}"))));
+                            Response::new(Full::new(Bytes::from(format!("pod={name} path={path}{seen}"))));
                         *rsp.status_mut() = status;
+                        rsp.headers_mut()
+                            .insert("x-internal", http::HeaderValue::from_static("app-secret"));
+                        rsp.headers_mut()
+                            .insert("cache-control", http::HeaderValue::from_static("max-age=60"));
                         Ok::<_, Infallible>(rsp)
                     }
                 });
@@ -89,6 +107,11 @@ async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
         }
     });
     b
+}
+
+/// A byte sum, to check a body arrived whole.
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().map(|x| u64::from(*x)).sum()
 }
 
 const SERVICES: &str = "
@@ -730,4 +753,372 @@ async fn seed_09_server_authorizations_admit_their_clients() {
         "frontend by its service account: {m}"
     );
     assert_eq!(denied(&m), before, "{m}");
+}
+
+/// HTTPRoute (Gateway API v1) matches and filters beyond the seed: method and query
+/// parameter matches, a `RequestRedirect` answered by the client proxy itself, and a
+/// `ResponseHeaderModifier` editing the application's response; a route whose rules do
+/// not match falls to the default rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_method_query_redirect_and_response_headers() {
+    let t = canary(9).await;
+    t.c.apply(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: myapp-matches, namespace: production}
+spec:
+  parentRefs: [{name: myapp, kind: Service, group: core, port: 80}]
+  rules:
+  - matches: [{method: POST, path: {type: PathPrefix, value: /items}}]
+    backendRefs: [{name: myapp-v2, port: 80}]
+  - matches: [{queryParams: [{type: Exact, name: version, value: v2}]}]
+    backendRefs: [{name: myapp-v2, port: 80}]
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: https
+        hostname: new.example.com
+        port: 8443
+        path: {type: ReplaceFullPath, replaceFullPath: /new}
+        statusCode: 301
+  - matches: [{path: {type: PathPrefix, value: /tagged}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add: [{name: x-served-by, value: strait}]
+        set: [{name: cache-control, value: no-store}]
+        remove: [x-internal]
+    backendRefs: [{name: myapp-v1, port: 80}]
+  - backendRefs: [{name: myapp-v1, port: 80}]
+",
+    )
+    .await;
+    let authority = format!("{MYAPP}:80");
+    let mut c = h1_client(t.client.bound.outbound).await;
+    // The route has reached the client once the redirect is answered.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            get(&mut c, &authority, "/old", &[]).await.0 == 301
+        })
+        .await,
+        "the RequestRedirect rule answers 301"
+    );
+    let before = (
+        t.v1.requests.load(Ordering::SeqCst),
+        t.v2.requests.load(Ordering::SeqCst),
+    );
+    let (status, headers, _) = get(&mut c, &authority, "/old", &[]).await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://new.example.com:8443/new");
+    assert_eq!(
+        (
+            t.v1.requests.load(Ordering::SeqCst),
+            t.v2.requests.load(Ordering::SeqCst)
+        ),
+        before,
+        "a redirect is answered by the proxy, not forwarded"
+    );
+
+    // Method match: POST /items goes to v2, GET /items to the default (v1).
+    let post = |path: &'static str| {
+        let authority = authority.clone();
+        async move {
+            let mut c = h1_client(t.client.bound.outbound).await;
+            c.ready().await.unwrap();
+            let req = Request::post(path)
+                .header("host", &authority)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            let rsp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
+                .await
+                .expect("a response within 10s")
+                .unwrap();
+            use http_body_util::BodyExt;
+            String::from_utf8_lossy(&rsp.into_body().collect().await.unwrap().to_bytes()).into_owned()
+        }
+    };
+    for _ in 0..10 {
+        let body = post("/items/1").await;
+        assert!(body.starts_with("pod=v2"), "POST /items: {body}");
+        let (_, _, body) = get(&mut c, &authority, "/items/1", &[]).await;
+        assert!(body.starts_with("pod=v1"), "GET /items: {body}");
+    }
+    let body = post("/other").await;
+    assert!(body.starts_with("pod=v1"), "POST outside /items: {body}");
+
+    // Query parameter match: exact name and value.
+    for _ in 0..10 {
+        let (_, _, body) = get(&mut c, &authority, "/q?a=1&version=v2", &[]).await;
+        assert!(body.starts_with("pod=v2"), "version=v2: {body}");
+        let (_, _, body) = get(&mut c, &authority, "/q?version=v20", &[]).await;
+        assert!(body.starts_with("pod=v1"), "version=v20: {body}");
+    }
+
+    // Response header edits: add, set (replacing the app's value), remove.
+    let (status, headers, body) = get(&mut c, &authority, "/tagged/x", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("pod=v1"), "{body}");
+    assert_eq!(headers["x-served-by"], "strait");
+    assert_eq!(
+        headers.get_all("cache-control").iter().collect::<Vec<_>>(),
+        ["no-store"]
+    );
+    assert!(headers.get("x-internal").is_none(), "{headers:?}");
+    // Other rules leave the application's headers alone.
+    let (_, headers, _) = get(&mut c, &authority, "/plain", &[]).await;
+    assert_eq!(headers["x-internal"], "app-secret");
+    assert!(headers.get("x-served-by").is_none());
+}
+
+/// A gRPC call through the client proxy: `(status, body)`.
+async fn grpc_call(
+    c: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    c.ready().await.unwrap();
+    let mut req = Request::post(format!("http://{MYAPP}:80{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send_request(req.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))).unwrap()),
+    )
+    .await
+    .expect("a response within 10s")
+    .unwrap();
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GRPCRoute (Gateway API v1) on the Service: an exact service/method match and a header
+/// match go to v2, everything else to the default rule (v1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcroute_routes_by_method_and_header() {
+    let t = canary(10).await;
+    t.c.apply(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: myapp-grpc, namespace: production}
+spec:
+  parentRefs: [{name: myapp, kind: Service, group: core, port: 80}]
+  rules:
+  - matches: [{method: {type: Exact, service: shop.Catalog, method: Get}}]
+    backendRefs: [{name: myapp-v2, port: 80}]
+  - matches: [{headers: [{name: x-tier, value: gold}]}]
+    backendRefs: [{name: myapp-v2, port: 80}]
+  - backendRefs: [{name: myapp-v1, port: 80}]
+",
+    )
+    .await;
+    let mut c = h2_client(t.client.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..5 {
+                all &= grpc_call(&mut c, "/shop.Catalog/Get", &[])
+                    .await
+                    .1
+                    .starts_with("pod=v2");
+            }
+            all
+        })
+        .await,
+        "shop.Catalog/Get goes to v2"
+    );
+    for _ in 0..20 {
+        let (status, body) = grpc_call(&mut c, "/shop.Catalog/Get", &[]).await;
+        assert_eq!((status, body.starts_with("pod=v2")), (200, true), "{body}");
+        let (_, body) = grpc_call(&mut c, "/shop.Catalog/List", &[]).await;
+        assert!(body.starts_with("pod=v1"), "another method: {body}");
+        let (_, body) = grpc_call(&mut c, "/shop.Orders/Get", &[]).await;
+        assert!(body.starts_with("pod=v1"), "another service: {body}");
+        let (_, body) = grpc_call(&mut c, "/shop.Orders/Get", &[("x-tier", "gold")]).await;
+        assert!(body.starts_with("pod=v2"), "x-tier: gold: {body}");
+    }
+}
+
+/// The `cluster-*` default policies admit only clients inside the cluster networks: a
+/// meshed client at a cluster address is admitted, the same client from outside them is
+/// refused with 403 and counted; `all-authenticated` admits both. Clients leave from their
+/// own pod address (explicit mode binds it), which is what the server checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_default_policies_admit_only_cluster_networks() {
+    let c = Cluster::start(Duration::from_secs(3600)).await;
+    let (inside_ip, outside_ip) = (ip("127.43.11.3"), ip("127.44.11.3"));
+    c.pod("inside-1", "web", "web", inside_ip, true).await;
+    c.pod("outside-1", "web", "web", outside_ip, true).await;
+    let inside = Proxy::ready(c.proxy_env("inside-1", "web", inside_ip)).await;
+    let outside = Proxy::ready(c.proxy_env("outside-1", "web", outside_ip)).await;
+    let mut servers = Vec::new();
+    for (i, (policy, want_outside)) in [
+        ("cluster-authenticated", 403),
+        ("cluster-unauthenticated", 403),
+        ("all-authenticated", 200),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (name, server_ip) = (format!("api{i}"), ip(&format!("127.43.11.{}", 10 + i)));
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: production}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+        ))
+        .await;
+        c.pod(&format!("{name}-1"), &name, "api", server_ip, true).await;
+        app((server_ip, 8080).into(), "api").await;
+        // No policy controller: the server applies its default policy, with the cluster
+        // networks it is given (the inside client's /24 only).
+        let mut vars = c.proxy_env(&format!("{name}-1"), "api", server_ip);
+        vars.insert(env::INBOUND_DEFAULT_POLICY, policy.to_string());
+        vars.insert(env::POLICY_CLUSTER_NETWORKS, "127.43.11.0/24".into());
+        let server = Proxy::ready(vars).await;
+        let authority = format!("{name}.production.svc.cluster.local:80");
+        let mut h = h1_client(inside.bound.outbound).await;
+        let (status, _, body) = get(&mut h, &authority, "/", &[]).await;
+        assert_eq!(
+            status, 200,
+            "{policy}: a client inside the cluster networks: {body}"
+        );
+        let mut h = h1_client(outside.bound.outbound).await;
+        let (status, _, body) = get(&mut h, &authority, "/", &[]).await;
+        assert_eq!(status, want_outside, "{policy}: a client outside them: {body}");
+        let m = server.metrics().await;
+        let denied = metric(
+            &m,
+            "inbound_http_authz_deny_total",
+            &[("srv_kind", "default"), ("srv_name", policy)],
+        );
+        assert_eq!(
+            denied.unwrap_or(0.0),
+            if want_outside == 403 { 1.0 } else { 0.0 },
+            "{policy}: {m}"
+        );
+        servers.push(server);
+    }
+}
+
+/// POSTs `chunks` as a body of unknown length (HTTP/1 chunked, or HTTP/2 without
+/// `content-length`) on a new connection through `proxy`: (status, body).
+async fn post_stream(
+    proxy: SocketAddr,
+    authority: &str,
+    path: &str,
+    chunks: Vec<Bytes>,
+    h2: bool,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, StreamBody};
+    let frames = futures::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(c))),
+    );
+    let body = StreamBody::new(frames);
+    let io = TokioIo::new(TcpStream::connect(proxy).await.unwrap());
+    let call = async {
+        let rsp = if h2 {
+            let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::post(format!("http://{authority}{path}"))
+                .body(body)
+                .unwrap();
+            s.send_request(req).await.unwrap()
+        } else {
+            let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            let req = Request::post(path).header("host", authority).body(body).unwrap();
+            s.send_request(req).await.unwrap()
+        };
+        let status = rsp.status().as_u16();
+        let b = rsp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&b).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("a response within 10s")
+}
+
+/// Retries resend bodies of unknown length (HTTP/1 chunked, HTTP/2 streams as gRPC sends
+/// them) whole, up to the 64 KiB bound; a larger body is sent once and never retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_resend_streamed_bodies_whole_within_the_bound() {
+    let t = canary(12).await;
+    t.v1.alternate.store(true, Ordering::SeqCst);
+    t.v2.alternate.store(true, Ordering::SeqCst);
+    t.c.apply(&seed("06-httproute-retries.yaml")).await;
+    let authority = format!("{MYAPP}:80");
+    let mut c = h1_client(t.client.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= get(&mut c, &authority, "/api/x", &[]).await.0 == 200;
+            }
+            all
+        })
+        .await,
+        "the retry route reached the client"
+    );
+    let chunks: Vec<Bytes> = (0..3u8)
+        .map(|i| Bytes::from(vec![b'a' + i; 4000 + usize::from(i)]))
+        .collect();
+    let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let want = format!(" body={}:{}", all.len(), checksum(&all));
+    for h2 in [false, true] {
+        let sent_before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
+        let mut ok = 0;
+        for i in 0..60 {
+            let (status, body) = post_stream(
+                t.client.bound.outbound,
+                &authority,
+                &format!("/api/upload/{i}"),
+                chunks.clone(),
+                h2,
+            )
+            .await;
+            if status == 200 {
+                assert!(body.ends_with(&want), "h2={h2}: the body arrived whole: {body}");
+                ok += 1;
+            }
+        }
+        let attempts =
+            t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - sent_before;
+        assert!(
+            ok >= 59,
+            "h2={h2}: streamed bodies are retried: {ok}/60 succeeded"
+        );
+        assert!(attempts > 60, "h2={h2}: retries happened: {attempts} attempts");
+    }
+    // Over the bound: sent once, not retried, so about half fail.
+    let big = vec![
+        Bytes::from(vec![b'x'; 40 * 1024]),
+        Bytes::from(vec![b'y'; 40 * 1024]),
+    ];
+    let mut failed = 0;
+    for i in 0..40 {
+        let (status, body) = post_stream(
+            t.client.bound.outbound,
+            &authority,
+            &format!("/api/big/{i}"),
+            big.clone(),
+            i % 2 == 0,
+        )
+        .await;
+        match status {
+            200 => assert!(body.contains(" body=81920:"), "{body}"),
+            500 => failed += 1,
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert!(
+        failed >= 8,
+        "bodies over 64 KiB are not retried: {failed}/40 failed"
+    );
 }

@@ -43,6 +43,23 @@ fn linkerd_defaults() {
     assert_eq!(c.peer_inbound_port, 4143);
     assert!(c.request_timeout.is_none());
     assert_eq!(c.cores, 1);
+    // Linkerd's private ranges when the cluster networks are not given.
+    let private = |ip: [u8; 4]| c.cluster_networks.iter().any(|n| n.contains(IpAddr::from(ip)));
+    assert!(private([10, 1, 2, 3]) && private([192, 168, 0, 1]) && private([100, 64, 0, 1]));
+    assert!(!private([198, 18, 0, 1]));
+}
+
+#[test]
+fn cluster_networks_are_read_for_cluster_default_policies() {
+    let mut v = base();
+    v.insert(env::POLICY_CLUSTER_NETWORKS, "198.18.0.0/20, 127.0.0.1".into());
+    v.insert(env::INBOUND_DEFAULT_POLICY, "cluster-unauthenticated".into());
+    let c = parse(&v).unwrap();
+    assert_eq!(c.cluster_networks.len(), 2);
+    assert!(c.cluster_networks[0].contains(IpAddr::from([198, 18, 15, 255])));
+    assert!(!c.cluster_networks[0].contains(IpAddr::from([198, 18, 16, 0])));
+    assert!(c.cluster_networks[1].contains(IpAddr::from([127, 0, 0, 1])));
+    assert!(!c.cluster_networks[1].contains(IpAddr::from([127, 0, 0, 2])));
 }
 
 #[test]
@@ -101,6 +118,13 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::MAX_HEADER_BYTES, "100", "minimum of 8192"),
         (env::HEADER_READ_TIMEOUT, "x", "duration"),
         (env::CORES, "two", "positive number"),
+        (
+            env::POLICY_CLUSTER_NETWORKS,
+            "10.0.0.0/8,pods",
+            "not an IP address",
+        ),
+        (env::POLICY_CLUSTER_NETWORKS, "10.0.0.0/33", "expected 0-32"),
+        (env::POLICY_CLUSTER_NETWORKS, "fd00::/129", "expected 0-128"),
     ];
     for (var, value, expected) in cases {
         let mut v = base();

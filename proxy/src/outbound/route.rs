@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 
-use super::{Concrete, DISCOVERY_WAIT, Logical, Outbound, classify};
+use super::{Concrete, DISCOVERY_WAIT, Logical, Outbound, Replay, classify};
 use crate::balance::{self, Pick};
 use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire};
 use crate::policy::client::Known;
@@ -367,28 +367,12 @@ impl Outbound {
         start: Instant,
     ) -> Response<RspBody> {
         let (parts, body) = req.into_parts();
-        // Retries need the body again: buffer it when it is small enough, else no retry.
-        let retry = f.retry.clone().filter(|r| {
-            body.is_end_stream()
-                || body
-                    .size_hint()
-                    .upper()
-                    .is_some_and(|n| n <= u64::from(r.max_request_bytes))
-        });
-        let mut body = Some(body);
-        let buffered: Option<Bytes> = match &retry {
-            Some(r) => match Limited::new(body.take().expect("body"), r.max_request_bytes as usize)
-                .collect()
-                .await
-            {
-                Ok(b) => Some(b.to_bytes()),
-                Err(e) => {
-                    return ProxyError::BadRequest(format!("reading the request body failed: {e}"))
-                        .response();
-                }
-            },
-            None => None,
-        };
+        // Retries need the body again: the first attempt keeps a copy as it streams (up to
+        // the bound); a body known to be larger is never retried.
+        let retry = f
+            .retry
+            .clone()
+            .filter(|r| body.size_hint().lower().le(&u64::from(r.max_request_bytes)));
         if let Some(r) = &retry
             && let Some(b) = &r.budget
         {
@@ -402,13 +386,20 @@ impl Outbound {
             *r.headers_mut() = parts.headers.clone();
             r
         };
+        let mut next = Some(match &retry {
+            Some(r) => Either::Right(Replay::new(body, r.max_request_bytes as usize)),
+            None => Either::Left(body),
+        });
         let mut n = 0u32;
         loop {
-            let req = match (&buffered, body.take()) {
-                (Some(b), _) => head(Either::Right(Full::new(b.clone()))),
-                (None, Some(b)) => head(Either::Left(b)),
-                (None, None) => unreachable!("only buffered requests are sent twice"),
+            let Some(body) = next.take() else {
+                unreachable!("an attempt is only made with a body")
             };
+            let kept = match &body {
+                Either::Right(b) => Some(b.replay_handle()),
+                Either::Left(_) => None,
+            };
+            let req = head(body);
             let per_try = match (&retry, f.timeouts.response) {
                 (Some(r), resp) => match (r.per_try, resp) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -421,6 +412,12 @@ impl Outbound {
             if !failed.retryable(&r.on) || n >= r.max_retries {
                 return rsp;
             }
+            // The whole body must have been read and kept to be sent again.
+            let Some(again) = kept.as_ref().and_then(Replay::replay) else {
+                tracing::debug!(authority = %l.authority, "not retried: the request body was not kept whole");
+                return rsp;
+            };
+            next = Some(Either::Right(again));
             if let Some(b) = &r.budget
                 && !b.withdraw(Instant::now())
             {

@@ -224,8 +224,9 @@ impl StaticAuthorizer {
     }
 }
 
-impl Authorize for StaticAuthorizer {
-    fn authorize(&self, conn: &InboundConn) -> Result<(), Denied> {
+impl StaticAuthorizer {
+    /// The policy's decision on `conn`, counted as a `kind` (`tcp` or `http`) denial.
+    fn decide(&self, conn: &InboundConn, kind: &str) -> Result<(), Denied> {
         let id = conn.client_id.as_ref().map(|i| i.to_string());
         let client = Client {
             ip: conn.peer.ip(),
@@ -235,10 +236,21 @@ impl Authorize for StaticAuthorizer {
             return Ok(());
         }
         let (srv_kind, srv_name) = split(&self.policy.name);
-        self.metrics
-            .counter(
+        let (name, help) = if kind == "http" {
+            (
+                "inbound_http_authz_deny_total",
+                "HTTP requests refused by an inbound policy.",
+            )
+        } else {
+            (
                 "inbound_tcp_authz_deny_total",
                 "Connections refused by an inbound policy.",
+            )
+        };
+        self.metrics
+            .counter(
+                name,
+                help,
                 labels(&[
                     ("target_addr", &conn.target.to_string()),
                     ("srv_kind", srv_kind),
@@ -250,6 +262,19 @@ impl Authorize for StaticAuthorizer {
             client: client_name(conn),
             target: conn.target,
             reason: format!("{} authorizes no such client", self.policy.name),
+        })
+    }
+}
+
+impl Authorize for StaticAuthorizer {
+    fn authorize(&self, conn: &InboundConn) -> Result<(), Denied> {
+        self.decide(conn, "tcp")
+    }
+
+    fn authorize_request(&self, conn: &InboundConn, _req: &Request<Incoming>) -> Result<(), RequestDenied> {
+        self.decide(conn, "http").map_err(|denied| RequestDenied {
+            status: http::StatusCode::FORBIDDEN,
+            denied,
         })
     }
 }

@@ -309,6 +309,23 @@ impl ServerPolicy {
         p
     }
 
+    /// The policy Linkerd's proxy applies for `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY` where
+    /// the controller has none: `all-*` admit every address, `cluster-*` only clients
+    /// inside `cluster_networks`; `*-authenticated` only meshed clients; `deny` no one;
+    /// `audit` (and `all-unauthenticated`) everyone.
+    pub fn default_policy(kind: &str, cluster_networks: &[IpNet]) -> Self {
+        let name = format!("default {kind}");
+        let mut p = match kind {
+            "deny" => return Self::deny_all(&name),
+            "all-authenticated" | "cluster-authenticated" => Self::meshed_only(&name),
+            _ => Self::allow_all(&name),
+        };
+        if kind.starts_with("cluster-") {
+            p.authorizations[0].networks = cluster_networks.iter().map(|n| (*n, Vec::new())).collect();
+        }
+        p
+    }
+
     /// A policy that admits no one.
     pub fn deny_all(name: &str) -> Self {
         Self {
@@ -320,17 +337,27 @@ impl ServerPolicy {
     }
 }
 
-/// Parses `a.b.c.d/n` (for defaults and tests).
-#[derive(Clone, Copy, Debug)]
-pub struct IpNetStr(pub IpNet);
-
-impl std::str::FromStr for IpNetStr {
+/// Parses `a.b.c.d/n` or `x::/n` (Linkerd's cluster-networks syntax); a bare address is
+/// its own host network.
+impl std::str::FromStr for IpNet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (ip, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR"))?;
-        let addr: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
-        Ok(Self(IpNet { addr, prefix }))
+        let s = s.trim();
+        let (ip, p) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("{p:?} in {s:?} is not a prefix length; expected 0-{max}"))?,
+        };
+        Ok(Self { addr, prefix })
     }
 }
 
@@ -413,7 +440,7 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> IpNet {
-        s.parse::<IpNetStr>().unwrap().0
+        s.parse::<IpNet>().unwrap()
     }
 
     fn a(name: &str, nets: &[&str], authn: Authn) -> Authz {
@@ -469,6 +496,72 @@ mod tests {
         assert!(decide(&[mesh, ns], c(None)).is_none());
         let anyone = a("x", &["0.0.0.0/0", "::/0"], Authn::Unauthenticated);
         assert!(decide(&[anyone], c(None)).is_some());
+    }
+
+    /// `cluster-*` defaults admit only clients inside the cluster networks; `all-*` admit
+    /// every address; `*-authenticated` only meshed clients; `deny` no one.
+    #[test]
+    fn default_policies_follow_the_cluster_networks() {
+        let cluster = [net("198.18.0.0/20"), net("fd00::/8")];
+        let inside = IpAddr::from([198, 18, 0, 9]);
+        let outside = IpAddr::from([203, 0, 113, 7]);
+        let admits = |kind: &str, ip, identity| {
+            decide(
+                &ServerPolicy::default_policy(kind, &cluster).authorizations,
+                Client { ip, identity },
+            )
+            .is_some()
+        };
+        for (kind, in_plain, in_meshed, out_plain, out_meshed) in [
+            ("all-unauthenticated", true, true, true, true),
+            ("audit", true, true, true, true),
+            ("all-authenticated", false, true, false, true),
+            ("cluster-unauthenticated", true, true, false, false),
+            ("cluster-authenticated", false, true, false, false),
+            ("deny", false, false, false, false),
+        ] {
+            assert_eq!(admits(kind, inside, None), in_plain, "{kind}, inside, plaintext");
+            assert_eq!(
+                admits(kind, inside, Some(FRONTEND)),
+                in_meshed,
+                "{kind}, inside, meshed"
+            );
+            assert_eq!(
+                admits(kind, outside, None),
+                out_plain,
+                "{kind}, outside, plaintext"
+            );
+            assert_eq!(
+                admits(kind, outside, Some(FRONTEND)),
+                out_meshed,
+                "{kind}, outside, meshed"
+            );
+        }
+        assert!(admits(
+            "cluster-unauthenticated",
+            "fd00::1".parse().unwrap(),
+            None
+        ));
+        assert_eq!(
+            ServerPolicy::default_policy("cluster-authenticated", &cluster)
+                .name
+                .as_ref(),
+            "default cluster-authenticated"
+        );
+    }
+
+    #[test]
+    fn cidrs_parse_with_precise_errors() {
+        assert!("10.0.0.0/8".parse::<IpNet>().is_ok());
+        assert_eq!("10.0.0.1".parse::<IpNet>().unwrap(), net("10.0.0.1/32"));
+        assert!("10.0.0.0/33".parse::<IpNet>().unwrap_err().contains("0-32"));
+        assert!("::/129".parse::<IpNet>().unwrap_err().contains("0-128"));
+        assert!(
+            "pods/8"
+                .parse::<IpNet>()
+                .unwrap_err()
+                .contains("not an IP address")
+        );
     }
 
     #[test]

@@ -403,6 +403,18 @@ impl Runtime {
         }
     }
 
+    /// Cluster `i`'s networks, for the controller and every proxy (`cluster-*` policies).
+    /// In loopback mode a proxy's connections leave from 127.0.0.1 (the kernel's source
+    /// for loopback destinations), not its pod address: it counts as the cluster's, or
+    /// `cluster-*` policies and network-less authorizations refuse every meshed client.
+    fn cluster_networks(&self, i: usize) -> String {
+        let block = self.clusters[i].block.cidr();
+        match self.isolation {
+            Isolation::Netns => block,
+            _ => format!("{block},127.0.0.1/32"),
+        }
+    }
+
     async fn start(&mut self, started: Instant) -> Result<(), String> {
         let n = self.clusters.len();
         progress(format!(
@@ -421,14 +433,7 @@ impl Runtime {
         for i in 0..n {
             let c = &self.clusters[i];
             let r = &c.record;
-            // In loopback mode a proxy's connections leave from 127.0.0.1 (the kernel's
-            // source for loopback destinations), not its pod address: count it as the
-            // cluster's, or `cluster-*` policies and network-less authorizations refuse
-            // every meshed client.
-            let networks = match self.isolation {
-                Isolation::Netns => c.block.cidr(),
-                _ => format!("{},127.0.0.1/32", c.block.cidr()),
-            };
+            let networks = self.cluster_networks(i);
             let spec = self.strait_proc(
                 c,
                 "controller",
@@ -1026,11 +1031,13 @@ impl Runtime {
                 ),
                 (
                     "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS".into(),
-                    self.clusters[i].block.cidr(),
+                    self.cluster_networks(i),
                 ),
                 (
                     "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY".into(),
-                    "all-unauthenticated".into(),
+                    plan.config(strait_api::labels::config::DEFAULT_INBOUND_POLICY)
+                        .unwrap_or("all-unauthenticated")
+                        .into(),
                 ),
                 ("LINKERD2_PROXY_INBOUND_IPS".into(), ip.to_string()),
                 ("LINKERD2_PROXY_INBOUND_PORTS".into(), ports.join(",")),
