@@ -443,6 +443,9 @@ impl HttpEndpoint {
         if let Some(target) = &self.plan.gateway {
             override_authority(&mut req, &target.to_string());
         }
+        if is_upgrade(&req) {
+            return self.send_upgrade(req).await;
+        }
         match self.plan.wire {
             Wire::Http2 => {
                 if self.plan.tls.is_some() {
@@ -471,6 +474,51 @@ impl HttpEndpoint {
                 rsp
             }
         }
+    }
+
+    /// An HTTP/1.1 upgrade (WebSocket, …): sent as HTTP/1.1 on a connection of its own,
+    /// to a peer proxy too (an upgraded stream cannot share HTTP/2), and once the server
+    /// switches protocols, the client's and the server's upgraded connections are joined.
+    async fn send_upgrade(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
+        let client_side = hyper::upgrade::on(&mut req);
+        downgrade_to_h1(&mut req);
+        let mut plan = self.plan.clone();
+        plan.wire = Wire::Http1;
+        if let Some(h) = plan.header.as_mut() {
+            h.protocol = session_for(Wire::Http1);
+        }
+        // The gateway stream is opened by the connector; the authority is already set.
+        let io = self.connector.connect(&plan).await?;
+        let io: BoxIo = match &self.tcp {
+            Some(t) => Box::new(crate::io::CountingIo::new(io, t.clone())),
+            None => io,
+        };
+        let (mut s, conn) = http1::Builder::new()
+            .handshake::<_, ReqBody>(TokioIo::new(io))
+            .await
+            .map_err(|e| self.upstream_err(e))?;
+        let addr = self.plan.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "HTTP/1 upgrade connection ended");
+            }
+        });
+        let mut rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e))?;
+        if rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let server_side = hyper::upgrade::on(&mut rsp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, server_side) {
+                    Ok((a, b)) => {
+                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                            tracing::debug!(%addr, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "the upgrade was not completed"),
+                }
+            });
+        }
+        Ok(rsp)
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<ReqBody>, ProxyError> {
@@ -526,6 +574,24 @@ impl HttpEndpoint {
         s.ready().await.map_err(|e| self.upstream_err(e))?;
         Ok(s)
     }
+}
+
+/// Whether `req` asks to switch protocols (HTTP/1.1 `Connection: upgrade` with an
+/// `Upgrade` header, e.g. WebSocket). `CONNECT` is handled as a tunnel elsewhere.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    is_upgrade_head(req.version(), req.headers())
+}
+
+/// [`is_upgrade`] on a request's version and headers.
+pub fn is_upgrade_head(version: Version, headers: &http::HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(http::header::UPGRADE)
+        && headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The session protocol a meshed HTTP connection announces in its transport header.

@@ -127,6 +127,9 @@ pub struct Config {
     pub detect_timeout: Duration,
     /// How long a connection attempt to an endpoint may take.
     pub connect_timeout: Duration,
+    /// How long an outbound target may go unused before it is forgotten
+    /// (`LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT`, 5 s).
+    pub outbound_idle_timeout: Duration,
     /// How long an outbound request may wait for its response headers (504 after).
     pub request_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight requests and connections.
@@ -171,6 +174,7 @@ pub mod env {
         "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
     pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
     pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+    pub const OUTBOUND_DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT";
     pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
     pub const CORES: &str = "LINKERD2_PROXY_CORES";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
@@ -411,6 +415,7 @@ impl Config {
             peer_inbound_port,
             detect_timeout: duration(env::INBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
             connect_timeout: duration(env::OUTBOUND_CONNECT_TIMEOUT, Duration::from_secs(1))?,
+            outbound_idle_timeout: duration(env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, Duration::from_secs(5))?,
             request_timeout,
             shutdown_grace: duration(env::SHUTDOWN_GRACE_PERIOD, Duration::from_secs(120))?,
             limits,

@@ -75,18 +75,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<I> {
 pub struct CountingIo<I> {
     inner: I,
     stats: Arc<TcpStats>,
-    _open: OpenConn,
+    open: OpenConn,
 }
 
 impl<I> CountingIo<I> {
     /// Counts `inner` (open, bytes, close) into `stats`.
     pub fn new(inner: I, stats: Arc<TcpStats>) -> Self {
         let open = stats.open();
-        Self {
-            inner,
-            stats,
-            _open: open,
-        }
+        Self { inner, stats, open }
     }
 }
 
@@ -102,6 +98,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for CountingIo<I> {
         if n > 0 {
             self.stats.add_read(n);
         }
+        if let Poll::Ready(Err(e)) = &r {
+            self.open.failed(e);
+        }
         r
     }
 }
@@ -113,8 +112,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for CountingIo<I> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.stats.add_write(n);
+        match &r {
+            Poll::Ready(Ok(n)) => self.stats.add_write(*n),
+            Poll::Ready(Err(e)) => self.open.failed(e),
+            Poll::Pending => {}
         }
         r
     }
@@ -130,8 +131,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for CountingIo<I> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.stats.add_write(n);
+        match &r {
+            Poll::Ready(Ok(n)) => self.stats.add_write(*n),
+            Poll::Ready(Err(e)) => self.open.failed(e),
+            Poll::Pending => {}
         }
         r
     }

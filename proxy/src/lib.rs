@@ -39,12 +39,15 @@
 //! its response classes), and inbound connections and requests are authorized by
 //! `InboundServerPolicies` ([`policy`]).
 //!
+//! HTTP/1.1 upgrades (WebSocket) travel as HTTP/1.1 on a connection of their own, inside
+//! mTLS between proxies, and the two upgraded connections are joined after the 101.
+//!
 //! # Not in this version
 //! Consumer routes, idle timeouts, inbound rate limits; TLS to the control plane
-//! (`*_SVC_NAME`: loopback plaintext only); HTTP
-//! upgrades (WebSocket) through the inbound side; gRPC classification from trailers
-//! (only trailers-only responses and HTTP status classify); responses are counted at
-//! their headers, not at the end of the body; idle targets are never evicted.
+//! (`*_SVC_NAME`: loopback plaintext only); HTTP/2 extended CONNECT (WebSocket over
+//! HTTP/2); gRPC classification from trailers (only trailers-only responses and HTTP
+//! status classify); responses are counted at their headers, not at the end of the body;
+//! idle targets are never evicted.
 //!
 //! # Pieces other crates reuse
 //! [`discovery::Resolver`] (cached `Destination/Get` and `GetProfile` watches),
@@ -212,6 +215,7 @@ pub async fn run(
             peer_inbound_port: cfg.peer_inbound_port,
             limits: cfg.limits.clone(),
             own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
+            idle_timeout: cfg.outbound_idle_timeout,
         },
         resolver,
         connector.clone(),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Linkerd's `response_latency_ms` bucket bounds.
@@ -114,21 +114,84 @@ impl HttpStats {
 pub struct TcpStats {
     labels: String,
     open_total: AtomicU64,
+    /// Clean closes (`errno=""`).
     close_total: AtomicU64,
+    /// Closes after an I/O error, by errno.
+    close_errors: Mutex<Vec<(i32, u64)>>,
     open: AtomicI64,
     read: AtomicU64,
     write: AtomicU64,
 }
 
-/// An open connection; closing is counted when it drops.
+/// An open connection; closing is counted when it drops, under the errno of the first
+/// I/O error it saw (Linkerd's `errno` label), if any.
 #[derive(Debug)]
-pub struct OpenConn(Arc<TcpStats>);
+pub struct OpenConn {
+    stats: Arc<TcpStats>,
+    errno: Option<i32>,
+}
+
+impl OpenConn {
+    /// Notes `e` as the reason the connection closes (the first OS error wins).
+    pub fn failed(&mut self, e: &std::io::Error) {
+        if self.errno.is_none() {
+            self.errno = e.raw_os_error();
+        }
+    }
+}
 
 impl Drop for OpenConn {
     fn drop(&mut self) {
-        self.0.close_total.fetch_add(1, Relaxed);
-        self.0.open.fetch_sub(1, Relaxed);
+        match self.errno {
+            None => {
+                self.stats.close_total.fetch_add(1, Relaxed);
+            }
+            Some(e) => {
+                let mut errors = self
+                    .stats
+                    .close_errors
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match errors.iter_mut().find(|(x, _)| *x == e) {
+                    Some((_, n)) => *n += 1,
+                    None => errors.push((e, 1)),
+                }
+            }
+        }
+        self.stats.open.fetch_sub(1, Relaxed);
     }
+}
+
+/// The symbolic name of an errno, as Linkerd labels `tcp_close_total` (`ECONNRESET`, …).
+pub fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc_errno::EPIPE => "EPIPE",
+        libc_errno::ENETUNREACH => "ENETUNREACH",
+        libc_errno::ECONNABORTED => "ECONNABORTED",
+        libc_errno::ECONNRESET => "ECONNRESET",
+        libc_errno::ETIMEDOUT => "ETIMEDOUT",
+        libc_errno::ECONNREFUSED => "ECONNREFUSED",
+        libc_errno::EHOSTUNREACH => "EHOSTUNREACH",
+        libc_errno::EHOSTDOWN => "EHOSTDOWN",
+        libc_errno::ENOTCONN => "ENOTCONN",
+        libc_errno::EBADF => "EBADF",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+/// The Linux errno values named in metrics.
+mod libc_errno {
+    pub const EBADF: i32 = 9;
+    pub const EPIPE: i32 = 32;
+    pub const ENETUNREACH: i32 = 101;
+    pub const ECONNABORTED: i32 = 103;
+    pub const ECONNRESET: i32 = 104;
+    pub const ENOTCONN: i32 = 107;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTDOWN: i32 = 112;
+    pub const EHOSTUNREACH: i32 = 113;
 }
 
 impl TcpStats {
@@ -136,7 +199,10 @@ impl TcpStats {
     pub fn open(self: &Arc<Self>) -> OpenConn {
         self.open_total.fetch_add(1, Relaxed);
         self.open.fetch_add(1, Relaxed);
-        OpenConn(self.clone())
+        OpenConn {
+            stats: self.clone(),
+            errno: None,
+        }
     }
 
     /// Bytes read from the peer.
@@ -192,6 +258,7 @@ impl Registry {
             labels,
             open_total: AtomicU64::new(0),
             close_total: AtomicU64::new(0),
+            close_errors: Mutex::default(),
             open: AtomicI64::new(0),
             read: AtomicU64::new(0),
             write: AtomicU64::new(0),
@@ -334,7 +401,15 @@ impl Registry {
         for (name, kind, help, pick) in tcp_series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for t in &tcp {
-                let _ = writeln!(out, "{name}{{{}}} {}", t.labels, pick(t));
+                if name != "tcp_close_total" {
+                    let _ = writeln!(out, "{name}{{{}}} {}", t.labels, pick(t));
+                    continue;
+                }
+                let _ = writeln!(out, "{name}{{{},errno=\"\"}} {}", t.labels, pick(t));
+                let errors = t.close_errors.lock().unwrap_or_else(PoisonError::into_inner);
+                for (e, n) in errors.iter() {
+                    let _ = writeln!(out, "{name}{{{},errno=\"{}\"}} {n}", t.labels, errno_name(*e));
+                }
             }
         }
         for (name, (help, series)) in self
@@ -372,6 +447,11 @@ mod tests {
             t.add_read(10);
             t.add_write(7);
         }
+        {
+            let mut c = t.open();
+            c.failed(&std::io::Error::from_raw_os_error(104));
+            c.failed(&std::io::Error::from_raw_os_error(32));
+        }
         let _still = t.open();
         let text = r.render();
         let l = r#"direction="inbound",authority="a\"b""#;
@@ -385,8 +465,9 @@ mod tests {
             format!("response_latency_ms_bucket{{{l},status_code=\"503\",le=\"+Inf\"}} 1"),
             format!("response_latency_ms_count{{{l},status_code=\"200\"}} 1"),
             format!("response_latency_ms_sum{{{l},status_code=\"200\"}} 1.5"),
-            "tcp_open_total{direction=\"inbound\",peer=\"src\"} 2".to_string(),
-            "tcp_close_total{direction=\"inbound\",peer=\"src\"} 1".to_string(),
+            "tcp_open_total{direction=\"inbound\",peer=\"src\"} 3".to_string(),
+            "tcp_close_total{direction=\"inbound\",peer=\"src\",errno=\"\"} 1".to_string(),
+            "tcp_close_total{direction=\"inbound\",peer=\"src\",errno=\"ECONNRESET\"} 1".to_string(),
             "tcp_open_connections{direction=\"inbound\",peer=\"src\"} 1".to_string(),
             "tcp_read_bytes_total{direction=\"inbound\",peer=\"src\"} 10".to_string(),
             "tcp_write_bytes_total{direction=\"inbound\",peer=\"src\"} 7".to_string(),

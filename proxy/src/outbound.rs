@@ -172,6 +172,10 @@ pub struct OutboundConfig {
     pub limits: Limits,
     /// The proxy's own listeners: never a forwarding target (that would loop).
     pub own_addrs: Vec<SocketAddr>,
+    /// A target no connection has used for this long is forgotten: its discovery and
+    /// policy watches end and its endpoints' connections close
+    /// (`LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT`, Linkerd's 5 s by default).
+    pub idle_timeout: Duration,
 }
 
 struct EpValue {
@@ -208,6 +212,8 @@ struct Logical {
     policy: Option<Arc<crate::policy::client::PolicyWatch<crate::policy::outbound::OutboundPolicy>>>,
     /// The profile's retry budget, shared by the target's requests.
     budget: Mutex<Option<Arc<crate::policy::retry::Budget>>>,
+    /// When a connection last looked it up (ms since the outbound side started).
+    last_used: std::sync::atomic::AtomicU64,
     task: tokio::task::AbortHandle,
 }
 
@@ -227,6 +233,8 @@ pub struct Outbound {
     concretes: Mutex<HashMap<String, Arc<Concrete>>>,
     src_tcp: Arc<TcpStats>,
     policy: Option<crate::policy::client::PolicyClient>,
+    /// The clock of `Logical::last_used`.
+    epoch: std::time::Instant,
 }
 
 fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String {
@@ -311,7 +319,7 @@ impl Outbound {
         policy: Option<crate::policy::client::PolicyClient>,
     ) -> Arc<Self> {
         let src_tcp = metrics.tcp(labels(&[("direction", "outbound"), ("peer", "src")]));
-        Arc::new(Self {
+        let this = Arc::new(Self {
             cfg,
             resolver,
             connector,
@@ -320,7 +328,68 @@ impl Outbound {
             concretes: Mutex::new(HashMap::new()),
             src_tcp,
             policy,
-        })
+            epoch: std::time::Instant::now(),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&this);
+            let every = (this.cfg.idle_timeout / 2).max(Duration::from_millis(50));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(this) = weak.upgrade() else { return };
+                    this.evict_idle();
+                }
+            });
+        }
+        this
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets targets idle for longer than the idle timeout that no connection holds,
+    /// then the balancers no target uses any more. Returns how many targets went.
+    pub(crate) fn evict_idle(&self) -> usize {
+        let now = self.now_ms();
+        let idle = u64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let gone: Vec<Arc<Logical>> = {
+            let mut ls = self.logicals.lock().unwrap_or_else(PoisonError::into_inner);
+            let keys: Vec<String> = ls
+                .iter()
+                .filter(|(_, l)| {
+                    Arc::strong_count(l) == 1
+                        && now.saturating_sub(l.last_used.load(std::sync::atomic::Ordering::Relaxed)) >= idle
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| ls.remove(k)).collect()
+        };
+        let n = gone.len();
+        if n > 0 {
+            tracing::debug!(targets = n, "forgetting idle targets");
+        }
+        // Their tasks (which hold their own balancer) end when aborted; a balancer still
+        // held by one of them goes at the next sweep.
+        drop(gone);
+        self.concretes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, c| Arc::strong_count(c) > 1);
+        n
+    }
+
+    /// How many targets and balancers are held (for tests and diagnostics).
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.logicals.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            self.concretes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        )
     }
 
     fn concrete(self: &Arc<Self>, authority: &str) -> Arc<Concrete> {
@@ -349,6 +418,8 @@ impl Outbound {
             .unwrap_or_else(PoisonError::into_inner)
             .get(authority)
         {
+            l.last_used
+                .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
             return l.clone();
         }
         let own = self.concrete(authority);
@@ -409,6 +480,7 @@ impl Outbound {
             profile: profile_rx,
             policy,
             budget: Mutex::new(None),
+            last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
             task,
         });
         self.logicals

@@ -288,4 +288,146 @@ async fn opaque_tcp_through_connect_and_the_transport_header() {
             >= 100_000.0,
         "{m}"
     );
+    // A client that resets its connection: the close is counted under its errno.
+    let mut s = tokio::net::TcpStream::connect(p.client.bound.outbound)
+        .await
+        .unwrap();
+    s.write_all(format!("CONNECT {MYAPP}:9000 HTTP/1.1\r\nhost: {MYAPP}:9000\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 64]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0);
+    s.set_zero_linger().unwrap();
+    drop(s);
+    let reset = [
+        ("direction", "outbound"),
+        ("peer", "src"),
+        ("errno", "ECONNRESET"),
+    ];
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            metric(&p.client.metrics().await, "tcp_close_total", &reset).unwrap_or(0.0) >= 1.0
+        })
+        .await,
+        "{}",
+        p.client.metrics().await
+    );
+    let clean = [("direction", "outbound"), ("peer", "src"), ("errno", "")];
+    assert!(metric(&p.client.metrics().await, "tcp_close_total", &clean).unwrap_or(0.0) >= 1.0);
+}
+
+/// An HTTP/1.1 upgrade (as WebSocket does) through the pair: the request crosses on an
+/// HTTP/1.1 connection of its own inside mTLS, the 101 comes back, and then bytes flow
+/// both ways between the client and the application; plain requests keep working.
+#[tokio::test]
+async fn http_upgrades_cross_the_pair_and_carry_bytes_both_ways() {
+    let p = pair(5).await;
+    for round in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(p.client.bound.outbound)
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET /ws HTTP/1.1\r\nhost: {MYAPP}:80\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+                .await
+                .expect("the response head within 10s")
+                .unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "round {round}: {head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+        let mut greeting = [0u8; 17];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut greeting))
+            .await
+            .expect("the greeting within 10s")
+            .unwrap();
+        assert_eq!(&greeting, b"hello from myapp-");
+        let mut rest = [0u8; 2];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"1\n");
+        for i in 0..20 {
+            let msg = format!("message {i} of round {round}");
+            s.write_all(msg.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; msg.len()];
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+                .await
+                .expect("the echo within 10s")
+                .unwrap();
+            assert_eq!(got, msg.as_bytes());
+        }
+    }
+    // The upgrade crossed mTLS with the client's identity.
+    let server = p.server.metrics().await;
+    assert!(
+        metric(
+            &server,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_id", CLIENT_ID)
+            ]
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{server}"
+    );
+    let mut c = h1_client(p.client.bound.outbound).await;
+    let (status, _, body) = h1_get(&mut c, &format!("{MYAPP}:80"), "/after").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A target unused for the idle timeout is forgotten: its discovery ends and its endpoint
+/// connections close (seen from the server proxy); the next request discovers it again.
+#[tokio::test]
+async fn idle_targets_are_forgotten_and_found_again() {
+    let (c_ip, s_ip) = (ip("127.41.6.2"), ip("127.41.6.3"));
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster.myapp_service().await;
+    cluster.pod("web-1", "web", "web", c_ip, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
+    http_app((s_ip, 8080).into(), "myapp-1").await;
+    let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s_ip)).await;
+    let mut vars = cluster.proxy_env("web-1", "web", c_ip);
+    vars.insert(
+        strait_proxy::config::env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT,
+        "400ms".into(),
+    );
+    let client = Proxy::ready(vars).await;
+    let open = async || {
+        metric(
+            &server.metrics().await,
+            "tcp_open_connections",
+            &[("direction", "inbound"), ("client_id", CLIENT_ID)],
+        )
+        .unwrap_or(0.0)
+    };
+    for round in 0..2 {
+        {
+            let mut c = h1_client(client.bound.outbound).await;
+            let (status, _, body) = h1_get(&mut c, &format!("{MYAPP}:80"), "/x").await;
+            assert_eq!(status, 200, "round {round}: {body}");
+        }
+        assert_eq!(
+            open().await,
+            1.0,
+            "round {round}: one connection between the proxies"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), async || open().await == 0.0).await,
+            "round {round}: the idle target's connection closes"
+        );
+    }
 }

@@ -43,6 +43,7 @@ fn linkerd_defaults() {
     assert_eq!(c.peer_inbound_port, 4143);
     assert!(c.request_timeout.is_none());
     assert_eq!(c.cores, 1);
+    assert_eq!(c.outbound_idle_timeout, Duration::from_secs(5));
     // Linkerd's private ranges when the cluster networks are not given.
     let private = |ip: [u8; 4]| c.cluster_networks.iter().any(|n| n.contains(IpAddr::from(ip)));
     assert!(private([10, 1, 2, 3]) && private([192, 168, 0, 1]) && private([100, 64, 0, 1]));
@@ -107,6 +108,7 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::INBOUND_DETECT_TIMEOUT, "10 parsecs", "duration"),
         (env::INBOUND_DETECT_TIMEOUT, "10d", "expected ms, s, m or h"),
         (env::OUTBOUND_CONNECT_TIMEOUT, "soon", "duration"),
+        (env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "idle", "duration"),
         (env::SHUTDOWN_GRACE_PERIOD, "-1s", "duration"),
         (env::LOG, "info,linkerd=chatty", "log level"),
         (env::CAPTURE, "magic", "transparent or explicit"),

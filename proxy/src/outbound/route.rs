@@ -366,12 +366,17 @@ impl Outbound {
         app: Wire,
         start: Instant,
     ) -> Response<RspBody> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // The first attempt carries the request's extensions (an HTTP upgrade's handle
+        // among them); an upgrade is never retried, its connection is handed over.
+        let mut extensions = Some(std::mem::take(&mut parts.extensions));
+        let upgrade = crate::client::is_upgrade_head(parts.version, &parts.headers);
         // Retries need the body again: the first attempt keeps a copy as it streams (up to
         // the bound); a body known to be larger is never retried.
         let retry = f
             .retry
             .clone()
+            .filter(|_| !upgrade)
             .filter(|r| body.size_hint().lower().le(&u64::from(r.max_request_bytes)));
         if let Some(r) = &retry
             && let Some(b) = &r.budget
@@ -399,7 +404,10 @@ impl Outbound {
                 Either::Right(b) => Some(b.replay_handle()),
                 Either::Left(_) => None,
             };
-            let req = head(body);
+            let mut req = head(body);
+            if let Some(x) = extensions.take() {
+                *req.extensions_mut() = x;
+            }
             let per_try = match (&retry, f.timeouts.response) {
                 (Some(r), resp) => match (r.per_try, resp) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -329,9 +329,29 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
             let Ok((tcp, _)) = l.accept().await else { return };
             let st = st.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     st.requests.fetch_add(1, Ordering::Relaxed);
                     async move {
+                        // `Upgrade: echo` switches protocols, then echoes what it reads
+                        // after a greeting naming this pod.
+                        if req.headers().get("upgrade").is_some_and(|u| u == "echo") {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let mut io = TokioIo::new(up);
+                                    let _ = io.write_all(format!("hello from {name}\n").as_bytes()).await;
+                                    let (mut r, mut w) = tokio::io::split(io);
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                            let rsp = Response::builder()
+                                .status(101)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "echo")
+                                .body(Full::default())
+                                .unwrap();
+                            return Ok::<_, Infallible>(rsp);
+                        }
                         match req.uri().path() {
                             "/slow" => tokio::time::sleep(Duration::from_millis(1500)).await,
                             "/busy" => tokio::time::sleep(Duration::from_millis(60)).await,
@@ -353,7 +373,7 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                     .await;
             });
         }
