@@ -68,6 +68,10 @@ async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
                         st.fail.load(Ordering::SeqCst) || (st.alternate.load(Ordering::SeqCst) && n % 2 == 0);
                     async move {
                         let path = req.uri().path().to_string();
+                        let grpc = req
+                            .headers()
+                            .get("content-type")
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
                         // The body's length and byte sum, so tests see what arrived.
                         let body = {
                             use http_body_util::BodyExt;
@@ -87,12 +91,18 @@ async fn app(addr: SocketAddr, name: &'static str) -> Arc<Behaviour> {
                         }
                         let status = match path.strip_prefix("/status/") {
                             Some(s) => StatusCode::from_u16(s.parse().unwrap_or(200)).unwrap(),
-                            None if fail => StatusCode::INTERNAL_SERVER_ERROR,
+                            // gRPC fails in its own way: 200 with `grpc-status: 14`.
+                            None if fail && !grpc => StatusCode::INTERNAL_SERVER_ERROR,
                             None => StatusCode::OK,
                         };
                         let mut rsp =
                             Response::new(Full::new(Bytes::from(format!("pod={name} path={path}{seen}"))));
                         *rsp.status_mut() = status;
+                        if grpc {
+                            let code = if fail { "14" } else { "0" };
+                            rsp.headers_mut()
+                                .insert("grpc-status", http::HeaderValue::from_static(code));
+                        }
                         rsp.headers_mut()
                             .insert("x-internal", http::HeaderValue::from_static("app-secret"));
                         rsp.headers_mut()
@@ -893,8 +903,16 @@ async fn grpc_call(
     .expect("a response within 10s")
     .unwrap();
     let status = rsp.status().as_u16();
+    let grpc_status = rsp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .unwrap_or_default();
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        format!("{} grpc-status={grpc_status}", String::from_utf8_lossy(&body)),
+    )
 }
 
 /// GRPCRoute (Gateway API v1) on the Service: an exact service/method match and a header
@@ -1121,4 +1139,79 @@ async fn retries_resend_streamed_bodies_whole_within_the_bound() {
         failed >= 8,
         "bodies over 64 KiB are not retried: {failed}/40 failed"
     );
+}
+
+/// Linkerd's retry annotations: `retry.linkerd.io/http` and `/limit` on the Service serve
+/// a backend failing every other request at ≥ 99%; `retry.linkerd.io/grpc` on a
+/// GRPCRoute retries `UNAVAILABLE` answers the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_annotations_retry_http_and_grpc_failures() {
+    let t = canary(13).await;
+    t.v1.alternate.store(true, Ordering::SeqCst);
+    t.v2.alternate.store(true, Ordering::SeqCst);
+    t.c.apply(&SERVICES.replace(
+        "metadata: {name: myapp, namespace: production}",
+        "metadata:\n  name: myapp\n  namespace: production\n  annotations:\n    retry.linkerd.io/http: 5xx\n    retry.linkerd.io/limit: \"2\"",
+    ))
+    .await;
+    let authority = format!("{MYAPP}:80");
+    let mut c = h1_client(t.client.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= get(&mut c, &authority, "/x", &[]).await.0 == 200;
+            }
+            all
+        })
+        .await,
+        "the annotation's retries reached the client"
+    );
+    let mut ok = 0;
+    for i in 0..200 {
+        ok += usize::from(get(&mut c, &authority, &format!("/a/{i}"), &[]).await.0 == 200);
+    }
+    assert!(ok >= 198, "HTTP retries from annotations: {ok}/200 succeeded");
+
+    t.c.apply(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: myapp-grpc
+  namespace: production
+  annotations:
+    retry.linkerd.io/grpc: unavailable
+    retry.linkerd.io/limit: \"2\"
+spec:
+  parentRefs: [{name: myapp, kind: Service, group: core, port: 80}]
+  rules:
+  - backendRefs: [{name: myapp, port: 80}]
+",
+    )
+    .await;
+    let mut g = h2_client(t.client.bound.outbound).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let mut all = true;
+            for _ in 0..10 {
+                all &= grpc_call(&mut g, "/shop.Catalog/Get", &[])
+                    .await
+                    .1
+                    .ends_with("grpc-status=0");
+            }
+            all
+        })
+        .await,
+        "the GRPCRoute's retries reached the client"
+    );
+    let mut ok = 0;
+    for _ in 0..200 {
+        ok += usize::from(
+            grpc_call(&mut g, "/shop.Catalog/Get", &[])
+                .await
+                .1
+                .ends_with("grpc-status=0"),
+        );
+    }
+    assert!(ok >= 198, "gRPC retries from annotations: {ok}/200 answered OK");
 }
