@@ -276,6 +276,7 @@ mod tests {
             opaque_transport_port: opaque,
             labels: BTreeMap::new(),
             gateway: None,
+            authority_override: None,
         }
     }
 

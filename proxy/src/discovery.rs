@@ -71,6 +71,9 @@ pub struct Endpoint {
     /// For a gateway's proxy entry: where the remote gateway is to deliver (the
     /// `authority_override`, with the endpoint's identity; the protocol is the plan's).
     pub gateway: Option<Target>,
+    /// Linkerd's `authority_override` on any other endpoint (a Linkerd multicluster
+    /// gateway): the service `name` and `port` its transport header must carry.
+    pub authority_override: Option<(String, u16)>,
 }
 
 /// The `strt` target of a marked endpoint: `authority_override` as `name:port`.
@@ -116,10 +119,19 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
     let mut labels: BTreeMap<String, String> =
         set_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     labels.extend(addr.metric_labels);
+    let authority_override = addr.authority_override.map(|a| a.authority_override);
+    let mut named = None;
     let gateway = match labels.remove(GATEWAY_ENTRY_LABEL).as_deref() {
-        None => None,
+        None => {
+            named = authority_override.as_deref().and_then(|a| {
+                let (name, port) = a.rsplit_once(':')?;
+                let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+                Some((name.trim_end_matches('.').to_ascii_lowercase(), port))
+            });
+            None
+        }
         Some(GATEWAY_ENTRY_V1) => {
-            let authority = addr.authority_override.map(|a| a.authority_override);
+            let authority = authority_override;
             let target = authority
                 .as_deref()
                 .and_then(|a| gateway_target(a, identity.as_ref()));
@@ -143,6 +155,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
         opaque_transport_port,
         labels,
         gateway,
+        authority_override: named,
     })
 }
 

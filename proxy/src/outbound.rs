@@ -99,12 +99,13 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
         (Capture::Transparent, None) => None,
     };
     match tunnel {
+        // A Linkerd gateway's endpoint names the remote service in the header.
         Some(port) => ConnectPlan {
             addr: SocketAddr::new(ep.addr.ip(), port),
             tls: Some(identity),
             header: Some(TransportHeader {
-                port: ep.addr.port(),
-                name: None,
+                port: ep.authority_override.as_ref().map_or(ep.addr.port(), |(_, p)| *p),
+                name: ep.authority_override.as_ref().map(|(n, _)| n.clone()),
                 protocol: session_for(wire),
             }),
             wire,

@@ -171,7 +171,13 @@ fn gateway_entry_endpoints_carry_their_strt_target() {
     let Resolution::Endpoints(e) = apply(&Resolution::Pending, add(vec![plain])) else {
         panic!("endpoints expected")
     };
-    assert!(e.values().next().unwrap().gateway.is_none());
+    let e = e.values().next().unwrap();
+    assert!(e.gateway.is_none());
+    // A Linkerd gateway endpoint: its override names the service for the header.
+    assert_eq!(
+        e.authority_override,
+        Some(("myapp.production.svc.cluster.local".to_string(), 80))
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ fn ep(meshed: bool, h2: bool, opaque: Option<u16>) -> Endpoint {
         opaque_transport_port: opaque,
         labels: BTreeMap::new(),
         gateway: None,
+        authority_override: None,
     }
 }
 
@@ -99,6 +100,28 @@ fn connect_plans() {
         assert_eq!(p.tls.is_some(), tls, "{capture:?} {e:?} {app:?}");
         assert_eq!(p.header, hdr, "{capture:?} {e:?} {app:?}");
         assert_eq!(p.wire, wire, "{capture:?} {e:?} {app:?}");
+    }
+}
+
+/// A Linkerd multicluster gateway's endpoint (opaque transport to the gateway port, the
+/// remote service in `authority_override`): the header names that service and its port,
+/// as Linkerd's gateway requires, in both capture modes and for every app protocol.
+#[test]
+fn linkerd_gateway_endpoints_name_the_remote_service_in_the_header() {
+    let gw = Endpoint {
+        addr: "198.18.16.1:4143".parse().unwrap(),
+        authority_override: Some(("myapp.production.svc.cluster.local".into(), 8080)),
+        ..ep(true, false, Some(4143))
+    };
+    for capture in [Capture::Explicit, Capture::Transparent] {
+        for app in [Wire::Http1, Wire::Http2, Wire::Opaque] {
+            let p = plan(capture, &gw, app, 4143);
+            assert_eq!(p.addr, "198.18.16.1:4143".parse().unwrap(), "{capture:?} {app:?}");
+            let h = p.header.expect("a transport header");
+            assert_eq!(h.name.as_deref(), Some("myapp.production.svc.cluster.local"));
+            assert_eq!(h.port, 8080, "{capture:?} {app:?}");
+            assert!(p.tls.is_some());
+        }
     }
 }
 
