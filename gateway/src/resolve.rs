@@ -192,15 +192,28 @@ pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 /// Resolves through the local controller's `Destination/Get`
 /// (`strait gateway --destination-addr`).
 ///
-/// Invariants: a target's watch stays open once asked for, so later streams pick
-/// from a live endpoint set without a round trip; a target discovery does not know
-/// is forgotten at once, so peers naming arbitrary authorities hold no watches.
+/// Invariants: a target's watch stays open while streams keep asking for it, so they
+/// pick from a live endpoint set without a round trip; a watch no stream has asked for
+/// during the idle timeout is closed (at the next resolution), and a target discovery
+/// does not know is forgotten at once, so peers naming arbitrary authorities hold no
+/// watches.
 pub struct DestinationResolver {
     discovery: discovery::Resolver,
-    watches: Mutex<HashMap<String, Arc<Watch<Found>>>>,
+    watches: Mutex<Watches>,
     next: AtomicUsize,
     inbound_port: Option<u16>,
+    idle: Duration,
 }
+
+/// The open watches, when each was last asked for, and when they were last swept.
+struct Watches {
+    held: HashMap<String, (Arc<Watch<Found>>, tokio::time::Instant)>,
+    swept: tokio::time::Instant,
+}
+
+/// How long a target's watch stays open without a stream asking for it (Linkerd's
+/// inbound discovery idle timeout).
+pub const DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl DestinationResolver {
     /// A resolver asking the Destination service at `addr` (`host:port`, plaintext,
@@ -218,17 +231,45 @@ impl DestinationResolver {
                 crate::gateway::GATEWAY_NAMESPACE,
                 crate::gateway::GATEWAY_SERVICE_ACCOUNT,
             ),
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Watches {
+                held: HashMap::new(),
+                swept: tokio::time::Instant::now(),
+            }),
             next: AtomicUsize::new(0),
             inbound_port,
+            idle: DISCOVERY_IDLE_TIMEOUT,
         })
     }
 
+    /// Closes watches unused for `idle` instead of [`DISCOVERY_IDLE_TIMEOUT`].
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// How many targets are watched.
+    pub fn watched(&self) -> usize {
+        self.watches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held
+            .len()
+    }
+
     fn watch(&self, key: &str) -> Arc<Watch<Found>> {
+        let now = tokio::time::Instant::now();
         let mut w = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
-        w.entry(key.to_string())
-            .or_insert_with(|| self.discovery.resolve(key))
-            .clone()
+        if now.duration_since(w.swept) >= self.idle / 2 {
+            let idle = self.idle;
+            w.held.retain(|_, (_, used)| now.duration_since(*used) < idle);
+            w.swept = now;
+        }
+        let entry = w
+            .held
+            .entry(key.to_string())
+            .or_insert_with(|| (self.discovery.resolve(key), now));
+        entry.1 = now;
+        entry.0.clone()
     }
 }
 
@@ -244,6 +285,7 @@ impl Resolve for DestinationResolver {
                 self.watches
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
+                    .held
                     .remove(&key);
             }
             pick(
@@ -259,6 +301,34 @@ impl Resolve for DestinationResolver {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    /// Watches nobody asks for during the idle timeout are closed; asked-for ones stay.
+    #[tokio::test(start_paused = true)]
+    async fn idle_watches_are_closed() {
+        use super::*;
+        // Nothing listens there: every watch stays pending, which is all this needs.
+        let r = DestinationResolver::new("127.0.0.1:9", None)
+            .unwrap()
+            .with_idle_timeout(Duration::from_secs(10));
+        let target = |name: &str| Target {
+            authority: Authority::new(name.to_string()).unwrap(),
+            port: 80,
+            protocol: crate::proto::header::Protocol::Opaque,
+            identity: None,
+        };
+        let (a, b) = (target("a.ns.svc.cluster.local"), target("b.ns.svc.cluster.local"));
+        assert!(r.resolve(&a).await.is_err());
+        assert!(r.resolve(&b).await.is_err());
+        assert_eq!(r.watched(), 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(r.resolve(&b).await.is_err());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // a: unused for 15 s (closed); b: asked for 9 s ago (kept).
+        assert!(r.resolve(&b).await.is_err());
+        assert_eq!(r.watched(), 1);
+        assert!(r.resolve(&a).await.is_err());
+        assert_eq!(r.watched(), 2, "a target asked for again is watched again");
+    }
 
     use super::*;
     use crate::proto::header::{Authority, Protocol};
