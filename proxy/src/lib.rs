@@ -68,6 +68,7 @@ pub mod log;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub mod process;
 pub mod server;
 pub mod stream_header;
 pub mod transport_header;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use clap::Args;
 use strait_proxy::config::env;
@@ -109,7 +108,9 @@ fn source(args: &ProxyArgs) -> Result<(HashMap<String, String>, FlagsUsed), Stri
     Ok((vars, flags))
 }
 
-/// Runs `proxy`.
+/// Runs `proxy`: validates the configuration (naming the flag behind a bad value), then
+/// becomes the lean `strait-proxy` binary installed beside this one (same process, same
+/// pid), or runs the proxy in this process when there is none.
 pub fn proxy(args: &ProxyArgs) -> ExitCode {
     let (vars, flags) = match source(args) {
         Ok(s) => s,
@@ -118,47 +119,21 @@ pub fn proxy(args: &ProxyArgs) -> ExitCode {
             return exit::code(exit::FAILURE);
         }
     };
-    let cfg = match strait_proxy::Config::from_source(|k| vars.get(k).cloned(), SystemTime::now()) {
-        Ok(c) => c,
-        Err(e) => {
-            let flag = flags
-                .get(e.var.as_str())
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default();
-            eprintln!("error: {}{flag}: {}", e.var, e.problem);
-            return exit::code(exit::FAILURE);
-        }
-    };
-    let filter = strait_proxy::log::filter(&cfg.log).expect("validated while parsing the configuration");
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: logs written to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.cores)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
-    let result = rt.block_on(strait_proxy::run(
-        cfg,
-        |b| {
-            // One JSON line on stdout for supervisors (`strait up`); the rest is logs.
-            println!(
-                "{}",
-                serde_json::json!({"inbound": b.inbound, "outbound": b.outbound, "admin": b.admin})
-            );
-        },
-        shutdown_signal(),
-    ));
-    match result {
+    let flag_of = |var: &str| flags.get(var).copied();
+    if let Err(e) = strait_proxy::process::config(&vars, &flag_of) {
+        eprintln!("error: {e}");
+        return exit::code(exit::FAILURE);
+    }
+    if let Some(lean) = lean_binary() {
+        use std::os::unix::process::CommandExt;
+        // Only returns on failure.
+        let e = std::process::Command::new(&lean).env_clear().envs(&vars).exec();
+        eprintln!(
+            "warning: cannot run {}: {e}; running the proxy in this process",
+            lean.display()
+        );
+    }
+    match strait_proxy::process::run(&vars, &flag_of) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -167,11 +142,12 @@ pub fn proxy(args: &ProxyArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// `strait-proxy` beside this executable, unless `STRAIT_PROXY_IN_PROCESS` is set.
+fn lean_binary() -> Option<PathBuf> {
+    if std::env::var_os("STRAIT_PROXY_IN_PROCESS").is_some() {
+        return None;
     }
+    let me = std::env::current_exe().ok()?;
+    let lean = me.with_file_name(strait_proxy::process::LEAN_BINARY);
+    (lean.is_file() && lean != me).then_some(lean)
 }

@@ -319,6 +319,15 @@ fn data_plane<T>(
     body: impl FnOnce(&Context<'_>, RunInfo) -> Result<T, proxy::Error>,
 ) -> Result<T, String> {
     let strait = common.strait.clone().map_or_else(build_strait, Ok)?;
+    // `strait proxy` becomes the lean sidecar binary beside it; without it the proxies
+    // run inside the whole CLI binary, whose resident text is larger.
+    let lean = strait.with_file_name("strait-proxy");
+    if !lean.is_file() {
+        return Err(format!(
+            "{} is missing: the sidecar runs as that binary; build it with `cargo build --release -p strait` (both binaries), or let the bench build them (no --strait)",
+            lean.display()
+        ));
+    }
     let tools = proxy::tools::ensure().map_err(|e| e.to_string())?;
     let info = run_info(proxy::tools::generators(&tools));
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
