@@ -175,6 +175,19 @@ async fn canary(n: u8) -> Canary {
     }
 }
 
+/// Whether, within 10 s, `n` probes in a row succeed: a policy change has reached the
+/// client proxy.
+async fn settles(n: usize, mut probe: impl AsyncFnMut() -> bool) -> bool {
+    eventually(Duration::from_secs(10), async || {
+        let mut all = true;
+        for _ in 0..n {
+            all &= probe().await;
+        }
+        all
+    })
+    .await
+}
+
 /// GETs with extra headers through one client connection: (status, headers, body).
 async fn get(
     c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -254,16 +267,15 @@ async fn seed_05_httproute_header_path_and_weighted_default() {
     let mut c = h1_client(t.client.bound.outbound).await;
     // The route reaches the client: canary requests all land on v2.
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..10 {
-                all &= get(&mut c, &format!("{MYAPP}:80"), "/", &[("x-canary", "true")])
-                    .await
-                    .2
-                    .starts_with("pod=v2");
-            }
-            all
-        })
+        settles(10, async || get(
+            &mut c,
+            &format!("{MYAPP}:80"),
+            "/",
+            &[("x-canary", "true")]
+        )
+        .await
+        .2
+        .starts_with("pod=v2"))
         .await,
         "x-canary: true goes to v2"
     );
@@ -303,13 +315,10 @@ async fn seed_06_retries_serve_a_half_failing_backend() {
     );
     t.c.apply(&seed("06-httproute-retries.yaml")).await;
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..10 {
-                all &= get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[]).await.0 == 200;
-            }
-            all
-        })
+        settles(10, async || get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[])
+            .await
+            .0
+            == 200)
         .await
     );
     let sent_before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
@@ -937,16 +946,10 @@ spec:
     .await;
     let mut c = h2_client(t.client.bound.outbound).await;
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..5 {
-                all &= grpc_call(&mut c, "/shop.Catalog/Get", &[])
-                    .await
-                    .1
-                    .starts_with("pod=v2");
-            }
-            all
-        })
+        settles(5, async || grpc_call(&mut c, "/shop.Catalog/Get", &[])
+            .await
+            .1
+            .starts_with("pod=v2"))
         .await,
         "shop.Catalog/Get goes to v2"
     );
@@ -1074,14 +1077,7 @@ async fn retries_resend_streamed_bodies_whole_within_the_bound() {
     let authority = format!("{MYAPP}:80");
     let mut c = h1_client(t.client.bound.outbound).await;
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..10 {
-                all &= get(&mut c, &authority, "/api/x", &[]).await.0 == 200;
-            }
-            all
-        })
-        .await,
+        settles(10, async || get(&mut c, &authority, "/api/x", &[]).await.0 == 200).await,
         "the retry route reached the client"
     );
     let chunks: Vec<Bytes> = (0..3u8)
@@ -1157,14 +1153,7 @@ async fn retry_annotations_retry_http_and_grpc_failures() {
     let authority = format!("{MYAPP}:80");
     let mut c = h1_client(t.client.bound.outbound).await;
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..10 {
-                all &= get(&mut c, &authority, "/x", &[]).await.0 == 200;
-            }
-            all
-        })
-        .await,
+        settles(10, async || get(&mut c, &authority, "/x", &[]).await.0 == 200).await,
         "the annotation's retries reached the client"
     );
     let mut ok = 0;
@@ -1191,16 +1180,10 @@ spec:
     .await;
     let mut g = h2_client(t.client.bound.outbound).await;
     assert!(
-        eventually(Duration::from_secs(10), async || {
-            let mut all = true;
-            for _ in 0..10 {
-                all &= grpc_call(&mut g, "/shop.Catalog/Get", &[])
-                    .await
-                    .1
-                    .ends_with("grpc-status=0");
-            }
-            all
-        })
+        settles(10, async || grpc_call(&mut g, "/shop.Catalog/Get", &[])
+            .await
+            .1
+            .ends_with("grpc-status=0"))
         .await,
         "the GRPCRoute's retries reached the client"
     );
