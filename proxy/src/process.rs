@@ -24,8 +24,16 @@ pub fn run(
         // Colour codes only for a terminal: logs written to files stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.cores)
+    // One core (the default, as Linkerd's proxy): a single-threaded runtime, no work
+    // stealing or cross-thread wake-ups on the request path.
+    let mut builder = if cfg.cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.cores);
+        b
+    };
+    let rt = builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
