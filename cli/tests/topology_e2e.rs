@@ -854,3 +854,256 @@ fn deny_by_default_allows_only_the_frontend() {
         run.down();
     }
 }
+
+/// What one failover under load looked like, from the client's per-request timeline.
+#[derive(Debug)]
+struct Failover {
+    requests: u64,
+    failed: u64,
+    /// From the kill to the first answer through a surviving path, ms.
+    first_surviving_ms: f64,
+    /// From the kill to the completion of the last failed request, ms (0 without any).
+    last_failure_ms: f64,
+    /// The slowest request scheduled in the second after the kill, ms.
+    worst_latency_ms: f64,
+    achieved_rps: f64,
+}
+
+impl Failover {
+    /// Traffic flows again through the surviving path once both have happened.
+    fn recovery_ms(&self) -> f64 {
+        self.first_surviving_ms.max(self.last_failure_ms)
+    }
+
+    fn figures(&self) -> String {
+        format!(
+            "{} requests at {:.0} RPS, {} failed ({:.3}%), first answer through the surviving path {:.0} ms after the kill, last failure {:.0} ms after, recovery {:.0} ms, slowest request in the second after {:.0} ms",
+            self.requests,
+            self.achieved_rps,
+            self.failed,
+            self.failed as f64 * 100.0 / self.requests.max(1) as f64,
+            self.first_surviving_ms,
+            self.last_failure_ms,
+            self.recovery_ms(),
+            self.worst_latency_ms
+        )
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn failover_of(report: &Value, killed_unix_ms: u64, surviving: &[&str]) -> Failover {
+    let kill = killed_unix_ms as f64 - report["started_unix_ms"].as_f64().unwrap();
+    let mut first_surviving = f64::INFINITY;
+    let mut last_failure: f64 = 0.0;
+    let mut worst: f64 = 0.0;
+    for s in report["timeline"].as_array().expect("a timeline") {
+        let at = s["at_ms"].as_f64().unwrap();
+        let latency = s["latency_ms"].as_f64().unwrap();
+        let done = at + latency - kill;
+        let ok = s["ok"].as_bool().unwrap();
+        if !ok && done >= 0.0 {
+            last_failure = last_failure.max(done);
+        }
+        let cluster = s["cluster"].as_str().unwrap_or_default();
+        if ok && at >= kill && surviving.contains(&cluster) {
+            first_surviving = first_surviving.min(done);
+        }
+        if (kill..kill + 1000.0).contains(&at) {
+            worst = worst.max(latency);
+        }
+    }
+    Failover {
+        requests: report["requests"].as_u64().unwrap(),
+        failed: report["failed"].as_u64().unwrap(),
+        first_surviving_ms: first_surviving,
+        last_failure_ms: last_failure,
+        worst_latency_ms: worst,
+        achieved_rps: report["achieved_rps"].as_f64().unwrap(),
+    }
+}
+
+/// Federated load: `strait demo client` in west's frontend, ~1000 RPS for `secs`
+/// seconds, every request in the report's timeline; `kill` runs `after` into the load
+/// and returns when it killed (Unix ms).
+fn federated_load(run: &Run, secs: u32, after: Duration, kill: impl FnOnce() -> u64) -> (Value, u64) {
+    let duration = format!("{secs}s");
+    // The report (a few hundred KB with its timeline) goes to a file: a pipe nobody reads
+    // during the run would block the client.
+    let out_path = run.home.path().join("load.json");
+    let err_path = run.home.path().join("load.err");
+    let mut client = run
+        .strait()
+        .args([
+            "exec",
+            "west/frontend",
+            "--",
+            "strait",
+            "demo",
+            "client",
+            "http://myapp-federated.production.svc.cluster.local/",
+            "--duration",
+            &duration,
+            "--rps",
+            "1000",
+            "--concurrency",
+            "32",
+            "--timeout",
+            "5s",
+            "--progress",
+            "0",
+            "--timeline",
+            "-o",
+            "json",
+        ])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let killed = kill();
+    let status = wait_child(&mut client, Duration::from_secs(u64::from(secs) + 20));
+    if status.is_none() {
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    let stdout = std::fs::read(&out_path).unwrap_or_default();
+    if let Ok(d) = std::env::var("FED_DEBUG_DIR") {
+        let _ = std::fs::write(format!("{d}/load-{killed}.json"), &stdout);
+    }
+    let report: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "load client (exit {status:?}): {e}: {}{}",
+            String::from_utf8_lossy(&stdout),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    });
+    (report, killed)
+}
+
+/// SIGKILLs every process whose pid file in the run's `pids/` starts with `prefix`;
+/// returns when (Unix ms) and how many.
+fn kill_recorded(run: &Run, prefix: &str) -> (u64, usize) {
+    let dir = run.run_dir().unwrap().join("pids");
+    let pids: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|e| Some(std::fs::read_to_string(e.path()).ok()?.trim().to_string()))
+        .collect();
+    let at = unix_ms();
+    for pid in &pids {
+        assert!(Command::new("kill").args(["-s", "KILL", pid]).status().unwrap().success());
+    }
+    (at, pids.len())
+}
+
+#[test]
+fn a_federated_service_fails_over_at_1000_rps_within_a_second() {
+    let run = Run::start_topology("federated", "loopback");
+    let url = "http://myapp-federated.production.svc.cluster.local/";
+    let annotations = |r: &Run| -> Value {
+        let out = r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "svc",
+            "myapp-federated",
+            "-n",
+            "production",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["metadata"]["annotations"].clone()
+    };
+    run.wait("myapp-federated with its three members", Duration::from_secs(30), |r| {
+        let a = annotations(r);
+        a["multicluster.linkerd.io/local-discovery"] == "myapp"
+            && a["multicluster.linkerd.io/remote-discovery"] == "myapp@central,myapp@east"
+    });
+    let answered_by = |r: &Run, n: u32| -> Vec<String> {
+        let rep = r.client("west/frontend", url, n);
+        let mut clusters: Vec<String> = rep["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["cluster"].as_str().unwrap_or_default().to_string())
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        if rep["succeeded"] != n {
+            clusters.push(format!("{} failed", rep["failed"]));
+        }
+        clusters
+    };
+    // Local endpoints first: west answers everything while it can.
+    run.wait("west to answer", Duration::from_secs(15), |r| answered_by(r, 20) == ["west"]);
+    // The remote members are resolved and ready (their gateways answer probes).
+    let ready = |r: &Run, slice: &str| {
+        let out = r.cli(&["--cluster", "west", "get", "endpointslice", slice, "-n", "production", "-o", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["endpoints"][0]["conditions"]["ready"]
+            == true
+    };
+    run.wait("both remote members to be ready", Duration::from_secs(20), |r| {
+        ready(r, "myapp-federated-east") && ready(r, "myapp-federated-central")
+    });
+
+    // 1. Every local endpoint dies (the pod's app and proxy, SIGKILL) under 1000 RPS.
+    let (report, killed) = federated_load(&run, 4, Duration::from_millis(1500), || {
+        let (at, n) = kill_recorded(&run, "west_production_myapp-");
+        assert_eq!(n, 2, "west's myapp pod is an app and a proxy");
+        at
+    });
+    let local = failover_of(&report, killed, &["east", "central"]);
+    eprintln!("every local endpoint killed: {}", local.figures());
+
+    // 2. A remote gateway is killed: the local member leaves the federated service
+    //    (label removed), so east and central share the load; then east's gateway dies.
+    run.ok(&[
+        "--cluster",
+        "west",
+        "label",
+        "svc",
+        "myapp",
+        "-n",
+        "production",
+        "mirror.linkerd.io/federated-",
+    ]);
+    run.wait("the local member to leave", Duration::from_secs(15), |r| {
+        annotations(r)["multicluster.linkerd.io/local-discovery"].is_null()
+    });
+    run.wait("east and central to answer", Duration::from_secs(20), |r| {
+        answered_by(r, 40) == ["central", "east"]
+    });
+    let (report, killed) = federated_load(&run, 4, Duration::from_millis(1500), || {
+        let (at, n) = kill_recorded(&run, "east_gateway");
+        assert_eq!(n, 1, "east has one gateway");
+        at
+    });
+    let gateway = failover_of(&report, killed, &["central"]);
+    eprintln!("a remote gateway killed: {}", gateway.figures());
+
+    for (what, f) in [("every local endpoint killed", &local), ("a remote gateway killed", &gateway)] {
+        assert!(
+            f.achieved_rps >= 900.0 && f.requests >= 3600,
+            "{what}: the load did not reach 1000 RPS: {}",
+            f.figures()
+        );
+        assert!(
+            f.failed * 200 < f.requests,
+            "{what}: 0.5% or more of the requests failed: {}",
+            f.figures()
+        );
+        assert!(
+            f.recovery_ms() < 1000.0,
+            "{what}: traffic did not flow through the surviving path within 1 s: {}",
+            f.figures()
+        );
+    }
+    run.down();
+}

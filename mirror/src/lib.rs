@@ -11,6 +11,7 @@ pub mod admin;
 pub mod controller;
 pub mod dns;
 pub mod failover;
+pub mod federated;
 pub mod link;
 pub mod probe;
 pub mod reconcile;

@@ -37,6 +37,12 @@ use crate::stream_header::{Authority, Protocol, Target};
 
 /// The metric label that marks an endpoint as a Strait gateway's proxy entry.
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
+/// The metric label giving an endpoint's failover tier (the controller's
+/// `discovery::model::TIER_LABEL`): the balancer sends to the lowest tier that has a
+/// usable endpoint. Without it an endpoint is tier 0.
+pub const TIER_LABEL: &str = "strait_tier";
+/// The tier of a federated Service's remote members (tier 1).
+pub const TIER_REMOTE: &str = "remote";
 /// The marker's value for the `strt` v1 exchange.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 /// The `context_token` key by which this proxy tells Destination it speaks `strt`.
@@ -71,6 +77,13 @@ pub struct Endpoint {
     /// For a gateway's proxy entry: where the remote gateway is to deliver (the
     /// `authority_override`, with the endpoint's identity; the protocol is the plan's).
     pub gateway: Option<Target>,
+}
+
+impl Endpoint {
+    /// Its failover tier: 0 (local) unless [`TIER_LABEL`] says [`TIER_REMOTE`] (1).
+    pub fn tier(&self) -> u8 {
+        u8::from(self.labels.get(TIER_LABEL).map(String::as_str) == Some(TIER_REMOTE))
+    }
 }
 
 /// The `strt` target of a marked endpoint: `authority_override` as `name:port`.
