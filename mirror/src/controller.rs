@@ -13,6 +13,9 @@
 //! - The Link's status (`status.mirrorServices`, one `Mirrored` condition per selected
 //!   remote Service, see [`reconcile::link_status`]) is written only when it changes, onto
 //!   the Link as read just before, through [`Store::apply_status`].
+//! - Each link task publishes its target's federated members ([`Federation`]) after every
+//!   round with a complete remote list; one federation task ([`run_federation`]) turns
+//!   them, with the local Services, into the `<svc>-federated` Services.
 //! - Remote Pods are watched only to learn the exported Services' workload identities
 //!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
 //!   marks the target disconnected, it only leaves those identities out until it returns.

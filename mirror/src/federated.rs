@@ -79,10 +79,7 @@ fn is_mirror(svc: &Service) -> bool {
 
 /// The members of a link: the remote Services its federated selector selects (mirrors of
 /// other clusters never: that would chain clusters).
-pub fn link_members<'a>(
-    link: &LinkConfig,
-    remote: impl IntoIterator<Item = &'a Service>,
-) -> Vec<Service> {
+pub fn link_members<'a>(link: &LinkConfig, remote: impl IntoIterator<Item = &'a Service>) -> Vec<Service> {
     remote
         .into_iter()
         .filter(|s| !is_mirror(s) && matches(&link.federated_selector, s.metadata.labels.as_ref()))
@@ -98,7 +95,11 @@ struct Members<'a> {
 }
 
 fn ports_of(svc: &Service) -> impl Iterator<Item = &ServicePort> {
-    svc.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten()
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
 }
 
 /// Plans the federated Services of the local cluster from its view and every link's
@@ -108,7 +109,10 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
     let mut by_service: BTreeMap<NsName, Members<'_>> = BTreeMap::new();
     for svc in local.services.values() {
         if !is_mirror(svc) && !owned(&svc.metadata) && matches(&member, svc.metadata.labels.as_ref()) {
-            by_service.entry(reconcile::ns_name(&svc.metadata)).or_default().local = Some(svc);
+            by_service
+                .entry(reconcile::ns_name(&svc.metadata))
+                .or_default()
+                .local = Some(svc);
         }
     }
     for lm in links {
@@ -227,7 +231,8 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
             let slice = member_slice(lm, &svc, remote, &slice_name);
             desired.insert(key_of(&slice), slice.into_object());
         }
-        out.mirrors.push(((ns.clone(), name.clone()), fed_name, reconcile::Mode::Gateway));
+        out.mirrors
+            .push(((ns.clone(), name.clone()), fed_name, reconcile::Mode::Gateway));
         desired.insert(key_of(&svc), svc.into_object());
     }
     let mut apply: Vec<Object> = desired
@@ -289,13 +294,17 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
             .collect(),
     );
     let mut annotations = BTreeMap::from([
-        (ml::REMOTE_GATEWAY_IDENTITY.to_string(), link.gateway_identity.clone()),
+        (
+            ml::REMOTE_GATEWAY_IDENTITY.to_string(),
+            link.gateway_identity.clone(),
+        ),
         (
             ml::REMOTE_SVC_FQ_NAME.to_string(),
             format!("{name}.{ns}.svc.{}", link.target_domain),
         ),
     ]);
-    if let (Some(entry), Some(identity)) = (lm.gateway.entry, lm.identities.get(&(ns.clone(), name.clone()))) {
+    if let (Some(entry), Some(identity)) = (lm.gateway.entry, lm.identities.get(&(ns.clone(), name.clone())))
+    {
         annotations.insert(ml::GATEWAY_ENTRY.to_string(), entry.to_string());
         annotations.insert(ml::REMOTE_IDENTITY.to_string(), identity.clone());
     }
@@ -304,7 +313,10 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
         namespace: Some(ns),
         labels: Some(BTreeMap::from([
             (reconcile::SERVICE_NAME_LABEL.to_string(), fed_name),
-            (reconcile::MANAGED_BY_LABEL.to_string(), reconcile::MANAGED_BY.to_string()),
+            (
+                reconcile::MANAGED_BY_LABEL.to_string(),
+                reconcile::MANAGED_BY.to_string(),
+            ),
             (ml::FEDERATED_OWNED.to_string(), TRUE.to_string()),
             (ml::GATEWAY_CLUSTER.to_string(), link.target_cluster.clone()),
         ])),

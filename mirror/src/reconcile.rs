@@ -529,9 +529,9 @@ pub fn plan<'a>(
         }
         let slice_key = (remote_key.0.clone(), format!("{mirror_name}{SLICE_SUFFIX}"));
         if local
-                .slices
-                .get(&slice_key)
-                .is_some_and(|s| !owned(link, &s.metadata))
+            .slices
+            .get(&slice_key)
+            .is_some_and(|s| !owned(link, &s.metadata))
         {
             out.skipped.push(skip(SkipReason::NameTaken(ObjectKey::new(
                 KindId::EndpointSlice,

@@ -34,7 +34,11 @@ pub const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    // A second in the past, so that "long ago" has room below any reading.
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    })
 }
 
 /// The next peak-EWMA cost (ns) after observing `rtt` at `elapsed` since the last
@@ -60,7 +64,16 @@ pub struct PeakEwma {
     cost_ns: AtomicU64,
     stamp_ns: AtomicU64,
     pending: AtomicUsize,
+    /// The last sign of progress: a response, or the moment it became busy.
+    progress_ns: AtomicU64,
 }
+
+/// How long an endpoint with requests in flight and no answer takes to be *stalled* (see
+/// [`PeakEwma::stalled`]).
+pub const STALL_AFTER: Duration = Duration::from_millis(50);
+/// A stalled endpoint is passed over when it has been silent this many times as long as
+/// the freshest endpoint of its tier.
+const STALL_RATIO: u64 = 3;
 
 fn now_ns() -> u64 {
     Instant::now().duration_since(epoch()).as_nanos() as u64
@@ -72,6 +85,7 @@ impl Default for PeakEwma {
             cost_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             stamp_ns: AtomicU64::new(now_ns()),
             pending: AtomicUsize::new(0),
+            progress_ns: AtomicU64::new(0),
         }
     }
 }
@@ -88,6 +102,7 @@ impl InFlight<'_> {
         let now = Instant::now();
         let now_ns = now.duration_since(epoch()).as_nanos() as u64;
         let last = self.ewma.stamp_ns.swap(now_ns, Relaxed);
+        self.ewma.progress_ns.store(now_ns, Relaxed);
         let elapsed = Duration::from_nanos(now_ns.saturating_sub(last));
         let cost = f64::from_bits(self.ewma.cost_ns.load(Relaxed));
         let next = next_cost(cost, elapsed, now - self.start);
@@ -105,11 +120,31 @@ impl Drop for InFlight<'_> {
 impl PeakEwma {
     /// Starts a request.
     pub fn start(&self) -> InFlight<'_> {
-        self.pending.fetch_add(1, Relaxed);
+        if self.pending.fetch_add(1, Relaxed) == 0 {
+            self.progress_ns.store(now_ns(), Relaxed);
+        }
         InFlight {
             ewma: self,
             start: Instant::now(),
         }
+    }
+
+    /// Whether requests are in flight and nothing answered for [`STALL_AFTER`]: a peer
+    /// that died without closing (a killed gateway on the path) looks like this long
+    /// before anything times out. A fixed time, not a multiple of the latency: the peak
+    /// EWMA keeps a latency spike for seconds, which would hold a dead path open as long.
+    /// Endpoints whose answers take longer look stalled too; the balancer only prefers
+    /// others of the same tier then, much as P2C prefers the less loaded.
+    pub fn stalled(&self, now_ns: u64) -> bool {
+        self.silence_ns(now_ns) > STALL_AFTER.as_nanos() as u64
+    }
+
+    /// How long it has had requests in flight without an answer (0 when idle).
+    fn silence_ns(&self, now_ns: u64) -> u64 {
+        if self.pending.load(Relaxed) == 0 {
+            return 0;
+        }
+        now_ns.saturating_sub(self.progress_ns.load(Relaxed))
     }
 
     /// The load: cost × (in-flight + 1), the cost decaying toward zero while the endpoint
@@ -236,19 +271,33 @@ impl<T> Balanced<T> {
 
 /// The index to send to among `list`: power of two choices among the endpoints of the
 /// lowest tier that `usable` admits and that are not down; among every admitted one when
-/// all of those are down. `None` when `usable` admits none.
+/// all of those are down. Within that tier a stalled endpoint ([`PeakEwma::stalled`]) that
+/// has been silent much longer than the freshest one is passed over (stalling never
+/// changes the tier: a slow answer is no reason to leave the cluster). `None` when
+/// `usable` admits none.
 pub fn choose<T>(list: &[Arc<Balanced<T>>], usable: impl Fn(&Balanced<T>) -> bool) -> Option<usize> {
-    // The common case, one tier with nothing down and everything usable: no allocation.
+    // The common case, one tier with nothing down, stalled or unusable: no allocation.
     let now = now_ns();
-    let simple = list.iter().all(|b| b.tier == 0 && !b.down_at(now) && usable(b));
+    let simple = list
+        .iter()
+        .all(|b| b.tier == 0 && !b.down_at(now) && !b.ewma.stalled(now) && usable(b));
     if simple {
         return p2c_by(list.len(), random(), random(), |i| list[i].ewma.load());
     }
     let admitted: Vec<usize> = (0..list.len()).filter(|i| usable(&list[*i])).collect();
-    let up: Vec<usize> = admitted.iter().copied().filter(|i| !list[*i].down_at(now)).collect();
+    let up: Vec<usize> = admitted
+        .iter()
+        .copied()
+        .filter(|i| !list[*i].down_at(now))
+        .collect();
     let pool = if up.is_empty() { admitted } else { up };
     let tier = pool.iter().map(|i| list[*i].tier).min()?;
-    let best: Vec<usize> = pool.into_iter().filter(|i| list[*i].tier == tier).collect();
+    let mut best: Vec<usize> = pool.into_iter().filter(|i| list[*i].tier == tier).collect();
+    // Passed over: stalled, and silent for over STALL_RATIO times as long as the
+    // freshest endpoint of the tier (so slow answers everywhere stall nothing).
+    let silence = |i: usize| list[i].ewma.silence_ns(now);
+    let freshest = best.iter().map(|i| silence(*i)).min().unwrap_or(0);
+    best.retain(|i| !(list[*i].ewma.stalled(now) && silence(*i) > freshest.saturating_mul(STALL_RATIO)));
     p2c_by(best.len(), random(), random(), |i| list[best[i]].ewma.load()).map(|i| best[i])
 }
 
@@ -492,7 +541,12 @@ mod tests {
 
     #[test]
     fn the_lowest_tier_with_a_usable_endpoint_takes_every_pick() {
-        let list = vec![balanced(1, false), balanced(2, false), balanced(11, true), balanced(12, true)];
+        let list = vec![
+            balanced(1, false),
+            balanced(2, false),
+            balanced(11, true),
+            balanced(12, true),
+        ];
         assert!(within(&picks(&list, |_| true), &[1, 2]), "local endpoints first");
         // One local endpoint fails to connect: the other local one takes it all.
         list[0].mark_down();
@@ -517,5 +571,41 @@ mod tests {
             "the lowest tier of all admitted"
         );
         assert_eq!(choose(&list, |_| false), None);
+    }
+
+    #[test]
+    fn a_stalled_endpoint_is_passed_over_within_its_tier_only() {
+        let list = vec![balanced(1, false), balanced(11, true), balanced(12, true)];
+        let now = now_ns();
+        // Requests in flight and no answer for longer than STALL_AFTER: stalled.
+        let stuck = list[1].ewma.start();
+        list[1]
+            .ewma
+            .progress_ns
+            .store(now.saturating_sub(2 * STALL_AFTER.as_nanos() as u64), Relaxed);
+        assert!(list[1].ewma.stalled(now_ns()));
+        assert!(!list[2].ewma.stalled(now_ns()), "idle is not stalled");
+        // It does not move traffic off the local tier...
+        assert!(within(&picks(&list, |_| true), &[1]));
+        // ...but within the remote tier the other member takes every request.
+        list[0].mark_down();
+        assert!(within(&picks(&list, |_| true), &[12]));
+        // An answer is progress: no longer stalled.
+        stuck.observe();
+        assert!(!list[1].ewma.stalled(now_ns()));
+        // A fresh request on an idle endpoint is not stalled at once.
+        let _fresh = list[2].ewma.start();
+        assert!(!list[2].ewma.stalled(now_ns()));
+        // When every endpoint of the tier is stalled, they are balanced as before.
+        let _s1 = list[1].ewma.start();
+        list[1].ewma.progress_ns.store(0, Relaxed);
+        list[2].ewma.progress_ns.store(0, Relaxed);
+        assert!(within(&picks(&list, |_| true), &[11, 12]));
+        // Both stalled, one silent far longer (a dead path beside a slow one): the
+        // fresher one takes the picks.
+        let recent = now_ns().saturating_sub(2 * STALL_AFTER.as_nanos() as u64);
+        list[2].ewma.progress_ns.store(recent, Relaxed);
+        assert!(list[2].ewma.stalled(now_ns()));
+        assert!(within(&picks(&list, |_| true), &[12]));
     }
 }

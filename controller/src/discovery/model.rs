@@ -25,6 +25,19 @@
 //! opaque-transport hint at the gateway port, so the proxy sends Linkerd's transport
 //! header naming the service to the remote gateway's mTLS entry on 4143/tcp. One control
 //! plane thus serves both kinds of proxies from the same mirrors.
+//!
+//! # Federated services and remote-discovery mirrors
+//! A federated Service (`<svc>-federated`, kept by the mirror) and a remote-discovery
+//! mirror resolve by *members* instead of their own endpoints: the local member named by
+//! `multicluster.linkerd.io/local-discovery` resolves as itself, and each remote member
+//! is an EndpointSlice marked `mirror.strait.io/gateway-cluster` whose endpoints are that
+//! cluster's gateway ([`RemoteMember`]). Linkerd reads remote members' endpoints over a
+//! flat network; Strait answers them through the gateway path, exactly as gateway
+//! mirrors are answered (the proxy entry with the remote workload identity for Strait
+//! proxies, the remote gateway for others). A federated Service's remote endpoints carry
+//! [`TIER_LABEL`]`=`[`TIER_REMOTE`], so Strait proxies prefer the local endpoints and
+//! fail over per request (see the proxy's `balance` module); a stock proxy balances over
+//! all of them, as Linkerd's own federated services do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -306,7 +319,11 @@ pub struct RemoteMember {
 
 impl RemoteMember {
     fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Self> {
-        let cluster = meta.labels.as_ref()?.get(labels::mirror::GATEWAY_CLUSTER)?.clone();
+        let cluster = meta
+            .labels
+            .as_ref()?
+            .get(labels::mirror::GATEWAY_CLUSTER)?
+            .clone();
         let a = meta.annotations.as_ref()?;
         let get = |k: &str| a.get(k).filter(|v| !v.is_empty()).cloned();
         Some(Self {

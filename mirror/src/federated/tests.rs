@@ -45,7 +45,12 @@ fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
         services: link_members(&link, services),
         identities: services
             .iter()
-            .map(|s| (reconcile::ns_name(&s.metadata), format!("myapp.production.serviceaccount.identity.linkerd.{cluster}")))
+            .map(|s| {
+                (
+                    reconcile::ns_name(&s.metadata),
+                    format!("myapp.production.serviceaccount.identity.linkerd.{cluster}"),
+                )
+            })
             .collect(),
         gateway: Gateway {
             addresses: vec!["198.18.16.2".parse().unwrap()],
@@ -97,8 +102,16 @@ fn annotation<'a>(s: &'a Service, k: &str) -> Option<&'a str> {
 fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations() {
     let mut view = local(&[svc("production", "myapp", true, &[("http", 80)])]);
     let links = [
-        members("east", &[svc("production", "myapp", true, &[("http", 80), ("grpc", 9090)])], true),
-        members("central", &[svc("production", "myapp", true, &[("http", 80)])], false),
+        members(
+            "east",
+            &[svc("production", "myapp", true, &[("http", 80), ("grpc", 9090)])],
+            true,
+        ),
+        members(
+            "central",
+            &[svc("production", "myapp", true, &[("http", 80)])],
+            false,
+        ),
     ];
     let plan = plan(&links, &view, Some(&ServiceRange::parse("10.96.0.0/16").unwrap()));
     let keys: Vec<String> = plan.apply.iter().map(|o| o.key().to_string()).collect();
@@ -106,7 +119,10 @@ fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations
     assert_eq!(keys[0], "service/production/myapp-federated", "Services first");
     apply(&mut view, &plan);
     let f = fed(&view);
-    assert_eq!(annotation(f, "multicluster.linkerd.io/local-discovery"), Some("myapp"));
+    assert_eq!(
+        annotation(f, "multicluster.linkerd.io/local-discovery"),
+        Some("myapp")
+    );
     assert_eq!(
         annotation(f, "multicluster.linkerd.io/remote-discovery"),
         Some("myapp@central,myapp@east")
@@ -121,17 +137,30 @@ fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations
         .iter()
         .map(|p| (p.name.clone(), p.port))
         .collect();
-    assert_eq!(ports, [(Some("http".into()), 80), (Some("grpc".into()), 9090)], "ports unioned");
+    assert_eq!(
+        ports,
+        [(Some("http".into()), 80), (Some("grpc".into()), 9090)],
+        "ports unioned"
+    );
     assert!(f.spec.as_ref().unwrap().cluster_ip.is_some());
-    assert!(f.spec.as_ref().unwrap().selector.is_none(), "no selector: members are annotations");
+    assert!(
+        f.spec.as_ref().unwrap().selector.is_none(),
+        "no selector: members are annotations"
+    );
     // One slice per remote member, at its gateway, carrying the entry and identity.
     let east = &view.slices[&("production".to_string(), "myapp-federated-east".to_string())];
     let labels = east.metadata.labels.as_ref().unwrap();
     assert_eq!(labels["kubernetes.io/service-name"], "myapp-federated");
     assert_eq!(labels["mirror.strait.io/gateway-cluster"], "east");
-    assert!(!labels.contains_key("mirror.linkerd.io/cluster-name"), "no link owns it");
+    assert!(
+        !labels.contains_key("mirror.linkerd.io/cluster-name"),
+        "no link owns it"
+    );
     let ann = east.metadata.annotations.as_ref().unwrap();
-    assert_eq!(ann["mirror.linkerd.io/remote-svc-fq-name"], "myapp.production.svc.cluster.local");
+    assert_eq!(
+        ann["mirror.linkerd.io/remote-svc-fq-name"],
+        "myapp.production.svc.cluster.local"
+    );
     assert_eq!(ann["mirror.strait.io/gateway-entry"], "127.0.0.1:4150");
     assert_eq!(
         ann["mirror.strait.io/remote-identity"],
@@ -143,11 +172,19 @@ fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations
     assert_eq!(east.ports.as_ref().unwrap().len(), 2, "both ports east has");
     let central = &view.slices[&("production".to_string(), "myapp-federated-central".to_string())];
     assert_eq!(
-        central.endpoints.as_ref().unwrap()[0].conditions.as_ref().unwrap().ready,
+        central.endpoints.as_ref().unwrap()[0]
+            .conditions
+            .as_ref()
+            .unwrap()
+            .ready,
         Some(false),
         "a gateway that is not ready makes its member not ready"
     );
-    assert_eq!(central.ports.as_ref().unwrap().len(), 1, "only the port central has");
+    assert_eq!(
+        central.ports.as_ref().unwrap().len(),
+        1,
+        "only the port central has"
+    );
     // A fixed point.
     let again = super::plan(&links, &view, Some(&ServiceRange::parse("10.96.0.0/16").unwrap()));
     assert!(again.is_empty(), "{:?} {:?}", again.apply, again.delete);
@@ -158,7 +195,11 @@ fn members_leave_when_their_label_or_link_goes() {
     let range = ServiceRange::parse("10.96.0.0/16").unwrap();
     let mut view = local(&[svc("production", "myapp", true, &[("http", 80)])]);
     let east = members("east", &[svc("production", "myapp", true, &[("http", 80)])], true);
-    let central = members("central", &[svc("production", "myapp", true, &[("http", 80)])], true);
+    let central = members(
+        "central",
+        &[svc("production", "myapp", true, &[("http", 80)])],
+        true,
+    );
     let p = plan(&[east.clone(), central.clone()], &view, Some(&range));
     apply(&mut view, &p);
     let ip = fed(&view).spec.as_ref().unwrap().cluster_ip.clone();
@@ -169,17 +210,34 @@ fn members_leave_when_their_label_or_link_goes() {
         ["endpointslice.discovery.k8s.io/production/myapp-federated-central"]
     );
     apply(&mut view, &p);
-    assert_eq!(annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"), Some("myapp@east"));
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"),
+        Some("myapp@east")
+    );
     assert_eq!(fed(&view).spec.as_ref().unwrap().cluster_ip, ip);
     // East's Service loses the label.
-    let unlabelled = members("east", &[svc("production", "myapp", false, &[("http", 80)])], true);
+    let unlabelled = members(
+        "east",
+        &[svc("production", "myapp", false, &[("http", 80)])],
+        true,
+    );
     let p = plan(std::slice::from_ref(&unlabelled), &view, Some(&range));
     apply(&mut view, &p);
     assert!(!view.slices.keys().any(|(_, n)| n.starts_with("myapp-federated")));
-    assert_eq!(annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"), None);
-    assert_eq!(annotation(fed(&view), "multicluster.linkerd.io/local-discovery"), Some("myapp"));
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"),
+        None
+    );
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/local-discovery"),
+        Some("myapp")
+    );
     // The local Service loses it too: nothing is left.
-    fold(&mut view, svc("production", "myapp", false, &[("http", 80)]).into_object(), false);
+    fold(
+        &mut view,
+        svc("production", "myapp", false, &[("http", 80)]).into_object(),
+        false,
+    );
     let p = plan(&[unlabelled], &view, Some(&range));
     assert_eq!(
         p.delete.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -227,7 +285,13 @@ fn remote_members_alone_make_a_federated_service_and_nothing_foreign_is_touched(
         .iter()
         .map(|s| (s.remote.0.as_str(), s.reason.reason()))
         .collect();
-    assert_eq!(reasons, [("production", "NameTaken"), ("staging", "NamespaceNotFound")]);
+    assert_eq!(
+        reasons,
+        [("production", "NameTaken"), ("staging", "NamespaceNotFound")]
+    );
     apply(&mut view, &p);
-    assert_eq!(annotation(fed(&view), "multicluster.linkerd.io/local-discovery"), None);
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/local-discovery"),
+        None
+    );
 }

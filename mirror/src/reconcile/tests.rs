@@ -188,7 +188,10 @@ fn selection_modes_and_skips() {
         (
             remote("production", "a", Some("remote-discovery"), "1"),
             &["production"],
-            vec!["service/production/a-east", "endpointslice.discovery.k8s.io/production/a-east-gateway"],
+            vec![
+                "service/production/a-east",
+                "endpointslice.discovery.k8s.io/production/a-east-gateway",
+            ],
             None,
         ),
         (
@@ -232,14 +235,20 @@ fn selection_modes_and_skips() {
     assert_eq!(ann["multicluster.linkerd.io/remote-service"], "a");
     assert!(!ann.contains_key("mirror.linkerd.io/remote-gateway-identity"));
     let slice = p.apply[1].meta();
-    assert_eq!(slice.labels.as_ref().unwrap()["mirror.strait.io/gateway-cluster"], "east");
+    assert_eq!(
+        slice.labels.as_ref().unwrap()["mirror.strait.io/gateway-cluster"],
+        "east"
+    );
     let sann = slice.annotations.as_ref().unwrap();
     assert_eq!(sann["mirror.strait.io/gateway-entry"], "127.0.0.1:4150");
     assert_eq!(
         sann["mirror.strait.io/remote-identity"],
         "a.production.serviceaccount.identity.linkerd.cluster.local"
     );
-    assert_eq!(sann["mirror.linkerd.io/remote-svc-fq-name"], "a.production.svc.cluster.local");
+    assert_eq!(
+        sann["mirror.linkerd.io/remote-svc-fq-name"],
+        "a.production.svc.cluster.local"
+    );
     // A mirror in the target cluster is never mirrored back.
     let mut m = remote("production", "b-west", Some("true"), "1");
     m.metadata

@@ -510,7 +510,8 @@ impl Outbound {
                 return (self.error(&l.stats, start, e), Outcome::Error);
             }
             Ok(Pick::Endpoint(ep)) => {
-                let usable = |b: &balance::Balanced<EpValue>| f.accrual.is_none() || b.value.breaker.available(now);
+                let usable =
+                    |b: &balance::Balanced<EpValue>| f.accrual.is_none() || b.value.breaker.available(now);
                 match self.connected(concrete, ep, app, usable).await {
                     Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
                     Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),

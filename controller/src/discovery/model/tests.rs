@@ -291,7 +291,9 @@ fn federated_world(central_ready: bool, local: bool) -> World {
         });
         if let Some(e) = entry {
             ann["mirror.strait.io/gateway-entry"] = json!(e);
-            ann["mirror.strait.io/remote-identity"] = json!(format!("myapp.production.serviceaccount.identity.linkerd.{cluster}"));
+            ann["mirror.strait.io/remote-identity"] = json!(format!(
+                "myapp.production.serviceaccount.identity.linkerd.{cluster}"
+            ));
         }
         SliceInfo::from_slice(
             &serde_json::from_value(json!({
@@ -314,7 +316,13 @@ fn federated_world(central_ready: bool, local: bool) -> World {
         true,
         json!([{"name": "", "port": 4143}, {"name": "admin", "port": 4143}]),
     );
-    let central = remote("central", "198.18.32.2", None, central_ready, json!([{"name": "", "port": 4143}]));
+    let central = remote(
+        "central",
+        "198.18.32.2",
+        None,
+        central_ready,
+        json!([{"name": "", "port": 4143}]),
+    );
     let local_slice = slice(
         "myapp",
         None,
@@ -326,7 +334,11 @@ fn federated_world(central_ready: bool, local: bool) -> World {
         slices: [
             (
                 id("myapp-federated"),
-                [("myapp-federated-east".to_string(), east), ("myapp-federated-central".to_string(), central)].into(),
+                [
+                    ("myapp-federated-east".to_string(), east),
+                    ("myapp-federated-central".to_string(), central),
+                ]
+                .into(),
             ),
             (id("myapp"), [("myapp-abc".to_string(), local_slice)].into()),
         ]
@@ -358,7 +370,10 @@ fn a_federated_service_answers_local_endpoints_and_remote_members_through_the_ga
     assert_eq!(east.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
     assert_eq!(east.labels[TIER_LABEL], TIER_REMOTE);
     assert_eq!(east.labels["target_cluster_name"], "east");
-    assert_eq!(east.authority_override.as_deref(), Some("myapp.production.svc.cluster.local:80"));
+    assert_eq!(
+        east.authority_override.as_deref(),
+        Some("myapp.production.svc.cluster.local:80")
+    );
     // Central has no entry: Linkerd's gateway endpoint, even for a Strait proxy.
     let central = by("198.18.32.2:4143");
     assert_eq!(
@@ -433,7 +448,11 @@ fn a_remote_discovery_mirror_resolves_through_the_gateway_path() {
     };
     let world = |entry: bool, ready: bool| World {
         services: [(id("myapp-east"), s.clone())].into(),
-        slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), slice(entry, ready))].into())].into(),
+        slices: [(
+            id("myapp-east"),
+            [("myapp-east-gateway".to_string(), slice(entry, ready))].into(),
+        )]
+        .into(),
         pods: BTreeMap::new(),
     };
     let w = world(true, true);
@@ -444,7 +463,10 @@ fn a_remote_discovery_mirror_resolves_through_the_gateway_path() {
         Some("myapp.production.serviceaccount.identity.linkerd.cluster.local"),
         "the remote workload, end to end"
     );
-    assert_eq!(e.authority_override.as_deref(), Some("myapp.production.svc.cluster.local:80"));
+    assert_eq!(
+        e.authority_override.as_deref(),
+        Some("myapp.production.svc.cluster.local:80")
+    );
     assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
     // A stock proxy, or no entry: the remote gateway, as for a gateway mirror.
     for (entry, caller) in [(true, Caller::Linkerd), (false, Caller::Strait)] {
