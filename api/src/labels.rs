@@ -201,6 +201,13 @@ pub mod mirror {
     /// Strait: on a gateway-mode mirror Service, the mesh identity of the remote
     /// Service's workloads (learned by the mirror from the remote pods' service account).
     pub const REMOTE_IDENTITY: &str = "mirror.strait.io/remote-identity";
+    /// Strait: on a federated Service and its EndpointSlices, `true`: owned by the
+    /// mirror's federation task (never by one link's mirror).
+    pub const FEDERATED_OWNED: &str = "mirror.strait.io/federated";
+    /// Strait: on an EndpointSlice whose endpoints are a linked cluster's gateway and
+    /// which the destination resolves through the gateway path (a federated Service's
+    /// remote member, a remote-discovery mirror): that cluster's name.
+    pub const GATEWAY_CLUSTER: &str = "mirror.strait.io/gateway-cluster";
     /// Prefix of Strait's mirror annotations: set only by the mirror, never copied from a
     /// remote Service.
     pub const STRAIT_PREFIX: &str = "mirror.strait.io/";

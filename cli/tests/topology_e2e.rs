@@ -16,6 +16,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The `strait` under test: the one cargo built with these tests, or `STRAIT_E2E_BINARY`
+/// (a release build, for the measurements in BENCHMARKS.md).
+fn strait_binary() -> PathBuf {
+    std::env::var_os("STRAIT_E2E_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strait")))
+}
+
+/// Whether the `strait` under test is an optimised build.
+fn release_binary() -> bool {
+    std::env::var_os("STRAIT_E2E_BINARY").is_some() || !cfg!(debug_assertions)
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -32,7 +45,7 @@ struct Run {
 
 impl Run {
     fn strait(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_strait"));
+        let mut c = Command::new(strait_binary());
         c.env("STRAIT_HOME", self.home.path())
             .env_remove("STRAIT_STATE_DIR")
             .env_remove("STRAIT_CLUSTER")
@@ -853,4 +866,375 @@ fn deny_by_default_allows_only_the_frontend() {
         );
         run.down();
     }
+}
+
+/// What one failover under load looked like, from the client's per-request timeline.
+#[derive(Debug)]
+struct Failover {
+    requests: u64,
+    failed: u64,
+    achieved_rps: f64,
+    /// From the kill to the first answer, through a surviving path, to a request sent
+    /// after the kill, ms.
+    first_surviving_ms: f64,
+    /// From the kill to the start of the first 100 ms window (of requests by send time)
+    /// from which on every window's requests succeed (at most one failure in 100, for
+    /// a request sent on the dying path in the instant before the client's proxy could
+    /// know), ms.
+    flowing_ms: f64,
+    /// From the kill to the completion of the last failed request, ms (0 without any):
+    /// requests in flight on the dead path fail when the failure is detected.
+    last_failure_ms: f64,
+    /// The slowest request sent in the second after the kill, ms.
+    worst_latency_ms: f64,
+}
+
+/// A window of requests by send time, for [`Failover::flowing_ms`].
+const WINDOW_MS: f64 = 100.0;
+
+impl Failover {
+    /// Traffic flows again through the surviving path once both have happened.
+    fn recovery_ms(&self) -> f64 {
+        self.first_surviving_ms.max(self.flowing_ms)
+    }
+
+    fn figures(&self) -> String {
+        format!(
+            "{} requests at {:.0} RPS, {} failed ({:.3}%); after the kill: first answer through the surviving path {:.0} ms, requests succeeding again from {:.0} ms, recovery {:.0} ms, last failure {:.0} ms, slowest request sent in the second after {:.0} ms",
+            self.requests,
+            self.achieved_rps,
+            self.failed,
+            self.failed as f64 * 100.0 / self.requests.max(1) as f64,
+            self.first_surviving_ms,
+            self.flowing_ms,
+            self.recovery_ms(),
+            self.last_failure_ms,
+            self.worst_latency_ms
+        )
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn failover_of(report: &Value, killed_unix_ms: u64, surviving: &[&str]) -> Failover {
+    let kill = killed_unix_ms as f64 - report["started_unix_ms"].as_f64().unwrap();
+    let mut first_surviving = f64::INFINITY;
+    let mut last_failure: f64 = 0.0;
+    let mut worst: f64 = 0.0;
+    // (requests, failures) by window after the kill, by send time.
+    let mut windows: std::collections::BTreeMap<u64, (u32, u32)> = Default::default();
+    for s in report["timeline"].as_array().expect("a timeline") {
+        let at = s["at_ms"].as_f64().unwrap();
+        let latency = s["latency_ms"].as_f64().unwrap();
+        let done = at + latency - kill;
+        let ok = s["ok"].as_bool().unwrap();
+        if !ok && done >= 0.0 {
+            last_failure = last_failure.max(done);
+        }
+        let cluster = s["cluster"].as_str().unwrap_or_default();
+        if ok && at >= kill && surviving.contains(&cluster) {
+            first_surviving = first_surviving.min(done);
+        }
+        if (kill..kill + 1000.0).contains(&at) {
+            worst = worst.max(latency);
+        }
+        if at >= kill {
+            let w = windows.entry(((at - kill) / WINDOW_MS) as u64).or_default();
+            w.0 += 1;
+            w.1 += u32::from(!ok);
+        }
+    }
+    // The first window after which no window has more than 1% failures.
+    let bad = |(n, f): &(u32, u32)| *f * 100 > *n;
+    let flowing = windows
+        .iter()
+        .rev()
+        .find(|(_, w)| bad(w))
+        .map_or(0.0, |(i, _)| (*i + 1) as f64 * WINDOW_MS);
+    Failover {
+        requests: report["requests"].as_u64().unwrap(),
+        failed: report["failed"].as_u64().unwrap(),
+        achieved_rps: report["achieved_rps"].as_f64().unwrap(),
+        first_surviving_ms: first_surviving,
+        flowing_ms: flowing,
+        last_failure_ms: last_failure,
+        worst_latency_ms: worst,
+    }
+}
+
+/// A fixed-rate load with a kill in it.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    rps: u32,
+    secs: u32,
+    /// When the kill comes, after the start.
+    after: Duration,
+}
+
+impl Load {
+    /// The measurement against an optimised build: 1000 RPS for 4 s. A debug
+    /// build's path (client, its proxy, two gateways, the server's proxy, five debug
+    /// processes) answers in tens to hundreds of milliseconds on two shared cores and
+    /// cannot carry that rate; against one the test runs 100 RPS for 8 s.
+    fn for_binary() -> Load {
+        if release_binary() {
+            Load {
+                rps: 1000,
+                secs: 4,
+                after: Duration::from_millis(1500),
+            }
+        } else {
+            Load {
+                rps: 100,
+                secs: 8,
+                after: Duration::from_millis(3000),
+            }
+        }
+    }
+}
+
+/// Federated load: `strait demo client` in west's frontend at a fixed rate, every
+/// request in the report's timeline; `kill` runs `load.after` into it and returns when
+/// it killed (Unix ms).
+fn federated_load(run: &Run, load: Load, kill: impl FnOnce() -> u64) -> (Value, u64) {
+    let Load { rps, secs, after } = load;
+    let (duration, rps) = (format!("{secs}s"), rps.to_string());
+    // The report (a few hundred KB with its timeline) goes to a file: a pipe nobody reads
+    // during the run would block the client.
+    let out_path = run.home.path().join("load.json");
+    let err_path = run.home.path().join("load.err");
+    let mut client = run
+        .strait()
+        .args([
+            "exec",
+            "west/frontend",
+            "--",
+            "strait",
+            "demo",
+            "client",
+            "http://myapp-federated.production.svc.cluster.local/",
+            "--duration",
+            &duration,
+            "--rps",
+            &rps,
+            // Each connection has one request in flight: enough of them that requests
+            // stuck on a dead path do not hold the offered rate back.
+            "--concurrency",
+            "100",
+            "--timeout",
+            "5s",
+            "--progress",
+            "0",
+            "--timeline",
+            "-o",
+            "json",
+        ])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let killed = kill();
+    let status = wait_child(&mut client, Duration::from_secs(u64::from(secs) + 20));
+    if status.is_none() {
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    let stdout = std::fs::read(&out_path).unwrap_or_default();
+    // For a closer look: every load report, timeline included, kept where asked.
+    if let Some(d) = std::env::var_os("STRAIT_E2E_REPORT_DIR") {
+        let _ = std::fs::write(Path::new(&d).join(format!("load-{killed}.json")), &stdout);
+    }
+    let report: Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "load client (exit {status:?}): {e}: {}{}",
+            String::from_utf8_lossy(&stdout),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    });
+    (report, killed)
+}
+
+/// SIGKILLs every process whose pid file in the run's `pids/` starts with `prefix`;
+/// returns when (Unix ms) and how many.
+fn kill_recorded(run: &Run, prefix: &str) -> (u64, usize) {
+    let dir = run.run_dir().unwrap().join("pids");
+    let pids: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|e| Some(std::fs::read_to_string(e.path()).ok()?.trim().to_string()))
+        .collect();
+    let at = unix_ms();
+    for pid in &pids {
+        assert!(
+            Command::new("kill")
+                .args(["-s", "KILL", pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    (at, pids.len())
+}
+
+#[test]
+fn a_federated_service_fails_over_under_load_within_a_second() {
+    let run = Run::start_topology("federated", "loopback");
+    let url = "http://myapp-federated.production.svc.cluster.local/";
+    let annotations = |r: &Run| -> Value {
+        let out = r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "svc",
+            "myapp-federated",
+            "-n",
+            "production",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["metadata"]["annotations"].clone()
+    };
+    run.wait(
+        "myapp-federated with its three members",
+        Duration::from_secs(30),
+        |r| {
+            let a = annotations(r);
+            a["multicluster.linkerd.io/local-discovery"] == "myapp"
+                && a["multicluster.linkerd.io/remote-discovery"] == "myapp@central,myapp@east"
+        },
+    );
+    let answered_by = |r: &Run, n: u32| -> Vec<String> {
+        let rep = r.client("west/frontend", url, n);
+        let mut clusters: Vec<String> = rep["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["cluster"].as_str().unwrap_or_default().to_string())
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        if rep["succeeded"] != n {
+            clusters.push(format!("{} failed", rep["failed"]));
+        }
+        clusters
+    };
+    // Local endpoints first: west answers everything while it can.
+    run.wait("west to answer", Duration::from_secs(15), |r| {
+        answered_by(r, 20) == ["west"]
+    });
+    // The remote members are resolved and ready (their gateways answer probes).
+    let ready = |r: &Run, slice: &str| {
+        let out = r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "endpointslice",
+            slice,
+            "-n",
+            "production",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["endpoints"][0]["conditions"]["ready"]
+            == true
+    };
+    run.wait("both remote members to be ready", Duration::from_secs(20), |r| {
+        ready(r, "myapp-federated-east") && ready(r, "myapp-federated-central")
+    });
+
+    // 1. Every local endpoint dies (the pod's app and proxy, SIGKILL) under 1000 RPS.
+    let load = Load::for_binary();
+    let (report, killed) = federated_load(&run, load, || {
+        let (at, n) = kill_recorded(&run, "west_production_myapp-");
+        assert_eq!(n, 2, "west's myapp pod is an app and a proxy");
+        at
+    });
+    let local = failover_of(&report, killed, &["east", "central"]);
+    eprintln!("every local endpoint killed: {}", local.figures());
+
+    // 2. A remote gateway is killed: the local member leaves the federated service
+    //    (label removed), so east and central share the load; then east's gateway dies.
+    run.ok(&[
+        "--cluster",
+        "west",
+        "label",
+        "svc",
+        "myapp",
+        "-n",
+        "production",
+        "mirror.linkerd.io/federated-",
+    ]);
+    run.wait("the local member to leave", Duration::from_secs(15), |r| {
+        annotations(r)["multicluster.linkerd.io/local-discovery"].is_null()
+    });
+    // P2C between two healthy members promises no split: only that west no longer answers.
+    run.wait(
+        "only the remote members to answer",
+        Duration::from_secs(20),
+        |r| {
+            let by = answered_by(r, 40);
+            !by.is_empty() && by.iter().all(|c| c == "central" || c == "east")
+        },
+    );
+    let (report, killed) = federated_load(&run, load, || {
+        let (at, n) = kill_recorded(&run, "east_gateway");
+        assert_eq!(n, 1, "east has one gateway");
+        at
+    });
+    let gateway = failover_of(&report, killed, &["central"]);
+    let east_before = report["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["cluster"] == "east"
+                && s["at_ms"].as_f64().unwrap() + s["latency_ms"].as_f64().unwrap()
+                    < (killed - report["started_unix_ms"].as_u64().unwrap()) as f64
+        })
+        .count();
+    assert!(
+        east_before > 0,
+        "east carried none of the load before its gateway died: the case is not exercised"
+    );
+    eprintln!("a remote gateway killed: {}", gateway.figures());
+    eprintln!("(load: {load:?}, release build: {})", release_binary());
+
+    for (what, f) in [
+        ("every local endpoint killed", &local),
+        ("a remote gateway killed", &gateway),
+    ] {
+        let offered = f64::from(load.rps * load.secs);
+        assert!(
+            f.achieved_rps >= 0.9 * f64::from(load.rps) && f.requests as f64 >= 0.9 * offered,
+            "{what}: the load did not reach {} RPS: {}",
+            load.rps,
+            f.figures()
+        );
+        assert!(
+            f.recovery_ms() < 1000.0,
+            "{what}: traffic did not flow through the surviving path within 1 s: {}",
+            f.figures()
+        );
+        // What fails is what was in flight on the dead path when it died (a request
+        // cannot be moved once sent): a share of about latency / duration. The issue's
+        // budget is for the optimised build, whose requests take milliseconds; a debug
+        // build's take tens to hundreds under the parallel test run, so there the
+        // failures are only printed (the recovery assertion above still holds them to
+        // requests sent within a second of the kill).
+        if release_binary() {
+            assert!(
+                f.failed * 200 < f.requests,
+                "{what}: 0.5% or more of the requests failed: {}",
+                f.figures()
+            );
+        }
+    }
+    run.down();
 }

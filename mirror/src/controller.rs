@@ -13,6 +13,9 @@
 //! - The Link's status (`status.mirrorServices`, one `Mirrored` condition per selected
 //!   remote Service, see [`reconcile::link_status`]) is written only when it changes, onto
 //!   the Link as read just before, through [`Store::apply_status`].
+//! - Each link task publishes its target's federated members ([`Federation`]) after every
+//!   round with a complete remote list; one federation task ([`run_federation`]) turns
+//!   them, with the local Services, into the `<svc>-federated` Services.
 //! - Remote Pods are watched only to learn the exported Services' workload identities
 //!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
 //!   marks the target disconnected, it only leaves those identities out until it returns.
@@ -32,6 +35,7 @@ use strait_api::mesh::link::{Link, LinkStatus};
 use strait_api::{Kind, KindId, ObjectKey, Store, StoreError, WatchEvent};
 use tokio::sync::watch;
 
+use crate::federated;
 use crate::link::LinkConfig;
 use crate::probe::{self, GatewayHealth};
 use crate::reconcile::{self, Gateway, LocalView, Mode, NsName, ServiceRange};
@@ -46,6 +50,8 @@ pub struct MirrorOptions {
     /// The local gateway's proxy entry for each target cluster (by the Link's
     /// `targetClusterName`): mirrors of that cluster send Strait proxies there.
     pub gateway_entries: BTreeMap<String, SocketAddr>,
+    /// Where link tasks publish their federated members for the federation task.
+    pub federation: Federation,
 }
 
 impl Default for MirrorOptions {
@@ -54,7 +60,99 @@ impl Default for MirrorOptions {
             service_range: None,
             retry: Duration::from_millis(500),
             gateway_entries: BTreeMap::new(),
+            federation: Federation::default(),
         }
+    }
+}
+
+/// What every running link contributes to federated services, by Link `namespace/name`:
+/// `None` until the link's first complete remote list.
+#[derive(Clone, Debug, Default)]
+pub struct FederationState {
+    /// Whether the Links themselves were listed (so the set of links is known).
+    pub links_known: bool,
+    /// Each running link's members.
+    pub links: BTreeMap<String, Option<federated::LinkMembers>>,
+}
+
+/// The shared [`FederationState`]: link tasks write their part, the federation task
+/// reads. A link task's handle names its own entry (unique per task, so a restarting
+/// link's old task, dropped late, never removes the new one's entry).
+#[derive(Clone)]
+pub struct Federation {
+    shared: Arc<watch::Sender<FederationState>>,
+    own: Option<String>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(watch::Sender::new(FederationState::default())),
+            own: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation").field("own", &self.own).finish()
+    }
+}
+
+impl Federation {
+    /// A handle for one link task, whose entry starts as `None` (not synced yet).
+    pub fn for_link(&self, link: &str) -> Federation {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{link}#{n}");
+        self.shared.send_modify(|s| {
+            s.links.insert(key.clone(), None);
+        });
+        Federation {
+            shared: self.shared.clone(),
+            own: Some(key),
+        }
+    }
+
+    /// Sets this link's part; tells readers only on a change. A no-op on a handle that is
+    /// not a link's.
+    pub fn publish(&self, members: federated::LinkMembers) {
+        let Some(key) = &self.own else { return };
+        self.shared.send_if_modified(|s| {
+            let slot = s.links.entry(key.clone()).or_default();
+            if slot.as_ref() == Some(&members) {
+                return false;
+            }
+            *slot = Some(members);
+            true
+        });
+    }
+
+    /// Removes this link's part (its task ended): its members leave.
+    fn remove(&self) {
+        if let Some(key) = &self.own {
+            self.shared.send_if_modified(|s| s.links.remove(key).is_some());
+        }
+    }
+
+    /// Marks the set of Links as known.
+    pub fn links_known(&self) {
+        self.shared
+            .send_if_modified(|s| !std::mem::replace(&mut s.links_known, true));
+    }
+
+    /// A reader.
+    pub fn subscribe(&self) -> watch::Receiver<FederationState> {
+        self.shared.subscribe()
+    }
+}
+
+/// Removes its link from the federation when the link task ends (or is aborted).
+struct FederationGuard(Federation);
+
+impl Drop for FederationGuard {
+    fn drop(&mut self) {
+        self.0.remove();
     }
 }
 
@@ -373,6 +471,12 @@ async fn reconcile_once<L: Store>(
         ready,
         entry: opts.gateway_entries.get(&link.target_cluster).copied(),
     };
+    opts.federation.publish(federated::LinkMembers {
+        link: link.clone(),
+        services: federated::link_members(link, remote.values()),
+        identities: identities.clone(),
+        gateway: gateway.clone(),
+    });
     let plan = reconcile::plan(
         link,
         remote.values(),
@@ -512,6 +616,113 @@ pub async fn remove_mirrors<L: Store>(link: &LinkConfig, local: &L) -> Result<Ve
     Ok(keys)
 }
 
+/// How long the federation task waits for every running link's first complete list
+/// before it plans without the links that have none (their members then join late).
+pub const FEDERATION_HOLD: Duration = Duration::from_secs(10);
+
+/// Keeps the local cluster's federated Services (see [`federated`]) in step with the
+/// local member Services and every link's members, until `shutdown`. Nothing is planned
+/// before the local lists and the set of Links are known and each running link has
+/// listed its target once (or [`FEDERATION_HOLD`] passed), so a restarting mirror never
+/// removes a federated member it merely has not heard from yet.
+pub async fn run_federation<L: Store>(
+    local: L,
+    federation: Federation,
+    range: Option<ServiceRange>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut state = federation.subscribe();
+    let mut lw = LocalWatches {
+        namespaces: Some(local.watch::<Namespace>()),
+        services: Some(local.watch::<Service>()),
+        slices: Some(local.watch::<EndpointSlice>()),
+        synced: [false; 3],
+    };
+    let mut view = LocalView::default();
+    let hold = tokio::time::sleep(FEDERATION_HOLD);
+    tokio::pin!(hold);
+    let mut held = true;
+    let mut dirty = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            ev = next_of(&mut lw.namespaces) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[0] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::Namespace) }
+                    Some(Err(e)) => tracing::warn!(error = %e, "federation: local namespace watch failed"),
+                    None => lw.namespaces = Some(local.watch::<Namespace>()),
+                }
+                dirty = true;
+            }
+            ev = next_of(&mut lw.services) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[1] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::Service) }
+                    Some(Err(e)) => tracing::warn!(error = %e, "federation: local service watch failed"),
+                    None => lw.services = Some(local.watch::<Service>()),
+                }
+                dirty = true;
+            }
+            ev = next_of(&mut lw.slices) => {
+                match ev {
+                    Some(Ok(e)) => { lw.synced[2] |= matches!(e, WatchEvent::Restarted(_)); apply_local(&mut view, e, KindId::EndpointSlice) }
+                    Some(Err(e)) => tracing::warn!(error = %e, "federation: local slice watch failed"),
+                    None => lw.slices = Some(local.watch::<EndpointSlice>()),
+                }
+                dirty = true;
+            }
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                dirty = true;
+            }
+            () = &mut hold, if held => {
+                held = false;
+                dirty = true;
+            }
+            () = std::future::ready(()), if dirty => {
+                dirty = false;
+                if lw.synced.contains(&false) {
+                    continue;
+                }
+                let links: Vec<federated::LinkMembers> = {
+                    let s = state.borrow_and_update();
+                    let waiting = !s.links_known || s.links.values().any(Option::is_none);
+                    if waiting && held {
+                        continue;
+                    }
+                    // One entry per cluster (two Links to one cluster name the same members).
+                    let mut by_cluster = BTreeMap::new();
+                    for m in s.links.values().flatten() {
+                        by_cluster.entry(m.link.target_cluster.clone()).or_insert_with(|| m.clone());
+                    }
+                    by_cluster.into_values().collect()
+                };
+                let plan = federated::plan(&links, &view, range.as_ref());
+                for o in plan.apply {
+                    let key = o.key();
+                    match local.apply(vec![o]).await {
+                        Ok(stored) => stored.into_iter().for_each(|o| reconcile::fold(&mut view, o, false)),
+                        Err(e) => tracing::warn!(%key, error = %e, "cannot write federated service"),
+                    }
+                }
+                for key in plan.delete {
+                    match local.delete(&key).await {
+                        Ok(Some(o)) => reconcile::fold(&mut view, o, true),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(%key, error = %e, "cannot delete federated object"),
+                    }
+                }
+                for s in plan.skipped {
+                    tracing::debug!(service = %format!("{}/{}", s.remote.0, s.remote.1), reason = s.reason.reason(), "no federated service");
+                }
+            }
+        }
+    }
+}
+
 /// Builds the store of a link's target cluster from its credentials Secret.
 pub trait Connect<R>: Send + Sync + 'static {
     /// The target cluster's store, or what is wrong with the credentials.
@@ -536,7 +747,11 @@ fn start_link<R: Store, L: Store>(
     reports: Reports,
 ) -> tokio::task::JoinHandle<()> {
     let key = format!("{}/{}", cfg.namespace, cfg.name);
+    let mut opts = opts;
+    opts.federation = opts.federation.for_link(&key);
+    let guard = FederationGuard(opts.federation.clone());
     tokio::spawn(async move {
+        let _guard = guard;
         let (health_tx, health_rx) = watch::channel(GatewayHealth::default());
         let (report_tx, mut report_rx) = watch::channel(LinkReport::default());
         let probe_cfg = cfg.probe.clone();
@@ -586,6 +801,14 @@ pub async fn run_mirror<L: Store, R: Store>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let federation = tokio::spawn(run_federation(
+        local.clone(),
+        opts.federation.clone(),
+        opts.service_range,
+        std::future::pending(),
+    ))
+    .abort_handle();
+    let _federation = AbortOnDrop(federation);
     let mut links: BTreeMap<String, Link> = BTreeMap::new();
     let mut running: BTreeMap<String, LinkHandle> = BTreeMap::new();
     let mut watch = local.watch::<Link>();
@@ -603,6 +826,7 @@ pub async fn run_mirror<L: Store, R: Store>(
                 let gone: Vec<Link> = match ev {
                     Ok(WatchEvent::Restarted(all)) => {
                         synced = true;
+                        opts.federation.links_known();
                         let new: BTreeMap<String, Link> = all.into_iter().map(|l| (link_key(&l), l)).collect();
                         let gone = links.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, l)| l.clone()).collect();
                         links = new;
@@ -637,6 +861,14 @@ pub async fn run_mirror<L: Store, R: Store>(
         if synced {
             ensure_links(&links, &mut running, &local, &connect, &opts, &reports).await;
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,6 +1,6 @@
 //! The service mirror (`strait mirror`): per-link watcher of a remote cluster's exported
-//! services, mirror Services and their gateway endpoints, gateway probes, and the cluster
-//! DNS of local mode.
+//! services, mirror Services and their gateway endpoints, federated services
+//! ([`federated`]), gateway probes, and the cluster DNS of local mode.
 //!
 //! Everything here is generic over the [`strait_api::Store`] of both sides: the mirror reads
 //! the target cluster through one store and writes the local cluster through another, and
@@ -11,6 +11,7 @@ pub mod admin;
 pub mod controller;
 pub mod dns;
 pub mod failover;
+pub mod federated;
 pub mod link;
 pub mod probe;
 pub mod reconcile;

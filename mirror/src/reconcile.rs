@@ -43,7 +43,7 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// The `managed-by` value of the mirror's EndpointSlices.
 pub const MANAGED_BY: &str = "linkerd-service-mirror";
 /// Suffix of a mirror's EndpointSlice name.
-const SLICE_SUFFIX: &str = "-gateway";
+pub(crate) const SLICE_SUFFIX: &str = "-gateway";
 /// Annotations never copied from a remote Service.
 const NEVER_COPIED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
 
@@ -55,8 +55,9 @@ pub type NsName = (String, String);
 pub enum Mode {
     /// Through the target's gateway: endpoints at the gateway.
     Gateway,
-    /// Remote discovery (flat network): no local endpoints, the destination service reads
-    /// the target's endpoints.
+    /// Remote discovery: in Linkerd (flat network) the destination service reads the
+    /// target's endpoints; in Strait it reaches them through the gateway path (see
+    /// [`remote_discovery_slice`]).
     RemoteDiscovery,
 }
 
@@ -214,7 +215,7 @@ impl ServiceRange {
 
     /// A free address for `name`: the same one every time while it is free (a hash of the
     /// name), the next free one otherwise. Network and broadcast addresses are never used.
-    fn allocate(&self, name: &str, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    pub(crate) fn allocate(&self, name: &str, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         let usable = self.size - 2;
         let start = name.bytes().fold(2_166_136_261u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(16_777_619)
@@ -275,7 +276,7 @@ pub fn mode(link: &LinkConfig, svc: &Service) -> Option<Mode> {
     }
 }
 
-fn ns_name(meta: &ObjectMeta) -> NsName {
+pub(crate) fn ns_name(meta: &ObjectMeta) -> NsName {
     (
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
@@ -441,9 +442,35 @@ pub fn mirror_slice(link: &LinkConfig, mirror: &Service, gateway: &Gateway) -> E
     }
 }
 
+/// The EndpointSlice of a remote-discovery mirror (Strait): Linkerd resolves such a
+/// mirror by reading the target cluster's endpoints over a flat network; Strait reaches
+/// them through the gateway path instead, so the slice holds the link's gateway (as a
+/// gateway mirror's does) and is marked [`ml::GATEWAY_CLUSTER`], with the local
+/// gateway's proxy entry and the remote workload identity when both are known; the
+/// destination service then answers the mirror as it answers a federated Service's
+/// remote member.
+pub fn remote_discovery_slice(
+    link: &LinkConfig,
+    mirror: &Service,
+    gateway: &Gateway,
+    identity: Option<&str>,
+) -> EndpointSlice {
+    let mut slice = mirror_slice(link, mirror, gateway);
+    if let Some(labels) = slice.metadata.labels.as_mut() {
+        labels.insert(ml::GATEWAY_CLUSTER.into(), link.target_cluster.clone());
+    }
+    if let (Some(annotations), Some(entry), Some(identity)) =
+        (slice.metadata.annotations.as_mut(), gateway.entry, identity)
+    {
+        annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
+        annotations.insert(ml::REMOTE_IDENTITY.into(), identity.to_string());
+    }
+    slice
+}
+
 /// The fields the mirror sets, to compare desired and stored objects (servers add
 /// defaults and bookkeeping the mirror must not fight).
-fn fingerprint(o: &Object) -> Value {
+pub(crate) fn fingerprint(o: &Object) -> Value {
     let v = o.to_value();
     let meta = json!({"labels": v["metadata"]["labels"], "annotations": v["metadata"]["annotations"]});
     match o.kind_id() {
@@ -501,11 +528,10 @@ pub fn plan<'a>(
             continue;
         }
         let slice_key = (remote_key.0.clone(), format!("{mirror_name}{SLICE_SUFFIX}"));
-        if mode == Mode::Gateway
-            && local
-                .slices
-                .get(&slice_key)
-                .is_some_and(|s| !owned(link, &s.metadata))
+        if local
+            .slices
+            .get(&slice_key)
+            .is_some_and(|s| !owned(link, &s.metadata))
         {
             out.skipped.push(skip(SkipReason::NameTaken(ObjectKey::new(
                 KindId::EndpointSlice,
@@ -534,10 +560,11 @@ pub fn plan<'a>(
         if let Some(spec) = mirror.spec.as_mut() {
             spec.cluster_ip = ip;
         }
-        if mode == Mode::Gateway {
-            let slice = mirror_slice(link, &mirror, gateway);
-            desired.insert(slice.metadata_key(), slice.into_object());
-        }
+        let slice = match mode {
+            Mode::Gateway => mirror_slice(link, &mirror, gateway),
+            Mode::RemoteDiscovery => remote_discovery_slice(link, &mirror, gateway, identity),
+        };
+        desired.insert(slice.metadata_key(), slice.into_object());
         desired.insert(mirror.metadata_key(), mirror.into_object());
         out.mirrors.push((remote_key, mirror_name, mode));
     }

@@ -4,6 +4,18 @@
 //! The endpoint list is rebuilt by a task that follows discovery and swapped in whole;
 //! the request path takes a read lock for an `Arc` clone, draws two random indexes and
 //! compares two loads computed from atomics.
+//!
+//! # Failover tiers
+//! Endpoints come in tiers ([`crate::discovery::Endpoint::tier`]): a federated Service's
+//! local endpoints are tier 0, its remote members (through the gateways) tier 1. Each
+//! pick balances over the lowest tier that has a usable endpoint, so remote clusters
+//! take traffic only while no local endpoint can. An endpoint is unusable while it is
+//! *down*: the data path marks it so when connecting to it fails (refused, or a gateway
+//! entry refusing because its link is down — the gateway's live link state) and the
+//! request moves on to another endpoint before anything is sent
+//! ([`Balanced::mark_down`]). A down endpoint comes back by itself after its hold
+//! ([`DOWN_HOLD`]), when the next pick tries it, or at once when it connects again. When
+//! every endpoint is down the pick ignores the marks rather than fail outright.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -17,10 +29,16 @@ use crate::discovery::{Endpoint, Resolution, Watch};
 pub const DECAY: Duration = Duration::from_secs(10);
 /// The cost assumed for an endpoint before its first response (Linkerd: 30 ms).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// How long an endpoint that failed to connect stays out of picks.
+pub const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    // A second in the past, so that "long ago" has room below any reading.
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+    })
 }
 
 /// The next peak-EWMA cost (ns) after observing `rtt` at `elapsed` since the last
@@ -46,7 +64,16 @@ pub struct PeakEwma {
     cost_ns: AtomicU64,
     stamp_ns: AtomicU64,
     pending: AtomicUsize,
+    /// The last sign of progress: a response, or the moment it became busy.
+    progress_ns: AtomicU64,
 }
+
+/// How long an endpoint with requests in flight and no answer takes to be *stalled* (see
+/// [`PeakEwma::stalled`]).
+pub const STALL_AFTER: Duration = Duration::from_millis(50);
+/// A stalled endpoint is passed over when it has been silent this many times as long as
+/// the freshest endpoint of its tier.
+const STALL_RATIO: u64 = 3;
 
 fn now_ns() -> u64 {
     Instant::now().duration_since(epoch()).as_nanos() as u64
@@ -58,6 +85,7 @@ impl Default for PeakEwma {
             cost_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             stamp_ns: AtomicU64::new(now_ns()),
             pending: AtomicUsize::new(0),
+            progress_ns: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +102,7 @@ impl InFlight<'_> {
         let now = Instant::now();
         let now_ns = now.duration_since(epoch()).as_nanos() as u64;
         let last = self.ewma.stamp_ns.swap(now_ns, Relaxed);
+        self.ewma.progress_ns.store(now_ns, Relaxed);
         let elapsed = Duration::from_nanos(now_ns.saturating_sub(last));
         let cost = f64::from_bits(self.ewma.cost_ns.load(Relaxed));
         let next = next_cost(cost, elapsed, now - self.start);
@@ -91,11 +120,31 @@ impl Drop for InFlight<'_> {
 impl PeakEwma {
     /// Starts a request.
     pub fn start(&self) -> InFlight<'_> {
-        self.pending.fetch_add(1, Relaxed);
+        if self.pending.fetch_add(1, Relaxed) == 0 {
+            self.progress_ns.store(now_ns(), Relaxed);
+        }
         InFlight {
             ewma: self,
             start: Instant::now(),
         }
+    }
+
+    /// Whether requests are in flight and nothing answered for [`STALL_AFTER`]: a peer
+    /// that died without closing (a killed gateway on the path) looks like this long
+    /// before anything times out. A fixed time, not a multiple of the latency: the peak
+    /// EWMA keeps a latency spike for seconds, which would hold a dead path open as long.
+    /// Endpoints whose answers take longer look stalled too; the balancer only prefers
+    /// others of the same tier then, much as P2C prefers the less loaded.
+    pub fn stalled(&self, now_ns: u64) -> bool {
+        self.silence_ns(now_ns) > STALL_AFTER.as_nanos() as u64
+    }
+
+    /// How long it has had requests in flight without an answer (0 when idle).
+    fn silence_ns(&self, now_ns: u64) -> u64 {
+        if self.pending.load(Relaxed) == 0 {
+            return 0;
+        }
+        now_ns.saturating_sub(self.progress_ns.load(Relaxed))
     }
 
     /// The load: cost × (in-flight + 1), the cost decaying toward zero while the endpoint
@@ -173,6 +222,83 @@ pub struct Balanced<T> {
     pub ewma: PeakEwma,
     /// Clients, metrics…
     pub value: T,
+    /// Its failover tier (lower first).
+    tier: u8,
+    /// Until when (ns since the balancer epoch) it is down; 0 when up.
+    down_until: AtomicU64,
+}
+
+impl<T> Balanced<T> {
+    /// An endpoint with its data-path value, up.
+    pub fn new(endpoint: Endpoint, value: T) -> Self {
+        Self {
+            tier: endpoint.tier(),
+            endpoint,
+            ewma: PeakEwma::default(),
+            value,
+            down_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Its failover tier.
+    pub fn tier(&self) -> u8 {
+        self.tier
+    }
+
+    /// Takes it out of picks for [`DOWN_HOLD`] (connecting to it failed).
+    pub fn mark_down(&self) {
+        let until = now_ns() + DOWN_HOLD.as_nanos() as u64;
+        self.down_until.store(until, Relaxed);
+    }
+
+    /// Puts it back (a connection to it succeeded).
+    pub fn mark_up(&self) {
+        if self.down_until.load(Relaxed) != 0 {
+            self.down_until.store(0, Relaxed);
+        }
+    }
+
+    /// Whether it is down at `now_ns`.
+    fn down_at(&self, now_ns: u64) -> bool {
+        self.down_until.load(Relaxed) > now_ns
+    }
+
+    /// Whether it is down now.
+    pub fn is_down(&self) -> bool {
+        self.down_at(now_ns())
+    }
+}
+
+/// The index to send to among `list`: power of two choices among the endpoints of the
+/// lowest tier that `usable` admits and that are not down; among every admitted one when
+/// all of those are down. Within that tier a stalled endpoint ([`PeakEwma::stalled`]) that
+/// has been silent much longer than the freshest one is passed over (stalling never
+/// changes the tier: a slow answer is no reason to leave the cluster). `None` when
+/// `usable` admits none.
+pub fn choose<T>(list: &[Arc<Balanced<T>>], usable: impl Fn(&Balanced<T>) -> bool) -> Option<usize> {
+    // The common case, one tier with nothing down, stalled or unusable: no allocation.
+    let now = now_ns();
+    let simple = list
+        .iter()
+        .all(|b| b.tier == 0 && !b.down_at(now) && !b.ewma.stalled(now) && usable(b));
+    if simple {
+        return p2c_by(list.len(), random(), random(), |i| list[i].ewma.load());
+    }
+    let admitted: Vec<usize> = (0..list.len()).filter(|i| usable(&list[*i])).collect();
+    let up: Vec<usize> = admitted
+        .iter()
+        .copied()
+        .filter(|i| !list[*i].down_at(now))
+        .collect();
+    let pool = if up.is_empty() { admitted } else { up };
+    let tier = pool.iter().map(|i| list[*i].tier).min()?;
+    let mut best: Vec<usize> = pool.into_iter().filter(|i| list[*i].tier == tier).collect();
+    // Passed over: stalled, and silent for over STALL_RATIO times as long as the
+    // freshest endpoint of the tier (so slow answers everywhere stall nothing).
+    let silence = |i: usize| list[i].ewma.silence_ns(now);
+    let freshest = best.iter().map(|i| silence(*i)).min().unwrap_or(0);
+    best.retain(|i| !(list[*i].ewma.stalled(now) && silence(*i) > freshest.saturating_mul(STALL_RATIO)));
+    p2c_by(best.len(), random(), random(), |i| list[best[i]].ewma.load()).map(|i| best[i])
 }
 
 /// The outcome of picking.
@@ -226,11 +352,7 @@ impl<T: Send + Sync + 'static> Balancer<T> {
                         eps.values()
                             .map(|e| match by_addr.get(&e.addr) {
                                 Some(b) if b.endpoint == *e => Arc::clone(b),
-                                _ => Arc::new(Balanced {
-                                    endpoint: e.clone(),
-                                    ewma: PeakEwma::default(),
-                                    value: make(e),
-                                }),
+                                _ => Arc::new(Balanced::new(e.clone(), make(e))),
                             })
                             .collect()
                     }
@@ -290,7 +412,7 @@ impl<T: Send + Sync + 'static> Balancer<T> {
             }
             list = self.list();
         }
-        match p2c_by(list.len(), random(), random(), |i| list[i].ewma.load()) {
+        match choose(&list, |_| true) {
             Some(i) => Pick::Endpoint(list[i].clone()),
             None => Pick::NoEndpoints,
         }
@@ -316,9 +438,8 @@ impl<T: Send + Sync + 'static> Balancer<T> {
                     return Ok(Pick::Endpoint(first));
                 }
                 let list = self.list();
-                let ok: Vec<&Arc<Balanced<T>>> = list.iter().filter(|b| usable(b)).collect();
-                match p2c_by(ok.len(), random(), random(), |i| ok[i].ewma.load()) {
-                    Some(i) => Ok(Pick::Endpoint(ok[i].clone())),
+                match choose(&list, usable) {
+                    Some(i) => Ok(Pick::Endpoint(list[i].clone())),
                     None => Err(AllExcluded),
                 }
             }
@@ -375,5 +496,111 @@ mod tests {
         assert!(busy > idle * 1.99 && busy <= idle * 2.0, "{idle} {busy}");
         drop(a);
         assert!(e.load() <= idle);
+    }
+
+    fn balanced(port: u16, remote: bool) -> Arc<Balanced<()>> {
+        let mut labels = std::collections::BTreeMap::new();
+        if remote {
+            labels.insert(
+                crate::discovery::TIER_LABEL.to_string(),
+                crate::discovery::TIER_REMOTE.to_string(),
+            );
+        }
+        let endpoint = Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            identity: None,
+            h2: false,
+            opaque_transport_port: None,
+            labels,
+            gateway: None,
+        };
+        Arc::new(Balanced::new(endpoint, ()))
+    }
+
+    /// The endpoints (by port) that 200 picks reached. P2C between two equally loaded
+    /// endpoints may favour one, so callers compare sets of possible picks.
+    fn picks(list: &[Arc<Balanced<()>>], usable: impl Fn(&Balanced<()>) -> bool) -> Vec<u16> {
+        let mut seen: Vec<u16> = (0..200)
+            .filter_map(|_| choose(list, &usable))
+            .map(|i| list[i].endpoint.addr.port())
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen
+    }
+
+    fn within(seen: &[u16], allowed: &[u16]) -> bool {
+        !seen.is_empty() && seen.iter().all(|p| allowed.contains(p))
+    }
+
+    #[test]
+    fn the_lowest_tier_with_a_usable_endpoint_takes_every_pick() {
+        let list = vec![
+            balanced(1, false),
+            balanced(2, false),
+            balanced(11, true),
+            balanced(12, true),
+        ];
+        assert!(within(&picks(&list, |_| true), &[1, 2]), "local endpoints first");
+        // One local endpoint fails to connect: the other local one takes it all.
+        list[0].mark_down();
+        assert!(list[0].is_down());
+        assert_eq!(picks(&list, |_| true), [2]);
+        // Every local endpoint is down: the remote tier, balanced.
+        list[1].mark_down();
+        assert!(within(&picks(&list, |_| true), &[11, 12]));
+        // A remote member's entry refuses (its link is down): the other remote one.
+        list[2].mark_down();
+        assert_eq!(picks(&list, |_| true), [12]);
+        // A local endpoint connects again: back to local at once.
+        list[1].mark_up();
+        assert_eq!(picks(&list, |_| true), [2]);
+        // Excluded endpoints (failure accrual) count as unusable, like down ones.
+        assert_eq!(picks(&list, |b| b.endpoint.addr.port() != 2), [12]);
+        // Everything down: the marks are ignored rather than fail the request.
+        list[1].mark_down();
+        list[3].mark_down();
+        assert!(
+            within(&picks(&list, |_| true), &[1, 2]),
+            "the lowest tier of all admitted"
+        );
+        assert_eq!(choose(&list, |_| false), None);
+    }
+
+    #[test]
+    fn a_stalled_endpoint_is_passed_over_within_its_tier_only() {
+        let list = vec![balanced(1, false), balanced(11, true), balanced(12, true)];
+        let now = now_ns();
+        // Requests in flight and no answer for longer than STALL_AFTER: stalled.
+        let stuck = list[1].ewma.start();
+        list[1]
+            .ewma
+            .progress_ns
+            .store(now.saturating_sub(2 * STALL_AFTER.as_nanos() as u64), Relaxed);
+        assert!(list[1].ewma.stalled(now_ns()));
+        assert!(!list[2].ewma.stalled(now_ns()), "idle is not stalled");
+        // It does not move traffic off the local tier...
+        assert!(within(&picks(&list, |_| true), &[1]));
+        // ...but within the remote tier the other member takes every request.
+        list[0].mark_down();
+        assert!(within(&picks(&list, |_| true), &[12]));
+        // An answer is progress: no longer stalled.
+        stuck.observe();
+        assert!(!list[1].ewma.stalled(now_ns()));
+        // A fresh request on an idle endpoint is not stalled at once.
+        let _fresh = list[2].ewma.start();
+        assert!(!list[2].ewma.stalled(now_ns()));
+        // When every endpoint of the tier is stalled, they are balanced as before.
+        let _s1 = list[1].ewma.start();
+        list[1].ewma.progress_ns.store(0, Relaxed);
+        list[2].ewma.progress_ns.store(0, Relaxed);
+        assert!(within(&picks(&list, |_| true), &[11, 12]));
+        // Both stalled, one silent far longer (a dead path beside a slow one): the
+        // fresher one takes the picks.
+        let recent = now_ns().saturating_sub(2 * STALL_AFTER.as_nanos() as u64);
+        list[2].ewma.progress_ns.store(recent, Relaxed);
+        assert!(list[2].ewma.stalled(now_ns()));
+        assert!(within(&picks(&list, |_| true), &[12]));
     }
 }

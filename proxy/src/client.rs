@@ -433,6 +433,23 @@ impl HttpEndpoint {
         }
     }
 
+    /// Makes sure a connection is ready before a request is sent on it, so that failing to
+    /// connect (refused, timed out, TLS, a gateway entry's refusal) leaves the request
+    /// unsent and free to go to another endpoint.
+    pub async fn ensure_connected(&self) -> Result<(), ProxyError> {
+        match self.plan.wire {
+            Wire::Http2 => self.h2_sender().await.map(drop),
+            _ => {
+                let s = self.h1_sender().await?;
+                let mut pool = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < MAX_IDLE_H1 {
+                    pool.push(s);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Sends `req`, adapting its version to the wire.
     pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         self.send_body(req.map(Either::Left)).await

@@ -37,6 +37,12 @@ use crate::stream_header::{Authority, Protocol, Target};
 
 /// The metric label that marks an endpoint as a Strait gateway's proxy entry.
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
+/// The metric label giving an endpoint's failover tier (the controller's
+/// `discovery::model::TIER_LABEL`): the balancer sends to the lowest tier that has a
+/// usable endpoint. Without it an endpoint is tier 0.
+pub const TIER_LABEL: &str = "strait_tier";
+/// The tier of a federated Service's remote members (tier 1).
+pub const TIER_REMOTE: &str = "remote";
 /// The marker's value for the `strt` v1 exchange.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 /// The `context_token` key by which this proxy tells Destination it speaks `strt`.
@@ -74,6 +80,13 @@ pub struct Endpoint {
     /// Linkerd's `authority_override` on any other endpoint (a Linkerd multicluster
     /// gateway): the service `name` and `port` its transport header must carry.
     pub authority_override: Option<(String, u16)>,
+}
+
+impl Endpoint {
+    /// Its failover tier: 0 (local) unless [`TIER_LABEL`] says [`TIER_REMOTE`] (1).
+    pub fn tier(&self) -> u8 {
+        u8::from(self.labels.get(TIER_LABEL).map(String::as_str) == Some(TIER_REMOTE))
+    }
 }
 
 /// The `strt` target of a marked endpoint: `authority_override` as `name:port`.

@@ -35,6 +35,8 @@ mod route;
 
 /// How long a request waits for discovery's first answer about a new target.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
+/// How many endpoints one request may try to connect to before it fails.
+pub const CONNECT_TRIES: usize = 4;
 
 /// Decides how to reach `ep` for traffic of protocol `app` (pure).
 ///
@@ -521,6 +523,41 @@ impl Outbound {
         .clone()
     }
 
+    /// The picked endpoint's client, connected. When connecting fails (before anything is
+    /// sent) the endpoint is marked down and the balancer picks again — another endpoint
+    /// of its tier, or of the next tier when its tier has none left (see
+    /// [`crate::balance`]) — up to [`CONNECT_TRIES`] endpoints; then the last failure.
+    async fn connected(
+        &self,
+        concrete: &Concrete,
+        first: Arc<balance::Balanced<EpValue>>,
+        app: Wire,
+        usable: impl Fn(&balance::Balanced<EpValue>) -> bool,
+    ) -> Result<(Arc<HttpEndpoint>, Arc<balance::Balanced<EpValue>>), ProxyError> {
+        let mut ep = first;
+        let mut tried = 0;
+        loop {
+            let client = self.endpoint_client(&ep, app);
+            let err = match client.ensure_connected().await {
+                Ok(()) => {
+                    ep.mark_up();
+                    return Ok((client, ep));
+                }
+                Err(e) => e,
+            };
+            ep.mark_down();
+            tried += 1;
+            tracing::info!(endpoint = %ep.endpoint.addr, error = %err, "cannot connect; trying another endpoint");
+            if tried >= CONNECT_TRIES {
+                return Err(err);
+            }
+            match concrete.balancer.pick_where(Duration::ZERO, &usable).await {
+                Ok(Pick::Endpoint(next)) if !next.is_down() => ep = next,
+                _ => return Err(err),
+            }
+        }
+    }
+
     /// The client of the original destination, for a target discovery does not know.
     async fn fallback_client(&self, l: &Logical, app: Wire) -> Result<Arc<HttpEndpoint>, ProxyError> {
         let slot = &l.fallback_clients[usize::from(app == Wire::Http2)];
@@ -593,7 +630,10 @@ impl Outbound {
         let start = Instant::now();
         let concrete = Self::pick_concrete(l).await;
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
-            Pick::Endpoint(ep) => (self.endpoint_client(&ep, app), ep.value.stats.clone(), Some(ep)),
+            Pick::Endpoint(ep) => match self.connected(&concrete, ep, app, |_| true).await {
+                Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
+                Err(e) => return self.error(&l.stats, start, e),
+            },
             Pick::Unknown => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,

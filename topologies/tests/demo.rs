@@ -73,6 +73,7 @@ fn requests(addr: impl ToString, protocol: Protocol, n: u64) -> ClientConfig {
         concurrency: 4,
         proxy: None,
         timeout: Duration::from_secs(5),
+        timeline: false,
     }
 }
 

@@ -127,6 +127,9 @@ pub struct ClientArgs {
     /// How to print the final report.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: ReportFormat,
+    /// List every request (when scheduled, latency, outcome, cluster) in the JSON report.
+    #[arg(long)]
+    pub timeline: bool,
     /// How often to print progress to stderr (0 for never).
     #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     pub progress: Duration,
@@ -251,6 +254,7 @@ async fn run_client(a: ClientArgs) -> ExitCode {
         concurrency: a.concurrency,
         proxy: a.proxy,
         timeout: a.timeout,
+        timeline: a.timeline,
     };
     let progress = (!a.progress.is_zero()).then(|| {
         let f: client::Progress = Box::new(|r| eprintln!("{}", r.progress_line()));

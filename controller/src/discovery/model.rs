@@ -25,6 +25,19 @@
 //! opaque-transport hint at the gateway port, so the proxy sends Linkerd's transport
 //! header naming the service to the remote gateway's mTLS entry on 4143/tcp. One control
 //! plane thus serves both kinds of proxies from the same mirrors.
+//!
+//! # Federated services and remote-discovery mirrors
+//! A federated Service (`<svc>-federated`, kept by the mirror) and a remote-discovery
+//! mirror resolve by *members* instead of their own endpoints: the local member named by
+//! `multicluster.linkerd.io/local-discovery` resolves as itself, and each remote member
+//! is an EndpointSlice marked `mirror.strait.io/gateway-cluster` whose endpoints are that
+//! cluster's gateway ([`RemoteMember`]). Linkerd reads remote members' endpoints over a
+//! flat network; Strait answers them through the gateway path, exactly as gateway
+//! mirrors are answered (the proxy entry with the remote workload identity for Strait
+//! proxies, the remote gateway for others). A federated Service's remote endpoints carry
+//! [`TIER_LABEL`]`=`[`TIER_REMOTE`], so Strait proxies prefer the local endpoints and
+//! fail over per request (see the proxy's `balance` module); a stock proxy balances over
+//! all of them, as Linkerd's own federated services do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +55,12 @@ pub const DEFAULT_PROXY_INBOUND_PORT: u16 = 4143;
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
 /// The marker's value: the entry speaks `strt` v1.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
+/// The metric label giving an endpoint's failover tier (the proxy crate's
+/// `discovery::TIER_LABEL`): a Strait proxy balances over the lowest tier with a usable
+/// endpoint. Endpoints without it are tier 0 (local).
+pub const TIER_LABEL: &str = "strait_tier";
+/// The tier of a federated Service's remote members.
+pub const TIER_REMOTE: &str = "remote";
 
 /// The `context_token` key by which a Strait proxy marks itself (the proxy crate's
 /// `discovery::STRAIT_CONTEXT_KEY`).
@@ -96,6 +115,14 @@ pub struct ServiceInfo {
     /// For a gateway-mode mirror: the remote workloads' identity
     /// (`mirror.strait.io/remote-identity`).
     pub remote_identity: Option<String>,
+    /// For a federated Service (`<svc>-federated`, see [`resolve`]): its local member
+    /// (`multicluster.linkerd.io/local-discovery`), if any.
+    pub local_discovery: Option<String>,
+    /// Whether it resolves by members (see [`resolve`]): a federated Service, which names
+    /// them in `multicluster.linkerd.io/local-discovery` or `…/remote-discovery:
+    /// svc@cluster`, or a remote-discovery mirror (`…/remote-discovery: <cluster>`),
+    /// whose one member is the remote Service through its cluster's gateway.
+    pub federated: bool,
 }
 
 impl ServiceInfo {
@@ -134,6 +161,9 @@ impl ServiceInfo {
             remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
             gateway_entry: annotation(labels::mirror::GATEWAY_ENTRY).and_then(|a| a.parse().ok()),
             remote_identity: annotation(labels::mirror::REMOTE_IDENTITY),
+            local_discovery: annotation(labels::mirror::LOCAL_DISCOVERY),
+            federated: annotation(labels::mirror::LOCAL_DISCOVERY).is_some()
+                || annotation(labels::mirror::REMOTE_DISCOVERY).is_some(),
         })
     }
 }
@@ -266,6 +296,44 @@ pub struct SliceInfo {
     pub ports: BTreeMap<Option<String>, u16>,
     /// Its endpoints.
     pub endpoints: Vec<SliceEndpoint>,
+    /// For a federated Service's slice carrying a remote member: how to reach it.
+    pub remote: Option<RemoteMember>,
+}
+
+/// A remote member of a federated Service, from its EndpointSlice (written by the
+/// mirror's federation task): the endpoints are the member cluster's gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// The member's cluster (`mirror.strait.io/gateway-cluster`).
+    pub cluster: String,
+    /// The remote gateway's identity (`mirror.linkerd.io/remote-gateway-identity`).
+    pub gateway_identity: String,
+    /// The remote Service (`mirror.linkerd.io/remote-svc-fq-name`).
+    pub fq_name: String,
+    /// The local gateway's proxy entry for the member's link
+    /// (`mirror.strait.io/gateway-entry`).
+    pub entry: Option<SocketAddr>,
+    /// The remote workloads' identity (`mirror.strait.io/remote-identity`).
+    pub identity: Option<String>,
+}
+
+impl RemoteMember {
+    fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Self> {
+        let cluster = meta
+            .labels
+            .as_ref()?
+            .get(labels::mirror::GATEWAY_CLUSTER)?
+            .clone();
+        let a = meta.annotations.as_ref()?;
+        let get = |k: &str| a.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(Self {
+            cluster,
+            gateway_identity: get(labels::mirror::REMOTE_GATEWAY_IDENTITY)?,
+            fq_name: get(labels::mirror::REMOTE_SVC_FQ_NAME)?,
+            entry: get(labels::mirror::GATEWAY_ENTRY).and_then(|e| e.parse().ok()),
+            identity: get(labels::mirror::REMOTE_IDENTITY),
+        })
+    }
 }
 
 /// The label that ties an EndpointSlice to its Service.
@@ -315,6 +383,7 @@ impl SliceInfo {
             service: (ns, svc),
             ports,
             endpoints,
+            remote: RemoteMember::from_meta(meta),
         })
     }
 }
@@ -369,6 +438,9 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
         // The service exists but not on this port: nothing to send traffic to.
         return Resolution::Endpoints(Arc::default());
     };
+    if svc.federated {
+        return Resolution::Endpoints(Arc::new(federated(view, svc, port_name.as_ref(), port, caller)));
+    }
     let mut out = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for slice in view.slices.get(service).into_iter().flat_map(|s| s.values()) {
@@ -394,6 +466,82 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
         return Resolution::Endpoints(Arc::new([(entry.addr, entry)].into()));
     }
     Resolution::Endpoints(Arc::new(out))
+}
+
+/// The endpoints of a federated Service: its local member's endpoints as they are, and
+/// each ready remote member through the gateway path — for a Strait caller one endpoint
+/// at the local gateway's proxy entry with the remote workload identity (when the member
+/// carries both), else the remote gateway as Linkerd's proxies reach a gateway mirror.
+/// Remote endpoints carry [`TIER_LABEL`]`=`[`TIER_REMOTE`]: a Strait proxy sends to
+/// them only when no local endpoint is usable (see the proxy's balancer).
+fn federated(
+    view: &View<'_>,
+    svc: &ServiceInfo,
+    port_name: Option<&String>,
+    port: u16,
+    caller: Caller,
+) -> BTreeMap<SocketAddr, Endpoint> {
+    let mut out = BTreeMap::new();
+    let ns = &svc.id.0;
+    if let Some(local) = &svc.local_discovery {
+        let id = (ns.clone(), local.clone());
+        // A member is never itself federated (that would recurse).
+        if view.services.get(&id).is_some_and(|m| !m.federated)
+            && let Resolution::Endpoints(eps) = resolve(view, &id, port, caller)
+        {
+            out.extend(eps.iter().map(|(a, e)| (*a, e.clone())));
+        }
+    }
+    for slice in view.slices.get(&svc.id).into_iter().flat_map(|s| s.values()) {
+        let Some(member) = &slice.remote else { continue };
+        // The member's cluster lacks this port: its slice does not name it.
+        let Some(gateway_port) = slice.ports.get(&port_name.cloned()).copied() else {
+            continue;
+        };
+        let ready: Vec<IpAddr> = slice.endpoints.iter().filter(|e| e.ready).map(|e| e.ip).collect();
+        if ready.is_empty() {
+            continue;
+        }
+        let mut labels = BTreeMap::from([
+            ("namespace".to_string(), ns.clone()),
+            ("service".to_string(), svc.id.1.clone()),
+            ("target_cluster_name".to_string(), member.cluster.clone()),
+            (TIER_LABEL.to_string(), TIER_REMOTE.to_string()),
+        ]);
+        let authority_override = Some(format!("{}:{port}", member.fq_name));
+        if caller == Caller::Strait
+            && let (Some(entry), Some(identity)) = (member.entry, &member.identity)
+        {
+            labels.insert(GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string());
+            out.insert(
+                entry,
+                Endpoint {
+                    addr: entry,
+                    labels,
+                    identity: Some(identity.clone()),
+                    h2: true,
+                    opaque_transport_port: None,
+                    authority_override,
+                },
+            );
+            continue;
+        }
+        for ip in ready {
+            let addr = SocketAddr::new(ip, gateway_port);
+            out.insert(
+                addr,
+                Endpoint {
+                    addr,
+                    labels: labels.clone(),
+                    identity: Some(member.gateway_identity.clone()),
+                    h2: false,
+                    opaque_transport_port: Some(gateway_port),
+                    authority_override: authority_override.clone(),
+                },
+            );
+        }
+    }
+    out
 }
 
 /// The endpoint of a mirror at the local gateway's proxy entry, when the mirror names an

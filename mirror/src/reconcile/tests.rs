@@ -188,7 +188,10 @@ fn selection_modes_and_skips() {
         (
             remote("production", "a", Some("remote-discovery"), "1"),
             &["production"],
-            vec!["service/production/a-east"],
+            vec![
+                "service/production/a-east",
+                "endpointslice.discovery.k8s.io/production/a-east-gateway",
+            ],
             None,
         ),
         (
@@ -214,20 +217,38 @@ fn selection_modes_and_skips() {
             svc.metadata
         );
     }
-    // Remote discovery: Linkerd's annotations, no endpoints.
+    // Remote discovery: Linkerd's annotations on the Service; Strait reaches the remote
+    // endpoints through the gateway path, so its slice is the gateway, marked with the
+    // cluster, with the entry and the remote workload identity when both are known.
     let svc = remote("production", "a", Some("remote-discovery"), "1");
-    let p = plan(
-        &l,
-        [&svc],
-        &BTreeMap::new(),
-        &view(&["production"]),
-        &gw(true),
-        None,
-    );
+    let identities = BTreeMap::from([(
+        ("production".to_string(), "a".to_string()),
+        "a.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+    )]);
+    let entry = Gateway {
+        entry: Some("127.0.0.1:4150".parse().unwrap()),
+        ..gw(true)
+    };
+    let p = plan(&l, [&svc], &identities, &view(&["production"]), &entry, None);
     let ann = p.apply[0].meta().annotations.clone().unwrap();
     assert_eq!(ann["multicluster.linkerd.io/remote-discovery"], "east");
     assert_eq!(ann["multicluster.linkerd.io/remote-service"], "a");
     assert!(!ann.contains_key("mirror.linkerd.io/remote-gateway-identity"));
+    let slice = p.apply[1].meta();
+    assert_eq!(
+        slice.labels.as_ref().unwrap()["mirror.strait.io/gateway-cluster"],
+        "east"
+    );
+    let sann = slice.annotations.as_ref().unwrap();
+    assert_eq!(sann["mirror.strait.io/gateway-entry"], "127.0.0.1:4150");
+    assert_eq!(
+        sann["mirror.strait.io/remote-identity"],
+        "a.production.serviceaccount.identity.linkerd.cluster.local"
+    );
+    assert_eq!(
+        sann["mirror.linkerd.io/remote-svc-fq-name"],
+        "a.production.svc.cluster.local"
+    );
     // A mirror in the target cluster is never mirrored back.
     let mut m = remote("production", "b-west", Some("true"), "1");
     m.metadata

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 
-use super::{Concrete, DISCOVERY_WAIT, Logical, Outbound, Replay, classify};
+use super::{Concrete, DISCOVERY_WAIT, EpValue, Logical, Outbound, Replay, classify};
 use crate::balance::{self, Pick};
 use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire};
 use crate::policy::client::Known;
@@ -514,7 +514,14 @@ impl Outbound {
                 ));
                 return (self.error(&l.stats, start, e), Outcome::Error);
             }
-            Ok(Pick::Endpoint(ep)) => (self.endpoint_client(&ep, app), ep.value.stats.clone(), Some(ep)),
+            Ok(Pick::Endpoint(ep)) => {
+                let usable =
+                    |b: &balance::Balanced<EpValue>| f.accrual.is_none() || b.value.breaker.available(now);
+                match self.connected(concrete, ep, app, usable).await {
+                    Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
+                    Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),
+                }
+            }
             Ok(Pick::Unknown) => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,

@@ -109,6 +109,8 @@ pub struct ClientConfig {
     pub proxy: Option<String>,
     /// Bound on each request, connecting included.
     pub timeout: Duration,
+    /// Whether the report lists every request ([`Report::timeline`]).
+    pub timeline: bool,
 }
 
 impl ClientConfig {
@@ -191,6 +193,27 @@ pub struct Report {
     pub servers: Vec<ServerCount>,
     /// Failures by kind (`HTTP 500`, `gRPC 14 UNAVAILABLE`, `connect: …`, `timeout`).
     pub errors: BTreeMap<String, u64>,
+    /// When the run started, milliseconds since the Unix epoch (to line the timeline up
+    /// with events outside the client).
+    #[serde(default)]
+    pub started_unix_ms: u64,
+    /// Every request, in completion order (with `--timeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<Sample>>,
+}
+
+/// One request of a timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was scheduled, milliseconds after the start.
+    pub at_ms: f64,
+    /// From its scheduled time to its complete answer, milliseconds.
+    pub latency_ms: f64,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The cluster of the server that answered, if any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 impl Report {
@@ -260,9 +283,22 @@ struct Recorder {
     failed: u64,
     servers: HashMap<Identity, u64>,
     errors: BTreeMap<String, u64>,
+    started_unix_ms: u64,
+    timeline: Option<Vec<Sample>>,
 }
 
 impl Recorder {
+    fn record_at(&mut self, at: Duration, latency: Duration, o: &Outcome) {
+        if let Some(t) = self.timeline.as_mut() {
+            t.push(Sample {
+                at_ms: at.as_secs_f64() * 1000.0,
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                ok: o.ok,
+                cluster: o.server.as_ref().map(|s| s.cluster.clone()),
+            });
+        }
+    }
+
     fn record(&mut self, latency: Duration, o: Outcome) {
         self.latencies.push(latency);
         if o.ok {
@@ -314,6 +350,8 @@ impl Recorder {
             },
             servers,
             errors: self.errors.clone(),
+            started_unix_ms: self.started_unix_ms,
+            timeline: self.timeline.clone(),
         }
     }
 }
@@ -335,7 +373,13 @@ pub type Progress = Box<dyn Fn(&Report) + Send>;
 pub async fn run(config: ClientConfig, progress: Option<(Duration, Progress)>) -> Result<Report, BadValue> {
     config.validate()?;
     let config = Arc::new(config);
-    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let recorder = Arc::new(Mutex::new(Recorder {
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        timeline: config.timeline.then(Vec::new),
+        ..Recorder::default()
+    }));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for k in 0..config.concurrency {
@@ -398,7 +442,10 @@ async fn worker(k: usize, config: Arc<ClientConfig>, recorder: Arc<Mutex<Recorde
             }
         };
         let latency = at.elapsed();
-        recorder.lock().expect("recorder").record(latency, outcome);
+        let mut r = recorder.lock().expect("recorder");
+        r.record_at(offset, latency, &outcome);
+        r.record(latency, outcome);
+        drop(r);
         i += config.concurrency as u64;
     }
 }
@@ -611,6 +658,7 @@ mod tests {
             concurrency: 1,
             proxy: None,
             timeout: Duration::from_secs(1),
+            timeline: false,
         };
         assert_eq!(good.validate(), Ok(()));
         let flag = |c: ClientConfig| c.validate().unwrap_err().flag;
@@ -669,6 +717,7 @@ mod tests {
             concurrency: 1,
             proxy: None,
             timeout: Duration::from_secs(1),
+            timeline: false,
         };
         let id = |pod: &str| Identity {
             pod: pod.into(),

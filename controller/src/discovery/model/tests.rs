@@ -266,3 +266,220 @@ fn callers_mark_themselves_in_the_context_token() {
         assert_eq!(Caller::from_context_token(token), want, "{token}");
     }
 }
+
+/// A federated Service as the mirror writes it: local member `myapp` (two pods, one not
+/// ready), remote members in east (entry known) and central (no entry; not ready when
+/// `central_ready` is false), and west's own pods.
+fn federated_world(central_ready: bool, local: bool) -> World {
+    let mut ann = json!({"multicluster.linkerd.io/remote-discovery": "myapp@central,myapp@east"});
+    if local {
+        ann["multicluster.linkerd.io/local-discovery"] = json!("myapp");
+    }
+    let fed = svc(json!({
+        "metadata": {"name": "myapp-federated", "namespace": "production", "annotations": ann},
+        "spec": {"clusterIP": "198.18.1.12", "ports": [{"port": 80}, {"name": "admin", "port": 9990}]}
+    }));
+    let member = svc(json!({
+        "metadata": {"name": "myapp", "namespace": "production"},
+        "spec": {"clusterIP": "198.18.1.10", "ports": [{"port": 80, "targetPort": 8080}]}
+    }));
+    let remote = |cluster: &str, gw: &str, entry: Option<&str>, ready: bool, ports: serde_json::Value| {
+        let mut ann = json!({
+            "mirror.linkerd.io/remote-gateway-identity":
+                format!("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.{cluster}"),
+            "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
+        });
+        if let Some(e) = entry {
+            ann["mirror.strait.io/gateway-entry"] = json!(e);
+            ann["mirror.strait.io/remote-identity"] = json!(format!(
+                "myapp.production.serviceaccount.identity.linkerd.{cluster}"
+            ));
+        }
+        SliceInfo::from_slice(
+            &serde_json::from_value(json!({
+                "metadata": {"name": format!("myapp-federated-{cluster}"), "namespace": "production",
+                             "labels": {"kubernetes.io/service-name": "myapp-federated",
+                                        "mirror.strait.io/gateway-cluster": cluster},
+                             "annotations": ann},
+                "addressType": "IPv4",
+                "ports": ports,
+                "endpoints": [{"addresses": [gw], "conditions": {"ready": ready}}]
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let east = remote(
+        "east",
+        "198.18.16.2",
+        Some("127.0.0.1:4180"),
+        true,
+        json!([{"name": "", "port": 4143}, {"name": "admin", "port": 4143}]),
+    );
+    let central = remote(
+        "central",
+        "198.18.32.2",
+        None,
+        central_ready,
+        json!([{"name": "", "port": 4143}]),
+    );
+    let local_slice = slice(
+        "myapp",
+        None,
+        8080,
+        &[("198.18.0.5", true, "myapp-1"), ("198.18.0.6", false, "myapp-2")],
+    );
+    World {
+        services: [(id("myapp-federated"), fed), (id("myapp"), member)].into(),
+        slices: [
+            (
+                id("myapp-federated"),
+                [
+                    ("myapp-federated-east".to_string(), east),
+                    ("myapp-federated-central".to_string(), central),
+                ]
+                .into(),
+            ),
+            (id("myapp"), [("myapp-abc".to_string(), local_slice)].into()),
+        ]
+        .into(),
+        pods: [(id("myapp-1"), pod("myapp-1", "198.18.0.5", true, json!({})))].into(),
+    }
+}
+
+#[test]
+fn a_federated_service_answers_local_endpoints_and_remote_members_through_the_gateway_path() {
+    let w = federated_world(true, true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Strait));
+    let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(addrs, ["127.0.0.1:4180", "198.18.0.5:8080", "198.18.32.2:4143"]);
+    let by = |a: &str| eps.iter().find(|e| e.addr.to_string() == a).unwrap();
+    // Local: the member's own endpoint, direct, with its pod identity, tier 0.
+    let local = by("198.18.0.5:8080");
+    assert_eq!(
+        local.identity.as_deref(),
+        Some("myapp.production.serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert!(!local.labels.contains_key(TIER_LABEL));
+    // East: the entry, with the remote workload identity, lower tier.
+    let east = by("127.0.0.1:4180");
+    assert_eq!(
+        east.identity.as_deref(),
+        Some("myapp.production.serviceaccount.identity.linkerd.east")
+    );
+    assert_eq!(east.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
+    assert_eq!(east.labels[TIER_LABEL], TIER_REMOTE);
+    assert_eq!(east.labels["target_cluster_name"], "east");
+    assert_eq!(
+        east.authority_override.as_deref(),
+        Some("myapp.production.svc.cluster.local:80")
+    );
+    // Central has no entry: Linkerd's gateway endpoint, even for a Strait proxy.
+    let central = by("198.18.32.2:4143");
+    assert_eq!(
+        central.identity.as_deref(),
+        Some("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.central")
+    );
+    assert_eq!((central.h2, central.opaque_transport_port), (false, Some(4143)));
+    assert_eq!(central.labels[TIER_LABEL], TIER_REMOTE);
+    // A stock proxy gets the remote gateways for every remote member.
+    let eps = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Linkerd));
+    let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(addrs, ["198.18.0.5:8080", "198.18.16.2:4143", "198.18.32.2:4143"]);
+}
+
+#[test]
+fn federated_members_follow_readiness_ports_and_the_local_member() {
+    // Central's gateway not ready: central leaves; east stays.
+    let w = federated_world(false, true);
+    let addrs: Vec<String> = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Linkerd))
+        .iter()
+        .map(|e| e.addr.to_string())
+        .collect();
+    assert_eq!(addrs, ["198.18.0.5:8080", "198.18.16.2:4143"]);
+    // Port 9990: only east has it (the local member has no such port).
+    let addrs: Vec<String> = endpoints(resolve(&w.view(), &id("myapp-federated"), 9990, Caller::Linkerd))
+        .iter()
+        .map(|e| e.addr.to_string())
+        .collect();
+    assert_eq!(addrs, ["198.18.16.2:4143"]);
+    // No local member: remote only.
+    let w = federated_world(true, false);
+    let addrs: Vec<String> = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Strait))
+        .iter()
+        .map(|e| e.addr.to_string())
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:4180", "198.18.32.2:4143"]);
+}
+
+#[test]
+fn a_remote_discovery_mirror_resolves_through_the_gateway_path() {
+    let s = svc(json!({
+        "metadata": {"name": "myapp-east", "namespace": "production", "annotations": {
+            "multicluster.linkerd.io/remote-discovery": "east",
+            "multicluster.linkerd.io/remote-service": "myapp",
+            "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local"}},
+        "spec": {"clusterIP": "198.18.1.13", "ports": [{"name": "http", "port": 80}]}
+    }));
+    let slice = |entry: bool, ready: bool| {
+        let mut ann = json!({
+            "mirror.linkerd.io/remote-gateway-identity":
+                "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+            "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
+        });
+        if entry {
+            ann["mirror.strait.io/gateway-entry"] = json!("127.0.0.1:4180");
+            ann["mirror.strait.io/remote-identity"] =
+                json!("myapp.production.serviceaccount.identity.linkerd.cluster.local");
+        }
+        SliceInfo::from_slice(
+            &serde_json::from_value(json!({
+                "metadata": {"name": "myapp-east-gateway", "namespace": "production",
+                             "labels": {"kubernetes.io/service-name": "myapp-east",
+                                        "mirror.strait.io/gateway-cluster": "east"},
+                             "annotations": ann},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 4143}],
+                "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let world = |entry: bool, ready: bool| World {
+        services: [(id("myapp-east"), s.clone())].into(),
+        slices: [(
+            id("myapp-east"),
+            [("myapp-east-gateway".to_string(), slice(entry, ready))].into(),
+        )]
+        .into(),
+        pods: BTreeMap::new(),
+    };
+    let w = world(true, true);
+    let e = &endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait))[0];
+    assert_eq!(e.addr.to_string(), "127.0.0.1:4180");
+    assert_eq!(
+        e.identity.as_deref(),
+        Some("myapp.production.serviceaccount.identity.linkerd.cluster.local"),
+        "the remote workload, end to end"
+    );
+    assert_eq!(
+        e.authority_override.as_deref(),
+        Some("myapp.production.svc.cluster.local:80")
+    );
+    assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
+    // A stock proxy, or no entry: the remote gateway, as for a gateway mirror.
+    for (entry, caller) in [(true, Caller::Linkerd), (false, Caller::Strait)] {
+        let w = world(entry, true);
+        let e = &endpoints(resolve(&w.view(), &id("myapp-east"), 80, caller))[0];
+        assert_eq!(e.addr.to_string(), "198.18.16.2:4143");
+        assert_eq!(
+            e.identity.as_deref(),
+            Some("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local")
+        );
+        assert_eq!((e.h2, e.opaque_transport_port), (false, Some(4143)));
+    }
+    // The gateway's probe decides readiness.
+    let w = world(true, false);
+    assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait)).is_empty());
+}

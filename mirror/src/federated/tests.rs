@@ -1,0 +1,297 @@
+//! Federated services, table-driven, without I/O.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+use strait_api::mesh::link::Link;
+
+use super::*;
+use crate::reconcile::fold;
+
+fn link(cluster: &str) -> LinkConfig {
+    let l: Link = serde_json::from_value(json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": cluster, "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": cluster,
+            "clusterCredentialsSecret": format!("cluster-credentials-{cluster}"),
+            "gatewayAddress": "198.18.16.2",
+            "gatewayPort": "4143",
+            "gatewayIdentity": "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+        },
+    }))
+    .unwrap();
+    LinkConfig::from_link(&l).unwrap()
+}
+
+fn svc(ns: &str, name: &str, member: bool, ports: &[(&str, i32)]) -> Service {
+    let mut labels = serde_json::Map::new();
+    labels.insert("app".into(), json!(name));
+    if member {
+        labels.insert("mirror.linkerd.io/federated".into(), json!("member"));
+    }
+    let ports: Vec<_> = ports.iter().map(|(n, p)| json!({"name": n, "port": p})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "resourceVersion": "1"},
+        "spec": {"selector": {"app": name}, "clusterIP": "10.96.0.9", "ports": ports},
+    }))
+    .unwrap()
+}
+
+fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
+    let link = link(cluster);
+    let entry: SocketAddr = "127.0.0.1:4150".parse().unwrap();
+    LinkMembers {
+        services: link_members(&link, services),
+        identities: services
+            .iter()
+            .map(|s| {
+                (
+                    reconcile::ns_name(&s.metadata),
+                    format!("myapp.production.serviceaccount.identity.linkerd.{cluster}"),
+                )
+            })
+            .collect(),
+        gateway: Gateway {
+            addresses: vec!["198.18.16.2".parse().unwrap()],
+            port: 4143,
+            ready,
+            entry: Some(entry),
+        },
+        link,
+    }
+}
+
+fn local(services: &[Service]) -> LocalView {
+    let mut v = LocalView {
+        namespaces: ["production".to_string()].into(),
+        ..Default::default()
+    };
+    for s in services {
+        fold(&mut v, s.clone().into_object(), false);
+    }
+    v
+}
+
+fn apply(view: &mut LocalView, plan: &Plan) {
+    for o in &plan.apply {
+        fold(view, o.clone(), false);
+    }
+    for k in &plan.delete {
+        let key = (k.namespace.clone(), k.name.clone());
+        match k.kind {
+            KindId::Service => {
+                view.services.remove(&key);
+            }
+            _ => {
+                view.slices.remove(&key);
+            }
+        }
+    }
+}
+
+fn fed(view: &LocalView) -> &Service {
+    &view.services[&("production".to_string(), "myapp-federated".to_string())]
+}
+
+fn annotation<'a>(s: &'a Service, k: &str) -> Option<&'a str> {
+    s.metadata.annotations.as_ref()?.get(k).map(String::as_str)
+}
+
+#[test]
+fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations() {
+    let mut view = local(&[svc("production", "myapp", true, &[("http", 80)])]);
+    let links = [
+        members(
+            "east",
+            &[svc("production", "myapp", true, &[("http", 80), ("grpc", 9090)])],
+            true,
+        ),
+        members(
+            "central",
+            &[svc("production", "myapp", true, &[("http", 80)])],
+            false,
+        ),
+    ];
+    let plan = plan(&links, &view, Some(&ServiceRange::parse("10.96.0.0/16").unwrap()));
+    let keys: Vec<String> = plan.apply.iter().map(|o| o.key().to_string()).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys[0], "service/production/myapp-federated", "Services first");
+    apply(&mut view, &plan);
+    let f = fed(&view);
+    assert_eq!(
+        annotation(f, "multicluster.linkerd.io/local-discovery"),
+        Some("myapp")
+    );
+    assert_eq!(
+        annotation(f, "multicluster.linkerd.io/remote-discovery"),
+        Some("myapp@central,myapp@east")
+    );
+    let ports: Vec<(Option<String>, i32)> = f
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(Some("http".into()), 80), (Some("grpc".into()), 9090)],
+        "ports unioned"
+    );
+    assert!(f.spec.as_ref().unwrap().cluster_ip.is_some());
+    assert!(
+        f.spec.as_ref().unwrap().selector.is_none(),
+        "no selector: members are annotations"
+    );
+    // One slice per remote member, at its gateway, carrying the entry and identity.
+    let east = &view.slices[&("production".to_string(), "myapp-federated-east".to_string())];
+    let labels = east.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["kubernetes.io/service-name"], "myapp-federated");
+    assert_eq!(labels["mirror.strait.io/gateway-cluster"], "east");
+    assert!(
+        !labels.contains_key("mirror.linkerd.io/cluster-name"),
+        "no link owns it"
+    );
+    let ann = east.metadata.annotations.as_ref().unwrap();
+    assert_eq!(
+        ann["mirror.linkerd.io/remote-svc-fq-name"],
+        "myapp.production.svc.cluster.local"
+    );
+    assert_eq!(ann["mirror.strait.io/gateway-entry"], "127.0.0.1:4150");
+    assert_eq!(
+        ann["mirror.strait.io/remote-identity"],
+        "myapp.production.serviceaccount.identity.linkerd.east"
+    );
+    let eps = east.endpoints.as_ref().unwrap();
+    assert_eq!(eps[0].addresses, ["198.18.16.2"]);
+    assert_eq!(eps[0].conditions.as_ref().unwrap().ready, Some(true));
+    assert_eq!(east.ports.as_ref().unwrap().len(), 2, "both ports east has");
+    let central = &view.slices[&("production".to_string(), "myapp-federated-central".to_string())];
+    assert_eq!(
+        central.endpoints.as_ref().unwrap()[0]
+            .conditions
+            .as_ref()
+            .unwrap()
+            .ready,
+        Some(false),
+        "a gateway that is not ready makes its member not ready"
+    );
+    assert_eq!(
+        central.ports.as_ref().unwrap().len(),
+        1,
+        "only the port central has"
+    );
+    // A fixed point.
+    let again = super::plan(&links, &view, Some(&ServiceRange::parse("10.96.0.0/16").unwrap()));
+    assert!(again.is_empty(), "{:?} {:?}", again.apply, again.delete);
+}
+
+#[test]
+fn members_leave_when_their_label_or_link_goes() {
+    let range = ServiceRange::parse("10.96.0.0/16").unwrap();
+    let mut view = local(&[svc("production", "myapp", true, &[("http", 80)])]);
+    let east = members("east", &[svc("production", "myapp", true, &[("http", 80)])], true);
+    let central = members(
+        "central",
+        &[svc("production", "myapp", true, &[("http", 80)])],
+        true,
+    );
+    let p = plan(&[east.clone(), central.clone()], &view, Some(&range));
+    apply(&mut view, &p);
+    let ip = fed(&view).spec.as_ref().unwrap().cluster_ip.clone();
+    // Central's link goes: its slice goes, the annotation follows, the address stays.
+    let p = plan(std::slice::from_ref(&east), &view, Some(&range));
+    assert_eq!(
+        p.delete.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["endpointslice.discovery.k8s.io/production/myapp-federated-central"]
+    );
+    apply(&mut view, &p);
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"),
+        Some("myapp@east")
+    );
+    assert_eq!(fed(&view).spec.as_ref().unwrap().cluster_ip, ip);
+    // East's Service loses the label.
+    let unlabelled = members(
+        "east",
+        &[svc("production", "myapp", false, &[("http", 80)])],
+        true,
+    );
+    let p = plan(std::slice::from_ref(&unlabelled), &view, Some(&range));
+    apply(&mut view, &p);
+    assert!(!view.slices.keys().any(|(_, n)| n.starts_with("myapp-federated")));
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/remote-discovery"),
+        None
+    );
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/local-discovery"),
+        Some("myapp")
+    );
+    // The local Service loses it too: nothing is left.
+    fold(
+        &mut view,
+        svc("production", "myapp", false, &[("http", 80)]).into_object(),
+        false,
+    );
+    let p = plan(&[unlabelled], &view, Some(&range));
+    assert_eq!(
+        p.delete.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["service/production/myapp-federated"]
+    );
+}
+
+#[test]
+fn remote_members_alone_make_a_federated_service_and_nothing_foreign_is_touched() {
+    let mut view = local(&[]);
+    // Someone else's Service holds the name of another federated service.
+    let mut theirs = svc("production", "other-federated", false, &[("http", 80)]);
+    theirs.metadata.labels = None;
+    fold(&mut view, theirs.into_object(), false);
+    // A mirror of another cluster is never a member, even when labelled.
+    let mut mirror = svc("production", "myapp-north", true, &[("http", 80)]);
+    mirror
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("mirror.linkerd.io/mirrored-service".into(), "true".into());
+    fold(&mut view, mirror.into_object(), false);
+    let east = members(
+        "east",
+        &[
+            svc("production", "myapp", true, &[("http", 80)]),
+            svc("production", "other", true, &[("http", 80)]),
+            svc("staging", "myapp", true, &[("http", 80)]),
+        ],
+        true,
+    );
+    let p = plan(&[east], &view, None);
+    let applied: Vec<String> = p.apply.iter().map(|o| o.key().to_string()).collect();
+    assert_eq!(
+        applied,
+        [
+            "service/production/myapp-federated",
+            "endpointslice.discovery.k8s.io/production/myapp-federated-east"
+        ]
+    );
+    assert!(p.delete.is_empty());
+    let reasons: Vec<(&str, &str)> = p
+        .skipped
+        .iter()
+        .map(|s| (s.remote.0.as_str(), s.reason.reason()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("production", "NameTaken"), ("staging", "NamespaceNotFound")]
+    );
+    apply(&mut view, &p);
+    assert_eq!(
+        annotation(fed(&view), "multicluster.linkerd.io/local-discovery"),
+        None
+    );
+}
