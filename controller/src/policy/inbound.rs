@@ -192,7 +192,7 @@ fn default_policy_of(cfg: &InboundConfig, pod: &PodFacts, ns: &NamespacePolicy) 
     pod.default_policy
         .as_deref()
         .or_else(|| ns.annotations.get(key).map(String::as_str))
-        .and_then(|v| DefaultPolicy::parse(v))
+        .and_then(DefaultPolicy::parse)
         .unwrap_or(cfg.default_policy)
 }
 
@@ -805,14 +805,15 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
                             let s = index.state.read().unwrap_or_else(|e| e.into_inner());
                             s.pods.get(&new.namespace, &new.name).is_some_and(|old| same_policy_facts(old, &new))
                         };
-                        if !unchanged {
+                        if unchanged {
+                            // Keep the newest record without telling streams: the older one
+                            // is no other index's any more, and would otherwise be a copy.
+                            let mut s = index.state.write().unwrap_or_else(|e| e.into_inner());
+                            s.pods.insert(new);
+                        } else {
                             index.update(Some(new.namespace.to_string()), |s| {
                                 s.pods.insert(new);
                             });
-                        } else {
-                            // Keep the newest record: the older one is no other index's any more.
-                            let mut s = index.state.write().unwrap_or_else(|e| e.into_inner());
-                            s.pods.insert(new);
                         }
                     }
                 }
