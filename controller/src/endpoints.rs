@@ -4,10 +4,12 @@
 //!
 //! [`plan`] is pure: given a Service, the pods of its namespace and the slices this
 //! controller manages for it, it returns the slices to write and delete. [`run`] watches
-//! the store, keeps summaries (not whole objects) of Services and Pods, and executes plans
-//! for the Services whose pods, spec or slices changed.
+//! the store, keeps summaries of Services and the shared records of Pods
+//! ([`crate::pods`]), and executes plans for the Services whose pods, spec or slices
+//! changed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -17,6 +19,7 @@ use strait_api::core::selector_matches;
 use strait_api::{Kind, KindId, Object, ObjectKey, Store, WatchEvent};
 
 use crate::discovery::model::SERVICE_NAME_LABEL;
+use crate::pods::{PodInfo, PodMap};
 
 /// The `managed-by` label value of slices this controller owns.
 pub const MANAGED_BY: &str = "endpointslice-controller.strait.io";
@@ -34,58 +37,6 @@ pub struct Plan {
 
 /// A service port as resolved for one pod: (port name, target port, protocol).
 type PortMapping = (Option<String>, i32, String);
-
-/// What the controller keeps of a Pod: only what endpoints are made of. A whole Pod is
-/// kilobytes; a cluster holds tens of thousands of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodSummary {
-    name: String,
-    uid: Option<String>,
-    labels: strait_api::labels::intern::Labels,
-    /// Its address, unless it has none or has finished.
-    ip: Option<String>,
-    ready: bool,
-    /// Named container ports.
-    ports: Vec<(String, i32)>,
-    hostname: Option<String>,
-    subdomain: Option<String>,
-}
-
-impl PodSummary {
-    /// The summary of a Pod.
-    pub fn of(pod: &Pod) -> Self {
-        let status = pod.status.as_ref();
-        let conditions = status.and_then(|s| s.conditions.as_ref());
-        let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
-            Some(c) => c.status == "True",
-            None => status.and_then(|s| s.phase.as_deref()) == Some("Running"),
-        };
-        let finished = matches!(
-            status.and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
-        let spec = pod.spec.as_ref();
-        Self {
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone(),
-            labels: strait_api::labels::intern::interned(pod.metadata.labels.clone().unwrap_or_default()),
-            ip: status.and_then(|s| s.pod_ip.clone()).filter(|_| !finished),
-            ready,
-            ports: spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .flat_map(|c| c.ports.iter().flatten())
-                .filter_map(|p| Some((p.name.clone()?, p.container_port)))
-                .collect(),
-            hostname: spec.and_then(|s| s.hostname.clone()),
-            subdomain: spec.and_then(|s| s.subdomain.clone()),
-        }
-    }
-
-    fn named_port(&self, name: &str) -> Option<i32> {
-        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
-    }
-}
 
 /// What the controller keeps of a Service.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +64,7 @@ impl ServiceSummary {
         }
     }
 
-    fn selects(&self, pod: &PodSummary) -> bool {
+    fn selects(&self, pod: &PodInfo) -> bool {
         self.selector
             .as_ref()
             .is_some_and(|sel| selector_matches(sel, &pod.labels))
@@ -125,7 +76,7 @@ impl ServiceSummary {
 pub fn desired<'a>(
     namespace: &str,
     svc: &ServiceSummary,
-    pods: impl IntoIterator<Item = &'a PodSummary>,
+    pods: impl IntoIterator<Item = &'a PodInfo>,
 ) -> Vec<EndpointSlice> {
     if svc.selector.is_none() {
         return Vec::new();
@@ -136,7 +87,9 @@ pub fn desired<'a>(
         if !svc.selects(pod) {
             continue;
         }
-        let Some(ip) = pod.ip.clone() else { continue };
+        let Some(ip) = pod.ip.filter(|_| !pod.finished).map(|ip| ip.to_string()) else {
+            continue;
+        };
         let mapping: Option<Vec<PortMapping>> = svc
             .ports
             .iter()
@@ -144,7 +97,7 @@ pub fn desired<'a>(
                 let target = match &p.target_port {
                     None => Some(p.port),
                     Some(IntOrString::Int(t)) => Some(*t),
-                    Some(IntOrString::String(n)) => pod.named_port(n),
+                    Some(IntOrString::String(n)) => pod.named_port(n).map(i32::from),
                 }?;
                 Some((
                     p.name.clone(),
@@ -158,8 +111,9 @@ pub fn desired<'a>(
         // A pod whose subdomain is this service is reachable by its hostname, as in Kubernetes.
         let hostname = pod
             .hostname
-            .clone()
-            .filter(|_| pod.subdomain.as_deref() == Some(name.as_str()));
+            .as_deref()
+            .filter(|_| pod.subdomain.as_deref() == Some(name.as_str()))
+            .map(String::from);
         groups.entry(mapping).or_default().push(Endpoint {
             addresses: vec![ip],
             hostname,
@@ -170,9 +124,9 @@ pub fn desired<'a>(
             }),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),
-                name: Some(pod.name.clone()),
+                name: Some(pod.name.to_string()),
                 namespace: Some(namespace.to_string()),
-                uid: pod.uid.clone(),
+                uid: pod.uid.as_deref().map(String::from),
                 ..Default::default()
             }),
             ..Default::default()
@@ -239,7 +193,7 @@ pub fn digest(s: &EndpointSlice) -> u64 {
 pub fn plan<'a>(
     namespace: &str,
     svc: Option<&ServiceSummary>,
-    pods: impl IntoIterator<Item = &'a PodSummary>,
+    pods: impl IntoIterator<Item = &'a PodInfo>,
     have: &BTreeMap<String, u64>,
 ) -> Plan {
     let want = svc.map(|s| desired(namespace, s, pods)).unwrap_or_default();
@@ -265,13 +219,13 @@ type NsName = (String, String);
 #[derive(Default)]
 struct State {
     services: BTreeMap<NsName, ServiceSummary>,
-    pods: BTreeMap<NsName, PodSummary>,
+    pods: PodMap,
     slices: BTreeMap<NsName, BTreeMap<String, u64>>,
 }
 
 impl State {
     /// Marks every service of `ns` that selects `pod` dirty.
-    fn touch_selecting(&self, ns: &str, pod: &PodSummary, dirty: &mut BTreeSet<NsName>) {
+    fn touch_selecting(&self, ns: &str, pod: &PodInfo, dirty: &mut BTreeSet<NsName>) {
         for (key, svc) in in_namespace_keyed(&self.services, ns) {
             if svc.selects(pod) {
                 dirty.insert(key.clone());
@@ -280,33 +234,28 @@ impl State {
     }
 
     fn on_pod(&mut self, ev: WatchEvent<Pod>, dirty: &mut BTreeSet<NsName>) {
-        let put = |s: &mut Self, pod: &Pod, dirty: &mut BTreeSet<NsName>| {
-            let Some(k) = key(pod) else { return };
-            let new = PodSummary::of(pod);
-            match s.pods.get(&k) {
-                Some(old) if *old == new => return,
-                Some(old) => s.touch_selecting(&k.0, old, dirty),
-                None => {}
-            }
-            s.touch_selecting(&k.0, &new, dirty);
-            s.pods.insert(k, new);
-        };
         match ev {
             WatchEvent::Restarted(items) => {
-                self.pods.clear();
-                for p in &items {
-                    if let Some(k) = key(p) {
-                        self.pods.insert(k, PodSummary::of(p));
-                    }
-                }
+                self.pods = items.iter().filter_map(crate::pods::shared).collect();
                 dirty.extend(self.services.keys().cloned());
             }
-            WatchEvent::Applied(p) => put(self, &p, dirty),
+            WatchEvent::Applied(p) => {
+                let Some(new) = crate::pods::shared(&p) else {
+                    return;
+                };
+                match self.pods.get(&new.namespace, &new.name) {
+                    Some(old) if Arc::ptr_eq(old, &new) || **old == *new => return,
+                    Some(old) => self.touch_selecting(&new.namespace, old, dirty),
+                    None => {}
+                }
+                self.touch_selecting(&new.namespace, &new, dirty);
+                self.pods.insert(new);
+            }
             WatchEvent::Deleted(p) => {
-                if let Some(k) = key(&p)
-                    && let Some(old) = self.pods.remove(&k)
+                if let Some((ns, name)) = key(&p)
+                    && let Some(old) = self.pods.remove(&ns, &name)
                 {
-                    self.touch_selecting(&k.0, &old, dirty);
+                    self.touch_selecting(&ns, &old, dirty);
                 }
             }
         }
@@ -420,7 +369,7 @@ async fn reconcile<S: Store>(store: &S, state: &mut State, dirty: BTreeSet<NsNam
     let mut delete: Vec<ObjectKey> = Vec::new();
     for svc_key in &dirty {
         let (ns, _) = svc_key;
-        let pods = in_namespace(&state.pods, ns);
+        let pods = state.pods.in_namespace(ns).map(|p| &**p);
         let have = state.slices.get(svc_key).unwrap_or(&empty);
         let p = plan(ns, state.services.get(svc_key), pods, have);
         apply.extend(p.apply);
@@ -461,10 +410,6 @@ async fn reconcile<S: Store>(store: &S, state: &mut State, dirty: BTreeSet<NsNam
 /// The objects of one namespace. Keys sort by namespace first, so they are one range:
 /// reconciling costs the namespace's own objects, not a scan of the whole cluster per
 /// event (which made loading N objects O(N²)).
-fn in_namespace<'a, V>(map: &'a BTreeMap<(String, String), V>, ns: &'a str) -> impl Iterator<Item = &'a V> {
-    in_namespace_keyed(map, ns).map(|(_, v)| v)
-}
-
 fn in_namespace_keyed<'a, V>(
     map: &'a BTreeMap<(String, String), V>,
     ns: &'a str,

@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod identity;
 pub mod inject;
 pub mod install;
+pub mod pods;
 pub mod policy;
 pub mod run;
 pub mod streams;

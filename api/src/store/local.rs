@@ -36,8 +36,12 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Journal size past which the state is compacted into a new snapshot.
 const COMPACT_BYTES: u64 = 8 << 20;
-/// Changes a slow watcher may fall behind before it is resynchronised with a fresh list.
+/// Changes a slow watcher may fall behind before it is resynchronised with a fresh list,
+/// for the kinds that come in bulk (a deployment's pods and their endpoints).
 const WATCH_BUFFER: usize = 4096;
+/// The same for every other kind. A channel's ring is allocated whole when the store
+/// opens; a 4096-slot ring for each of the ~30 kinds was 6 MiB of a controller's memory.
+const WATCH_BUFFER_SMALL: usize = 256;
 /// Namespaces a new cluster starts with, as in Kubernetes.
 const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
@@ -82,23 +86,30 @@ struct State {
     seq: u64,
 }
 
-/// An object as the store keeps it: its compact JSON text. A typed Kubernetes object
-/// (a Pod, say) takes several kilobytes of mostly empty optional fields; its JSON a few
-/// hundred bytes. Readers decode what they read; each watcher decodes each change once.
+/// An object as the store keeps it: its compact JSON text, with the most common
+/// Kubernetes fragments folded into single bytes (see [`packed`]). A typed Kubernetes
+/// object (a Pod, say) takes several kilobytes of mostly empty optional fields; its JSON a
+/// few hundred bytes, about half of which are field names every Pod repeats. Readers
+/// decode what they read; each watcher decodes each change once.
 #[derive(Clone)]
 struct Stored(Arc<[u8]>);
 
 impl Stored {
     fn of(o: &Object) -> Self {
-        Self(o.to_json().into())
+        Self(packed::pack(&o.to_json()).into())
+    }
+
+    /// The object's JSON text.
+    fn json(&self) -> Vec<u8> {
+        packed::unpack(&self.0)
     }
 
     fn object(&self, kind: KindId) -> Object {
-        Object::from_json(kind, &self.0).expect("the store decodes what it encoded")
+        Object::from_json(kind, &self.json()).expect("the store decodes what it encoded")
     }
 
     fn typed<K: Kind>(&self) -> K {
-        serde_json::from_slice(&self.0).expect("the store decodes what it encoded")
+        serde_json::from_slice(&self.json()).expect("the store decodes what it encoded")
     }
 
     /// Its `metadata.resourceVersion`, read without decoding the whole object.
@@ -112,10 +123,97 @@ impl Stored {
         struct Head {
             metadata: Meta,
         }
-        serde_json::from_slice::<Head>(&self.0)
+        serde_json::from_slice::<Head>(&self.json())
             .ok()?
             .metadata
             .resource_version
+    }
+}
+
+/// Compact JSON with common fragments as single bytes.
+///
+/// Compact JSON never holds a raw byte below 0x20 (control characters in strings are
+/// escaped, and there is no whitespace), so those bytes are free to stand for fragments:
+/// byte `i` (1 ≤ i ≤ [`FRAGMENTS`]`.len()`) is `FRAGMENTS[i - 1]`. Packing replaces the
+/// longest fragment found at each position; unpacking expands every such byte. Any text
+/// that holds none of the fragments packs to itself.
+mod packed {
+    /// Field names and values that (nearly) every stored Pod, Service or EndpointSlice
+    /// repeats, in the order serde writes them. At most 31: bytes 1..=31.
+    pub(super) const FRAGMENTS: &[&str] = &[
+        "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{",
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{",
+        "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\",\"addressType\":\"",
+        "\"creationTimestamp\":\"",
+        "\"generation\":",
+        "\"labels\":{",
+        "\"name\":\"",
+        "\"namespace\":\"",
+        "\"resourceVersion\":\"",
+        "\"uid\":\"",
+        "\"spec\":{",
+        "\"status\":{",
+        "\"containers\":[{",
+        "\"image\":\"",
+        "\"serviceAccountName\":\"",
+        "\"conditions\":[{\"status\":\"True\",\"type\":\"Ready\"}]",
+        "\"phase\":\"Running\"",
+        "\"podIP\":\"",
+        "\"linkerd.io/control-plane-ns\":\"linkerd\"",
+        "\"linkerd.io/proxy-deployment\":\"",
+        "\"annotations\":{",
+        "\"ports\":[{",
+        "\"containerPort\":",
+        "\"protocol\":\"TCP\"",
+        "{\"addresses\":[\"",
+        "\"conditions\":{\"ready\":true,\"serving\":true,\"terminating\":false}",
+        "\"targetRef\":{\"kind\":\"Pod\",",
+        "\"kubernetes.io/service-name\":\"",
+        "\"targetPort\":",
+        "\"clusterIP\":\"",
+        "\"port\":",
+    ];
+
+    /// `json` with fragments folded.
+    pub(super) fn pack(json: &[u8]) -> Vec<u8> {
+        debug_assert!(FRAGMENTS.len() < 0x20);
+        let mut out = Vec::with_capacity(json.len());
+        let mut i = 0;
+        while i < json.len() {
+            let rest = &json[i..];
+            let found = if matches!(rest[0], b'"' | b'{') {
+                FRAGMENTS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| rest.starts_with(f.as_bytes()))
+                    .max_by_key(|(_, f)| f.len())
+            } else {
+                None
+            };
+            match found {
+                Some((n, f)) => {
+                    out.push(n as u8 + 1);
+                    i += f.len();
+                }
+                None => {
+                    out.push(rest[0]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The JSON text of `packed`.
+    pub(super) fn unpack(packed: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(packed.len() * 2);
+        for &b in packed {
+            match FRAGMENTS.get(usize::from(b).wrapping_sub(1)) {
+                Some(f) if b < 0x20 => out.extend_from_slice(f.as_bytes()),
+                _ => out.push(b),
+            }
+        }
+        out
     }
 }
 
@@ -174,7 +272,10 @@ impl LocalStore {
             None => None,
         };
         let fresh = state.seq == 0;
-        let channels = KINDS.iter().map(|_| broadcast::channel(WATCH_BUFFER).0).collect();
+        let channels = KINDS
+            .iter()
+            .map(|k| broadcast::channel(watch_buffer(k.id)).0)
+            .collect();
         let store = Self {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
@@ -413,6 +514,14 @@ impl Store for LocalStore {
         tokio::task::spawn_blocking(move || this.delete_now(&key))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+/// How far a watcher of `kind` may fall behind before it is resynchronised.
+fn watch_buffer(kind: KindId) -> usize {
+    match kind {
+        KindId::Pod | KindId::Service | KindId::EndpointSlice | KindId::Endpoints => WATCH_BUFFER,
+        _ => WATCH_BUFFER_SMALL,
     }
 }
 
@@ -679,7 +788,7 @@ fn record_bytes<'a>(seq: u64, resource_version: u64, ops: impl Iterator<Item = R
         match op {
             RecordOp::Put(s) => {
                 out.extend_from_slice(b"{\"put\":");
-                out.extend_from_slice(&s.0);
+                out.extend_from_slice(&s.json());
             }
             RecordOp::Delete(k) => {
                 out.extend_from_slice(b"{\"delete\":");
@@ -738,7 +847,7 @@ impl Persist {
                 if i > 0 {
                     w.write_all(b",")?;
                 }
-                w.write_all(&o.0)?;
+                w.write_all(&o.json())?;
             }
             w.write_all(b"]}")?;
             let f = w.into_inner().map_err(|e| e.into_error())?;

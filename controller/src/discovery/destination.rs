@@ -209,9 +209,10 @@ impl DestinationService {
         Self { index }
     }
 
-    /// The tonic server for this service.
-    pub fn into_server(self) -> pb::destination_server::DestinationServer<Self> {
-        pb::destination_server::DestinationServer::new(self)
+    /// The tonic server for this service (with small per-stream buffers: see
+    /// [`super::server`]).
+    pub fn into_server(self) -> super::server::DestinationServer {
+        super::server::DestinationServer::new(self)
     }
 
     fn target(&self, req: &pb::GetDestination) -> Result<Target, Status> {
@@ -259,7 +260,7 @@ impl pb::destination_server::Destination for DestinationService {
                     Box::new(move |ix: &Index| ix.resolve(&id, addr.port(), caller)),
                 ),
                 Some(IpTarget::Pod(pod)) => {
-                    let ns = pod.id.0.clone();
+                    let ns = pod.namespace.to_string();
                     let f: Box<dyn Fn(&Index) -> Resolution + Send> =
                         Box::new(move |ix: &Index| match ix.lookup_ip(addr.ip()) {
                             Some(IpTarget::Pod(p)) => {
@@ -336,7 +337,7 @@ impl pb::destination_server::Destination for DestinationService {
                     )
                 }
                 Some(IpTarget::Pod(pod)) => {
-                    let ns = pod.id.0.clone();
+                    let ns = pod.namespace.to_string();
                     (
                         Some(ns),
                         Box::new(move |ix: &Index| match ix.lookup_ip(addr.ip()) {

@@ -18,7 +18,7 @@ use strait_api::mesh::split::TrafficSplit;
 use strait_api::{Store, WatchEvent};
 use tokio::sync::watch;
 
-use super::model::{self, Caller, NsName, PodInfo, Resolution, ServiceInfo, SliceInfo, View};
+use super::model::{self, Caller, NsName, PodInfo, PodMap, Resolution, ServiceInfo, SliceInfo, View};
 use crate::streams::Generations;
 
 /// Naming of the cluster the index serves.
@@ -45,21 +45,33 @@ struct State {
     slices: BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
     /// Which service each slice belongs to, by (namespace, slice name).
     slice_owner: HashMap<NsName, NsName>,
-    pods: BTreeMap<NsName, PodInfo>,
+    pods: PodMap,
     profiles: BTreeMap<NsName, ServiceProfile>,
     splits: BTreeMap<NsName, TrafficSplit>,
     /// Services by ClusterIP and pods by IP: `lookup_ip` without scanning 50k pods.
-    service_ips: IpIndex,
-    pod_ips: IpIndex,
+    service_ips: IpIndex<NsName>,
+    pod_ips: IpIndex<PodKey>,
+}
+
+/// A pod's key in the address index: the record's own strings, no copies.
+type PodKey = (Arc<str>, Arc<str>);
+
+fn pod_key(p: &PodInfo) -> PodKey {
+    (p.namespace.clone(), p.name.clone())
 }
 
 /// Objects by address; several may claim one (the first by name wins, as a scan would).
 /// Almost every address has one owner, so each holds a small sorted vector, not a set.
-#[derive(Default)]
-struct IpIndex(HashMap<IpAddr, Vec<NsName>>);
+struct IpIndex<K>(HashMap<IpAddr, Vec<K>>);
 
-impl IpIndex {
-    fn add(&mut self, ip: Option<IpAddr>, key: &NsName) {
+impl<K> Default for IpIndex<K> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<K: Ord + Clone> IpIndex<K> {
+    fn add(&mut self, ip: Option<IpAddr>, key: &K) {
         if let Some(ip) = ip {
             let owners = self.0.entry(ip).or_insert_with(|| Vec::with_capacity(1));
             if let Err(at) = owners.binary_search(key) {
@@ -68,7 +80,7 @@ impl IpIndex {
         }
     }
 
-    fn remove(&mut self, ip: Option<IpAddr>, key: &NsName) {
+    fn remove(&mut self, ip: Option<IpAddr>, key: &K) {
         if let Some(ip) = ip
             && let Some(owners) = self.0.get_mut(&ip)
         {
@@ -79,15 +91,15 @@ impl IpIndex {
         }
     }
 
-    fn first(&self, ip: IpAddr) -> Option<&NsName> {
+    fn first(&self, ip: IpAddr) -> Option<&K> {
         self.0.get(&ip).and_then(|owners| owners.first())
     }
 
-    /// Rebuilds from a whole map.
-    fn rebuild<V>(&mut self, map: &BTreeMap<NsName, V>, ip: impl Fn(&V) -> Option<IpAddr>) {
+    /// Rebuilds from every (address, owner).
+    fn rebuild(&mut self, entries: impl Iterator<Item = (Option<IpAddr>, K)>) {
         self.0.clear();
-        for (k, v) in map {
-            self.add(ip(v), k);
+        for (ip, k) in entries {
+            self.add(ip, &k);
         }
         self.0.shrink_to_fit();
     }
@@ -107,7 +119,7 @@ pub enum IpTarget {
     /// A Service's ClusterIP.
     Service(NsName),
     /// A pod's IP.
-    Pod(PodInfo),
+    Pod(Arc<PodInfo>),
 }
 
 /// The index. Cheap to share as `Arc<Index>`.
@@ -204,8 +216,8 @@ impl Index {
         if let Some(svc) = s.service_ips.first(ip) {
             return Some(IpTarget::Service(svc.clone()));
         }
-        let pod = s.pod_ips.first(ip)?;
-        s.pods.get(pod).cloned().map(IpTarget::Pod)
+        let (ns, name) = s.pod_ips.first(ip)?;
+        s.pods.get(ns, name).cloned().map(IpTarget::Pod)
     }
 
     /// The service, if it exists.
@@ -264,28 +276,13 @@ impl Index {
                         let new = s.services.get(k).and_then(|v| v.cluster_ip);
                         s.service_ips.add(new, k);
                     }
-                    None => s.service_ips.rebuild(&s.services, |v| v.cluster_ip),
+                    None => s
+                        .service_ips
+                        .rebuild(s.services.iter().map(|(k, v)| (v.cluster_ip, k.clone()))),
                 }
                 touched
             }),
-            Event::Pod(ev) => self.write(|s| {
-                let key = event_key(&ev);
-                if let Some(k) = &key {
-                    let old = s.pods.get(k).and_then(|v| v.ip);
-                    s.pod_ips.remove(old, k);
-                }
-                let touched = replace_all(&mut s.pods, ev, |p| {
-                    PodInfo::from_pod(p).map(|i| (i.id.clone(), i))
-                });
-                match &key {
-                    Some(k) => {
-                        let new = s.pods.get(k).and_then(|v| v.ip);
-                        s.pod_ips.add(new, k);
-                    }
-                    None => s.pod_ips.rebuild(&s.pods, |v| v.ip),
-                }
-                touched
-            }),
+            Event::Pod(ev) => self.write(|s| apply_pod(s, ev)),
             Event::Profile(ev) => {
                 self.write(|s| replace_all(&mut s.profiles, ev, |p| Some((key_of(&p.metadata)?, p.clone()))))
             }
@@ -378,6 +375,44 @@ pub enum Event {
 /// Events applied before streams are told, at most: bounds how long a burst can delay
 /// the first notification.
 const MAX_BATCH: usize = 1024;
+
+/// Applies a Pod event to the pods and their addresses; returns the namespaces touched.
+fn apply_pod(s: &mut State, ev: WatchEvent<Pod>) -> Vec<String> {
+    let mut touched: Vec<String> = Vec::new();
+    match ev {
+        WatchEvent::Restarted(items) => {
+            touched.extend(s.pods.namespaces().map(String::from));
+            s.pods = items.iter().filter_map(crate::pods::shared).collect();
+            touched.extend(s.pods.namespaces().map(String::from));
+            s.pod_ips.rebuild(s.pods.iter().map(|p| (p.ip, pod_key(p))));
+        }
+        WatchEvent::Applied(pod) => {
+            if let Some(new) = crate::pods::shared(&pod) {
+                let old = s.pods.get(&new.namespace, &new.name);
+                if old.is_none_or(|o| !Arc::ptr_eq(o, &new) && **o != *new) {
+                    let key = pod_key(&new);
+                    if let Some(old) = s.pods.insert(new.clone()) {
+                        s.pod_ips.remove(old.ip, &key);
+                    }
+                    s.pod_ips.add(new.ip, &key);
+                    touched.push(new.namespace.to_string());
+                }
+            }
+        }
+        WatchEvent::Deleted(pod) => {
+            let m = &pod.metadata;
+            if let (Some(ns), Some(name)) = (m.namespace.as_deref(), m.name.as_deref())
+                && let Some(old) = s.pods.remove(ns, name)
+            {
+                s.pod_ips.remove(old.ip, &pod_key(&old));
+                touched.push(ns.to_string());
+            }
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    touched
+}
 
 fn insert_slice(s: &mut State, slice: &EndpointSlice, touched: &mut Vec<String>) {
     let (Some(key), Some(info)) = (key_of(&slice.metadata), SliceInfo::from_slice(slice)) else {
@@ -501,7 +536,7 @@ mod tests {
     fn target(ix: &Index, ip: &str) -> Option<String> {
         ix.lookup_ip(ip.parse().unwrap()).map(|t| match t {
             IpTarget::Service(id) => format!("svc/{}", id.1),
-            IpTarget::Pod(p) => format!("pod/{}", p.id.1),
+            IpTarget::Pod(p) => format!("pod/{}", p.name),
         })
     }
 

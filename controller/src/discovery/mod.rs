@@ -5,3 +5,4 @@ pub mod destination;
 pub mod index;
 pub mod model;
 pub mod profile;
+pub mod server;

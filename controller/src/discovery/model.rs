@@ -43,13 +43,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strait_api::labels;
 
-/// The proxy's inbound port, where opaque traffic to a meshed pod is sent.
-pub const DEFAULT_PROXY_INBOUND_PORT: u16 = 4143;
+pub use crate::pods::{DEFAULT_PROXY_INBOUND_PORT, PodInfo, PodMap};
 /// The metric label marking an endpoint as a Strait gateway's proxy entry (the proxy
 /// crate's `discovery::GATEWAY_ENTRY_LABEL`).
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
@@ -165,99 +164,6 @@ impl ServiceInfo {
             federated: annotation(labels::mirror::LOCAL_DISCOVERY).is_some()
                 || annotation(labels::mirror::REMOTE_DISCOVERY).is_some(),
         })
-    }
-}
-
-/// A Pod, as discovery needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodInfo {
-    /// Namespace and name.
-    pub id: NsName,
-    /// The pod's IP, once it has one.
-    pub ip: Option<IpAddr>,
-    /// Its service account (the first part of its identity).
-    pub service_account: String,
-    /// Whether a proxy runs beside it (the injector's `linkerd.io/control-plane-ns` label).
-    pub meshed: bool,
-    /// The owning workload, as a metric label (`deployment` → `myapp`).
-    pub owner: Option<(String, String)>,
-    /// Ports marked opaque on the pod.
-    pub opaque_ports: Vec<(u16, u16)>,
-    /// The proxy's inbound port.
-    pub proxy_inbound_port: u16,
-    /// Named container ports, for named target ports.
-    pub named_ports: BTreeMap<String, u16>,
-    /// Labels used as metric labels (pod-template-hash).
-    pub template_hash: Option<String>,
-}
-
-impl PodInfo {
-    /// Reads a Pod object.
-    pub fn from_pod(pod: &Pod) -> Option<Self> {
-        let meta = &pod.metadata;
-        let id = (meta.namespace.clone()?, meta.name.clone()?);
-        let spec = pod.spec.as_ref();
-        let status = pod.status.as_ref();
-        let empty = BTreeMap::new();
-        let labels_map = meta.labels.as_ref().unwrap_or(&empty);
-        let annotations = meta.annotations.as_ref();
-        let meshed = labels_map.contains_key(labels::CONTROL_PLANE_NS_LABEL)
-            || annotations.is_some_and(|a| a.contains_key(labels::PROXY_VERSION));
-        let owner = owner_of(pod, labels_map);
-        let named_ports = spec
-            .into_iter()
-            .flat_map(|s| s.containers.iter())
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
-            .collect();
-        let proxy_inbound_port = annotations
-            .and_then(|a| a.get(labels::config::PROXY_INBOUND_PORT))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(DEFAULT_PROXY_INBOUND_PORT);
-        Some(Self {
-            id,
-            ip: status
-                .and_then(|s| s.pod_ip.as_deref())
-                .and_then(|ip| ip.parse().ok()),
-            service_account: spec
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-            meshed,
-            owner,
-            opaque_ports: opaque_ports(annotations),
-            proxy_inbound_port,
-            named_ports,
-            template_hash: labels_map.get("pod-template-hash").cloned(),
-        })
-    }
-}
-
-/// The workload that owns a pod, as Linkerd labels metrics: from owner references, with a
-/// ReplicaSet resolved to its Deployment by the pod-template-hash suffix.
-fn owner_of(pod: &Pod, labels_map: &BTreeMap<String, String>) -> Option<(String, String)> {
-    if let Some(d) = labels_map.get(labels::PROXY_DEPLOYMENT_LABEL) {
-        return Some(("deployment".into(), d.clone()));
-    }
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    match owner.kind.as_str() {
-        "ReplicaSet" => {
-            let hash = labels_map.get("pod-template-hash");
-            let name = match hash {
-                Some(h) => owner
-                    .name
-                    .strip_suffix(&format!("-{h}"))
-                    .unwrap_or(&owner.name)
-                    .to_string(),
-                None => owner.name.clone(),
-            };
-            Some(("deployment".into(), name))
-        }
-        kind => Some((kind.to_ascii_lowercase(), owner.name.clone())),
     }
 }
 
@@ -421,8 +327,8 @@ pub struct View<'a> {
     pub services: &'a BTreeMap<NsName, ServiceInfo>,
     /// Slices of each service, by slice name.
     pub slices: &'a BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
-    /// Pods by id.
-    pub pods: &'a BTreeMap<NsName, PodInfo>,
+    /// Pods by namespace and name.
+    pub pods: &'a PodMap,
     /// The mesh's trust domain, for endpoint identities.
     pub trust_domain: &'a str,
 }
@@ -448,7 +354,11 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
         // matches the unnamed slice port.
         let slice_port = slice.ports.get(port_name).copied();
         for e in slice.endpoints.iter().filter(|e| e.ready) {
-            let pod = e.pod.as_ref().and_then(|p| view.pods.get(p));
+            let pod = e
+                .pod
+                .as_ref()
+                .and_then(|p| view.pods.get(&p.0, &p.1))
+                .map(|p| &**p);
             let Some(target_port) = slice_port.or_else(|| target_port(target.as_ref(), pod, port)) else {
                 continue;
             };
@@ -581,7 +491,11 @@ pub fn resolve_hostname(view: &View<'_>, service: &NsName, hostname: &str, port:
         .find(|e| e.ready && e.hostname.as_deref() == Some(hostname));
     let out = found
         .map(|e| {
-            let pod = e.pod.as_ref().and_then(|p| view.pods.get(p));
+            let pod = e
+                .pod
+                .as_ref()
+                .and_then(|p| view.pods.get(&p.0, &p.1))
+                .map(|p| &**p);
             let addr = SocketAddr::new(e.ip, port);
             (addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port))
         })
@@ -594,7 +508,7 @@ pub fn resolve_hostname(view: &View<'_>, service: &NsName, hostname: &str, port:
 pub fn resolve_pod(view: &View<'_>, pod: &PodInfo, port: u16) -> Endpoint {
     let addr = SocketAddr::new(pod.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port);
     let mut e = endpoint_for_pod(view.trust_domain, addr, Some(pod), None, port, &[]);
-    e.labels.insert("namespace".into(), pod.id.0.clone());
+    e.labels.insert("namespace".into(), pod.namespace.to_string());
     e
 }
 
@@ -602,7 +516,7 @@ fn target_port(target: Option<&IntOrString>, pod: Option<&PodInfo>, port: u16) -
     match target {
         None => Some(port),
         Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
-        Some(IntOrString::String(name)) => pod?.named_ports.get(name).copied(),
+        Some(IntOrString::String(name)) => pod?.named_port(name),
     }
 }
 
@@ -663,13 +577,13 @@ fn endpoint_for_pod(
             authority_override: None,
         };
     };
-    labels.insert("pod".into(), pod.id.1.clone());
-    labels.insert("serviceaccount".into(), pod.service_account.clone());
+    labels.insert("pod".into(), pod.name.to_string());
+    labels.insert("serviceaccount".into(), pod.service_account.to_string());
     if let Some((kind, name)) = &pod.owner {
-        labels.insert(kind.clone(), name.clone());
+        labels.insert(kind.to_string(), name.to_string());
     }
-    if let Some(h) = &pod.template_hash {
-        labels.insert("pod_template_hash".into(), h.clone());
+    if let Some(h) = pod.template_hash() {
+        labels.insert("pod_template_hash".into(), h.to_string());
     }
     if !pod.meshed {
         return Endpoint {
@@ -683,9 +597,9 @@ fn endpoint_for_pod(
     }
     let identity = format!(
         "{}.{}.serviceaccount.identity.linkerd.{trust_domain}",
-        pod.service_account, pod.id.0
+        pod.service_account, pod.namespace
     );
-    let opaque = in_ranges(&pod.opaque_ports, addr.port()) || in_ranges(service_opaque, service_port);
+    let opaque = pod.is_opaque(addr.port()) || in_ranges(service_opaque, service_port);
     Endpoint {
         addr,
         labels,

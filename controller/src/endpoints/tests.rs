@@ -28,7 +28,7 @@ fn slices_follow_selected_pods() {
         pod("c", "198.18.0.7", true, "{app: other}")
     ));
     let svcs: Vec<ServiceSummary> = svcs.iter().map(ServiceSummary::of).collect();
-    let pods: Vec<PodSummary> = pods.iter().map(PodSummary::of).collect();
+    let pods: Vec<PodInfo> = pods.iter().filter_map(PodInfo::from_pod).collect();
     let none = BTreeMap::new();
     assert_eq!(
         plan("production", Some(&svcs[1]), &pods, &none),
@@ -180,7 +180,7 @@ fn a_namespace_is_its_own_range_of_keys() {
         (key("", "x"), 5),
     ]
     .into();
-    let of = |ns| in_namespace(&map, ns).copied().collect::<Vec<_>>();
+    let of = |ns| in_namespace_keyed(&map, ns).map(|(_, v)| *v).collect::<Vec<_>>();
     assert_eq!(of("a"), vec![0, 1], "neither a-b nor ab belongs to a");
     assert_eq!(of("ab"), vec![3]);
     assert_eq!(of(""), vec![5]);

@@ -19,7 +19,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use linkerd2_proxy_api::http_route as hr;
 use linkerd2_proxy_api::inbound as pb;
 use linkerd2_proxy_api::meta::{Metadata, Resource, metadata};
@@ -133,65 +132,8 @@ pub struct NamespacePolicy {
     pub http_routes: BTreeMap<String, HttpRoute>,
 }
 
-/// What inbound policy needs of a Pod: a whole Pod is kilobytes, and the index holds
-/// every pod of the cluster.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodFacts {
-    /// Its labels (Servers select pods by them).
-    pub labels: strait_api::labels::intern::Labels,
-    /// Its `config.linkerd.io/default-inbound-policy` annotation.
-    pub default_policy: Option<String>,
-    /// Its `config.linkerd.io/opaque-ports` annotation.
-    pub opaque_ports: Option<String>,
-    /// Named container ports.
-    pub named_ports: Vec<(String, u16)>,
-    /// HTTP GET probes of its containers: (port, path).
-    pub probes: Vec<(u16, String)>,
-}
-
-impl PodFacts {
-    /// The facts of a Pod.
-    pub fn of(pod: &Pod) -> Self {
-        let annotation = |key: &str| pod.metadata.annotations.as_ref()?.get(key).cloned();
-        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
-        let mut probes = Vec::new();
-        for c in containers.clone() {
-            let named: BTreeMap<&str, i32> = c
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| Some((p.name.as_deref()?, p.container_port)))
-                .collect();
-            let gets = [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.http_get.as_ref());
-            for g in gets {
-                let port = match &g.port {
-                    IntOrString::Int(p) => Some(*p),
-                    IntOrString::String(n) => named.get(n.as_str()).copied(),
-                };
-                if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
-                    probes.push((port, g.path.clone().unwrap_or_else(|| "/".into())));
-                }
-            }
-        }
-        Self {
-            labels: strait_api::labels::intern::interned(pod.metadata.labels.clone().unwrap_or_default()),
-            default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
-            opaque_ports: annotation(labels::config::OPAQUE_PORTS),
-            named_ports: containers
-                .flat_map(|c| c.ports.iter().flatten())
-                .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
-                .collect(),
-            probes,
-        }
-    }
-}
+/// What inbound policy reads of a Pod: its labels, annotations, named ports and probes.
+pub use crate::pods::PodInfo as PodFacts;
 
 /// The policy of `pod`'s `port`, given its namespace's policy objects.
 pub fn server_policy(cfg: &InboundConfig, pod: &PodFacts, port: u16, ns: &NamespacePolicy) -> pb::Server {
@@ -222,11 +164,7 @@ pub fn server_policy(cfg: &InboundConfig, pod: &PodFacts, port: u16, ns: &Namesp
         }
         None => {
             let policy = default_policy_of(cfg, pod, ns);
-            let opaque = pod
-                .opaque_ports
-                .as_deref()
-                .and_then(|v| strait_api::names::port_ranges(v).ok())
-                .is_some_and(|r| r.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)));
+            let opaque = pod.is_opaque(port);
             let proto = if opaque {
                 ProxyProtocol::Opaque
             } else {
@@ -252,21 +190,16 @@ fn labels_of(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
 fn default_policy_of(cfg: &InboundConfig, pod: &PodFacts, ns: &NamespacePolicy) -> DefaultPolicy {
     let key = labels::config::DEFAULT_INBOUND_POLICY;
     pod.default_policy
-        .as_ref()
-        .or_else(|| ns.annotations.get(key))
-        .and_then(|v| DefaultPolicy::parse(v))
+        .as_deref()
+        .or_else(|| ns.annotations.get(key).map(String::as_str))
+        .and_then(DefaultPolicy::parse)
         .unwrap_or(cfg.default_policy)
 }
 
 /// The Server that selects this pod and port; the oldest wins a conflict, as in Linkerd.
 fn select_server<'a>(pod: &PodFacts, port: u16, ns: &'a NamespacePolicy) -> Option<(&'a str, &'a Server)> {
     let pod_labels = &pod.labels;
-    let named = |n: &str| {
-        pod.named_ports
-            .iter()
-            .find(|(name, _)| name == n)
-            .map(|(_, p)| *p)
-    };
+    let named = |n: &str| pod.named_port(n);
     ns.servers
         .iter()
         .filter(|(_, s)| {
@@ -481,7 +414,7 @@ fn probe_paths(pod: &PodFacts, port: u16) -> Vec<String> {
         .probes
         .iter()
         .filter(|(p, _)| *p == port)
-        .map(|(_, path)| path.clone())
+        .map(|(_, path)| path.to_string())
         .collect();
     paths.sort();
     paths.dedup();
@@ -755,7 +688,7 @@ fn policy_authz(
 
 #[derive(Default)]
 struct State {
-    pods: BTreeMap<(String, String), PodFacts>,
+    pods: crate::pods::PodMap,
     namespaces: BTreeMap<String, NamespacePolicy>,
 }
 
@@ -784,7 +717,7 @@ impl InboundIndex {
     /// The policy of a pod's port, or `None` if the pod is unknown.
     pub fn policy(&self, namespace: &str, pod: &str, port: u16) -> Option<pb::Server> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let p = s.pods.get(&(namespace.to_string(), pod.to_string()))?;
+        let p = s.pods.get(namespace, pod)?;
         let empty = NamespacePolicy::default();
         let ns = s.namespaces.get(namespace).unwrap_or(&empty);
         Some(server_policy(&self.config, p, port, ns))
@@ -803,7 +736,7 @@ impl InboundIndex {
                     s.namespaces
                         .keys()
                         .cloned()
-                        .chain(s.pods.keys().map(|k| k.0.clone()))
+                        .chain(s.pods.namespaces().map(String::from))
                         .collect()
                 };
                 self.generations.bump(touched);
@@ -863,23 +796,30 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
         let r = tokio::select! {
             Some(ev) = pods.next() => ev.map(|ev| match ev {
                 WatchEvent::Restarted(items) => index.update(None, |s| {
-                    s.pods = items.iter().filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), PodFacts::of(p)))).collect();
+                    s.pods = items.iter().filter_map(crate::pods::shared).collect();
                 }),
                 WatchEvent::Applied(p) => {
-                    if let (Some(ns), Some(n)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) {
-                        let facts = PodFacts::of(&p);
-                        let key = (ns.clone(), n);
-                        // A pod's status changes often; its policy facts seldom do.
-                        if index.state.read().unwrap_or_else(|e| e.into_inner()).pods.get(&key) != Some(&facts) {
-                            index.update(Some(ns), |s| {
-                                s.pods.insert(key, facts);
+                    if let Some(new) = crate::pods::shared(&p) {
+                        // A pod's status changes often; what policy reads of it seldom does.
+                        let unchanged = {
+                            let s = index.state.read().unwrap_or_else(|e| e.into_inner());
+                            s.pods.get(&new.namespace, &new.name).is_some_and(|old| same_policy_facts(old, &new))
+                        };
+                        if unchanged {
+                            // Keep the newest record without telling streams: the older one
+                            // is no other index's any more, and would otherwise be a copy.
+                            let mut s = index.state.write().unwrap_or_else(|e| e.into_inner());
+                            s.pods.insert(new);
+                        } else {
+                            index.update(Some(new.namespace.to_string()), |s| {
+                                s.pods.insert(new);
                             });
                         }
                     }
                 }
                 WatchEvent::Deleted(p) => index.update(p.metadata.namespace.clone(), |s| {
-                    if let (Some(ns), Some(n)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) {
-                        s.pods.remove(&(ns, n));
+                    if let (Some(ns), Some(n)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref()) {
+                        s.pods.remove(ns, n);
                     }
                 }),
             }),
@@ -906,6 +846,17 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
             tracing::warn!(error = %e, "inbound policy watch error");
         }
     }
+}
+
+/// Whether two records of one pod answer every policy question alike: a status change
+/// (address, readiness) needs no stream to re-evaluate.
+fn same_policy_facts(a: &PodFacts, b: &PodFacts) -> bool {
+    std::ptr::eq(a, b)
+        || (a.labels == b.labels
+            && a.default_policy == b.default_policy
+            && a.opaque_ports == b.opaque_ports
+            && a.named_ports == b.named_ports
+            && a.probes == b.probes)
 }
 
 /// Which pod a `PortSpec.workload` names: Linkerd's JSON form `{"ns":…,"pod":…}` or the

@@ -134,7 +134,8 @@ async fn a_watcher_that_falls_behind_is_resynchronised() {
     store.apply(objects(PRODUCTION)).await.unwrap();
     let mut watch = store.watch::<ConfigMap>();
     assert!(matches!(watch.next().await.unwrap().unwrap(), WatchEvent::Restarted(v) if v.is_empty()));
-    for i in 0..(WATCH_BUFFER + 10) {
+    assert_eq!(watch_buffer(KindId::ConfigMap), WATCH_BUFFER_SMALL);
+    for i in 0..(WATCH_BUFFER_SMALL + 10) {
         let cm = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: production\ndata:\n  n: \"{i}\"\n"
         );
@@ -146,7 +147,7 @@ async fn a_watcher_that_falls_behind_is_resynchronised() {
             let n = items[0].data.as_ref().unwrap()["n"].clone();
             assert_eq!(
                 n,
-                (WATCH_BUFFER + 9).to_string(),
+                (WATCH_BUFFER_SMALL + 9).to_string(),
                 "the resync shows the latest state"
             );
         }
@@ -329,4 +330,31 @@ async fn a_damaged_snapshot_is_reported_not_ignored() {
     let err = LocalStore::open(dir.path()).err().expect("must fail");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("snapshot.json"), "{err}");
+}
+
+#[test]
+fn stored_text_folds_common_fragments_and_reads_back_exactly() {
+    let pod = objects(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: production\n  labels: {app: web, linkerd.io/control-plane-ns: linkerd}\n  annotations: {note: \"a \\\"name\\\": in a string\"}\nspec:\n  serviceAccountName: web\n  containers: [{name: app, image: web, ports: [{name: http, containerPort: 8080, protocol: TCP}]}]\nstatus:\n  phase: Running\n  podIP: 10.0.0.5\n  conditions: [{type: Ready, status: \"True\"}]\n",
+    )
+    .remove(0);
+    let json = pod.to_json();
+    let stored = Stored::of(&pod);
+    assert_eq!(stored.json(), json, "unpacking gives back the exact text");
+    assert!(
+        stored.0.len() * 2 < json.len() + 120,
+        "a Pod's field names fold away: {} of {} bytes",
+        stored.0.len(),
+        json.len()
+    );
+    let back = k8s_openapi::api::core::v1::Pod::from_object(stored.object(KindId::Pod)).unwrap();
+    assert_eq!(Some(back), k8s_openapi::api::core::v1::Pod::from_object(pod));
+
+    // Text without fragments is itself; every fragment fits one byte below 0x20.
+    assert_eq!(packed::pack(b"[1,2,\"x\"]"), b"[1,2,\"x\"]");
+    assert!(packed::FRAGMENTS.len() < 0x20);
+    for (i, f) in packed::FRAGMENTS.iter().enumerate() {
+        assert_eq!(packed::pack(f.as_bytes()), [i as u8 + 1], "{f} packs to its byte");
+        assert_eq!(packed::unpack(&[i as u8 + 1]), f.as_bytes());
+    }
 }

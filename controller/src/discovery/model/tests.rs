@@ -48,7 +48,7 @@ fn slice(svc: &str, port_name: Option<&str>, port: i32, eps: &[(&str, bool, &str
 struct World {
     services: BTreeMap<NsName, ServiceInfo>,
     slices: BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
-    pods: BTreeMap<NsName, PodInfo>,
+    pods: PodMap,
 }
 
 impl World {
@@ -81,10 +81,12 @@ fn world(service_ann: serde_json::Value, meshed: bool) -> World {
         services: [(id("myapp"), s)].into(),
         slices: [(id("myapp"), [("myapp-abc".to_string(), sl)].into())].into(),
         pods: [
-            (id("myapp-1"), pod("myapp-1", "198.18.0.5", meshed, json!({}))),
-            (id("myapp-2"), pod("myapp-2", "198.18.0.6", meshed, json!({}))),
+            pod("myapp-1", "198.18.0.5", meshed, json!({})),
+            pod("myapp-2", "198.18.0.6", meshed, json!({})),
         ]
-        .into(),
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
     }
 }
 
@@ -153,7 +155,9 @@ fn named_ports_map_through_the_slice_port_name() {
     let w = World {
         services: [(id("web"), s)].into(),
         slices: [(id("web"), [("web-abc".to_string(), sl)].into())].into(),
-        pods: [(id("myapp-1"), pod("myapp-1", "198.18.0.5", true, json!({})))].into(),
+        pods: [Arc::new(pod("myapp-1", "198.18.0.5", true, json!({})))]
+            .into_iter()
+            .collect(),
     };
     assert_eq!(
         endpoints(resolve(&w.view(), &id("web"), 80, Caller::Linkerd))[0]
@@ -199,7 +203,7 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
         World {
             services: [(id("myapp-east"), s)].into(),
             slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
-            pods: BTreeMap::new(),
+            pods: PodMap::default(),
         }
     };
     let w = mirror(Some("127.0.0.1:4180"), true);

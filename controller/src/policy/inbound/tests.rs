@@ -28,6 +28,10 @@ fn pod(yaml: &str) -> Pod {
     strait_api::Kind::from_object(objects(yaml).remove(0)).unwrap()
 }
 
+fn facts(p: &Pod) -> PodFacts {
+    PodFacts::from_pod(p).expect("test pods have a namespace and a name")
+}
+
 fn namespace_policy(yaml: &str) -> NamespacePolicy {
     let mut ns = NamespacePolicy::default();
     for o in objects(yaml) {
@@ -99,7 +103,7 @@ fn workloads() {
 fn without_a_server_the_default_policy_applies() {
     let cfg = InboundConfig::default();
     let p = pod(POD);
-    let s = server_policy(&cfg, &PodFacts::of(&p), 8080, &NamespacePolicy::default());
+    let s = server_policy(&cfg, &facts(&p), 8080, &NamespacePolicy::default());
     assert_eq!(s.labels["name"], "all-unauthenticated");
     assert_eq!(s.labels["kind"], "default");
     assert_eq!(
@@ -128,7 +132,7 @@ fn without_a_server_the_default_policy_applies() {
     let ns = namespace_policy(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n  annotations: {config.linkerd.io/default-inbound-policy: deny}\n",
     );
-    let s = server_policy(&cfg, &PodFacts::of(&p), 8080, &ns);
+    let s = server_policy(&cfg, &facts(&p), 8080, &ns);
     assert!(s.authorizations.is_empty(), "deny authorizes no one");
     assert_eq!(s.labels["name"], "deny");
 
@@ -140,7 +144,7 @@ fn without_a_server_the_default_policy_applies() {
         )]
         .into(),
     );
-    let s = server_policy(&cfg, &PodFacts::of(&annotated), 8080, &ns);
+    let s = server_policy(&cfg, &facts(&annotated), 8080, &ns);
     assert_eq!(
         summary(&s),
         [("cluster-authenticated".to_string(), "any-mesh".to_string(), 5)],
@@ -154,7 +158,7 @@ fn the_seed_server_authorizations() {
     let ns = namespace_policy(include_str!(
         "../../../../examples/linkerd-seed/09-server-authorization.yaml"
     ));
-    let s = server_policy(&cfg, &PodFacts::of(&pod(POD)), 8080, &ns);
+    let s = server_policy(&cfg, &facts(&pod(POD)), 8080, &ns);
     assert_eq!(s.labels["name"], "myapp-server");
     assert!(matches!(
         s.protocol.as_ref().unwrap().kind,
@@ -180,7 +184,7 @@ fn the_seed_server_authorizations() {
     );
     // Another port is not the Server's: the default policy applies there.
     assert_eq!(
-        server_policy(&cfg, &PodFacts::of(&pod(POD)), 9090, &ns).labels["kind"],
+        server_policy(&cfg, &facts(&pod(POD)), 9090, &ns).labels["kind"],
         "default"
     );
 }
@@ -191,7 +195,7 @@ fn the_seed_deny_by_default() {
     let seed = include_str!("../../../../examples/linkerd-seed/10-deny-by-default.yaml");
     let ns = namespace_policy(seed);
     for port in [80, 8080, 65535] {
-        let s = server_policy(&cfg, &PodFacts::of(&pod(POD)), port, &ns);
+        let s = server_policy(&cfg, &facts(&pod(POD)), port, &ns);
         assert_eq!(s.labels["name"], "all-pods");
         assert!(s.authorizations.is_empty(), "port {port}: {:?}", summary(&s));
     }
@@ -200,7 +204,7 @@ fn the_seed_deny_by_default() {
         "  name: all-pods\n  namespace: production\n",
         "  name: all-pods\n  namespace: production\n  labels: {app: api}\n",
     );
-    let s = server_policy(&cfg, &PodFacts::of(&pod(POD)), 8080, &namespace_policy(&labelled));
+    let s = server_policy(&cfg, &facts(&pod(POD)), 8080, &namespace_policy(&labelled));
     assert_eq!(
         summary(&s),
         [(
@@ -249,7 +253,7 @@ spec:
   requiredAuthenticationRefs:
     - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: missing}
 "#;
-    let s = server_policy(&cfg, &PodFacts::of(&pod(POD)), 8080, &namespace_policy(yaml));
+    let s = server_policy(&cfg, &facts(&pod(POD)), 8080, &namespace_policy(yaml));
     assert_eq!(s.labels["name"], "web", "the named port http resolves to 8080");
     assert_eq!(
         summary(&s),
@@ -362,7 +366,7 @@ spec:
   targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: admin}
   requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: ops}]
 "#;
-    let s = server_policy(&cfg, &PodFacts::of(&pod(POD)), 8080, &namespace_policy(yaml));
+    let s = server_policy(&cfg, &facts(&pod(POD)), 8080, &namespace_policy(yaml));
     let Some(pb::proxy_protocol::Kind::Http1(h1)) = s.protocol.unwrap().kind else {
         panic!("HTTP/1")
     };
