@@ -347,7 +347,9 @@ fn federated_world(central_ready: bool, local: bool) -> World {
             (id("myapp"), [("myapp-abc".to_string(), local_slice)].into()),
         ]
         .into(),
-        pods: [(id("myapp-1"), pod("myapp-1", "198.18.0.5", true, json!({})))].into(),
+        pods: [Arc::new(pod("myapp-1", "198.18.0.5", true, json!({})))]
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -457,7 +459,7 @@ fn a_remote_discovery_mirror_resolves_through_the_gateway_path() {
             [("myapp-east-gateway".to_string(), slice(entry, ready))].into(),
         )]
         .into(),
-        pods: BTreeMap::new(),
+        pods: PodMap::default(),
     };
     let w = world(true, true);
     let e = &endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait))[0];
