@@ -472,6 +472,11 @@ fn transport(t: &Tuning) -> Arc<quinn::TransportConfig> {
     c.send_window(u64::from(t.connection_window));
     c.max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams));
     c.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Round-robin between streams with data to send (quinn's default, kept on purpose).
+    // In-order sending (`false`) was tried against the lockstep of many concurrent answers,
+    // but quinn then sends one stream's whole buffer before any other stream's: in `bench
+    // gateway` a bulk transfer starved the link's probe streams until the link was abandoned.
+    c.send_fairness(true);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(1452);
     c.mtu_discovery_config(Some(mtu));
