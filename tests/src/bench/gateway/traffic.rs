@@ -318,6 +318,16 @@ mod tests {
         assert_eq!(r.errors, 0);
         assert!(r.completed > 0 && r.completed as usize == r.latencies.len());
         assert!(backend.requests() >= 7 + r.completed);
-        assert!(answers(None, addr));
+        // The probe blocks: off the runtime, so the backend can answer it.
+        let probe = tokio::task::spawn_blocking(move || answers(None, addr));
+        assert!(probe.await.unwrap());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nothing = closed.local_addr().unwrap();
+        drop(closed);
+        assert!(
+            !tokio::task::spawn_blocking(move || answers(None, nothing))
+                .await
+                .unwrap()
+        );
     }
 }
