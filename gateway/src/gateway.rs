@@ -44,10 +44,11 @@ pub fn default_gateway_identity(trust_domain: &TrustDomain) -> Result<IdentityNa
 /// Congestion control of the link's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Congestion {
-    /// BBR: keeps one shared window full under random loss (measured 2.85×
-    /// stunnel's request rate at 1% loss, where cubic reached 0.55×), at ~30%
-    /// less single-flow throughput on clean loopback. The default, because a
-    /// link multiplexes every cross-cluster flow onto one window.
+    /// BBR: keeps one shared window full under random loss. The default, because a
+    /// link multiplexes every cross-cluster flow onto one window: in `bench gateway`
+    /// (100 request flows, 1% loss of single packets each way) it carried 1.6–2.8×
+    /// cubic's request rate, mostly at a lower p99, for 0.7–1.2× cubic's single-flow
+    /// throughput on clean loopback (BENCHMARKS.md has the figures).
     Bbr,
     /// Cubic: best single-flow throughput on a clean path.
     Cubic,
@@ -472,6 +473,11 @@ fn transport(t: &Tuning) -> Arc<quinn::TransportConfig> {
     c.send_window(u64::from(t.connection_window));
     c.max_concurrent_bidi_streams(VarInt::from_u32(t.max_streams));
     c.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Round-robin between streams with data to send (quinn's default, kept on purpose).
+    // In-order sending (`false`) was tried against the lockstep of many concurrent answers,
+    // but quinn then sends one stream's whole buffer before any other stream's: in `bench
+    // gateway` a bulk transfer starved the link's probe streams until the link was abandoned.
+    c.send_fairness(true);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(1452);
     c.mtu_discovery_config(Some(mtu));

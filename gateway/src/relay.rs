@@ -117,7 +117,7 @@ pub async fn relay(
 ) -> Result<Moved, RelayError> {
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let up = async {
-        match copy(&mut tcp_read, &mut send, &counters.sent).await {
+        match tcp_to_stream(&mut tcp_read, &mut send, &counters.sent).await {
             Ok(n) => {
                 // FIN after the last byte; the peer may still answer.
                 let _ = send.finish();
@@ -170,6 +170,32 @@ pub async fn relay(
             let _ = recv.stop(RELAY_ERROR);
             Err(e)
         }
+    }
+}
+
+/// Copies a TCP read half into a QUIC stream without copying the bytes again: each
+/// read lands in a shared buffer whose filled part is handed to quinn as is (quinn keeps
+/// it until the peer acknowledges it), instead of being copied into quinn's own buffer.
+async fn tcp_to_stream<R: AsyncRead + Unpin>(
+    from: &mut R,
+    to: &mut quinn::SendStream,
+    counter: &AtomicU64,
+) -> io::Result<u64> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0;
+    loop {
+        if buf.capacity() - buf.len() < BUF / 4 {
+            buf.reserve(BUF);
+        }
+        let n = from.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_chunk(buf.split().freeze())
+            .await
+            .map_err(io::Error::other)?;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        total += n as u64;
     }
 }
 

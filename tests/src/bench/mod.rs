@@ -2,7 +2,8 @@
 //! `Destination/Get` streams ([`scenarios::latency`]) and how much memory a controller
 //! holding thousands of services and streams takes ([`scenarios::memory`]). Data plane
 //! (issues #4 and #7): proxy pairs against a direct baseline and the cost of traffic
-//! policy, in [`proxy`].
+//! policy, in [`proxy`]. Multi-cluster (issue #5): the gateway pair's QUIC link against a
+//! TCP+TLS tunnel and against no tunnel, in [`gateway`].
 //!
 //! The control-plane pieces, from the bottom: [`fixture`] builds the cluster objects (pure, no I/O);
 //! [`target`] is the controller under test — a child `strait controller` process fed
@@ -13,6 +14,7 @@
 //! Every wait is bounded and ends on a real event (a message, an answer, a deadline).
 
 pub mod fixture;
+pub mod gateway;
 pub mod proxy;
 pub mod report;
 pub mod scenarios;

@@ -1,6 +1,6 @@
 //! `bench`: the benchmark harness's entry point.
 //!
-//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy` builds
+//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy|gateway` builds
 //! the `strait` binary in the same profile (with the cargo that runs this), starts the
 //! processes each benchmark measures (a fresh `strait controller` per control-plane
 //! scenario; `strait proxy` and HAProxy pairs for the data plane), prints the tables and
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use strait_tests::bench::gateway::{self, Settings as GatewaySettings};
 use strait_tests::bench::proxy::policy::PolicySettings;
 use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, RunInfo};
 use strait_tests::bench::proxy::run::{Context, Settings};
@@ -38,6 +39,50 @@ enum Bench {
     /// The client-side strait proxy's CPU per request with ten HTTPRoutes and retries against
     /// no routes, in alternating phases of one run.
     Policy(PolicyArgs),
+    /// Gateway pairs (QUIC link) against a stunnel pair and against no tunnel: single-flow
+    /// throughput and CPU per byte, hop latency, many request flows under packet loss
+    /// between two network namespaces (root).
+    Gateway(GatewayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GatewayArgs {
+    /// The `strait` binary to run as the gateways (default: build it, same profile).
+    #[arg(long, value_name = "FILE")]
+    strait: Option<PathBuf>,
+    /// Where to write the figures (default: BENCHMARKS.md at the repository root, release
+    /// builds only).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print the section only.
+    #[arg(long, conflicts_with = "output")]
+    no_write: bool,
+    /// Alternating rounds of the throughput and latency measurements.
+    #[arg(long, default_value_t = GatewaySettings::issue().rounds)]
+    rounds: u32,
+    /// MiB of each throughput transfer.
+    #[arg(long, default_value_t = GatewaySettings::issue().bulk_bytes >> 20)]
+    bulk_mib: u64,
+    /// Round trips per path per latency round.
+    #[arg(long, default_value_t = GatewaySettings::issue().latency_requests)]
+    latency_requests: usize,
+    /// Concurrent request flows under loss.
+    #[arg(long, default_value_t = GatewaySettings::issue().flows)]
+    flows: usize,
+    /// Measured seconds of each flows round.
+    #[arg(long, default_value_t = GatewaySettings::issue().flow_window.as_secs())]
+    flow_seconds: u64,
+    /// Rounds of the flows measurement.
+    #[arg(long, default_value_t = GatewaySettings::issue().flow_rounds)]
+    flow_rounds: u32,
+    /// Percent of packets dropped each way between the namespaces.
+    #[arg(long, default_value_t = GatewaySettings::issue().loss_percent)]
+    loss: u32,
+    /// Congestion controllers of the gateway pairs, the gateway's default first (the
+    /// targets are judged for each).
+    #[arg(long, value_delimiter = ',', default_values_t = ["bbr".to_string(), "cubic".to_string()],
+          value_parser = ["bbr", "cubic"])]
+    congestion: Vec<String>,
 }
 
 /// What every data-plane benchmark takes.
@@ -269,6 +314,7 @@ fn main() -> ExitCode {
         Bench::ControlPlane(args) => control_plane_main(&args),
         Bench::Proxy(args) => proxy_main(&args),
         Bench::Policy(args) => policy_main(&args),
+        Bench::Gateway(args) => gateway_main(&args),
     }
 }
 
@@ -438,5 +484,62 @@ fn control_plane_main(args: &ControlPlaneArgs) -> ExitCode {
     println!("{}", report::table(&run));
     write_output(args.output.as_ref(), args.no_write, |existing| {
         report::update_file(existing, &report::markdown(&run))
+    })
+}
+
+fn gateway_main(args: &GatewayArgs) -> ExitCode {
+    let settings = GatewaySettings {
+        rounds: args.rounds,
+        bulk_bytes: args.bulk_mib << 20,
+        latency_requests: args.latency_requests,
+        flows: args.flows,
+        flow_window: std::time::Duration::from_secs(args.flow_seconds),
+        flow_rounds: args.flow_rounds,
+        loss_percent: args.loss,
+        congestion: args
+            .congestion
+            .iter()
+            .map(|c| if c == "cubic" { "cubic" } else { "bbr" })
+            .collect(),
+        ..GatewaySettings::issue()
+    };
+    let result = (|| -> Result<gateway::report::GatewayRun, String> {
+        let stunnel = gateway::ensure_tools().map_err(|e| e.to_string())?;
+        let strait = args.strait.clone().map_or_else(build_strait, Ok)?;
+        let info = run_info(gateway::stunnel_version(&stunnel));
+        let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let ctx = gateway::Context {
+            strait: &strait,
+            stunnel,
+            dir: scratch.path().to_path_buf(),
+            rt: &rt,
+        };
+        let results = gateway::run(&ctx, &settings).map_err(|e| e.to_string())?;
+        Ok(gateway::report::GatewayRun {
+            info,
+            settings: settings.clone(),
+            results,
+        })
+    })();
+    let run = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", gateway::report::text(&run));
+    write_output(args.output.as_ref(), args.no_write, |existing| {
+        report::replace_section(
+            existing,
+            gateway::report::BEGIN,
+            gateway::report::END,
+            &gateway::report::markdown(&run),
+        )
     })
 }
