@@ -181,19 +181,9 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
             annotations.insert(ml::REMOTE_DISCOVERY_FEDERATED.to_string(), remote.join(","));
         }
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
-        let ip = match (kept_ip, range) {
-            (Some(ip), _) => Some(ip),
-            (None, Some(r)) => match r.allocate(&fed_name, &used) {
-                Some(ip) => {
-                    used.insert(ip);
-                    Some(ip.to_string())
-                }
-                None => {
-                    out.skipped.push(skip(SkipReason::NoClusterIp));
-                    continue;
-                }
-            },
-            (None, None) => None,
+        let Ok(ip) = reconcile::cluster_ip(kept_ip, range, &fed_name, &mut used) else {
+            out.skipped.push(skip(SkipReason::NoClusterIp));
+            continue;
         };
         let svc = Service {
             metadata: ObjectMeta {

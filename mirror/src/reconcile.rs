@@ -226,6 +226,26 @@ impl ServiceRange {
     }
 }
 
+/// The cluster IP of a Service the mirror owns: the one it `kept`, else a fresh one from
+/// `range` (marked in `used`), else none when no range is configured. `Err` when the
+/// range is full.
+pub(crate) fn cluster_ip(
+    kept: Option<String>,
+    range: Option<&ServiceRange>,
+    name: &str,
+    used: &mut BTreeSet<Ipv4Addr>,
+) -> Result<Option<String>, ()> {
+    match (kept, range) {
+        (Some(ip), _) => Ok(Some(ip)),
+        (None, Some(r)) => {
+            let ip = r.allocate(name, used).ok_or(())?;
+            used.insert(ip);
+            Ok(Some(ip.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// What to do to the local cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
@@ -543,19 +563,9 @@ pub fn plan<'a>(
         let identity = identities.get(&remote_key).map(String::as_str);
         let mut mirror = mirror_service(link, svc, mode, gateway.entry, identity);
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
-        let ip = match (kept_ip, range) {
-            (Some(ip), _) => Some(ip),
-            (None, Some(r)) => match r.allocate(&mirror_name, &used) {
-                Some(ip) => {
-                    used.insert(ip);
-                    Some(ip.to_string())
-                }
-                None => {
-                    out.skipped.push(skip(SkipReason::NoClusterIp));
-                    continue;
-                }
-            },
-            (None, None) => None,
+        let Ok(ip) = cluster_ip(kept_ip, range, &mirror_name, &mut used) else {
+            out.skipped.push(skip(SkipReason::NoClusterIp));
+            continue;
         };
         if let Some(spec) = mirror.spec.as_mut() {
             spec.cluster_ip = ip;
