@@ -684,3 +684,84 @@ async fn stock_scenario() {
         let _ = stop.send(());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_strait_proxy_given_linkerds_gateway_endpoint_names_the_service_to_the_tcp_entry() {
+    tokio::time::timeout(Duration::from_secs(90), linkerd_endpoint_scenario())
+        .await
+        .expect("the scenario finished within 90s");
+}
+
+/// A mirror without a Strait proxy entry (as a Linkerd-style link makes): every client,
+/// Strait proxies included, is handed Linkerd's gateway endpoint. A Strait proxy follows it
+/// as linkerd2-proxy does: mTLS to the gateway with the transport header naming the
+/// remote service (from the endpoint's `authority_override`), through the 4143/tcp entry.
+async fn linkerd_endpoint_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(
+        &dir.path().join("identity"),
+        &TrustDomain::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut tasks = Tasks::default();
+    let (myapp_ip, web_ip) = (ip("127.46.4.4"), ip("127.46.4.5"));
+    let (east, _east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
+    let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
+    let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
+    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
+    cfg.linkerd_entry = Some(strait_gateway::LinkerdEntry::BesideQuic);
+    let (east_gw, _, tcp_entry) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
+    assert_eq!(tcp_entry, Some(east_gw));
+
+    let west = cluster(&id, &mut tasks).await;
+    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "cluster-credentials-east",
+            "gatewayAddress": east_gw.ip().to_string(),
+            "gatewayPort": east_gw.port().to_string(),
+            "gatewayIdentity": gw_id.as_str(),
+        },
+    }))
+    .unwrap();
+    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
+        alive: true,
+        ..Default::default()
+    });
+    let (report, _report_rx) = watch::channel(Default::default());
+    let (remote, local) = (east.store.clone(), west.store.clone());
+    let link_cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _keep = health_tx;
+        strait_mirror::run_link(
+            link_cfg,
+            strait_mirror::MirrorOptions::default(),
+            remote,
+            local,
+            health,
+            report,
+            std::future::pending(),
+        )
+        .await;
+    }));
+    // Even a Strait proxy's (marked) request gets Linkerd's gateway endpoint.
+    let token = strait_proxy::discovery::context_token("production", "web");
+    let eps = first_endpoints(west.bound.destination, MIRROR, &token).await;
+    assert!(
+        !eps[0].metric_labels.contains_key("strait_gateway_entry"),
+        "{eps:?}"
+    );
+
+    meshed_pod(&west.store, "web-1", "web", "web", web_ip).await;
+    let web = proxy(&west, &id, dir.path(), "web-1", "web", web_ip, &mut tasks).await;
+    let (status, _, body) = get_via(web.outbound, MIRROR).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"cluster\":\"east\""), "{body}");
+
+    for stop in tasks.1.drain(..) {
+        let _ = stop.send(());
+    }
+}
