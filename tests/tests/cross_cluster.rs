@@ -248,6 +248,41 @@ async fn gateway(
     addrs
 }
 
+/// West's mirror of east: a Link to east's gateway at `gateway` (identity `gw_id`), run
+/// with `opts` (a proxy entry or none) against east's and west's stores.
+fn mirror_east(
+    gateway: SocketAddr,
+    gw_id: &IdentityName,
+    opts: strait_mirror::MirrorOptions,
+    east: &Cluster,
+    west: &Cluster,
+    tasks: &mut Tasks,
+) {
+    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
+        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
+        "spec": {
+            "targetClusterName": "east",
+            "clusterCredentialsSecret": "cluster-credentials-east",
+            "gatewayAddress": gateway.ip().to_string(),
+            "gatewayPort": gateway.port().to_string(),
+            "gatewayIdentity": gw_id.as_str(),
+        },
+    }))
+    .unwrap();
+    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
+        alive: true,
+        ..Default::default()
+    });
+    let (report, _report_rx) = watch::channel(Default::default());
+    let (remote, local) = (east.store.clone(), west.store.clone());
+    let cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
+    tasks.0.push(tokio::spawn(async move {
+        let _keep = (health_tx, _report_rx);
+        strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
+    }));
+}
+
 /// A GET over a fresh HTTP/1.1 connection: (status, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr).await else {
@@ -358,33 +393,18 @@ async fn scenario() {
     let entry = entries[0];
 
     // West's mirror of east, pointing Strait proxies at the entry.
-    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
-        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
-        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
-        "spec": {
-            "targetClusterName": "east",
-            "clusterCredentialsSecret": "cluster-credentials-east",
-            "gatewayAddress": east_quic.ip().to_string(),
-            "gatewayPort": "4143",
-            "gatewayIdentity": gw_id.as_str(),
-        },
-    }))
-    .unwrap();
     let opts = strait_mirror::MirrorOptions {
         gateway_entries: [("east".to_string(), entry)].into(),
         ..Default::default()
     };
-    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
-        alive: true,
-        ..Default::default()
-    });
-    let (report, _report_rx) = watch::channel(Default::default());
-    let (remote, local) = (east.store.clone(), west.store.clone());
-    let cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
-    tasks.0.push(tokio::spawn(async move {
-        let _keep = health_tx;
-        strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
-    }));
+    mirror_east(
+        SocketAddr::new(east_quic.ip(), 4143),
+        &gw_id,
+        opts,
+        &east,
+        &west,
+        &mut tasks,
+    );
 
     // A mirror of a service east does not have, as a stale or hand-made mirror would be.
     apply(
@@ -561,33 +581,11 @@ async fn stock_scenario() {
     // West mirrors east; its Link names east's gateway port, its mirror a proxy entry.
     let west = cluster(&id, &mut tasks).await;
     let strait_entry: SocketAddr = "127.0.0.1:4180".parse().unwrap();
-    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
-        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
-        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
-        "spec": {
-            "targetClusterName": "east",
-            "clusterCredentialsSecret": "cluster-credentials-east",
-            "gatewayAddress": east_quic.ip().to_string(),
-            "gatewayPort": east_quic.port().to_string(),
-            "gatewayIdentity": gw_id.as_str(),
-        },
-    }))
-    .unwrap();
     let opts = strait_mirror::MirrorOptions {
         gateway_entries: [("east".to_string(), strait_entry)].into(),
         ..Default::default()
     };
-    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
-        alive: true,
-        ..Default::default()
-    });
-    let (report, _report_rx) = watch::channel(Default::default());
-    let (remote, local) = (east.store.clone(), west.store.clone());
-    let cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
-    tasks.0.push(tokio::spawn(async move {
-        let _keep = health_tx;
-        strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
-    }));
+    mirror_east(east_quic, &gw_id, opts, &east, &west, &mut tasks);
 
     // A Strait proxy (marked context token) is handed the proxy entry with east's
     // workload identity ...
@@ -715,38 +713,7 @@ async fn linkerd_endpoint_scenario() {
     assert_eq!(tcp_entry, Some(east_gw));
 
     let west = cluster(&id, &mut tasks).await;
-    let link: strait_api::mesh::link::Link = serde_json::from_value(serde_json::json!({
-        "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link",
-        "metadata": {"name": "east", "namespace": "linkerd-multicluster"},
-        "spec": {
-            "targetClusterName": "east",
-            "clusterCredentialsSecret": "cluster-credentials-east",
-            "gatewayAddress": east_gw.ip().to_string(),
-            "gatewayPort": east_gw.port().to_string(),
-            "gatewayIdentity": gw_id.as_str(),
-        },
-    }))
-    .unwrap();
-    let (health_tx, health) = watch::channel(strait_mirror::GatewayHealth {
-        alive: true,
-        ..Default::default()
-    });
-    let (report, _report_rx) = watch::channel(Default::default());
-    let (remote, local) = (east.store.clone(), west.store.clone());
-    let link_cfg = strait_mirror::LinkConfig::from_link(&link).unwrap();
-    tasks.0.push(tokio::spawn(async move {
-        let _keep = health_tx;
-        strait_mirror::run_link(
-            link_cfg,
-            strait_mirror::MirrorOptions::default(),
-            remote,
-            local,
-            health,
-            report,
-            std::future::pending(),
-        )
-        .await;
-    }));
+    mirror_east(east_gw, &gw_id, Default::default(), &east, &west, &mut tasks);
     // Even a Strait proxy's (marked) request gets Linkerd's gateway endpoint.
     let token = strait_proxy::discovery::context_token("production", "web");
     let eps = first_endpoints(west.bound.destination, MIRROR, &token).await;
