@@ -318,11 +318,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn write_output(
+/// Ends a benchmark: the error, or the run's table on stdout and `update` (the file's
+/// current text → its new text) written to `output` (BENCHMARKS.md by default in release
+/// builds; nowhere with `no_write`).
+fn publish<R>(
+    result: Result<R, String>,
+    table: impl FnOnce(&R) -> String,
     output: Option<&PathBuf>,
     no_write: bool,
-    update: impl FnOnce(Option<&str>) -> String,
+    update: impl FnOnce(&R, Option<&str>) -> String,
 ) -> ExitCode {
+    let run = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", table(&run));
     let output = match (output, no_write, PROFILE) {
         (Some(o), _, _) => Some(o.clone()),
         (None, false, "release") => Some(repo_root().join("BENCHMARKS.md")),
@@ -330,7 +343,7 @@ fn write_output(
     };
     if let Some(path) = output {
         let existing = std::fs::read_to_string(&path).ok();
-        let text = update(existing.as_deref());
+        let text = update(&run, existing.as_deref());
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
@@ -419,22 +432,20 @@ fn proxy_main(args: &ProxyArgs) -> ExitCode {
             pairs,
         })
     });
-    let run = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", proxy::report::table(&run));
-    write_output(args.common.output.as_ref(), args.common.no_write, |existing| {
-        report::replace_section(
-            existing,
-            proxy::report::BEGIN,
-            proxy::report::END,
-            &proxy::report::markdown(&run),
-        )
-    })
+    publish(
+        result,
+        proxy::report::table,
+        args.common.output.as_ref(),
+        args.common.no_write,
+        |run, existing| {
+            report::replace_section(
+                existing,
+                proxy::report::BEGIN,
+                proxy::report::END,
+                &proxy::report::markdown(run),
+            )
+        },
+    )
 }
 
 fn policy_main(args: &PolicyArgs) -> ExitCode {
@@ -447,22 +458,20 @@ fn policy_main(args: &PolicyArgs) -> ExitCode {
         let result = proxy::policy::run(ctx, 1, policy)?;
         Ok(PolicyRun { info, result })
     });
-    let run = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", proxy::report::policy_table(&run));
-    write_output(args.common.output.as_ref(), args.common.no_write, |existing| {
-        report::replace_section(
-            existing,
-            proxy::report::POLICY_BEGIN,
-            proxy::report::POLICY_END,
-            &proxy::report::policy_markdown(&run),
-        )
-    })
+    publish(
+        result,
+        proxy::report::policy_table,
+        args.common.output.as_ref(),
+        args.common.no_write,
+        |run, existing| {
+            report::replace_section(
+                existing,
+                proxy::report::POLICY_BEGIN,
+                proxy::report::POLICY_END,
+                &proxy::report::policy_markdown(run),
+            )
+        },
+    )
 }
 
 fn control_plane_main(args: &ControlPlaneArgs) -> ExitCode {
@@ -474,17 +483,13 @@ fn control_plane_main(args: &ControlPlaneArgs) -> ExitCode {
         }
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    let run = match rt.block_on(control_plane(args, &strait)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", report::table(&run));
-    write_output(args.output.as_ref(), args.no_write, |existing| {
-        report::update_file(existing, &report::markdown(&run))
-    })
+    publish(
+        rt.block_on(control_plane(args, &strait)),
+        report::table,
+        args.output.as_ref(),
+        args.no_write,
+        |run, existing| report::update_file(existing, &report::markdown(run)),
+    )
 }
 
 fn gateway_main(args: &GatewayArgs) -> ExitCode {
@@ -526,20 +531,18 @@ fn gateway_main(args: &GatewayArgs) -> ExitCode {
             results,
         })
     })();
-    let run = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", gateway::report::text(&run));
-    write_output(args.output.as_ref(), args.no_write, |existing| {
-        report::replace_section(
-            existing,
-            gateway::report::BEGIN,
-            gateway::report::END,
-            &gateway::report::markdown(&run),
-        )
-    })
+    publish(
+        result,
+        gateway::report::text,
+        args.output.as_ref(),
+        args.no_write,
+        |run, existing| {
+            report::replace_section(
+                existing,
+                gateway::report::BEGIN,
+                gateway::report::END,
+                &gateway::report::markdown(run),
+            )
+        },
+    )
 }
