@@ -391,6 +391,36 @@ fn exercise(run: &Run) {
         "east's proxies see west's frontend identity:\n{east_metrics}"
     );
 
+    // West's mirror reads east through the gateway link, not through east's API: east's
+    // gateway serves it two catalog watches (Services, meshed pods), and the Link's
+    // credentials are not needed — the export below is followed without them.
+    let record = run.record().expect("the run's record");
+    let east_gateway = record["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "east")
+        .expect("east's record")["gatewayAdmin"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gw_metrics = crate::metrics(&east_gateway);
+    assert!(
+        gw_metrics
+            .lines()
+            .any(|l| l == "gateway_inbound_catalog_watches 2"),
+        "east's gateway serves west's mirror:\n{gw_metrics}"
+    );
+    run.ok(&[
+        "--cluster",
+        "west",
+        "delete",
+        "secret",
+        "cluster-credentials-east",
+        "-n",
+        "linkerd-multicluster",
+    ]);
+
     // The export: the mirror follows the label, both ways.
     run.ok(&[
         "--cluster",

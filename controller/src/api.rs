@@ -64,6 +64,15 @@ pub fn is_remote_access(id: &IdentityName, trust_domain: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
 }
 
+/// The service account of the cluster's multicluster gateway (in [`MULTICLUSTER_NS`]).
+pub const GATEWAY_SA: &str = "linkerd-gateway";
+
+/// Whether `id` is the cluster's gateway in `trust_domain`: it may read Services and
+/// Pods, which it serves to linked clusters' mirrors (`strait gateway --serve-exports`).
+pub fn is_gateway(id: &IdentityName, trust_domain: &str) -> bool {
+    id.to_string() == format!("{GATEWAY_SA}.{MULTICLUSTER_NS}.serviceaccount.identity.linkerd.{trust_domain}")
+}
+
 /// Where the API listens, written to `<state-dir>/api.json` for the CLI.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiEndpoint {
@@ -285,7 +294,21 @@ async fn respond(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     let reader = client.is_some_and(|c| is_remote_access(c, &api.trust_domain));
-    if reader {
+    let gateway = client.is_some_and(|c| is_gateway(c, &api.trust_domain));
+    if gateway {
+        let path = req.uri().path();
+        if req.method() != Method::GET
+            || !matches!(path, "/v1/objects/services" | "/v1/objects/pods" | "/v1/version")
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may only read services and pods (GET /v1/objects/services, /v1/objects/pods): it is the cluster's gateway",
+                    client.map(ToString::to_string).unwrap_or_default()
+                ),
+            );
+        }
+    } else if reader {
         let path = req.uri().path();
         if req.method() != Method::GET || !(path.starts_with("/v1/objects/") || path == "/v1/version") {
             return error(

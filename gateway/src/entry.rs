@@ -5,7 +5,8 @@
 //!
 //! 1. the proxy writes one `strt` open request ([`crate::proto::header`]): the remote
 //!    service's authority and port, the protocol, and the identity it expects of the
-//!    remote workload;
+//!    remote workload (or the mirror writes a watch request for the remote catalog,
+//!    [`crate::catalog`], which travels the same way);
 //! 2. the gateway opens one stream on the listener's link with that target and passes
 //!    the remote gateway's reply back unchanged: an acceptance names the application
 //!    port of the endpoint the remote ingress chose; a refusal ends the connection;
@@ -79,27 +80,33 @@ async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {
 async fn conn(mut tcp: TcpStream, peer: SocketAddr, link: LinkHandle, open_timeout: Duration) {
     let metrics = link.metrics().clone();
     let name = link.spec().name.clone();
-    let (target, pipelined) = match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_request(&mut tcp)).await
-    {
-        Ok(Ok((Request::Open(target), rest))) => (target, rest),
-        Ok(Ok((Request::Probe, _))) => {
-            let message = "a proxy entry takes open requests; probes are for gateway links".to_string();
-            return refuse(tcp, RefusalReason::Malformed, message).await;
-        }
-        Ok(Err(RelayError::Header(e))) => {
-            tracing::info!(%peer, link = %name, error = %e, "proxy entry: bad request");
-            return refuse(tcp, e.refusal(), e.to_string()).await;
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "proxy entry: connection ended before its request");
-            return;
-        }
-        Err(_) => {
-            let message = format!("no open request within {REQUEST_TIMEOUT:?}");
-            return refuse(tcp, RefusalReason::Malformed, message).await;
-        }
+    let (request, pipelined) =
+        match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_request(&mut tcp)).await {
+            Ok(Ok((Request::Probe, _))) => {
+                let message =
+                    "a proxy entry takes open and watch requests; probes are for gateway links".to_string();
+                return refuse(tcp, RefusalReason::Malformed, message).await;
+            }
+            Ok(Ok(r)) => r,
+            Ok(Err(RelayError::Header(e))) => {
+                tracing::info!(%peer, link = %name, error = %e, "proxy entry: bad request");
+                return refuse(tcp, e.refusal(), e.to_string()).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "proxy entry: connection ended before its request");
+                return;
+            }
+            Err(_) => {
+                let message = format!("no open request within {REQUEST_TIMEOUT:?}");
+                return refuse(tcp, RefusalReason::Malformed, message).await;
+            }
+        };
+    let target = match &request {
+        Request::Open(t) => t.to_string(),
+        Request::Watch(resource) => format!("the {resource} catalog of {name}"),
+        Request::Probe => "a probe".to_string(),
     };
-    let (mut send, mut recv) = match link.open(&target, open_timeout).await {
+    let (mut send, mut recv) = match link.open_request(&request, open_timeout).await {
         Ok(s) => s,
         Err(e) => {
             metrics.refusals.add(RefusalReason::LinkDown);

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::catalog::{self, Catalog};
 use crate::entry::{self, ProxyEntry};
 use crate::link::{Driver, LinkHandle, LinkSpec};
 use crate::linkerd_entry;
@@ -194,6 +195,7 @@ pub struct Gateway {
     entries: Vec<(ProxyEntry, TcpListener)>,
     linkerd_entry: Option<TcpListener>,
     resolver: Arc<dyn Resolve>,
+    catalog: Option<Arc<dyn Catalog>>,
     metrics: Arc<Metrics>,
 }
 
@@ -305,8 +307,17 @@ impl Gateway {
             entries,
             linkerd_entry,
             resolver,
+            catalog: None,
             metrics: Arc::new(Metrics::default()),
         })
+    }
+
+    /// Serves `catalog` to linked gateways' `watch` streams (their clusters' mirrors
+    /// read this cluster's Services through the link). Without one, watches are
+    /// refused as `not-served`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// The bound QUIC address.
@@ -357,6 +368,7 @@ impl Gateway {
             entries,
             linkerd_entry,
             resolver,
+            catalog,
             metrics,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -419,6 +431,7 @@ impl Gateway {
         tasks.spawn(serve_ingress(
             endpoint.clone(),
             resolver,
+            catalog::Server::new(catalog),
             metrics.clone(),
             config.connect_timeout,
             stop_rx.clone(),
@@ -556,6 +569,7 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
 async fn serve_ingress(
     endpoint: Endpoint,
     resolver: Arc<dyn Resolve>,
+    catalog: catalog::Server,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -566,7 +580,7 @@ async fn serve_ingress(
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    conns.spawn(ingress_conn(incoming, resolver.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
+                    conns.spawn(ingress_conn(incoming, resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
                 }
                 None => break,
             },
@@ -581,6 +595,7 @@ async fn serve_ingress(
 async fn ingress_conn(
     incoming: quinn::Incoming,
     resolver: Arc<dyn Resolve>,
+    catalog: catalog::Server,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -601,7 +616,7 @@ async fn ingress_conn(
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(ingress_stream(send, recv, resolver.clone(), metrics.clone(), connect_timeout));
+                    streams.spawn(ingress_stream(send, recv, resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout));
                 }
                 Err(e) => {
                     tracing::info!(%remote, reason = %e, "remote gateway's link ended");
@@ -624,6 +639,7 @@ async fn ingress_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     resolver: Arc<dyn Resolve>,
+    catalog: catalog::Server,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
 ) {
@@ -655,6 +671,7 @@ async fn ingress_stream(
             let _ = send.finish();
             return;
         }
+        Request::Watch(resource) => return catalog.serve(resource, send, recv, &metrics).await,
         Request::Open(target) => target,
     };
     let endpoint = match resolver.resolve(&target).await {

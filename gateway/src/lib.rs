@@ -6,13 +6,15 @@
 //! egress and ingress roles on one QUIC endpoint, [`entry`] is where local proxies
 //! open streams (the client sidecar's own mTLS session then runs through both
 //! gateways to the server sidecar), [`linkerd_entry`] is Linkerd's mTLS gateway
-//! entry on TCP for stock proxies (the gateway terminates their TLS), [`relay`] moves bytes with half-close,
+//! entry on TCP for stock proxies (the gateway terminates their TLS), [`catalog`] serves
+//! this cluster's Services to linked clusters' mirrors, [`relay`] moves bytes with half-close,
 //! [`resolve`] is how the ingress finds local endpoints (static or through the
 //! controller's Destination API), [`tls`]
 //! authenticates gateways to each other, and [`admin`] serves `/ready` and
 //! `/metrics`.
 
 pub mod admin;
+pub mod catalog;
 pub mod entry;
 pub mod gateway;
 pub mod link;
@@ -23,13 +25,14 @@ pub mod relay;
 pub mod resolve;
 pub mod tls;
 
+pub use catalog::Catalog;
 pub use entry::ProxyEntry;
 pub use gateway::{
     Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, LinkerdEntry, Running, Tuning,
     default_gateway_identity,
 };
 pub use link::{LinkFailure, LinkHandle, LinkSpec, OpenError};
-pub use proto::header::{Authority, Protocol, RefusalReason, Target};
+pub use proto::header::{Authority, Protocol, RefusalReason, Resource, Target};
 pub use proto::link::LinkConfig;
 pub use resolve::{Chain, DestinationResolver, Endpoint, Resolve, ResolveError, StaticResolver};
 pub use tls::{Credentials, SessionState};

@@ -117,6 +117,15 @@ impl LinkHandle {
         target: &Target,
         timeout: Duration,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
+        self.open_request(&Request::Open(target.clone()), timeout).await
+    }
+
+    /// Opens a stream that starts with `request` (an open or a catalog watch).
+    pub async fn open_request(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
         let conn = self.established(timeout).await?;
         let stream_err = |e: std::io::Error| OpenError::Stream {
             name: self.shared.spec.name.clone(),
@@ -127,7 +136,7 @@ impl LinkHandle {
             .await
             .map_err(|e| stream_err(std::io::Error::other(e)))?;
         let mut frame = Vec::with_capacity(128);
-        header::encode_request(&Request::Open(target.clone()), &mut frame);
+        header::encode_request(request, &mut frame);
         send.write_all(&frame)
             .await
             .map_err(|e| stream_err(std::io::Error::other(e)))?;

@@ -151,6 +151,8 @@ pub struct InboundMetrics {
     pub streams_total: AtomicU64,
     /// Probes answered.
     pub probes: AtomicU64,
+    /// Catalog watches being served to linked clusters' mirrors.
+    pub catalog_watches: AtomicU64,
     /// Streams refused, by reason.
     pub refusals: Refusals,
     /// Relayed payload bytes (sent = towards the remote gateway).
@@ -430,6 +432,17 @@ impl Metrics {
         let _ = writeln!(out, "gateway_inbound_streams_total {}", load(&i.streams_total));
         header(&mut out, "gateway_inbound_probes", "counter", "Probes answered.");
         let _ = writeln!(out, "gateway_inbound_probes_total {}", load(&i.probes));
+        header(
+            &mut out,
+            "gateway_inbound_catalog_watches",
+            "gauge",
+            "Catalog watches served to linked clusters' mirrors.",
+        );
+        let _ = writeln!(
+            out,
+            "gateway_inbound_catalog_watches {}",
+            load(&i.catalog_watches)
+        );
         header(
             &mut out,
             "gateway_inbound_refusals",

@@ -723,17 +723,20 @@ pub async fn run_federation<L: Store>(
     }
 }
 
-/// Builds the store of a link's target cluster from its credentials Secret.
+/// Builds the store of a link's target cluster: through the local gateway's proxy entry
+/// for the link when there is one ([`crate::catalog::GatewayStore`]; no Secret is
+/// needed), otherwise from its credentials Secret.
 pub trait Connect<R>: Send + Sync + 'static {
-    /// The target cluster's store, or what is wrong with the credentials.
-    fn connect(&self, link: &LinkConfig, secret: &Secret) -> Result<R, String>;
+    /// The target cluster's store, or what is wrong with the credentials. `secret` is
+    /// `None` only for links read through a gateway entry.
+    fn connect(&self, link: &LinkConfig, secret: Option<&Secret>) -> Result<R, String>;
 }
 
 impl<R, F> Connect<R> for F
 where
-    F: Fn(&LinkConfig, &Secret) -> Result<R, String> + Send + Sync + 'static,
+    F: Fn(&LinkConfig, Option<&Secret>) -> Result<R, String> + Send + Sync + 'static,
 {
-    fn connect(&self, link: &LinkConfig, secret: &Secret) -> Result<R, String> {
+    fn connect(&self, link: &LinkConfig, secret: Option<&Secret>) -> Result<R, String> {
         self(link, secret)
     }
 }
@@ -906,8 +909,11 @@ async fn ensure_links<L: Store, R: Store>(
                 continue;
             }
         };
+        // A link with a gateway entry is read through the gateway: its Secret is optional.
+        let through_gateway = opts.gateway_entries.contains_key(&cfg.target_cluster);
         let secret = match local.get::<Secret>(&cfg.namespace, &cfg.credentials_secret).await {
-            Ok(Some(s)) => s,
+            Ok(Some(s)) => Some(s),
+            Ok(None) if through_gateway => None,
             Ok(None) => {
                 running.remove(key);
                 fail(format!(
@@ -921,7 +927,7 @@ async fn ensure_links<L: Store, R: Store>(
                 continue;
             }
         };
-        let secret_version = secret.metadata.resource_version.clone();
+        let secret_version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
         if let Some(h) = running.get(key)
             && h.spec == l.spec
             && h.secret_version == secret_version
@@ -930,8 +936,12 @@ async fn ensure_links<L: Store, R: Store>(
             continue;
         }
         running.remove(key);
-        let remote = match connect.connect(&cfg, &secret) {
+        let remote = match connect.connect(&cfg, secret.as_ref()) {
             Ok(r) => r,
+            Err(e) if through_gateway => {
+                fail(format!("link {key}: {e}"));
+                continue;
+            }
             Err(e) => {
                 fail(format!(
                     "link {key}: credentials Secret {}/{}: {e}",
@@ -940,7 +950,7 @@ async fn ensure_links<L: Store, R: Store>(
                 continue;
             }
         };
-        tracing::info!(link = %key, cluster = %cfg.target_cluster, "mirroring");
+        tracing::info!(link = %key, cluster = %cfg.target_cluster, through_gateway, "mirroring");
         let task = start_link(cfg, opts.clone(), remote, local.clone(), reports.clone());
         running.insert(
             key.clone(),

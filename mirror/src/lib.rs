@@ -1,6 +1,7 @@
 //! The service mirror (`strait mirror`): per-link watcher of a remote cluster's exported
 //! services, mirror Services and their gateway endpoints, federated services
-//! ([`federated`]), gateway probes, and the cluster DNS of local mode.
+//! ([`federated`]), gateway probes, the catalog a gateway serves to linked clusters and
+//! the store that reads it through the link ([`catalog`]), and the cluster DNS of local mode.
 //!
 //! Everything here is generic over the [`strait_api::Store`] of both sides: the mirror reads
 //! the target cluster through one store and writes the local cluster through another, and
@@ -8,6 +9,7 @@
 //! ([`reconcile`]); [`controller`] only feeds them state and carries out their plans.
 
 pub mod admin;
+pub mod catalog;
 pub mod controller;
 pub mod dns;
 pub mod failover;

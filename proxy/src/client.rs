@@ -131,7 +131,8 @@ impl ProxyError {
                 RefusalReason::ConnectFailed
                 | RefusalReason::IdentityMismatch
                 | RefusalReason::UnsupportedVersion
-                | RefusalReason::Malformed => StatusCode::BAD_GATEWAY,
+                | RefusalReason::Malformed
+                | RefusalReason::NotServed => StatusCode::BAD_GATEWAY,
             },
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

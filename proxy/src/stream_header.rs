@@ -18,10 +18,17 @@
 //! Request body (version 1):
 //!
 //! ```text
-//! kind u8 (1 = open, 2 = probe)
+//! kind u8 (1 = open, 2 = probe, 3 = watch)
 //! open:  protocol u8 | port u16 | authority len u8 | authority | identity len u8 | identity
 //! probe: nothing
+//! watch: resource u8 (1 = services, 2 = pods)
 //! ```
+//!
+//! A watch asks the accepting gateway for its cluster's catalog: after an acceptance
+//! the stream carries the accepting side's frames of one resource's watch (the
+//! mirror's catalog codec, `strait_mirror::catalog`) until either side ends it. It is
+//! how a linked cluster's mirror reads exported services through the link instead of
+//! through the target's API server.
 //!
 //! `protocol` is 0 opaque, 1 HTTP/1, 2 HTTP/2. The authority is a DNS name or
 //! IPv4 literal (1–253 bytes, lowercase LDH labels). The identity (0 bytes = none)
@@ -72,6 +79,7 @@ pub const MAX_FRAME_LEN: usize = ENVELOPE_LEN + MAX_BODY_LEN;
 
 const KIND_OPEN: u8 = 1;
 const KIND_PROBE: u8 = 2;
+const KIND_WATCH: u8 = 3;
 
 /// How the bytes of a relayed connection are to be treated downstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,6 +181,45 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a [`Request::Watch`] asks a gateway's cluster for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// Every Service.
+    Services,
+    /// Meshed pods, reduced to what identifies their service account.
+    Pods,
+}
+
+impl Resource {
+    /// Every resource, in code order.
+    pub const ALL: [Resource; 2] = [Resource::Services, Resource::Pods];
+
+    fn code(self) -> u8 {
+        match self {
+            Resource::Services => 1,
+            Resource::Pods => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Resource::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// A stable lowercase name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Services => "services",
+            Resource::Pods => "pods",
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The first frame on a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -180,6 +227,8 @@ pub enum Request {
     Open(Target),
     /// A liveness probe: answer immediately, relay nothing.
     Probe,
+    /// Stream the accepting gateway's cluster catalog of one resource.
+    Watch(Resource),
 }
 
 /// Why the accepting gateway refused a stream.
@@ -204,11 +253,14 @@ pub enum RefusalReason {
     /// The gateway's link to the target cluster is down (sent by a gateway's proxy
     /// entry to a local proxy; never on a link).
     LinkDown,
+    /// The gateway does not serve what was asked (a watch to a gateway that does not
+    /// serve its cluster's catalog).
+    NotServed,
 }
 
 impl RefusalReason {
     /// Every reason, in code order.
-    pub const ALL: [RefusalReason; 9] = [
+    pub const ALL: [RefusalReason; 10] = [
         RefusalReason::UnknownTarget,
         RefusalReason::NoEndpoints,
         RefusalReason::ConnectFailed,
@@ -218,6 +270,7 @@ impl RefusalReason {
         RefusalReason::ShuttingDown,
         RefusalReason::Overloaded,
         RefusalReason::LinkDown,
+        RefusalReason::NotServed,
     ];
 
     fn code(self) -> u8 {
@@ -231,6 +284,7 @@ impl RefusalReason {
             RefusalReason::ShuttingDown => 7,
             RefusalReason::Overloaded => 8,
             RefusalReason::LinkDown => 9,
+            RefusalReason::NotServed => 10,
         }
     }
 
@@ -250,6 +304,7 @@ impl RefusalReason {
             RefusalReason::ShuttingDown => "shutting-down",
             RefusalReason::Overloaded => "overloaded",
             RefusalReason::LinkDown => "link-down",
+            RefusalReason::NotServed => "not-served",
         }
     }
 }
@@ -343,6 +398,9 @@ pub enum HeaderError {
     /// An unknown protocol hint.
     #[error("unknown protocol hint {0}")]
     UnknownProtocol(u8),
+    /// An unknown watch resource.
+    #[error("unknown watch resource {0}")]
+    UnknownResource(u8),
     /// An unknown reply code.
     #[error("unknown reply code {0}")]
     UnknownReplyCode(u8),
@@ -386,6 +444,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(64);
     match request {
         Request::Probe => body.push(KIND_PROBE),
+        Request::Watch(resource) => body.extend_from_slice(&[KIND_WATCH, resource.code()]),
         Request::Open(target) => {
             body.push(KIND_OPEN);
             body.push(target.protocol.code());
@@ -429,6 +488,10 @@ pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
         let mut r = Reader::new(body);
         let request = match r.u8("kind")? {
             KIND_PROBE => Request::Probe,
+            KIND_WATCH => {
+                let code = r.u8("resource")?;
+                Request::Watch(Resource::from_code(code).ok_or(HeaderError::UnknownResource(code))?)
+            }
             KIND_OPEN => {
                 let protocol = r.u8("protocol")?;
                 let protocol = Protocol::from_code(protocol).ok_or(HeaderError::UnknownProtocol(protocol))?;
@@ -681,6 +744,8 @@ mod tests {
                 ..target()
             }),
             Request::Probe,
+            Request::Watch(Resource::Services),
+            Request::Watch(Resource::Pods),
         ] {
             let bytes = encoded(&request);
             let Progress::Complete(d) = decode_request(&bytes).unwrap() else {
@@ -763,6 +828,19 @@ mod tests {
             ),
             (raw(1, &[9]), HeaderError::UnknownKind(9)),
             (raw(1, &[KIND_PROBE, 0]), HeaderError::TrailingBytes { extra: 1 }),
+            (
+                raw(1, &[KIND_WATCH]),
+                HeaderError::Truncated {
+                    field: "resource",
+                    needed: 1,
+                },
+            ),
+            (raw(1, &[KIND_WATCH, 3]), HeaderError::UnknownResource(3)),
+            (raw(1, &[KIND_WATCH, 0]), HeaderError::UnknownResource(0)),
+            (
+                raw(1, &[KIND_WATCH, 1, 1]),
+                HeaderError::TrailingBytes { extra: 1 },
+            ),
             (
                 raw(1, &[KIND_OPEN]),
                 HeaderError::Truncated {

@@ -106,6 +106,60 @@ pub struct GatewayArgs {
     /// Congestion controller of the links.
     #[arg(long, value_enum, default_value_t = CongestionArg::Bbr)]
     pub congestion: CongestionArg,
+    /// Serve this cluster's Services, and its meshed pods' service accounts, to the
+    /// gateways linked to this one: their clusters' mirrors read them through the link
+    /// instead of through this cluster's API. Read from the controller of --state-dir
+    /// (authenticated as this gateway, read-only), or with --kubernetes from the
+    /// Kubernetes API.
+    #[arg(long)]
+    pub serve_exports: bool,
+    /// With --serve-exports: read the Kubernetes API (the pod's service account or the
+    /// kubeconfig) instead of a local cluster's controller.
+    #[arg(long, requires = "serve_exports")]
+    pub kubernetes: bool,
+}
+
+/// Serves a store's Services and meshed pods as the gateway's catalog.
+struct StoreCatalog<S>(S);
+
+impl<S: strait_api::Store> strait_gateway::Catalog for StoreCatalog<S> {
+    fn watch(&self, resource: strait_gateway::Resource) -> tokio::sync::mpsc::Receiver<bytes::Bytes> {
+        strait_mirror::catalog::serve(&self.0, resource)
+    }
+}
+
+/// The catalog `--serve-exports` serves: the Kubernetes API, or the running controller of
+/// `--state-dir` reached with the gateway's own certificate.
+async fn catalog(
+    g: &Global,
+    args: &GatewayArgs,
+    creds: &Credentials,
+) -> Result<Arc<dyn strait_gateway::Catalog>, String> {
+    if args.kubernetes {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("--serve-exports --kubernetes: cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")
+        })?;
+        return Ok(Arc::new(StoreCatalog(strait_api::store::kube::KubeStore::new(
+            client,
+        ))));
+    }
+    let Some(dir) = g.state_dir.as_deref() else {
+        return Err("--serve-exports needs the cluster to read: pass --state-dir DIR of a local cluster (before `gateway`), or --kubernetes".into());
+    };
+    let file = strait_controller::api::files::endpoint(dir);
+    let text = std::fs::read(&file).map_err(|e| {
+        format!(
+            "--serve-exports: cannot read {}: {e}; start the cluster's controller (`strait controller` or `strait up`) before its gateway",
+            file.display()
+        )
+    })?;
+    let endpoint: strait_controller::api::ApiEndpoint = serde_json::from_slice(&text)
+        .map_err(|e| format!("--serve-exports: {} is damaged: {e}", file.display()))?;
+    let client = strait_controller::api::client::ApiClient::new(endpoint, &creds.anchors, &creds.store)
+        .map_err(|e| format!("--serve-exports: {e}"))?;
+    Ok(Arc::new(StoreCatalog(
+        strait_controller::api::store::ApiStore::new(client, strait_controller::api::store::POLL),
+    )))
 }
 
 /// `--congestion` values.
@@ -353,8 +407,22 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
                 }
             },
         };
+        let catalog = if args.serve_exports {
+            match catalog(g, args, &setup.creds).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::code(exit::FAILURE);
+                }
+            }
+        } else {
+            None
+        };
         let gw = match Gateway::bind(setup.config, setup.creds, resolver).await {
-            Ok(gw) => gw,
+            Ok(gw) => match catalog {
+                Some(c) => gw.with_catalog(c),
+                None => gw,
+            },
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::code(exit::FAILURE);

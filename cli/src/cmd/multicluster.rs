@@ -45,6 +45,8 @@ pub enum AnyStore {
     Api(ApiStore),
     /// Kubernetes.
     Kube(KubeStore),
+    /// A linked cluster read through the local gateway's link (read-only).
+    Gateway(strait_mirror::catalog::GatewayStore),
 }
 
 macro_rules! each {
@@ -53,6 +55,7 @@ macro_rules! each {
             AnyStore::Local($x) => $e,
             AnyStore::Api($x) => $e,
             AnyStore::Kube($x) => $e,
+            AnyStore::Gateway($x) => $e,
         }
     };
 }
@@ -547,7 +550,14 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
         }
         println!("{}", json!({"admin": admin_addr, "dns": dns_bound}));
         let kubernetes = args.kubernetes;
-        let connect = move |_: &strait_mirror::LinkConfig, s: &Secret| -> Result<AnyStore, String> {
+        let entries = opts.gateway_entries.clone();
+        // A link with a gateway entry is read through the gateway link (no credentials,
+        // no exposure of the target's API); any other through its credentials Secret.
+        let connect = move |link: &strait_mirror::LinkConfig, s: Option<&Secret>| -> Result<AnyStore, String> {
+            if let Some(entry) = entries.get(&link.target_cluster) {
+                return Ok(AnyStore::Gateway(strait_mirror::catalog::GatewayStore::new(*entry, link.target_cluster.clone())));
+            }
+            let s = s.ok_or("not found")?;
             if kubernetes && s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
                 return Err("Kubernetes targets (kubeconfig credentials) are not supported by this build of the mirror yet".into());
             }

@@ -400,11 +400,45 @@ async fn a_linked_clusters_mirror_reads_and_watches_but_cannot_write() {
         .to_string();
     assert!(e.contains("may only read objects"), "{e}");
     // Another multicluster identity is not a reader.
-    let other = IdentityName::new("linkerd-gateway", MULTICLUSTER_NS, "cluster.local").unwrap();
+    let other = IdentityName::new("linkerd-service-mirror", MULTICLUSTER_NS, "cluster.local").unwrap();
     let e = ApiStore::new(client_with(&c, &other), Duration::from_millis(20))
         .list::<Service>(None)
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("is not the cluster admin"), "{e}");
+}
+
+#[tokio::test]
+async fn the_gateway_reads_services_and_pods_and_nothing_else() {
+    use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+
+    use super::store::ApiStore;
+
+    let c = start().await;
+    let gw_id = IdentityName::new(GATEWAY_SA, MULTICLUSTER_NS, "cluster.local").unwrap();
+    assert!(is_gateway(&gw_id, "cluster.local"));
+    assert!(!is_gateway(&gw_id, "other.domain"));
+    assert!(!is_gateway(&ident(ADMIN_SA), "cluster.local"));
+    let admin = ApiStore::new(client_as(&c, ADMIN_SA), Duration::from_millis(20));
+    let gw = ApiStore::new(client_with(&c, &gw_id), Duration::from_millis(20));
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "a", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    admin.apply(vec![svc.clone().into_object()]).await.unwrap();
+    assert_eq!(gw.list::<Service>(None).await.unwrap().len(), 1);
+    assert!(gw.get::<Service>("default", "a").await.unwrap().is_some());
+    gw.list::<Pod>(Some("default")).await.unwrap();
+    let e = gw.list::<Secret>(None).await.unwrap_err().to_string();
+    assert!(e.contains("may only read services and pods"), "{e}");
+    let e = gw.apply(vec![svc.into_object()]).await.unwrap_err().to_string();
+    assert!(e.contains("may only read services and pods"), "{e}");
+    let e = gw
+        .delete(&ObjectKey::new(KindId::Service, "default", "a"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("may only read services and pods"), "{e}");
 }

@@ -40,8 +40,10 @@ impl Rng {
 }
 
 fn random_request(rng: &mut Rng) -> Request {
-    if rng.below(5) == 0 {
-        return Request::Probe;
+    match rng.below(7) {
+        0 => return Request::Probe,
+        1 => return Request::Watch(Resource::ALL[rng.below(Resource::ALL.len() as u64) as usize]),
+        _ => {}
     }
     let labels = 1 + rng.below(5) as usize;
     let authority = (0..labels).map(|_| rng.label()).collect::<Vec<_>>().join(".");

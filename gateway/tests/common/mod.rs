@@ -102,11 +102,24 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: GatewayConfig, creds: Credentials, resolver: Arc<dyn Resolve>) -> Self {
+        Self::start_with_catalog(config, creds, resolver, None).await
+    }
+
+    /// [`TestGateway::start`], serving `catalog` to linked gateways' watches.
+    pub async fn start_with_catalog(
+        config: GatewayConfig,
+        creds: Credentials,
+        resolver: Arc<dyn Resolve>,
+        catalog: Option<Arc<dyn Catalog>>,
+    ) -> Self {
         // A restarted gateway may find its old socket still closing: retry, bounded.
         let mut tries = 0;
         let gw = loop {
             match Gateway::bind(config.clone(), creds.clone(), resolver.clone()).await {
-                Ok(gw) => break gw,
+                Ok(gw) => match &catalog {
+                    Some(c) => break gw.with_catalog(c.clone()),
+                    None => break gw,
+                },
                 Err(GatewayError::Bind { source, .. })
                     if source.kind() == std::io::ErrorKind::AddrInUse && tries < 100 =>
                 {

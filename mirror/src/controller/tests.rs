@@ -360,9 +360,8 @@ async fn run_mirror_follows_links_and_their_credentials() {
     put(&east, remote("production", "myapp", Some("true"), "1")).await;
     let reports = Reports::default();
     let east2 = east.clone();
-    let connect = move |_: &LinkConfig, s: &Secret| match s
-        .string_data
-        .as_ref()
+    let connect = move |_: &LinkConfig, s: Option<&Secret>| match s
+        .and_then(|s| s.string_data.as_ref())
         .and_then(|d| d.get("cluster"))
         .map(String::as_str)
     {

@@ -550,6 +550,9 @@ impl Runtime {
             // The ingress delivers streams to local endpoints found through Destination;
             // in loopback mode pods are not behind iptables, so it dials their proxies.
             gargs.extend(["--destination-addr".into(), r.destination.clone()]);
+            // Linked clusters' mirrors read this cluster's Services through the link,
+            // not through its API.
+            gargs.push("--serve-exports".into());
             // Stock Linkerd proxies (and UDP-less networks) reach this cluster through
             // Linkerd's mTLS entry on 4143/tcp, beside the QUIC link on 4143/udp.
             gargs.push("--linkerd-entry".into());
