@@ -253,11 +253,20 @@ fn commands_of_later_issues_say_so_and_fail() {
 
 #[test]
 fn multicluster_link_needs_the_target_cluster() {
-    let out = run(&["multicluster", "link", "--cluster-name", "east"]);
+    // Neither a state directory nor a Kubernetes cluster (no kubeconfig, not in a pod).
+    let home = tempfile::tempdir().unwrap();
+    let out = strait()
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("missing-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .args(["multicluster", "link", "--cluster-name", "east"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("pass --state-dir DIR of the target cluster"),
+        err.contains("pass --state-dir DIR of the target cluster")
+            && err.contains("kubeconfig's current context"),
         "{err}"
     );
     assert!(out.stdout.is_empty());

@@ -27,6 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -192,7 +193,10 @@ pub struct LinkReport {
     pub cluster: String,
     /// The gateway's probe state.
     pub gateway: GatewayHealth,
-    /// Whether the target cluster's API is reachable now.
+    /// Whether the target is read through the gateway link (its gateway's catalog)
+    /// rather than through its API with the Link's credentials.
+    pub through_gateway: bool,
+    /// Whether the target cluster is reachable now.
     pub remote_connected: bool,
     /// Whether a complete list of the target's Services was ever seen.
     pub synced: bool,
@@ -324,6 +328,7 @@ pub async fn run_link<R: Store, L: Store>(
     report.send_modify(|r| {
         r.link = format!("{}/{}", link.namespace, link.name);
         r.cluster = link.target_cluster.clone();
+        r.through_gateway = wants_pods;
     });
     loop {
         tokio::select! {
@@ -729,15 +734,16 @@ pub async fn run_federation<L: Store>(
 pub trait Connect<R>: Send + Sync + 'static {
     /// The target cluster's store, or what is wrong with the credentials. `secret` is
     /// `None` only for links read through a gateway entry.
-    fn connect(&self, link: &LinkConfig, secret: Option<&Secret>) -> Result<R, String>;
+    fn connect(&self, link: LinkConfig, secret: Option<Secret>) -> BoxFuture<'static, Result<R, String>>;
 }
 
-impl<R, F> Connect<R> for F
+impl<R, F, Fut> Connect<R> for F
 where
-    F: Fn(&LinkConfig, Option<&Secret>) -> Result<R, String> + Send + Sync + 'static,
+    F: Fn(LinkConfig, Option<Secret>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, String>> + Send + 'static,
 {
-    fn connect(&self, link: &LinkConfig, secret: Option<&Secret>) -> Result<R, String> {
-        self(link, secret)
+    fn connect(&self, link: LinkConfig, secret: Option<Secret>) -> BoxFuture<'static, Result<R, String>> {
+        Box::pin(self(link, secret))
     }
 }
 
@@ -936,7 +942,7 @@ async fn ensure_links<L: Store, R: Store>(
             continue;
         }
         running.remove(key);
-        let remote = match connect.connect(&cfg, secret.as_ref()) {
+        let remote = match connect.connect(cfg.clone(), secret).await {
             Ok(r) => r,
             Err(e) if through_gateway => {
                 fail(format!("link {key}: {e}"));

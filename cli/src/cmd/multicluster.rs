@@ -98,7 +98,9 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
                         "name": "gateway", "image": "strait:latest",
                         "args": ["gateway", "--identity-trust-anchors-file", "/var/run/linkerd/identity/ca.crt",
                             "--identity-cert-file", "/var/run/linkerd/identity/tls.crt",
-                            "--identity-key-file", "/var/run/linkerd/identity/tls.key"],
+                            "--identity-key-file", "/var/run/linkerd/identity/tls.key",
+                            // Linked gateways' mirrors read Services through the link.
+                            "--serve-exports", "--kubernetes"],
                         "ports": [
                             {"name": "mc-gateway", "containerPort": 4143, "protocol": "TCP"},
                             {"name": "mc-gateway-quic", "containerPort": 4143, "protocol": "UDP"},
@@ -115,6 +117,13 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
                 {"name": "mc-gateway", "port": gateway_port, "targetPort": 4143, "protocol": "TCP"},
                 {"name": "mc-gateway-quic", "port": gateway_port, "targetPort": 4143, "protocol": "UDP"},
                 {"name": "mc-probe", "port": 4191, "targetPort": 4191, "protocol": "TCP"}]}}),
+        // The gateway's catalog (`--serve-exports`): Services, and pods for their service
+        // accounts, read-only.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "linkerd-gateway"},
+            "rules": [{"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-gateway"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-gateway"},
+            "subjects": [{"kind": "ServiceAccount", "name": "linkerd-gateway", "namespace": ns}]}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": REMOTE_ACCESS_SA, "namespace": ns}}),
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
             "metadata": {"name": format!("{REMOTE_ACCESS_SA}-token"), "namespace": ns,
@@ -206,6 +215,10 @@ pub struct LinkArgs {
     /// Lifetime of the issued read-only credentials (local mode).
     #[arg(long, default_value = "8760h")]
     pub credentials_lifetime: String,
+    /// The target's API server address as the linking cluster reaches it (Kubernetes
+    /// mode; default: the current kubeconfig context's server).
+    #[arg(long)]
+    pub api_server_address: Option<String>,
 }
 
 /// `a=b,c=d` as a label selector.
@@ -289,24 +302,125 @@ fn gateway_addresses(args: &LinkArgs, gateway: Option<&Service>) -> Result<Strin
     Ok(found.join(","))
 }
 
-/// Runs `multicluster link` against a local cluster (`--state-dir`).
+/// Runs `multicluster link` against the target cluster: a local cluster (`--state-dir`)
+/// or, without one, the Kubernetes cluster of the current kubeconfig context.
 pub fn link(g: &Global, args: &LinkArgs) -> ExitCode {
-    let Some(dir) = g.state_dir.as_deref() else {
-        return fail(
-            "pass --state-dir DIR of the target cluster (the one whose services are exported); Kubernetes-mode links are printed from a kubeconfig secret, which `strait multicluster link` cannot make yet: use `linkerd multicluster link`'s kubeconfig Secret with strait's Link",
-        );
+    let (objects, apply) = match g.state_dir.as_deref() {
+        Some(dir) => (
+            local_link(dir, g, args),
+            "`strait --state-dir LINKING apply -f -`",
+        ),
+        None => (
+            super::runtime().block_on(kube_link(args)),
+            "`kubectl --context LINKING apply -f -`",
+        ),
     };
-    match local_link(dir, g, args) {
+    match objects {
         Ok(objects) => {
             print(&objects);
             eprintln!(
-                "Link and credentials for cluster {} printed: apply them to the linking cluster (`strait --state-dir LINKING apply -f -`), which runs `strait mirror`.",
+                "Link and credentials for cluster {} printed: apply them to the linking cluster ({apply}), which runs `strait mirror`.",
                 args.cluster_name
             );
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
     }
+}
+
+/// `multicluster link` in Kubernetes mode: the API server and CA of the current
+/// kubeconfig context (or the pod's service account), as Linkerd's does.
+async fn kube_link(args: &LinkArgs) -> Result<Vec<Value>, String> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        format!("no target cluster: pass --state-dir DIR of the target cluster (a local cluster), or point the kubeconfig's current context at the Kubernetes cluster to link ({e})")
+    })?;
+    let server = match &args.api_server_address {
+        Some(a) => a.clone(),
+        None => config.cluster_url.to_string().trim_end_matches('/').to_string(),
+    };
+    let ca: Option<String> = config.root_cert.as_ref().map(|certs| {
+        certs
+            .iter()
+            .map(|der| strait_identity::encode_pem("CERTIFICATE", der))
+            .collect()
+    });
+    let client = kube::Client::try_from(config).map_err(|e| format!("cannot use the kubeconfig: {e}"))?;
+    kube_link_objects(&KubeStore::new(client), &server, ca.as_deref(), args).await
+}
+
+/// Base64 without a new dependency: a `ByteString` serializes as base64.
+fn base64(bytes: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The Link and the kubeconfig Secret (Linkerd's `mirror.linkerd.io/remote-kubeconfig`)
+/// of a Kubernetes target reached through `store`, whose API the linking cluster's mirror
+/// reaches at `server` (with CA `ca`): the remote-access service account's token, the
+/// gateway's addresses, and the mesh trust anchors (`ca-bundle.crt`, for `check`).
+pub async fn kube_link_objects(
+    store: &impl Store,
+    server: &str,
+    ca: Option<&str>,
+    args: &LinkArgs,
+) -> Result<Vec<Value>, String> {
+    let token_secret = format!("{REMOTE_ACCESS_SA}-token");
+    let install = "run `strait multicluster install | kubectl apply -f -` against the target cluster first";
+    let secret: Secret = store
+        .get(MULTICLUSTER_NS, &token_secret)
+        .await
+        .map_err(|e| format!("reading Secret {MULTICLUSTER_NS}/{token_secret}: {e}"))?
+        .ok_or_else(|| format!("Secret {MULTICLUSTER_NS}/{token_secret} not found: {install}"))?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            format!("Secret {MULTICLUSTER_NS}/{token_secret}: data.token is empty; Kubernetes fills it in for the service account {REMOTE_ACCESS_SA}, wait a moment and retry")
+        })?;
+    let gateway: Option<Service> = store
+        .get(MULTICLUSTER_NS, "linkerd-gateway")
+        .await
+        .map_err(|e| format!("reading Service {MULTICLUSTER_NS}/linkerd-gateway: {e}"))?;
+    let addresses = gateway_addresses(args, gateway.as_ref())?;
+    let roots: Option<k8s_openapi::api::core::v1::ConfigMap> = store
+        .get("linkerd", "linkerd-identity-trust-roots")
+        .await
+        .map_err(|e| format!("reading ConfigMap linkerd/linkerd-identity-trust-roots: {e}"))?;
+    let anchors = roots
+        .and_then(|c| c.data?.get("ca-bundle.crt").cloned())
+        .ok_or("ConfigMap linkerd/linkerd-identity-trust-roots has no data.ca-bundle.crt: is the control plane installed in the target cluster (`strait install`)?")?;
+    strait_identity::TrustAnchors::from_pem(anchors.as_bytes(), "ca-bundle.crt", SystemTime::now())
+        .map_err(|e| format!("ConfigMap linkerd/linkerd-identity-trust-roots: data.ca-bundle.crt: {e}"))?;
+    let mut cluster = json!({"server": server});
+    if let Some(ca) = ca {
+        cluster["certificate-authority-data"] = json!(base64(ca.as_bytes()));
+    }
+    let name = &args.cluster_name;
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": REMOTE_ACCESS_SA, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": REMOTE_ACCESS_SA}}],
+        "current-context": name,
+    });
+    let link = link_object(args, &addresses)?;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": KUBECONFIG_TYPE,
+        "metadata": {"name": format!("cluster-credentials-{name}"), "namespace": MULTICLUSTER_NS,
+            "labels": {mcl::CLUSTER_NAME: name}},
+        "stringData": {
+            // JSON is YAML: one document, as kubeconfig readers expect.
+            "kubeconfig": serde_json::to_string_pretty(&kubeconfig).expect("JSON values serialize"),
+            "ca-bundle.crt": anchors,
+        },
+    });
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MULTICLUSTER_NS}});
+    Ok(vec![namespace, secret, link])
 }
 
 fn local_link(dir: &Path, g: &Global, args: &LinkArgs) -> Result<Vec<Value>, String> {
@@ -370,28 +484,52 @@ fn local_link(dir: &Path, g: &Global, args: &LinkArgs) -> Result<Vec<Value>, Str
     Ok(vec![namespace, secret, link])
 }
 
+/// `data.KEY` (or `stringData.KEY`) of a credentials Secret.
+fn secret_field(secret: &Secret, k: &str) -> Result<String, String> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(k).cloned())
+        .or_else(|| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        })
+        .ok_or_else(|| format!("data.{k} is missing; re-create the Secret with `strait multicluster link`"))
+}
+
+/// The target cluster of a Linkerd-style kubeconfig Secret (`type:
+/// mirror.linkerd.io/remote-kubeconfig`, `data.kubeconfig`): its Kubernetes API, with the
+/// kubeconfig's current context.
+pub async fn connect_kubeconfig(secret: &Secret) -> Result<AnyStore, String> {
+    let text = secret_field(secret, "kubeconfig")?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text)
+        .map_err(|e| format!("data.kubeconfig is not a kubeconfig: {e}"))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("data.kubeconfig: {e}"))?;
+    let client = kube::Client::try_from(config).map_err(|e| format!("data.kubeconfig: {e}"))?;
+    Ok(AnyStore::Kube(KubeStore::new(client)))
+}
+
+/// Whether a credentials Secret can be used: a kubeconfig that loads, or local-mode API
+/// credentials that verify (nothing is contacted).
+fn validate_credentials(rt: &tokio::runtime::Runtime, s: &Secret) -> Result<(), String> {
+    if s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
+        return rt.block_on(connect_kubeconfig(s)).map(drop);
+    }
+    connect_local(s).map(drop)
+}
+
 /// The target store a local-mode credentials Secret names.
 pub fn connect_local(secret: &Secret) -> Result<AnyStore, String> {
-    let field = |k: &str| -> Result<String, String> {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(k).cloned())
-            .or_else(|| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-            .ok_or_else(|| {
-                format!("data.{k} is missing; re-create the Secret with `strait multicluster link`")
-            })
-    };
+    let field = |k: &str| secret_field(secret, k);
     match secret.type_.as_deref() {
         Some(LOCAL_CREDENTIALS_TYPE) => {}
         Some(KUBECONFIG_TYPE) => {
-            return Err("holds a kubeconfig: Kubernetes targets need `strait mirror --kubernetes`".into());
+            return Err("holds a kubeconfig: read it with `connect_kubeconfig`".into());
         }
         other => return Err(format!("type {other:?}: expected {LOCAL_CREDENTIALS_TYPE:?}")),
     }
@@ -514,14 +652,23 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
     rt.block_on(async move {
         let admin = match tokio::net::TcpListener::bind(args.admin_addr).await {
             Ok(l) => l,
-            Err(e) => return fail(format!("cannot listen on {} for the mirror's admin server: {e}; pass --admin-addr", args.admin_addr)),
+            Err(e) => {
+                return fail(format!(
+                    "cannot listen on {} for the mirror's admin server: {e}; pass --admin-addr",
+                    args.admin_addr
+                ));
+            }
         };
         let admin_addr = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         if let Some(dir) = g.state_dir.as_deref() {
             let _ = std::fs::write(mirror_file(dir), json!({"admin": admin_addr}).to_string());
         }
         let reports = Reports::default();
-        tokio::spawn(strait_mirror::admin::serve(admin, reports.clone(), std::future::pending()));
+        tokio::spawn(strait_mirror::admin::serve(
+            admin,
+            reports.clone(),
+            std::future::pending(),
+        ));
         let mut dns_bound = None;
         if let Some(addr) = args.dns_addr {
             // UDP and TCP on one port: with port 0, TCP takes the port UDP was given.
@@ -532,7 +679,11 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             };
             let (udp, tcp) = match bind.await {
                 Ok(pair) => pair,
-                Err(e) => return fail(format!("cannot listen on {addr} for the cluster DNS: {e}; pass another --dns-addr")),
+                Err(e) => {
+                    return fail(format!(
+                        "cannot listen on {addr} for the cluster DNS: {e}; pass another --dns-addr"
+                    ));
+                }
             };
             dns_bound = udp.local_addr().ok();
             let index = strait_mirror::dns::DnsIndex::default();
@@ -546,25 +697,36 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
                 }
             });
             let domain = args.cluster_domain.clone();
-            tokio::spawn(async move { strait_mirror::dns::serve(udp, tcp, &domain, index, std::future::pending()).await });
+            tokio::spawn(async move {
+                strait_mirror::dns::serve(udp, tcp, &domain, index, std::future::pending()).await
+            });
         }
         println!("{}", json!({"admin": admin_addr, "dns": dns_bound}));
-        let kubernetes = args.kubernetes;
         let entries = opts.gateway_entries.clone();
         // A link with a gateway entry is read through the gateway link (no credentials,
-        // no exposure of the target's API); any other through its credentials Secret.
-        let connect = move |link: &strait_mirror::LinkConfig, s: Option<&Secret>| -> Result<AnyStore, String> {
-            if let Some(entry) = entries.get(&link.target_cluster) {
-                return Ok(AnyStore::Gateway(strait_mirror::catalog::GatewayStore::new(*entry, link.target_cluster.clone())));
+        // no exposure of the target's API); any other through its credentials Secret:
+        // a local cluster's API credentials, or Linkerd's kubeconfig.
+        let connect = move |link: strait_mirror::LinkConfig, s: Option<Secret>| {
+            let entry = entries.get(&link.target_cluster).copied();
+            async move {
+                if let Some(entry) = entry {
+                    return Ok(AnyStore::Gateway(strait_mirror::catalog::GatewayStore::new(
+                        entry,
+                        link.target_cluster,
+                    )));
+                }
+                let s = s.ok_or("not found")?;
+                if s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
+                    return connect_kubeconfig(&s).await;
+                }
+                connect_local(&s)
             }
-            let s = s.ok_or("not found")?;
-            if kubernetes && s.type_.as_deref() == Some(KUBECONFIG_TYPE) {
-                return Err("Kubernetes targets (kubeconfig credentials) are not supported by this build of the mirror yet".into());
-            }
-            connect_local(s)
         };
         // Linkerd's failover operator: managed TrafficSplits follow their backends' readiness.
-        tokio::spawn(strait_mirror::failover::run_failover(local.clone(), std::future::pending()));
+        tokio::spawn(strait_mirror::failover::run_failover(
+            local.clone(),
+            std::future::pending(),
+        ));
         run_mirror(local, connect, opts, reports, shutdown_signal()).await;
         if let Some(dir) = g.state_dir.as_deref() {
             let _ = std::fs::remove_file(mirror_file(dir));
@@ -650,6 +812,7 @@ fn report_from(v: Value) -> LinkReport {
     let mut r = LinkReport {
         link: v["link"].as_str().unwrap_or_default().into(),
         cluster: v["cluster"].as_str().unwrap_or_default().into(),
+        through_gateway: v["throughGateway"].as_bool().unwrap_or(false),
         remote_connected: v["remoteConnected"].as_bool().unwrap_or(false),
         synced: v["synced"].as_bool().unwrap_or(false),
         error: v["error"].as_str().map(str::to_string),
@@ -802,50 +965,79 @@ pub fn gateways(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str
 /// Runs `multicluster unlink`: every object the link created in this (linking) cluster.
 pub fn unlink(g: &Global, cluster: &str) -> ExitCode {
     let rt = super::runtime();
-    let store = match super::open_local(g) {
-        Ok(s) => s,
-        Err(code) => return code,
+    let store = if g.state_dir.is_some() || g.cluster.is_some() {
+        match super::open_local(g) {
+            Ok(super::LocalCluster::Direct(s)) => AnyStore::Local(s),
+            Ok(super::LocalCluster::Api(c)) => {
+                AnyStore::Api(ApiStore::new(c, strait_controller::api::store::POLL))
+            }
+            Err(code) => return code,
+        }
+    } else {
+        match rt.block_on(kube::Client::try_default()) {
+            Ok(c) => AnyStore::Kube(KubeStore::new(c)),
+            Err(e) => {
+                return fail(format!(
+                    "no linking cluster to read: pass --state-dir DIR of a local cluster, or point the kubeconfig's current context at the Kubernetes cluster ({e})"
+                ));
+            }
+        }
     };
-    let mut out = Vec::new();
-    let links = match store.list(&rt, <Link as Kind>::info(), None, None) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
+    match rt.block_on(unlink_objects(&store, cluster)) {
+        Ok(out) => {
+            print(&out);
+            eprintln!(
+                "Everything the link to {cluster} created printed: delete it with `strait delete -f -` (or `kubectl delete -f -`)."
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// What the Link to `cluster` created in the linking cluster `store`: its credentials
+/// Secret, the Link, and every mirror Service and EndpointSlice of that cluster.
+pub async fn unlink_objects(store: &impl Store, cluster: &str) -> Result<Vec<Value>, String> {
+    let links: Vec<Link> = store.list(None).await.map_err(|e| e.to_string())?;
     let link = links
         .into_iter()
-        .filter_map(Link::from_object)
-        .find(|l| l.spec.target_cluster_name.as_deref() == Some(cluster));
-    let Some(link) = link else {
-        return fail(format!(
-            "no Link to a cluster named {cluster:?} here; `strait get links -A` lists them"
-        ));
-    };
+        .find(|l| l.spec.target_cluster_name.as_deref() == Some(cluster))
+        .ok_or_else(|| {
+            format!("no Link to a cluster named {cluster:?} here; `strait get links -A` lists them")
+        })?;
     let ns = link.metadata.namespace.clone().unwrap_or_default();
+    let mut out = Vec::new();
     if let Some(secret) = &link.spec.cluster_credentials_secret {
         out.push(
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": ns}}),
         );
     }
     out.push(json!({"apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "Link", "metadata": {"name": link.metadata.name, "namespace": ns}}));
-    for info in [
-        <k8s_openapi::api::discovery::v1::EndpointSlice as Kind>::info(),
-        <Service as Kind>::info(),
-    ] {
-        for o in store.list(&rt, info, None, None).unwrap_or_default() {
-            let l = o.meta().labels.clone().unwrap_or_default();
-            if l.get(ml::MIRRORED_SERVICE).map(String::as_str) == Some("true")
-                && l.get(ml::CLUSTER_NAME).map(String::as_str) == Some(cluster)
-            {
-                out.push(json!({"apiVersion": info.api_version(), "kind": info.kind,
-                    "metadata": {"name": o.meta().name, "namespace": o.meta().namespace}}));
-            }
+    let mirrored = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        let l = meta.labels.clone().unwrap_or_default();
+        l.get(ml::MIRRORED_SERVICE).map(String::as_str) == Some("true")
+            && l.get(ml::CLUSTER_NAME).map(String::as_str) == Some(cluster)
+    };
+    let mut push = |info: &strait_api::kinds::KindInfo,
+                    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        if mirrored(meta) {
+            out.push(json!({"apiVersion": info.api_version(), "kind": info.kind,
+                "metadata": {"name": meta.name, "namespace": meta.namespace}}));
         }
+    };
+    let slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        store.list(None).await.map_err(|e| e.to_string())?;
+    for s in &slices {
+        push(
+            <k8s_openapi::api::discovery::v1::EndpointSlice as Kind>::info(),
+            &s.metadata,
+        );
     }
-    print(&out);
-    eprintln!(
-        "Everything the link to {cluster} created printed: delete it with `strait delete -f -` (or `kubectl delete -f -`)."
-    );
-    ExitCode::SUCCESS
+    let services: Vec<Service> = store.list(None).await.map_err(|e| e.to_string())?;
+    for s in &services {
+        push(<Service as Kind>::info(), &s.metadata);
+    }
+    Ok(out)
 }
 
 /// Runs `multicluster check`.
@@ -870,6 +1062,12 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
         .filter_map(Link::from_object)
         .collect();
     line(!links.is_empty(), "Link resources exist".into(), Some("run `strait multicluster link --cluster-name NAME` against a target cluster and apply its output here".into()));
+    let reports = mirror_admin(g, mirror_addr).and_then(|a| rt.block_on(fetch_reports(&a)));
+    let through_gateway = |key: &str| {
+        reports
+            .as_ref()
+            .is_ok_and(|rs| rs.iter().any(|r| r.link == key && r.through_gateway))
+    };
     for l in &links {
         let name = l.metadata.name.clone().unwrap_or_default();
         match strait_mirror::LinkConfig::from_link(l) {
@@ -884,6 +1082,11 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
                     )
                     .unwrap_or_default();
                 match secrets.into_iter().filter_map(Secret::from_object).next() {
+                    None if through_gateway(&format!("{}/{name}", cfg.namespace)) => line(
+                        true,
+                        format!("{name} is read through the gateway link (no credentials needed)"),
+                        None,
+                    ),
                     None => line(
                         false,
                         format!("credentials of {name}"),
@@ -892,8 +1095,8 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
                             cfg.namespace, cfg.credentials_secret
                         )),
                     ),
-                    Some(s) => match connect_local(&s) {
-                        Ok(_) => line(true, format!("credentials of {name} are valid"), None),
+                    Some(s) => match validate_credentials(&rt, &s) {
+                        Ok(()) => line(true, format!("credentials of {name} are valid"), None),
                         Err(e) => line(false, format!("credentials of {name}"), Some(e)),
                     },
                 }
@@ -901,7 +1104,7 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
             Err(e) => line(false, format!("Link {name} is valid"), Some(e.to_string())),
         }
     }
-    match mirror_admin(g, mirror_addr).and_then(|a| rt.block_on(fetch_reports(&a))) {
+    match reports {
         Err(e) => line(false, "the service mirror is running".into(), Some(e)),
         Ok(reports) => {
             line(true, "the service mirror is running".into(), None);
@@ -959,6 +1162,215 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kubeconfig_secret(kubeconfig: Option<&str>) -> Secret {
+        let mut v = json!({"apiVersion": "v1", "kind": "Secret", "type": KUBECONFIG_TYPE,
+            "metadata": {"name": "cluster-credentials-east", "namespace": MULTICLUSTER_NS}});
+        if let Some(k) = kubeconfig {
+            v["stringData"] = json!({"kubeconfig": k});
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A Linkerd-made kubeconfig Secret reaches the API it names, with its token.
+    #[tokio::test]
+    async fn a_kubeconfig_secret_reads_the_api_it_names_with_its_token() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = api.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = api.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut b = [0u8; 1024];
+                let n = tcp.read(&mut b).await.unwrap();
+                assert!(n > 0, "the client closed before its request");
+                req.extend_from_slice(&b[..n]);
+            }
+            let body =
+                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "7"},
+                "items": [{"metadata": {"name": "myapp", "namespace": "production", "resourceVersion": "7"},
+                           "spec": {"ports": [{"port": 80}]}}]})
+                .to_string();
+            let rsp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(rsp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    server: http://{addr}\nusers:\n- name: mirror\n  user:\n    token: s3cret-token\ncontexts:\n- name: east\n  context:\n    cluster: east\n    user: mirror\ncurrent-context: east\n"
+        );
+        let store = connect_kubeconfig(&kubeconfig_secret(Some(&kubeconfig)))
+            .await
+            .unwrap();
+        assert!(matches!(store, AnyStore::Kube(_)));
+        let services: Vec<Service> = store.list(None).await.unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].metadata.name.as_deref(), Some("myapp"));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /api/v1/services"), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer s3cret-token"),
+            "{request}"
+        );
+    }
+
+    fn link_args(name: &str) -> LinkArgs {
+        LinkArgs {
+            cluster_name: name.into(),
+            gateway_addresses: None,
+            gateway_port: 4143,
+            selector: "mirror.linkerd.io/exported=true".into(),
+            remote_discovery_selector: "mirror.linkerd.io/exported=remote-discovery".into(),
+            federated_service_selector: "mirror.linkerd.io/federated=member".into(),
+            identity_trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+            credentials_lifetime: "8760h".into(),
+            api_server_address: None,
+        }
+    }
+
+    /// Kubernetes mode: the printed Secret is Linkerd's kubeconfig Secret for the
+    /// remote-access token, it loads, and the mirror's connect reads the API it names.
+    #[tokio::test]
+    async fn a_kubernetes_link_prints_a_kubeconfig_for_the_remote_access_token() {
+        let target = LocalStore::in_memory();
+        let args = link_args("east");
+        let e = kube_link_objects(&target, "https://198.18.0.1:6443", None, &args)
+            .await
+            .unwrap_err();
+        assert!(e.contains("strait multicluster install"), "{e}");
+        let (anchors, _) = strait_identity::generate(&Default::default(), SystemTime::now()).unwrap();
+        let objects: Vec<Value> = vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MULTICLUSTER_NS}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "linkerd"}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": format!("{REMOTE_ACCESS_SA}-token"), "namespace": MULTICLUSTER_NS},
+                "data": {"token": base64(b"tok-123")}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "linkerd-gateway", "namespace": MULTICLUSTER_NS},
+                "spec": {"ports": [{"port": 4143}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.9"}]}}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "linkerd-identity-trust-roots", "namespace": "linkerd"},
+                "data": {"ca-bundle.crt": anchors.to_pem()}}),
+        ];
+        let objects: Vec<strait_api::Object> = objects
+            .into_iter()
+            .map(|v| {
+                let text = serde_json::to_string(&v).unwrap();
+                strait_api::loader::load_str("<test>", &text, &Default::default())
+                    .unwrap()
+                    .remove(0)
+                    .object
+            })
+            .collect();
+        target.apply(objects).await.unwrap();
+
+        let out = kube_link_objects(
+            &target,
+            "https://198.18.0.1:6443",
+            Some("-----BEGIN CERTIFICATE-----\n"),
+            &args,
+        )
+        .await
+        .unwrap();
+        let secret = &out[1];
+        assert_eq!(secret["type"], KUBECONFIG_TYPE);
+        assert_eq!(secret["metadata"]["name"], "cluster-credentials-east");
+        assert_eq!(secret["stringData"]["ca-bundle.crt"], anchors.to_pem());
+        let kc = secret["stringData"]["kubeconfig"].as_str().unwrap();
+        let parsed = kube::config::Kubeconfig::from_yaml(kc).unwrap();
+        assert_eq!(parsed.current_context.as_deref(), Some("east"));
+        let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://198.18.0.1:6443"));
+        assert!(cluster.certificate_authority_data.is_some());
+        assert!(parsed.auth_infos[0].auth_info.as_ref().unwrap().token.is_some());
+        let raw: Value = serde_json::from_str(kc).unwrap();
+        assert_eq!(raw["users"][0]["user"]["token"], "tok-123");
+        let link = &out[2];
+        assert_eq!(link["spec"]["gatewayAddress"], "198.18.0.9");
+        assert_eq!(
+            link["spec"]["clusterCredentialsSecret"],
+            "cluster-credentials-east"
+        );
+        // What is printed loads as the linking cluster will read it.
+        let text = strait_api::yaml::to_yaml(&out);
+        let loaded = strait_api::loader::load_str("<link>", &text, &Default::default()).unwrap();
+        assert_eq!(loaded.len(), 3);
+    }
+
+    /// `unlink` lists the Link, its Secret and that cluster's mirrors, nothing else.
+    #[tokio::test]
+    async fn unlink_lists_what_the_link_created_and_only_that() {
+        let store = LocalStore::in_memory();
+        let e = unlink_objects(&store, "east").await.unwrap_err();
+        assert!(e.contains("no Link to a cluster named \"east\""), "{e}");
+        let mut objects = vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MULTICLUSTER_NS}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "production"}}),
+            link_object(&link_args("east"), "198.18.0.9").unwrap(),
+            link_object(&link_args("north"), "198.18.0.10").unwrap(),
+        ];
+        for (name, cluster) in [("myapp-east", "east"), ("myapp-north", "north")] {
+            objects.push(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "production",
+                    "labels": {ml::MIRRORED_SERVICE: "true", ml::CLUSTER_NAME: cluster}},
+                "spec": {"ports": [{"port": 80}]}}));
+        }
+        objects.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "myapp", "namespace": "production", "labels": {ml::CLUSTER_NAME: "east"}},
+            "spec": {"ports": [{"port": 80}]}}));
+        let text = strait_api::yaml::to_yaml(&objects);
+        let loaded = strait_api::loader::load_str("<test>", &text, &Default::default()).unwrap();
+        store
+            .apply(loaded.into_iter().map(|l| l.object).collect())
+            .await
+            .unwrap();
+        let out = unlink_objects(&store, "east").await.unwrap();
+        let names: Vec<String> = out
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Secret/cluster-credentials-east",
+                "Link/east",
+                "Service/myapp-east"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_kubeconfig_secrets_name_the_field() {
+        let e = connect_kubeconfig(&kubeconfig_secret(None)).await.err().unwrap();
+        assert!(e.contains("data.kubeconfig is missing"), "{e}");
+        let e = connect_kubeconfig(&kubeconfig_secret(Some("clusters: [oops")))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains("data.kubeconfig is not a kubeconfig"), "{e}");
+        // A kubeconfig whose current context names nothing.
+        let e = connect_kubeconfig(&kubeconfig_secret(Some(
+            "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n",
+        )))
+        .await
+        .err()
+        .unwrap();
+        assert!(e.starts_with("data.kubeconfig"), "{e}");
+        // A kubeconfig Secret is not local-mode credentials, and says so.
+        let e = connect_local(&kubeconfig_secret(Some("x"))).err().unwrap();
+        assert!(e.contains("kubeconfig"), "{e}");
+    }
 
     #[test]
     fn gateway_entries_parse_and_bad_ones_say_what_was_expected() {

@@ -360,13 +360,17 @@ async fn run_mirror_follows_links_and_their_credentials() {
     put(&east, remote("production", "myapp", Some("true"), "1")).await;
     let reports = Reports::default();
     let east2 = east.clone();
-    let connect = move |_: &LinkConfig, s: Option<&Secret>| match s
-        .and_then(|s| s.string_data.as_ref())
-        .and_then(|d| d.get("cluster"))
-        .map(String::as_str)
-    {
-        Some("east") => Ok(east2.clone()),
-        other => Err(format!("no cluster named {other:?}")),
+    let connect = move |_: LinkConfig, s: Option<Secret>| {
+        let r = match s
+            .as_ref()
+            .and_then(|s| s.string_data.as_ref())
+            .and_then(|d| d.get("cluster"))
+            .map(String::as_str)
+        {
+            Some("east") => Ok(east2.clone()),
+            other => Err(format!("no cluster named {other:?}")),
+        };
+        async move { r }
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run_mirror(
