@@ -299,6 +299,9 @@ impl Gateway {
                 Some(listener)
             }
         };
+        let mut metrics = Metrics::default();
+        metrics.inbound.resumed = creds.sessions.accepted.clone();
+        let metrics = Arc::new(metrics);
         Ok(Gateway {
             config,
             creds,
@@ -308,7 +311,7 @@ impl Gateway {
             linkerd_entry,
             resolver,
             catalog: None,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })
     }
 
@@ -372,17 +375,21 @@ impl Gateway {
             metrics,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let client = tls::quic_client_config(&creds)?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport(&config.tuning));
+        let transport = transport(&config.tuning);
 
         let mut tasks = JoinSet::new();
         let mut links = Vec::new();
         for spec in &config.links {
+            // A client config per link, so each link knows which of its handshakes resumed.
+            let verified = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut client =
+                quinn::ClientConfig::new(Arc::new(tls::quic_client_config(&creds, verified.clone())?));
+            client.transport_config(transport.clone());
             let driver = Driver {
                 spec: spec.clone(),
                 endpoint: endpoint.clone(),
-                client: client.clone(),
+                client,
+                verified,
                 config: config.link.clone(),
                 metrics: metrics.link(&spec.name),
                 seed: fastrand::u64(..),
@@ -430,6 +437,7 @@ impl Gateway {
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
+            Arc::new(config.accept.clone()),
             resolver,
             catalog::Server::new(catalog),
             metrics.clone(),
@@ -568,6 +576,7 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
 
 async fn serve_ingress(
     endpoint: Endpoint,
+    accept: Arc<Vec<IdentityName>>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -580,7 +589,7 @@ async fn serve_ingress(
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    conns.spawn(ingress_conn(incoming, resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
+                    conns.spawn(ingress_conn(incoming, accept.clone(), resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
                 }
                 None => break,
             },
@@ -594,6 +603,7 @@ async fn serve_ingress(
 
 async fn ingress_conn(
     incoming: quinn::Incoming,
+    accept: Arc<Vec<IdentityName>>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -609,6 +619,14 @@ async fn ingress_conn(
         }
     };
     let peer = tls::quic_peer_identity(&conn);
+    // The handshake already refused unaccepted identities; a resumed session carries
+    // the identity verified when it was issued, perhaps by a predecessor with another
+    // accept list: check it again.
+    if !peer.as_ref().is_some_and(|p| accept.contains(p)) {
+        tracing::warn!(%remote, peer = ?peer.as_ref().map(|p| p.as_str()), "refused a resumed link from a gateway identity no longer accepted");
+        conn.close(VarInt::from_u32(1), b"gateway identity not accepted");
+        return;
+    }
     tracing::info!(%remote, peer = ?peer.as_ref().map(|p| p.as_str()), "remote gateway linked");
     metrics.inbound.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut streams = JoinSet::new();

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proto;
 pub mod relay;
 pub mod resolve;
+pub mod tickets;
 pub mod tls;
 
 pub use catalog::Catalog;

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quinn::{Connection, ConnectionError, VarInt};
@@ -159,6 +159,8 @@ pub(crate) struct Driver {
     pub spec: LinkSpec,
     pub endpoint: quinn::Endpoint,
     pub client: quinn::ClientConfig,
+    /// Server certificates `client` verified (see [`crate::tls::quic_client_config`]).
+    pub verified: Arc<AtomicU64>,
     pub config: LinkConfig,
     pub metrics: Arc<LinkMetrics>,
     pub seed: u64,
@@ -300,6 +302,7 @@ impl Driver {
             spec,
             endpoint,
             client,
+            verified,
             config,
             metrics,
             seed,
@@ -323,7 +326,7 @@ impl Driver {
                 match action {
                     Action::Connect { attempt } => {
                         tracing::debug!(link = %spec.name, attempt, addr = %spec.addr, "connecting");
-                        connecting = Some(connect(&endpoint, &client, &spec));
+                        connecting = Some(connect(&endpoint, &client, &spec, verified.clone()));
                     }
                     Action::Probe { id } => {
                         if let Some(c) = conn.clone() {
@@ -434,23 +437,31 @@ impl Driver {
     }
 }
 
-fn connect(endpoint: &quinn::Endpoint, client: &quinn::ClientConfig, spec: &LinkSpec) -> Connecting {
+fn connect(
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    spec: &LinkSpec,
+    verified: Arc<AtomicU64>,
+) -> Connecting {
     let attempt = endpoint.connect_with(client.clone(), spec.addr, spec.identity.as_str());
+    // One attempt at a time per link: a handshake that verified no certificate resumed.
+    let before = verified.load(Ordering::Relaxed);
     Box::pin(async move {
         let connecting = attempt?;
         // With a session ticket, 0-RTT keys exist at once; the link still waits
         // for the handshake to finish before carrying streams, because relayed
         // payload sent as 0-RTT data could be replayed by an attacker.
-        let (conn, resumed) = match connecting.into_0rtt() {
+        let conn = match connecting.into_0rtt() {
             Ok((conn, accepted)) => {
-                let resumed = accepted.await;
+                accepted.await;
                 if let Some(e) = conn.close_reason() {
                     return Err(e.into());
                 }
-                (conn, resumed)
+                conn
             }
-            Err(connecting) => (connecting.await?, false),
+            Err(connecting) => connecting.await?,
         };
+        let resumed = verified.load(Ordering::Relaxed) == before;
         // A TLS 1.3 client finishes its handshake before the server has
         // verified the client's certificate: only an answered probe proves the
         // peer accepted this gateway. A refused client sees the server's close

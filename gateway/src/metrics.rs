@@ -76,7 +76,7 @@ pub struct LinkMetrics {
     pub lost_packets: AtomicU64,
     /// Connections established after the first.
     pub reconnects: AtomicU64,
-    /// Connections established with a resumed TLS session (0-RTT accepted).
+    /// Connections established by resuming a TLS session (no certificate exchanged).
     pub resumed: AtomicU64,
     failures: [AtomicU64; LinkFailure::ALL.len()],
     last_error: Mutex<Option<String>>,
@@ -153,6 +153,8 @@ pub struct InboundMetrics {
     pub probes: AtomicU64,
     /// Catalog watches being served to linked clusters' mirrors.
     pub catalog_watches: AtomicU64,
+    /// TLS sessions resumed for linking gateways (shared with [`crate::SessionState`]).
+    pub resumed: Arc<AtomicU64>,
     /// Streams refused, by reason.
     pub refusals: Refusals,
     /// Relayed payload bytes (sent = towards the remote gateway).
@@ -341,7 +343,7 @@ impl Metrics {
             ),
             (
                 "gateway_link_resumed_connections",
-                "Connections that resumed a TLS session (0-RTT).",
+                "Connections established by resuming a TLS session (no certificates exchanged).",
                 |m| m.resumed.load(Ordering::Relaxed),
             ),
         ];
@@ -432,6 +434,13 @@ impl Metrics {
         let _ = writeln!(out, "gateway_inbound_streams_total {}", load(&i.streams_total));
         header(&mut out, "gateway_inbound_probes", "counter", "Probes answered.");
         let _ = writeln!(out, "gateway_inbound_probes_total {}", load(&i.probes));
+        header(
+            &mut out,
+            "gateway_inbound_resumed_sessions",
+            "counter",
+            "TLS sessions resumed for linking gateways (no certificates exchanged).",
+        );
+        let _ = writeln!(out, "gateway_inbound_resumed_sessions_total {}", load(&i.resumed));
         header(
             &mut out,
             "gateway_inbound_catalog_watches",

@@ -2,10 +2,11 @@
 //! session resumption configured so a gateway that lost its link can re-link
 //! without a full handshake.
 //!
-//! Status: clients store the server's session tickets and offer them, but the
-//! tickets carry no early-data allowance yet, so no 0-RTT happens, and a
-//! reconnect loop against a dead peer uses the (single-use) tickets up; the
-//! gateway tests measure this (`resumed_connections` stays 0).
+//! Clients keep the server's session tickets ([`SessionState`]) and offer them when a
+//! link reconnects; `strait gateway` issues stateless tickets keyed from its private
+//! key ([`crate::tickets`]), so a restarted gateway resumes the sessions it issued
+//! before. A link counts its resumed connections (`gateway_link_resumed_total`), a
+//! server the sessions it resumed (`gateway_inbound_resumed_total`).
 //!
 //! The client side reuses the identity crate's verifier (the server must hold
 //! exactly the identity the link names, under the mesh anchors). The server
@@ -25,9 +26,12 @@
 //! whose re-establishment time is what failover waits for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use strait_identity::rustls::client::danger::HandshakeSignatureValid;
+use strait_identity::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use strait_identity::rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
 use strait_identity::rustls::crypto::CryptoProvider;
 use strait_identity::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -38,6 +42,8 @@ use strait_identity::rustls::{
 use strait_identity::{
     CertStore, IdentityName, TrustAnchors, certificate_identity, client_config, pki_types,
 };
+
+use crate::tickets::Tickets;
 
 /// ALPN of the gateway link; a peer speaking anything else is refused.
 pub const ALPN: &[u8] = b"strait-link/1";
@@ -53,13 +59,28 @@ pub enum TlsError {
     NoInitialSuite(String),
 }
 
-/// Resumption state that outlives one gateway instance: the client's session
-/// cache and the server's session cache. Keep one per process (or hand the same
-/// one to a restarted gateway) so re-links resume instead of handshaking.
+/// Resumption state: the client's session cache (tickets of linked gateways) and how
+/// this gateway, as a server, resumes sessions.
+///
+/// - [`SessionState::new`]: an in-memory server cache. Re-links to this process resume
+///   (and may use 0-RTT); a restarted process does not.
+/// - [`SessionState::with_ticket_secret`]: stateless tickets under keys derived from a
+///   secret the gateway keeps across restarts ([`crate::tickets`]): a restarted gateway
+///   resumes its predecessor's sessions. What `strait gateway` uses, with its key.
+///
+/// Keep one per process (or hand the same one to a restarted gateway in tests).
 #[derive(Clone)]
 pub struct SessionState {
     sessions: Arc<dyn ClientSessionStore>,
-    server_sessions: Arc<dyn StoresServerSessions>,
+    server: ServerSessions,
+    /// Sessions this gateway resumed for linking gateways (`gateway_inbound_resumed_total`).
+    pub accepted: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+enum ServerSessions {
+    Cache(Arc<dyn StoresServerSessions>),
+    Tickets(Arc<Tickets>),
 }
 
 impl std::fmt::Debug for SessionState {
@@ -74,13 +95,112 @@ impl Default for SessionState {
     }
 }
 
+/// How many tickets a server sends per handshake: each failed re-link attempt to a
+/// gateway that is down uses one up, so several keep a restart within a few backoff
+/// rounds resumable (rustls keeps up to 8 per server).
+const TICKETS_PER_HANDSHAKE: usize = 4;
+
 impl SessionState {
-    /// Fresh, empty caches.
+    /// Fresh, empty in-memory caches.
     pub fn new() -> Self {
+        let accepted = Arc::new(AtomicU64::new(0));
         SessionState {
             sessions: Arc::new(ClientSessionMemoryCache::new(256)),
-            server_sessions: ServerSessionMemoryCache::new(1024),
+            server: ServerSessions::Cache(Arc::new(CountingCache {
+                inner: ServerSessionMemoryCache::new(1024),
+                accepted: accepted.clone(),
+            })),
+            accepted,
         }
+    }
+
+    /// Stateless tickets keyed from `secret` (the gateway's private key): tickets this
+    /// gateway issued still resume after it restarts with the same secret.
+    pub fn with_ticket_secret(secret: &[u8]) -> Self {
+        let accepted = Arc::new(AtomicU64::new(0));
+        SessionState {
+            sessions: Arc::new(ClientSessionMemoryCache::new(256)),
+            server: ServerSessions::Tickets(Arc::new(Tickets::new(secret, accepted.clone()))),
+            accepted,
+        }
+    }
+}
+
+/// The in-memory server cache, counting sessions it hands back for resumption.
+#[derive(Debug)]
+struct CountingCache {
+    inner: Arc<dyn StoresServerSessions>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl StoresServerSessions for CountingCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let v = self.inner.get(key);
+        if v.is_some() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let v = self.inner.take(key);
+        if v.is_some() {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
+/// The mesh server verifier, counting the certificates it verifies: a handshake that
+/// completes without a verification resumed a session.
+#[derive(Debug)]
+struct CountingVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    verified: Arc<AtomicU64>,
+}
+
+impl ServerCertVerifier for CountingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &pki_types::CertificateDer<'_>,
+        intermediates: &[pki_types::CertificateDer<'_>],
+        server_name: &pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verified.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &pki_types::CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -96,9 +216,19 @@ pub struct Credentials {
 }
 
 /// Client TLS for dialing linked gateways (the server name is the expected
-/// identity of each link).
-pub fn quic_client_config(creds: &Credentials) -> Result<QuicClientConfig, TlsError> {
+/// identity of each link). `verified` counts the server certificates verified: a
+/// handshake that adds none resumed a session.
+pub fn quic_client_config(
+    creds: &Credentials,
+    verified: Arc<AtomicU64>,
+) -> Result<QuicClientConfig, TlsError> {
     let mut config = Arc::unwrap_or_clone(client_config(&creds.store, &creds.anchors));
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(CountingVerifier {
+            inner: creds.anchors.server_verifier(),
+            verified,
+        }));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.resumption = Resumption::store(creds.sessions.sessions.clone());
     config.enable_early_data = true;
@@ -122,10 +252,18 @@ pub fn quic_server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(creds.store.clone()));
     config.alpn_protocols = vec![ALPN.to_vec()];
-    config.session_storage = creds.sessions.server_sessions.clone();
-    config.send_tls13_tickets = 2;
-    // QUIC allows only 0 or u32::MAX here; the link's first streams may ride 0-RTT.
-    config.max_early_data_size = u32::MAX;
+    config.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+    match &creds.sessions.server {
+        ServerSessions::Cache(cache) => {
+            config.session_storage = cache.clone();
+            // QUIC allows only 0 or u32::MAX here; 0-RTT needs stateful sessions.
+            config.max_early_data_size = u32::MAX;
+        }
+        ServerSessions::Tickets(tickets) => {
+            config.ticketer = tickets.clone();
+            config.max_early_data_size = 0;
+        }
+    }
     QuicServerConfig::try_from(config).map_err(|e| TlsError::NoInitialSuite(e.to_string()))
 }
 

@@ -11,6 +11,7 @@ use common::*;
 use strait_gateway::proto::header::{Reply, Request, encode_request};
 use strait_gateway::relay::read_reply;
 use strait_gateway::*;
+use strait_identity::IdentityName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -330,57 +331,124 @@ async fn a_gateway_under_other_trust_anchors_is_refused() {
     .await;
 }
 
-#[tokio::test]
-async fn a_restarted_gateway_is_relinked_and_carries_traffic_again() {
-    bounded(async {
-        let pki = Pki::new();
-        let (echo, _echo_task) = echo_server().await;
-        let mut table = StaticResolver::new();
-        table.insert(
-            Authority::new(ECHO).unwrap(),
-            7,
-            Endpoint {
-                addr: echo,
-                identity: None,
-                app_port: None,
-            },
-        );
-        let table: Arc<dyn Resolve> = Arc::new(table);
-        let east_sessions = SessionState::new();
-        let east_creds = pki.creds(&gateway_identity(), east_sessions);
-        let east = TestGateway::start(
-            config(vec![gateway_identity()]),
-            east_creds.clone(),
-            table.clone(),
-        )
-        .await;
-        let east_addr = east.quic_addr;
-        let west = west_for(&pki, &east, SessionState::new()).await;
-        let t = Instant::now();
-        west.link().established(Duration::from_secs(5)).await.unwrap();
-        let full = t.elapsed();
-        echo_round_trip(west.egress[0], b"before the restart").await;
+/// East restarts as a new process (fresh session state) on the same address, with
+/// `secret` as its ticket secret (the first east's is `b"east key"`) and `accept` as
+/// its accepted identities. Returns (west, restarted east, first-link time, re-link time).
+async fn restart_east(
+    secret: &[u8],
+    accept: Vec<IdentityName>,
+    relinks: bool,
+) -> (TestGateway, TestGateway, Duration, Duration) {
+    let pki = Pki::new();
+    let (echo, _echo_task) = echo_server().await;
+    let mut table = StaticResolver::new();
+    table.insert(
+        Authority::new(ECHO).unwrap(),
+        7,
+        Endpoint {
+            addr: echo,
+            identity: None,
+            app_port: None,
+        },
+    );
+    let table: Arc<dyn Resolve> = Arc::new(table);
+    let east = TestGateway::start(
+        config(vec![gateway_identity()]),
+        pki.creds(&gateway_identity(), SessionState::with_ticket_secret(b"east key")),
+        table.clone(),
+    )
+    .await;
+    let east_addr = east.quic_addr;
+    let west = west_for(&pki, &east, SessionState::new()).await;
+    let t = Instant::now();
+    west.link().established(Duration::from_secs(5)).await.unwrap();
+    let full = t.elapsed();
+    echo_round_trip(west.egress[0], b"before the restart").await;
+    assert_eq!(
+        west.link().metrics().resumed.load(Ordering::Relaxed),
+        0,
+        "the first link is a full handshake"
+    );
 
-        // Restart east on the same address with the same ticket key.
-        east.shutdown().await;
-        let restarted = Instant::now();
-        let east =
-            TestGateway::start(config_on(east_addr, vec![gateway_identity()]), east_creds, table).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while west.link().metrics().reconnects.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "west did not re-link");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let relinked = restarted.elapsed();
+    east.shutdown().await;
+    let restarted = Instant::now();
+    let east = TestGateway::start(
+        config_on(east_addr, accept),
+        pki.creds(&gateway_identity(), SessionState::with_ticket_secret(secret)),
+        table,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relinks && west.link().metrics().reconnects.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "west did not re-link");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (west, east, full, restarted.elapsed())
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_resumes_its_links_without_a_full_handshake() {
+    bounded(async {
+        let (west, east, full, relinked) = restart_east(b"east key", vec![gateway_identity()], true).await;
         let m = west.link().metrics();
         assert_eq!(m.reconnects.load(Ordering::Relaxed), 1);
         echo_round_trip(west.egress[0], b"after the restart").await;
-        // Measured, not asserted: 0-RTT resumption does not happen yet (see
-        // the report of issue 5); the counter says whether it did.
-        eprintln!(
-            "first link {full:?}; re-linked {relinked:?} after the restart; 0-RTT resumed: {}",
-            m.resumed.load(Ordering::Relaxed)
+        assert_eq!(
+            m.resumed.load(Ordering::Relaxed),
+            1,
+            "the re-link resumed the session the previous east issued"
         );
+        assert!(east.metrics.inbound.resumed.load(Ordering::Relaxed) >= 1);
+        assert!(
+            east.metrics
+                .render()
+                .lines()
+                .any(|l| l.starts_with("gateway_inbound_resumed_sessions_total ") && !l.ends_with(" 0")),
+            "east exports its resumptions"
+        );
+        eprintln!("first link {full:?}; re-linked {relinked:?} after the restart, resumed");
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_with_a_new_key_relinks_with_a_full_handshake() {
+    bounded(async {
+        let (west, east, _, _) = restart_east(b"a rotated key", vec![gateway_identity()], true).await;
+        echo_round_trip(west.egress[0], b"after the restart").await;
+        assert_eq!(west.link().metrics().resumed.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.resumed.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_of_an_identity_no_longer_accepted_is_refused() {
+    bounded(async {
+        let other = IdentityName::new("other-gateway", "linkerd-multicluster", "cluster.local").unwrap();
+        let (west, east, _, _) = restart_east(b"east key", vec![other], false).await;
+        // West offers its ticket and east resumes the session — then refuses the link
+        // for its identity; west keeps trying, never established.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while east.metrics.inbound.resumed.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "west never offered its session");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
+        let tcp = TcpStream::connect(west.egress[0]).await;
+        if let Ok(mut tcp) = tcp {
+            let _ = tcp.write_all(b"must not arrive").await;
+            let mut back = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut back)).await;
+            assert!(back.is_empty(), "relayed through a refused link: {back:?}");
+        }
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
         west.shutdown().await;
         east.shutdown().await;
     })

@@ -32,6 +32,13 @@ pub struct TrustAnchors {
 }
 
 impl TrustAnchors {
+    /// The verifier of mesh servers under these anchors (chain, then the exact expected
+    /// identity), for TLS configurations built outside this crate, e.g. to observe
+    /// which handshakes verified a certificate and which resumed a session.
+    pub fn server_verifier(&self) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+        self.verifiers.server.clone()
+    }
+
     /// Parses and validates every certificate in `pem_bytes`. `source` names
     /// where the bytes came from (a path, or e.g. a ConfigMap key) and is only
     /// used in error messages.

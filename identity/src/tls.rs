@@ -156,7 +156,7 @@ fn preferred_schemes(mut schemes: Vec<SignatureScheme>) -> Vec<SignatureScheme> 
 /// [`TrustAnchors`] so that configurations can be built infallibly.
 #[derive(Clone, Debug)]
 pub(crate) struct Verifiers {
-    server: Arc<IdentityServerVerifier>,
+    pub(crate) server: Arc<IdentityServerVerifier>,
     client_required: Arc<IdentityClientVerifier>,
     client_optional: Arc<IdentityClientVerifier>,
 }
@@ -191,7 +191,7 @@ impl Verifiers {
 /// check matters because webpki's name matching would also accept wildcard
 /// SANs, which a mesh identity never is.
 #[derive(Debug)]
-struct IdentityServerVerifier {
+pub(crate) struct IdentityServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     schemes: Vec<SignatureScheme>,
 }

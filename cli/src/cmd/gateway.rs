@@ -193,6 +193,8 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
             args.identity_key_file.display()
         )
     })?;
+    // Session tickets keyed from the gateway's key: restarted, it resumes its links.
+    let sessions = SessionState::with_ticket_secret(key.secret_der());
     let store = CertStore::with_cert(chain, key).map_err(|e| {
         format!(
             "--identity-cert-file {} / --identity-key-file {}: {e}",
@@ -268,7 +270,7 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
         creds: Credentials {
             store,
             anchors,
-            sessions: SessionState::new(),
+            sessions,
         },
         resolver,
         destination,
