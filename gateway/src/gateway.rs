@@ -514,11 +514,34 @@ fn transport(t: &Tuning) -> Arc<quinn::TransportConfig> {
 fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(buffer);
-    let _ = socket.set_send_buffer_size(buffer);
+    // The kernel caps these at net.core.{r,w}mem_max (often 200 KiB–4 MiB, where a
+    // fast link drops packets); with CAP_NET_ADMIN the FORCE options go past the cap.
+    if !force_buffer(&socket, libc::SO_RCVBUFFORCE, buffer) {
+        let _ = socket.set_recv_buffer_size(buffer);
+    }
+    if !force_buffer(&socket, libc::SO_SNDBUFFORCE, buffer) {
+        let _ = socket.set_send_buffer_size(buffer);
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Sets a socket buffer past `net.core.*mem_max` (needs CAP_NET_ADMIN); false if refused.
+fn force_buffer(socket: &socket2::Socket, option: libc::c_int, size: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for the call (borrowed from `socket`), and the
+    // option value is a c_int that lives across the call, with its exact length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&raw const value).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 /// Makes a new UDP socket on `addr` with the gateway's buffer sizes, e.g. to

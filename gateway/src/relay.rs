@@ -147,7 +147,7 @@ pub async fn relay(
                 .fetch_add(initial.len() as u64, Ordering::Relaxed);
             total += initial.len() as u64;
         }
-        match copy(&mut recv, &mut tcp_write, &counters.received).await {
+        match stream_to_tcp(&mut recv, &mut tcp_write, &counters.received).await {
             Ok(n) => {
                 tcp_write.shutdown().await?;
                 Ok(total + n)
@@ -199,21 +199,25 @@ async fn tcp_to_stream<R: AsyncRead + Unpin>(
     }
 }
 
-async fn copy<R, W>(from: &mut R, to: &mut W, counter: &AtomicU64) -> io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0; BUF];
+/// Copies a QUIC stream into a TCP write half, writing quinn's received chunks as they
+/// are (no copy into an intermediate buffer).
+async fn stream_to_tcp<W: AsyncWrite + Unpin>(
+    from: &mut quinn::RecvStream,
+    to: &mut W,
+    counter: &AtomicU64,
+) -> io::Result<u64> {
     let mut total = 0;
     loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            to.flush().await?;
-            return Ok(total);
+        match from.read_chunk(BUF, true).await.map_err(io::Error::other)? {
+            Some(chunk) => {
+                to.write_all(&chunk.bytes).await?;
+                counter.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+                total += chunk.bytes.len() as u64;
+            }
+            None => {
+                to.flush().await?;
+                return Ok(total);
+            }
         }
-        to.write_all(&buf[..n]).await?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        total += n as u64;
     }
 }
