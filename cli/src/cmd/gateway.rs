@@ -9,7 +9,8 @@
 //! - west's mirror: `strait mirror --gateway-entry east=ENTRY` (the Link's
 //!   `targetClusterName` is `east`; its gateway address and probe must answer, as the
 //!   probe still decides readiness);
-//! - east's gateway: `--destination-addr EAST_DESTINATION`, plus
+//! - east's gateway: `--serve-exports` (west's mirror reads east's Services through
+//!   the link), `--destination-addr EAST_DESTINATION`, plus
 //!   `--endpoint-inbound-port 4143` when east's pods are not behind iptables
 //!   (loopback/explicit capture);
 //! - proxies need nothing new; both clusters' proxies must trust each other's
