@@ -375,7 +375,12 @@ async fn a_wrong_identity_service_name_keeps_the_proxy_unready_and_says_why() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!proxy.log().contains("certified"), "{}", proxy.log());
+    proxy
+        .logged(&["no certificate yet", "LINKERD2_PROXY_IDENTITY_SVC_NAME"])
+        .await;
+    let log = proxy.log();
+    assert!(!log.contains(": certified "), "{log}");
+    eprintln!("the whole log:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //!   stream; plain requests keep sharing the connection.
 //! - An application that does not (its SETTINGS lack `SETTINGS_ENABLE_CONNECT_PROTOCOL`):
 //!   a prompt 502 with `l5d-proxy-error` saying so, never a hang.
+//! - Under a retry policy that retries 5xx, an extended CONNECT is sent once.
 
 mod support;
 
@@ -29,8 +30,8 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// An HTTP/2 (prior knowledge) application that enables extended CONNECT: a CONNECT
-/// with `:protocol: echo` is answered 200, then the stream greets and echoes; anything
-/// else gets `plain <path>`.
+/// with `:protocol: echo` is answered 200, then the stream greets and echoes; `/fail`
+/// gets a 500, anything else `plain <path>`.
 async fn echo_over_h2_app(addr: SocketAddr) {
     let l = TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
@@ -54,7 +55,11 @@ async fn echo_over_h2_app(addr: SocketAddr) {
                         return Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()));
                     }
                     let body = format!("plain {} {:?}", req.uri().path(), protocol);
-                    Ok(Response::new(Full::new(Bytes::from(body))))
+                    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                    if req.uri().path() == "/fail" {
+                        *rsp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    Ok(rsp)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .enable_connect_protocol()
@@ -66,7 +71,7 @@ async fn echo_over_h2_app(addr: SocketAddr) {
 }
 
 struct Pair {
-    _cluster: Cluster,
+    cluster: Cluster,
     client: Proxy,
     server: Proxy,
 }
@@ -74,6 +79,11 @@ struct Pair {
 /// web (client, 127.49.N.2) → myapp (server, 127.49.N.3): port 80 → 8080 is an
 /// application without extended CONNECT, port 81 → 8081 one with it.
 async fn pair(n: u8) -> Pair {
+    pair_with(n, false).await
+}
+
+/// [`pair`], the client following the policy controller when `policy`.
+async fn pair_with(n: u8, policy: bool) -> Pair {
     let (c_ip, s_ip) = (ip(&format!("127.49.{n}.2")), ip(&format!("127.49.{n}.3")));
     let cluster = Cluster::start(Duration::from_secs(3600)).await;
     cluster.myapp_service().await;
@@ -82,9 +92,20 @@ async fn pair(n: u8) -> Pair {
     http_app((s_ip, 8080).into(), "myapp-1").await;
     echo_over_h2_app((s_ip, 8081).into()).await;
     let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s_ip)).await;
-    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c_ip)).await;
+    let mut vars = cluster.proxy_env("web-1", "web", c_ip);
+    if policy {
+        vars.insert(
+            strait_proxy::config::env::POLICY_SVC_ADDR,
+            cluster.bound.policy.to_string(),
+        );
+        vars.insert(
+            strait_proxy::config::env::POLICY_WORKLOAD,
+            "{\"ns\":\"production\",\"pod\":\"web-1\"}".to_string(),
+        );
+    }
+    let client = Proxy::ready(vars).await;
     Pair {
-        _cluster: cluster,
+        cluster: cluster,
         client,
         server,
     }
@@ -195,4 +216,51 @@ async fn an_application_without_extended_connect_gets_a_clear_502() {
         .unwrap();
     let rsp = c.send_request(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
+}
+
+/// The server proxy's inbound request count for `myapp:<port>`.
+async fn inbound_requests(p: &Pair, port: u16) -> f64 {
+    let authority = format!("{MYAPP}:{port}");
+    let m = p.server.metrics().await;
+    metric(
+        &m,
+        "request_total",
+        &[("direction", "inbound"), ("authority", authority.as_str())],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_connect_is_never_retried() {
+    let p = pair_with(3, true).await;
+    // Retry every 5xx twice (Linkerd's annotations on the Service).
+    p.cluster
+        .apply(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  annotations:\n    retry.linkerd.io/http: 5xx\n    retry.linkerd.io/limit: \"2\"\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: grpc, port: 81, targetPort: 8081}, {name: tcp, port: 9000, targetPort: 9000}]\n",
+        )
+        .await;
+    let mut c = h2_client(p.client.bound.outbound).await;
+    // A plain request answered 500 is tried three times once the policy arrived.
+    let retried = eventually(Duration::from_secs(10), async || {
+        let before = inbound_requests(&p, 81).await;
+        c.ready().await.unwrap();
+        let req = Request::get(format!("http://{MYAPP}:81/fail"))
+            .body(Full::default())
+            .unwrap();
+        let rsp = c.send_request(req).await.unwrap();
+        assert_eq!(rsp.status(), 500);
+        inbound_requests(&p, 81).await - before == 3.0
+    })
+    .await;
+    assert!(retried, "the retry policy never reached the client proxy");
+
+    // The extended CONNECT's 502 is not retried: the server proxy saw it once.
+    let before = inbound_requests(&p, 80).await;
+    c.ready().await.unwrap();
+    let rsp = c
+        .send_request(extended_connect(&format!("{MYAPP}:80"), "echo"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 502, "{rsp:?}");
+    assert_eq!(inbound_requests(&p, 80).await - before, 1.0);
 }
