@@ -153,7 +153,7 @@ pub fn channel(
         identity,
         tls: Arc::new(tls),
         ready,
-        last_error: Arc::default(),
+        last: Arc::default(),
     };
     // The connector applies its own timeout, after the wait for a certificate.
     Ok(endpoint.connect_with_connector_lazy(connector))
@@ -167,9 +167,18 @@ pub struct TlsConnector {
     identity: IdentityName,
     tls: Arc<ClientConfig>,
     ready: Option<watch::Receiver<bool>>,
-    /// The last failure logged, so a controller that keeps failing the same way is
-    /// reported once, and recovery is reported too.
-    last_error: Arc<Mutex<Option<String>>>,
+    /// The last outcome logged, so a controller that keeps failing the same way is
+    /// reported once, and the first success and recovery are reported too.
+    last: Arc<Mutex<Last>>,
+}
+
+/// The last outcome of a [`TlsConnector`].
+#[derive(Default)]
+enum Last {
+    #[default]
+    Never,
+    Connected,
+    Failed(String),
 }
 
 impl TlsConnector {
@@ -215,22 +224,28 @@ impl TlsConnector {
     }
 
     fn report(&self, result: &Result<TlsStream<TcpStream>, ControlError>) {
-        let mut last = self.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(tls) => {
-                if last.take().is_some() {
-                    tracing::info!(service = %self.service, addr = %self.addr, identity = %self.identity, "control plane reachable over TLS again");
-                }
                 let peer = tls.get_ref().0.peer_addr().ok();
+                match std::mem::replace(&mut *last, Last::Connected) {
+                    Last::Never => {
+                        tracing::info!(service = %self.service, addr = %self.addr, identity = %self.identity, "control plane reached over TLS")
+                    }
+                    Last::Failed(_) => {
+                        tracing::info!(service = %self.service, addr = %self.addr, identity = %self.identity, "control plane reachable over TLS again")
+                    }
+                    Last::Connected => {}
+                }
                 tracing::debug!(service = %self.service, ?peer, identity = %self.identity, "control-plane TLS established");
             }
             Err(e) => {
                 let msg = e.to_string();
-                if last.as_deref() == Some(msg.as_str()) {
+                if matches!(&*last, Last::Failed(m) if *m == msg) {
                     tracing::debug!(error = %msg, "control-plane connection failed again");
                 } else {
                     tracing::warn!(error = %msg, "control-plane connection refused");
-                    *last = Some(msg);
+                    *last = Last::Failed(msg);
                 }
             }
         }

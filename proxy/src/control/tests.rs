@@ -73,7 +73,7 @@ fn connector(
         identity: expect.parse().unwrap(),
         tls: strait_identity::client_config(&store, anchors),
         ready,
-        last_error: Arc::default(),
+        last: Arc::default(),
     }
 }
 
