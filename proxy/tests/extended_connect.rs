@@ -105,7 +105,7 @@ async fn pair_with(n: u8, policy: bool) -> Pair {
     }
     let client = Proxy::ready(vars).await;
     Pair {
-        cluster: cluster,
+        cluster,
         client,
         server,
     }
