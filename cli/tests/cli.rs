@@ -280,6 +280,10 @@ fn proxy_configuration_mistakes_name_the_variable_or_flag() {
             "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
             "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
             "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME",
+            "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+            "LINKERD2_PROXY_POLICY_SVC_NAME",
+            "LINKERD2_PROXY_POLICY_SVC_ADDR",
         ] {
             c.env_remove(v);
         }
@@ -307,6 +311,21 @@ fn proxy_configuration_mistakes_name_the_variable_or_flag() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+    // A control-plane identity that is not a mesh identity: named, with an example.
+    let out = proxy(
+        &[
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", "dst:8086"),
+            ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", "identity:8080"),
+        ],
+        &["--destination-svc-name", "linkerd-dst.linkerd.svc.cluster.local"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("LINKERD2_PROXY_DESTINATION_SVC_NAME (--destination-svc-name): ")
+            && err.contains("linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local"),
+        "{err}"
+    );
 }
 
 #[test]

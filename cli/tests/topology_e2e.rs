@@ -565,11 +565,58 @@ fn metrics(addr: &str) -> String {
     out
 }
 
+/// Every sidecar log of the run (`…/logs/linkerd-proxy.log`).
+fn proxy_logs(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            proxy_logs(&path, out);
+        } else if path.file_name().is_some_and(|n| n == "linkerd-proxy.log") {
+            out.push((path.clone(), std::fs::read_to_string(&path).unwrap_or_default()));
+        }
+    }
+}
+
+/// The sidecars reached their control plane over TLS (the `*_SVC_NAME` identities) and
+/// never in plaintext or with a refused handshake.
+fn assert_control_plane_tls(run: &Run) {
+    let mut logs = Vec::new();
+    proxy_logs(run.home.path(), &mut logs);
+    assert!(
+        !logs.is_empty(),
+        "no sidecar logs under {}",
+        run.home.path().display()
+    );
+    let tls = |log: &str, service: &str| {
+        log.lines().any(|l| {
+            l.contains("control plane reached over TLS") && l.contains(&format!("service={service}"))
+        })
+    };
+    for (path, log) in &logs {
+        assert!(
+            tls(log, "identity"),
+            "{}: no TLS to identity:\n{log}",
+            path.display()
+        );
+        for bad in ["control-plane connection refused", "control plane in plaintext"] {
+            assert!(!log.contains(bad), "{}: {bad}:\n{log}", path.display());
+        }
+    }
+    assert!(
+        logs.iter().any(|(_, log)| tls(log, "destination")),
+        "no sidecar reached destination over TLS"
+    );
+}
+
 #[test]
 fn west_east_on_loopback_addresses() {
     let run = Run::start("loopback");
     assert!(run.up_log().contains("west-east is up in"), "{}", run.up_log());
     exercise(&run);
+    assert_control_plane_tls(&run);
     run.down();
 }
 
@@ -601,6 +648,7 @@ fn west_east_in_network_namespaces() {
     let short = run.client("east/myapp-v1", "http://myapp/", 5);
     assert_eq!(short["succeeded"], 5, "search domains and capture: {short:#}");
     exercise(&run);
+    assert_control_plane_tls(&run);
 
     // A crash of `strait up` itself: `strait down` still removes everything.
     let slot = run

@@ -2,7 +2,9 @@
 //!
 //! A proxy speaks plaintext to a controller on loopback and TLS everywhere else, expecting
 //! the server to present `linkerd-destination.linkerd.serviceaccount.identity.linkerd.<td>`
-//! (destination and policy) or `linkerd-identity.linkerd…` (identity). Each port accepts
+//! (destination and policy) or `linkerd-identity.linkerd…` (identity), the names the
+//! injector puts in `LINKERD2_PROXY_*_SVC_NAME`. (Strait's proxies in explicit capture,
+//! each pod on its own 127.x address, use TLS on loopback too when given the names.) Each port accepts
 //! both: the first byte of a connection tells a TLS ClientHello (0x16) from HTTP/2's
 //! preface. Client certificates are optional (a proxy asking for its first certificate has
 //! none) but verified when presented. Server certificates come from the cluster's issuer

@@ -91,6 +91,9 @@ pub enum ProxyError {
     /// The upstream connection failed mid-request (502).
     #[error("upstream {addr} failed: {reason}")]
     Upstream { addr: SocketAddr, reason: String },
+    /// The upstream cannot take an HTTP/2 extended CONNECT (RFC 8441) (502).
+    #[error("{addr} does not accept extended CONNECT (RFC 8441): {reason}")]
+    ExtendedConnect { addr: SocketAddr, reason: String },
     /// Discovery knows the service but it has no endpoints (503).
     #[error("service {0} has no endpoints")]
     NoEndpoints(String),
@@ -118,9 +121,11 @@ impl ProxyError {
     /// The status Linkerd answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unreachable { .. } | Self::Tls { .. } | Self::Upstream { .. } | Self::ConnectTimeout(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Unreachable { .. }
+            | Self::Tls { .. }
+            | Self::Upstream { .. }
+            | Self::ConnectTimeout(_)
+            | Self::ExtendedConnect { .. } => StatusCode::BAD_GATEWAY,
             Self::NoEndpoints(_) | Self::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayRefused { reason, .. } => match reason {
                 RefusalReason::UnknownTarget
@@ -387,13 +392,24 @@ pub fn downgrade_to_h1<B>(req: &mut Request<B>) {
 pub struct HttpEndpoint {
     plan: ConnectPlan,
     connector: Arc<Connector>,
-    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    h2: Mutex<Option<H2Conn>>,
     h2_connecting: tokio::sync::Mutex<()>,
     h1: Mutex<Vec<http1::SendRequest<ReqBody>>>,
     tcp: Option<Arc<crate::metrics::TcpStats>>,
 }
 
 const MAX_IDLE_H1: usize = 64;
+
+/// How long an extended CONNECT waits for a new HTTP/2 connection's server preface.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One live HTTP/2 connection: its sender, and whether its server accepts extended
+/// CONNECT (from its preface).
+#[derive(Clone)]
+struct H2Conn {
+    sender: http2::SendRequest<ReqBody>,
+    connect_protocol: crate::extended_connect::ConnectProtocol,
+}
 
 impl HttpEndpoint {
     /// A client following `plan` (whose wire is HTTP/1 or HTTP/2).
@@ -464,6 +480,9 @@ impl HttpEndpoint {
         if is_upgrade(&req) {
             return self.send_upgrade(req).await;
         }
+        if crate::extended_connect::is_extended_connect(&req) {
+            return self.send_extended_connect(req).await;
+        }
         match self.plan.wire {
             Wire::Http2 => {
                 if self.plan.tls.is_some() {
@@ -473,7 +492,7 @@ impl HttpEndpoint {
                     upgrade_to_h2(&mut req);
                     req.headers_mut().remove(ORIG_PROTO);
                 }
-                let mut s = self.h2_sender().await?;
+                let mut s = self.h2_sender().await?.sender;
                 s.ready().await.map_err(|e| self.upstream_err(e))?;
                 s.send_request(req).await.map_err(|e| self.upstream_err(e))
             }
@@ -523,23 +542,52 @@ impl HttpEndpoint {
         });
         let mut rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e))?;
         if rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            let server_side = hyper::upgrade::on(&mut rsp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_side, server_side) {
-                    Ok((a, b)) => {
-                        let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                            tracing::debug!(%addr, error = %e, "upgraded connection ended");
-                        }
-                    }
-                    Err(e) => tracing::debug!(%addr, error = %e, "the upgrade was not completed"),
-                }
-            });
+            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp));
         }
         Ok(rsp)
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<ReqBody>, ProxyError> {
+    /// An HTTP/2 extended CONNECT (RFC 8441, e.g. WebSocket over HTTP/2): one stream of
+    /// the endpoint's HTTP/2 connection (a peer proxy's, or the application's), sent only
+    /// once the server's preface enables the protocol; after a 2xx the client's and the
+    /// server's streams are joined. Never retried: the client's stream is handed over.
+    async fn send_extended_connect(
+        &self,
+        mut req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let addr = self.plan.addr;
+        let refuse = |reason: &str| ProxyError::ExtendedConnect {
+            addr,
+            reason: reason.to_string(),
+        };
+        if self.plan.wire != Wire::Http2 {
+            return Err(refuse("it speaks HTTP/1, and extended CONNECT is HTTP/2's"));
+        }
+        let conn = self.h2_sender().await?;
+        let mut answer = conn.connect_protocol.clone();
+        match tokio::time::timeout(PREFACE_TIMEOUT, answer.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) if *v == Some(true) => {}
+            Ok(Ok(_)) => {
+                return Err(refuse(
+                    "its HTTP/2 SETTINGS do not enable it (SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+                ));
+            }
+            Ok(Err(_)) => return Err(refuse("the HTTP/2 connection closed before its SETTINGS")),
+            Err(_) => {
+                return Err(refuse(&format!("no HTTP/2 SETTINGS within {PREFACE_TIMEOUT:?}")));
+            }
+        }
+        let client_side = hyper::upgrade::on(&mut req);
+        let mut s = conn.sender;
+        s.ready().await.map_err(|e| self.upstream_err(e))?;
+        let mut rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e))?;
+        if rsp.status().is_success() {
+            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp));
+        }
+        Ok(rsp)
+    }
+
+    async fn h2_sender(&self) -> Result<H2Conn, ProxyError> {
         if let Some(s) = self.live_h2() {
             return Ok(s);
         }
@@ -548,6 +596,7 @@ impl HttpEndpoint {
             return Ok(s);
         }
         let io = self.dial().await?;
+        let (io, connect_protocol) = crate::extended_connect::PrefaceIo::new(io);
         let (s, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
@@ -561,13 +610,17 @@ impl HttpEndpoint {
                 tracing::debug!(%addr, error = %e, "HTTP/2 connection ended");
             }
         });
-        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
-        Ok(s)
+        let conn = H2Conn {
+            sender: s,
+            connect_protocol,
+        };
+        *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<ReqBody>> {
+    fn live_h2(&self) -> Option<H2Conn> {
         let g = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-        g.as_ref().filter(|s| !s.is_closed()).cloned()
+        g.as_ref().filter(|c| !c.sender.is_closed()).cloned()
     }
 
     async fn h1_sender(&self) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
@@ -592,6 +645,26 @@ impl HttpEndpoint {
         s.ready().await.map_err(|e| self.upstream_err(e))?;
         Ok(s)
     }
+}
+
+/// Joins an upgraded client stream with the upstream's once both sides have switched
+/// (after a 101, or a 2xx to an extended CONNECT), copying until either side ends.
+fn join_upgraded(
+    addr: SocketAddr,
+    client_side: hyper::upgrade::OnUpgrade,
+    server_side: hyper::upgrade::OnUpgrade,
+) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, server_side) {
+            Ok((a, b)) => {
+                let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                    tracing::debug!(%addr, error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(%addr, error = %e, "the upgrade was not completed"),
+        }
+    });
 }
 
 /// Whether `req` asks to switch protocols (HTTP/1.1 `Connection: upgrade` with an

@@ -87,11 +87,17 @@ pub struct Config {
     pub log: String,
     /// `host:port` of the Destination service.
     pub destination_addr: String,
+    /// The identity the Destination service must present over mTLS
+    /// (`LINKERD2_PROXY_DESTINATION_SVC_NAME`); `None`: plaintext (see [`control_tls`]).
+    pub destination_tls: Option<IdentityName>,
     /// `host:port` of the policy service, when configured: outbound routes, retries,
     /// timeouts and failure accrual (`OutboundPolicies`) and inbound authorization
     /// (`InboundServerPolicies`). Without it, outbound follows discovery only and inbound
     /// applies [`Config::inbound_default_policy`].
     pub policy_addr: Option<String>,
+    /// The identity the policy service must present over mTLS
+    /// (`LINKERD2_PROXY_POLICY_SVC_NAME`); `None`: plaintext.
+    pub policy_tls: Option<IdentityName>,
     /// This pod as the policy controller knows it (`{"ns":…,"pod":…}`), from
     /// `LINKERD2_PROXY_POLICY_WORKLOAD`, else `LINKERD2_PROXY_DESTINATION_CONTEXT`.
     pub policy_workload: Option<String>,
@@ -105,6 +111,10 @@ pub struct Config {
     pub cluster_networks: Vec<crate::policy::inbound::IpNet>,
     /// `host:port` of the Identity service.
     pub identity_addr: String,
+    /// The identity the Identity service must present over TLS
+    /// (`LINKERD2_PROXY_IDENTITY_SVC_NAME`; the proxy has no certificate to show yet);
+    /// `None`: plaintext.
+    pub identity_tls: Option<IdentityName>,
     /// The trust anchors.
     pub trust_anchors: TrustAnchors,
     /// This proxy's identity.
@@ -164,6 +174,9 @@ pub mod env {
     pub const INBOUND_DEFAULT_POLICY: &str = "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY";
     pub const POLICY_CLUSTER_NETWORKS: &str = "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS";
     pub const IDENTITY_SVC_ADDR: &str = "LINKERD2_PROXY_IDENTITY_SVC_ADDR";
+    pub const DESTINATION_SVC_NAME: &str = "LINKERD2_PROXY_DESTINATION_SVC_NAME";
+    pub const POLICY_SVC_NAME: &str = "LINKERD2_PROXY_POLICY_SVC_NAME";
+    pub const IDENTITY_SVC_NAME: &str = "LINKERD2_PROXY_IDENTITY_SVC_NAME";
     pub const IDENTITY_TRUST_ANCHORS: &str = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS";
     pub const IDENTITY_LOCAL_NAME: &str = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME";
     pub const IDENTITY_TOKEN_FILE: &str = "LINKERD2_PROXY_IDENTITY_TOKEN_FILE";
@@ -223,6 +236,30 @@ fn host_port(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Whether `host:port` names this host's loopback (`127.0.0.0/8`, `::1`, `localhost`).
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost."),
+    }
+}
+
+/// Whether a control-plane connection uses TLS, and to which identity (pure).
+///
+/// Linkerd's rule: `*_SVC_NAME` turns TLS on, except to a loopback address, which is the
+/// controller in the proxy's own pod (plaintext). In explicit capture each pod has its own
+/// 127.x address, so loopback is the pod network there and the name is honoured. Without
+/// a name the connection is plaintext (Linkerd refuses to start off loopback; we keep
+/// serving the configurations that predate TLS and warn at start).
+pub fn control_tls(capture: Capture, addr: &str, name: Option<&IdentityName>) -> Option<IdentityName> {
+    match capture {
+        Capture::Transparent if is_loopback(addr) => None,
+        _ => name.cloned(),
+    }
+}
+
 impl Config {
     /// Parses the configuration from `get` (an environment: variable name → value); `now`
     /// checks the trust anchors' validity.
@@ -276,6 +313,43 @@ impl Config {
             Some(v) => Some(host_port(&v).map_err(|p| err(env::POLICY_SVC_ADDR, p))?),
             None => None,
         };
+        let svc_name = |var: &str,
+                        addr_var: &str,
+                        example: &str|
+         -> Result<Option<IdentityName>, ConfigError> {
+            let Some(v) = value(var) else { return Ok(None) };
+            let name = v.parse::<IdentityName>().map_err(|e| {
+                err(
+                    var,
+                    format!("{e}; expected the identity the service at {addr_var} presents, e.g. {example}"),
+                )
+            })?;
+            Ok(Some(name))
+        };
+        let destination_name = svc_name(
+            env::DESTINATION_SVC_NAME,
+            env::DESTINATION_SVC_ADDR,
+            "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        )?;
+        let identity_name = svc_name(
+            env::IDENTITY_SVC_NAME,
+            env::IDENTITY_SVC_ADDR,
+            "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        )?;
+        let policy_name = svc_name(
+            env::POLICY_SVC_NAME,
+            env::POLICY_SVC_ADDR,
+            "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        )?;
+        if policy_addr.is_none() && policy_name.is_some() {
+            return Err(err(
+                env::POLICY_SVC_ADDR,
+                format!(
+                    "not set, but {} is; expected host:port of the policy service (set both or neither)",
+                    env::POLICY_SVC_NAME
+                ),
+            ));
+        }
         let policy_workload = value(env::POLICY_WORKLOAD).or_else(|| value(env::DESTINATION_CONTEXT));
         let inbound_default_policy =
             value(env::INBOUND_DEFAULT_POLICY).unwrap_or_else(|| "all-unauthenticated".into());
@@ -398,6 +472,11 @@ impl Config {
         Ok(Self {
             capture,
             log,
+            destination_tls: control_tls(capture, &destination_addr, destination_name.as_ref()),
+            identity_tls: control_tls(capture, &identity_addr, identity_name.as_ref()),
+            policy_tls: policy_addr
+                .as_deref()
+                .and_then(|a| control_tls(capture, a, policy_name.as_ref())),
             destination_addr,
             policy_addr,
             policy_workload,

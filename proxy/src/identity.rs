@@ -27,8 +27,9 @@ pub enum CertifyError {
         #[source]
         source: std::io::Error,
     },
-    /// The controller refused or could not be reached.
-    #[error("Identity/Certify failed: {0}")]
+    /// The controller refused or could not be reached (a refused TLS handshake with the
+    /// Identity service says why in the message).
+    #[error("Identity/Certify failed ({}): {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
     /// The answer was unusable.
     #[error("the issued certificate is unusable: {0}")]
@@ -142,7 +143,11 @@ impl Identity {
                     failures = failures.saturating_add(1);
                     let left = expiry.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
                     let wait = retry_in(failures, left);
-                    tracing::warn!(error = %e, retry_in = ?wait, "identity not refreshed; keeping the current certificate");
+                    if expiry.is_some() {
+                        tracing::warn!(error = %e, retry_in = ?wait, "identity not refreshed; keeping the current certificate");
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?wait, "no certificate yet: /ready stays 503 until one is issued");
+                    }
                     wait
                 }
             };

@@ -496,6 +496,8 @@ impl Inbound {
         if h2 {
             let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                // RFC 8441: WebSocket (and more) over HTTP/2 streams.
+                .enable_connect_protocol()
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
                 .serve_connection(io, svc);
             tokio::pin!(c);

@@ -3,7 +3,10 @@
 //!
 //! It speaks to the control plane only through the `linkerd2-proxy-api` gRPC services
 //! (`Identity/Certify`, `Destination/Get`, `Destination/GetProfile`), so it runs against
-//! Strait's controller or Linkerd's; it never links `kube`.
+//! Strait's controller or Linkerd's; it never links `kube`. With Linkerd's `*_SVC_NAME`
+//! variables those connections are TLS verifying the service's identity under the trust
+//! anchors: TLS without a client certificate to Identity, mTLS with the proxy's (renewed)
+//! certificate to Destination and policy ([`control`]).
 //!
 //! # Processes: parse → build → spawn → drain
 //! [`Config::from_source`] parses Linkerd's environment once; [`run`] binds every
@@ -41,13 +44,15 @@
 //!
 //! HTTP/1.1 upgrades (WebSocket) travel as HTTP/1.1 on a connection of their own, inside
 //! mTLS between proxies, and the two upgraded connections are joined after the 101.
+//! HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) travels as one stream of the
+//! proxies' HTTP/2 connection and reaches the application as extended CONNECT
+//! ([`extended_connect`]); the streams are joined after a 2xx. Neither is ever retried.
 //!
 //! # Not in this version
-//! Consumer routes, idle timeouts, inbound rate limits; TLS to the control plane
-//! (`*_SVC_NAME`: loopback plaintext only); HTTP/2 extended CONNECT (WebSocket over
-//! HTTP/2); gRPC classification from trailers (only trailers-only responses and HTTP
-//! status classify); responses are counted at their headers, not at the end of the body;
-//! idle targets are never evicted.
+//! Consumer routes, idle timeouts, inbound rate limits; gRPC classification from trailers
+//! (only trailers-only responses and HTTP status classify); responses are counted at their
+//! headers, not at the end of the body; HTTP/1.1 upgrades are not translated to extended
+//! CONNECT (or back) for applications that speak only the other.
 //!
 //! # Pieces other crates reuse
 //! [`discovery::Resolver`] (cached `Destination/Get` and `GetProfile` watches),
@@ -59,8 +64,10 @@ pub mod admin;
 pub mod balance;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod discovery;
+pub mod extended_connect;
 pub mod identity;
 pub mod inbound;
 pub mod io;
@@ -114,8 +121,8 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// A control-plane address is unusable.
-    #[error("control plane address {addr:?}: {reason}")]
-    ControlPlane { addr: String, reason: String },
+    #[error("{0}")]
+    ControlPlane(#[from] control::ControlError),
     /// Key generation failed.
     #[error("{0}")]
     Identity(#[from] strait_identity::CsrError),
@@ -127,16 +134,16 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunEr
         .map_err(|source| RunError::Bind { what, addr, source })
 }
 
-fn channel(addr: &str) -> Result<tonic::transport::Channel, RunError> {
-    let e = |reason: String| RunError::ControlPlane {
-        addr: addr.to_string(),
-        reason,
-    };
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|x| e(x.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// Warns about control-plane traffic that leaves the host in plaintext.
+fn warn_plaintext(service: control::Service, addr: &str, tls: Option<&strait_identity::IdentityName>) {
+    if tls.is_none() && !config::is_loopback(addr) {
+        tracing::warn!(
+            %service,
+            %addr,
+            "talking to the control plane in plaintext: set {} to the service's identity for TLS",
+            service.name_var()
+        );
+    }
 }
 
 /// Inbound authorization: the policy controller's when configured (and this pod is named),
@@ -183,15 +190,35 @@ pub async fn run(
 
     let store = CertStore::new();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    // Identity: TLS without a client certificate; destination and policy: mTLS with the
+    // proxy's certificate, once it has one.
+    let proxy_cert = control::ClientCert::Proxy {
+        store: store.clone(),
+        ready: ready_rx.clone(),
+    };
+    let control = |service, addr: &str, tls: &Option<strait_identity::IdentityName>, cert| {
+        warn_plaintext(service, addr, tls.as_ref());
+        control::channel(service, addr, tls.clone(), &cfg.trust_anchors, cert)
+    };
     let identity = identity::Identity::new(
         cfg.local_identity.clone(),
         cfg.token_file.clone(),
-        channel(&cfg.identity_addr)?,
+        control(
+            control::Service::Identity,
+            &cfg.identity_addr,
+            &cfg.identity_tls,
+            control::ClientCert::None,
+        )?,
         store.clone(),
     )?;
     let identity_task = tokio::spawn(identity.run(ready_tx));
     let resolver = discovery::Resolver::new(
-        channel(&cfg.destination_addr)?,
+        control(
+            control::Service::Destination,
+            &cfg.destination_addr,
+            &cfg.destination_tls,
+            proxy_cert.clone(),
+        )?,
         cfg.local_identity.namespace(),
         cfg.local_identity.service_account(),
     );
@@ -203,7 +230,7 @@ pub async fn run(
     let connector = Arc::new(connector);
     let policy = match &cfg.policy_addr {
         Some(addr) => Some(policy::client::PolicyClient::new(
-            channel(addr)?,
+            control(control::Service::Policy, addr, &cfg.policy_tls, proxy_cert)?,
             cfg.policy_workload.clone().unwrap_or_default(),
         )),
         None => None,

@@ -790,6 +790,8 @@ impl Outbound {
             Wire::Http2 => {
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    // RFC 8441: WebSocket (and more) over HTTP/2 streams.
+                    .enable_connect_protocol()
                     .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
                     .serve_connection(io, svc);
                 tokio::pin!(conn);
@@ -850,7 +852,9 @@ impl Outbound {
                 }
             }
         };
-        if req.method() == Method::CONNECT {
+        // Plain CONNECT opens a tunnel to its target; an extended CONNECT (a `:protocol`,
+        // RFC 8441) is a request to the target's application, routed like any other.
+        if req.method() == Method::CONNECT && !crate::extended_connect::is_extended_connect(&req) {
             return self.connect_tunnel(req, l).await;
         }
         self.http(&l, req, wire).await

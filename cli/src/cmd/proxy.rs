@@ -26,6 +26,15 @@ pub struct ProxyArgs {
     /// Policy service, host:port (LINKERD2_PROXY_POLICY_SVC_ADDR).
     #[arg(long)]
     pub policy_addr: Option<String>,
+    /// The identity the Destination service presents: TLS to it (LINKERD2_PROXY_DESTINATION_SVC_NAME).
+    #[arg(long)]
+    pub destination_svc_name: Option<String>,
+    /// The identity the Identity service presents: TLS to it (LINKERD2_PROXY_IDENTITY_SVC_NAME).
+    #[arg(long)]
+    pub identity_svc_name: Option<String>,
+    /// The identity the policy service presents: TLS to it (LINKERD2_PROXY_POLICY_SVC_NAME).
+    #[arg(long)]
+    pub policy_svc_name: Option<String>,
     /// This proxy's identity (LINKERD2_PROXY_IDENTITY_LOCAL_NAME).
     #[arg(long)]
     pub identity_name: Option<String>,
@@ -77,6 +86,21 @@ fn source(args: &ProxyArgs) -> Result<(HashMap<String, String>, FlagsUsed), Stri
         args.identity_addr.clone(),
     );
     set(env::POLICY_SVC_ADDR, "--policy-addr", args.policy_addr.clone());
+    set(
+        env::DESTINATION_SVC_NAME,
+        "--destination-svc-name",
+        args.destination_svc_name.clone(),
+    );
+    set(
+        env::IDENTITY_SVC_NAME,
+        "--identity-svc-name",
+        args.identity_svc_name.clone(),
+    );
+    set(
+        env::POLICY_SVC_NAME,
+        "--policy-svc-name",
+        args.policy_svc_name.clone(),
+    );
     set(
         env::IDENTITY_LOCAL_NAME,
         "--identity-name",

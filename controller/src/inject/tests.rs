@@ -1020,3 +1020,23 @@ async fn the_webhook_reads_namespaces_from_a_store_and_survives_losing_it() {
     let response = hook.review(&review(enabled_pod(), "production")).await.unwrap();
     assert!(patch_of(&response).is_some());
 }
+
+/// Injected proxies verify the control plane by the `*_SVC_NAME` identities: they must be
+/// exactly the ones the controller's TLS listeners present (`crate::tls`), in any trust
+/// domain, or every proxy would refuse its control plane.
+#[test]
+fn proxies_are_told_the_identities_the_controller_serves() {
+    for td in [strait_identity::DEFAULT_TRUST_DOMAIN, "west.example.org"] {
+        let values = Values {
+            identity_trust_domain: td.into(),
+            ..Values::default()
+        };
+        let c = InjectConfig::new(values, anchors_pem());
+        let dst = crate::tls::destination_identity(td).unwrap().to_string();
+        let id = crate::tls::identity_identity(td).unwrap().to_string();
+        assert_eq!(c.control_plane_identity("linkerd-destination"), dst);
+        assert_eq!(c.control_plane_identity("linkerd-identity"), id);
+        // The names parse as the proxy parses them.
+        assert!(dst.parse::<strait_identity::IdentityName>().is_ok());
+    }
+}

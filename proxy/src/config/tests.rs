@@ -127,6 +127,21 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         ),
         (env::POLICY_CLUSTER_NETWORKS, "10.0.0.0/33", "expected 0-32"),
         (env::POLICY_CLUSTER_NETWORKS, "fd00::/129", "expected 0-128"),
+        (
+            env::DESTINATION_SVC_NAME,
+            "linkerd-dst.linkerd.svc.cluster.local",
+            "expected the identity the service at LINKERD2_PROXY_DESTINATION_SVC_ADDR presents",
+        ),
+        (
+            env::IDENTITY_SVC_NAME,
+            "linkerd-identity..serviceaccount.identity.linkerd.cluster.local",
+            "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local",
+        ),
+        (
+            env::POLICY_SVC_NAME,
+            "https://linkerd-destination",
+            "expected the identity the service at LINKERD2_PROXY_POLICY_SVC_ADDR presents",
+        ),
     ];
     for (var, value, expected) in cases {
         let mut v = base();
@@ -160,4 +175,80 @@ fn listeners_must_not_collide() {
     v.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4140".into());
     let e = parse(&v).unwrap_err();
     assert!(e.problem.contains("must differ"), "{e}");
+}
+
+const DST_ID: &str = "linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local";
+const ID_ID: &str = "linkerd-identity.linkerd.serviceaccount.identity.linkerd.cluster.local";
+
+#[test]
+fn svc_names_turn_on_tls_to_the_control_plane() {
+    // Linkerd's injected environment: every service by name, off loopback.
+    let mut v = base();
+    v.insert(
+        env::IDENTITY_SVC_ADDR,
+        "linkerd-identity-headless.linkerd.svc.cluster.local.:8080".into(),
+    );
+    v.insert(
+        env::POLICY_SVC_ADDR,
+        "linkerd-policy.linkerd.svc.cluster.local.:8090".into(),
+    );
+    v.insert(env::DESTINATION_SVC_NAME, DST_ID.into());
+    v.insert(env::POLICY_SVC_NAME, DST_ID.into());
+    v.insert(env::IDENTITY_SVC_NAME, ID_ID.into());
+    let c = parse(&v).unwrap();
+    assert_eq!(
+        c.destination_tls.as_ref().map(ToString::to_string).as_deref(),
+        Some(DST_ID)
+    );
+    assert_eq!(
+        c.policy_tls.as_ref().map(ToString::to_string).as_deref(),
+        Some(DST_ID)
+    );
+    assert_eq!(
+        c.identity_tls.as_ref().map(ToString::to_string).as_deref(),
+        Some(ID_ID)
+    );
+
+    // Without names: plaintext, as before.
+    let c = parse(&base()).unwrap();
+    assert_eq!(
+        (c.destination_tls, c.identity_tls, c.policy_tls),
+        (None, None, None)
+    );
+
+    // A name without its address is a mistake, named.
+    let mut v = base();
+    v.insert(env::POLICY_SVC_NAME, DST_ID.into());
+    let e = parse(&v).unwrap_err();
+    assert_eq!(e.var, env::POLICY_SVC_ADDR);
+    assert!(e.problem.contains(env::POLICY_SVC_NAME), "{e}");
+}
+
+#[test]
+fn loopback_control_planes_are_plaintext_only_in_transparent_mode() {
+    let id: IdentityName = DST_ID.parse().unwrap();
+    let cases = [
+        // Transparent (Linkerd): loopback is the controller's own pod.
+        (Capture::Transparent, "127.0.0.1:8086", None),
+        (Capture::Transparent, "localhost.:8086", None),
+        (Capture::Transparent, "[::1]:8086", None),
+        (Capture::Transparent, "10.0.0.5:8086", Some(id.clone())),
+        (
+            Capture::Transparent,
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086",
+            Some(id.clone()),
+        ),
+        // Explicit: every pod has its own 127.x address, so loopback is the pod network.
+        (Capture::Explicit, "127.0.4.1:8086", Some(id.clone())),
+        (Capture::Explicit, "10.0.0.5:8086", Some(id.clone())),
+    ];
+    for (capture, addr, want) in cases {
+        assert_eq!(control_tls(capture, addr, Some(&id)), want, "{capture:?} {addr}");
+        assert_eq!(
+            control_tls(capture, addr, None),
+            None,
+            "{capture:?} {addr} without a name"
+        );
+    }
+    assert!(is_loopback("127.9.9.9:1") && is_loopback("LOCALHOST:1") && !is_loopback("localhost.example:1"));
 }

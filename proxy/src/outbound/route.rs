@@ -366,11 +366,13 @@ impl Outbound {
         app: Wire,
         start: Instant,
     ) -> Response<RspBody> {
+        // An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT is never retried: the client's
+        // connection (or stream) is handed over to the first attempt.
+        let upgrade = crate::client::is_upgrade(&req) || crate::extended_connect::is_extended_connect(&req);
         let (mut parts, body) = req.into_parts();
-        // The first attempt carries the request's extensions (an HTTP upgrade's handle
-        // among them); an upgrade is never retried, its connection is handed over.
+        // The first attempt carries the request's extensions (an upgrade's handle and an
+        // extended CONNECT's `:protocol` among them).
         let mut extensions = Some(std::mem::take(&mut parts.extensions));
-        let upgrade = crate::client::is_upgrade_head(parts.version, &parts.headers);
         // Retries need the body again: the first attempt keeps a copy as it streams (up to
         // the bound); a body known to be larger is never retried.
         let retry = f

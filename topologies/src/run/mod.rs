@@ -979,6 +979,9 @@ impl Runtime {
                     "explicit",
                 ),
             };
+            let destination_id =
+                strait_controller::tls::destination_identity(&cluster.trust_domain)?.to_string();
+            let identity_id = strait_controller::tls::identity_identity(&cluster.trust_domain)?.to_string();
             let mut env: Vec<(String, String)> = vec![
                 (
                     "LINKERD2_PROXY_LOG".into(),
@@ -992,6 +995,14 @@ impl Runtime {
                 ),
                 ("LINKERD2_PROXY_POLICY_SVC_ADDR".into(), r.policy.clone()),
                 ("LINKERD2_PROXY_IDENTITY_SVC_ADDR".into(), r.identity.clone()),
+                // TLS to the control plane, verifying the identities the controller
+                // serves, as Linkerd's injector configures it.
+                (
+                    "LINKERD2_PROXY_DESTINATION_SVC_NAME".into(),
+                    destination_id.clone(),
+                ),
+                ("LINKERD2_PROXY_POLICY_SVC_NAME".into(), destination_id),
+                ("LINKERD2_PROXY_IDENTITY_SVC_NAME".into(), identity_id),
                 (
                     "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".into(),
                     self.anchors_pem.clone(),
