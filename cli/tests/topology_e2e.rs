@@ -567,14 +567,19 @@ fn metrics(addr: &str) -> String {
 
 /// Every sidecar log of the run (`…/logs/linkerd-proxy.log`).
 fn proxy_logs(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    logs_named(dir, "linkerd-proxy.log", out);
+}
+
+/// Every log of the run called `name`.
+fn logs_named(dir: &Path, name: &str, out: &mut Vec<(PathBuf, String)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let path = e.path();
         if path.is_dir() {
-            proxy_logs(&path, out);
-        } else if path.file_name().is_some_and(|n| n == "linkerd-proxy.log") {
+            logs_named(&path, name, out);
+        } else if path.file_name().is_some_and(|n| n == name) {
             out.push((path.clone(), std::fs::read_to_string(&path).unwrap_or_default()));
         }
     }
@@ -609,6 +614,19 @@ fn assert_control_plane_tls(run: &Run) {
         logs.iter().any(|(_, log)| tls(log, "destination")),
         "no sidecar reached destination over TLS"
     );
+    // East's gateway resolved west's streams through Destination over mutual TLS too.
+    let mut gateways = Vec::new();
+    logs_named(run.home.path(), "gateway.log", &mut gateways);
+    assert!(
+        gateways.iter().any(|(_, log)| tls(log, "destination")),
+        "no gateway reached destination over TLS: {:?}",
+        gateways.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for (path, log) in &gateways {
+        for bad in ["control-plane connection refused", "control plane in plaintext"] {
+            assert!(!log.contains(bad), "{}: {bad}:\n{log}", path.display());
+        }
+    }
 }
 
 #[test]

@@ -225,7 +225,13 @@ impl DestinationResolver {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Self {
+        Ok(Self::from_channel(channel, inbound_port))
+    }
+
+    /// A resolver over an existing channel to the Destination service, e.g. mutual TLS
+    /// verifying the controller's identity (`strait_proxy::control::channel`).
+    pub fn from_channel(channel: tonic::transport::Channel, inbound_port: Option<u16>) -> Self {
+        Self {
             discovery: discovery::Resolver::new(
                 channel,
                 crate::gateway::GATEWAY_NAMESPACE,
@@ -238,7 +244,7 @@ impl DestinationResolver {
             next: AtomicUsize::new(0),
             inbound_port,
             idle: DISCOVERY_IDLE_TIMEOUT,
-        })
+        }
     }
 
     /// Closes watches unused for `idle` instead of [`DISCOVERY_IDLE_TIMEOUT`].

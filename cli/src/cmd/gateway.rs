@@ -104,6 +104,11 @@ pub struct GatewayArgs {
     /// (default: the address itself, which iptables hands to the proxy).
     #[arg(long, value_name = "PORT", requires = "destination_addr")]
     pub endpoint_inbound_port: Option<u16>,
+    /// With --destination-addr: the Destination service's identity (as a proxy's
+    /// LINKERD2_PROXY_DESTINATION_SVC_NAME): talk to it over mutual TLS with this
+    /// gateway's certificate, verifying that identity. Without it, plaintext.
+    #[arg(long, value_name = "IDENTITY", requires = "destination_addr")]
+    pub destination_svc_name: Option<String>,
     /// Congestion controller of the links.
     #[arg(long, value_enum, default_value_t = CongestionArg::Bbr)]
     pub congestion: CongestionArg,
@@ -118,6 +123,34 @@ pub struct GatewayArgs {
     /// kubeconfig) instead of a local cluster's controller.
     #[arg(long, requires = "serve_exports")]
     pub kubernetes: bool,
+}
+
+/// The ingress's Destination client: plaintext, or mutual TLS as this gateway verifying
+/// `identity`.
+fn destination_resolver(
+    addr: &str,
+    inbound_port: Option<u16>,
+    identity: Option<IdentityName>,
+    creds: &Credentials,
+) -> Result<DestinationResolver, String> {
+    let Some(identity) = identity else {
+        return DestinationResolver::new(addr, inbound_port);
+    };
+    // The gateway's certificate is loaded before it starts: connections need not wait.
+    let (_ready_tx, ready) = tokio::sync::watch::channel(true);
+    let cert = strait_proxy::control::ClientCert::Proxy {
+        store: creds.store.clone(),
+        ready,
+    };
+    let channel = strait_proxy::control::channel(
+        strait_proxy::control::Service::Destination,
+        addr,
+        Some(identity),
+        &creds.anchors,
+        cert,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(DestinationResolver::from_channel(channel, inbound_port))
 }
 
 /// Serves a store's Services and meshed pods as the gateway's catalog.
@@ -181,6 +214,8 @@ pub struct Setup {
     /// `--destination-addr` and `--endpoint-inbound-port`, checked; the resolver is
     /// built inside the runtime.
     pub destination: Option<(String, Option<u16>)>,
+    /// `--destination-svc-name`, checked.
+    pub destination_identity: Option<IdentityName>,
 }
 
 /// Parses every flag and loads the identity files.
@@ -253,6 +288,15 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
         }
         None => None,
     };
+    let destination_identity = args
+        .destination_svc_name
+        .as_deref()
+        .map(|n| {
+            n.parse::<IdentityName>().map_err(|e| {
+                format!("--destination-svc-name {n:?}: expected a mesh identity such as linkerd-destination.linkerd.serviceaccount.identity.linkerd.cluster.local ({e})")
+            })
+        })
+        .transpose()?;
     let mut resolver = StaticResolver::new();
     for t in &args.targets {
         let (authority, port, addr) = parse_target(t)?;
@@ -275,6 +319,7 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
         },
         resolver,
         destination,
+        destination_identity,
     })
 }
 
@@ -402,7 +447,12 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
     rt.block_on(async move {
         let resolver: Arc<dyn Resolve> = match &setup.destination {
             None => Arc::new(setup.resolver),
-            Some((addr, inbound_port)) => match DestinationResolver::new(addr, *inbound_port) {
+            Some((addr, inbound_port)) => match destination_resolver(
+                addr,
+                *inbound_port,
+                setup.destination_identity.clone(),
+                &setup.creds,
+            ) {
                 Ok(d) => Arc::new(Chain(vec![Arc::new(setup.resolver), Arc::new(d)])),
                 Err(e) => {
                     eprintln!("error: --destination-addr: {e}");

@@ -550,6 +550,11 @@ impl Runtime {
             // The ingress delivers streams to local endpoints found through Destination;
             // in loopback mode pods are not behind iptables, so it dials their proxies.
             gargs.extend(["--destination-addr".into(), r.destination.clone()]);
+            // Over mutual TLS, verifying the controller's identity, as the sidecars do.
+            gargs.extend([
+                "--destination-svc-name".into(),
+                strait_controller::tls::destination_identity(&c.spec.trust_domain)?.to_string(),
+            ]);
             // Linked clusters' mirrors read this cluster's Services through the link,
             // not through its API.
             gargs.push("--serve-exports".into());
