@@ -15,7 +15,10 @@
 //!   the Link as read just before, through [`Store::apply_status`].
 //! - Each link task publishes its target's federated members ([`Federation`]) after every
 //!   round with a complete remote list; one federation task ([`run_federation`]) turns
-//!   them, with the local Services, into the `<svc>-federated` Services.
+//!   them, with the local Services, into the `<svc>-federated` Services, and writes each
+//!   Link's `status.federatedServices` (what became of its members) when it differs from
+//!   the Link as last seen; the link task writes `status.mirrorServices`. Each writes its
+//!   own part onto the Link read just before, so neither undoes the other's.
 //! - Remote Pods are watched only to learn the exported Services' workload identities
 //!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
 //!   marks the target disconnected, it only leaves those identities out until it returns.
@@ -550,13 +553,7 @@ async fn write_status<L: Store>(
     local: &L,
     written: &mut Option<LinkStatus>,
 ) -> Result<(), String> {
-    // RFC 3339 to the second, as Kubernetes writes times.
-    let now = || {
-        use k8s_openapi::jiff::Timestamp;
-        Timestamp::from_second(Timestamp::now().as_second())
-            .unwrap_or(Timestamp::UNIX_EPOCH)
-            .to_string()
-    };
+    let now = now_rfc3339;
     if let Some(last) = written.as_ref()
         && reconcile::link_status(plan, Some(last), &now()) == *last
     {
@@ -579,6 +576,54 @@ async fn write_status<L: Store>(
     }
     *written = Some(next);
     Ok(())
+}
+
+/// Now in RFC 3339 to the second, as Kubernetes writes times.
+fn now_rfc3339() -> String {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(Timestamp::now().as_second())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// Writes each Link's `status.federatedServices` (its members' outcomes, see
+/// [`federated::link_status`]) where the Link as last seen (`seen`) differs; the Link is
+/// read again just before, so the `mirrorServices` its link task wrote stay as they are.
+async fn write_federated_status<L: Store>(
+    local: &L,
+    links: &[(String, String, String)],
+    outcomes: &[federated::MemberOutcome],
+    seen: &mut BTreeMap<NsName, Link>,
+) {
+    let now = now_rfc3339();
+    for (ns, name, cluster) in links {
+        let key = (ns.clone(), name.clone());
+        let Some(last) = seen.get(&key) else { continue };
+        let next = federated::link_status(cluster, outcomes, last.status.as_ref(), &now);
+        let have = last.status.as_ref().and_then(|s| s.federated_services.clone());
+        if have.unwrap_or_default() == next {
+            continue;
+        }
+        let mut current = match local.get::<Link>(ns, name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(link = %format!("{ns}/{name}"), error = %e, "cannot read the Link to write its federated services");
+                continue;
+            }
+        };
+        let mut status = current.status.take().unwrap_or_default();
+        status.federated_services = Some(next);
+        current.status = Some(status);
+        match local.apply_status(current.clone().into_object()).await {
+            Ok(()) => {
+                seen.insert(key, current);
+            }
+            Err(e) => {
+                tracing::warn!(link = %format!("{ns}/{name}"), error = %e, "cannot write the Link's federated services")
+            }
+        }
+    }
 }
 
 /// Deletes every mirror object `link` owns in `local` (its Link was deleted).
@@ -640,6 +685,9 @@ pub async fn run_federation<L: Store>(
         synced: [false; 3],
     };
     let mut view = LocalView::default();
+    // The Links, to report each one's members in its status.
+    let mut link_watch = Some(local.watch::<Link>());
+    let mut links_seen: BTreeMap<NsName, Link> = BTreeMap::new();
     let hold = tokio::time::sleep(FEDERATION_HOLD);
     tokio::pin!(hold);
     let mut held = true;
@@ -678,6 +726,17 @@ pub async fn run_federation<L: Store>(
                 }
                 dirty = true;
             }
+            ev = next_of(&mut link_watch) => {
+                let key = |l: &Link| (l.metadata.namespace.clone().unwrap_or_default(), l.metadata.name.clone().unwrap_or_default());
+                match ev {
+                    Some(Ok(WatchEvent::Restarted(all))) => links_seen = all.into_iter().map(|l| (key(&l), l)).collect(),
+                    Some(Ok(WatchEvent::Applied(l))) => { links_seen.insert(key(&l), l); }
+                    Some(Ok(WatchEvent::Deleted(l))) => { links_seen.remove(&key(&l)); }
+                    Some(Err(e)) => tracing::warn!(error = %e, "federation: local Link watch failed"),
+                    None => link_watch = Some(local.watch::<Link>()),
+                }
+                dirty = true;
+            }
             () = &mut hold, if held => {
                 held = false;
                 dirty = true;
@@ -687,7 +746,7 @@ pub async fn run_federation<L: Store>(
                 if lw.synced.contains(&false) {
                     continue;
                 }
-                let links: Vec<federated::LinkMembers> = {
+                let (links, reporting): (Vec<federated::LinkMembers>, Vec<(String, String, String)>) = {
                     let s = state.borrow_and_update();
                     let waiting = !s.links_known || s.links.values().any(Option::is_none);
                     if waiting && held {
@@ -698,9 +757,16 @@ pub async fn run_federation<L: Store>(
                     for m in s.links.values().flatten() {
                         by_cluster.entry(m.link.target_cluster.clone()).or_insert_with(|| m.clone());
                     }
-                    by_cluster.into_values().collect()
+                    // Every Link whose members are known reports them.
+                    let reporting = s
+                        .links
+                        .values()
+                        .flatten()
+                        .map(|m| (m.link.namespace.clone(), m.link.name.clone(), m.link.target_cluster.clone()))
+                        .collect();
+                    (by_cluster.into_values().collect(), reporting)
                 };
-                let plan = federated::plan(&links, &view, range.as_ref());
+                let (plan, outcomes) = federated::plan_members(&links, &view, range.as_ref());
                 for o in plan.apply {
                     let key = o.key();
                     match local.apply(vec![o]).await {
@@ -718,6 +784,7 @@ pub async fn run_federation<L: Store>(
                 for s in plan.skipped {
                     tracing::debug!(service = %format!("{}/{}", s.remote.0, s.remote.1), reason = s.reason.reason(), "no federated service");
                 }
+                write_federated_status(&local, &reporting, &outcomes, &mut links_seen).await;
             }
         }
     }
