@@ -161,6 +161,9 @@ impl Drop for FederationGuard {
 
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// Mirror objects deleted concurrently in one round.
+const DELETES_IN_FLIGHT: usize = 16;
+
 /// One mirror, as reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -507,12 +510,31 @@ async fn reconcile_once<L: Store>(
             }
         }
     }
-    for key in &plan.delete {
-        match local.delete(key).await {
-            Ok(Some(o)) => reconcile::fold(view, o, true),
-            Ok(None) => {}
-            Err(e) => {
-                error.get_or_insert(format!("cannot delete {key} in the local cluster: {e}"));
+    // Deletes go out DELETES_IN_FLIGHT at a time (one request each over a cluster API,
+    // so a thousand unexported Services would otherwise wait on each other's round
+    // trips); every slice before any Service, as the plan orders them.
+    let (slices, services): (Vec<ObjectKey>, Vec<ObjectKey>) = plan
+        .delete
+        .iter()
+        .cloned()
+        .partition(|k| k.kind != KindId::Service);
+    for batch in [slices, services] {
+        let mut pending = batch.into_iter();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < DELETES_IN_FLIGHT {
+                let Some(key) = pending.next() else { break };
+                in_flight.push(delete_one(local, key));
+            }
+            let Some((key, result)) = in_flight.next().await else {
+                break;
+            };
+            match result {
+                Ok(Some(o)) => reconcile::fold(view, o, true),
+                Ok(None) => {}
+                Err(e) => {
+                    error.get_or_insert(format!("cannot delete {key} in the local cluster: {e}"));
+                }
             }
         }
     }
@@ -543,6 +565,14 @@ async fn reconcile_once<L: Store>(
             .collect();
     });
     error
+}
+
+async fn delete_one<L: Store>(
+    local: &L,
+    key: ObjectKey,
+) -> (ObjectKey, Result<Option<strait_api::Object>, StoreError>) {
+    let result = local.delete(&key).await;
+    (key, result)
 }
 
 /// Writes the Link's status after `plan` when it differs from what was last written
