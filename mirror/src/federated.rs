@@ -144,10 +144,26 @@ pub fn link_status(
     mine.sort_by(|a, b| a.remote.cmp(&b.remote));
     mine.into_iter()
         .map(|o| match &o.skipped {
-            None => reconcile::mirrored_entry(earlier, &o.remote, &o.federated, "True", "Mirrored", String::new(), now),
+            None => reconcile::mirrored_entry(
+                earlier,
+                &o.remote,
+                &o.federated,
+                "True",
+                "Mirrored",
+                String::new(),
+                now,
+            ),
             Some(r) => {
                 let message = format!("cluster {cluster}: {}", r.message(&o.remote, &o.federated));
-                reconcile::mirrored_entry(earlier, &o.remote, &o.federated, "False", r.reason(), message, now)
+                reconcile::mirrored_entry(
+                    earlier,
+                    &o.remote,
+                    &o.federated,
+                    "False",
+                    r.reason(),
+                    message,
+                    now,
+                )
             }
         })
         .collect()
@@ -277,7 +293,8 @@ pub fn plan_members(
             let why = if is_headless(svc) {
                 Some(SkipReason::Headless)
             } else {
-                port_conflict(svc, &ports).map(|d| SkipReason::PortConflict(format!("in cluster {cluster}, {d}")))
+                port_conflict(svc, &ports)
+                    .map(|d| SkipReason::PortConflict(format!("in cluster {cluster}, {d}")))
             };
             match why {
                 Some(reason) => refused.push(outcome(cluster, Some(reason))),
@@ -506,7 +523,9 @@ pub fn check(
         for e in entries {
             let (Some(remote), Some(c)) = (
                 e.remote_ref.as_ref(),
-                e.conditions.as_ref().and_then(|c| c.iter().find(|c| c.type_ == "Mirrored")),
+                e.conditions
+                    .as_ref()
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Mirrored")),
             ) else {
                 problems.push(format!(
                     "Link {link}: an entry of status.federatedServices has no remoteRef or no Mirrored condition; restart `strait mirror` to rewrite it"

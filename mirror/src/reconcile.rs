@@ -701,7 +701,8 @@ pub(crate) fn mirrored_entry(
         .flatten()
         .find(|s| {
             s.remote_ref.as_ref().is_some_and(|r| {
-                r.namespace.as_deref() == Some(remote.0.as_str()) && r.name.as_deref() == Some(remote.1.as_str())
+                r.namespace.as_deref() == Some(remote.0.as_str())
+                    && r.name.as_deref() == Some(remote.1.as_str())
             })
         })
         .and_then(|s| {

@@ -792,8 +792,13 @@ async fn the_link_reports_its_federated_members_beside_its_mirrors() {
     put(&east, remote("production", "web", Some("true"), "1")).await;
     let mut link = link_object("east", "east", "cluster-credentials-east");
     if let Object::Link(l) = &mut link {
-        l.spec.federated_service_selector = Some(serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/federated": "member"}})).unwrap());
-        l.spec.selector = Some(serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/exported": "true"}})).unwrap());
+        l.spec.federated_service_selector = Some(
+            serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/federated": "member"}}))
+                .unwrap(),
+        );
+        l.spec.selector = Some(
+            serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/exported": "true"}})).unwrap(),
+        );
     }
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "cluster-credentials-east", "namespace": "linkerd-multicluster"},
@@ -836,11 +841,17 @@ async fn the_link_reports_its_federated_members_beside_its_mirrors() {
     // Two writers, one status: each keeps the other's part (and the federation task
     // restores its part should a write of the link task's cross it).
     eventually("the mirror beside them", async || {
-        mirrored(&west, "production", "web").await.is_some_and(|(s, _, _)| s == "True")
+        mirrored(&west, "production", "web")
+            .await
+            .is_some_and(|(s, _, _)| s == "True")
             && federated_status(&west).await == want
     })
     .await;
-    assert!(services(&west).await.contains(&"production/myapp-federated".to_string()));
+    assert!(
+        services(&west)
+            .await
+            .contains(&"production/myapp-federated".to_string())
+    );
 
     // The namespace appears: the member joins and its condition turns True.
     ns(&west, "billing").await;
@@ -851,7 +862,11 @@ async fn the_link_reports_its_federated_members_beside_its_mirrors() {
             .is_some_and(|e| e.1 == "True" && e.2 == "Mirrored")
     })
     .await;
-    assert!(services(&west).await.contains(&"billing/ledger-federated".to_string()));
+    assert!(
+        services(&west)
+            .await
+            .contains(&"billing/ledger-federated".to_string())
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
 }

@@ -307,7 +307,11 @@ fn conditions(entries: &[strait_api::mesh::link::ServiceStatus]) -> Vec<(String,
             assert_eq!(e.controller_name.as_deref(), Some("linkerd.io/service-mirror"));
             assert_eq!(r.kind.as_deref(), Some("Service"));
             (
-                format!("{}/{}", r.namespace.as_deref().unwrap(), r.name.as_deref().unwrap()),
+                format!(
+                    "{}/{}",
+                    r.namespace.as_deref().unwrap(),
+                    r.name.as_deref().unwrap()
+                ),
                 c.status.clone(),
                 c.reason.clone().unwrap(),
                 c.local_ref.as_ref().unwrap().name.clone().unwrap(),
@@ -333,7 +337,11 @@ fn every_remote_member_is_reported_joined_or_with_why_not() {
         true,
     );
     // Central names port 8080 "http", which the local member's port 80 already is.
-    let central = members("central", &[svc("production", "myapp", true, &[("http", 8080)])], true);
+    let central = members(
+        "central",
+        &[svc("production", "myapp", true, &[("http", 8080)])],
+        true,
+    );
     let (p, outcomes) = plan_members(&[east, central], &view, Some(&range));
     apply(&mut view, &p);
     // The refused member is left out of the federated Service entirely.
@@ -342,21 +350,47 @@ fn every_remote_member_is_reported_joined_or_with_why_not() {
         Some("myapp@east")
     );
     assert_eq!(fed(&view).spec.as_ref().unwrap().ports.as_ref().unwrap().len(), 1);
-    assert!(!view.slices.contains_key(&("production".to_string(), "myapp-federated-central".to_string())));
+    assert!(
+        !view
+            .slices
+            .contains_key(&("production".to_string(), "myapp-federated-central".to_string()))
+    );
 
     let east_status = link_status("east", &outcomes, None, "2026-01-01T00:00:00Z");
     assert_eq!(
         conditions(&east_status),
         [
-            ("production/cache".into(), "False".into(), "InvalidService".into(), "cache-federated".into()),
-            ("production/myapp".into(), "True".into(), "Mirrored".into(), "myapp-federated".into()),
-            ("staging/myapp".into(), "False".into(), "NamespaceNotFound".into(), "myapp-federated".into()),
+            (
+                "production/cache".into(),
+                "False".into(),
+                "InvalidService".into(),
+                "cache-federated".into()
+            ),
+            (
+                "production/myapp".into(),
+                "True".into(),
+                "Mirrored".into(),
+                "myapp-federated".into()
+            ),
+            (
+                "staging/myapp".into(),
+                "False".into(),
+                "NamespaceNotFound".into(),
+                "myapp-federated".into()
+            ),
         ]
     );
     let message = |entries: &[strait_api::mesh::link::ServiceStatus], i: usize| {
-        entries[i].conditions.as_ref().unwrap()[0].message.clone().unwrap()
+        entries[i].conditions.as_ref().unwrap()[0]
+            .message
+            .clone()
+            .unwrap()
     };
-    assert!(message(&east_status, 0).contains("headless"), "{}", message(&east_status, 0));
+    assert!(
+        message(&east_status, 0).contains("headless"),
+        "{}",
+        message(&east_status, 0)
+    );
     assert!(
         message(&east_status, 2).contains("namespace staging does not exist in this cluster"),
         "{}",
@@ -365,7 +399,12 @@ fn every_remote_member_is_reported_joined_or_with_why_not() {
     let central_status = link_status("central", &outcomes, None, "2026-01-01T00:00:00Z");
     assert_eq!(
         conditions(&central_status),
-        [("production/myapp".into(), "False".into(), "PortConflict".into(), "myapp-federated".into())]
+        [(
+            "production/myapp".into(),
+            "False".into(),
+            "PortConflict".into(),
+            "myapp-federated".into()
+        )]
     );
     let m = message(&central_status, 0);
     assert!(
@@ -375,12 +414,21 @@ fn every_remote_member_is_reported_joined_or_with_why_not() {
 
     // A second round with nothing changed keeps every transition time; a member that
     // turns joinable changes only its own.
-    let again = link_status("east", &outcomes, Some(&strait_api::mesh::link::LinkStatus {
-        mirror_services: None,
-        federated_services: Some(east_status.clone()),
-    }), "2026-01-01T00:05:00Z");
+    let again = link_status(
+        "east",
+        &outcomes,
+        Some(&strait_api::mesh::link::LinkStatus {
+            mirror_services: None,
+            federated_services: Some(east_status.clone()),
+        }),
+        "2026-01-01T00:05:00Z",
+    );
     assert_eq!(again, east_status);
-    let fixed = members("central", &[svc("production", "myapp", true, &[("http", 80)])], true);
+    let fixed = members(
+        "central",
+        &[svc("production", "myapp", true, &[("http", 80)])],
+        true,
+    );
     let (_, outcomes) = plan_members(std::slice::from_ref(&fixed), &view, Some(&range));
     let previous = strait_api::mesh::link::LinkStatus {
         mirror_services: None,
@@ -389,7 +437,9 @@ fn every_remote_member_is_reported_joined_or_with_why_not() {
     let now = link_status("central", &outcomes, Some(&previous), "2026-01-01T00:10:00Z");
     assert_eq!(conditions(&now)[0].1, "True");
     assert_eq!(
-        now[0].conditions.as_ref().unwrap()[0].last_transition_time.as_deref(),
+        now[0].conditions.as_ref().unwrap()[0]
+            .last_transition_time
+            .as_deref(),
         Some("2026-01-01T00:10:00Z")
     );
 }
@@ -432,7 +482,11 @@ fn check_passes_on_what_the_plan_made_and_names_each_inconsistency() {
     let mut view = local(&[svc("production", "myapp", true, &[("http", 80)])]);
     let links = [
         members("east", &[svc("production", "myapp", true, &[("http", 80)])], true),
-        members("central", &[svc("production", "myapp", true, &[("http", 8080)])], true),
+        members(
+            "central",
+            &[svc("production", "myapp", true, &[("http", 8080)])],
+            true,
+        ),
     ];
     let (p, outcomes) = plan_members(&links, &view, None);
     apply(&mut view, &p);
@@ -449,33 +503,86 @@ fn check_passes_on_what_the_plan_made_and_names_each_inconsistency() {
     assert_eq!(
         verdicts,
         [
-            ("federated members of cluster east have joined their federated services", true),
-            ("federated members of cluster central have joined their federated services", false),
-            ("federated service production/myapp-federated reaches all its members", true),
+            (
+                "federated members of cluster east have joined their federated services",
+                true
+            ),
+            (
+                "federated members of cluster central have joined their federated services",
+                false
+            ),
+            (
+                "federated service production/myapp-federated reaches all its members",
+                true
+            ),
         ]
     );
     let hint = found[1].hint.as_deref().unwrap();
-    assert!(hint.contains("production/myapp of cluster central is not in production/myapp-federated (PortConflict)"), "{hint}");
-    assert!(hint.contains("give every member of myapp the same port names"), "{hint}");
+    assert!(
+        hint.contains(
+            "production/myapp of cluster central is not in production/myapp-federated (PortConflict)"
+        ),
+        "{hint}"
+    );
+    assert!(
+        hint.contains("give every member of myapp the same port names"),
+        "{hint}"
+    );
 
     // Bad states, one at a time.
     let only_east = [east.clone()];
     // The federated Service is gone although the Link reports the member joined.
-    let without: Vec<Service> = services.iter().filter(|s| s.metadata.name.as_deref() != Some("myapp-federated")).cloned().collect();
+    let without: Vec<Service> = services
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("myapp-federated"))
+        .cloned()
+        .collect();
     let f = check(&only_east, &without, &slices, None);
-    assert!(!f[0].ok && f[0].hint.as_deref().unwrap().contains("that Service does not exist"), "{f:?}");
+    assert!(
+        !f[0].ok
+            && f[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("that Service does not exist"),
+        "{f:?}"
+    );
     // Its gateway is down.
     let down = BTreeMap::from([("east".to_string(), false)]);
     let f = check(&only_east, &services, &slices, Some(&down));
     assert!(f[0].ok);
-    assert!(!f[1].ok && f[1].hint.as_deref().unwrap().contains("the gateway of cluster east is not alive"), "{f:?}");
+    assert!(
+        !f[1].ok
+            && f[1]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("the gateway of cluster east is not alive"),
+        "{f:?}"
+    );
     // Its slice is missing.
     let f = check(&only_east, &services, &[], None);
-    assert!(!f[1].ok && f[1].hint.as_deref().unwrap().contains("no EndpointSlice production/myapp-federated-east"), "{f:?}");
+    assert!(
+        !f[1].ok
+            && f[1]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("no EndpointSlice production/myapp-federated-east"),
+        "{f:?}"
+    );
     // Its Link is gone: the federated Service lists a member of no linked cluster.
     let f = check(&[], &services, &slices, None);
     assert_eq!(f.len(), 1);
-    assert!(!f[0].ok && f[0].hint.as_deref().unwrap().contains("no Link targets cluster east"), "{f:?}");
+    assert!(
+        !f[0].ok
+            && f[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("no Link targets cluster east"),
+        "{f:?}"
+    );
     // The federated Service does not list the member the Link reports.
     let mut stale = services.clone();
     for s in &mut stale {
@@ -484,5 +591,8 @@ fn check_passes_on_what_the_plan_made_and_names_each_inconsistency() {
         }
     }
     let f = check(&only_east, &stale, &slices, None);
-    assert!(!f[0].ok && f[0].hint.as_deref().unwrap().contains("does not list myapp@east"), "{f:?}");
+    assert!(
+        !f[0].ok && f[0].hint.as_deref().unwrap().contains("does not list myapp@east"),
+        "{f:?}"
+    );
 }
