@@ -1375,3 +1375,114 @@ fn http_get_text(addr: &str, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
+
+#[test]
+fn multicluster_check_compares_federated_members_with_their_federated_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    // A Link whose status reports myapp joined (as west's mirror writes it), and
+    // ledger refused for a port conflict.
+    let link = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: linkerd-multicluster}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: production}
+---
+apiVersion: multicluster.linkerd.io/v1alpha3
+kind: Link
+metadata: {name: east, namespace: linkerd-multicluster}
+spec:
+  targetClusterName: east
+  clusterCredentialsSecret: cluster-credentials-east
+  gatewayAddress: 127.0.0.1
+  gatewayPort: "4143"
+  gatewayIdentity: linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local
+status:
+  federatedServices:
+    - controllerName: linkerd.io/service-mirror
+      remoteRef: {group: "", kind: Service, name: myapp, namespace: production}
+      conditions:
+        - {type: Mirrored, status: "True", reason: Mirrored, message: "", localRef: {kind: Service, name: myapp-federated, namespace: production}}
+    - controllerName: linkerd.io/service-mirror
+      remoteRef: {group: "", kind: Service, name: ledger, namespace: production}
+      conditions:
+        - {type: Mirrored, status: "False", reason: PortConflict, message: "give every member of ledger the same port names, numbers and protocols", localRef: {kind: Service, name: ledger-federated, namespace: production}}
+"#;
+    let out = run_stdin(&["--state-dir", s, "apply", "-f", "-"], link.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let check = || {
+        let out = run(&["--state-dir", s, "multicluster", "check"]);
+        assert_eq!(out.status.code(), Some(1), "no mirror runs here");
+        text(&out.stdout)
+    };
+    // Bad: the federated Service the Link reports is missing, and ledger was refused.
+    let report = check();
+    assert!(
+        report.contains("× federated members of cluster east have joined their federated services"),
+        "{report}"
+    );
+    assert!(
+        report.contains("production/myapp-federated, but that Service does not exist"),
+        "{report}"
+    );
+    assert!(
+        report.contains("production/ledger of cluster east is not in production/ledger-federated (PortConflict): give every member"),
+        "{report}"
+    );
+
+    // The federated Service appears listing myapp@east, with east's slice.
+    let federated = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: myapp-federated
+  namespace: production
+  labels: {mirror.linkerd.io/mirrored-service: "true", mirror.strait.io/federated: "true"}
+  annotations: {multicluster.linkerd.io/remote-discovery: myapp@east}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: myapp-federated-east
+  namespace: production
+  labels: {kubernetes.io/service-name: myapp-federated, mirror.strait.io/federated: "true"}
+addressType: IPv4
+ports: [{name: http, port: 4143}]
+endpoints:
+  - addresses: [127.0.0.1]
+    conditions: {ready: true}
+"#;
+    let out = run_stdin(&["--state-dir", s, "apply", "-f", "-"], federated.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = check();
+    assert!(!report.contains("that Service does not exist"), "{report}");
+    // Without a mirror nothing says whether east's gateway lives: the slice and the Link
+    // are enough for the federated Service itself.
+    assert!(
+        report.contains("√ federated service production/myapp-federated reaches all its members"),
+        "{report}"
+    );
+
+    // The Link goes: the federated Service lists a member of no linked cluster.
+    let out = run(&[
+        "--state-dir",
+        s,
+        "delete",
+        "link",
+        "east",
+        "-n",
+        "linkerd-multicluster",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = check();
+    assert!(
+        report.contains("× federated service production/myapp-federated reaches all its members")
+            && report.contains("no Link targets cluster east"),
+        "{report}"
+    );
+}

@@ -1206,6 +1206,38 @@ fn a_federated_service_fails_over_under_load_within_a_second() {
                 && a["multicluster.linkerd.io/remote-discovery"] == "myapp@central,myapp@east"
         },
     );
+    // Each Link reports its member in Linkerd's shape: status.federatedServices, one
+    // entry for production/myapp, Mirrored into myapp-federated.
+    run.wait(
+        "each Link to report its federated member",
+        Duration::from_secs(15),
+        |r| {
+            ["east", "central"].iter().all(|link| {
+                let out = r.cli(&[
+                    "--cluster",
+                    "west",
+                    "get",
+                    "link",
+                    link,
+                    "-n",
+                    "linkerd-multicluster",
+                    "-o",
+                    "json",
+                ]);
+                let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null);
+                let entries = v["status"]["federatedServices"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                entries.len() == 1
+                    && entries[0]["remoteRef"]["namespace"] == "production"
+                    && entries[0]["remoteRef"]["name"] == "myapp"
+                    && entries[0]["conditions"][0]["type"] == "Mirrored"
+                    && entries[0]["conditions"][0]["status"] == "True"
+                    && entries[0]["conditions"][0]["localRef"]["name"] == "myapp-federated"
+            })
+        },
+    );
     let answered_by = |r: &Run, n: u32| -> Vec<String> {
         let rep = r.client("west/frontend", url, n);
         let mut clusters: Vec<String> = rep["servers"]

@@ -422,10 +422,27 @@ fn list(api: &Api, kind: &str, query: &BTreeMap<String, String>) -> Response<Ful
         .get("namespace")
         .map(String::as_str)
         .filter(|_| info.namespaced);
-    let mut items = api.store.list_objects(info.id, ns);
-    if let Some(name) = query.get("name") {
-        items.retain(|o| o.meta().name.as_deref() == Some(name));
-    }
+    let items = match (query.get("name"), ns, info.namespaced) {
+        // One object by its key: a lookup, not a scan of the kind (callers such as the
+        // mirror read objects back one by one, so a scan here made their rounds O(n²)).
+        (Some(name), Some(ns), true) => api
+            .store
+            .get_object(&ObjectKey::new(info.id, ns, name))
+            .into_iter()
+            .collect(),
+        (Some(name), _, false) => api
+            .store
+            .get_object(&ObjectKey::new(info.id, "", name))
+            .into_iter()
+            .collect(),
+        (name, ns, _) => {
+            let mut items = api.store.list_objects(info.id, ns);
+            if let Some(name) = name {
+                items.retain(|o| o.meta().name.as_deref() == Some(name));
+            }
+            items
+        }
+    };
     reply(
         StatusCode::OK,
         json!({ "items": items.iter().map(|o| o.to_value()).collect::<Vec<_>>() }),

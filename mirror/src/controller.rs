@@ -15,7 +15,10 @@
 //!   the Link as read just before, through [`Store::apply_status`].
 //! - Each link task publishes its target's federated members ([`Federation`]) after every
 //!   round with a complete remote list; one federation task ([`run_federation`]) turns
-//!   them, with the local Services, into the `<svc>-federated` Services.
+//!   them, with the local Services, into the `<svc>-federated` Services, and writes each
+//!   Link's `status.federatedServices` (what became of its members) when it differs from
+//!   the Link as last seen; the link task writes `status.mirrorServices`. Each writes its
+//!   own part onto the Link read just before, so neither undoes the other's.
 //! - Remote Pods are watched only to learn the exported Services' workload identities
 //!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
 //!   marks the target disconnected, it only leaves those identities out until it returns.
@@ -158,6 +161,9 @@ impl Drop for FederationGuard {
 }
 
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Mirror objects deleted concurrently in one round.
+const DELETES_IN_FLIGHT: usize = 16;
 
 /// One mirror, as reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -509,12 +515,31 @@ async fn reconcile_once<L: Store>(
             }
         }
     }
-    for key in &plan.delete {
-        match local.delete(key).await {
-            Ok(Some(o)) => reconcile::fold(view, o, true),
-            Ok(None) => {}
-            Err(e) => {
-                error.get_or_insert(format!("cannot delete {key} in the local cluster: {e}"));
+    // Deletes go out DELETES_IN_FLIGHT at a time (one request each over a cluster API,
+    // so a thousand unexported Services would otherwise wait on each other's round
+    // trips); every slice before any Service, as the plan orders them.
+    let (slices, services): (Vec<ObjectKey>, Vec<ObjectKey>) = plan
+        .delete
+        .iter()
+        .cloned()
+        .partition(|k| k.kind != KindId::Service);
+    for batch in [slices, services] {
+        let mut pending = batch.into_iter();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < DELETES_IN_FLIGHT {
+                let Some(key) = pending.next() else { break };
+                in_flight.push(delete_one(local, key));
+            }
+            let Some((key, result)) = in_flight.next().await else {
+                break;
+            };
+            match result {
+                Ok(Some(o)) => reconcile::fold(view, o, true),
+                Ok(None) => {}
+                Err(e) => {
+                    error.get_or_insert(format!("cannot delete {key} in the local cluster: {e}"));
+                }
             }
         }
     }
@@ -547,6 +572,14 @@ async fn reconcile_once<L: Store>(
     error
 }
 
+async fn delete_one<L: Store>(
+    local: &L,
+    key: ObjectKey,
+) -> (ObjectKey, Result<Option<strait_api::Object>, StoreError>) {
+    let result = local.delete(&key).await;
+    (key, result)
+}
+
 /// Writes the Link's status after `plan` when it differs from what was last written
 /// (`written`, which starts empty, so the first round compares with the stored status).
 async fn write_status<L: Store>(
@@ -555,13 +588,7 @@ async fn write_status<L: Store>(
     local: &L,
     written: &mut Option<LinkStatus>,
 ) -> Result<(), String> {
-    // RFC 3339 to the second, as Kubernetes writes times.
-    let now = || {
-        use k8s_openapi::jiff::Timestamp;
-        Timestamp::from_second(Timestamp::now().as_second())
-            .unwrap_or(Timestamp::UNIX_EPOCH)
-            .to_string()
-    };
+    let now = now_rfc3339;
     if let Some(last) = written.as_ref()
         && reconcile::link_status(plan, Some(last), &now()) == *last
     {
@@ -584,6 +611,54 @@ async fn write_status<L: Store>(
     }
     *written = Some(next);
     Ok(())
+}
+
+/// Now in RFC 3339 to the second, as Kubernetes writes times.
+fn now_rfc3339() -> String {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(Timestamp::now().as_second())
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// Writes each Link's `status.federatedServices` (its members' outcomes, see
+/// [`federated::link_status`]) where the Link as last seen (`seen`) differs; the Link is
+/// read again just before, so the `mirrorServices` its link task wrote stay as they are.
+async fn write_federated_status<L: Store>(
+    local: &L,
+    links: &[(String, String, String)],
+    outcomes: &[federated::MemberOutcome],
+    seen: &mut BTreeMap<NsName, Link>,
+) {
+    let now = now_rfc3339();
+    for (ns, name, cluster) in links {
+        let key = (ns.clone(), name.clone());
+        let Some(last) = seen.get(&key) else { continue };
+        let next = federated::link_status(cluster, outcomes, last.status.as_ref(), &now);
+        let have = last.status.as_ref().and_then(|s| s.federated_services.clone());
+        if have.unwrap_or_default() == next {
+            continue;
+        }
+        let mut current = match local.get::<Link>(ns, name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(link = %format!("{ns}/{name}"), error = %e, "cannot read the Link to write its federated services");
+                continue;
+            }
+        };
+        let mut status = current.status.take().unwrap_or_default();
+        status.federated_services = Some(next);
+        current.status = Some(status);
+        match local.apply_status(current.clone().into_object()).await {
+            Ok(()) => {
+                seen.insert(key, current);
+            }
+            Err(e) => {
+                tracing::warn!(link = %format!("{ns}/{name}"), error = %e, "cannot write the Link's federated services")
+            }
+        }
+    }
 }
 
 /// Deletes every mirror object `link` owns in `local` (its Link was deleted).
@@ -645,6 +720,9 @@ pub async fn run_federation<L: Store>(
         synced: [false; 3],
     };
     let mut view = LocalView::default();
+    // The Links, to report each one's members in its status.
+    let mut link_watch = Some(local.watch::<Link>());
+    let mut links_seen: BTreeMap<NsName, Link> = BTreeMap::new();
     let hold = tokio::time::sleep(FEDERATION_HOLD);
     tokio::pin!(hold);
     let mut held = true;
@@ -683,6 +761,17 @@ pub async fn run_federation<L: Store>(
                 }
                 dirty = true;
             }
+            ev = next_of(&mut link_watch) => {
+                let key = |l: &Link| (l.metadata.namespace.clone().unwrap_or_default(), l.metadata.name.clone().unwrap_or_default());
+                match ev {
+                    Some(Ok(WatchEvent::Restarted(all))) => links_seen = all.into_iter().map(|l| (key(&l), l)).collect(),
+                    Some(Ok(WatchEvent::Applied(l))) => { links_seen.insert(key(&l), l); }
+                    Some(Ok(WatchEvent::Deleted(l))) => { links_seen.remove(&key(&l)); }
+                    Some(Err(e)) => tracing::warn!(error = %e, "federation: local Link watch failed"),
+                    None => link_watch = Some(local.watch::<Link>()),
+                }
+                dirty = true;
+            }
             () = &mut hold, if held => {
                 held = false;
                 dirty = true;
@@ -692,7 +781,7 @@ pub async fn run_federation<L: Store>(
                 if lw.synced.contains(&false) {
                     continue;
                 }
-                let links: Vec<federated::LinkMembers> = {
+                let (links, reporting): (Vec<federated::LinkMembers>, Vec<(String, String, String)>) = {
                     let s = state.borrow_and_update();
                     let waiting = !s.links_known || s.links.values().any(Option::is_none);
                     if waiting && held {
@@ -703,9 +792,16 @@ pub async fn run_federation<L: Store>(
                     for m in s.links.values().flatten() {
                         by_cluster.entry(m.link.target_cluster.clone()).or_insert_with(|| m.clone());
                     }
-                    by_cluster.into_values().collect()
+                    // Every Link whose members are known reports them.
+                    let reporting = s
+                        .links
+                        .values()
+                        .flatten()
+                        .map(|m| (m.link.namespace.clone(), m.link.name.clone(), m.link.target_cluster.clone()))
+                        .collect();
+                    (by_cluster.into_values().collect(), reporting)
                 };
-                let plan = federated::plan(&links, &view, range.as_ref());
+                let (plan, outcomes) = federated::plan_members(&links, &view, range.as_ref());
                 for o in plan.apply {
                     let key = o.key();
                     match local.apply(vec![o]).await {
@@ -723,6 +819,7 @@ pub async fn run_federation<L: Store>(
                 for s in plan.skipped {
                     tracing::debug!(service = %format!("{}/{}", s.remote.0, s.remote.1), reason = s.reason.reason(), "no federated service");
                 }
+                write_federated_status(&local, &reporting, &outcomes, &mut links_seen).await;
             }
         }
     }

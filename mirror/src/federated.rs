@@ -17,6 +17,13 @@
 //! gateway's proxy entry with the remote workload identity). The destination service
 //! answers the union: local endpoints directly, remote members through the gateway.
 //!
+//! A remote member joins only if it can: a headless member (Linkerd's rule) or one whose
+//! ports clash with the members before it (the same number with another protocol, or the
+//! same name on another number) stays out. What became of every remote member
+//! ([`MemberOutcome`]) is what its Link reports in `status.federatedServices`
+//! ([`link_status`]), in Linkerd's shape: a `Mirrored` condition per member, naming the
+//! federated Service.
+//!
 //! Invariants:
 //! - Federated objects are owned by label `mirror.strait.io/federated: "true"` and never
 //!   carry `mirror.linkerd.io/cluster-name`, so no link's own plan ever touches them, and
@@ -102,9 +109,106 @@ fn ports_of(svc: &Service) -> impl Iterator<Item = &ServicePort> {
         .flatten()
 }
 
+/// What became of one remote member: joined its federated Service, or why not. This is
+/// what the member's Link reports in `status.federatedServices`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberOutcome {
+    /// The member's cluster (its Link's `targetClusterName`).
+    pub cluster: String,
+    /// The remote Service.
+    pub remote: NsName,
+    /// The federated Service it joins (or would join).
+    pub federated: String,
+    /// `None` once joined; otherwise why it is not.
+    pub skipped: Option<SkipReason>,
+}
+
 /// Plans the federated Services of the local cluster from its view and every link's
 /// members (by cluster name; one entry per cluster).
 pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRange>) -> Plan {
+    plan_members(links, local, range).0
+}
+
+/// The members' part of one link's `status.federatedServices` (pure): one entry per
+/// member of `cluster` in `outcomes`, in Linkerd's shape — a `Mirrored` condition, `True`
+/// with the federated Service as `localRef` once joined, `False` with the reason and what
+/// to do otherwise; times as in [`reconcile::link_status`].
+pub fn link_status(
+    cluster: &str,
+    outcomes: &[MemberOutcome],
+    previous: Option<&strait_api::mesh::link::LinkStatus>,
+    now: &str,
+) -> Vec<strait_api::mesh::link::ServiceStatus> {
+    let earlier = previous.and_then(|p| p.federated_services.as_deref());
+    let mut mine: Vec<&MemberOutcome> = outcomes.iter().filter(|o| o.cluster == cluster).collect();
+    mine.sort_by(|a, b| a.remote.cmp(&b.remote));
+    mine.into_iter()
+        .map(|o| match &o.skipped {
+            None => reconcile::mirrored_entry(
+                earlier,
+                &o.remote,
+                &o.federated,
+                "True",
+                "Mirrored",
+                String::new(),
+                now,
+            ),
+            Some(r) => {
+                let message = format!("cluster {cluster}: {}", r.message(&o.remote, &o.federated));
+                reconcile::mirrored_entry(
+                    earlier,
+                    &o.remote,
+                    &o.federated,
+                    "False",
+                    r.reason(),
+                    message,
+                    now,
+                )
+            }
+        })
+        .collect()
+}
+
+/// Why `svc`'s ports cannot join a federated Service whose ports so far are `ports`:
+/// a port number already carried with another protocol, or a port name already used by
+/// another number (a Service's port names must be unique).
+fn port_conflict(svc: &Service, ports: &BTreeMap<i32, ServicePort>) -> Option<String> {
+    let tcp = |p: &ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+    for p in ports_of(svc) {
+        if let Some(have) = ports.get(&p.port)
+            && tcp(have) != tcp(p)
+        {
+            return Some(format!(
+                "port {} is {} here and {} in another member",
+                p.port,
+                tcp(p),
+                tcp(have)
+            ));
+        }
+        if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty())
+            && let Some(other) = ports
+                .values()
+                .find(|q| q.port != p.port && q.name.as_deref() == Some(name))
+        {
+            return Some(format!(
+                "port name {name} is port {} here and port {} in another member",
+                p.port, other.port
+            ));
+        }
+    }
+    None
+}
+
+fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// [`plan`], with what became of every remote member.
+pub fn plan_members(
+    links: &[LinkMembers],
+    local: &LocalView,
+    range: Option<&ServiceRange>,
+) -> (Plan, Vec<MemberOutcome>) {
     let member = label_equals(ml::FEDERATED, ml::FEDERATED_MEMBER);
     let mut by_service: BTreeMap<NsName, Members<'_>> = BTreeMap::new();
     for svc in local.services.values() {
@@ -125,6 +229,7 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
         }
     }
     let mut out = Plan::default();
+    let mut outcomes: Vec<MemberOutcome> = Vec::new();
     let mut desired: BTreeMap<ObjectKey, Object> = BTreeMap::new();
     let mut used: BTreeSet<Ipv4Addr> = local
         .services
@@ -138,50 +243,83 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
             mirror: fed_name.clone(),
             reason,
         };
+        let outcome = |cluster: &str, skipped: Option<SkipReason>| MemberOutcome {
+            cluster: cluster.to_string(),
+            remote: (ns.clone(), name.clone()),
+            federated: fed_name.clone(),
+            skipped,
+        };
+        // A reason that keeps the whole federated Service out keeps every member out.
+        let all_out = |reason: SkipReason, out: &mut Plan, outcomes: &mut Vec<MemberOutcome>| {
+            outcomes.extend(members.remote.keys().map(|c| outcome(c, Some(reason.clone()))));
+            out.skipped.push(skip(reason));
+        };
         if !local.namespaces.contains(ns) {
-            out.skipped.push(skip(SkipReason::NamespaceNotFound));
+            all_out(SkipReason::NamespaceNotFound, &mut out, &mut outcomes);
             continue;
         }
         if fed_name.len() > 63 {
-            out.skipped.push(skip(SkipReason::NameTooLong));
+            all_out(SkipReason::NameTooLong, &mut out, &mut outcomes);
             continue;
         }
         let key = (ns.clone(), fed_name.clone());
         let existing = local.services.get(&key);
         if existing.is_some_and(|e| !owned(&e.metadata)) {
-            out.skipped.push(skip(SkipReason::NameTaken(ObjectKey::new(
-                KindId::Service,
-                ns,
-                &fed_name,
-            ))));
+            let taken = ObjectKey::new(KindId::Service, ns, &fed_name);
+            all_out(SkipReason::NameTaken(taken), &mut out, &mut outcomes);
             continue;
         }
         // Ports: the union by number, the first member (local, then clusters by name)
-        // naming each.
+        // naming each; a remote member that is headless or whose ports clash with the
+        // union so far stays out (and says why).
         let mut ports: BTreeMap<i32, ServicePort> = BTreeMap::new();
-        let all = members
-            .local
-            .into_iter()
-            .chain(members.remote.values().map(|(_, s)| *s));
-        for p in all.flat_map(ports_of) {
-            ports.entry(p.port).or_insert_with(|| ServicePort {
-                name: p.name.clone(),
-                port: p.port,
-                protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
-                app_protocol: p.app_protocol.clone(),
-                ..Default::default()
-            });
+        let add = |svc: &Service, ports: &mut BTreeMap<i32, ServicePort>| {
+            for p in ports_of(svc) {
+                ports.entry(p.port).or_insert_with(|| ServicePort {
+                    name: p.name.clone(),
+                    port: p.port,
+                    protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+                    app_protocol: p.app_protocol.clone(),
+                    ..Default::default()
+                });
+            }
+        };
+        if let Some(svc) = members.local {
+            add(svc, &mut ports);
+        }
+        let mut joined: BTreeMap<&String, (&LinkMembers, &Service)> = BTreeMap::new();
+        let mut refused: Vec<MemberOutcome> = Vec::new();
+        for (cluster, (lm, svc)) in &members.remote {
+            let why = if is_headless(svc) {
+                Some(SkipReason::Headless)
+            } else {
+                port_conflict(svc, &ports)
+                    .map(|d| SkipReason::PortConflict(format!("in cluster {cluster}, {d}")))
+            };
+            match why {
+                Some(reason) => refused.push(outcome(cluster, Some(reason))),
+                None => {
+                    add(svc, &mut ports);
+                    joined.insert(cluster, (*lm, *svc));
+                }
+            }
+        }
+        outcomes.extend(refused);
+        if members.local.is_none() && joined.is_empty() {
+            // Nobody left to federate.
+            continue;
         }
         let mut annotations = BTreeMap::new();
         if members.local.is_some() {
             annotations.insert(ml::LOCAL_DISCOVERY.to_string(), name.clone());
         }
-        if !members.remote.is_empty() {
-            let remote: Vec<String> = members.remote.keys().map(|c| format!("{name}@{c}")).collect();
+        if !joined.is_empty() {
+            let remote: Vec<String> = joined.keys().map(|c| format!("{name}@{c}")).collect();
             annotations.insert(ml::REMOTE_DISCOVERY_FEDERATED.to_string(), remote.join(","));
         }
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let Ok(ip) = reconcile::cluster_ip(kept_ip, range, &fed_name, &mut used) else {
+            outcomes.extend(joined.keys().map(|c| outcome(c, Some(SkipReason::NoClusterIp))));
             out.skipped.push(skip(SkipReason::NoClusterIp));
             continue;
         };
@@ -204,22 +342,21 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
             }),
             status: None,
         };
-        for (cluster, (lm, remote)) in &members.remote {
+        for (cluster, (lm, remote)) in &joined {
             let slice_name = format!("{fed_name}-{cluster}");
             if local
                 .slices
                 .get(&(ns.clone(), slice_name.clone()))
                 .is_some_and(|s| !owned(&s.metadata))
             {
-                out.skipped.push(skip(SkipReason::NameTaken(ObjectKey::new(
-                    KindId::EndpointSlice,
-                    ns,
-                    &slice_name,
-                ))));
+                let reason = SkipReason::NameTaken(ObjectKey::new(KindId::EndpointSlice, ns, &slice_name));
+                outcomes.push(outcome(cluster, Some(reason.clone())));
+                out.skipped.push(skip(reason));
                 continue;
             }
             let slice = member_slice(lm, &svc, remote, &slice_name);
             desired.insert(key_of(&slice), slice.into_object());
+            outcomes.push(outcome(cluster, None));
         }
         out.mirrors
             .push(((ns.clone(), name.clone()), fed_name, reconcile::Mode::Gateway));
@@ -249,7 +386,7 @@ pub fn plan(links: &[LinkMembers], local: &LocalView, range: Option<&ServiceRang
         .collect();
     delete.sort_by_key(|k| k.kind == KindId::Service);
     out.delete = delete;
-    out
+    (out, outcomes)
 }
 
 fn key_of<K: Kind>(o: &K) -> ObjectKey {
@@ -318,3 +455,163 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
 
 #[cfg(test)]
 mod tests;
+
+/// One finding of `strait multicluster check` about federated services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Whether it holds.
+    pub ok: bool,
+    /// What was checked.
+    pub what: String,
+    /// What is wrong and what to do, when it does not hold.
+    pub hint: Option<String>,
+}
+
+/// The `svc@cluster` members a federated Service's annotation lists.
+fn listed_members(svc: &Service) -> Vec<(String, String)> {
+    svc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ml::REMOTE_DISCOVERY_FEDERATED))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|m| {
+                    let (name, cluster) = m.trim().split_once('@')?;
+                    Some((name.to_string(), cluster.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks the local cluster's federated services against what the Links report (pure):
+///
+/// - per Link, every member its `status.federatedServices` lists joined: a `False`
+///   condition fails with its message; a `True` one needs the `<svc>-federated` Service
+///   to exist, be the mirror's, and list `<svc>@<cluster>`;
+/// - per federated Service, every `<svc>@<cluster>` it lists has a Link to that cluster,
+///   an EndpointSlice `<svc>-federated-<cluster>` carrying it, and (when `alive` is known,
+///   from the mirror's gateway probes) a live gateway.
+pub fn check(
+    links: &[strait_api::mesh::link::Link],
+    services: &[Service],
+    slices: &[EndpointSlice],
+    alive: Option<&BTreeMap<String, bool>>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let find = |ns: &str, name: &str| {
+        services
+            .iter()
+            .find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(name))
+    };
+    for l in links {
+        let cluster = l.spec.target_cluster_name.clone().unwrap_or_default();
+        let link = format!(
+            "{}/{}",
+            l.metadata.namespace.as_deref().unwrap_or_default(),
+            l.metadata.name.as_deref().unwrap_or_default()
+        );
+        let entries = l
+            .status
+            .as_ref()
+            .and_then(|s| s.federated_services.as_deref())
+            .unwrap_or_default();
+        if entries.is_empty() {
+            continue;
+        }
+        let mut problems = Vec::new();
+        for e in entries {
+            let (Some(remote), Some(c)) = (
+                e.remote_ref.as_ref(),
+                e.conditions
+                    .as_ref()
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Mirrored")),
+            ) else {
+                problems.push(format!(
+                    "Link {link}: an entry of status.federatedServices has no remoteRef or no Mirrored condition; restart `strait mirror` to rewrite it"
+                ));
+                continue;
+            };
+            let ns = remote.namespace.clone().unwrap_or_default();
+            let name = remote.name.clone().unwrap_or_default();
+            let fed = c
+                .local_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| federated_name(&name));
+            if c.status != "True" {
+                problems.push(format!(
+                    "{ns}/{name} of cluster {cluster} is not in {ns}/{fed} ({}): {}",
+                    c.reason.as_deref().unwrap_or("no reason"),
+                    c.message.as_deref().unwrap_or_default()
+                ));
+                continue;
+            }
+            match find(&ns, &fed) {
+                None => problems.push(format!(
+                    "Link {link} reports {ns}/{name} of cluster {cluster} in {ns}/{fed}, but that Service does not exist; check that `strait mirror` runs (`strait multicluster gateways`) and read its log"
+                )),
+                Some(s) if !owned(&s.metadata) => problems.push(format!(
+                    "{ns}/{fed} exists but is not the mirror's federated Service (no label {}: \"true\"); rename or delete it",
+                    ml::FEDERATED_OWNED
+                )),
+                Some(s) if !listed_members(s).contains(&(name.clone(), cluster.clone())) => problems.push(format!(
+                    "{ns}/{fed} does not list {name}@{cluster} in its {} annotation although Link {link} reports it joined; the mirror has not caught up: check that `strait mirror` runs and read its log",
+                    ml::REMOTE_DISCOVERY_FEDERATED
+                )),
+                Some(_) => {}
+            }
+        }
+        out.push(Finding {
+            ok: problems.is_empty(),
+            what: format!("federated members of cluster {cluster} have joined their federated services"),
+            hint: (!problems.is_empty()).then(|| problems.join("\n")),
+        });
+    }
+    let clusters: BTreeSet<String> = links
+        .iter()
+        .filter_map(|l| l.spec.target_cluster_name.clone())
+        .collect();
+    for s in services.iter().filter(|s| owned(&s.metadata)) {
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let fed = s.metadata.name.clone().unwrap_or_default();
+        let mut problems = Vec::new();
+        for (name, cluster) in listed_members(s) {
+            if !clusters.contains(&cluster) {
+                problems.push(format!(
+                    "it lists {name}@{cluster} but no Link targets cluster {cluster}: link that cluster again (`strait multicluster link --cluster-name {cluster}`), or restart `strait mirror` so it drops the member"
+                ));
+                continue;
+            }
+            let slice = format!("{fed}-{cluster}");
+            let has_slice = slices.iter().any(|sl| {
+                sl.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && sl.metadata.name.as_deref() == Some(slice.as_str())
+                    && sl
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(reconcile::SERVICE_NAME_LABEL))
+                        == Some(&fed)
+            });
+            if !has_slice {
+                problems.push(format!(
+                    "member {name}@{cluster} has no EndpointSlice {ns}/{slice}, so no traffic reaches it; check that `strait mirror` runs and read its log"
+                ));
+            }
+            if let Some(alive) = alive
+                && !alive.get(&cluster).copied().unwrap_or(false)
+            {
+                problems.push(format!(
+                    "the gateway of cluster {cluster} is not alive, so {name}@{cluster} gets no traffic; `strait multicluster gateways` shows why"
+                ));
+            }
+        }
+        out.push(Finding {
+            ok: problems.is_empty(),
+            what: format!("federated service {ns}/{fed} reaches all its members"),
+            hint: (!problems.is_empty()).then(|| problems.join("\n")),
+        });
+    }
+    out
+}

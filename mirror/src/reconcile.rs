@@ -72,6 +72,13 @@ pub enum SkipReason {
     NameTaken(ObjectKey),
     /// No free address was left in the local service range.
     NoClusterIp,
+    /// Federated members only: a port clashes with another member's (the same number
+    /// with another protocol, or the same name on another number), so the federated
+    /// Service could not carry both; the detail names the ports.
+    PortConflict(String),
+    /// Federated members only: a headless Service (`clusterIP: None`) cannot join a
+    /// federated Service (Linkerd's rule).
+    Headless,
 }
 
 impl SkipReason {
@@ -82,6 +89,9 @@ impl SkipReason {
             Self::NameTooLong => "NameTooLong",
             Self::NameTaken(_) => "NameTaken",
             Self::NoClusterIp => "NoClusterIP",
+            Self::PortConflict(_) => "PortConflict",
+            // Linkerd's reason for a member it refuses.
+            Self::Headless => "InvalidService",
         }
     }
 
@@ -101,6 +111,12 @@ impl SkipReason {
             Self::NoClusterIp => {
                 format!("no free address left in the service range for {ns}/{mirror}; widen the range")
             }
+            Self::PortConflict(detail) => format!(
+                "{detail}, so {ns}/{name} cannot join {ns}/{mirror}; give every member of {name} the same port names, numbers and protocols"
+            ),
+            Self::Headless => format!(
+                "{ns}/{name} is headless (clusterIP: None) and cannot join {ns}/{mirror}; give it a cluster IP or remove its mirror.linkerd.io/federated label"
+            ),
         }
     }
 }
@@ -667,6 +683,67 @@ pub fn fold(view: &mut LocalView, object: Object, deleted: bool) {
 /// The controller name on the Link status entries this mirror writes (Linkerd's).
 pub const CONTROLLER_NAME: &str = "linkerd.io/service-mirror";
 
+/// One Link status entry in Linkerd's shape (pure): the remote Service, and one
+/// `Mirrored` condition naming the local Service it is (or would be) part of. The
+/// condition keeps its `lastTransitionTime` from the entry for the same remote Service in
+/// `earlier` while its status and reason stay the same.
+pub(crate) fn mirrored_entry(
+    earlier: Option<&[ServiceStatus]>,
+    remote: &NsName,
+    local: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    now: &str,
+) -> ServiceStatus {
+    let old = earlier
+        .into_iter()
+        .flatten()
+        .find(|s| {
+            s.remote_ref.as_ref().is_some_and(|r| {
+                r.namespace.as_deref() == Some(remote.0.as_str())
+                    && r.name.as_deref() == Some(remote.1.as_str())
+            })
+        })
+        .and_then(|s| {
+            s.conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Mirrored")
+                .cloned()
+        });
+    let unchanged = old
+        .as_ref()
+        .is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
+    let transition = match (&old, unchanged) {
+        (Some(c), true) => c.last_transition_time.clone(),
+        _ => Some(now.to_string()),
+    };
+    ServiceStatus {
+        controller_name: Some(CONTROLLER_NAME.into()),
+        remote_ref: Some(ObjectRef {
+            group: Some(String::new()),
+            kind: Some("Service".into()),
+            name: Some(remote.1.clone()),
+            namespace: Some(remote.0.clone()),
+        }),
+        conditions: Some(vec![LinkCondition {
+            type_: "Mirrored".into(),
+            status: status.into(),
+            last_probe_time: None,
+            last_transition_time: transition,
+            reason: Some(reason.into()),
+            message: Some(message),
+            local_ref: Some(ObjectRef {
+                group: None,
+                kind: Some("Service".into()),
+                name: Some(local.to_string()),
+                namespace: Some(remote.0.clone()),
+            }),
+        }]),
+    }
+}
+
 /// The Link's `status.mirrorServices` after `plan` (pure): one entry per selected remote
 /// Service with a `Mirrored` condition — `True` for a mirror, `False` with the skip's
 /// reason and what to do for a skipped one (a missing namespace, say), so the condition
@@ -674,57 +751,9 @@ pub const CONTROLLER_NAME: &str = "linkerd.io/service-mirror";
 /// did not change keeps its `lastTransitionTime` from `previous`; `now` is RFC 3339.
 /// Federated services are left as they are.
 pub fn link_status(plan: &Plan, previous: Option<&LinkStatus>, now: &str) -> LinkStatus {
-    let before = |remote: &NsName| {
-        previous
-            .and_then(|p| p.mirror_services.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|s| {
-                s.remote_ref.as_ref().is_some_and(|r| {
-                    r.namespace.as_deref() == Some(remote.0.as_str())
-                        && r.name.as_deref() == Some(remote.1.as_str())
-                })
-            })
-            .and_then(|s| {
-                s.conditions
-                    .as_ref()?
-                    .iter()
-                    .find(|c| c.type_ == "Mirrored")
-                    .cloned()
-            })
-    };
+    let earlier = previous.and_then(|p| p.mirror_services.as_deref());
     let entry = |remote: &NsName, mirror: &str, status: &str, reason: &str, message: String| {
-        let old = before(remote);
-        let unchanged = old
-            .as_ref()
-            .is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason));
-        let transition = match (&old, unchanged) {
-            (Some(c), true) => c.last_transition_time.clone(),
-            _ => Some(now.to_string()),
-        };
-        ServiceStatus {
-            controller_name: Some(CONTROLLER_NAME.into()),
-            remote_ref: Some(ObjectRef {
-                group: Some(String::new()),
-                kind: Some("Service".into()),
-                name: Some(remote.1.clone()),
-                namespace: Some(remote.0.clone()),
-            }),
-            conditions: Some(vec![LinkCondition {
-                type_: "Mirrored".into(),
-                status: status.into(),
-                last_probe_time: None,
-                last_transition_time: transition,
-                reason: Some(reason.into()),
-                message: Some(message),
-                local_ref: Some(ObjectRef {
-                    group: None,
-                    kind: Some("Service".into()),
-                    name: Some(mirror.to_string()),
-                    namespace: Some(remote.0.clone()),
-                }),
-            }]),
-        }
+        mirrored_entry(earlier, remote, mirror, status, reason, message, now)
     };
     let mut services: Vec<(NsName, ServiceStatus)> = plan
         .mirrors

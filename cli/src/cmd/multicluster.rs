@@ -1104,8 +1104,8 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
             Err(e) => line(false, format!("Link {name} is valid"), Some(e.to_string())),
         }
     }
-    match reports {
-        Err(e) => line(false, "the service mirror is running".into(), Some(e)),
+    match &reports {
+        Err(e) => line(false, "the service mirror is running".into(), Some(e.clone())),
         Ok(reports) => {
             line(true, "the service mirror is running".into(), None);
             for r in reports {
@@ -1134,6 +1134,33 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
                 );
             }
         }
+    }
+    // Federated services: what the Links report against the Services and slices here,
+    // and (with the mirror's probes) whether each member's gateway is alive.
+    let typed = |info| store.list(&rt, info, None, None);
+    match (
+        typed(<Service as Kind>::info()),
+        typed(<k8s_openapi::api::discovery::v1::EndpointSlice as Kind>::info()),
+    ) {
+        (Ok(services), Ok(slices)) => {
+            let services: Vec<Service> = services.into_iter().filter_map(Service::from_object).collect();
+            let slices: Vec<_> = slices
+                .into_iter()
+                .filter_map(k8s_openapi::api::discovery::v1::EndpointSlice::from_object)
+                .collect();
+            let alive: Option<std::collections::BTreeMap<String, bool>> = reports
+                .as_ref()
+                .ok()
+                .map(|r| r.iter().map(|r| (r.cluster.clone(), r.gateway.alive)).collect());
+            for f in strait_mirror::federated::check(&links, &services, &slices, alive.as_ref()) {
+                line(f.ok, f.what, f.hint.map(|h| h.replace('\n', "\n    ")));
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => line(
+            false,
+            "federated services can be read".into(),
+            Some(format!("cannot list Services and EndpointSlices: {e}")),
+        ),
     }
     if let Some(addr) = gateway_admin(g, gateway_addr) {
         match rt.block_on(fetch_links(&addr)) {

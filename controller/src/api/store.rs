@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use strait_api::{Kind, Object, ObjectKey, Store, StoreError, WatchEvent, kinds};
+use strait_api::{Kind, KindId, Object, ObjectKey, Store, StoreError, WatchEvent, kinds};
 
 use super::client::{ApiClient, ClientError};
 
@@ -201,11 +201,26 @@ impl Store for ApiStore {
                     detail: other.to_string(),
                 },
             })?;
-        let mut out = Vec::with_capacity(keys.len());
+        // The objects as stored: one list per kind and namespace, not one request per
+        // object (a batch of thousands would otherwise pay thousands of round trips).
+        let mut groups: BTreeMap<(KindId, String), Vec<&ObjectKey>> = BTreeMap::new();
         for k in &keys {
-            let info = k.kind.info();
-            let ns = info.namespaced.then_some(k.namespace.as_str());
-            out.extend(self.items(info.plural, ns, Some(&k.name)).await?);
+            groups.entry((k.kind, k.namespace.clone())).or_default().push(k);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for ((kind, ns), wanted) in groups {
+            let info = kind.info();
+            let ns = info.namespaced.then_some(ns.as_str());
+            let found: Vec<Object> = if wanted.len() == 1 {
+                self.items(info.plural, ns, Some(&wanted[0].name)).await?
+            } else {
+                let names: std::collections::BTreeSet<&str> =
+                    wanted.iter().map(|k| k.name.as_str()).collect();
+                let mut all = self.items(info.plural, ns, None).await?;
+                all.retain(|o| o.meta().name.as_deref().is_some_and(|n| names.contains(n)));
+                all
+            };
+            out.extend(found);
         }
         Ok(out)
     }

@@ -751,3 +751,125 @@ async fn the_link_status_names_a_missing_namespace_until_it_appears() {
     let _ = run.stop.send(());
     run.task.await.unwrap();
 }
+
+/// `status.federatedServices` of the Link `linkerd-multicluster/east`: (remote, status,
+/// reason, local) of each entry's `Mirrored` condition.
+async fn federated_status(store: &impl Store) -> Vec<(String, String, String, String)> {
+    let Some(l): Option<Link> = store.get("linkerd-multicluster", "east").await.unwrap() else {
+        return Vec::new();
+    };
+    l.status
+        .and_then(|s| s.federated_services)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let r = e.remote_ref?;
+            let c = e.conditions?.into_iter().find(|c| c.type_ == "Mirrored")?;
+            Some((
+                format!("{}/{}", r.namespace?, r.name?),
+                c.status,
+                c.reason.unwrap_or_default(),
+                c.local_ref?.name?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_link_reports_its_federated_members_beside_its_mirrors() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    for store in [&east, &west] {
+        ns(store, "production").await;
+    }
+    ns(&east, "billing").await;
+    ns(&west, "linkerd-multicluster").await;
+    let member = |ns: &str, name: &str| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": {"mirror.linkerd.io/federated": "member"}},
+            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
+        }))
+        .unwrap()
+    };
+    put(&east, member("production", "myapp")).await;
+    put(&east, member("billing", "ledger")).await;
+    put(&east, remote("production", "web", Some("true"), "1")).await;
+    let mut link = link_object("east", "east", "cluster-credentials-east");
+    if let Object::Link(l) = &mut link {
+        l.spec.federated_service_selector = Some(
+            serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/federated": "member"}}))
+                .unwrap(),
+        );
+        l.spec.selector = Some(
+            serde_json::from_value(json!({"matchLabels": {"mirror.linkerd.io/exported": "true"}})).unwrap(),
+        );
+    }
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cluster-credentials-east", "namespace": "linkerd-multicluster"},
+        "stringData": {"cluster": "east"},
+    }))
+    .unwrap();
+    west.apply(vec![secret.into_object(), link]).await.unwrap();
+    let east2 = east.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_mirror(
+        west.clone(),
+        move |_: &LinkConfig, _: &Secret| Ok(east2.clone()),
+        MirrorOptions::default(),
+        Reports::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Joined, and skipped for a namespace this cluster lacks, in Linkerd's shape; the
+    // mirror services the link task reports stay beside them.
+    let want = vec![
+        (
+            "billing/ledger".to_string(),
+            "False".to_string(),
+            "NamespaceNotFound".to_string(),
+            "ledger-federated".to_string(),
+        ),
+        (
+            "production/myapp".to_string(),
+            "True".to_string(),
+            "Mirrored".to_string(),
+            "myapp-federated".to_string(),
+        ),
+    ];
+    eventually("federated members in the Link status", async || {
+        federated_status(&west).await == want
+    })
+    .await;
+    // Two writers, one status: each keeps the other's part (and the federation task
+    // restores its part should a write of the link task's cross it).
+    eventually("the mirror beside them", async || {
+        mirrored(&west, "production", "web")
+            .await
+            .is_some_and(|(s, _, _)| s == "True")
+            && federated_status(&west).await == want
+    })
+    .await;
+    assert!(
+        services(&west)
+            .await
+            .contains(&"production/myapp-federated".to_string())
+    );
+
+    // The namespace appears: the member joins and its condition turns True.
+    ns(&west, "billing").await;
+    eventually("ledger to join", async || {
+        federated_status(&west)
+            .await
+            .first()
+            .is_some_and(|e| e.1 == "True" && e.2 == "Mirrored")
+    })
+    .await;
+    assert!(
+        services(&west)
+            .await
+            .contains(&"billing/ledger-federated".to_string())
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

@@ -15,6 +15,7 @@
 
 pub mod fixture;
 pub mod gateway;
+pub mod mirror;
 pub mod proxy;
 pub mod report;
 pub mod scenarios;

@@ -1,6 +1,6 @@
 //! `bench`: the benchmark harness's entry point.
 //!
-//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy|gateway` builds
+//! `cargo run --release -p strait-tests --bin bench -- control-plane|proxy|policy|gateway|mirror` builds
 //! the `strait` binary in the same profile (with the cargo that runs this), starts the
 //! processes each benchmark measures (a fresh `strait controller` per control-plane
 //! scenario; `strait proxy` and HAProxy pairs for the data plane), prints the tables and
@@ -13,6 +13,7 @@ use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_tests::bench::gateway::{self, Settings as GatewaySettings};
+use strait_tests::bench::mirror::{self, Settings as MirrorSettings};
 use strait_tests::bench::proxy::policy::PolicySettings;
 use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, RunInfo};
 use strait_tests::bench::proxy::run::{Context, Settings};
@@ -43,6 +44,32 @@ enum Bench {
     /// throughput and CPU per byte, hop latency, many request flows under packet loss
     /// between two network namespaces (root).
     Gateway(GatewayArgs),
+    /// The service mirror between two linked local clusters (every component a process):
+    /// export and unexport delays to the linked cluster's Destination and through its
+    /// proxy, and many Services exported at once, against the same changes to local
+    /// Services.
+    Mirror(MirrorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MirrorArgs {
+    /// The `strait` binary (default: build it, same profile); the sidecars run as the
+    /// `strait-proxy` beside it when it is there.
+    #[arg(long, value_name = "FILE")]
+    strait: Option<PathBuf>,
+    /// Where to write the figures (default: BENCHMARKS.md at the repository root, release
+    /// builds only).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print the section only.
+    #[arg(long, conflicts_with = "output")]
+    no_write: bool,
+    /// Export/unexport rounds (each with its baselines).
+    #[arg(long, default_value_t = MirrorSettings::issue().samples)]
+    samples: usize,
+    /// Services exported in one apply (0: skip).
+    #[arg(long, default_value_t = MirrorSettings::issue().bulk)]
+    bulk: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -315,6 +342,7 @@ fn main() -> ExitCode {
         Bench::Proxy(args) => proxy_main(&args),
         Bench::Policy(args) => policy_main(&args),
         Bench::Gateway(args) => gateway_main(&args),
+        Bench::Mirror(args) => mirror_main(&args),
     }
 }
 
@@ -542,6 +570,56 @@ fn gateway_main(args: &GatewayArgs) -> ExitCode {
                 gateway::report::BEGIN,
                 gateway::report::END,
                 &gateway::report::markdown(run),
+            )
+        },
+    )
+}
+
+fn mirror_main(args: &MirrorArgs) -> ExitCode {
+    let settings = MirrorSettings {
+        samples: args.samples,
+        bulk: args.bulk,
+        ..MirrorSettings::issue()
+    };
+    let result = (|| -> Result<mirror::report::MirrorRun, String> {
+        let strait = args.strait.clone().map_or_else(build_strait, Ok)?;
+        let sidecar = Some(strait.with_file_name("strait-proxy")).filter(|p| p.is_file());
+        let info = run_info(String::new());
+        let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let ctx = mirror::Context {
+            strait: &strait,
+            sidecar,
+            dir: scratch.path().to_path_buf(),
+            rt: &rt,
+        };
+        let results = mirror::run(&ctx, &settings).map_err(|e| e.to_string());
+        if results.is_err() {
+            // The processes' logs explain a failure: keep them.
+            let kept = scratch.keep();
+            eprintln!("logs kept in {}", kept.join("logs").display());
+        }
+        Ok(mirror::report::MirrorRun {
+            info,
+            settings,
+            results: results?,
+        })
+    })();
+    publish(
+        result,
+        mirror::report::text,
+        args.output.as_ref(),
+        args.no_write,
+        |run, existing| {
+            report::replace_section(
+                existing,
+                mirror::report::BEGIN,
+                mirror::report::END,
+                &mirror::report::markdown(run),
             )
         },
     )
