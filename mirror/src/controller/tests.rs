@@ -813,7 +813,7 @@ async fn the_link_reports_its_federated_members_beside_its_mirrors() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run_mirror(
         west.clone(),
-        move |_: &LinkConfig, _: &Secret| Ok(east2.clone()),
+        move |_: LinkConfig, _: Option<Secret>| std::future::ready(Ok(east2.clone())),
         MirrorOptions::default(),
         Reports::default(),
         async {
