@@ -5,7 +5,8 @@
 //! Everything is a real process on loopback, started as `strait up` starts a linked pair
 //! ([`Clusters`]): east and west each run `strait controller` on their own state
 //! directory (one mesh trust anchor, as linked clusters share) and `strait gateway`
-//! (east's with Linkerd's TCP entry, west's linked to east over QUIC with a proxy entry);
+//! (east's with Linkerd's TCP entry and serving its catalog, west's linked to east over
+//! QUIC with a proxy entry, through which west's mirror reads east);
 //! `strait multicluster link` run against east is piped into `strait apply` in west, and
 //! `strait mirror` runs for west. East has a meshed pod (`strait proxy` in front of a
 //! backend in this process); west has a meshed client pod whose `strait proxy` is where
@@ -319,6 +320,8 @@ impl Clusters {
                 "--endpoint-inbound-port",
                 "4143",
                 "--linkerd-entry",
+                // West's mirror reads east's Services through the link (as `strait up`).
+                "--serve-exports",
             ]);
             if name == "west" {
                 args.extend(strings(&[
