@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,10 +27,8 @@ struct Pair {
     _backends: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn pair() -> Pair {
-    let pki = Pki::new();
-    let (echo, echo_task) = echo_server().await;
-    let (digest, digest_task) = digest_server().await;
+/// A resolver that knows `ECHO:7` at `echo`.
+fn echo_table(echo: SocketAddr) -> StaticResolver {
     let mut table = StaticResolver::new();
     table.insert(
         Authority::new(ECHO).unwrap(),
@@ -40,6 +39,14 @@ async fn pair() -> Pair {
             app_port: None,
         },
     );
+    table
+}
+
+async fn pair() -> Pair {
+    let pki = Pki::new();
+    let (echo, echo_task) = echo_server().await;
+    let (digest, digest_task) = digest_server().await;
+    let mut table = echo_table(echo);
     table.insert(
         Authority::new(DIGEST).unwrap(),
         9,
@@ -341,17 +348,7 @@ async fn restart_east(
 ) -> (TestGateway, TestGateway, Duration, Duration) {
     let pki = Pki::new();
     let (echo, _echo_task) = echo_server().await;
-    let mut table = StaticResolver::new();
-    table.insert(
-        Authority::new(ECHO).unwrap(),
-        7,
-        Endpoint {
-            addr: echo,
-            identity: None,
-            app_port: None,
-        },
-    );
-    let table: Arc<dyn Resolve> = Arc::new(table);
+    let table: Arc<dyn Resolve> = Arc::new(echo_table(echo));
     let east = TestGateway::start(
         config(vec![gateway_identity()]),
         pki.creds(&gateway_identity(), SessionState::with_ticket_secret(b"east key")),
