@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::tunnel::Kind;
 use super::{FlowsPath, LatencyPath, Results, Settings, ThroughputPath, median, targets};
-use crate::bench::proxy::report::RunInfo;
+use crate::bench::proxy::report::{RunInfo, header};
 use crate::bench::stats::mib;
 
 /// Start marker of the section.
@@ -270,19 +270,12 @@ pub fn text(run: &GatewayRun) -> String {
 /// The generated section of `BENCHMARKS.md`, markers included.
 pub fn markdown(run: &GatewayRun) -> String {
     let info = &run.info;
-    let m = &info.machine;
-    let mut o = format!("{BEGIN}\n## Multi-cluster gateway: QUIC link against a TCP+TLS tunnel\n\n");
-    o.push_str(&format!("- **Date:** {}\n", info.date));
-    o.push_str(&format!(
-        "- **Machine:** {} cores ({}), {} RAM, Linux {}; load average {} at the start\n",
-        m.nproc,
-        m.cpu,
-        mib(m.mem_total_kib),
-        m.kernel,
-        m.load
-    ));
-    o.push_str(&format!("- **Command:** `{}`\n", info.command));
-    o.push_str(&format!("- **Revision:** `{}`\n", info.revision));
+    let mut o = format!("{BEGIN}\n");
+    header(
+        &mut o,
+        "## Multi-cluster gateway: QUIC link against a TCP+TLS tunnel",
+        info,
+    );
     o.push_str(
         "- **Gateway pair:** two `strait gateway` processes (release build); the client side's egress \
          listener → one QUIC connection (mutual TLS 1.3, ECDSA P-256, one stream per TCP connection) → \

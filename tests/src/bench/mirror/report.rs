@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Bulk, Results, Settings, targets};
-use crate::bench::proxy::report::RunInfo;
+use crate::bench::proxy::report::{RunInfo, header};
 use crate::bench::stats::{Summary, mib, ms};
 
 /// Start marker of the section.
@@ -190,19 +190,12 @@ pub fn text(run: &MirrorRun) -> String {
 /// The generated section of `BENCHMARKS.md`, markers included.
 pub fn markdown(run: &MirrorRun) -> String {
     let info = &run.info;
-    let m = &info.machine;
-    let mut o = format!("{BEGIN}\n## Service mirror: export and unexport across a link\n\n");
-    o.push_str(&format!("- **Date:** {}\n", info.date));
-    o.push_str(&format!(
-        "- **Machine:** {} cores ({}), {} RAM, Linux {}; load average {} at the start\n",
-        m.nproc,
-        m.cpu,
-        mib(m.mem_total_kib),
-        m.kernel,
-        m.load
-    ));
-    o.push_str(&format!("- **Command:** `{}`\n", info.command));
-    o.push_str(&format!("- **Revision:** `{}`\n", info.revision));
+    let mut o = format!("{BEGIN}\n");
+    header(
+        &mut o,
+        "## Service mirror: export and unexport across a link",
+        info,
+    );
     o.push_str(
         "- **Clusters:** east and west, each `strait controller` on its own state directory and \
          `strait gateway` (release build), every process on loopback (127.48.2.x east, 127.48.1.x west); \

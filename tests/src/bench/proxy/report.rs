@@ -229,7 +229,8 @@ fn accounting(run: &ProxyRun) -> String {
         .join("; ")
 }
 
-fn machine_line(m: &Machine) -> String {
+/// The machine as every report's **Machine** line states it.
+pub fn machine_line(m: &Machine) -> String {
     format!(
         "{} cores ({}), {} RAM, Linux {}; load average {} at the start",
         m.nproc,
@@ -240,7 +241,8 @@ fn machine_line(m: &Machine) -> String {
     )
 }
 
-fn header(o: &mut String, title: &str, info: &RunInfo) {
+/// A section's title and its Date, Machine, Command and Revision lines.
+pub fn header(o: &mut String, title: &str, info: &RunInfo) {
     let mut line = |s: String| {
         o.push_str(&s);
         o.push('\n');
