@@ -5,7 +5,7 @@
 //! Clients keep the server's session tickets ([`SessionState`]) and offer them when a
 //! link reconnects; `strait gateway` issues stateless tickets keyed from its private
 //! key ([`crate::tickets`]), so a restarted gateway resumes the sessions it issued
-//! before. A link counts its resumed connections (`gateway_link_resumed_total`), a
+//! before. A link counts its resumed connections (`gateway_link_resumed_connections_total`), a
 //! server the sessions it resumed (`gateway_inbound_resumed_total`).
 //!
 //! The client side reuses the identity crate's verifier (the server must hold
