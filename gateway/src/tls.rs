@@ -6,7 +6,7 @@
 //! link reconnects; `strait gateway` issues stateless tickets keyed from its private
 //! key ([`crate::tickets`]), so a restarted gateway resumes the sessions it issued
 //! before. A link counts its resumed connections (`gateway_link_resumed_connections_total`), a
-//! server the sessions it resumed (`gateway_inbound_resumed_total`).
+//! server the sessions it resumed (`gateway_inbound_resumed_sessions_total`).
 //!
 //! The client side reuses the identity crate's verifier (the server must hold
 //! exactly the identity the link names, under the mesh anchors). The server
