@@ -1111,7 +1111,7 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
         assert!(!out.status.success(), "{extra:?}");
         text(&out.stderr)
     };
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--proxy-entry", "127.0.0.1:4180"],
             "--proxy-entry \"127.0.0.1:4180\": expected LINK=ADDR",
@@ -1125,11 +1125,48 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
             "--destination-addr \"8086\": expected HOST:PORT",
         ),
         (&["--endpoint-inbound-port", "4143"], "--destination-addr"),
+        (
+            &[
+                "--destination-addr",
+                "127.0.0.1:9",
+                "--destination-svc-name",
+                "linkerd-destination",
+            ],
+            "--destination-svc-name \"linkerd-destination\": expected a mesh identity",
+        ),
+        (
+            &["--destination-svc-name", "linkerd-destination"],
+            "--destination-addr",
+        ),
+        (
+            &["--serve-exports"],
+            "--serve-exports needs the cluster to read: pass --state-dir DIR",
+        ),
+        (&["--kubernetes"], "--serve-exports"),
     ];
     for (extra, expected) in cases {
         let err = bad(extra);
         assert!(err.contains(expected), "{extra:?}: {err}");
     }
+    // A state directory whose controller is not running: nothing to serve from, and the
+    // message says what to start.
+    let state = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["--state-dir".into(), state.path().display().to_string()];
+    args.extend(["gateway".into(), "--quic-addr".into(), "127.0.0.1:0".into()]);
+    args.extend([
+        "--admin-addr".into(),
+        "127.0.0.1:0".into(),
+        "--serve-exports".into(),
+    ]);
+    args.extend(ids.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--serve-exports: cannot read") && err.contains("start the cluster's controller"),
+        "{err}"
+    );
     let out = run(&["mirror", "--gateway-entry", "east:127.0.0.1:4180"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
