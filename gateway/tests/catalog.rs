@@ -55,27 +55,7 @@ async fn watch(entry: SocketAddr, resource: Resource) -> (Reply, TcpStream) {
 }
 
 async fn pair(catalog: Option<Arc<dyn Catalog>>) -> (TestGateway, TestGateway) {
-    let pki = Pki::new();
-    let east = TestGateway::start_with_catalog(
-        config(vec![gateway_identity()]),
-        pki.creds(&gateway_identity(), SessionState::new()),
-        Arc::new(StaticResolver::new()),
-        catalog,
-    )
-    .await;
-    let mut c = config(vec![gateway_identity()]);
-    c.links.push(link_to("east", &east));
-    c.proxy_entries.push(ProxyEntry {
-        listen: any_port(),
-        link: "east".into(),
-    });
-    let west = TestGateway::start(
-        c,
-        pki.creds(&gateway_identity(), SessionState::new()),
-        Arc::new(StaticResolver::new()),
-    )
-    .await;
-    (east, west)
+    entry_pair(Arc::new(StaticResolver::new()), catalog).await
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {

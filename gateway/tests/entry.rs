@@ -33,7 +33,6 @@ async fn open(entry: SocketAddr, authority: &str, port: u16) -> (Reply, TcpStrea
 #[tokio::test]
 async fn a_proxy_entry_relays_after_the_remote_acceptance_and_passes_refusals_back() {
     bounded(async {
-        let pki = Pki::new();
         let (echo, _echo_task) = echo_server().await;
         let mut table = StaticResolver::new();
         table.insert(
@@ -45,24 +44,7 @@ async fn a_proxy_entry_relays_after_the_remote_acceptance_and_passes_refusals_ba
                 app_port: Some(7007),
             },
         );
-        let east = TestGateway::start(
-            config(vec![gateway_identity()]),
-            pki.creds(&gateway_identity(), SessionState::new()),
-            Arc::new(table),
-        )
-        .await;
-        let mut c = config(vec![gateway_identity()]);
-        c.links.push(link_to("east", &east));
-        c.proxy_entries.push(ProxyEntry {
-            listen: any_port(),
-            link: "east".into(),
-        });
-        let west = TestGateway::start(
-            c,
-            pki.creds(&gateway_identity(), SessionState::new()),
-            Arc::new(StaticResolver::new()),
-        )
-        .await;
+        let (east, west) = entry_pair(Arc::new(table), None).await;
         let entry = west.proxy_entries[0];
 
         let (reply, mut tcp) = open(entry, ECHO, 7).await;

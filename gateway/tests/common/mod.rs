@@ -319,3 +319,32 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
         .await
         .expect("test finished within its bound")
 }
+
+/// East (resolving with `resolver`, serving `catalog`) and west, linked to east as
+/// `east` with a proxy entry for that link (`west.proxy_entries[0]`).
+pub async fn entry_pair(
+    resolver: Arc<dyn Resolve>,
+    catalog: Option<Arc<dyn Catalog>>,
+) -> (TestGateway, TestGateway) {
+    let pki = Pki::new();
+    let east = TestGateway::start_with_catalog(
+        config(vec![gateway_identity()]),
+        pki.creds(&gateway_identity(), SessionState::new()),
+        resolver,
+        catalog,
+    )
+    .await;
+    let mut c = config(vec![gateway_identity()]);
+    c.links.push(link_to("east", &east));
+    c.proxy_entries.push(ProxyEntry {
+        listen: any_port(),
+        link: "east".into(),
+    });
+    let west = TestGateway::start(
+        c,
+        pki.creds(&gateway_identity(), SessionState::new()),
+        Arc::new(StaticResolver::new()),
+    )
+    .await;
+    (east, west)
+}
