@@ -90,6 +90,41 @@ pub mod files {
     pub fn endpoint(state_dir: &Path) -> PathBuf {
         state_dir.join("api.json")
     }
+
+    /// Why `api.json` could not be read.
+    #[derive(Debug, thiserror::Error)]
+    pub enum EndpointFileError {
+        /// It is not there (no controller runs) or cannot be read.
+        #[error("cannot read {path}: {source}")]
+        Unreadable {
+            /// The file.
+            path: String,
+            /// Why.
+            source: std::io::Error,
+        },
+        /// It is not the JSON a controller writes.
+        #[error("{path} is damaged: {detail}")]
+        Damaged {
+            /// The file.
+            path: String,
+            /// What is wrong.
+            detail: String,
+        },
+    }
+
+    /// Where the running controller of `state_dir` serves its API.
+    pub fn read_endpoint(state_dir: &Path) -> Result<super::ApiEndpoint, EndpointFileError> {
+        let file = endpoint(state_dir);
+        let path = file.display().to_string();
+        let text = std::fs::read(&file).map_err(|source| EndpointFileError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|e| EndpointFileError::Damaged {
+            path,
+            detail: e.to_string(),
+        })
+    }
     /// The trust anchors.
     pub fn anchors(state_dir: &Path) -> PathBuf {
         state_dir.join("identity").join("ca.crt")
@@ -601,8 +636,7 @@ pub mod client {
             let read = |p: std::path::PathBuf| {
                 std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
-            let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(state_dir))?)
-                .map_err(|e| format!("{} is damaged: {e}", files::endpoint(state_dir).display()))?;
+            let endpoint = files::read_endpoint(state_dir).map_err(|e| e.to_string())?;
             let anchors = TrustAnchors::load(files::anchors(state_dir), std::time::SystemTime::now())
                 .map_err(|e| e.to_string())?;
             let chain = CertificateDer::pem_slice_iter(&read(files::admin_cert(state_dir))?)

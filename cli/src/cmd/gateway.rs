@@ -180,15 +180,13 @@ async fn catalog(
     let Some(dir) = g.state_dir.as_deref() else {
         return Err("--serve-exports needs the cluster to read: pass --state-dir DIR of a local cluster (before `gateway`), or --kubernetes".into());
     };
-    let file = strait_controller::api::files::endpoint(dir);
-    let text = std::fs::read(&file).map_err(|e| {
-        format!(
-            "--serve-exports: cannot read {}: {e}; start the cluster's controller (`strait controller` or `strait up`) before its gateway",
-            file.display()
-        )
+    use strait_controller::api::files::{self, EndpointFileError};
+    let endpoint = files::read_endpoint(dir).map_err(|e| match e {
+        EndpointFileError::Unreadable { .. } => format!(
+            "--serve-exports: {e}; start the cluster's controller (`strait controller` or `strait up`) before its gateway"
+        ),
+        damaged => format!("--serve-exports: {damaged}"),
     })?;
-    let endpoint: strait_controller::api::ApiEndpoint = serde_json::from_slice(&text)
-        .map_err(|e| format!("--serve-exports: {} is damaged: {e}", file.display()))?;
     let client = strait_controller::api::client::ApiClient::new(endpoint, &creds.anchors, &creds.store)
         .map_err(|e| format!("--serve-exports: {e}"))?;
     Ok(Arc::new(StoreCatalog(

@@ -424,12 +424,12 @@ pub async fn kube_link_objects(
 }
 
 fn local_link(dir: &Path, g: &Global, args: &LinkArgs) -> Result<Vec<Value>, String> {
-    let read =
-        |p: std::path::PathBuf| std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let endpoint: ApiEndpoint = serde_json::from_slice(&read(files::endpoint(dir)).map_err(|e| {
-        format!("{e}; the target cluster's controller must be running (its API is what the linking cluster's mirror reads)")
-    })?)
-    .map_err(|e| format!("{} is damaged: {e}", files::endpoint(dir).display()))?;
+    let endpoint = files::read_endpoint(dir).map_err(|e| match e {
+        files::EndpointFileError::Unreadable { .. } => format!(
+            "{e}; the target cluster's controller must be running (its API is what the linking cluster's mirror reads)"
+        ),
+        damaged => damaged.to_string(),
+    })?;
     let now = SystemTime::now();
     let id_dir = dir.join("identity");
     let anchors = strait_identity::TrustAnchors::load(files::anchors(dir), now).map_err(|e| e.to_string())?;
