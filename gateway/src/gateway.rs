@@ -65,9 +65,11 @@ pub struct Tuning {
     /// Idle timeout after which quinn declares a silent connection dead.
     pub idle_timeout: Duration,
     /// UDP socket send and receive buffer size (capped by the kernel's
-    /// `net.core.{r,w}mem_max`).
+    /// `net.core.{r,w}mem_max` without CAP_NET_ADMIN). At least the connection window:
+    /// a receiver that falls behind then holds back its peer by flow control, where a
+    /// smaller buffer drops packets the kernel counts nowhere quinn sees.
     pub socket_buffer: usize,
-    /// Per-stream receive window.
+    /// Per-stream receive window (TCP's default autotuning stops at 6 MiB per connection).
     pub stream_window: u32,
     /// Per-connection receive and send window.
     pub connection_window: u32,
@@ -81,9 +83,9 @@ impl Default for Tuning {
             congestion: Congestion::Bbr,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
-            socket_buffer: 7_500_000,
-            stream_window: 32 << 20,
-            connection_window: 64 << 20,
+            socket_buffer: 16 << 20,
+            stream_window: 4 << 20,
+            connection_window: 8 << 20,
             max_streams: 10_000,
         }
     }
@@ -478,10 +480,21 @@ impl std::fmt::Debug for Running {
     }
 }
 
+/// The largest UDP payload path MTU discovery tries. quinn sends up to 10 packets per
+/// GSO batch and the kernel refuses a batch over 64 KiB with EMSGSIZE, which quinn-udp
+/// swallows: with 9000-byte jumbo packets every full batch was lost, black-hole detection
+/// fell back to 1200 bytes, and the link ran at a third of its speed. A 6500-byte packet
+/// fits ten to a batch, and on a 9000-byte network it carries 4.5× a 1452-byte one.
+pub const MAX_UDP_PAYLOAD: u16 = 6500;
+/// Packets per GSO batch in quinn (`MAX_TRANSMIT_SEGMENTS`).
+const QUINN_GSO_SEGMENTS: usize = 10;
+/// The most UDP payload one send may carry over IPv4 (65535 less IP and UDP headers).
+const MAX_GSO_BYTES: usize = 65_507;
+const _: () = assert!(MAX_UDP_PAYLOAD as usize * QUINN_GSO_SEGMENTS <= MAX_GSO_BYTES);
+
 fn endpoint_config() -> quinn::EndpointConfig {
     let mut config = quinn::EndpointConfig::default();
-    // 1452 measured best; larger datagrams did not help even on loopback.
-    let _ = config.max_udp_payload_size(1452);
+    let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
     config
 }
 
@@ -499,8 +512,13 @@ fn transport(t: &Tuning) -> Arc<quinn::TransportConfig> {
     // but quinn then sends one stream's whole buffer before any other stream's: in `bench
     // gateway` a bulk transfer starved the link's probe streams until the link was abandoned.
     c.send_fairness(true);
+    // Packets start at 1200 bytes and grow to what the path carries (1452 on a 1500-byte
+    // Ethernet path, MAX_UDP_PAYLOAD on loopback or jumbo frames). A burst of losses of
+    // large packets only (a receiver that fell behind looks the same as a black hole) drops
+    // back to 1200: discovery starts again after 1 s, not quinn's 60 s.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(1452);
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    mtu.black_hole_cooldown(Duration::from_secs(1));
     c.mtu_discovery_config(Some(mtu));
     match t.congestion {
         Congestion::Bbr => c.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),

@@ -29,8 +29,8 @@ pub mod tls;
 pub use catalog::Catalog;
 pub use entry::ProxyEntry;
 pub use gateway::{
-    Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, LinkerdEntry, Running, Tuning,
-    default_gateway_identity,
+    Congestion, EgressRoute, Gateway, GatewayConfig, GatewayError, LinkerdEntry, MAX_UDP_PAYLOAD, Running,
+    Tuning, default_gateway_identity,
 };
 pub use link::{LinkFailure, LinkHandle, LinkSpec, OpenError};
 pub use proto::header::{Authority, Protocol, RefusalReason, Resource, Target};

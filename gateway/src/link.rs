@@ -419,6 +419,7 @@ impl Driver {
                 _ = stats_tick.tick() => {
                     if let Some(c) = &conn {
                         let path = c.stats().path;
+                        metrics.path_mtu.store(u64::from(path.current_mtu), Ordering::Relaxed);
                         link.handle_stats(ConnStats { rtt: path.rtt, lost_packets: path.lost_packets });
                     }
                     if link.phase() == Phase::Draining && metrics.streams_open.load(Ordering::Relaxed) == 0 {

@@ -74,6 +74,8 @@ pub struct LinkMetrics {
     pub rtt_us: AtomicU64,
     /// Packets lost, summed over the link's connections.
     pub lost_packets: AtomicU64,
+    /// The current connection's path MTU (UDP payload bytes), as discovered.
+    pub path_mtu: AtomicU64,
     /// Connections established after the first.
     pub reconnects: AtomicU64,
     /// Connections established by resuming a TLS session (no certificate exchanged).
@@ -311,7 +313,7 @@ impl Metrics {
             );
         }
 
-        let gauges: [Series<String>; 2] = [
+        let gauges: [Series<String>; 3] = [
             ("gateway_link_streams_open", "Streams open on the link.", |m| {
                 m.streams_open.load(Ordering::Relaxed).to_string()
             }),
@@ -319,6 +321,11 @@ impl Metrics {
                 "gateway_link_rtt_ms",
                 "Smoothed RTT of the link's QUIC connection, in ms.",
                 |m| (m.rtt_us.load(Ordering::Relaxed) as f64 / 1000.0).to_string(),
+            ),
+            (
+                "gateway_link_path_mtu_bytes",
+                "UDP payload size the link's QUIC connection currently sends (path MTU discovery).",
+                |m| m.path_mtu.load(Ordering::Relaxed).to_string(),
             ),
         ];
         for (metric, help, value) in gauges {

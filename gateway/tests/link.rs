@@ -161,6 +161,18 @@ async fn large_transfers_keep_integrity_both_ways_with_half_close() {
         let m = p.west.link().metrics();
         assert!(m.bytes.sent.load(Ordering::Relaxed) >= 32 << 20);
         assert!(m.bytes.received.load(Ordering::Relaxed) >= (32 << 20) + 16);
+        // Path MTU discovery took the link past Ethernet's 1452 bytes on loopback (it
+        // used to stay at 1200: jumbo GSO batches were refused and looked like a black hole).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.path_mtu.load(Ordering::Relaxed) <= 1452 {
+            assert!(
+                Instant::now() < deadline,
+                "path MTU stayed at {} bytes",
+                m.path_mtu.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(m.path_mtu.load(Ordering::Relaxed) <= u64::from(strait_gateway::MAX_UDP_PAYLOAD));
         p.west.shutdown().await;
         p.east.shutdown().await;
     })
