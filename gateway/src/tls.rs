@@ -29,16 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use strait_identity::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
+use strait_identity::rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use strait_identity::rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
 use strait_identity::rustls::crypto::CryptoProvider;
 use strait_identity::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use strait_identity::rustls::server::{ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
-use strait_identity::rustls::{
-    self, CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use strait_identity::rustls::{self, CertificateError, DistinguishedName, OtherError, SignatureScheme};
 use strait_identity::{
     CertStore, IdentityName, TrustAnchors, certificate_identity, client_config, pki_types,
 };
@@ -181,23 +177,7 @@ impl ServerCertVerifier for CountingVerifier {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
+    strait_identity::delegate_signature_checks!(inner);
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
@@ -335,23 +315,7 @@ impl ClientCertVerifier for PeerVerifier {
         )))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &pki_types::CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
+    strait_identity::delegate_signature_checks!(inner);
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
