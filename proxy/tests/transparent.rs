@@ -21,7 +21,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVER_ID: &str = "myapp.production.serviceaccount.identity.linkerd.cluster.local";
-const CLIENT_ID: &str = "web.production.serviceaccount.identity.linkerd.cluster.local";
 
 fn sh(args: &[&str]) {
     let st = Command::new(args[0])

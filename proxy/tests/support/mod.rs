@@ -28,6 +28,8 @@ use tokio::sync::oneshot;
 
 /// The service every test talks to.
 pub const MYAPP: &str = "myapp.production.svc.cluster.local";
+/// The identity of the `web` client pod the pair tests run.
+pub const CLIENT_ID: &str = "web.production.serviceaccount.identity.linkerd.cluster.local";
 
 /// A running control plane.
 pub struct Cluster {
@@ -408,6 +410,19 @@ pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         })
         .find(|(labels, _)| want.iter().all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
         .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Requests a server proxy's `metrics` count as arrived over mTLS from [`CLIENT_ID`].
+pub fn inbound_mtls_requests(metrics: &str) -> Option<f64> {
+    metric(
+        metrics,
+        "request_total",
+        &[
+            ("direction", "inbound"),
+            ("tls", "true"),
+            ("client_id", CLIENT_ID),
+        ],
+    )
 }
 
 /// Retries `f` until it returns true, for at most `within`.
