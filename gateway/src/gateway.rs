@@ -244,13 +244,7 @@ impl Gateway {
         let server = tls::quic_server_config(&creds, config.accept.clone())?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
         server.transport_config(transport(&config.tuning));
-        let socket = udp_socket(config.quic_addr, config.tuning.socket_buffer).map_err(|source| {
-            GatewayError::Bind {
-                what: "the QUIC link socket",
-                addr: config.quic_addr,
-                source,
-            }
-        })?;
+        let (socket, beside) = bind_link_socket(&config).await?;
         let endpoint = Endpoint::new(
             endpoint_config(),
             Some(server),
@@ -284,22 +278,10 @@ impl Gateway {
                 })?;
             entries.push((entry.clone(), listener));
         }
-        let linkerd_entry = match config.linkerd_entry {
-            None => None,
-            Some(where_) => {
-                let addr = match where_ {
-                    LinkerdEntry::BesideQuic => endpoint.local_addr().unwrap_or(config.quic_addr),
-                    LinkerdEntry::At(addr) => addr,
-                };
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| GatewayError::Bind {
-                        what: "Linkerd's gateway entry (TCP)",
-                        addr,
-                        source,
-                    })?;
-                Some(listener)
-            }
+        let linkerd_entry = match (config.linkerd_entry, beside) {
+            (None, _) => None,
+            (Some(LinkerdEntry::BesideQuic), beside) => beside,
+            (Some(LinkerdEntry::At(addr)), _) => Some(bind_linkerd_entry(addr).await?),
         };
         let mut metrics = Metrics::default();
         metrics.inbound.resumed = creds.sessions.accepted.clone();
@@ -527,6 +509,48 @@ fn transport(t: &Tuning) -> Arc<quinn::TransportConfig> {
         }
     };
     Arc::new(c)
+}
+
+/// The link's UDP socket and, for [`LinkerdEntry::BesideQuic`], the TCP listener on the
+/// same port. With port 0 the kernel picks the UDP port, which another socket may hold on
+/// TCP: a few other ports are tried before giving up.
+async fn bind_link_socket(
+    config: &GatewayConfig,
+) -> Result<(std::net::UdpSocket, Option<TcpListener>), GatewayError> {
+    let udp = |addr| {
+        udp_socket(addr, config.tuning.socket_buffer).map_err(|source| GatewayError::Bind {
+            what: "the QUIC link socket",
+            addr,
+            source,
+        })
+    };
+    if config.linkerd_entry != Some(LinkerdEntry::BesideQuic) {
+        return Ok((udp(config.quic_addr)?, None));
+    }
+    let mut tries = if config.quic_addr.port() == 0 { 16 } else { 1 };
+    loop {
+        let socket = udp(config.quic_addr)?;
+        let addr = socket.local_addr().unwrap_or(config.quic_addr);
+        match bind_linkerd_entry(addr).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(GatewayError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && tries > 1 =>
+            {
+                tries -= 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn bind_linkerd_entry(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            what: "Linkerd's gateway entry (TCP)",
+            addr,
+            source,
+        })
 }
 
 fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {

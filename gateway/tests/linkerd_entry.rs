@@ -277,3 +277,33 @@ impl ErrOrEmpty for std::io::Result<Vec<u8>> {
         self.as_ref().map_or(true, Vec::is_empty)
     }
 }
+
+#[tokio::test]
+async fn the_tcp_entry_beside_a_fixed_quic_port_taken_on_tcp_is_a_clear_bind_error() {
+    bounded(async {
+        let pki = Pki::new();
+        let held = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = held.local_addr().unwrap();
+        let mut c = config(vec![gateway_identity()]);
+        c.quic_addr = port;
+        c.linkerd_entry = Some(LinkerdEntry::BesideQuic);
+        let err = Gateway::bind(
+            c,
+            pki.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(StaticResolver::new()),
+        )
+        .await
+        .map(|_| ())
+        .expect_err("the TCP port is held");
+        // A fixed port is the operator's choice: no other port is tried.
+        match err {
+            GatewayError::Bind { what, addr, source } => {
+                assert_eq!(what, "Linkerd's gateway entry (TCP)");
+                assert_eq!(addr, port);
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("a bind error expected, got {other}"),
+        }
+    })
+    .await;
+}
