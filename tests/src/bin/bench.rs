@@ -540,12 +540,7 @@ fn gateway_main(args: &GatewayArgs) -> ExitCode {
         let stunnel = gateway::ensure_tools().map_err(|e| e.to_string())?;
         let strait = args.strait.clone().map_or_else(build_strait, Ok)?;
         let info = run_info(gateway::stunnel_version(&stunnel));
-        let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let (scratch, rt) = scratch_and_runtime()?;
         let ctx = gateway::Context {
             strait: &strait,
             stunnel,
@@ -575,6 +570,17 @@ fn gateway_main(args: &GatewayArgs) -> ExitCode {
     )
 }
 
+/// A scratch directory and a two-worker runtime for a benchmark's clients and servers.
+fn scratch_and_runtime() -> Result<(tempfile::TempDir, tokio::runtime::Runtime), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok((scratch, rt))
+}
+
 fn mirror_main(args: &MirrorArgs) -> ExitCode {
     let settings = MirrorSettings {
         samples: args.samples,
@@ -585,12 +591,7 @@ fn mirror_main(args: &MirrorArgs) -> ExitCode {
         let strait = args.strait.clone().map_or_else(build_strait, Ok)?;
         let sidecar = Some(strait.with_file_name("strait-proxy")).filter(|p| p.is_file());
         let info = run_info(String::new());
-        let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let (scratch, rt) = scratch_and_runtime()?;
         let ctx = mirror::Context {
             strait: &strait,
             sidecar,
