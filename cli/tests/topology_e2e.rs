@@ -650,15 +650,22 @@ fn west_east_in_network_namespaces() {
     }
     let run = Run::start("netns");
     // The cluster DNS answers inside the pod's namespace, for Services and mirrors, and
-    // plain names reach services through iptables capture.
-    let hosts = run.ok(&[
+    // plain names reach services through iptables capture. The mirror follows east through
+    // the gateway link, which may still be coming up when `strait up` reports ready.
+    let lookup = [
         "exec",
         "west/frontend",
         "--",
         "getent",
         "hosts",
         "myapp-east.production.svc.cluster.local",
-    ]);
+    ];
+    run.wait(
+        "the mirror myapp-east in west's DNS",
+        Duration::from_secs(15),
+        |r| r.cli(&lookup).status.success(),
+    );
+    let hosts = run.ok(&lookup);
     assert!(
         hosts.starts_with("198.1"),
         "the mirror resolves to its cluster IP: {hosts}"
