@@ -381,6 +381,15 @@ fn publish<R>(
     ExitCode::SUCCESS
 }
 
+/// Updates BENCHMARKS.md by replacing the section between `begin` and `end` with `markdown`.
+fn section<R>(
+    begin: &'static str,
+    end: &'static str,
+    markdown: fn(&R) -> String,
+) -> impl FnOnce(&R, Option<&str>) -> String {
+    move |run, existing| report::replace_section(existing, begin, end, &markdown(run))
+}
+
 fn run_info(generators: String) -> RunInfo {
     let args_line: Vec<String> = std::env::args().skip(1).collect();
     RunInfo {
@@ -465,14 +474,7 @@ fn proxy_main(args: &ProxyArgs) -> ExitCode {
         proxy::report::table,
         args.common.output.as_ref(),
         args.common.no_write,
-        |run, existing| {
-            report::replace_section(
-                existing,
-                proxy::report::BEGIN,
-                proxy::report::END,
-                &proxy::report::markdown(run),
-            )
-        },
+        section(proxy::report::BEGIN, proxy::report::END, proxy::report::markdown),
     )
 }
 
@@ -491,14 +493,11 @@ fn policy_main(args: &PolicyArgs) -> ExitCode {
         proxy::report::policy_table,
         args.common.output.as_ref(),
         args.common.no_write,
-        |run, existing| {
-            report::replace_section(
-                existing,
-                proxy::report::POLICY_BEGIN,
-                proxy::report::POLICY_END,
-                &proxy::report::policy_markdown(run),
-            )
-        },
+        section(
+            proxy::report::POLICY_BEGIN,
+            proxy::report::POLICY_END,
+            proxy::report::policy_markdown,
+        ),
     )
 }
 
@@ -559,14 +558,11 @@ fn gateway_main(args: &GatewayArgs) -> ExitCode {
         gateway::report::text,
         args.output.as_ref(),
         args.no_write,
-        |run, existing| {
-            report::replace_section(
-                existing,
-                gateway::report::BEGIN,
-                gateway::report::END,
-                &gateway::report::markdown(run),
-            )
-        },
+        section(
+            gateway::report::BEGIN,
+            gateway::report::END,
+            gateway::report::markdown,
+        ),
     )
 }
 
@@ -615,13 +611,10 @@ fn mirror_main(args: &MirrorArgs) -> ExitCode {
         mirror::report::text,
         args.output.as_ref(),
         args.no_write,
-        |run, existing| {
-            report::replace_section(
-                existing,
-                mirror::report::BEGIN,
-                mirror::report::END,
-                &mirror::report::markdown(run),
-            )
-        },
+        section(
+            mirror::report::BEGIN,
+            mirror::report::END,
+            mirror::report::markdown,
+        ),
     )
 }
