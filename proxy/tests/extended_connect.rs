@@ -145,16 +145,7 @@ async fn extended_connect_crosses_the_pair_and_carries_bytes_both_ways() {
             .expect("the greeting within 10s")
             .unwrap();
         assert_eq!(&greeting, b"hello over h2\n");
-        for i in 0..20 {
-            let msg = format!("message {i} of round {round}");
-            s.write_all(msg.as_bytes()).await.unwrap();
-            let mut got = vec![0u8; msg.len()];
-            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
-                .await
-                .expect("the echo within 10s")
-                .unwrap();
-            assert_eq!(got, msg.as_bytes());
-        }
+        echo_messages(&mut s, round).await;
     }
     // Plain requests share the client's HTTP/2 connection with the streams.
     c.ready().await.unwrap();

@@ -344,16 +344,7 @@ async fn http_upgrades_cross_the_pair_and_carry_bytes_both_ways() {
         let mut rest = [0u8; 2];
         s.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"1\n");
-        for i in 0..20 {
-            let msg = format!("message {i} of round {round}");
-            s.write_all(msg.as_bytes()).await.unwrap();
-            let mut got = vec![0u8; msg.len()];
-            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
-                .await
-                .expect("the echo within 10s")
-                .unwrap();
-            assert_eq!(got, msg.as_bytes());
-        }
+        echo_messages(&mut s, round).await;
     }
     // The upgrade crossed mTLS with the client's identity.
     let server = p.server.metrics().await;

@@ -412,6 +412,21 @@ pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// Sends 20 messages over `s` (an echo upgraded or tunnelled through the pair), each
+/// echoed back intact within 10 s.
+pub async fn echo_messages<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, round: usize) {
+    for i in 0..20 {
+        let msg = format!("message {i} of round {round}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+            .await
+            .expect("the echo within 10s")
+            .unwrap();
+        assert_eq!(got, msg.as_bytes());
+    }
+}
+
 /// Requests a server proxy's `metrics` count as arrived over mTLS from [`CLIENT_ID`].
 pub fn inbound_mtls_requests(metrics: &str) -> Option<f64> {
     metric(
