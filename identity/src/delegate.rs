@@ -10,18 +10,18 @@ macro_rules! delegate_signature_checks {
         fn verify_tls12_signature(
             &self,
             message: &[u8],
-            cert: &$crate::__rustls::pki_types::CertificateDer<'_>,
-            dss: &$crate::__rustls::DigitallySignedStruct,
-        ) -> Result<$crate::__rustls::client::danger::HandshakeSignatureValid, $crate::__rustls::Error> {
+            cert: &$crate::rustls::pki_types::CertificateDer<'_>,
+            dss: &$crate::rustls::DigitallySignedStruct,
+        ) -> Result<$crate::rustls::client::danger::HandshakeSignatureValid, $crate::rustls::Error> {
             self.$inner.verify_tls12_signature(message, cert, dss)
         }
 
         fn verify_tls13_signature(
             &self,
             message: &[u8],
-            cert: &$crate::__rustls::pki_types::CertificateDer<'_>,
-            dss: &$crate::__rustls::DigitallySignedStruct,
-        ) -> Result<$crate::__rustls::client::danger::HandshakeSignatureValid, $crate::__rustls::Error> {
+            cert: &$crate::rustls::pki_types::CertificateDer<'_>,
+            dss: &$crate::rustls::DigitallySignedStruct,
+        ) -> Result<$crate::rustls::client::danger::HandshakeSignatureValid, $crate::rustls::Error> {
             self.$inner.verify_tls13_signature(message, cert, dss)
         }
     };

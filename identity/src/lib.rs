@@ -58,9 +58,6 @@ pub use load::LoadError;
 pub use name::{DEFAULT_TRUST_DOMAIN, IdentityName, LabelProblem, NameError, Part, TrustDomain};
 /// PEM-encodes DER (`CERTIFICATE`, `PRIVATE KEY`), for writing credentials to files.
 pub use pem::encode as encode_pem;
-/// rustls, for [`delegate_signature_checks!`] in crates that reach it through tokio-rustls.
-#[doc(hidden)]
-pub use rustls as __rustls;
 pub use store::{CertStore, StoreError};
 pub use tls::{
     ClientAuth, NoMeshIdentity, certificate_identity, client_config, peer_identity, server_config,
