@@ -201,6 +201,12 @@ pub mod mirror {
     /// Strait: on a gateway-mode mirror Service, the mesh identity of the remote
     /// Service's workloads (learned by the mirror from the remote pods' service account).
     pub const REMOTE_IDENTITY: &str = "mirror.strait.io/remote-identity";
+    /// Strait: beside [`GATEWAY_ENTRY`] and [`REMOTE_IDENTITY`], the addresses of the
+    /// remote Service's ready endpoints of that identity, comma-separated, as the remote
+    /// cluster knows them. Destination then gives Strait proxies one endpoint per address
+    /// (each dialed at the entry, the `strt` open naming it), so they balance requests
+    /// over the remote endpoints instead of holding one connection to one of them.
+    pub const REMOTE_ENDPOINTS: &str = "mirror.strait.io/remote-endpoints";
     /// Strait: on a federated Service and its EndpointSlices, `true`: owned by the
     /// mirror's federation task (never by one link's mirror).
     pub const FEDERATED_OWNED: &str = "mirror.strait.io/federated";

@@ -1211,6 +1211,7 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
         port: 80,
         protocol: strait_gateway::Protocol::Http2,
         identity: None,
+        endpoint: None,
     };
     let mut frame = Vec::new();
     encode_request(&Request::Open(target), &mut frame);

@@ -789,6 +789,14 @@ async fn ingress_stream(
         }
     };
     let _ = tcp.set_nodelay(true);
+    if let Some(named) = target.endpoint {
+        let counter = if named == endpoint.addr.ip() {
+            &inbound.named_delivered
+        } else {
+            &inbound.named_elsewhere
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     let mut frame = Vec::with_capacity(16);
     let accepted = Reply::Accepted {
         app_port: endpoint.app_port,

@@ -115,6 +115,7 @@ pub fn target_of(header: &TransportHeader) -> Result<Target, EntryError> {
         port,
         protocol,
         identity: None,
+        endpoint: None,
     })
 }
 

@@ -155,6 +155,11 @@ pub struct InboundMetrics {
     pub probes: AtomicU64,
     /// Catalog watches being served to linked clusters' mirrors.
     pub catalog_watches: AtomicU64,
+    /// Streams whose open named an endpoint, delivered to it.
+    pub named_delivered: AtomicU64,
+    /// Streams whose open named an endpoint that was gone or not eligible, delivered to
+    /// another one (the opener's endpoint list lagged).
+    pub named_elsewhere: AtomicU64,
     /// TLS sessions resumed for linking gateways (shared with [`crate::SessionState`]).
     pub resumed: Arc<AtomicU64>,
     /// Streams refused, by reason.
@@ -441,6 +446,22 @@ impl Metrics {
         let _ = writeln!(out, "gateway_inbound_streams_total {}", load(&i.streams_total));
         header(&mut out, "gateway_inbound_probes", "counter", "Probes answered.");
         let _ = writeln!(out, "gateway_inbound_probes_total {}", load(&i.probes));
+        header(
+            &mut out,
+            "gateway_inbound_named_endpoint_streams",
+            "counter",
+            "Inbound streams whose open named an endpoint: delivered to it, or elsewhere when it was gone.",
+        );
+        for (result, n) in [
+            ("delivered", &i.named_delivered),
+            ("elsewhere", &i.named_elsewhere),
+        ] {
+            let _ = writeln!(
+                out,
+                "gateway_inbound_named_endpoint_streams_total{{result=\"{result}\"}} {}",
+                load(n)
+            );
+        }
         header(
             &mut out,
             "gateway_inbound_resumed_sessions",

@@ -125,8 +125,11 @@ impl Resolve for Chain {
     }
 }
 
-/// Picks the endpoint a stream for `target` goes to (pure), the `n`th in a
-/// round-robin over the eligible ones.
+/// Picks the endpoint a stream for `target` goes to (pure): the eligible endpoint the
+/// target names ([`Target::endpoint`], a client balancing over this service's endpoints
+/// itself), else the `n`th in a round-robin over the eligible ones (also when the named
+/// endpoint is gone or not eligible: the client's view may lag, and any eligible
+/// endpoint serves the stream correctly).
 ///
 /// Eligible: every ready endpoint, or when the client expects an identity, those
 /// with that identity (a service whose pods run under several service accounts
@@ -174,7 +177,10 @@ pub fn pick(
             found: found.join(", "),
         });
     }
-    let ep = eligible[n % eligible.len()];
+    let named = target
+        .endpoint
+        .and_then(|ip| eligible.iter().copied().find(|e| e.addr.ip() == ip));
+    let ep = named.unwrap_or(eligible[n % eligible.len()]);
     let proxy_port = ep
         .identity
         .as_ref()
@@ -321,6 +327,7 @@ mod tests {
             port: 80,
             protocol: crate::proto::header::Protocol::Opaque,
             identity: None,
+            endpoint: None,
         };
         let (a, b) = (target("a.ns.svc.cluster.local"), target("b.ns.svc.cluster.local"));
         assert!(r.resolve(&a).await.is_err());
@@ -352,6 +359,7 @@ mod tests {
             opaque_transport_port: opaque,
             labels: BTreeMap::new(),
             gateway: None,
+            via: None,
             authority_override: None,
         }
     }
@@ -366,6 +374,7 @@ mod tests {
             port: 80,
             protocol: Protocol::Http2,
             identity: identity.map(id),
+            endpoint: None,
         }
     }
 
@@ -417,6 +426,34 @@ mod tests {
             .map(|n| pick(&target(None), &f, n, None).unwrap().addr.to_string())
             .collect();
         assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn a_named_endpoint_is_picked_while_it_is_eligible() {
+        let f = found(vec![
+            ep("10.0.0.1:8080", Some("myapp"), None),
+            ep("10.0.0.2:8080", Some("other"), None),
+            ep("10.0.0.3:8080", Some("myapp"), None),
+        ]);
+        let named = |ip: &str| Target {
+            endpoint: Some(ip.parse().unwrap()),
+            ..target(Some("myapp"))
+        };
+        for n in 0..4 {
+            let e = pick(&named("10.0.0.3"), &f, n, None).unwrap();
+            assert_eq!(e.addr.to_string(), "10.0.0.3:8080", "turn {n}");
+        }
+        // Gone, or not of the expected identity: the round robin over eligible ones.
+        for gone in ["10.0.0.9", "10.0.0.2"] {
+            let picked: std::collections::BTreeSet<String> = (0..2)
+                .map(|n| pick(&named(gone), &f, n, None).unwrap().addr.to_string())
+                .collect();
+            assert_eq!(
+                picked,
+                ["10.0.0.1:8080", "10.0.0.3:8080"].map(String::from).into(),
+                "{gone}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading a linked cluster through the gateway link instead of its API server.
 //!
 //! The target cluster's gateway serves a catalog ([`serve`]): a watch of its Services,
-//! and of its meshed pods reduced to what names their service accounts ([`project_pod`]),
+//! and of its meshed pods reduced to their service accounts and addresses ([`project_pod`]),
 //! both as [`WatchEvent`]s. The linking cluster's mirror reads it with a
 //! [`GatewayStore`]: a read-only [`Store`] whose watches are `watch` streams opened at
 //! the local gateway's proxy entry, which carries them over the link. The link is
@@ -134,9 +134,11 @@ impl FrameDecoder {
 
 /// What a linked cluster learns of a pod: nothing, unless it is meshed; then its name,
 /// namespace, labels (services select on them), proxy version, service account and
-/// phase — what names the identity of a service's workloads
-/// ([`crate::reconcile::remote_identity`]). Addresses, containers and everything else
-/// stay in the cluster.
+/// phase — what names the identity of a service's workloads — and its address and
+/// `Ready` condition, which make it one of the endpoints a linked cluster's proxies
+/// balance over ([`crate::reconcile::remote_workload`]; Linkerd's remote-discovery
+/// mode shares endpoints' addresses too). Its node, containers, other conditions and
+/// everything else stay in the cluster.
 pub fn project_pod(pod: &Pod) -> Option<Pod> {
     let meta = &pod.metadata;
     let version = meta.annotations.as_ref().and_then(|a| a.get(PROXY_VERSION));
@@ -148,6 +150,7 @@ pub fn project_pod(pod: &Pod) -> Option<Pod> {
     if !meshed {
         return None;
     }
+    let status = pod.status.as_ref();
     Some(Pod {
         metadata: ObjectMeta {
             name: meta.name.clone(),
@@ -162,7 +165,11 @@ pub fn project_pod(pod: &Pod) -> Option<Pod> {
             ..Default::default()
         }),
         status: Some(PodStatus {
-            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+            phase: status.and_then(|s| s.phase.clone()),
+            pod_ip: status.and_then(|s| s.pod_ip.clone()),
+            conditions: status
+                .and_then(|s| s.conditions.as_ref())
+                .map(|c| c.iter().filter(|c| c.type_ == "Ready").cloned().collect()),
             ..Default::default()
         }),
     })

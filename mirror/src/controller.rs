@@ -19,9 +19,10 @@
 //!   Link's `status.federatedServices` (what became of its members) when it differs from
 //!   the Link as last seen; the link task writes `status.mirrorServices`. Each writes its
 //!   own part onto the Link read just before, so neither undoes the other's.
-//! - Remote Pods are watched only to learn the exported Services' workload identities
-//!   (for the gateway's proxy entry, see [`crate::reconcile`]); their watch failing never
-//!   marks the target disconnected, it only leaves those identities out until it returns.
+//! - Remote Pods are watched only to learn the exported Services' workload identities and
+//!   ready addresses (for the gateway's proxy entry, see [`crate::reconcile`]); their
+//!   watch failing never marks the target disconnected, it only leaves those out until it
+//!   returns.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,7 +43,7 @@ use tokio::sync::watch;
 use crate::federated;
 use crate::link::LinkConfig;
 use crate::probe::{self, GatewayHealth};
-use crate::reconcile::{self, Gateway, LocalView, Mode, NsName, ServiceRange};
+use crate::reconcile::{self, Gateway, LocalView, Mode, NsName, RemoteWorkload, ServiceRange};
 
 /// How the mirror runs.
 #[derive(Clone, Debug)]
@@ -434,15 +435,15 @@ pub async fn run_link<R: Store, L: Store>(
                     continue;
                 }
                 let alive = health.borrow().alive;
-                let identities: BTreeMap<NsName, String> = if wants_pods {
+                let workloads: BTreeMap<NsName, RemoteWorkload> = if wants_pods {
                     remote_services
                         .iter()
-                        .filter_map(|(k, s)| Some((k.clone(), reconcile::remote_identity(&link, s, remote_pods.values())?)))
+                        .filter_map(|(k, s)| Some((k.clone(), reconcile::remote_workload(&link, s, remote_pods.values())?)))
                         .collect()
                 } else {
                     BTreeMap::new()
                 };
-                let error = reconcile_once(&link, &opts, &remote_services, &identities, &local, &mut view, alive && connected, &report, &mut written).await;
+                let error = reconcile_once(&link, &opts, &remote_services, &workloads, &local, &mut view, alive && connected, &report, &mut written).await;
                 let error = error.or_else(|| last_error.clone());
                 report.send_modify(|r| {
                     r.gateway = health.borrow().clone();
@@ -461,7 +462,7 @@ async fn reconcile_once<L: Store>(
     link: &LinkConfig,
     opts: &MirrorOptions,
     remote: &BTreeMap<NsName, Service>,
-    identities: &BTreeMap<NsName, String>,
+    workloads: &BTreeMap<NsName, RemoteWorkload>,
     local: &L,
     view: &mut LocalView,
     ready: bool,
@@ -485,13 +486,13 @@ async fn reconcile_once<L: Store>(
     opts.federation.publish(federated::LinkMembers {
         link: link.clone(),
         services: federated::link_members(link, remote.values()),
-        identities: identities.clone(),
+        workloads: workloads.clone(),
         gateway: gateway.clone(),
     });
     let plan = reconcile::plan(
         link,
         remote.values(),
-        identities,
+        workloads,
         view,
         &gateway,
         opts.service_range.as_ref(),

@@ -57,8 +57,8 @@ pub struct LinkMembers {
     pub link: LinkConfig,
     /// The target's Services the link's federated selector selects.
     pub services: Vec<Service>,
-    /// The remote workload identity of each member (for the proxy entry).
-    pub identities: BTreeMap<NsName, String>,
+    /// The remote workloads of each member (for the proxy entry).
+    pub workloads: BTreeMap<NsName, reconcile::RemoteWorkload>,
     /// The link's gateway, with its readiness.
     pub gateway: Gateway,
 }
@@ -430,11 +430,8 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
             format!("{name}.{ns}.svc.{}", link.target_domain),
         ),
     ]);
-    if let (Some(entry), Some(identity)) = (lm.gateway.entry, lm.identities.get(&(ns.clone(), name.clone())))
-    {
-        annotations.insert(ml::GATEWAY_ENTRY.to_string(), entry.to_string());
-        annotations.insert(ml::REMOTE_IDENTITY.to_string(), identity.clone());
-    }
+    let workload = lm.workloads.get(&(ns.clone(), name.clone()));
+    reconcile::annotate_entry(&mut annotations, lm.gateway.entry, workload);
     slice.metadata = ObjectMeta {
         name: Some(slice_name.to_string()),
         namespace: Some(ns),

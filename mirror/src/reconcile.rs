@@ -19,7 +19,9 @@
 //! remote workload: `mirror.strait.io/gateway-entry` (the local gateway's proxy entry for
 //! this link, from `strait mirror --gateway-entry CLUSTER=ADDR`) and
 //! `mirror.strait.io/remote-identity` (the remote workloads' identity, see
-//! [`remote_identity`]). Neither is ever copied from a remote Service.
+//! [`remote_workload`]), with `mirror.strait.io/remote-endpoints` (the addresses of those
+//! workloads' ready pods, when the remote catalog gives them) so Strait proxies balance
+//! over the remote pods themselves. None is ever copied from a remote Service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -157,21 +159,39 @@ pub struct Gateway {
     pub entry: Option<SocketAddr>,
 }
 
-/// The meshed workload identity of a remote Service (pure): from the service accounts of
-/// the running meshed pods its selector matches, in its namespace, in the trust domain
-/// of the link's gateway identity. With several service accounts, the one with the most
-/// pods wins, ties going to the first name in lexical order, so every mirror decides
-/// alike; the remote gateway then delivers only to endpoints of that identity.
-pub fn remote_identity<'a>(
+/// What the mirror knows of a remote Service's meshed workloads (see [`remote_workload`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteWorkload {
+    /// Their mesh identity.
+    pub identity: String,
+    /// The addresses of the ready pods with that identity, sorted (none when the remote
+    /// catalog does not give pod addresses).
+    pub endpoints: Vec<IpAddr>,
+}
+
+/// Most remote endpoint addresses one mirror lists: the annotation stays well under
+/// Kubernetes' 256 KiB limit for all of an object's annotations (IPv6 included).
+pub const MAX_REMOTE_ENDPOINTS: usize = 1000;
+
+/// The meshed workloads of a remote Service (pure): their identity, from the service
+/// accounts of the running meshed pods its selector matches, in its namespace, in the
+/// trust domain of the link's gateway identity, and the addresses of the ready ones.
+/// With several service accounts, the one with the most pods wins, ties going to the
+/// first name in lexical order, so every mirror decides alike; the remote gateway then
+/// delivers only to endpoints of that identity, so only their addresses are listed.
+/// A pod is ready by its `Ready` condition, or its phase `Running` when it has none
+/// (as the controller's endpoints are).
+pub fn remote_workload<'a>(
     link: &LinkConfig,
     svc: &Service,
     pods: impl IntoIterator<Item = &'a Pod>,
-) -> Option<String> {
+) -> Option<RemoteWorkload> {
     const MARKER: &str = ".serviceaccount.identity.linkerd.";
     let trust_domain = link.gateway_identity.split_once(MARKER)?.1;
     let ns = svc.metadata.namespace.as_deref()?;
     let selector = svc.spec.as_ref()?.selector.as_ref().filter(|s| !s.is_empty())?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ready: Vec<(&str, IpAddr)> = Vec::new();
     for pod in pods {
         let meta = &pod.metadata;
         let labels = meta.labels.as_ref();
@@ -180,7 +200,8 @@ pub fn remote_identity<'a>(
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key("linkerd.io/proxy-version"));
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref());
         let selected = selector
             .iter()
             .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
@@ -197,12 +218,52 @@ pub fn remote_identity<'a>(
             .and_then(|s| s.service_account_name.as_deref())
             .unwrap_or("default");
         *counts.entry(sa).or_default() += 1;
+        let is_ready = match status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        {
+            Some(c) => c.status == "True",
+            None => phase == Some("Running"),
+        };
+        let ip = status.and_then(|s| s.pod_ip.as_deref()?.parse().ok());
+        if let (true, Some(ip)) = (is_ready, ip) {
+            ready.push((sa, ip));
+        }
     }
     // Most pods first; on a tie the lexically first name compares as the greater.
     let (sa, _) = counts
         .iter()
         .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
-    Some(format!("{sa}.{ns}{MARKER}{trust_domain}"))
+    let mut endpoints: Vec<IpAddr> = ready
+        .into_iter()
+        .filter(|(s, _)| s == sa)
+        .map(|(_, ip)| ip)
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints.truncate(MAX_REMOTE_ENDPOINTS);
+    Some(RemoteWorkload {
+        identity: format!("{sa}.{ns}{MARKER}{trust_domain}"),
+        endpoints,
+    })
+}
+
+/// Adds the annotations that send Strait proxies through the local gateway's proxy
+/// entry (see the module docs), when both the entry and the remote workload are known.
+pub(crate) fn annotate_entry(
+    annotations: &mut BTreeMap<String, String>,
+    entry: Option<SocketAddr>,
+    workload: Option<&RemoteWorkload>,
+) {
+    let (Some(entry), Some(workload)) = (entry, workload) else {
+        return;
+    };
+    annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
+    annotations.insert(ml::REMOTE_IDENTITY.into(), workload.identity.clone());
+    if !workload.endpoints.is_empty() {
+        let list: Vec<String> = workload.endpoints.iter().map(IpAddr::to_string).collect();
+        annotations.insert(ml::REMOTE_ENDPOINTS.into(), list.join(","));
+    }
 }
 
 /// An IPv4 range mirrors take cluster IPs from (local mode; Kubernetes allocates its own).
@@ -345,7 +406,7 @@ pub fn mirror_service(
     remote: &Service,
     mode: Mode,
     entry: Option<SocketAddr>,
-    identity: Option<&str>,
+    workload: Option<&RemoteWorkload>,
 ) -> Service {
     let (ns, name) = ns_name(&remote.metadata);
     let mut labels = copied(remote.metadata.labels.as_ref(), &link.excluded_labels, |k| {
@@ -373,10 +434,7 @@ pub fn mirror_service(
     match mode {
         Mode::Gateway => {
             annotations.insert(ml::REMOTE_GATEWAY_IDENTITY.into(), link.gateway_identity.clone());
-            if let (Some(entry), Some(identity)) = (entry, identity) {
-                annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
-                annotations.insert(ml::REMOTE_IDENTITY.into(), identity.to_string());
-            }
+            annotate_entry(&mut annotations, entry, workload);
         }
         Mode::RemoteDiscovery => {
             annotations.insert(ml::REMOTE_DISCOVERY.into(), link.target_cluster.clone());
@@ -489,17 +547,14 @@ pub fn remote_discovery_slice(
     link: &LinkConfig,
     mirror: &Service,
     gateway: &Gateway,
-    identity: Option<&str>,
+    workload: Option<&RemoteWorkload>,
 ) -> EndpointSlice {
     let mut slice = mirror_slice(link, mirror, gateway);
     if let Some(labels) = slice.metadata.labels.as_mut() {
         labels.insert(ml::GATEWAY_CLUSTER.into(), link.target_cluster.clone());
     }
-    if let (Some(annotations), Some(entry), Some(identity)) =
-        (slice.metadata.annotations.as_mut(), gateway.entry, identity)
-    {
-        annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
-        annotations.insert(ml::REMOTE_IDENTITY.into(), identity.to_string());
+    if let Some(annotations) = slice.metadata.annotations.as_mut() {
+        annotate_entry(annotations, gateway.entry, workload);
     }
     slice
 }
@@ -520,11 +575,11 @@ pub(crate) fn fingerprint(o: &Object) -> Value {
 }
 
 /// Plans the local mirrors of `link` from a complete snapshot of the target's Services
-/// (and the identities of their workloads, by remote Service, see [`remote_identity`]).
+/// (and their workloads, by remote Service, see [`remote_workload`]).
 pub fn plan<'a>(
     link: &LinkConfig,
     remote: impl IntoIterator<Item = &'a Service>,
-    identities: &BTreeMap<NsName, String>,
+    workloads: &BTreeMap<NsName, RemoteWorkload>,
     local: &LocalView,
     gateway: &Gateway,
     range: Option<&ServiceRange>,
@@ -576,8 +631,8 @@ pub fn plan<'a>(
             ))));
             continue;
         }
-        let identity = identities.get(&remote_key).map(String::as_str);
-        let mut mirror = mirror_service(link, svc, mode, gateway.entry, identity);
+        let workload = workloads.get(&remote_key);
+        let mut mirror = mirror_service(link, svc, mode, gateway.entry, workload);
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let Ok(ip) = cluster_ip(kept_ip, range, &mirror_name, &mut used) else {
             out.skipped.push(skip(SkipReason::NoClusterIp));
@@ -588,7 +643,7 @@ pub fn plan<'a>(
         }
         let slice = match mode {
             Mode::Gateway => mirror_slice(link, &mirror, gateway),
-            Mode::RemoteDiscovery => remote_discovery_slice(link, &mirror, gateway, identity),
+            Mode::RemoteDiscovery => remote_discovery_slice(link, &mirror, gateway, workload),
         };
         desired.insert(slice.metadata_key(), slice.into_object());
         desired.insert(mirror.metadata_key(), mirror.into_object());

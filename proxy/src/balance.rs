@@ -514,6 +514,7 @@ mod tests {
             opaque_transport_port: None,
             labels,
             gateway: None,
+            via: None,
             authority_override: None,
         };
         Arc::new(Balanced::new(endpoint, ()))

@@ -778,6 +778,7 @@ mod tests {
             port: 80,
             protocol: Protocol::Opaque,
             identity: None,
+            endpoint: None,
         };
         let store = CertStore::new();
         let (anchors, _) = strait_identity::generate(

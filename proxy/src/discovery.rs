@@ -17,6 +17,13 @@
 //! `authority_override`. Such an endpoint carries [`Endpoint::gateway`], the `strt` open
 //! request the proxy sends before its TLS ClientHello; the label itself is dropped.
 //!
+//! When the mirror knows the remote service's endpoints, the controller sends one such
+//! endpoint per remote endpoint instead: its address is the remote endpoint's (as the
+//! remote cluster knows it; distinct, so Linkerd's add/remove by address still works),
+//! and [`GATEWAY_VIA_LABEL`] gives the entry to dial. The `strt` open then names that
+//! endpoint ([`Target::endpoint`]), so the balancer spreads requests over the remote
+//! endpoints with one connection each, as it does over local ones.
+//!
 //! The controller hands such endpoints only to proxies that can use them: every request
 //! carries [`STRAIT_CONTEXT_KEY`]`:`[`STRAIT_CONTEXT_V1`] in its `context_token` (the JSON
 //! Linkerd's proxies send with their namespace and pod), and stock proxies, which lack it,
@@ -37,6 +44,9 @@ use crate::stream_header::{Authority, Protocol, Target};
 
 /// The metric label that marks an endpoint as a Strait gateway's proxy entry.
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
+/// The metric label giving the gateway proxy entry to dial for a remote endpoint
+/// (`ip:port`); the endpoint's own address is the remote endpoint's.
+pub const GATEWAY_VIA_LABEL: &str = "strait_gateway_via";
 /// The metric label giving an endpoint's failover tier (the controller's
 /// `discovery::model::TIER_LABEL`): the balancer sends to the lowest tier that has a
 /// usable endpoint. Without it an endpoint is tier 0.
@@ -77,6 +87,9 @@ pub struct Endpoint {
     /// For a gateway's proxy entry: where the remote gateway is to deliver (the
     /// `authority_override`, with the endpoint's identity; the protocol is the plan's).
     pub gateway: Option<Target>,
+    /// For a remote endpoint reached through a gateway's proxy entry: the entry to dial
+    /// (`addr` is then the remote endpoint's address, which `gateway` names).
+    pub via: Option<SocketAddr>,
     /// Linkerd's `authority_override` on any other endpoint (a Linkerd multicluster
     /// gateway): the service `name` and `port` its transport header must carry.
     pub authority_override: Option<(String, u16)>,
@@ -90,7 +103,11 @@ impl Endpoint {
 }
 
 /// The `strt` target of a marked endpoint: `authority_override` as `name:port`.
-fn gateway_target(authority: &str, identity: Option<&IdentityName>) -> Option<Target> {
+fn gateway_target(
+    authority: &str,
+    identity: Option<&IdentityName>,
+    endpoint: Option<IpAddr>,
+) -> Option<Target> {
     let (name, port) = authority.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
     Some(Target {
@@ -98,6 +115,7 @@ fn gateway_target(authority: &str, identity: Option<&IdentityName>) -> Option<Ta
         port,
         protocol: Protocol::Opaque,
         identity: identity.cloned(),
+        endpoint,
     })
 }
 
@@ -134,6 +152,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
     labels.extend(addr.metric_labels);
     let authority_override = addr.authority_override.map(|a| a.authority_override);
     let mut named = None;
+    let via = labels.remove(GATEWAY_VIA_LABEL);
     let gateway = match labels.remove(GATEWAY_ENTRY_LABEL).as_deref() {
         None => {
             named = authority_override.as_deref().and_then(|a| {
@@ -145,9 +164,10 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
         }
         Some(GATEWAY_ENTRY_V1) => {
             let authority = authority_override;
+            let endpoint = via.is_some().then_some(ip);
             let target = authority
                 .as_deref()
-                .and_then(|a| gateway_target(a, identity.as_ref()));
+                .and_then(|a| gateway_target(a, identity.as_ref(), endpoint));
             if target.is_none() {
                 // Dialing the entry with TLS would fail; leave the endpoint out instead.
                 tracing::warn!(%ip, %port, ?authority, "gateway entry endpoint without a usable authority_override; ignored");
@@ -160,6 +180,20 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
             return None;
         }
     };
+    let via = match via {
+        None => None,
+        Some(_) if gateway.is_none() => {
+            tracing::warn!(%ip, %port, "{GATEWAY_VIA_LABEL} on an endpoint that is not behind a gateway entry; ignored");
+            return None;
+        }
+        Some(v) => match v.parse::<SocketAddr>() {
+            Ok(entry) => Some(entry),
+            Err(_) => {
+                tracing::warn!(%ip, %port, via = v, "{GATEWAY_VIA_LABEL} is not an ip:port; endpoint ignored");
+                return None;
+            }
+        },
+    };
     Some(Endpoint {
         addr: SocketAddr::new(ip, port),
         weight: addr.weight.max(1),
@@ -168,6 +202,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
         opaque_transport_port,
         labels,
         gateway,
+        via,
         authority_override: named,
     })
 }

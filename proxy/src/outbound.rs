@@ -50,7 +50,9 @@ pub const CONNECT_TRIES: usize = 4;
 /// An endpoint behind a gateway's proxy entry (a mirror of a remote service) is the same
 /// in both modes: dial the entry, open a `strt` stream to the remote service, then mTLS
 /// with the remote workload's identity and a transport header whose port the remote
-/// gateway's acceptance fills in (HTTP goes as HTTP/2: the remote peer is meshed).
+/// gateway's acceptance fills in (HTTP goes as HTTP/2: the remote peer is meshed). A
+/// remote endpoint of its own ([`Endpoint::via`]) dials the entry it names, and its
+/// `strt` target names the endpoint.
 pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) -> ConnectPlan {
     if let Some(target) = &ep.gateway {
         let wire = if app == Wire::Opaque {
@@ -68,7 +70,7 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
             protocol: session_for(wire),
         });
         return ConnectPlan {
-            addr: ep.addr,
+            addr: ep.via.unwrap_or(ep.addr),
             tls: ep.identity.clone(),
             header,
             wire: if ep.identity.is_some() { wire } else { app },

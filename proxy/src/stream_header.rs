@@ -20,6 +20,7 @@
 //! ```text
 //! kind u8 (1 = open, 2 = probe, 3 = watch)
 //! open:  protocol u8 | port u16 | authority len u8 | authority | identity len u8 | identity
+//!        optional: endpoint len u8 (4 or 16) | endpoint address (IPv4 or IPv6)
 //! probe: nothing
 //! watch: resource u8 (1 = services, 2 = pods)
 //! ```
@@ -33,6 +34,12 @@
 //! `protocol` is 0 opaque, 1 HTTP/1, 2 HTTP/2. The authority is a DNS name or
 //! IPv4 literal (1–253 bytes, lowercase LDH labels). The identity (0 bytes = none)
 //! is the mesh identity the client expects of the server behind the gateway.
+//! The optional endpoint names one endpoint of the service, by its address in the
+//! accepting cluster: a client proxy that balances requests over a remote service's
+//! endpoints (their addresses come from the mirror) opens one stream per endpoint, and
+//! the accepting gateway delivers each to the endpoint it names while that endpoint is
+//! ready, else to any eligible one. An open without it encodes exactly as before the
+//! field existed.
 //!
 //! Reply body (version 1):
 //!
@@ -58,6 +65,7 @@
 //! than [`MAX_BODY_LEN`] is refused before it is buffered.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use strait_identity::IdentityName;
 
@@ -173,6 +181,9 @@ pub struct Target {
     pub protocol: Protocol,
     /// The identity the client expects of the server, if it said.
     pub identity: Option<IdentityName>,
+    /// The endpoint of the service to deliver to, by its address in the accepting
+    /// cluster, if the client balances over them itself (see the module docs).
+    pub endpoint: Option<IpAddr>,
 }
 
 impl fmt::Display for Target {
@@ -421,6 +432,9 @@ pub enum HeaderError {
         /// What was received (lossily decoded).
         identity: String,
     },
+    /// The endpoint address is neither 4 nor 16 bytes.
+    #[error("endpoint address must be 4 (IPv4) or 16 (IPv6) bytes, found {0}")]
+    BadEndpoint(usize),
     /// The refusal message is not UTF-8.
     #[error("refusal message is not UTF-8")]
     BadMessage,
@@ -457,6 +471,11 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
                     .as_ref()
                     .map_or(&[][..], |i| i.as_str().as_bytes()),
             );
+            match target.endpoint {
+                None => {}
+                Some(IpAddr::V4(ip)) => push_short(&mut body, &ip.octets()),
+                Some(IpAddr::V6(ip)) => push_short(&mut body, &ip.octets()),
+            }
         }
     }
     envelope(VERSION, &body, out);
@@ -511,11 +530,23 @@ pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
                             .map_err(|_| HeaderError::BadIdentity { identity: text })?,
                     )
                 };
+                let endpoint = if r.remaining() == 0 {
+                    None
+                } else {
+                    let ip = r.short("endpoint")?;
+                    Some(match <[u8; 4]>::try_from(ip) {
+                        Ok(v4) => IpAddr::from(v4),
+                        Err(_) => IpAddr::from(
+                            <[u8; 16]>::try_from(ip).map_err(|_| HeaderError::BadEndpoint(ip.len()))?,
+                        ),
+                    })
+                };
                 Request::Open(Target {
                     authority,
                     port,
                     protocol,
                     identity,
+                    endpoint,
                 })
             }
             other => return Err(HeaderError::UnknownKind(other)),
@@ -691,6 +722,7 @@ mod tests {
                     .parse()
                     .unwrap(),
             ),
+            endpoint: None,
         }
     }
 
@@ -733,6 +765,43 @@ mod tests {
         assert_eq!(d.version, VERSION);
         assert_eq!(d.consumed, frame_len);
         assert_eq!(&bytes[d.consumed..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn an_endpoint_hint_round_trips_and_its_absence_keeps_the_old_encoding() {
+        for ip in ["10.42.0.7", "fd00:5::7"] {
+            let request = Request::Open(Target {
+                endpoint: Some(ip.parse().unwrap()),
+                ..target()
+            });
+            let bytes = encoded(&request);
+            let Progress::Complete(d) = decode_request(&bytes).unwrap() else {
+                panic!("complete frame expected")
+            };
+            assert_eq!(d.frame, request);
+            assert_eq!(d.consumed, bytes.len());
+        }
+        // Without a hint the body ends at the identity, byte for byte as before.
+        let t = target();
+        let identity = t.identity.as_ref().unwrap().as_str().as_bytes();
+        let body = open_body(2, 8080, t.authority.as_str().as_bytes(), identity);
+        assert_eq!(encoded(&Request::Open(t)), raw(VERSION, &body));
+        // An address of any other length is refused, naming it.
+        for len in [0usize, 5, 15, 17] {
+            let mut b = body.clone();
+            b.push(len as u8);
+            b.extend(std::iter::repeat_n(1u8, len));
+            assert_eq!(decode_request(&raw(1, &b)), Err(HeaderError::BadEndpoint(len)));
+        }
+        let mut b = body.clone();
+        b.extend_from_slice(&[4, 10, 0]);
+        assert_eq!(
+            decode_request(&raw(1, &b)),
+            Err(HeaderError::Truncated {
+                field: "endpoint",
+                needed: 2
+            })
+        );
     }
 
     #[test]
@@ -912,8 +981,19 @@ mod tests {
                     identity: "not-an-identity".into(),
                 },
             ),
+            // A byte after the identity starts the optional endpoint: its length.
             (
                 raw(1, &[open_body(0, 80, b"a", id).as_slice(), b"x"].concat()),
+                HeaderError::Truncated {
+                    field: "endpoint",
+                    needed: usize::from(b'x'),
+                },
+            ),
+            (
+                raw(
+                    1,
+                    &[open_body(0, 80, b"a", id).as_slice(), &[4, 10, 0, 0, 7, 0]].concat(),
+                ),
                 HeaderError::TrailingBytes { extra: 1 },
             ),
         ];
@@ -1043,6 +1123,7 @@ mod tests {
             port: u16::MAX,
             protocol: Protocol::Opaque,
             identity: Some(identity),
+            endpoint: Some("fd00::1".parse().unwrap()),
         }));
         assert!(bytes.len() <= MAX_FRAME_LEN, "{}", bytes.len());
         assert!(matches!(decode_request(&bytes), Ok(Progress::Complete(_))));

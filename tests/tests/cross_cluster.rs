@@ -193,24 +193,39 @@ async fn east_with_myapp(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
     )
     .await;
-    meshed_pod(&east.store, "myapp-1", "myapp", "myapp", myapp_ip).await;
+    let east_proxy = myapp_pod(&east, id, dir, "myapp-1", myapp_ip, Duration::ZERO, tasks).await;
+    (east, east_proxy)
+}
+
+/// One more pod of east's myapp at `ip`: the pod, the demo server answering after
+/// `latency` (naming the pod), and its proxy.
+async fn myapp_pod(
+    east: &Cluster,
+    id: &LocalIdentity,
+    dir: &std::path::Path,
+    name: &str,
+    ip: IpAddr,
+    latency: Duration,
+    tasks: &mut Tasks,
+) -> strait_proxy::Bound {
+    meshed_pod(&east.store, name, "myapp", "myapp", ip).await;
     let demo = strait_topologies::demo::server::Server::new(strait_topologies::demo::server::ServerConfig {
         identity: strait_topologies::demo::Identity {
             name: "myapp".into(),
             version: "v1".into(),
             cluster: "east".into(),
-            pod: "myapp-1".into(),
+            pod: name.into(),
             namespace: "production".into(),
         },
+        latency,
         ..Default::default()
     })
     .unwrap();
-    let app = TcpListener::bind((myapp_ip, 8080)).await.unwrap();
+    let app = TcpListener::bind((ip, 8080)).await.unwrap();
     tasks.0.push(tokio::spawn(async move {
         let _ = demo.serve(app, std::future::pending()).await;
     }));
-    let east_proxy = proxy(&east, id, dir, "myapp-1", "myapp", myapp_ip, tasks).await;
-    (east, east_proxy)
+    proxy(east, id, dir, name, "myapp", ip, tasks).await
 }
 
 /// Gateway credentials issued by the mesh's issuer.
@@ -228,15 +243,26 @@ fn gateway_creds(id: &LocalIdentity) -> Credentials {
     }
 }
 
-/// Binds and starts a gateway; returns its QUIC, proxy-entry and Linkerd-entry addresses.
+/// Binds and starts a gateway; returns its QUIC, proxy-entry and Linkerd-entry addresses
+/// and its metrics.
 async fn gateway(
     config: GatewayConfig,
     creds: Credentials,
     resolver: Arc<dyn strait_gateway::Resolve>,
     tasks: &mut Tasks,
-) -> (SocketAddr, Vec<SocketAddr>, Option<SocketAddr>) {
+) -> (
+    SocketAddr,
+    Vec<SocketAddr>,
+    Option<SocketAddr>,
+    Arc<strait_gateway::metrics::Metrics>,
+) {
     let gw = Gateway::bind(config, creds, resolver).await.unwrap();
-    let addrs = (gw.quic_addr(), gw.proxy_entry_addrs(), gw.linkerd_entry_addr());
+    let addrs = (
+        gw.quic_addr(),
+        gw.proxy_entry_addrs(),
+        gw.linkerd_entry_addr(),
+        gw.metrics(),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let running = gw
         .start(async {
@@ -281,6 +307,70 @@ fn mirror_east(
         let _keep = (health_tx, _report_rx);
         strait_mirror::run_link(cfg, opts, remote, local, health, report, std::future::pending()).await;
     }));
+}
+
+/// East's gateway (its ingress resolving through east's Destination, delivering to
+/// proxies on 4143: explicit capture, nothing redirects at the pod); west, with its
+/// gateway linked to east and a proxy entry for the link; and west's mirror of east,
+/// pointing Strait proxies at the entry.
+async fn west_linked_to(east: &Cluster, id: &LocalIdentity, tasks: &mut Tasks) -> Linked {
+    // East's gateway: the ingress resolves through east's Destination and delivers to
+    // proxies on 4143 (explicit capture: nothing redirects at the pod).
+    let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
+    let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
+    let (east_quic, _, _, east_metrics) = gateway(
+        GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]),
+        gateway_creds(id),
+        Arc::new(resolver),
+        tasks,
+    )
+    .await;
+
+    // West: its gateway links to east and opens a proxy entry for the link.
+    let west = cluster(id, tasks).await;
+    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
+    cfg.links.push(LinkSpec {
+        name: "east".into(),
+        addr: east_quic,
+        identity: gw_id.clone(),
+    });
+    cfg.proxy_entries.push(ProxyEntry {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        link: "east".into(),
+    });
+    let (_, entries, _, _) = gateway(cfg, gateway_creds(id), Arc::new(StaticResolver::new()), tasks).await;
+    let entry = entries[0];
+
+    // West's mirror of east, pointing Strait proxies at the entry.
+    let opts = strait_mirror::MirrorOptions {
+        gateway_entries: [("east".to_string(), entry)].into(),
+        ..Default::default()
+    };
+    mirror_east(
+        SocketAddr::new(east_quic.ip(), 4143),
+        &gw_id,
+        opts,
+        east,
+        &west,
+        tasks,
+    );
+    Linked {
+        west,
+        entry,
+        gw_id,
+        east_gateway: east_metrics,
+    }
+}
+
+/// West, linked to east by [`west_linked_to`].
+struct Linked {
+    west: Cluster,
+    /// West's proxy entry for the link.
+    entry: SocketAddr,
+    /// Both gateways' identity.
+    gw_id: IdentityName,
+    /// East's gateway's metrics.
+    east_gateway: Arc<strait_gateway::metrics::Metrics>,
 }
 
 /// A GET over a fresh HTTP/1.1 connection: (status, body).
@@ -359,52 +449,11 @@ async fn scenario() {
     // East: myapp, exported, meshed, behind its proxy; the demo server is the app.
     let (east, east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
 
-    // East's gateway: the ingress resolves through east's Destination and delivers to
-    // proxies on 4143 (explicit capture: nothing redirects at the pod).
-    let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();
-    let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
-    let (east_quic, _, _) = gateway(
-        GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]),
-        gateway_creds(&id),
-        Arc::new(resolver),
-        &mut tasks,
-    )
-    .await;
-
-    // West: its gateway links to east and opens a proxy entry for the link.
-    let west = cluster(&id, &mut tasks).await;
-    let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
-    cfg.links.push(LinkSpec {
-        name: "east".into(),
-        addr: east_quic,
-        identity: gw_id.clone(),
-    });
-    cfg.proxy_entries.push(ProxyEntry {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        link: "east".into(),
-    });
-    let (_, entries, _) = gateway(
-        cfg,
-        gateway_creds(&id),
-        Arc::new(StaticResolver::new()),
-        &mut tasks,
-    )
-    .await;
-    let entry = entries[0];
-
-    // West's mirror of east, pointing Strait proxies at the entry.
-    let opts = strait_mirror::MirrorOptions {
-        gateway_entries: [("east".to_string(), entry)].into(),
-        ..Default::default()
-    };
-    mirror_east(
-        SocketAddr::new(east_quic.ip(), 4143),
-        &gw_id,
-        opts,
-        &east,
-        &west,
-        &mut tasks,
-    );
+    // East's gateway; west, its gateway linked to east with a proxy entry, and its
+    // mirror of east pointing Strait proxies at the entry.
+    let Linked {
+        west, entry, gw_id, ..
+    } = west_linked_to(&east, &id, &mut tasks).await;
 
     // A mirror of a service east does not have, as a stale or hand-made mirror would be.
     apply(
@@ -443,21 +492,26 @@ async fn scenario() {
     let annotations = mirror.unwrap().metadata.annotations.unwrap();
     assert_eq!(annotations["mirror.strait.io/gateway-entry"], entry.to_string());
     assert_eq!(annotations["mirror.strait.io/remote-identity"], MYAPP_ID);
+    assert_eq!(
+        annotations["mirror.strait.io/remote-endpoints"],
+        myapp_ip.to_string()
+    );
 
     // East's proxy authenticated the west client itself: the gateways only relayed.
     let (_, east_metrics) = http_get(east_proxy.admin, "/metrics").await;
     let inbound = [("direction", "inbound"), ("tls", "true"), ("client_id", WEB_ID)];
     let served = metric(&east_metrics, "request_total", &inbound);
     assert!(served.is_some_and(|n| n >= 5.0), "{east_metrics}");
-    // West's proxy dialed its gateway's entry and verified east's workload identity,
-    // not a gateway's.
+    // West's proxy verified east's workload identity, not a gateway's; its endpoint is
+    // east's pod (on the service port), reached through the entry: nothing listens at
+    // that address on port 80.
     let (_, west_metrics) = http_get(west_proxy.admin, "/metrics").await;
-    let entry_addr = entry.to_string();
+    let pod_addr = SocketAddr::new(myapp_ip, 80).to_string();
     let outbound = [
         ("direction", "outbound"),
         ("tls", "true"),
         ("server_id", MYAPP_ID),
-        ("target_addr", entry_addr.as_str()),
+        ("target_addr", pod_addr.as_str()),
     ];
     assert!(
         metric(&west_metrics, "request_total", &outbound).is_some_and(|n| n >= 5.0),
@@ -510,6 +564,151 @@ async fn scenario() {
         error.contains("unknown-target") && error.contains("ghost.production.svc.cluster.local:80"),
         "{error}"
     );
+
+    for stop in tasks.1.drain(..) {
+        let _ = stop.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_west_client_balances_requests_over_easts_pods_through_the_gateways() {
+    tokio::time::timeout(Duration::from_secs(90), balancing_scenario())
+        .await
+        .expect("the balancing scenario finished within 90s");
+}
+
+/// Two east pods behind one pair of gateways: the west proxy holds one endpoint per
+/// east pod (each dialed at the entry, its `strt` open naming the pod) and balances its
+/// requests over both, as it does over local pods. Each pod answers after 40 ms, more
+/// than the cost the balancer assumes of an endpoint it has not heard from yet, so
+/// requests do not stick to the first pod that answers.
+async fn balancing_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(
+        &dir.path().join("identity"),
+        &TrustDomain::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut tasks = Tasks::default();
+    let (web_ip, pod_ips) = (ip("127.46.5.2"), [ip("127.46.5.3"), ip("127.46.5.4")]);
+    let east = cluster(&id, &mut tasks).await;
+    apply(
+        &east.store,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+    )
+    .await;
+    let latency = Duration::from_millis(40);
+    let mut east_proxies = Vec::new();
+    for (n, pod_ip) in pod_ips.iter().enumerate() {
+        let name = format!("myapp-{}", n + 1);
+        east_proxies.push(myapp_pod(&east, &id, dir.path(), &name, *pod_ip, latency, &mut tasks).await);
+    }
+    let Linked {
+        west,
+        east_gateway,
+        entry,
+        ..
+    } = west_linked_to(&east, &id, &mut tasks).await;
+    meshed_pod(&west.store, "web-1", "web", "web", web_ip).await;
+    let west_proxy = proxy(&west, &id, dir.path(), "web-1", "web", web_ip, &mut tasks).await;
+    let pod_of = |body: &str| {
+        ["myapp-1", "myapp-2"]
+            .into_iter()
+            .find(|p| body.contains(&format!("\"pod\":\"{p}\"")))
+            .unwrap_or_else(|| panic!("an east pod answers: {body}"))
+            .to_string()
+    };
+
+    // The mirror lists both pods (it may list one first, while east's pods come up).
+    let want = format!("{},{}", pod_ips[0], pod_ips[1]);
+    let mut listed = None;
+    for _ in 0..200 {
+        let mirror: Option<k8s_openapi::api::core::v1::Service> =
+            west.store.get("production", "myapp-east").await.unwrap();
+        listed = mirror
+            .and_then(|m| m.metadata.annotations)
+            .and_then(|a| a.get("mirror.strait.io/remote-endpoints").cloned());
+        if listed.as_deref() == Some(want.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.as_deref(), Some(want.as_str()));
+
+    // East's gateway would deliver a stream that names no endpoint round robin, starting
+    // with myapp-1. So that only naming can put each stream on its pod: when the first
+    // request lands on myapp-1, one stream naming no endpoint takes the round robin's
+    // next turn (myapp-2) before the west proxy opens its second connection.
+    let (status, headers, body) = get_via(west_proxy.outbound, MIRROR).await;
+    assert_eq!(status, 200, "{headers:?} {body}");
+    let first = pod_of(&body);
+    if first == "myapp-1" {
+        let mut open = Vec::new();
+        strait_gateway::proto::header::encode_request(
+            &strait_gateway::proto::header::Request::Open(strait_gateway::Target {
+                authority: strait_gateway::Authority::new("myapp.production.svc.cluster.local").unwrap(),
+                port: 80,
+                protocol: strait_gateway::Protocol::Opaque,
+                identity: Some(MYAPP_ID.parse().unwrap()),
+                endpoint: None,
+            }),
+            &mut open,
+        );
+        let mut s = TcpStream::connect(entry).await.unwrap();
+        s.write_all(&open).await.unwrap();
+        let mut reply = [0u8; 7];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut reply))
+            .await
+            .expect("the entry's reply within 10s")
+            .unwrap();
+        assert_eq!(&reply[..4], b"strt");
+    }
+
+    // Rounds of 4 concurrent requests, each on its own client connection; the west
+    // proxy keeps one connection per east pod and picks per request.
+    let mut served: HashMap<String, usize> = HashMap::from([(first, 1)]);
+    for _ in 0..6 {
+        let round = (0..4).map(|_| get_via(west_proxy.outbound, MIRROR));
+        for (status, headers, body) in futures::future::join_all(round).await {
+            assert_eq!(status, 200, "{headers:?} {body}");
+            *served.entry(pod_of(&body)).or_default() += 1;
+        }
+    }
+    assert_eq!(served.values().sum::<usize>(), 25);
+    assert!(
+        served.len() == 2 && served.values().all(|n| *n >= 2),
+        "both east pods take requests: {served:?}"
+    );
+
+    // The west proxy counted each pod as its own endpoint, and each east proxy served
+    // (authenticating the west client) exactly the requests sent to its pod: east's
+    // gateway delivered each stream to the pod its `strt` open named.
+    let (_, west_metrics) = http_get(west_proxy.admin, "/metrics").await;
+    for (pod_ip, east_proxy) in pod_ips.iter().zip(&east_proxies) {
+        let target = SocketAddr::new(*pod_ip, 80).to_string();
+        let outbound = [
+            ("direction", "outbound"),
+            ("server_id", MYAPP_ID),
+            ("target_addr", target.as_str()),
+        ];
+        let sent = metric(&west_metrics, "request_total", &outbound);
+        assert!(sent.is_some_and(|n| n >= 2.0), "{target}: {west_metrics}");
+        let (_, east_metrics) = http_get(east_proxy.admin, "/metrics").await;
+        let inbound = [("direction", "inbound"), ("tls", "true"), ("client_id", WEB_ID)];
+        let served = metric(&east_metrics, "request_total", &inbound);
+        assert_eq!(served, sent, "{target}: {east_metrics}");
+    }
+    let gateway_metrics = east_gateway.render();
+    let named = |result: &str| {
+        metric(
+            &gateway_metrics,
+            "gateway_inbound_named_endpoint_streams_total",
+            &[("result", result)],
+        )
+    };
+    assert!(named("delivered").is_some_and(|n| n >= 2.0), "{gateway_metrics}");
+    assert_eq!(named("elsewhere"), Some(0.0), "{gateway_metrics}");
 
     for stop in tasks.1.drain(..) {
         let _ = stop.send(());
@@ -574,7 +773,7 @@ async fn stock_scenario() {
     let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
     let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
     cfg.linkerd_entry = Some(strait_gateway::LinkerdEntry::BesideQuic);
-    let (east_quic, _, tcp_entry) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
+    let (east_quic, _, tcp_entry, _) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
     let tcp_entry = tcp_entry.expect("the TCP entry is bound");
     assert_eq!(tcp_entry, east_quic);
 
@@ -587,15 +786,17 @@ async fn stock_scenario() {
     };
     mirror_east(east_quic, &gw_id, opts, &east, &west, &mut tasks);
 
-    // A Strait proxy (marked context token) is handed the proxy entry with east's
-    // workload identity ...
+    // A Strait proxy (marked context token) is handed east's pod behind the proxy
+    // entry, with east's workload identity ...
     let strait_token = strait_proxy::discovery::context_token("production", "web");
     let eps = first_endpoints(west.bound.destination, MIRROR, &strait_token).await;
     assert_eq!(eps.len(), 1);
     let e = &eps[0];
     let addr = e.addr.unwrap();
-    assert_eq!(addr.port, u32::from(strait_entry.port()));
+    let pod = SocketAddr::new(IpAddr::try_from(addr.ip.unwrap()).unwrap(), addr.port as u16);
+    assert_eq!(pod, SocketAddr::new(myapp_ip, 80));
     assert_eq!(e.metric_labels["strait_gateway_entry"], "strt-v1");
+    assert_eq!(e.metric_labels["strait_gateway_via"], strait_entry.to_string());
     let Some(tls_identity::Strategy::DnsLikeIdentity(name)) = e.tls_identity.clone().unwrap().strategy else {
         panic!("a DNS-like identity expected")
     };
@@ -709,7 +910,7 @@ async fn linkerd_endpoint_scenario() {
     let resolver = DestinationResolver::new(&east.bound.destination.to_string(), Some(4143)).unwrap();
     let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
     cfg.linkerd_entry = Some(strait_gateway::LinkerdEntry::BesideQuic);
-    let (east_gw, _, tcp_entry) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
+    let (east_gw, _, tcp_entry, _) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
     assert_eq!(tcp_entry, Some(east_gw));
 
     let west = cluster(&id, &mut tasks).await;

@@ -406,6 +406,7 @@ pub fn parse_egress(value: &str) -> Result<EgressRoute, String> {
             port,
             protocol: Protocol::Opaque,
             identity: None,
+            endpoint: None,
         },
     })
 }

@@ -16,7 +16,11 @@
 //! same `authority_override`, and the metric label
 //! [`GATEWAY_ENTRY_LABEL`]`=`[`GATEWAY_ENTRY_V1`], which tells a Strait proxy to open a
 //! `strt` stream first. That endpoint is present while any remote-gateway endpoint is
-//! ready, so the gateway probe still decides readiness.
+//! ready, so the gateway probe still decides readiness. When the mirror also lists the
+//! remote endpoints (`mirror.strait.io/remote-endpoints`), a Strait proxy gets one
+//! endpoint per remote address instead, each labelled [`GATEWAY_VIA_LABEL`] with the
+//! entry to dial ([`behind_entry`]), so its balancer spreads requests over the remote
+//! pods as it does over local ones.
 //!
 //! Only Strait proxies get the entry endpoint: they mark themselves in the request's
 //! `context_token` (`"strait":"v1"`, see [`Caller`]); a stock linkerd2-proxy cannot speak
@@ -54,6 +58,9 @@ pub use crate::pods::{DEFAULT_PROXY_INBOUND_PORT, PodInfo, PodMap};
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
 /// The marker's value: the entry speaks `strt` v1.
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
+/// The metric label giving the entry to dial when an endpoint's address is a remote
+/// endpoint's (the proxy crate's `discovery::GATEWAY_VIA_LABEL`).
+pub const GATEWAY_VIA_LABEL: &str = "strait_gateway_via";
 /// The metric label giving an endpoint's failover tier (the proxy crate's
 /// `discovery::TIER_LABEL`): a Strait proxy balances over the lowest tier with a usable
 /// endpoint. Endpoints without it are tier 0 (local).
@@ -114,6 +121,9 @@ pub struct ServiceInfo {
     /// For a gateway-mode mirror: the remote workloads' identity
     /// (`mirror.strait.io/remote-identity`).
     pub remote_identity: Option<String>,
+    /// For a gateway-mode mirror: the remote endpoints' addresses
+    /// (`mirror.strait.io/remote-endpoints`), possibly none.
+    pub remote_endpoints: Vec<IpAddr>,
     /// For a federated Service (`<svc>-federated`, see [`resolve`]): its local member
     /// (`multicluster.linkerd.io/local-discovery`), if any.
     pub local_discovery: Option<String>,
@@ -160,11 +170,22 @@ impl ServiceInfo {
             remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
             gateway_entry: annotation(labels::mirror::GATEWAY_ENTRY).and_then(|a| a.parse().ok()),
             remote_identity: annotation(labels::mirror::REMOTE_IDENTITY),
+            remote_endpoints: addresses(annotation(labels::mirror::REMOTE_ENDPOINTS)),
             local_discovery: annotation(labels::mirror::LOCAL_DISCOVERY),
             federated: annotation(labels::mirror::LOCAL_DISCOVERY).is_some()
                 || annotation(labels::mirror::REMOTE_DISCOVERY).is_some(),
         })
     }
+}
+
+/// The addresses of a `mirror.strait.io/remote-endpoints` value; entries that are not
+/// addresses are skipped (the mirror writes it; a hand-edited value loses only them).
+fn addresses(value: Option<String>) -> Vec<IpAddr> {
+    value
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
 }
 
 fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Vec<(u16, u16)> {
@@ -221,6 +242,8 @@ pub struct RemoteMember {
     pub entry: Option<SocketAddr>,
     /// The remote workloads' identity (`mirror.strait.io/remote-identity`).
     pub identity: Option<String>,
+    /// The remote endpoints' addresses (`mirror.strait.io/remote-endpoints`).
+    pub endpoints: Vec<IpAddr>,
 }
 
 impl RemoteMember {
@@ -238,6 +261,7 @@ impl RemoteMember {
             fq_name: get(labels::mirror::REMOTE_SVC_FQ_NAME)?,
             entry: get(labels::mirror::GATEWAY_ENTRY).and_then(|e| e.parse().ok()),
             identity: get(labels::mirror::REMOTE_IDENTITY),
+            endpoints: addresses(get(labels::mirror::REMOTE_ENDPOINTS)),
         })
     }
 }
@@ -373,7 +397,8 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
         && let Some(entry) = gateway_entry(svc, port)
         && !out.is_empty()
     {
-        return Resolution::Endpoints(Arc::new([(entry.addr, entry)].into()));
+        let eps = behind_entry(entry, &svc.remote_endpoints, port);
+        return Resolution::Endpoints(Arc::new(eps.map(|e| (e.addr, e)).collect()));
     }
     Resolution::Endpoints(Arc::new(out))
 }
@@ -423,17 +448,19 @@ fn federated(
             && let (Some(entry), Some(identity)) = (member.entry, &member.identity)
         {
             labels.insert(GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string());
-            out.insert(
-                entry,
-                Endpoint {
-                    addr: entry,
-                    labels,
-                    identity: Some(identity.clone()),
-                    h2: true,
-                    opaque_transport_port: None,
-                    authority_override,
-                },
-            );
+            let at_entry = Endpoint {
+                addr: entry,
+                labels,
+                identity: Some(identity.clone()),
+                h2: true,
+                opaque_transport_port: None,
+                authority_override,
+            };
+            // A remote address equal to one already here (clusters with overlapping pod
+            // ranges) is left out: local endpoints keep their place.
+            for e in behind_entry(at_entry, &member.endpoints, port) {
+                out.entry(e.addr).or_insert(e);
+            }
             continue;
         }
         for ip in ready {
@@ -474,6 +501,26 @@ fn gateway_entry(svc: &ServiceInfo, service_port: u16) -> Option<Endpoint> {
         opaque_transport_port: None,
         authority_override: Some(format!("{remote}:{service_port}")),
     })
+}
+
+/// A Strait caller's endpoints behind a gateway's proxy entry (`at_entry`, addressed at
+/// the entry): one per remote endpoint address, at that address on the service port,
+/// with [`GATEWAY_VIA_LABEL`] naming the entry to dial; the entry itself when the mirror
+/// lists no remote endpoint (an older remote gateway's catalog, or no ready pod).
+fn behind_entry(
+    at_entry: Endpoint,
+    remote: &[IpAddr],
+    service_port: u16,
+) -> impl Iterator<Item = Endpoint> + '_ {
+    let whole = remote.is_empty().then(|| at_entry.clone());
+    let entry = at_entry.addr.to_string();
+    let each = remote.iter().map(move |ip| {
+        let mut e = at_entry.clone();
+        e.addr = SocketAddr::new(*ip, service_port);
+        e.labels.insert(GATEWAY_VIA_LABEL.to_string(), entry.clone());
+        e
+    });
+    whole.into_iter().chain(each)
 }
 
 /// The endpoint of a service whose DNS hostname is `hostname` (a StatefulSet pod,

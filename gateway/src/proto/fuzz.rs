@@ -64,6 +64,11 @@ fn random_request(rng: &mut Rng) -> Request {
         port: 1 + rng.below(65535) as u16,
         protocol,
         identity,
+        endpoint: match rng.below(3) {
+            0 => None,
+            1 => Some(std::net::Ipv4Addr::from(rng.next() as u32).into()),
+            _ => Some(std::net::Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next())).into()),
+        },
     })
 }
 

@@ -186,6 +186,7 @@ pub fn target(authority: &str, port: u16) -> Target {
         port,
         protocol: Protocol::Opaque,
         identity: None,
+        endpoint: None,
     }
 }
 

@@ -36,7 +36,9 @@ fn pod(ns: &str, name: &str, meshed: bool) -> Pod {
         "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
         "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app:1",
                  "env": [{"name": "TOKEN", "value": "hunter2"}]}]},
-        "status": {"phase": "Running", "podIP": "10.0.0.7"},
+        "status": {"phase": "Running", "podIP": "10.0.0.7", "hostIP": "10.1.0.3",
+                   "conditions": [{"type": "Ready", "status": "True"},
+                                  {"type": "PodScheduled", "status": "True", "message": "node-secret-9"}]},
     }))
     .unwrap()
 }
@@ -94,13 +96,29 @@ fn oversized_and_foreign_frames_are_errors() {
 }
 
 #[test]
-fn only_meshed_pods_leave_the_cluster_and_only_what_names_their_identity() {
+fn only_meshed_pods_leave_the_cluster_and_only_what_names_their_identity_and_endpoint() {
     assert_eq!(project_pod(&pod("a", "plain", false)), None);
     let p = project_pod(&pod("a", "meshed", true)).expect("meshed pods are in the catalog");
     let text = serde_json::to_string(&p).unwrap();
-    for secret in ["hunter2", "10.0.0.7", "app:1", "do not leak"] {
+    for secret in [
+        "hunter2",
+        "10.1.0.3",
+        "app:1",
+        "do not leak",
+        "node-secret-9",
+        "PodScheduled",
+    ] {
         assert!(!text.contains(secret), "{secret:?} leaked: {text}");
     }
+    // Its address and readiness: a linked cluster's proxies balance over its endpoints.
+    let status = p.status.as_ref().unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
+    let conditions = status.conditions.as_ref().unwrap();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(
+        (conditions[0].type_.as_str(), conditions[0].status.as_str()),
+        ("Ready", "True")
+    );
     assert_eq!(p.metadata.name.as_deref(), Some("meshed"));
     assert_eq!(p.metadata.labels.as_ref().unwrap()["app"], "web");
     assert_eq!(
@@ -231,7 +249,12 @@ async fn a_gateway_store_follows_the_targets_services_and_meshed_pods() {
         panic!("a full list first")
     };
     assert_eq!(names(&all), ["p1"]);
-    assert!(all[0].status.as_ref().unwrap().pod_ip.is_none());
+    let status = all[0].status.as_ref().unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"), "its endpoint address");
+    assert!(
+        all[0].spec.as_ref().unwrap().containers.is_empty(),
+        "no containers"
+    );
     east.apply(vec![pod("web", "p1", false).into_object()])
         .await
         .unwrap();

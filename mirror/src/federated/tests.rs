@@ -43,12 +43,15 @@ fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
     let entry: SocketAddr = "127.0.0.1:4150".parse().unwrap();
     LinkMembers {
         services: link_members(&link, services),
-        identities: services
+        workloads: services
             .iter()
             .map(|s| {
                 (
                     reconcile::ns_name(&s.metadata),
-                    format!("myapp.production.serviceaccount.identity.linkerd.{cluster}"),
+                    reconcile::RemoteWorkload {
+                        identity: format!("myapp.production.serviceaccount.identity.linkerd.{cluster}"),
+                        endpoints: vec![],
+                    },
                 )
             })
             .collect(),

@@ -223,7 +223,10 @@ fn selection_modes_and_skips() {
     let svc = remote("production", "a", Some("remote-discovery"), "1");
     let identities = BTreeMap::from([(
         ("production".to_string(), "a".to_string()),
-        "a.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+        RemoteWorkload {
+            identity: "a.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+            endpoints: vec!["10.42.0.7".parse().unwrap(), "10.42.0.8".parse().unwrap()],
+        },
     )]);
     let entry = Gateway {
         entry: Some("127.0.0.1:4150".parse().unwrap()),
@@ -245,6 +248,7 @@ fn selection_modes_and_skips() {
         sann["mirror.strait.io/remote-identity"],
         "a.production.serviceaccount.identity.linkerd.cluster.local"
     );
+    assert_eq!(sann["mirror.strait.io/remote-endpoints"], "10.42.0.7,10.42.0.8");
     assert_eq!(
         sann["mirror.linkerd.io/remote-svc-fq-name"],
         "a.production.svc.cluster.local"
@@ -470,15 +474,67 @@ fn the_remote_identity_comes_from_the_selected_meshed_pods_service_account() {
         ),
     ];
     for (pods, want) in cases {
-        assert_eq!(remote_identity(&l, &svc, &pods), want, "{pods:?}");
+        let got = remote_workload(&l, &svc, &pods).map(|w| w.identity);
+        assert_eq!(got, want, "{pods:?}");
     }
     // No selector, no identity.
     let mut bare = svc.clone();
     bare.spec.as_mut().unwrap().selector = None;
     assert_eq!(
-        remote_identity(&l, &bare, &[pod("a", "myapp", "myapp", true, "Running")]),
+        remote_workload(&l, &bare, &[pod("a", "myapp", "myapp", true, "Running")]),
         None
     );
+}
+
+#[test]
+fn the_remote_endpoints_are_the_ready_addresses_of_the_chosen_identity() {
+    let l = link();
+    let svc = remote("production", "myapp", Some("true"), "1");
+    let at = |mut p: Pod, ip: &str, ready: Option<&str>| {
+        let status = p.status.as_mut().unwrap();
+        status.pod_ip = Some(ip.to_string());
+        status.conditions =
+            ready.map(|r| vec![serde_json::from_value(json!({"type": "Ready", "status": r})).unwrap()]);
+        p
+    };
+    let pods = vec![
+        at(pod("a", "myapp", "myapp", true, "Running"), "10.42.0.8", None),
+        at(
+            pod("b", "myapp", "myapp", true, "Running"),
+            "10.42.0.7",
+            Some("True"),
+        ),
+        // Not ready by its condition, or not running without one: left out.
+        at(
+            pod("c", "myapp", "myapp", true, "Running"),
+            "10.42.0.9",
+            Some("False"),
+        ),
+        at(pod("d", "myapp", "myapp", true, "Pending"), "10.42.0.10", None),
+        // No address yet, or another identity than the one chosen: left out.
+        pod("e", "myapp", "myapp", true, "Running"),
+        at(pod("f", "other", "myapp", true, "Running"), "10.42.0.11", None),
+    ];
+    let w = remote_workload(&l, &svc, &pods).unwrap();
+    assert_eq!(
+        w.identity,
+        "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+    );
+    let want: Vec<std::net::IpAddr> = vec!["10.42.0.7".parse().unwrap(), "10.42.0.8".parse().unwrap()];
+    assert_eq!(w.endpoints, want, "sorted, ready, of the chosen identity");
+    // The list is bounded.
+    let many: Vec<Pod> = (0..MAX_REMOTE_ENDPOINTS + 5)
+        .map(|i| {
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            at(
+                pod(&format!("p{i}"), "myapp", "myapp", true, "Running"),
+                &ip,
+                None,
+            )
+        })
+        .collect();
+    let w = remote_workload(&l, &svc, &many).unwrap();
+    assert_eq!(w.endpoints.len(), MAX_REMOTE_ENDPOINTS);
 }
 
 #[test]
@@ -491,15 +547,18 @@ fn mirrors_name_the_gateway_entry_and_remote_identity_when_both_are_known() {
         .as_mut()
         .unwrap()
         .insert("mirror.strait.io/gateway-entry".into(), "10.9.9.9:1".into());
-    let ids = BTreeMap::from([(
+    let mut ids = BTreeMap::from([(
         ("production".to_string(), "myapp".to_string()),
-        "myapp.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+        RemoteWorkload {
+            identity: "myapp.production.serviceaccount.identity.linkerd.cluster.local".to_string(),
+            endpoints: vec![],
+        },
     )]);
     let entry_gw = Gateway {
         entry: Some("127.0.0.1:4180".parse().unwrap()),
         ..gw(true)
     };
-    let ann = |ids: &BTreeMap<NsName, String>, g: &Gateway| {
+    let ann = |ids: &BTreeMap<NsName, RemoteWorkload>, g: &Gateway| {
         let p = plan(&l, [&svc], ids, &view(&["production"]), g, None);
         let mirror = p
             .apply
@@ -517,6 +576,13 @@ fn mirrors_name_the_gateway_entry_and_remote_identity_when_both_are_known() {
         a["mirror.strait.io/remote-identity"],
         "myapp.production.serviceaccount.identity.linkerd.cluster.local"
     );
+    // No known endpoint, no list (the entry alone); with some, the list.
+    assert!(!a.contains_key("mirror.strait.io/remote-endpoints"), "{a:?}");
+    for w in ids.values_mut() {
+        w.endpoints = vec!["10.42.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
+    }
+    let a = ann(&ids, &entry_gw);
+    assert_eq!(a["mirror.strait.io/remote-endpoints"], "10.42.0.7,fd00::7");
     for (ids, g) in [(&BTreeMap::new(), &entry_gw), (&ids, &gw(true))] {
         let a = ann(ids, g);
         assert!(!a.keys().any(|k| k.starts_with("mirror.strait.io/")), "{a:?}");

@@ -181,6 +181,55 @@ fn gateway_entry_endpoints_carry_their_strt_target() {
 }
 
 #[test]
+fn remote_endpoints_behind_an_entry_dial_it_and_name_themselves() {
+    let remote = |ip: [u8; 4], via: &str| {
+        let mut a = meshed(ip, 80, "");
+        a.metric_labels = [
+            (GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string()),
+            (GATEWAY_VIA_LABEL.to_string(), via.to_string()),
+        ]
+        .into();
+        a.authority_override = Some(pb::AuthorityOverride {
+            authority_override: "myapp.production.svc.cluster.local:80".into(),
+        });
+        a
+    };
+    let r = apply(
+        &Resolution::Pending,
+        add(vec![
+            remote([10, 42, 0, 7], "127.0.0.9:4180"),
+            remote([10, 42, 0, 8], "127.0.0.9:4180"),
+        ]),
+    );
+    let Resolution::Endpoints(e) = &r else {
+        panic!("endpoints expected")
+    };
+    assert_eq!(e.len(), 2, "one endpoint per remote address: {e:?}");
+    for (addr, ep) in e.iter() {
+        assert_eq!(ep.via, Some("127.0.0.9:4180".parse().unwrap()));
+        let target = ep.gateway.as_ref().expect("a gateway target");
+        assert_eq!(target.endpoint, Some(addr.ip()));
+        assert!(!ep.labels.contains_key(GATEWAY_VIA_LABEL), "{:?}", ep.labels);
+    }
+    // Removing one by its address leaves the other (Linkerd's remove-by-address).
+    let r = apply(
+        &r,
+        pb::Update {
+            update: Some(U::Remove(pb::AddrSet {
+                addrs: vec![addr([10, 42, 0, 7], 80)],
+            })),
+        },
+    );
+    assert_eq!(eps(&r).len(), 1);
+    // A via that is not an address, or on an endpoint with no entry marker, is left out.
+    let mut bare = meshed([10, 42, 0, 9], 80, "");
+    bare.metric_labels = [(GATEWAY_VIA_LABEL.to_string(), "127.0.0.9:4180".to_string())].into();
+    for bad in [remote([10, 42, 0, 9], "entry:4180"), bare] {
+        assert_eq!(eps(&apply(&Resolution::Pending, add(vec![bad]))), vec![]);
+    }
+}
+
+#[test]
 fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
     use strait_controller::discovery::model;
     assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);

@@ -15,6 +15,7 @@ fn ep(meshed: bool, h2: bool, opaque: Option<u16>) -> Endpoint {
         opaque_transport_port: opaque,
         labels: BTreeMap::new(),
         gateway: None,
+        via: None,
         authority_override: None,
     }
 }
@@ -133,6 +134,7 @@ fn gateway_entry_plans_open_a_stream_then_mtls_with_a_header_in_both_modes() {
         port: 80,
         protocol: Protocol::Opaque,
         identity: ep(true, true, None).identity,
+        endpoint: None,
     };
     let entry = Endpoint {
         addr: "127.0.0.9:4180".parse().unwrap(),
@@ -181,6 +183,22 @@ fn gateway_entry_plans_open_a_stream_then_mtls_with_a_header_in_both_modes() {
         let target = p.gateway.expect("a strt target");
         assert_eq!((target.protocol, target.port), (strt, 80));
         assert_eq!(target.authority, remote.authority);
+    }
+    // A remote endpoint of its own: dial the entry it names; the target names it.
+    let remote_ep = Endpoint {
+        addr: "10.42.0.7:80".parse().unwrap(),
+        via: Some(entry.addr),
+        gateway: Some(Target {
+            endpoint: Some("10.42.0.7".parse().unwrap()),
+            ..remote.clone()
+        }),
+        ..ep(true, true, None)
+    };
+    for capture in [Capture::Explicit, Capture::Transparent] {
+        let p = plan(capture, &remote_ep, Wire::Http1, 4143);
+        assert_eq!(p.addr, entry.addr, "the entry, not the remote address");
+        let target = p.gateway.expect("a strt target");
+        assert_eq!(target.endpoint, Some("10.42.0.7".parse().unwrap()));
     }
 }
 

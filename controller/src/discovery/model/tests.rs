@@ -251,6 +251,67 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
 }
 
 #[test]
+fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_the_entry() {
+    let world = |endpoints: &str, ready: bool| {
+        let s = svc(json!({
+            "metadata": {"name": "myapp-east", "namespace": "production", "annotations": {
+                "mirror.linkerd.io/remote-gateway-identity":
+                    "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+                "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
+                "mirror.strait.io/remote-identity": "myapp.production.serviceaccount.identity.linkerd.cluster.local",
+                "mirror.strait.io/gateway-entry": "127.0.0.1:4180",
+                "mirror.strait.io/remote-endpoints": endpoints}},
+            "spec": {"clusterIP": "198.18.1.11", "ports": [{"name": "http", "port": 80}]}
+        }));
+        let sl = SliceInfo::from_slice(
+            &serde_json::from_value(json!({
+                "metadata": {"name": "myapp-east-gateway", "namespace": "production",
+                             "labels": {"kubernetes.io/service-name": "myapp-east"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 4143}],
+                "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        World {
+            services: [(id("myapp-east"), s)].into(),
+            slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
+            pods: PodMap::default(),
+        }
+    };
+    // A bad entry in the list is skipped; the others stand.
+    let w = world("10.42.0.7,bogus, 10.42.0.8", true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
+    let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(addrs, ["10.42.0.7:80", "10.42.0.8:80"]);
+    for e in &eps {
+        assert_eq!(e.labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
+        assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
+        assert_eq!(
+            e.identity.as_deref(),
+            Some("myapp.production.serviceaccount.identity.linkerd.cluster.local")
+        );
+        assert_eq!(
+            e.authority_override.as_deref(),
+            Some("myapp.production.svc.cluster.local:80")
+        );
+    }
+    // The gateway's probe still decides readiness for all of them.
+    let w = world("10.42.0.7,10.42.0.8", false);
+    assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait)).is_empty());
+    // A stock proxy still gets Linkerd's remote gateway; an empty list, the entry itself.
+    let w = world("10.42.0.7", true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Linkerd));
+    assert_eq!(eps[0].addr.to_string(), "198.18.16.2:4143");
+    let w = world("", true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].addr.to_string(), "127.0.0.1:4180");
+    assert!(!eps[0].labels.contains_key(GATEWAY_VIA_LABEL));
+}
+
+#[test]
 fn callers_mark_themselves_in_the_context_token() {
     let cases = [
         (
@@ -392,6 +453,44 @@ fn a_federated_service_answers_local_endpoints_and_remote_members_through_the_ga
     let eps = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Linkerd));
     let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
     assert_eq!(addrs, ["198.18.0.5:8080", "198.18.16.2:4143", "198.18.32.2:4143"]);
+}
+
+#[test]
+fn a_federated_members_remote_endpoints_join_local_ones_and_never_displace_them() {
+    let mut w = federated_world(true, true);
+    w.slices
+        .get_mut(&id("myapp-federated"))
+        .and_then(|s| s.get_mut("myapp-federated-east"))
+        .and_then(|s| s.remote.as_mut())
+        .unwrap()
+        .endpoints = vec!["198.18.0.5".parse().unwrap(), "10.42.0.7".parse().unwrap()];
+    let eps = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Strait));
+    let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(
+        addrs,
+        [
+            "10.42.0.7:80",
+            "198.18.0.5:80",
+            "198.18.0.5:8080",
+            "198.18.32.2:4143"
+        ]
+    );
+    for remote in [&eps[0], &eps[1]] {
+        assert_eq!(remote.labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
+        assert_eq!(remote.labels[TIER_LABEL], TIER_REMOTE);
+    }
+    // West's pod listening on 80 too: east's endpoint at the same address (clusters
+    // whose pod ranges overlap) is left out, and the local pod keeps its place.
+    w.slices
+        .get_mut(&id("myapp"))
+        .and_then(|s| s.get_mut("myapp-abc"))
+        .unwrap()
+        .ports = [(None, 80)].into();
+    let eps = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::Strait));
+    let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(addrs, ["10.42.0.7:80", "198.18.0.5:80", "198.18.32.2:4143"]);
+    assert!(!eps[1].labels.contains_key(TIER_LABEL), "{:?}", eps[1].labels);
+    assert!(!eps[1].labels.contains_key(GATEWAY_VIA_LABEL));
 }
 
 #[test]
