@@ -1283,12 +1283,40 @@ fn a_federated_service_fails_over_under_load_within_a_second() {
     run.wait("both remote members to be ready", Duration::from_secs(20), |r| {
         ready(r, "myapp-federated-east") && ready(r, "myapp-federated-central")
     });
+    // Each remote member lists its two pods, so west's proxies balance over them (and a
+    // dead gateway takes both down at once).
+    let listed = |r: &Run, slice: &str| {
+        let out = r.cli(&[
+            "--cluster",
+            "west",
+            "get",
+            "endpointslice",
+            slice,
+            "-n",
+            "production",
+            "-o",
+            "json",
+        ]);
+        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null);
+        let list = v["metadata"]["annotations"]["mirror.strait.io/remote-endpoints"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        list.split(',')
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .count()
+    };
+    run.wait(
+        "each remote member to list its two pods",
+        Duration::from_secs(20),
+        |r| listed(r, "myapp-federated-east") == 2 && listed(r, "myapp-federated-central") == 2,
+    );
 
     // 1. Every local endpoint dies (the pod's app and proxy, SIGKILL) under 1000 RPS.
     let load = Load::for_binary();
     let (report, killed) = federated_load(&run, load, || {
         let (at, n) = kill_recorded(&run, "west_production_myapp-");
-        assert_eq!(n, 2, "west's myapp pod is an app and a proxy");
+        assert_eq!(n, 4, "west's two myapp pods, each an app and a proxy");
         at
     });
     let local = failover_of(&report, killed, &["east", "central"]);

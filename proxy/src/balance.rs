@@ -419,11 +419,30 @@ impl<T: Send + Sync + 'static> Balancer<T> {
     }
 }
 
+/// Marks down every endpoint of `list` reached through the gateway proxy entry `via`
+/// (remote endpoints of one linked cluster); returns how many.
+pub fn mark_down_via<T>(list: &[Arc<Balanced<T>>], via: SocketAddr) -> usize {
+    let mut marked = 0;
+    for b in list.iter().filter(|b| b.endpoint.via == Some(via)) {
+        b.mark_down();
+        marked += 1;
+    }
+    marked
+}
+
 /// Every endpoint of a balancer is excluded (failure accrual ejected them all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllExcluded;
 
 impl<T: Send + Sync + 'static> Balancer<T> {
+    /// Marks down every endpoint reached through the gateway proxy entry `via`, when the
+    /// path through it failed as a whole (its link is down, the entry is gone): the other
+    /// remote endpoints behind it would fail the same way, so picks move on to another
+    /// cluster or tier at once instead of trying them one by one. Returns how many.
+    pub fn mark_down_via(&self, via: SocketAddr) -> usize {
+        mark_down_via(&self.list(), via)
+    }
+
     /// Like [`Balancer::pick`], among the endpoints `usable` admits; `Err` when there are
     /// endpoints and `usable` admits none.
     pub async fn pick_where(
@@ -534,6 +553,34 @@ mod tests {
 
     fn within(seen: &[u16], allowed: &[u16]) -> bool {
         !seen.is_empty() && seen.iter().all(|p| allowed.contains(p))
+    }
+
+    #[test]
+    fn a_failed_gateway_path_takes_down_every_endpoint_behind_it() {
+        let entry = |port: u16| SocketAddr::from(([127, 0, 0, 9], port));
+        let behind = |port: u16, via: u16| {
+            let b = balanced(port, true);
+            let mut endpoint = b.endpoint.clone();
+            endpoint.via = Some(entry(via));
+            Arc::new(Balanced::new(endpoint, ()))
+        };
+        // East's three pods behind one entry, central's two behind another, one local.
+        let list = vec![
+            balanced(1, false),
+            behind(11, 4180),
+            behind(12, 4180),
+            behind(13, 4180),
+            behind(21, 4181),
+            behind(22, 4181),
+        ];
+        list[0].mark_down();
+        assert_eq!(mark_down_via(&list, entry(4180)), 3);
+        assert!(
+            within(&picks(&list, |_| true), &[21, 22]),
+            "central takes over at once"
+        );
+        assert!(!list[4].is_down() && !list[5].is_down());
+        assert_eq!(mark_down_via(&list, entry(4199)), 0);
     }
 
     #[test]

@@ -118,6 +118,24 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether this failure to reach an endpoint behind the gateway proxy entry `via`
+    /// condemns the path through that entry as a whole (the entry is unreachable, its
+    /// link is down, or the remote cluster cannot serve the target) rather than the one
+    /// remote endpoint (the remote gateway could not connect to it, or it failed TLS).
+    pub fn fails_gateway_path(&self, via: SocketAddr) -> bool {
+        match self {
+            Self::Unreachable { addr, .. } | Self::ConnectTimeout(addr) => *addr == via,
+            Self::GatewayRefused { addr, reason, .. } => {
+                *addr == via
+                    && !matches!(
+                        reason,
+                        RefusalReason::ConnectFailed | RefusalReason::IdentityMismatch
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// The status Linkerd answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -718,6 +736,49 @@ mod tests {
         assert_eq!(req.uri().to_string(), "/path?q=1");
         assert_eq!(req.headers()["host"], "myapp.production.svc.cluster.local:80");
         assert!(req.headers().get(ORIG_PROTO).is_none());
+    }
+
+    #[test]
+    fn only_failures_of_the_entry_or_link_condemn_the_gateway_path() {
+        let via: SocketAddr = "127.0.0.9:4180".parse().unwrap();
+        let other: SocketAddr = "127.0.0.9:4181".parse().unwrap();
+        let refused = |addr, reason| ProxyError::GatewayRefused {
+            addr,
+            target: "myapp.production.svc.cluster.local:80".into(),
+            reason,
+            message: String::new(),
+        };
+        let unreachable = |addr| ProxyError::Unreachable {
+            addr,
+            reason: "refused".into(),
+        };
+        let path_wide = [
+            unreachable(via),
+            ProxyError::ConnectTimeout(via),
+            refused(via, RefusalReason::LinkDown),
+            refused(via, RefusalReason::ShuttingDown),
+            refused(via, RefusalReason::NoEndpoints),
+            refused(via, RefusalReason::UnknownTarget),
+        ];
+        for e in path_wide {
+            assert!(e.fails_gateway_path(via), "{e}");
+            assert!(!e.fails_gateway_path(other), "another entry: {e}");
+        }
+        // The remote gateway reached the link but not this endpoint: only it is down.
+        let endpoint_only = [
+            refused(via, RefusalReason::ConnectFailed),
+            refused(via, RefusalReason::IdentityMismatch),
+            ProxyError::Tls {
+                addr: via,
+                identity: "myapp.production.serviceaccount.identity.linkerd.cluster.local"
+                    .parse()
+                    .unwrap(),
+                reason: "bad certificate".into(),
+            },
+        ];
+        for e in endpoint_only {
+            assert!(!e.fails_gateway_path(via), "{e}");
+        }
     }
 
     #[test]

@@ -548,6 +548,12 @@ impl Outbound {
                 Err(e) => e,
             };
             ep.mark_down();
+            if let Some(via) = ep.endpoint.via
+                && err.fails_gateway_path(via)
+            {
+                let down = concrete.balancer.mark_down_via(via);
+                tracing::info!(entry = %via, endpoints = down, error = %err, "gateway path failed; its remote endpoints are down");
+            }
             tried += 1;
             tracing::info!(endpoint = %ep.endpoint.addr, error = %err, "cannot connect; trying another endpoint");
             if tried >= CONNECT_TRIES {
