@@ -1265,7 +1265,7 @@ fn a_federated_service_fails_over_under_load_within_a_second() {
         answered_by(r, 20) == ["west"]
     });
     // The remote members are resolved and ready (their gateways answer probes).
-    let ready = |r: &Run, slice: &str| {
+    let west_slice = |r: &Run, slice: &str| {
         let out = r.cli(&[
             "--cluster",
             "west",
@@ -1277,27 +1277,16 @@ fn a_federated_service_fails_over_under_load_within_a_second() {
             "-o",
             "json",
         ]);
-        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["endpoints"][0]["conditions"]["ready"]
-            == true
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
     };
+    let ready = |r: &Run, slice: &str| west_slice(r, slice)["endpoints"][0]["conditions"]["ready"] == true;
     run.wait("both remote members to be ready", Duration::from_secs(20), |r| {
         ready(r, "myapp-federated-east") && ready(r, "myapp-federated-central")
     });
     // Each remote member lists its two pods, so west's proxies balance over them (and a
     // dead gateway takes both down at once).
     let listed = |r: &Run, slice: &str| {
-        let out = r.cli(&[
-            "--cluster",
-            "west",
-            "get",
-            "endpointslice",
-            slice,
-            "-n",
-            "production",
-            "-o",
-            "json",
-        ]);
-        let v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null);
+        let v = west_slice(r, slice);
         let list = v["metadata"]["annotations"]["mirror.strait.io/remote-endpoints"]
             .as_str()
             .unwrap_or_default()

@@ -56,6 +56,19 @@ impl Drop for Tasks {
     }
 }
 
+/// A scratch directory, the mesh's PKI in it (one for every cluster, as linked Linkerd
+/// clusters share trust anchors), and the task list of a scenario.
+fn mesh() -> (tempfile::TempDir, LocalIdentity, Tasks) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(
+        &dir.path().join("identity"),
+        &TrustDomain::default(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    (dir, id, Tasks::default())
+}
+
 /// A control plane on 127.0.0.1 port 0 over an in-memory store.
 struct Cluster {
     store: LocalStore,
@@ -436,14 +449,7 @@ async fn a_west_client_reaches_east_through_both_gateways_with_its_own_identity(
 }
 
 async fn scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = LocalIdentity::load_or_create(
-        &dir.path().join("identity"),
-        &TrustDomain::default(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let mut tasks = Tasks::default();
+    let (dir, id, mut tasks) = mesh();
     let (web_ip, myapp_ip) = (ip("127.46.1.2"), ip("127.46.2.3"));
 
     // East: myapp, exported, meshed, behind its proxy; the demo server is the app.
@@ -583,14 +589,7 @@ async fn a_west_client_balances_requests_over_easts_pods_through_the_gateways() 
 /// than the cost the balancer assumes of an endpoint it has not heard from yet, so
 /// requests do not stick to the first pod that answers.
 async fn balancing_scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = LocalIdentity::load_or_create(
-        &dir.path().join("identity"),
-        &TrustDomain::default(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let mut tasks = Tasks::default();
+    let (dir, id, mut tasks) = mesh();
     let (web_ip, pod_ips) = (ip("127.46.5.2"), [ip("127.46.5.3"), ip("127.46.5.4")]);
     let east = cluster(&id, &mut tasks).await;
     apply(
@@ -757,14 +756,7 @@ async fn first_endpoints(
 
 async fn stock_scenario() {
     use linkerd2_proxy_api::destination::{protocol_hint, tls_identity};
-    let dir = tempfile::tempdir().unwrap();
-    let id = LocalIdentity::load_or_create(
-        &dir.path().join("identity"),
-        &TrustDomain::default(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let mut tasks = Tasks::default();
+    let (dir, id, mut tasks) = mesh();
     let myapp_ip = ip("127.46.3.4");
     let (east, east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
 
@@ -896,14 +888,7 @@ async fn a_strait_proxy_given_linkerds_gateway_endpoint_names_the_service_to_the
 /// as linkerd2-proxy does: mTLS to the gateway with the transport header naming the
 /// remote service (from the endpoint's `authority_override`), through the 4143/tcp entry.
 async fn linkerd_endpoint_scenario() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = LocalIdentity::load_or_create(
-        &dir.path().join("identity"),
-        &TrustDomain::default(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let mut tasks = Tasks::default();
+    let (dir, id, mut tasks) = mesh();
     let (myapp_ip, web_ip) = (ip("127.46.4.4"), ip("127.46.4.5"));
     let (east, _east_proxy) = east_with_myapp(&id, dir.path(), myapp_ip, &mut tasks).await;
     let gw_id: IdentityName = default_gateway_identity(&TrustDomain::default()).unwrap();

@@ -173,44 +173,43 @@ fn named_ports_map_through_the_slice_port_name() {
     );
 }
 
-#[test]
-fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_identity() {
-    let mirror = |entry: Option<&str>, ready: bool| {
-        let mut ann = json!({
-            "mirror.linkerd.io/remote-gateway-identity":
-                "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
-            "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
-            "mirror.strait.io/remote-identity": "myapp.production.serviceaccount.identity.linkerd.cluster.local",
-        });
-        if let Some(e) = entry {
-            ann["mirror.strait.io/gateway-entry"] = json!(e);
-        }
-        let s = svc(json!({
-            "metadata": {"name": "myapp-east", "namespace": "production", "annotations": ann},
-            "spec": {"clusterIP": "198.18.1.11", "ports": [{"name": "http", "port": 80}]}
-        }));
-        let sl = SliceInfo::from_slice(
-            &serde_json::from_value(json!({
-                "metadata": {"name": "myapp-east-gateway", "namespace": "production",
-                             "labels": {"kubernetes.io/service-name": "myapp-east"}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 4143}],
-                "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        World {
-            services: [(id("myapp-east"), s)].into(),
-            slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
-            pods: PodMap::default(),
-        }
-    };
-    let w = mirror(Some("127.0.0.1:4180"), true);
-    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
-    assert_eq!(eps.len(), 1);
-    let e = &eps[0];
-    assert_eq!(e.addr.to_string(), "127.0.0.1:4180");
+/// A gateway-mode mirror `myapp-east` of east's `myapp` (remote gateway 198.18.16.2:4143,
+/// ready or not), with the mirror's annotations and `strait` ones on top.
+fn gateway_mirror(strait: serde_json::Value, ready: bool) -> World {
+    let mut ann = json!({
+        "mirror.linkerd.io/remote-gateway-identity":
+            "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+        "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
+        "mirror.strait.io/remote-identity": "myapp.production.serviceaccount.identity.linkerd.cluster.local",
+    });
+    for (k, v) in strait.as_object().into_iter().flatten() {
+        ann[k] = v.clone();
+    }
+    let s = svc(json!({
+        "metadata": {"name": "myapp-east", "namespace": "production", "annotations": ann},
+        "spec": {"clusterIP": "198.18.1.11", "ports": [{"name": "http", "port": 80}]}
+    }));
+    let sl = SliceInfo::from_slice(
+        &serde_json::from_value(json!({
+            "metadata": {"name": "myapp-east-gateway", "namespace": "production",
+                         "labels": {"kubernetes.io/service-name": "myapp-east"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 4143}],
+            "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    World {
+        services: [(id("myapp-east"), s)].into(),
+        slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
+        pods: PodMap::default(),
+    }
+}
+
+/// An endpoint of `myapp-east` for a Strait proxy: through the entry (`strt`, HTTP/2),
+/// east's workload identity end to end, the remote Service as the authority.
+fn assert_behind_the_entry(e: &Endpoint) {
     assert_eq!(
         e.identity.as_deref(),
         Some("myapp.production.serviceaccount.identity.linkerd.cluster.local")
@@ -221,6 +220,23 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
     );
     assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
     assert!(e.h2 && e.opaque_transport_port.is_none());
+}
+
+#[test]
+fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_identity() {
+    let mirror = |entry: Option<&str>, ready: bool| {
+        let strait = match entry {
+            Some(e) => json!({"mirror.strait.io/gateway-entry": e}),
+            None => json!({}),
+        };
+        gateway_mirror(strait, ready)
+    };
+    let w = mirror(Some("127.0.0.1:4180"), true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
+    assert_eq!(eps.len(), 1);
+    let e = &eps[0];
+    assert_eq!(e.addr.to_string(), "127.0.0.1:4180");
+    assert_behind_the_entry(e);
     // The gateway's probe still decides: no ready gateway, no entry endpoint.
     let w = mirror(Some("127.0.0.1:4180"), false);
     assert!(endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait)).is_empty());
@@ -253,32 +269,11 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
 #[test]
 fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_the_entry() {
     let world = |endpoints: &str, ready: bool| {
-        let s = svc(json!({
-            "metadata": {"name": "myapp-east", "namespace": "production", "annotations": {
-                "mirror.linkerd.io/remote-gateway-identity":
-                    "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
-                "mirror.linkerd.io/remote-svc-fq-name": "myapp.production.svc.cluster.local",
-                "mirror.strait.io/remote-identity": "myapp.production.serviceaccount.identity.linkerd.cluster.local",
-                "mirror.strait.io/gateway-entry": "127.0.0.1:4180",
-                "mirror.strait.io/remote-endpoints": endpoints}},
-            "spec": {"clusterIP": "198.18.1.11", "ports": [{"name": "http", "port": 80}]}
-        }));
-        let sl = SliceInfo::from_slice(
-            &serde_json::from_value(json!({
-                "metadata": {"name": "myapp-east-gateway", "namespace": "production",
-                             "labels": {"kubernetes.io/service-name": "myapp-east"}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 4143}],
-                "endpoints": [{"addresses": ["198.18.16.2"], "conditions": {"ready": ready}}]
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        World {
-            services: [(id("myapp-east"), s)].into(),
-            slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
-            pods: PodMap::default(),
-        }
+        let strait = json!({
+            "mirror.strait.io/gateway-entry": "127.0.0.1:4180",
+            "mirror.strait.io/remote-endpoints": endpoints,
+        });
+        gateway_mirror(strait, ready)
     };
     // A bad entry in the list is skipped; the others stand.
     let w = world("10.42.0.7,bogus, 10.42.0.8", true);
@@ -287,15 +282,7 @@ fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_
     assert_eq!(addrs, ["10.42.0.7:80", "10.42.0.8:80"]);
     for e in &eps {
         assert_eq!(e.labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
-        assert_eq!(e.labels[GATEWAY_ENTRY_LABEL], GATEWAY_ENTRY_V1);
-        assert_eq!(
-            e.identity.as_deref(),
-            Some("myapp.production.serviceaccount.identity.linkerd.cluster.local")
-        );
-        assert_eq!(
-            e.authority_override.as_deref(),
-            Some("myapp.production.svc.cluster.local:80")
-        );
+        assert_behind_the_entry(e);
     }
     // The gateway's probe still decides readiness for all of them.
     let w = world("10.42.0.7,10.42.0.8", false);
