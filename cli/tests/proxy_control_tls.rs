@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use strait_api::Store;
 use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
-use strait_controller::run::{Bound, ControllerConfig, LocalIdentity};
+use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
 use strait_identity::TrustDomain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +34,7 @@ struct Controller {
     id: LocalIdentity,
     bound: Bound,
     store: LocalStore,
+    _controller: InProcess,
 }
 
 impl Controller {
@@ -62,34 +63,13 @@ impl Controller {
             },
             ..Default::default()
         };
-        let (btx, brx) = tokio::sync::oneshot::channel();
-        let (st, a, i, t) = (
-            store.clone(),
-            id.anchors.clone(),
-            id.issuer.clone(),
-            id.tokens.clone(),
-        );
-        tokio::spawn(async move {
-            strait_controller::run::run(
-                cfg,
-                st,
-                a,
-                i,
-                t,
-                move |b| {
-                    let _ = btx.send(b);
-                },
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
-        });
-        let bound = brx.await.unwrap();
+        let controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
         let c = Self {
             dir,
             id,
-            bound,
+            bound: controller.bound,
             store,
+            _controller: controller,
         };
         c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n")
             .await;

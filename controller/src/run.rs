@@ -95,6 +95,9 @@ pub enum RunError {
     /// Identity material could not be loaded or created.
     #[error("{0}")]
     Identity(String),
+    /// An in-process controller ([`InProcess`]) ended before it was listening.
+    #[error("the controller stopped before it was listening")]
+    Stopped,
 }
 
 /// How long shutdown waits for in-flight unary requests.
@@ -104,6 +107,79 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunEr
     TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+/// A control plane on a task of the current runtime (tests, benchmarks): [`run`] over a
+/// store with a [`LocalIdentity`]'s PKI and tokens. Stopped by [`InProcess::stop`], or
+/// aborted when dropped.
+pub struct InProcess {
+    /// Where it listens.
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
+}
+
+impl InProcess {
+    /// Starts it and waits until every listener is open; a failure to start (a port in
+    /// use) is returned, a panic of the controller resumed.
+    pub async fn start<S: Store>(
+        cfg: ControllerConfig,
+        store: S,
+        id: &LocalIdentity,
+    ) -> Result<Self, RunError> {
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            cfg,
+            store,
+            id.anchors.clone(),
+            id.issuer.clone(),
+            id.tokens.clone(),
+            move |b| {
+                let _ = bound_tx.send(b);
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        match bound_rx.await {
+            Ok(bound) => Ok(Self {
+                bound,
+                stop: Some(stop),
+                task: Some(task),
+            }),
+            Err(_) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(RunError::Stopped),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(RunError::Stopped),
+            },
+        }
+    }
+
+    /// Stops it: its servers drain (bounded by the drain timeout), then it returns what
+    /// it ended with (`Ok` when it was already stopped).
+    pub async fn stop(&mut self) -> Result<(), RunError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
 }
 
 /// Runs the control plane until `shutdown` resolves; `on_bound` hears the bound addresses

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 use strait_api::{Object, Store};
-use strait_controller::run::{Bound, ControllerConfig, LocalIdentity};
+use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
 use strait_gateway::{
     Credentials, DestinationResolver, Gateway, GatewayConfig, LinkSpec, ProxyEntry, SessionState,
     StaticResolver, default_gateway_identity,
@@ -73,9 +73,10 @@ fn mesh() -> (tempfile::TempDir, LocalIdentity, Tasks) {
 struct Cluster {
     store: LocalStore,
     bound: Bound,
+    _controller: InProcess,
 }
 
-async fn cluster(id: &LocalIdentity, tasks: &mut Tasks) -> Cluster {
+async fn cluster(id: &LocalIdentity) -> Cluster {
     let store = LocalStore::in_memory();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let cfg = ControllerConfig {
@@ -86,29 +87,11 @@ async fn cluster(id: &LocalIdentity, tasks: &mut Tasks) -> Cluster {
         local_endpoints: true,
         ..Default::default()
     };
-    let (btx, brx) = oneshot::channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (s, anchors, issuer, tokens) = (
-        store.clone(),
-        id.anchors.clone(),
-        id.issuer.clone(),
-        id.tokens.clone(),
-    );
-    tasks.0.push(tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        let on_bound = move |b| {
-            let _ = btx.send(b);
-        };
-        strait_controller::run::run(cfg, s, anchors, issuer, tokens, on_bound, shutdown)
-            .await
-            .unwrap();
-    }));
-    tasks.1.push(stop);
+    let controller = InProcess::start(cfg, store.clone(), id).await.unwrap();
     let c = Cluster {
         store,
-        bound: brx.await.unwrap(),
+        bound: controller.bound,
+        _controller: controller,
     };
     apply(
         &c.store,
@@ -200,7 +183,7 @@ async fn east_with_myapp(
     myapp_ip: IpAddr,
     tasks: &mut Tasks,
 ) -> (Cluster, strait_proxy::Bound) {
-    let east = cluster(id, tasks).await;
+    let east = cluster(id).await;
     apply(
         &east.store,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
@@ -340,7 +323,7 @@ async fn west_linked_to(east: &Cluster, id: &LocalIdentity, tasks: &mut Tasks) -
     .await;
 
     // West: its gateway links to east and opens a proxy entry for the link.
-    let west = cluster(id, tasks).await;
+    let west = cluster(id).await;
     let mut cfg = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), vec![gw_id.clone()]);
     cfg.links.push(LinkSpec {
         name: "east".into(),
@@ -591,7 +574,7 @@ async fn a_west_client_balances_requests_over_easts_pods_through_the_gateways() 
 async fn balancing_scenario() {
     let (dir, id, mut tasks) = mesh();
     let (web_ip, pod_ips) = (ip("127.46.5.2"), [ip("127.46.5.3"), ip("127.46.5.4")]);
-    let east = cluster(&id, &mut tasks).await;
+    let east = cluster(&id).await;
     apply(
         &east.store,
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  labels: {mirror.linkerd.io/exported: \"true\"}\nspec:\n  selector: {app: myapp}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
@@ -770,7 +753,7 @@ async fn stock_scenario() {
     assert_eq!(tcp_entry, east_quic);
 
     // West mirrors east; its Link names east's gateway port, its mirror a proxy entry.
-    let west = cluster(&id, &mut tasks).await;
+    let west = cluster(&id).await;
     let strait_entry: SocketAddr = "127.0.0.1:4180".parse().unwrap();
     let opts = strait_mirror::MirrorOptions {
         gateway_entries: [("east".to_string(), strait_entry)].into(),
@@ -898,7 +881,7 @@ async fn linkerd_endpoint_scenario() {
     let (east_gw, _, tcp_entry, _) = gateway(cfg, gateway_creds(&id), Arc::new(resolver), &mut tasks).await;
     assert_eq!(tcp_entry, Some(east_gw));
 
-    let west = cluster(&id, &mut tasks).await;
+    let west = cluster(&id).await;
     mirror_east(east_gw, &gw_id, Default::default(), &east, &west, &mut tasks);
     // Even a Strait proxy's (marked) request gets Linkerd's gateway endpoint.
     let token = strait_proxy::discovery::context_token("production", "web");

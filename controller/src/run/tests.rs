@@ -73,23 +73,9 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
         local_endpoints: true,
         ..Default::default()
     };
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let tokens = id.tokens.clone();
-    let handle = tokio::spawn(run(
-        cfg,
-        store.clone(),
-        id.anchors.clone(),
-        id.issuer.clone(),
-        id.tokens.clone(),
-        move |b| {
-            let _ = bound_tx.send(b);
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    let bound = bound_rx.await.unwrap();
+    let mut controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
+    let bound = controller.bound;
     assert!(http_get(bound.admin, "/ready").await.starts_with("HTTP/1.1 200"));
 
     // Identity.
@@ -224,11 +210,9 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
         "the identity port does not present the destination identity"
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), handle)
+    tokio::time::timeout(Duration::from_secs(5), controller.stop())
         .await
         .expect("drains within 5s")
-        .unwrap()
         .unwrap();
 }
 
@@ -264,5 +248,39 @@ async fn a_taken_port_is_a_clear_error() {
     assert!(
         err.to_string().contains("is another process using the port"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_in_process_controller_reports_a_failed_start_and_stops_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), SystemTime::now()).unwrap();
+    let any = local(0);
+    let taken = TcpListener::bind(any).await.unwrap();
+    let cfg = |identity_addr| ControllerConfig {
+        destination_addr: any,
+        identity_addr,
+        policy_addr: any,
+        admin_addr: any,
+        ..Default::default()
+    };
+    let err = InProcess::start(cfg(taken.local_addr().unwrap()), LocalStore::in_memory(), &id)
+        .await
+        .err()
+        .expect("the identity port is taken");
+    assert!(matches!(err, RunError::Bind { what: "identity", .. }), "{err}");
+
+    let mut c = InProcess::start(cfg(any), LocalStore::in_memory(), &id)
+        .await
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(c.bound.identity).await.is_ok());
+    tokio::time::timeout(Duration::from_secs(15), c.stop())
+        .await
+        .expect("stops within 15s")
+        .unwrap();
+    assert!(c.stop().await.is_ok(), "a second stop is a no-op");
+    assert!(
+        tokio::net::TcpStream::connect(c.bound.identity).await.is_err(),
+        "nothing listens after the stop"
     );
 }

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 use strait_api::{KindId, ObjectKey, Store};
-use strait_controller::run::{Bound, ControllerConfig, LocalIdentity};
+use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
 use strait_identity::TrustDomain;
 use strait_proxy::config::env;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,8 +37,7 @@ pub struct Cluster {
     pub store: LocalStore,
     pub id: LocalIdentity,
     pub bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<()>,
+    controller: InProcess,
 }
 
 impl Cluster {
@@ -75,41 +74,13 @@ impl Cluster {
             },
             ..Default::default()
         };
-        let (btx, brx) = oneshot::channel();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn({
-            let (store, anchors, issuer, tokens) = (
-                store.clone(),
-                id.anchors.clone(),
-                id.issuer.clone(),
-                id.tokens.clone(),
-            );
-            async move {
-                strait_controller::run::run(
-                    cfg,
-                    store,
-                    anchors,
-                    issuer,
-                    tokens,
-                    move |b| {
-                        let _ = btx.send(b);
-                    },
-                    async {
-                        let _ = stop_rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-            }
-        });
-        let bound = brx.await.unwrap();
+        let controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
         let c = Self {
             dir,
             store,
             id,
-            bound,
-            stop: Some(stop),
-            handle,
+            bound: controller.bound,
+            controller,
         };
         c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n")
             .await;
@@ -118,10 +89,10 @@ impl Cluster {
 
     /// Stops the controller (proxies keep running).
     pub async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(15), &mut self.handle).await;
+        let stopped = tokio::time::timeout(Duration::from_secs(15), self.controller.stop()).await;
+        stopped
+            .expect("the controller stops within 15s")
+            .expect("the controller stops cleanly");
     }
 
     pub async fn apply(&self, yaml: &str) {

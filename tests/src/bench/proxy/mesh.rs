@@ -12,9 +12,8 @@ use std::time::{Duration, SystemTime};
 use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 use strait_api::{KindId, ObjectKey, Store};
-use strait_controller::run::{Bound, ControllerConfig, LocalIdentity};
+use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
 use strait_identity::TrustDomain;
-use tokio::sync::oneshot;
 
 use super::Error;
 
@@ -32,8 +31,7 @@ pub struct Mesh {
     pub id: LocalIdentity,
     /// Where the controller's services listen.
     pub bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    controller: Option<tokio::task::JoinHandle<()>>,
+    controller: InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -72,44 +70,20 @@ impl Mesh {
             },
             ..Default::default()
         };
-        let (btx, brx) = oneshot::channel();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (s, anchors, issuer, tokens) = (
-            store.clone(),
-            id.anchors.clone(),
-            id.issuer.clone(),
-            id.tokens.clone(),
-        );
-        let controller = rt.spawn(async move {
-            let result = strait_controller::run::run(
-                cfg,
-                s,
-                anchors,
-                issuer,
-                tokens,
-                move |b| {
-                    let _ = btx.send(b);
-                },
-                async {
-                    let _ = stop_rx.await;
-                },
-            )
-            .await;
-            if let Err(e) = result {
-                eprintln!("controller stopped: {e}");
-            }
-        });
-        let bound = rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(30), brx).await })
+        let controller = rt
+            .block_on(async {
+                let start = InProcess::start(cfg, store.clone(), &id);
+                tokio::time::timeout(Duration::from_secs(30), start).await
+            })
             .map_err(|_| Error::Mesh("the controller did not listen within 30 s".into()))?
-            .map_err(|_| Error::Mesh("the controller stopped before listening".into()))?;
+            .map_err(|e| mesh_err(&e))?;
+        let bound = controller.bound;
         let mesh = Self {
             rt,
             store,
             id,
             bound,
-            stop: Some(stop),
-            controller: Some(controller),
+            controller,
             _dir: dir,
         };
         mesh.apply(&format!(
@@ -169,13 +143,14 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(c) = self.controller.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), c).await });
+        let stop = self.controller.stop();
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), stop).await })
+        {
+            Ok(Err(e)) => eprintln!("controller stopped: {e}"),
+            Ok(Ok(())) => {}
+            Err(_) => eprintln!("the controller did not stop within 10 s"),
         }
     }
 }
