@@ -223,9 +223,8 @@ impl Connector {
         socket.connect(addr).await
     }
 
-    /// Opens a connection following `plan`.
-    pub async fn connect(&self, plan: &ConnectPlan) -> Result<BoxIo, ProxyError> {
-        let addr = plan.addr;
+    /// A TCP connection to `addr`, within the connect timeout.
+    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let tcp = tokio::time::timeout(self.connect_timeout, self.tcp(addr))
             .await
             .map_err(|_| ProxyError::ConnectTimeout(addr))?
@@ -234,22 +233,54 @@ impl Connector {
                 reason: e.to_string(),
             })?;
         let _ = tcp.set_nodelay(true);
-        let mut tcp = tcp;
+        Ok(tcp)
+    }
+
+    /// The `strt` open at the gateway proxy entry `addr` (see [`open_stream`]).
+    async fn open_at_entry(
+        &self,
+        tcp: &mut TcpStream,
+        addr: SocketAddr,
+        target: &Target,
+    ) -> Result<Option<u16>, ProxyError> {
+        tokio::time::timeout(GATEWAY_REPLY_TIMEOUT, open_stream(tcp, target))
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout(addr))?
+            .map_err(|e| match e {
+                OpenError::Refused { reason, message } => ProxyError::GatewayRefused {
+                    addr,
+                    target: target.to_string(),
+                    reason,
+                    message,
+                },
+                OpenError::Io(reason) => ProxyError::Unreachable { addr, reason },
+            })
+    }
+
+    /// Opens a connection following `plan`.
+    pub async fn connect(&self, plan: &ConnectPlan) -> Result<BoxIo, ProxyError> {
+        let addr = plan.addr;
+        let mut tcp = self.dial(addr).await?;
         let mut header = plan.header.clone();
         if let Some(target) = &plan.gateway {
-            let app_port = tokio::time::timeout(GATEWAY_REPLY_TIMEOUT, open_stream(&mut tcp, target))
-                .await
-                .map_err(|_| ProxyError::ConnectTimeout(addr))?
-                .map_err(|e| match e {
-                    OpenError::Refused { reason, message } => ProxyError::GatewayRefused {
-                        addr,
-                        target: target.to_string(),
-                        reason,
-                        message,
-                    },
-                    OpenError::Io(reason) => ProxyError::Unreachable { addr, reason },
-                })?;
-            if let (Some(h), Some(port)) = (header.as_mut(), app_port) {
+            let mut opened = self.open_at_entry(&mut tcp, addr, target).await;
+            if let Err(ProxyError::GatewayRefused {
+                reason: RefusalReason::UnsupportedVersion,
+                ..
+            }) = &opened
+                && target.endpoint.is_some()
+            {
+                // A gateway on the path speaks strt v1 only (a linked cluster not yet
+                // upgraded): open again without naming the endpoint; that gateway picks.
+                tracing::debug!(entry = %addr, %target, "the gateway path cannot name endpoints; opening without");
+                tcp = self.dial(addr).await?;
+                let unnamed = Target {
+                    endpoint: None,
+                    ..target.clone()
+                };
+                opened = self.open_at_entry(&mut tcp, addr, &unnamed).await;
+            }
+            if let (Some(h), Some(port)) = (header.as_mut(), opened?) {
                 h.port = port;
             }
         }
@@ -881,6 +912,100 @@ mod tests {
             header.contains("unknown-target") && header.contains("no service"),
             "{header}"
         );
+    }
+
+    /// An entry as a gateway that speaks strt v1 only answers: a version-2 request is
+    /// refused (`unsupported-version`, in a version-1 reply), a version-1 open accepted
+    /// and echoed. Serves `conns` connections; returns the requests it accepted.
+    async fn v1_entry(conns: usize) -> (SocketAddr, tokio::task::JoinHandle<Vec<strt::Request>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for _ in 0..conns {
+                let (mut tcp, _) = l.accept().await.unwrap();
+                let mut head = [0u8; strt::ENVELOPE_LEN];
+                tcp.read_exact(&mut head).await.unwrap();
+                let len = usize::from(u16::from_be_bytes([head[5], head[6]]));
+                let mut body = vec![0u8; len];
+                tcp.read_exact(&mut body).await.unwrap();
+                let mut frame = Vec::new();
+                if head[4] != 1 {
+                    let refusal = Reply::Refused {
+                        reason: RefusalReason::UnsupportedVersion,
+                        message: format!("header version {} is not supported", head[4]),
+                    };
+                    strt::encode_reply(&refusal, 1, &mut frame);
+                    tcp.write_all(&frame).await.unwrap();
+                    continue;
+                }
+                let bytes = [head.as_slice(), &body].concat();
+                let Ok(Progress::Complete(d)) = strt::decode_request(&bytes) else {
+                    panic!("a version-1 request")
+                };
+                accepted.push(d.frame);
+                strt::encode_reply(&Reply::Accepted { app_port: Some(8080) }, 1, &mut frame);
+                tcp.write_all(&frame).await.unwrap();
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+            accepted
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_v1_gateway_path_gets_the_open_again_without_the_endpoint() {
+        use crate::stream_header::{Authority, Protocol};
+        let named = Target {
+            authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
+            port: 80,
+            protocol: Protocol::Opaque,
+            identity: None,
+            endpoint: Some("10.42.0.7".parse().unwrap()),
+        };
+        let store = CertStore::new();
+        let (anchors, _) = strait_identity::generate(
+            &strait_identity::TrustDomain::default(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let connector = Connector::new(&store, &anchors, Duration::from_secs(2));
+        let (addr, entry) = v1_entry(2).await;
+        let plan = ConnectPlan {
+            addr,
+            tls: None,
+            header: None,
+            wire: Wire::Opaque,
+            gateway: Some(named.clone()),
+        };
+        let mut io = connector.connect(&plan).await.unwrap();
+        io.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        io.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        drop(io);
+        let unnamed = Target {
+            endpoint: None,
+            ..named
+        };
+        assert_eq!(entry.await.unwrap(), [strt::Request::Open(unnamed.clone())]);
+
+        // An open that names nothing is version 1 already: refused, it is not repeated.
+        let (addr, _entry) = fake_entry(Reply::Refused {
+            reason: RefusalReason::UnsupportedVersion,
+            message: "no".into(),
+        })
+        .await;
+        let plan = ConnectPlan {
+            addr,
+            gateway: Some(unnamed),
+            ..plan
+        };
+        let Err(e) = connector.connect(&plan).await else {
+            panic!("a refusal expected")
+        };
+        assert!(e.to_string().contains("unsupported-version"), "{e}");
     }
 
     #[test]

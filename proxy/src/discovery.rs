@@ -25,7 +25,7 @@
 //! endpoints with one connection each, as it does over local ones.
 //!
 //! The controller hands such endpoints only to proxies that can use them: every request
-//! carries [`STRAIT_CONTEXT_KEY`]`:`[`STRAIT_CONTEXT_V1`] in its `context_token` (the JSON
+//! carries [`STRAIT_CONTEXT_KEY`]`:`[`STRAIT_CONTEXT_VERSION`] in its `context_token` (the JSON
 //! Linkerd's proxies send with their namespace and pod), and stock proxies, which lack it,
 //! get Linkerd's remote-gateway endpoint instead.
 
@@ -57,14 +57,16 @@ pub const TIER_REMOTE: &str = "remote";
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 /// The `context_token` key by which this proxy tells Destination it speaks `strt`.
 pub const STRAIT_CONTEXT_KEY: &str = "strait";
-/// Its value: `strt` v1.
-pub const STRAIT_CONTEXT_V1: &str = "v1";
+/// Its value: this proxy speaks `strt` and dials remote endpoints at the entry their
+/// [`GATEWAY_VIA_LABEL`] names (`v1` proxies did not know that label: the controller
+/// gives them the entry itself).
+pub const STRAIT_CONTEXT_VERSION: &str = "v2";
 
 /// The `context_token` of every request: Linkerd's fields, and the Strait marker.
 /// `namespace` and `pod` are identity parts (DNS labels), so nothing needs escaping.
 pub fn context_token(namespace: &str, pod: &str) -> String {
     format!(
-        "{{\"ns\":\"{namespace}\",\"nodeName\":\"\",\"pod\":\"{pod}\",\"{STRAIT_CONTEXT_KEY}\":\"{STRAIT_CONTEXT_V1}\"}}"
+        "{{\"ns\":\"{namespace}\",\"nodeName\":\"\",\"pod\":\"{pod}\",\"{STRAIT_CONTEXT_KEY}\":\"{STRAIT_CONTEXT_VERSION}\"}}"
     )
 }
 use tonic::transport::Channel;

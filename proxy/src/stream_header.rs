@@ -15,12 +15,12 @@
 //! magic "strt" (4) | version u8 | body length u16 | body (length bytes)
 //! ```
 //!
-//! Request body (version 1):
+//! Request body (version 1, and version 2 which adds the endpoint):
 //!
 //! ```text
 //! kind u8 (1 = open, 2 = probe, 3 = watch)
 //! open:  protocol u8 | port u16 | authority len u8 | authority | identity len u8 | identity
-//!        optional: endpoint len u8 (4 or 16) | endpoint address (IPv4 or IPv6)
+//!        version 2, optional: endpoint len u8 (4 or 16) | endpoint address (IPv4 or IPv6)
 //! probe: nothing
 //! watch: resource u8 (1 = services, 2 = pods)
 //! ```
@@ -38,8 +38,13 @@
 //! accepting cluster: a client proxy that balances requests over a remote service's
 //! endpoints (their addresses come from the mirror) opens one stream per endpoint, and
 //! the accepting gateway delivers each to the endpoint it names while that endpoint is
-//! ready, else to any eligible one. An open without it encodes exactly as before the
-//! field existed.
+//! ready, else to any eligible one.
+//!
+//! A request is encoded in the lowest version that carries it: an open naming an
+//! endpoint in version 2, everything else in version 1, byte for byte as before version
+//! 2 existed. So a peer that speaks only version 1 (a linked cluster not yet upgraded)
+//! understands every request but a named open, which it refuses with
+//! `unsupported-version`; the opener then opens again without the endpoint.
 //!
 //! Reply body (version 1):
 //!
@@ -71,8 +76,10 @@ use strait_identity::IdentityName;
 
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"strt";
-/// The only version this gateway speaks, and the highest it knows.
-pub const VERSION: u8 = 1;
+/// The highest version this side speaks (it speaks every version from 1).
+pub const VERSION: u8 = 2;
+/// The first version whose open may name an endpoint ([`Target::endpoint`]).
+pub const ENDPOINT_VERSION: u8 = 2;
 /// Envelope length: magic, version, body length.
 pub const ENVELOPE_LEN: usize = 7;
 /// Largest body accepted: two 253-byte names plus the fixed fields, rounded up.
@@ -378,7 +385,7 @@ pub enum HeaderError {
     },
     /// A version this side does not speak; answer with
     /// [`RefusalReason::UnsupportedVersion`].
-    #[error("header version {version} is not supported (this gateway speaks {VERSION})")]
+    #[error("header version {version} is not supported (this side speaks 1 to {VERSION})")]
     UnsupportedVersion {
         /// The version received.
         version: u8,
@@ -453,9 +460,11 @@ impl HeaderError {
     }
 }
 
-/// Appends the encoding of `request` to `out`.
+/// Appends the encoding of `request` to `out`, in the lowest version that carries it
+/// (see the module docs).
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(64);
+    let mut version = 1;
     match request {
         Request::Probe => body.push(KIND_PROBE),
         Request::Watch(resource) => body.extend_from_slice(&[KIND_WATCH, resource.code()]),
@@ -471,14 +480,16 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
                     .as_ref()
                     .map_or(&[][..], |i| i.as_str().as_bytes()),
             );
-            match target.endpoint {
-                None => {}
-                Some(IpAddr::V4(ip)) => push_short(&mut body, &ip.octets()),
-                Some(IpAddr::V6(ip)) => push_short(&mut body, &ip.octets()),
+            if let Some(ip) = target.endpoint {
+                version = ENDPOINT_VERSION;
+                match ip {
+                    IpAddr::V4(ip) => push_short(&mut body, &ip.octets()),
+                    IpAddr::V6(ip) => push_short(&mut body, &ip.octets()),
+                }
             }
         }
     }
-    envelope(VERSION, &body, out);
+    envelope(version, &body, out);
 }
 
 /// Appends the encoding of `reply` (in `version`, normally [`VERSION`]) to
@@ -503,7 +514,7 @@ pub fn encode_reply(reply: &Reply, version: u8, out: &mut Vec<u8>) {
 
 /// Decodes a request from the start of `input`.
 pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
-    decode_frame(input, |body| {
+    decode_frame(input, |version, body| {
         let mut r = Reader::new(body);
         let request = match r.u8("kind")? {
             KIND_PROBE => Request::Probe,
@@ -530,7 +541,7 @@ pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
                             .map_err(|_| HeaderError::BadIdentity { identity: text })?,
                     )
                 };
-                let endpoint = if r.remaining() == 0 {
+                let endpoint = if r.remaining() == 0 || version < ENDPOINT_VERSION {
                     None
                 } else {
                     let ip = r.short("endpoint")?;
@@ -561,7 +572,7 @@ pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
 /// opener which version the peer speaks.
 pub fn decode_reply(input: &[u8]) -> Result<Progress<Reply>, HeaderError> {
     let any_version = true;
-    decode_envelope(input, any_version, |body| {
+    decode_envelope(input, any_version, |_, body| {
         let mut r = Reader::new(body);
         let code = r.u8("code")?;
         let message = r.short("message")?;
@@ -591,7 +602,7 @@ pub fn decode_reply(input: &[u8]) -> Result<Progress<Reply>, HeaderError> {
 
 fn decode_frame<T>(
     input: &[u8],
-    body: impl FnOnce(&[u8]) -> Result<T, HeaderError>,
+    body: impl FnOnce(u8, &[u8]) -> Result<T, HeaderError>,
 ) -> Result<Progress<T>, HeaderError> {
     decode_envelope(input, false, body)
 }
@@ -599,7 +610,7 @@ fn decode_frame<T>(
 fn decode_envelope<T>(
     input: &[u8],
     any_version: bool,
-    body: impl FnOnce(&[u8]) -> Result<T, HeaderError>,
+    body: impl FnOnce(u8, &[u8]) -> Result<T, HeaderError>,
 ) -> Result<Progress<T>, HeaderError> {
     // Check the magic on whatever prefix we have, so a non-gateway peer is
     // refused at its first bytes instead of after a stall.
@@ -613,7 +624,7 @@ fn decode_envelope<T>(
         return Ok(Progress::Incomplete { needed: ENVELOPE_LEN });
     }
     let version = input[4];
-    if !any_version && version != VERSION {
+    if !any_version && !(1..=VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion { version });
     }
     let len = usize::from(u16::from_be_bytes([input[5], input[6]]));
@@ -624,7 +635,7 @@ fn decode_envelope<T>(
     if input.len() < total {
         return Ok(Progress::Incomplete { needed: total });
     }
-    let frame = body(&input[ENVELOPE_LEN..total])?;
+    let frame = body(version, &input[ENVELOPE_LEN..total])?;
     Ok(Progress::Complete(Decoded {
         frame,
         version,
@@ -762,7 +773,7 @@ mod tests {
             panic!("complete frame expected")
         };
         assert_eq!(d.frame, request);
-        assert_eq!(d.version, VERSION);
+        assert_eq!(d.version, 1, "an open naming no endpoint is version 1");
         assert_eq!(d.consumed, frame_len);
         assert_eq!(&bytes[d.consumed..], b"GET / HTTP/1.1\r\n");
     }
@@ -779,24 +790,34 @@ mod tests {
                 panic!("complete frame expected")
             };
             assert_eq!(d.frame, request);
+            assert_eq!(d.version, ENDPOINT_VERSION, "a named open needs version 2");
             assert_eq!(d.consumed, bytes.len());
         }
-        // Without a hint the body ends at the identity, byte for byte as before.
+        // Without a hint: version 1, the body ending at the identity, byte for byte as
+        // before version 2 existed, so version-1 peers understand it.
         let t = target();
         let identity = t.identity.as_ref().unwrap().as_str().as_bytes();
         let body = open_body(2, 8080, t.authority.as_str().as_bytes(), identity);
-        assert_eq!(encoded(&Request::Open(t)), raw(VERSION, &body));
+        assert_eq!(encoded(&Request::Open(t)), raw(1, &body));
+        assert_eq!(encoded(&Request::Probe), raw(1, &[KIND_PROBE]));
+        // Version 1 has no endpoint: bytes after the identity are trailing.
+        let mut b = body.clone();
+        b.extend_from_slice(&[4, 10, 0, 0, 7]);
+        assert_eq!(
+            decode_request(&raw(1, &b)),
+            Err(HeaderError::TrailingBytes { extra: 5 })
+        );
         // An address of any other length is refused, naming it.
         for len in [0usize, 5, 15, 17] {
             let mut b = body.clone();
             b.push(len as u8);
             b.extend(std::iter::repeat_n(1u8, len));
-            assert_eq!(decode_request(&raw(1, &b)), Err(HeaderError::BadEndpoint(len)));
+            assert_eq!(decode_request(&raw(2, &b)), Err(HeaderError::BadEndpoint(len)));
         }
         let mut b = body.clone();
         b.extend_from_slice(&[4, 10, 0]);
         assert_eq!(
-            decode_request(&raw(1, &b)),
+            decode_request(&raw(2, &b)),
             Err(HeaderError::Truncated {
                 field: "endpoint",
                 needed: 2
@@ -853,16 +874,24 @@ mod tests {
 
     #[test]
     fn other_versions_are_refused_with_the_version() {
-        let mut bytes = encoded(&Request::Probe);
-        bytes[4] = 2;
-        let err = decode_request(&bytes).unwrap_err();
-        assert_eq!(err, HeaderError::UnsupportedVersion { version: 2 });
-        assert_eq!(err.refusal(), RefusalReason::UnsupportedVersion);
-        // Known before the body arrives.
-        assert_eq!(
-            decode_request(&bytes[..ENVELOPE_LEN]).unwrap_err(),
-            HeaderError::UnsupportedVersion { version: 2 }
-        );
+        for version in [0, VERSION + 1, u8::MAX] {
+            let mut bytes = encoded(&Request::Probe);
+            bytes[4] = version;
+            let err = decode_request(&bytes).unwrap_err();
+            assert_eq!(err, HeaderError::UnsupportedVersion { version });
+            assert_eq!(err.refusal(), RefusalReason::UnsupportedVersion);
+            // Known before the body arrives.
+            assert_eq!(
+                decode_request(&bytes[..ENVELOPE_LEN]).unwrap_err(),
+                HeaderError::UnsupportedVersion { version }
+            );
+        }
+        // Every version from 1 decodes.
+        for version in 1..=VERSION {
+            let mut bytes = encoded(&Request::Probe);
+            bytes[4] = version;
+            assert!(matches!(decode_request(&bytes), Ok(Progress::Complete(_))));
+        }
     }
 
     #[test]
@@ -981,9 +1010,13 @@ mod tests {
                     identity: "not-an-identity".into(),
                 },
             ),
-            // A byte after the identity starts the optional endpoint: its length.
             (
                 raw(1, &[open_body(0, 80, b"a", id).as_slice(), b"x"].concat()),
+                HeaderError::TrailingBytes { extra: 1 },
+            ),
+            // In version 2 a byte after the identity starts the optional endpoint.
+            (
+                raw(2, &[open_body(0, 80, b"a", id).as_slice(), b"x"].concat()),
                 HeaderError::Truncated {
                     field: "endpoint",
                     needed: usize::from(b'x'),
@@ -991,7 +1024,7 @@ mod tests {
             ),
             (
                 raw(
-                    1,
+                    2,
                     &[open_body(0, 80, b"a", id).as_slice(), &[4, 10, 0, 0, 7, 0]].concat(),
                 ),
                 HeaderError::TrailingBytes { extra: 1 },

@@ -23,7 +23,8 @@
 //! pods as it does over local ones.
 //!
 //! Only Strait proxies get the entry endpoint: they mark themselves in the request's
-//! `context_token` (`"strait":"v1"`, see [`Caller`]); a stock linkerd2-proxy cannot speak
+//! `context_token` (`"strait":"v2"`; `"v1"` proxies, which predate per-pod remote
+//! endpoints, get the entry itself, see [`Caller`]); a stock linkerd2-proxy cannot speak
 //! `strt`, so every other caller gets Linkerd's remote-gateway endpoint — the remote
 //! gateway's address and port, its identity, the `authority_override`, and an
 //! opaque-transport hint at the gateway port, so the proxy sends Linkerd's transport
@@ -71,27 +72,42 @@ pub const TIER_REMOTE: &str = "remote";
 /// The `context_token` key by which a Strait proxy marks itself (the proxy crate's
 /// `discovery::STRAIT_CONTEXT_KEY`).
 pub const STRAIT_CONTEXT_KEY: &str = "strait";
-/// The marker's value: the proxy speaks `strt` v1 to gateway proxy entries.
+/// The marker's first value: the proxy speaks `strt` to gateway proxy entries.
 pub const STRAIT_CONTEXT_V1: &str = "v1";
+/// The marker's current value: the proxy also dials remote endpoints at the entry their
+/// [`GATEWAY_VIA_LABEL`] names (the proxy crate's `discovery::STRAIT_CONTEXT_VERSION`).
+pub const STRAIT_CONTEXT_V2: &str = "v2";
 
-/// Who asks: whether it can use a Strait gateway's proxy entry.
+/// Who asks: whether it can use a Strait gateway's proxy entry, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Caller {
     /// A stock linkerd2-proxy, or anything that does not say otherwise.
     Linkerd,
-    /// A Strait proxy (or gateway) that speaks `strt` v1.
+    /// A Strait proxy of the first version (`"strait":"v1"`): it speaks `strt` but knows
+    /// nothing of [`GATEWAY_VIA_LABEL`], so it gets the entry itself, never one endpoint
+    /// per remote pod (it would dial the remote pod's address).
+    StraitV1,
+    /// A Strait proxy (or gateway) of this version (`"strait":"v2"`).
     Strait,
 }
 
 impl Caller {
     /// Reads the caller from a request's `context_token` (JSON such as
-    /// `{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}`); anything that is
-    /// not JSON or lacks the marker is a stock proxy.
+    /// `{"ns":"production","nodeName":"","pod":"web-1","strait":"v2"}`); anything that is
+    /// not JSON, lacks the marker or has a value this controller does not know is a
+    /// stock proxy (the answer every proxy can use).
     pub fn from_context_token(token: &str) -> Caller {
-        let marked = serde_json::from_str::<serde_json::Value>(token)
-            .ok()
-            .is_some_and(|v| v.get(STRAIT_CONTEXT_KEY).and_then(|m| m.as_str()) == Some(STRAIT_CONTEXT_V1));
-        if marked { Caller::Strait } else { Caller::Linkerd }
+        let token = serde_json::from_str::<serde_json::Value>(token).ok();
+        match token.as_ref().and_then(|v| v.get(STRAIT_CONTEXT_KEY)?.as_str()) {
+            Some(STRAIT_CONTEXT_V2) => Caller::Strait,
+            Some(STRAIT_CONTEXT_V1) => Caller::StraitV1,
+            _ => Caller::Linkerd,
+        }
+    }
+
+    /// Whether it speaks `strt` to a gateway's proxy entry.
+    pub fn speaks_strt(self) -> bool {
+        self != Caller::Linkerd
     }
 }
 
@@ -393,11 +409,12 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
             out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
         }
     }
-    if caller == Caller::Strait
+    if caller.speaks_strt()
         && let Some(entry) = gateway_entry(svc, port)
         && !out.is_empty()
     {
-        let eps = behind_entry(entry, &svc.remote_endpoints, port);
+        let remote = remote_endpoints(caller, &svc.remote_endpoints);
+        let eps = behind_entry(entry, remote, port);
         return Resolution::Endpoints(Arc::new(eps.map(|e| (e.addr, e)).collect()));
     }
     Resolution::Endpoints(Arc::new(out))
@@ -444,7 +461,7 @@ fn federated(
             (TIER_LABEL.to_string(), TIER_REMOTE.to_string()),
         ]);
         let authority_override = Some(format!("{}:{port}", member.fq_name));
-        if caller == Caller::Strait
+        if caller.speaks_strt()
             && let (Some(entry), Some(identity)) = (member.entry, &member.identity)
         {
             labels.insert(GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string());
@@ -458,7 +475,7 @@ fn federated(
             };
             // A remote address equal to one already here (clusters with overlapping pod
             // ranges) is left out: local endpoints keep their place.
-            for e in behind_entry(at_entry, &member.endpoints, port) {
+            for e in behind_entry(at_entry, remote_endpoints(caller, &member.endpoints), port) {
                 out.entry(e.addr).or_insert(e);
             }
             continue;
@@ -501,6 +518,12 @@ fn gateway_entry(svc: &ServiceInfo, service_port: u16) -> Option<Endpoint> {
         opaque_transport_port: None,
         authority_override: Some(format!("{remote}:{service_port}")),
     })
+}
+
+/// The remote endpoints `caller` may be given one by one (none for a first-version
+/// Strait proxy: it gets the entry itself).
+fn remote_endpoints(caller: Caller, listed: &[IpAddr]) -> &[IpAddr] {
+    if caller == Caller::Strait { listed } else { &[] }
 }
 
 /// A Strait caller's endpoints behind a gateway's proxy entry (`at_entry`, addressed at

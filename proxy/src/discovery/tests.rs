@@ -234,12 +234,18 @@ fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
     use strait_controller::discovery::model;
     assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);
     assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
+    assert_eq!(GATEWAY_VIA_LABEL, model::GATEWAY_VIA_LABEL);
+    assert_eq!(STRAIT_CONTEXT_VERSION, model::STRAIT_CONTEXT_V2);
+    assert_eq!(
+        model::Caller::from_context_token(&context_token("production", "web")),
+        model::Caller::Strait
+    );
 }
 
 #[test]
 fn the_context_token_marks_a_strait_proxy() {
     assert_eq!(
         context_token("production", "web"),
-        r#"{"ns":"production","nodeName":"","pod":"web","strait":"v1"}"#
+        r#"{"ns":"production","nodeName":"","pod":"web","strait":"v2"}"#
     );
 }

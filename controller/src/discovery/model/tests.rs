@@ -296,20 +296,32 @@ fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].addr.to_string(), "127.0.0.1:4180");
     assert!(!eps[0].labels.contains_key(GATEWAY_VIA_LABEL));
+    // A first-version Strait proxy (before per-pod remote endpoints) gets the entry
+    // itself even when pods are listed: it would dial a remote pod's address.
+    let w = world("10.42.0.7,10.42.0.8", true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::StraitV1));
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].addr.to_string(), "127.0.0.1:4180");
+    assert_behind_the_entry(&eps[0]);
+    assert!(!eps[0].labels.contains_key(GATEWAY_VIA_LABEL));
 }
 
 #[test]
 fn callers_mark_themselves_in_the_context_token() {
     let cases = [
         (
-            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}"#,
+            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v2"}"#,
             Caller::Strait,
+        ),
+        (
+            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}"#,
+            Caller::StraitV1,
         ),
         (
             r#"{"ns":"production","nodeName":"","pod":"web-1"}"#,
             Caller::Linkerd,
         ),
-        (r#"{"ns":"production","strait":"v2"}"#, Caller::Linkerd),
+        (r#"{"ns":"production","strait":"v3"}"#, Caller::Linkerd),
         (r#"{"strait":1}"#, Caller::Linkerd),
         ("", Caller::Linkerd),
         ("not json", Caller::Linkerd),
@@ -462,6 +474,10 @@ fn a_federated_members_remote_endpoints_join_local_ones_and_never_displace_them(
             "198.18.32.2:4143"
         ]
     );
+    // A first-version Strait proxy gets east's entry instead.
+    let v1 = endpoints(resolve(&w.view(), &id("myapp-federated"), 80, Caller::StraitV1));
+    let v1: Vec<String> = v1.iter().map(|e| e.addr.to_string()).collect();
+    assert_eq!(v1, ["127.0.0.1:4180", "198.18.0.5:8080", "198.18.32.2:4143"]);
     for remote in [&eps[0], &eps[1]] {
         assert_eq!(remote.labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
         assert_eq!(remote.labels[TIER_LABEL], TIER_REMOTE);
