@@ -1,5 +1,6 @@
 //! The catalog a gateway serves to the gateways linked to it: its cluster's Services
-//! (and meshed pods' service accounts), for the linked clusters' mirrors.
+//! (and meshed pods' service accounts, addresses and readiness), for the linked
+//! clusters' mirrors.
 //!
 //! A mirror does not need the target cluster's API server: it opens a `watch` stream
 //! at its own gateway's proxy entry, which carries it over the link; the remote

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -167,9 +167,18 @@ pub fn project_pod(pod: &Pod) -> Option<Pod> {
         status: Some(PodStatus {
             phase: status.and_then(|s| s.phase.clone()),
             pod_ip: status.and_then(|s| s.pod_ip.clone()),
-            conditions: status
-                .and_then(|s| s.conditions.as_ref())
-                .map(|c| c.iter().filter(|c| c.type_ == "Ready").cloned().collect()),
+            // Only whether it is ready: no times, reasons or messages (they would leak
+            // and churn the watch).
+            conditions: status.and_then(|s| s.conditions.as_ref()).map(|c| {
+                c.iter()
+                    .filter(|c| c.type_ == "Ready")
+                    .map(|c| PodCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
             ..Default::default()
         }),
     })

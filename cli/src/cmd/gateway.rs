@@ -112,9 +112,9 @@ pub struct GatewayArgs {
     /// Congestion controller of the links.
     #[arg(long, value_enum, default_value_t = CongestionArg::Bbr)]
     pub congestion: CongestionArg,
-    /// Serve this cluster's Services, and its meshed pods' service accounts, to the
-    /// gateways linked to this one: their clusters' mirrors read them through the link
-    /// instead of through this cluster's API. Read from the controller of --state-dir
+    /// Serve this cluster's Services, and its meshed pods' service accounts, addresses
+    /// and readiness, to the gateways linked to this one: their clusters' mirrors read
+    /// them through the link instead of through this cluster's API. Read from the controller of --state-dir
     /// (authenticated as this gateway, read-only), or with --kubernetes from the
     /// Kubernetes API.
     #[arg(long)]

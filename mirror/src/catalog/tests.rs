@@ -37,7 +37,8 @@ fn pod(ns: &str, name: &str, meshed: bool) -> Pod {
         "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app:1",
                  "env": [{"name": "TOKEN", "value": "hunter2"}]}]},
         "status": {"phase": "Running", "podIP": "10.0.0.7", "hostIP": "10.1.0.3",
-                   "conditions": [{"type": "Ready", "status": "True"},
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "ready-secret-8",
+                                   "lastTransitionTime": "2026-11-26T12:00:00Z"},
                                   {"type": "PodScheduled", "status": "True", "message": "node-secret-9"}]},
     }))
     .unwrap()
