@@ -411,6 +411,19 @@ fn exercise(run: &Run) {
             .any(|l| l == "gateway_inbound_catalog_watches 2"),
         "east's gateway serves west's mirror:\n{gw_metrics}"
     );
+    // The mirror lists east's pods, so the frontend's proxy picked an east pod itself and
+    // each stream named it; east's gateway delivered every one to the pod it named.
+    let named = |result: &str| {
+        let series = format!("gateway_inbound_named_endpoint_streams_total{{result=\"{result}\"}} ");
+        gw_metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert!(
+        named("delivered").is_some_and(|n| n >= 1) && named("elsewhere") == Some(0),
+        "east's gateway delivers streams to the pods they name:\n{gw_metrics}"
+    );
     run.ok(&[
         "--cluster",
         "west",
