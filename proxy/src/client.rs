@@ -833,6 +833,28 @@ mod tests {
         assert!(req.headers().get("host").is_none());
     }
 
+    /// An opaque open of `myapp.production.svc.cluster.local:80`, naming `endpoint`.
+    fn myapp_target(endpoint: Option<std::net::IpAddr>) -> Target {
+        use crate::stream_header::{Authority, Protocol};
+        Target {
+            authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
+            port: 80,
+            protocol: Protocol::Opaque,
+            identity: None,
+            endpoint,
+        }
+    }
+
+    /// A connector without a certificate (plaintext plans only).
+    fn test_connector() -> Connector {
+        let (anchors, _) = strait_identity::generate(
+            &strait_identity::TrustDomain::default(),
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        Connector::new(&CertStore::new(), &anchors, Duration::from_secs(2))
+    }
+
     /// A fake proxy entry on a real socket: reads the open request, answers with
     /// `reply`, then echoes; the connector passes a refusal up as a typed error.
     async fn fake_entry(reply: Reply) -> (SocketAddr, tokio::task::JoinHandle<Option<strt::Request>>) {
@@ -864,21 +886,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_connector_opens_a_stream_at_a_gateway_entry_first() {
-        use crate::stream_header::{Authority, Protocol};
-        let target = Target {
-            authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
-            port: 80,
-            protocol: Protocol::Opaque,
-            identity: None,
-            endpoint: None,
-        };
-        let store = CertStore::new();
-        let (anchors, _) = strait_identity::generate(
-            &strait_identity::TrustDomain::default(),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        let connector = Connector::new(&store, &anchors, Duration::from_secs(2));
+        let target = myapp_target(None);
+        let connector = test_connector();
 
         let (addr, entry) = fake_entry(Reply::Accepted { app_port: Some(8080) }).await;
         let plan = ConnectPlan {
@@ -956,21 +965,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_v1_gateway_path_gets_the_open_again_without_the_endpoint() {
-        use crate::stream_header::{Authority, Protocol};
-        let named = Target {
-            authority: Authority::new("myapp.production.svc.cluster.local").unwrap(),
-            port: 80,
-            protocol: Protocol::Opaque,
-            identity: None,
-            endpoint: Some("10.42.0.7".parse().unwrap()),
-        };
-        let store = CertStore::new();
-        let (anchors, _) = strait_identity::generate(
-            &strait_identity::TrustDomain::default(),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        let connector = Connector::new(&store, &anchors, Duration::from_secs(2));
+        let named = myapp_target(Some("10.42.0.7".parse().unwrap()));
+        let connector = test_connector();
         let (addr, entry) = v1_entry(2).await;
         let plan = ConnectPlan {
             addr,
