@@ -298,7 +298,36 @@ pub fn choose<T>(list: &[Arc<Balanced<T>>], usable: impl Fn(&Balanced<T>) -> boo
     let silence = |i: usize| list[i].ewma.silence_ns(now);
     let freshest = best.iter().map(|i| silence(*i)).min().unwrap_or(0);
     best.retain(|i| !(list[*i].ewma.stalled(now) && silence(*i) > freshest.saturating_mul(STALL_RATIO)));
+    let best = through_one_path(list, best);
     p2c_by(best.len(), random(), random(), |i| list[best[i]].ewma.load()).map(|i| best[i])
+}
+
+/// The candidates of one path, when `among` mixes endpoints behind gateway proxy entries
+/// ([`Endpoint::via`]: the pods of one linked cluster) with other paths (other clusters'
+/// entries, endpoints of their own): power of two choices between the paths, each
+/// weighed by the mean load of its endpoints, then between the chosen path's endpoints.
+/// A cluster thus competes as one, as its gateway does in Linkerd's gateway mode: when
+/// its link dies, the requests stuck on it weigh on the whole path at once, where a flat
+/// draw of two of its pods would send to it whatever their load until each stalls.
+/// `among` unchanged when every path has one endpoint.
+fn through_one_path<T>(list: &[Arc<Balanced<T>>], among: Vec<usize>) -> Vec<usize> {
+    let path = |i: usize| list[i].endpoint.via.ok_or(list[i].endpoint.addr);
+    let mut paths: Vec<(Result<SocketAddr, SocketAddr>, Vec<usize>)> = Vec::new();
+    for i in among.iter().copied() {
+        match paths.iter_mut().find(|(p, _)| *p == path(i)) {
+            Some((_, members)) => members.push(i),
+            None => paths.push((path(i), vec![i])),
+        }
+    }
+    if paths.len() == among.len() || paths.len() == 1 {
+        return among;
+    }
+    let mean =
+        |members: &[usize]| members.iter().map(|i| list[*i].ewma.load()).sum::<f64>() / members.len() as f64;
+    match p2c_by(paths.len(), random(), random(), |p| mean(&paths[p].1)) {
+        Some(p) => paths.swap_remove(p).1,
+        None => among,
+    }
 }
 
 /// The outcome of picking.
@@ -581,6 +610,39 @@ mod tests {
         );
         assert!(!list[4].is_down() && !list[5].is_down());
         assert_eq!(mark_down_via(&list, entry(4199)), 0);
+    }
+
+    #[test]
+    fn a_linked_clusters_pods_compete_as_one_path() {
+        let behind = |port: u16, via: u16| {
+            let b = balanced(port, true);
+            let mut endpoint = b.endpoint.clone();
+            endpoint.via = Some(SocketAddr::from(([127, 0, 0, 9], via)));
+            Arc::new(Balanced::new(endpoint, ()))
+        };
+        // East's three pods behind one entry, central's one pod behind another.
+        let list = vec![
+            behind(11, 4180),
+            behind(12, 4180),
+            behind(13, 4180),
+            behind(21, 4181),
+        ];
+        // Idle and alike (one cost, one age): every endpoint takes picks.
+        let stamp = now_ns();
+        for b in &list {
+            b.ewma.stamp_ns.store(stamp, Relaxed);
+        }
+        assert_eq!(picks(&list, |_| true), [11, 12, 13, 21]);
+        // Requests pile up on east (its link just died: nothing answers yet, nothing is
+        // stalled yet): central, the lighter path, takes every pick, though a flat draw
+        // of two east pods would still send to east.
+        let _stuck: Vec<_> = (0..3)
+            .flat_map(|i| [list[i].ewma.start(), list[i].ewma.start()])
+            .collect();
+        assert_eq!(picks(&list, |_| true), [21]);
+        // Endpoints of their own (a local pod, a Linkerd gateway) are each their own path.
+        let flat = vec![balanced(1, true), balanced(2, true)];
+        assert_eq!(through_one_path(&flat, vec![0, 1]), [0, 1]);
     }
 
     #[test]
