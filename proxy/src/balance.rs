@@ -16,6 +16,14 @@
 //! ([`Balanced::mark_down`]). A down endpoint comes back by itself after its hold
 //! ([`DOWN_HOLD`]), when the next pick tries it, or at once when it connects again. When
 //! every endpoint is down the pick ignores the marks rather than fail outright.
+//!
+//! # Gateway paths
+//! The pods of one linked cluster reached through one gateway proxy entry
+//! ([`crate::discovery::Endpoint::via`]) share that path: a path that fails as a whole
+//! takes them all down ([`mark_down_via`]), and within a tier that mixes paths the pick
+//! is two choices between paths, then between the chosen path's pods
+//! ([`through_one_path`]), so a cluster competes as one, as its gateway does in
+//! Linkerd's gateway mode.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
