@@ -22,7 +22,7 @@
 //! ([`crate::discovery::Endpoint::via`]) share that path: a path that fails as a whole
 //! takes them all down ([`mark_down_via`]), and within a tier that mixes paths the pick
 //! is two choices between paths, then between the chosen path's pods
-//! ([`through_one_path`]), so a cluster competes as one, as its gateway does in
+//! (see `choose`), so a cluster competes as one, as its gateway does in
 //! Linkerd's gateway mode.
 
 use std::cell::Cell;
