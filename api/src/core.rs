@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ServiceSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus, PodTemplateSpec, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -342,6 +342,30 @@ fn pod_template_spec(template: &PodTemplateSpec, tpath: &FieldPath, p: &mut Prob
     match &template.spec {
         Some(s) => pod_spec(s, &tpath.key("spec"), p),
         None => p.missing(&tpath.key("spec"), "a pod spec"),
+    }
+}
+
+/// Whether a proxy runs beside a pod: the injector's `linkerd.io/control-plane-ns` label,
+/// or the proxy version annotation.
+pub fn pod_is_meshed(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(labels::CONTROL_PLANE_NS_LABEL))
+        || meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(labels::PROXY_VERSION))
+}
+
+/// Whether a pod takes traffic: its `Ready` condition, or its phase `Running` when it
+/// has no such condition (local mode's pods, hand-written fixtures).
+pub fn pod_is_ready(status: Option<&PodStatus>) -> bool {
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match ready {
+        Some(c) => c.status == "True",
+        None => status.and_then(|s| s.phase.as_deref()) == Some("Running"),
     }
 }
 

@@ -83,15 +83,10 @@ impl PodInfo {
                 .and_then(|a| a.get(k))
                 .map(|v| Box::<str>::from(v.as_str()))
         };
-        let meshed = labels_map.contains_key(labels::CONTROL_PLANE_NS_LABEL)
-            || annotations.is_some_and(|a| a.contains_key(labels::PROXY_VERSION));
+        let meshed = strait_api::core::pod_is_meshed(meta);
         let owner = owner_of(pod, &labels_map);
-        let conditions = status.and_then(|s| s.conditions.as_ref());
         let phase = status.and_then(|s| s.phase.as_deref());
-        let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
-            Some(c) => c.status == "True",
-            None => phase == Some("Running"),
-        };
+        let ready = strait_api::core::pod_is_ready(status);
         let containers = spec.into_iter().flat_map(|s| s.containers.iter());
         let named_ports: Box<[(Box<str>, u16)]> = containers
             .clone()

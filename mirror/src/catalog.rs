@@ -42,9 +42,7 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// waits for the remote gateway's reply).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Annotation a meshed pod keeps in the catalog.
-const PROXY_VERSION: &str = "linkerd.io/proxy-version";
-/// Label a meshed pod keeps in the catalog (with every other label: services select on them).
-const CONTROL_PLANE_NS: &str = "linkerd.io/control-plane-ns";
+const PROXY_VERSION: &str = strait_api::labels::PROXY_VERSION;
 
 /// One catalog event on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,13 +139,7 @@ impl FrameDecoder {
 /// everything else stay in the cluster.
 pub fn project_pod(pod: &Pod) -> Option<Pod> {
     let meta = &pod.metadata;
-    let version = meta.annotations.as_ref().and_then(|a| a.get(PROXY_VERSION));
-    let meshed = meta
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(CONTROL_PLANE_NS))
-        || version.is_some();
-    if !meshed {
+    if !strait_api::core::pod_is_meshed(meta) {
         return None;
     }
     let status = pod.status.as_ref();
@@ -156,7 +148,11 @@ pub fn project_pod(pod: &Pod) -> Option<Pod> {
             name: meta.name.clone(),
             namespace: meta.namespace.clone(),
             labels: meta.labels.clone(),
-            annotations: version.map(|v| BTreeMap::from([(PROXY_VERSION.to_string(), v.clone())])),
+            annotations: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PROXY_VERSION))
+                .map(|v| BTreeMap::from([(PROXY_VERSION.to_string(), v.clone())])),
             resource_version: meta.resource_version.clone(),
             ..Default::default()
         },

@@ -195,11 +195,7 @@ pub fn remote_workload<'a>(
     for pod in pods {
         let meta = &pod.metadata;
         let labels = meta.labels.as_ref();
-        let meshed = labels.is_some_and(|l| l.contains_key("linkerd.io/control-plane-ns"))
-            || meta
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key("linkerd.io/proxy-version"));
+        let meshed = strait_api::core::pod_is_meshed(meta);
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref());
         let selected = selector
@@ -218,13 +214,7 @@ pub fn remote_workload<'a>(
             .and_then(|s| s.service_account_name.as_deref())
             .unwrap_or("default");
         *counts.entry(sa).or_default() += 1;
-        let is_ready = match status
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        {
-            Some(c) => c.status == "True",
-            None => phase == Some("Running"),
-        };
+        let is_ready = strait_api::core::pod_is_ready(status);
         let ip = status.and_then(|s| s.pod_ip.as_deref()?.parse().ok());
         if let (true, Some(ip)) = (is_ready, ip) {
             ready.push((sa, ip));
