@@ -177,6 +177,10 @@ impl ServiceInfo {
                 .filter(|v| !v.is_empty())
                 .cloned()
         };
+        let remote_endpoints = addresses(
+            annotation(labels::mirror::REMOTE_ENDPOINTS),
+            format_args!("Service {}/{}", id.0, id.1),
+        );
         Some(Self {
             id,
             ports,
@@ -186,7 +190,7 @@ impl ServiceInfo {
             remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
             gateway_entry: annotation(labels::mirror::GATEWAY_ENTRY).and_then(|a| a.parse().ok()),
             remote_identity: annotation(labels::mirror::REMOTE_IDENTITY),
-            remote_endpoints: addresses(annotation(labels::mirror::REMOTE_ENDPOINTS)),
+            remote_endpoints,
             local_discovery: annotation(labels::mirror::LOCAL_DISCOVERY),
             federated: annotation(labels::mirror::LOCAL_DISCOVERY).is_some()
                 || annotation(labels::mirror::REMOTE_DISCOVERY).is_some(),
@@ -194,14 +198,21 @@ impl ServiceInfo {
     }
 }
 
-/// The addresses of a `mirror.strait.io/remote-endpoints` value; entries that are not
-/// addresses are skipped (the mirror writes it; a hand-edited value loses only them).
-fn addresses(value: Option<String>) -> Vec<IpAddr> {
-    value
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect()
+/// The addresses of `object`'s `mirror.strait.io/remote-endpoints` value; entries that
+/// are not addresses are skipped with a warning (the mirror writes it; a hand-edited
+/// value loses only them).
+fn addresses(value: Option<String>, object: impl std::fmt::Display) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for entry in value.iter().flat_map(|v| v.split(',')) {
+        match entry.trim().parse() {
+            Ok(ip) => out.push(ip),
+            Err(_) => tracing::warn!(
+                "{} of {object}: {entry:?} is not an IP address; skipped (the mirror writes this annotation: remove it, and the mirror writes it again)",
+                labels::mirror::REMOTE_ENDPOINTS
+            ),
+        }
+    }
+    out
 }
 
 fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Vec<(u16, u16)> {
@@ -277,7 +288,14 @@ impl RemoteMember {
             fq_name: get(labels::mirror::REMOTE_SVC_FQ_NAME)?,
             entry: get(labels::mirror::GATEWAY_ENTRY).and_then(|e| e.parse().ok()),
             identity: get(labels::mirror::REMOTE_IDENTITY),
-            endpoints: addresses(get(labels::mirror::REMOTE_ENDPOINTS)),
+            endpoints: addresses(
+                get(labels::mirror::REMOTE_ENDPOINTS),
+                format_args!(
+                    "EndpointSlice {}/{}",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default()
+                ),
+            ),
         })
     }
 }

@@ -511,8 +511,10 @@ fn the_remote_endpoints_are_the_ready_addresses_of_the_chosen_identity() {
             Some("False"),
         ),
         at(pod("d", "myapp", "myapp", true, "Pending"), "10.42.0.10", None),
-        // No address yet, or another identity than the one chosen: left out.
+        // No address yet, one that is not an address, or another identity than the one
+        // chosen: left out.
         pod("e", "myapp", "myapp", true, "Running"),
+        at(pod("g", "myapp", "myapp", true, "Running"), "not-an-ip", None),
         at(pod("f", "other", "myapp", true, "Running"), "10.42.0.11", None),
     ];
     let w = remote_workload(&l, &svc, &pods).unwrap();
