@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use strait_tests::bench::gateway::{self, Settings as GatewaySettings};
 use strait_tests::bench::mirror::{self, Settings as MirrorSettings};
+use strait_tests::bench::proxy::load::Generator;
 use strait_tests::bench::proxy::policy::PolicySettings;
 use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, RunInfo};
 use strait_tests::bench::proxy::run::{Context, Settings};
@@ -35,7 +36,7 @@ enum Bench {
     /// Change propagation to open Destination/Get streams, and controller memory at scale.
     ControlPlane(ControlPlaneArgs),
     /// Proxy pairs with mTLS (strait, HAProxy) against a direct baseline: added latency at a
-    /// fixed rate (h2load), RSS and CPU per proxy, saturation throughput (wrk).
+    /// fixed rate (oha, or h2load), RSS and CPU per proxy, saturation throughput (wrk).
     Proxy(ProxyArgs),
     /// The client-side strait proxy's CPU per request with ten HTTPRoutes and retries against
     /// no routes, in alternating phases of one run.
@@ -134,6 +135,26 @@ struct DataPlaneArgs {
     /// Warm-up seconds before each fixed-rate run.
     #[arg(long, default_value_t = Settings::issue().warmup.as_secs())]
     warmup_seconds: u64,
+    /// The fixed-rate load generator: oha paces requests evenly and times each from when
+    /// it was due (built once with `cargo install` if missing); h2load sends
+    /// per-connection bursts on a 10 ms timer.
+    #[arg(long, value_enum, default_value_t = FixedRateGenerator::Oha)]
+    fixed_rate_generator: FixedRateGenerator,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FixedRateGenerator {
+    Oha,
+    H2load,
+}
+
+impl From<FixedRateGenerator> for Generator {
+    fn from(g: FixedRateGenerator) -> Self {
+        match g {
+            FixedRateGenerator::Oha => Generator::Oha,
+            FixedRateGenerator::H2load => Generator::H2load,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -203,6 +224,15 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the repository")
         .to_path_buf()
+}
+
+/// Where tools built for the benchmarks go: `bench-tools` in this executable's target
+/// directory (`target/bench-tools`).
+fn bench_tools_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("bench-tools")))
+        .unwrap_or_else(|| repo_root().join("target/bench-tools"))
 }
 
 const PROFILE: &str = if cfg!(debug_assertions) {
@@ -424,7 +454,7 @@ fn data_plane<T>(
             lean.display()
         ));
     }
-    let tools = proxy::tools::ensure().map_err(|e| e.to_string())?;
+    let tools = proxy::tools::ensure(settings.generator, &bench_tools_dir()).map_err(|e| e.to_string())?;
     let info = run_info(proxy::tools::generators(&tools));
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     let mesh = Mesh::start().map_err(|e| e.to_string())?;
@@ -443,6 +473,7 @@ fn settings(common: &DataPlaneArgs) -> Settings {
         rps: common.rps,
         connections: common.connections,
         warmup: std::time::Duration::from_secs(common.warmup_seconds),
+        generator: common.fixed_rate_generator.into(),
         ..Settings::issue()
     }
 }

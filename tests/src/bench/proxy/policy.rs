@@ -260,7 +260,7 @@ pub fn run(ctx: &Context<'_>, n: u8, settings: PolicySettings) -> Result<PolicyR
             let (routed, answered) = (pair.backend.routed() - r0, pair.backend.requests() - n0);
             if answered < generator_ok {
                 return Err(Error::Accounting(format!(
-                    "{label}: h2load counted {generator_ok} successes, the backend answered {answered}"
+                    "{label}: the load generator counted {generator_ok} successes, the backend answered {answered}"
                 )));
             }
             let expected = if routes { answered } else { 0 };

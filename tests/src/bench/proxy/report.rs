@@ -207,11 +207,12 @@ fn target_rows(run: &ProxyRun) -> Vec<[String; 3]> {
 fn settings_line(s: &Settings) -> String {
     format!(
         "HTTP/1.1, 1 KiB answers, loopback; fixed rate {} RPS over {} connections for {} s after {} s of \
-         warm-up (`h2load --rps`, every request logged); saturation `wrk -t1 -c{} -d{}s`",
+         warm-up ({}); saturation `wrk -t1 -c{} -d{}s`",
         s.rps,
         s.connections,
         s.duration.as_secs(),
         s.warmup.as_secs(),
+        s.generator.describe(s.rps, s.connections),
         s.saturation_connections,
         s.saturation_duration.as_secs()
     )

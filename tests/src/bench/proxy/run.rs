@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::load::{self, FixedRate, FixedRateLoad, Saturation};
+use super::load::{self, FixedRate, FixedRateLoad, Generator, Saturation};
 use super::mesh::Backend;
 use super::process::{self, Running};
 use super::tools::Tools;
@@ -30,6 +30,8 @@ pub struct Settings {
     pub saturation_connections: u32,
     /// Saturation duration.
     pub saturation_duration: Duration,
+    /// The fixed-rate load generator.
+    pub generator: Generator,
 }
 
 impl Settings {
@@ -43,6 +45,7 @@ impl Settings {
             duration: Duration::from_secs(30),
             saturation_connections: 16,
             saturation_duration: Duration::from_secs(15),
+            generator: Generator::Oha,
         }
     }
 }
@@ -174,8 +177,9 @@ pub fn fixed_rate(
     };
     let mut warm_ok = 0;
     if !warmup.is_zero() {
-        warm_ok = load::h2load(
-            &ctx.tools.h2load,
+        warm_ok = load::fixed_rate(
+            ctx.tools,
+            s.generator,
             entry,
             path,
             ctx.fixed_load(warmup),
@@ -184,16 +188,19 @@ pub fn fixed_rate(
         .ok;
     }
     eprintln!(
-        "{label}: fixed rate, {} RPS over {} connections for {duration:?} (h2load)",
-        s.rps, s.connections
+        "{label}: fixed rate, {} RPS over {} connections for {duration:?} ({})",
+        s.rps,
+        s.connections,
+        s.generator.name()
     );
     let pids: Vec<u32> = measured.iter().map(Running::pid).collect();
     let cpu0: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
     let sampler = RssSampler::start(pids.clone());
     let t0 = Instant::now();
     let measured_log = log("measured")?;
-    let fixed = load::h2load(
-        &ctx.tools.h2load,
+    let fixed = load::fixed_rate(
+        ctx.tools,
+        s.generator,
         entry,
         path,
         ctx.fixed_load(duration),

@@ -1,12 +1,15 @@
-//! The tools the benchmark runs, all from Debian's packages: `h2load` (nghttp2-client),
-//! `wrk` and `haproxy`. Missing ones are installed with `apt-get` when the harness runs as
-//! root (as on CI and the developer machines), saying so; otherwise the error names the
-//! command to run.
+//! The tools the benchmark runs: from Debian's packages `h2load` (nghttp2-client), `wrk`
+//! and `haproxy`, and from crates.io `oha`, the default fixed-rate generator. Missing
+//! packages are installed with `apt-get` when the harness runs as root (as on CI and the
+//! developer machines), saying so; otherwise the error names the command to run. A missing
+//! `oha` is built once with `cargo install` into the target directory
+//! (`target/bench-tools`), saying so.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Error;
+use super::load::Generator;
 
 /// Paths of the tools.
 #[derive(Clone, Debug)]
@@ -17,7 +20,13 @@ pub struct Tools {
     pub wrk: PathBuf,
     /// The reference proxy.
     pub haproxy: PathBuf,
+    /// The evenly paced fixed-rate load generator, when the run uses it.
+    pub oha: Option<PathBuf>,
 }
+
+/// The `oha` the harness installs when none is on `$PATH` (the version its JSON parser
+/// was written against).
+pub const OHA_VERSION: &str = "1.16.0";
 
 /// Each tool's binary and the Debian package that has it.
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -56,8 +65,53 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Finds the tools, installing missing packages with apt-get when running as root.
-pub fn ensure() -> Result<Tools, Error> {
+/// `oha` on `$PATH`, or built once into `root` (`target/bench-tools`) with `cargo install`.
+fn ensure_oha(root: &Path) -> Result<PathBuf, Error> {
+    let built = root.join("bin/oha");
+    if let Some(found) = which("oha").or_else(|| built.is_file().then(|| built.clone())) {
+        return Ok(found);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "tools: oha is missing; building oha {OHA_VERSION} from crates.io into {} (once; a few minutes on 2 cores)",
+        root.display()
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "install",
+        "--locked",
+        "--quiet",
+        "oha",
+        "--version",
+        OHA_VERSION,
+        "--root",
+    ])
+    .arg(root);
+    // The nested cargo must not inherit this package's build variables.
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_") && n != "CARGO_HOME" || n == "RUSTFLAGS" {
+            cmd.env_remove(&name);
+        }
+    }
+    status(&mut cmd, "cargo install oha").map_err(|e| {
+        Error::Tool(format!(
+            "{e}; install it by hand with `cargo install --locked oha --version {OHA_VERSION}`, or run with --fixed-rate-generator h2load"
+        ))
+    })?;
+    if built.is_file() {
+        Ok(built)
+    } else {
+        Err(Error::Tool(format!(
+            "cargo install oha did not leave {}",
+            built.display()
+        )))
+    }
+}
+
+/// Finds the tools, installing missing packages with apt-get when running as root, and
+/// `oha` into `tools_root` when `generator` is oha.
+pub fn ensure(generator: Generator, tools_root: &Path) -> Result<Tools, Error> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(bin, _)| which(bin).is_none())
@@ -87,6 +141,10 @@ pub fn ensure() -> Result<Tools, Error> {
         h2load: found("h2load")?,
         wrk: found("wrk")?,
         haproxy: found("haproxy")?,
+        oha: match generator {
+            Generator::Oha => Some(ensure_oha(tools_root)?),
+            Generator::H2load => None,
+        },
     })
 }
 
@@ -104,7 +162,7 @@ pub fn haproxy_version(haproxy: &Path) -> String {
     first_line(haproxy, "-v").unwrap_or_else(|| "HAProxy (version unknown)".into())
 }
 
-/// The load generators' versions, for the report: `h2load nghttp2/1.52.0, wrk 4.1.0`.
+/// The load generators' versions, for the report: `oha 1.16.0, h2load nghttp2/1.52.0, wrk 4.1.0`.
 pub fn generators(tools: &Tools) -> String {
     let h2 = first_line(&tools.h2load, "--version")
         .and_then(|l| l.split_whitespace().last().map(|v| format!("h2load {v}")))
@@ -112,5 +170,11 @@ pub fn generators(tools: &Tools) -> String {
     let wrk = first_line(&tools.wrk, "-v")
         .and_then(|l| l.split_whitespace().nth(1).map(|v| format!("wrk {v}")))
         .unwrap_or_else(|| "wrk".into());
-    format!("{h2}, {wrk}")
+    match &tools.oha {
+        Some(oha) => {
+            let oha = first_line(oha, "--version").unwrap_or_else(|| "oha".into());
+            format!("{oha}, {h2}, {wrk}")
+        }
+        None => format!("{h2}, {wrk}"),
+    }
 }
