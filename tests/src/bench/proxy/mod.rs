@@ -10,11 +10,12 @@
 //! A *pair kind* is a [`PairBuilder`]: given the [`Layout`] (addresses, the mesh PKI) and
 //! the [`Mesh`] (the control plane in this process), it returns what to start — the two
 //! proxy processes and the cluster objects the control plane must hold first. The
-//! [`strait`] pair and the [`haproxy`] pair are the entries of [`PAIR_KINDS`]; everything
+//! [`strait`] pair, the [`haproxy`] pair and the [`stunnel`] pair (a TLS byte relay: the
+//! floor for any two processes doing the hop) are the entries of [`PAIR_KINDS`]; everything
 //! else (start, readiness, load, `/proc` sampling, request accounting, stop, report) is
 //! shared by [`run`].
 //!
-//! The pieces: [`tools`] finds or installs h2load, wrk and HAProxy; [`mesh`] runs the
+//! The pieces: [`tools`] finds or installs oha, h2load, wrk, HAProxy and stunnel; [`mesh`] runs the
 //! controller and the backends in process; [`pki`] issues the certificates of the pairs
 //! that do not ask the identity service; [`process`] runs and samples child processes;
 //! [`load`] drives `h2load` and `wrk` and parses their output; [`run`] measures one path;
@@ -30,6 +31,7 @@ pub mod process;
 pub mod report;
 pub mod run;
 pub mod strait;
+pub mod stunnel;
 pub mod tools;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -174,4 +176,8 @@ pub struct BuildContext<'a> {
 pub type PairBuilder = fn(&Layout, &BuildContext<'_>) -> Result<PairSpec, Error>;
 
 /// The pair kinds this build measures, by `--pair` name, in report order.
-pub const PAIR_KINDS: &[(&str, PairBuilder)] = &[("strait", strait::pair), ("haproxy", haproxy::pair)];
+pub const PAIR_KINDS: &[(&str, PairBuilder)] = &[
+    ("strait", strait::pair),
+    ("haproxy", haproxy::pair),
+    ("stunnel", stunnel::pair),
+];

@@ -1,5 +1,5 @@
-//! The tools the benchmark runs: from Debian's packages `h2load` (nghttp2-client), `wrk`
-//! and `haproxy`, and from crates.io `oha`, the default fixed-rate generator. Missing
+//! The tools the benchmark runs: from Debian's packages `h2load` (nghttp2-client), `wrk`,
+//! `haproxy` and `stunnel4`, and from crates.io `oha`, the default fixed-rate generator. Missing
 //! packages are installed with `apt-get` when the harness runs as root (as on CI and the
 //! developer machines), saying so; otherwise the error names the command to run. A missing
 //! `oha` is built once with `cargo install` into the target directory
@@ -33,6 +33,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("h2load", "nghttp2-client"),
     ("wrk", "wrk"),
     ("haproxy", "haproxy"),
+    ("stunnel4", "stunnel4"),
 ];
 
 /// `name` on `$PATH` (or the sbin directories, where Debian puts haproxy).
@@ -73,7 +74,7 @@ fn ensure_oha(root: &Path) -> Result<PathBuf, Error> {
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
-        "tools: oha is missing; building oha {OHA_VERSION} from crates.io into {} (once; a few minutes on 2 cores)",
+        "tools: oha is missing; building oha {OHA_VERSION} from crates.io into {} (once; cargo shows its progress; a few minutes on 2 cores)",
         root.display()
     );
     let mut cmd = Command::new(cargo);
