@@ -93,11 +93,7 @@ mod tests {
 
     #[test]
     fn configs_wire_the_pair_with_mutual_tls() {
-        let dir = tempfile::tempdir().unwrap();
-        let td = strait_identity::TrustDomain::default();
-        let (anchors, issuer) = strait_identity::generate(&td, std::time::SystemTime::now()).unwrap();
-        let pki = crate::bench::proxy::pki::issue_into(dir.path(), &anchors, &issuer).unwrap();
-        let layout = Layout::new(9, dir.path().to_path_buf(), pki);
+        let (_dir, layout) = Layout::for_tests(9);
         let (client, server) = configs(&layout, Path::new("/c.pem"), Path::new("/s.pem"));
         assert!(client.contains("bind 127.46.9.2:4140\n"), "{client}");
         assert!(

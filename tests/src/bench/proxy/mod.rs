@@ -146,6 +146,19 @@ impl Layout {
         )
     }
 
+    /// Path `n`'s layout in a fresh temporary directory, with certificates from a fresh
+    /// issuer (for the pair builders' tests; the directory lives as long as the guard).
+    #[cfg(test)]
+    pub fn for_tests(n: u8) -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let td = strait_identity::TrustDomain::default();
+        let (anchors, issuer) =
+            strait_identity::generate(&td, std::time::SystemTime::now()).expect("a test issuer");
+        let pki = pki::issue_into(dir.path(), &anchors, &issuer).expect("test certificates");
+        let layout = Self::new(n, dir.path().to_path_buf(), pki);
+        (dir, layout)
+    }
+
     /// Path `n`'s layout with its scratch directory `dir` and certificates.
     pub fn new(n: u8, dir: PathBuf, pki: pki::Pki) -> Self {
         let (client_ip, server_ip) = Self::addresses(n);

@@ -68,11 +68,7 @@ mod tests {
 
     #[test]
     fn each_side_verifies_the_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let td = strait_identity::TrustDomain::default();
-        let (anchors, issuer) = strait_identity::generate(&td, std::time::SystemTime::now()).unwrap();
-        let pki = crate::bench::proxy::pki::issue_into(dir.path(), &anchors, &issuer).unwrap();
-        let layout = Layout::new(9, dir.path().to_path_buf(), pki);
+        let (_dir, layout) = Layout::for_tests(9);
         let client = config(&layout.pki, true, layout.client_proxy, layout.server_proxy);
         assert!(
             client.contains("client = yes\naccept = 127.46.9.2:4140\nconnect = 127.46.9.3:4143\n"),
