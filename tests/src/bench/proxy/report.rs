@@ -322,11 +322,11 @@ pub fn table(run: &ProxyRun) -> String {
         ["SATURATION", "rps", "× direct", "× HAProxy", "errors"],
         &saturation_rows(run),
     );
-    text_table(
-        &mut o,
-        ["STRAIT PAIR TARGET", "measured", "result"],
-        &target_rows(run),
-    );
+    // Without the strait pair (`--pair haproxy`) there is nothing to judge.
+    let targets = target_rows(run);
+    if !targets.is_empty() {
+        text_table(&mut o, ["STRAIT PAIR TARGET", "measured", "result"], &targets);
+    }
     o.push_str(&format!("request accounting: {}\n", accounting(run)));
     o
 }
@@ -579,5 +579,13 @@ mod tests {
         let md = markdown(&run);
         assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
         assert!(table(&run).contains("SATURATION"));
+        assert!(table(&run).contains("STRAIT PAIR TARGET"));
+        // Without the strait pair there are no targets to print.
+        let others = ProxyRun {
+            pairs: run.pairs.iter().filter(|p| p.kind != "strait").cloned().collect(),
+            ..run
+        };
+        assert!(!table(&others).contains("STRAIT PAIR TARGET"));
+        assert!(table(&others).contains("HAProxy pair"));
     }
 }
