@@ -23,7 +23,34 @@ pub mod stats;
 pub mod target;
 pub mod watches;
 
+use std::process::Command;
 use std::time::Duration;
+
+/// A `cargo` command (the cargo running this binary, or `cargo`) for a build nested in a
+/// benchmark. `cargo run` hands this process the tests package's variables; ring's build
+/// script watches some of them (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, …), so a nested build
+/// that kept them would rebuild ring and everything above it, and the next `cargo run`
+/// would rebuild it back. The nested build gets the environment the outer cargo had.
+pub fn nested_cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&n.as_ref())
+        {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
 
 /// Why a benchmark could not run (a missed target is a result, not an error).
 #[derive(Debug, thiserror::Error)]

@@ -138,23 +138,8 @@ struct DataPlaneArgs {
     /// The fixed-rate load generator: oha paces requests evenly and times each from when
     /// it was due (built once with `cargo install` if missing); h2load sends
     /// per-connection bursts on a 10 ms timer.
-    #[arg(long, value_enum, default_value_t = FixedRateGenerator::Oha)]
-    fixed_rate_generator: FixedRateGenerator,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FixedRateGenerator {
-    Oha,
-    H2load,
-}
-
-impl From<FixedRateGenerator> for Generator {
-    fn from(g: FixedRateGenerator) -> Self {
-        match g {
-            FixedRateGenerator::Oha => Generator::Oha,
-            FixedRateGenerator::H2load => Generator::H2load,
-        }
-    }
+    #[arg(long, value_enum, default_value_t = Generator::Oha)]
+    fixed_rate_generator: Generator,
 }
 
 #[derive(clap::Args, Debug)]
@@ -244,35 +229,15 @@ const PROFILE: &str = if cfg!(debug_assertions) {
 /// Builds `strait` with the cargo running this binary, into the same target directory and
 /// profile, and returns its path (beside this executable).
 fn build_strait() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
+    let mut cmd = strait_tests::bench::nested_cargo();
     cmd.args(["build", "--locked", "-p", "strait", "--manifest-path"])
         .arg(repo_root().join("Cargo.toml"));
-    // `cargo run` hands this process the tests package's variables; ring's build script
-    // watches some of them (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, …), so a nested build that
-    // kept them would rebuild ring and everything above it, and the next `cargo run` would
-    // rebuild it back. The nested build gets the environment the outer cargo had.
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        if n.starts_with("CARGO_PKG_")
-            || n.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "OUT_DIR",
-            ]
-            .contains(&n.as_ref())
-        {
-            cmd.env_remove(&name);
-        }
-    }
     if PROFILE == "release" {
         cmd.arg("--release");
     }
     let status = cmd
         .status()
-        .map_err(|e| format!("cannot run {}: {e}; pass --strait FILE", cargo.to_string_lossy()))?;
+        .map_err(|e| format!("cannot run {:?}: {e}; pass --strait FILE", cmd.get_program()))?;
     if !status.success() {
         return Err(format!("building strait failed ({status})"));
     }
@@ -473,7 +438,7 @@ fn settings(common: &DataPlaneArgs) -> Settings {
         rps: common.rps,
         connections: common.connections,
         warmup: std::time::Duration::from_secs(common.warmup_seconds),
-        generator: common.fixed_rate_generator.into(),
+        generator: common.fixed_rate_generator,
         ..Settings::issue()
     }
 }

@@ -49,8 +49,8 @@ pub struct Saturation {
     pub rps: f64,
 }
 
-/// The fixed-rate load generator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// The fixed-rate load generator (`bench --fixed-rate-generator oha|h2load`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Generator {
     /// `oha -q RPS --latency-correction` (crates.io): evenly paced requests.
     #[default]

@@ -72,29 +72,13 @@ fn ensure_oha(root: &Path) -> Result<PathBuf, Error> {
     if let Some(found) = which("oha").or_else(|| built.is_file().then(|| built.clone())) {
         return Ok(found);
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "tools: oha is missing; building oha {OHA_VERSION} from crates.io into {} (once; cargo shows its progress; a few minutes on 2 cores)",
         root.display()
     );
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "install",
-        "--locked",
-        "--quiet",
-        "oha",
-        "--version",
-        OHA_VERSION,
-        "--root",
-    ])
-    .arg(root);
-    // The nested cargo must not inherit this package's build variables.
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        if n.starts_with("CARGO_") && n != "CARGO_HOME" || n == "RUSTFLAGS" {
-            cmd.env_remove(&name);
-        }
-    }
+    let mut cmd = crate::bench::nested_cargo();
+    cmd.args(["install", "--locked", "oha", "--version", OHA_VERSION, "--root"])
+        .arg(root);
     status(&mut cmd, "cargo install oha").map_err(|e| {
         Error::Tool(format!(
             "{e}; install it by hand with `cargo install --locked oha --version {OHA_VERSION}`, or run with --fixed-rate-generator h2load"
