@@ -198,6 +198,10 @@ pub mod mirror {
     /// [`REMOTE_IDENTITY`], Destination sends Strait proxies through that entry with the
     /// remote workload's identity instead of to the remote gateway.
     pub const GATEWAY_ENTRY: &str = "mirror.strait.io/gateway-entry";
+    /// Strait: beside [`GATEWAY_ENTRY`] when that entry serves every link of the gateway
+    /// (`strait mirror --gateway-entry ADDR`): the link (the Link's `targetClusterName`)
+    /// each `strt` request there must name. Absent for an entry of one link.
+    pub const GATEWAY_LINK: &str = "mirror.strait.io/gateway-link";
     /// Strait: on a gateway-mode mirror Service, the mesh identity of the remote
     /// Service's workloads (learned by the mirror from the remote pods' service account).
     pub const REMOTE_IDENTITY: &str = "mirror.strait.io/remote-identity";

@@ -1111,10 +1111,19 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
         assert!(!out.status.success(), "{extra:?}");
         text(&out.stderr)
     };
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (
-            &["--proxy-entry", "127.0.0.1:4180"],
-            "--proxy-entry \"127.0.0.1:4180\": expected LINK=ADDR",
+            &["--proxy-entry", "localhost:4180"],
+            "--proxy-entry \"localhost:4180\": expected ADDR (a TCP IP:PORT) or LINK=ADDR",
+        ),
+        (
+            &[
+                "--proxy-entry",
+                "127.0.0.1:4180",
+                "--proxy-entry",
+                "127.0.0.1:4181",
+            ],
+            "--proxy-entry: two entries for every link",
         ),
         (
             &["--proxy-entry", "east=127.0.0.1:4180"],
@@ -1142,7 +1151,14 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
             &["--serve-exports"],
             "--serve-exports needs the cluster to read: pass --state-dir DIR",
         ),
-        (&["--kubernetes"], "--serve-exports"),
+        (
+            &["--kubernetes"],
+            "--kubernetes says where --serve-exports and --watch-links read",
+        ),
+        (
+            &["--watch-links"],
+            "--watch-links needs the cluster to read: pass --state-dir DIR",
+        ),
     ];
     for (extra, expected) in cases {
         let err = bad(extra);
@@ -1170,7 +1186,7 @@ fn the_gateway_opens_proxy_entries_and_refuses_bad_entry_flags() {
     let out = run(&["mirror", "--gateway-entry", "east:127.0.0.1:4180"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("--gateway-entry \"east:127.0.0.1:4180\": expected CLUSTER=ADDR"),
+        text(&out.stderr).contains("--gateway-entry \"east:127.0.0.1:4180\": expected ADDR"),
         "{}",
         text(&out.stderr)
     );

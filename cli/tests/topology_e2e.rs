@@ -497,6 +497,17 @@ fn exercise(run: &Run) {
             .any(|l| l.starts_with("east") && l.contains("True")),
         "{gateways}"
     );
+    // West's gateway dials east because west holds east's Link (`--watch-links`, applied
+    // by `strait up` after the gateway started): no link is configured by hand.
+    let mut logs = Vec::new();
+    logs_named(run.home.path(), "gateway.log", &mut logs);
+    assert!(
+        logs.iter().any(|(_, log)| log
+            .lines()
+            .any(|l| l.contains("link added from its Link") && l.contains("east"))),
+        "{:?}",
+        logs.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
 
     // A crashed workload is restarted, and the restart is visible.
     let before = run.pod("east", "myapp-v2");

@@ -68,7 +68,8 @@ pub fn is_remote_access(id: &IdentityName, trust_domain: &str) -> bool {
 pub const GATEWAY_SA: &str = "linkerd-gateway";
 
 /// Whether `id` is the cluster's gateway in `trust_domain`: it may read Services and
-/// Pods, which it serves to linked clusters' mirrors (`strait gateway --serve-exports`).
+/// Pods, which it serves to linked clusters' mirrors (`strait gateway --serve-exports`),
+/// and Links, which it dials (`strait gateway --watch-links`).
 pub fn is_gateway(id: &IdentityName, trust_domain: &str) -> bool {
     id.to_string() == format!("{GATEWAY_SA}.{MULTICLUSTER_NS}.serviceaccount.identity.linkerd.{trust_domain}")
 }
@@ -333,12 +334,15 @@ async fn respond(
     if gateway {
         let path = req.uri().path();
         if req.method() != Method::GET
-            || !matches!(path, "/v1/objects/services" | "/v1/objects/pods" | "/v1/version")
+            || !matches!(
+                path,
+                "/v1/objects/services" | "/v1/objects/pods" | "/v1/objects/links" | "/v1/version"
+            )
         {
             return error(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "{} may only read services and pods (GET /v1/objects/services, /v1/objects/pods): it is the cluster's gateway",
+                    "{} may only read services, pods and links (GET /v1/objects/services, /v1/objects/pods, /v1/objects/links): it is the cluster's gateway",
                     client.map(ToString::to_string).unwrap_or_default()
                 ),
             );

@@ -1,13 +1,15 @@
 //! The proxy entry: where local Strait proxies hand the gateway their cross-cluster
-//! connections (`strait gateway --proxy-entry LINK=ADDR`, one TCP listener per link).
+//! connections (`strait gateway --proxy-entry ADDR`: one TCP listener for every link, each
+//! request naming its link; or `--proxy-entry LINK=ADDR`, a listener for one link, as
+//! before `strt` version 3).
 //!
 //! The exchange, on one TCP connection:
 //!
-//! 1. the proxy writes one `strt` open request ([`crate::proto::header`]): the remote
-//!    service's authority and port, the protocol, and the identity it expects of the
-//!    remote workload (or the mirror writes a watch request for the remote catalog,
-//!    [`crate::catalog`], which travels the same way);
-//! 2. the gateway opens one stream on the listener's link with that target and passes
+//! 1. the proxy writes one `strt` open request ([`crate::proto::header`]): the link (the
+//!    remote cluster's name), the remote service's authority and port, the protocol, and
+//!    the identity it expects of the remote workload (or the mirror writes a watch request
+//!    for the remote catalog, [`crate::catalog`], which travels the same way);
+//! 2. the gateway opens one stream on that link with that target and passes
 //!    the remote gateway's reply back unchanged: an acceptance names the application
 //!    port of the endpoint the remote ingress chose; a refusal ends the connection;
 //! 3. after an acceptance the proxy starts its own mTLS session (ClientHello first),
@@ -15,8 +17,10 @@
 //!
 //! Failures on this side are refusals too, in the same frame, so a proxy always learns
 //! why: a bad or missing request (`malformed`, `unsupported-version`; a probe is
-//! `malformed` here, probes are for links), a link that is down or fails while the
-//! stream opens (`link-down`). The hop is plaintext TCP inside the cluster: the header
+//! `malformed` here, probes are for links; so is a request that names no link at an
+//! entry of several links), a link that is down, not configured here or fails while the
+//! stream opens (`link-down`). The link a request names is not forwarded: the remote
+//! gateway gets the request in the lowest version that carries it. The hop is plaintext TCP inside the cluster: the header
 //! names only a service and an identity, and everything after it is the proxy's TLS.
 
 use std::net::SocketAddr;
@@ -29,16 +33,66 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::link::LinkHandle;
-use crate::proto::header::{self, RefusalReason, Reply, Request};
+use crate::links::Links;
+use crate::proto::header::{self, EntryRequest, LINK_VERSION, LinkName, RefusalReason, Reply, Request};
 use crate::relay::{self, Downstream, RelayError};
 
-/// A TCP listener where local proxies open streams on one link.
+/// A TCP listener where local proxies open streams on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyEntry {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The link its streams go over.
-    pub link: String,
+    /// The one link its streams go over; `None` for every link, each request naming
+    /// its own.
+    pub link: Option<String>,
+}
+
+/// How an entry finds the link of a request.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    /// Always this link (a request may name it, and no other).
+    Link(LinkHandle),
+    /// The link the request names; without a name, the only link if there is one.
+    Named(Links),
+}
+
+impl Route {
+    fn pick(&self, named: Option<&LinkName>) -> Result<LinkHandle, (RefusalReason, String)> {
+        match (self, named) {
+            (Route::Link(link), None) => Ok(link.clone()),
+            (Route::Link(link), Some(n)) if n.as_str() == link.spec().name => Ok(link.clone()),
+            (Route::Link(link), Some(n)) => Err((
+                RefusalReason::LinkDown,
+                format!(
+                    "this proxy entry serves only the link to {}, not {n}: point the mirror at the gateway's entry for every link (`strait gateway --proxy-entry ADDR`)",
+                    link.spec().name
+                ),
+            )),
+            (Route::Named(links), Some(n)) => links.get(n.as_str()).ok_or_else(|| {
+                let known = links.names();
+                (
+                    RefusalReason::LinkDown,
+                    format!(
+                        "this gateway has no link to {n} (links: {}): apply a Link whose targetClusterName is {n}, or check the gateway's log for why it was not started",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                )
+            }),
+            (Route::Named(links), None) => {
+                let mut all = links.handles();
+                if all.len() == 1 {
+                    return Ok(all.remove(0));
+                }
+                Err((
+                    RefusalReason::Malformed,
+                    format!(
+                        "this entry serves every link of the gateway ({}) and the request names none: upgrade the proxy or mirror (strt version {LINK_VERSION} names the link)",
+                        if all.is_empty() { "none yet".to_string() } else { links.names().join(", ") }
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 /// How long a proxy has to send its request once connected.
@@ -49,7 +103,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn serve(
     listener: TcpListener,
-    link: LinkHandle,
+    route: Route,
     open_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -59,7 +113,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(conn(tcp, peer, link.clone(), open_timeout));
+                    conns.spawn(conn(tcp, peer, route.clone(), open_timeout));
                 }
                 Err(e) => tracing::warn!(error = %e, "proxy entry accept failed"),
             },
@@ -77,19 +131,23 @@ async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {
     let _ = tcp.shutdown().await;
 }
 
-async fn conn(mut tcp: TcpStream, peer: SocketAddr, link: LinkHandle, open_timeout: Duration) {
-    let metrics = link.metrics().clone();
-    let name = link.spec().name.clone();
+async fn conn(mut tcp: TcpStream, peer: SocketAddr, route: Route, open_timeout: Duration) {
     let (request, pipelined) =
-        match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_request(&mut tcp)).await {
-            Ok(Ok((Request::Probe, _))) => {
+        match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_entry_request(&mut tcp)).await {
+            Ok(Ok((
+                EntryRequest {
+                    request: Request::Probe,
+                    ..
+                },
+                _,
+            ))) => {
                 let message =
                     "a proxy entry takes open and watch requests; probes are for gateway links".to_string();
                 return refuse(tcp, RefusalReason::Malformed, message).await;
             }
             Ok(Ok(r)) => r,
             Ok(Err(RelayError::Header(e))) => {
-                tracing::info!(%peer, link = %name, error = %e, "proxy entry: bad request");
+                tracing::info!(%peer, error = %e, "proxy entry: bad request");
                 return refuse(tcp, e.refusal(), e.to_string()).await;
             }
             Ok(Err(e)) => {
@@ -101,6 +159,16 @@ async fn conn(mut tcp: TcpStream, peer: SocketAddr, link: LinkHandle, open_timeo
                 return refuse(tcp, RefusalReason::Malformed, message).await;
             }
         };
+    let EntryRequest { link, request } = request;
+    let link = match route.pick(link.as_ref()) {
+        Ok(link) => link,
+        Err((reason, message)) => {
+            tracing::info!(%peer, %reason, %message, "proxy entry: no link for the request");
+            return refuse(tcp, reason, message).await;
+        }
+    };
+    let metrics = link.metrics().clone();
+    let name = link.spec().name.clone();
     let target = match &request {
         Request::Open(t) => t.to_string(),
         Request::Watch(resource) => format!("the {resource} catalog of {name}"),

@@ -1,5 +1,5 @@
-//! A running gateway: one QUIC endpoint that dials every configured link and
-//! accepts links from remote gateways, egress listeners that relay local TCP
+//! A running gateway: one QUIC endpoint that dials every link (configured, or set at
+//! runtime through [`Running::registry`]) and accepts links from remote gateways, egress listeners that relay local TCP
 //! connections over links, proxy entries where local proxies open streams on a
 //! link ([`crate::entry`]), and the ingress role that delivers remote streams to
 //! local endpoints, and optionally Linkerd's gateway entry on TCP
@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 
 use crate::catalog::{self, Catalog};
 use crate::entry::{self, ProxyEntry};
-use crate::link::{Driver, LinkHandle, LinkSpec};
+use crate::link::{LinkHandle, LinkSpec};
 use crate::linkerd_entry;
+use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::proto::header::{self, RefusalReason, Reply, Request, Target};
 use crate::proto::link::LinkConfig;
@@ -123,7 +124,8 @@ pub struct GatewayConfig {
     pub accept: Vec<IdentityName>,
     /// Egress listeners.
     pub egress: Vec<EgressRoute>,
-    /// Proxy entries (one per link at most).
+    /// Proxy entries: one for every link (requests name theirs), and at most one per
+    /// link for proxies of the version before.
     pub proxy_entries: Vec<ProxyEntry>,
     /// Linkerd's gateway entry for stock proxies (TCP, mTLS, transport header), if any.
     pub linkerd_entry: Option<LinkerdEntry>,
@@ -225,7 +227,7 @@ impl Gateway {
         let entries = config
             .proxy_entries
             .iter()
-            .map(|e| ("proxy entry", e.listen, &e.link));
+            .filter_map(|e| Some(("proxy entry", e.listen, e.link.as_ref()?)));
         for (what, listen, link) in routes.chain(entries) {
             if !config.links.iter().any(|l| &l.name == link) {
                 return Err(GatewayError::UnknownLink {
@@ -359,30 +361,18 @@ impl Gateway {
             metrics,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let transport = transport(&config.tuning);
+        let registry = Links::new(
+            endpoint.clone(),
+            creds.clone(),
+            transport(&config.tuning),
+            config.link.clone(),
+            metrics.clone(),
+        );
 
         let mut tasks = JoinSet::new();
         let mut links = Vec::new();
         for spec in &config.links {
-            // A client config per link, so each link knows which of its handshakes resumed.
-            let verified = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let mut client =
-                quinn::ClientConfig::new(Arc::new(tls::quic_client_config(&creds, verified.clone())?));
-            client.transport_config(transport.clone());
-            let driver = Driver {
-                spec: spec.clone(),
-                endpoint: endpoint.clone(),
-                client,
-                verified,
-                config: config.link.clone(),
-                metrics: metrics.link(&spec.name),
-                seed: fastrand::u64(..),
-            };
-            let (handle, task) = driver.spawn(stop_rx.clone());
-            tasks.spawn(async move {
-                let _ = task.await;
-            });
-            links.push(handle);
+            links.push(registry.add_configured(spec.clone())?);
         }
         for (route, listener) in egress {
             let link = links
@@ -399,12 +389,22 @@ impl Gateway {
             ));
         }
         for (entry, listener) in entries {
-            let link = links
-                .iter()
-                .find(|l| l.spec().name == entry.link)
-                .cloned()
-                .expect("entries were checked against links in bind");
-            tasks.spawn(entry::serve(listener, link, config.open_timeout, stop_rx.clone()));
+            let route = match &entry.link {
+                Some(name) => entry::Route::Link(
+                    links
+                        .iter()
+                        .find(|l| &l.spec().name == name)
+                        .cloned()
+                        .expect("entries were checked against links in bind"),
+                ),
+                None => entry::Route::Named(registry.clone()),
+            };
+            tasks.spawn(entry::serve(
+                listener,
+                route,
+                config.open_timeout,
+                stop_rx.clone(),
+            ));
         }
         if let Some(listener) = linkerd_entry {
             let entry = linkerd_entry::Entry {
@@ -428,15 +428,18 @@ impl Gateway {
             config.connect_timeout,
             stop_rx.clone(),
         ));
+        let drained = registry.clone();
         let done = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+            drained.shutdown().await;
             while tasks.join_next().await.is_some() {}
             endpoint.close(VarInt::from_u32(0), b"gateway shutting down");
             endpoint.wait_idle().await;
         };
         Ok(Running {
             links,
+            registry,
             metrics,
             done: Box::pin(done),
         })
@@ -445,8 +448,10 @@ impl Gateway {
 
 /// A started gateway.
 pub struct Running {
-    /// The links, in config order.
+    /// The configured links, in config order.
     pub links: Vec<LinkHandle>,
+    /// Every link by name, configured or set at runtime ([`Links::set_watched`]).
+    pub registry: Links,
     /// The gateway's metrics.
     pub metrics: Arc<Metrics>,
     /// Completes after shutdown has drained everything. Must be polled (e.g.

@@ -2,7 +2,8 @@
 //! pair, one stream per proxied connection, egress and ingress roles, Linkerd's probe.
 //!
 //! The protocol lives in a sans-IO core ([`proto`]): the stream-open header and the
-//! link state machine. [`link`] drives a link over quinn, [`gateway`] runs the
+//! link state machine. [`link`] drives a link over quinn, [`links`] holds the links by
+//! name and changes them at runtime (a watcher of `Link` objects sets them), [`gateway`] runs the
 //! egress and ingress roles on one QUIC endpoint, [`entry`] is where local proxies
 //! open streams (the client sidecar's own mTLS session then runs through both
 //! gateways to the server sidecar), [`linkerd_entry`] is Linkerd's mTLS gateway
@@ -19,6 +20,7 @@ pub mod entry;
 pub mod gateway;
 pub mod link;
 pub mod linkerd_entry;
+pub mod links;
 pub mod metrics;
 pub mod proto;
 pub mod relay;
@@ -33,7 +35,8 @@ pub use gateway::{
     Tuning, default_gateway_identity,
 };
 pub use link::{LinkFailure, LinkHandle, LinkSpec, OpenError};
-pub use proto::header::{Authority, Protocol, RefusalReason, Resource, Target};
+pub use links::{Changes, Links};
+pub use proto::header::{Authority, LinkName, Protocol, RefusalReason, Resource, Target};
 pub use proto::link::LinkConfig;
 pub use resolve::{Chain, DestinationResolver, Endpoint, Resolve, ResolveError, StaticResolver};
 pub use tls::{Credentials, SessionState};

@@ -206,6 +206,14 @@ impl Metrics {
             .clone()
     }
 
+    /// Forgets the metrics of the link to `cluster` (the link was removed).
+    pub fn remove_link(&self, cluster: &str) {
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(cluster);
+    }
+
     /// Each link's state as JSON (the admin server's `/links`, read by `strait multicluster
     /// gateways` and `check`): `[{"cluster", "alive", "rttMs", "lastError", "errors": {reason: n}}]`.
     pub fn links_json(&self) -> serde_json::Value {

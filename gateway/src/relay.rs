@@ -77,6 +77,14 @@ pub async fn read_request<R: AsyncRead + Unpin>(recv: &mut R) -> Result<(Request
     read_frame(recv, header::decode_request).await
 }
 
+/// Reads one request frame as a proxy entry does (with the link it names, if any);
+/// returns it and any payload read past it.
+pub async fn read_entry_request<R: AsyncRead + Unpin>(
+    recv: &mut R,
+) -> Result<(header::EntryRequest, Vec<u8>), RelayError> {
+    read_frame(recv, header::decode_entry_request).await
+}
+
 /// Reads one reply frame off `recv`; returns it and any payload read past it.
 pub async fn read_reply<R: AsyncRead + Unpin>(recv: &mut R) -> Result<(Reply, Vec<u8>), RelayError> {
     read_frame(recv, header::decode_reply).await

@@ -360,6 +360,7 @@ mod tests {
             labels: BTreeMap::new(),
             gateway: None,
             via: None,
+            link: None,
             authority_override: None,
         }
     }

@@ -253,14 +253,27 @@ async fn forward<K: Kind>(
 pub struct GatewayStore {
     entry: SocketAddr,
     cluster: String,
+    /// Whether requests name the link (`cluster`): the entry serves every link.
+    name_link: bool,
 }
 
 impl GatewayStore {
-    /// The cluster `cluster` behind the proxy entry at `entry`.
+    /// The cluster `cluster` behind the proxy entry of its link alone at `entry`.
     pub fn new(entry: SocketAddr, cluster: impl Into<String>) -> Self {
         GatewayStore {
             entry,
             cluster: cluster.into(),
+            name_link: false,
+        }
+    }
+
+    /// The cluster `cluster` behind `entry`, naming the link in each request when the
+    /// entry serves every link of the gateway.
+    pub fn at(entry: &crate::reconcile::Entry, cluster: impl Into<String>) -> Self {
+        GatewayStore {
+            entry: entry.addr,
+            cluster: cluster.into(),
+            name_link: entry.link.is_some(),
         }
     }
 
@@ -281,12 +294,23 @@ impl GatewayStore {
         let mut tcp = TcpStream::connect(self.entry).await.map_err(|e| {
             self.error(
                 &action,
-                format!("cannot reach the local gateway's proxy entry: {e}; is `strait gateway --proxy-entry {}=…` running?", self.cluster),
+                format!(
+                    "cannot reach the local gateway's proxy entry: {e}; is `strait gateway --proxy-entry {}{}` running?",
+                    if self.name_link { String::new() } else { format!("{}=", self.cluster) },
+                    self.entry
+                ),
             )
         })?;
         let _ = tcp.set_nodelay(true);
+        let link = if self.name_link {
+            let name = header::LinkName::new(self.cluster.as_str())
+                .map_err(|e| self.error(&action, format!("the cluster name cannot name a link: {e}")))?;
+            Some(name)
+        } else {
+            None
+        };
         let mut frame = Vec::with_capacity(16);
-        header::encode_request(&Request::Watch(resource), &mut frame);
+        header::encode_entry_request(link.as_ref(), &Request::Watch(resource), &mut frame);
         tcp.write_all(&frame)
             .await
             .map_err(|e| self.error(&action, e.to_string()))?;

@@ -52,8 +52,12 @@ pub struct MirrorOptions {
     pub service_range: Option<ServiceRange>,
     /// First delay before re-watching a target cluster that went away (doubles to 30 s).
     pub retry: Duration,
-    /// The local gateway's proxy entry for each target cluster (by the Link's
-    /// `targetClusterName`): mirrors of that cluster send Strait proxies there.
+    /// The local gateway's proxy entry for every link (`strait gateway --proxy-entry
+    /// ADDR`): mirrors of every target cluster send Strait proxies there, naming the link.
+    pub gateway_entry: Option<SocketAddr>,
+    /// The local gateway's proxy entry of one target cluster (by the Link's
+    /// `targetClusterName`; an entry of that link alone, which wins over
+    /// [`MirrorOptions::gateway_entry`]).
     pub gateway_entries: BTreeMap<String, SocketAddr>,
     /// Where link tasks publish their federated members for the federation task.
     pub federation: Federation,
@@ -64,9 +68,26 @@ impl Default for MirrorOptions {
         Self {
             service_range: None,
             retry: Duration::from_millis(500),
+            gateway_entry: None,
             gateway_entries: BTreeMap::new(),
             federation: Federation::default(),
         }
+    }
+}
+
+impl MirrorOptions {
+    /// The local gateway's proxy entry for the link to `cluster`, if any.
+    pub fn entry_for(&self, cluster: &str) -> Option<reconcile::Entry> {
+        if let Some(addr) = self.gateway_entries.get(cluster) {
+            return Some(reconcile::Entry {
+                addr: *addr,
+                link: None,
+            });
+        }
+        self.gateway_entry.map(|addr| reconcile::Entry {
+            addr,
+            link: Some(cluster.to_string()),
+        })
     }
 }
 
@@ -315,7 +336,7 @@ pub async fn run_link<R: Store, L: Store>(
     let mut connected = false;
     let mut remote_watch = Some(remote.watch::<Service>());
     // Pods only matter with a proxy entry: without one, no watch.
-    let wants_pods = opts.gateway_entries.contains_key(&link.target_cluster);
+    let wants_pods = opts.entry_for(&link.target_cluster).is_some();
     let mut remote_pods: BTreeMap<NsName, Pod> = BTreeMap::new();
     let mut pod_watch = wants_pods.then(|| remote.watch::<Pod>());
     let mut retry = opts.retry;
@@ -481,7 +502,7 @@ async fn reconcile_once<L: Store>(
         addresses,
         port: link.gateway_port,
         ready,
-        entry: opts.gateway_entries.get(&link.target_cluster).copied(),
+        entry: opts.entry_for(&link.target_cluster),
     };
     opts.federation.publish(federated::LinkMembers {
         link: link.clone(),
@@ -1014,7 +1035,7 @@ async fn ensure_links<L: Store, R: Store>(
             }
         };
         // A link with a gateway entry is read through the gateway: its Secret is optional.
-        let through_gateway = opts.gateway_entries.contains_key(&cfg.target_cluster);
+        let through_gateway = opts.entry_for(&cfg.target_cluster).is_some();
         let secret = match local.get::<Secret>(&cfg.namespace, &cfg.credentials_secret).await {
             Ok(Some(s)) => Some(s),
             Ok(None) if through_gateway => None,

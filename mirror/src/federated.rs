@@ -431,7 +431,7 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
         ),
     ]);
     let workload = lm.workloads.get(&(ns.clone(), name.clone()));
-    reconcile::annotate_entry(&mut annotations, lm.gateway.entry, workload);
+    reconcile::annotate_entry(&mut annotations, lm.gateway.entry.as_ref(), workload);
     slice.metadata = ObjectMeta {
         name: Some(slice_name.to_string()),
         namespace: Some(ns),

@@ -17,7 +17,8 @@
 //! identity). Two Strait annotations let the local Destination send Strait proxies
 //! through the local gateway instead, with the client's TLS running end to end to the
 //! remote workload: `mirror.strait.io/gateway-entry` (the local gateway's proxy entry for
-//! this link, from `strait mirror --gateway-entry CLUSTER=ADDR`) and
+//! this link, from `strait mirror --gateway-entry ADDR` or `CLUSTER=ADDR`; with the
+//! first, `mirror.strait.io/gateway-link` names the link, which requests there name) and
 //! `mirror.strait.io/remote-identity` (the remote workloads' identity, see
 //! [`remote_workload`]), with `mirror.strait.io/remote-endpoints` (the addresses of those
 //! workloads' ready pods, when the remote catalog gives them) so Strait proxies balance
@@ -156,7 +157,17 @@ pub struct Gateway {
     /// cluster is reachable.
     pub ready: bool,
     /// The local gateway's proxy entry for this link, if Strait proxies are to use it.
-    pub entry: Option<SocketAddr>,
+    pub entry: Option<Entry>,
+}
+
+/// The local gateway's proxy entry for one link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The link each request must name, when the entry serves every link of the gateway
+    /// (`strait gateway --proxy-entry ADDR`); `None` for an entry of this link alone.
+    pub link: Option<String>,
 }
 
 /// What the mirror knows of a remote Service's meshed workloads (see [`remote_workload`]).
@@ -242,13 +253,16 @@ pub fn remote_workload<'a>(
 /// entry (see the module docs), when both the entry and the remote workload are known.
 pub(crate) fn annotate_entry(
     annotations: &mut BTreeMap<String, String>,
-    entry: Option<SocketAddr>,
+    entry: Option<&Entry>,
     workload: Option<&RemoteWorkload>,
 ) {
     let (Some(entry), Some(workload)) = (entry, workload) else {
         return;
     };
-    annotations.insert(ml::GATEWAY_ENTRY.into(), entry.to_string());
+    annotations.insert(ml::GATEWAY_ENTRY.into(), entry.addr.to_string());
+    if let Some(link) = &entry.link {
+        annotations.insert(ml::GATEWAY_LINK.into(), link.clone());
+    }
     annotations.insert(ml::REMOTE_IDENTITY.into(), workload.identity.clone());
     if !workload.endpoints.is_empty() {
         let list: Vec<String> = workload.endpoints.iter().map(IpAddr::to_string).collect();
@@ -395,7 +409,7 @@ pub fn mirror_service(
     link: &LinkConfig,
     remote: &Service,
     mode: Mode,
-    entry: Option<SocketAddr>,
+    entry: Option<&Entry>,
     workload: Option<&RemoteWorkload>,
 ) -> Service {
     let (ns, name) = ns_name(&remote.metadata);
@@ -544,7 +558,7 @@ pub fn remote_discovery_slice(
         labels.insert(ml::GATEWAY_CLUSTER.into(), link.target_cluster.clone());
     }
     if let Some(annotations) = slice.metadata.annotations.as_mut() {
-        annotate_entry(annotations, gateway.entry, workload);
+        annotate_entry(annotations, gateway.entry.as_ref(), workload);
     }
     slice
 }
@@ -622,7 +636,7 @@ pub fn plan<'a>(
             continue;
         }
         let workload = workloads.get(&remote_key);
-        let mut mirror = mirror_service(link, svc, mode, gateway.entry, workload);
+        let mut mirror = mirror_service(link, svc, mode, gateway.entry.as_ref(), workload);
         let kept_ip = existing.and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let Ok(ip) = cluster_ip(kept_ip, range, &mirror_name, &mut used) else {
             out.skipped.push(skip(SkipReason::NoClusterIp));

@@ -32,6 +32,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::discovery::{Endpoint, Resolution, Watch};
+use crate::stream_header::LinkName;
 
 /// How fast old latency observations fade.
 pub const DECAY: Duration = Duration::from_secs(10);
@@ -319,8 +320,12 @@ pub fn choose<T>(list: &[Arc<Balanced<T>>], usable: impl Fn(&Balanced<T>) -> boo
 /// draw of two of its pods would send to it whatever their load until each stalls.
 /// `among` unchanged when every path has one endpoint.
 fn through_one_path<T>(list: &[Arc<Balanced<T>>], among: Vec<usize>) -> Vec<usize> {
-    let path = |i: usize| list[i].endpoint.via.ok_or(list[i].endpoint.addr);
-    let mut paths: Vec<(Result<SocketAddr, SocketAddr>, Vec<usize>)> = Vec::new();
+    let path = |i: usize| {
+        let e = &list[i].endpoint;
+        e.via.map(|via| (via, e.link.as_ref())).ok_or(e.addr)
+    };
+    type Path<'a> = Result<(SocketAddr, Option<&'a LinkName>), SocketAddr>;
+    let mut paths: Vec<(Path<'_>, Vec<usize>)> = Vec::new();
     for i in among.iter().copied() {
         match paths.iter_mut().find(|(p, _)| *p == path(i)) {
             Some((_, members)) => members.push(i),
@@ -456,11 +461,14 @@ impl<T: Send + Sync + 'static> Balancer<T> {
     }
 }
 
-/// Marks down every endpoint of `list` reached through the gateway proxy entry `via`
-/// (remote endpoints of one linked cluster); returns how many.
-pub fn mark_down_via<T>(list: &[Arc<Balanced<T>>], via: SocketAddr) -> usize {
+/// Marks down every endpoint of `list` reached through the gateway proxy entry `via` on
+/// `link` (remote endpoints of one linked cluster); returns how many.
+pub fn mark_down_via<T>(list: &[Arc<Balanced<T>>], via: SocketAddr, link: Option<&LinkName>) -> usize {
     let mut marked = 0;
-    for b in list.iter().filter(|b| b.endpoint.via == Some(via)) {
+    for b in list
+        .iter()
+        .filter(|b| b.endpoint.via == Some(via) && b.endpoint.link.as_ref() == link)
+    {
         b.mark_down();
         marked += 1;
     }
@@ -476,8 +484,8 @@ impl<T: Send + Sync + 'static> Balancer<T> {
     /// path through it failed as a whole (its link is down, the entry is gone): the other
     /// remote endpoints behind it would fail the same way, so picks move on to another
     /// cluster or tier at once instead of trying them one by one. Returns how many.
-    pub fn mark_down_via(&self, via: SocketAddr) -> usize {
-        mark_down_via(&self.list(), via)
+    pub fn mark_down_via(&self, via: SocketAddr, link: Option<&LinkName>) -> usize {
+        mark_down_via(&self.list(), via, link)
     }
 
     /// Like [`Balancer::pick`], among the endpoints `usable` admits; `Err` when there are
@@ -571,6 +579,7 @@ mod tests {
             labels,
             gateway: None,
             via: None,
+            link: None,
             authority_override: None,
         };
         Arc::new(Balanced::new(endpoint, ()))
@@ -595,29 +604,56 @@ mod tests {
     #[test]
     fn a_failed_gateway_path_takes_down_every_endpoint_behind_it() {
         let entry = |port: u16| SocketAddr::from(([127, 0, 0, 9], port));
-        let behind = |port: u16, via: u16| {
+        let link = |name: &str| Some(LinkName::new(name).unwrap());
+        let behind = |port: u16, via: u16, on: Option<LinkName>| {
             let b = balanced(port, true);
             let mut endpoint = b.endpoint.clone();
             endpoint.via = Some(entry(via));
+            endpoint.link = on;
             Arc::new(Balanced::new(endpoint, ()))
         };
-        // East's three pods behind one entry, central's two behind another, one local.
+        // One entry for every link: east's three pods and central's two are two paths;
+        // a third cluster behind an entry of its own link; one local pod.
         let list = vec![
             balanced(1, false),
-            behind(11, 4180),
-            behind(12, 4180),
-            behind(13, 4180),
-            behind(21, 4181),
-            behind(22, 4181),
+            behind(11, 4180, link("east")),
+            behind(12, 4180, link("east")),
+            behind(13, 4180, link("east")),
+            behind(21, 4180, link("central")),
+            behind(22, 4180, link("central")),
+            behind(31, 4181, None),
         ];
         list[0].mark_down();
-        assert_eq!(mark_down_via(&list, entry(4180)), 3);
+        assert_eq!(mark_down_via(&list, entry(4180), link("east").as_ref()), 3);
         assert!(
-            within(&picks(&list, |_| true), &[21, 22]),
-            "central takes over at once"
+            within(&picks(&list, |_| true), &[21, 22, 31]),
+            "central and north take over at once"
         );
-        assert!(!list[4].is_down() && !list[5].is_down());
-        assert_eq!(mark_down_via(&list, entry(4199)), 0);
+        assert!(!list[4].is_down() && !list[5].is_down() && !list[6].is_down());
+        assert_eq!(mark_down_via(&list, entry(4181), None), 1);
+        assert!(within(&picks(&list, |_| true), &[21, 22]));
+        assert_eq!(mark_down_via(&list, entry(4199), None), 0);
+        assert_eq!(mark_down_via(&list, entry(4180), link("south").as_ref()), 0);
+        // Paths: east, central and north are three, however many pods each has.
+        let all: Vec<usize> = (1..list.len()).collect();
+        for b in &list {
+            b.mark_up();
+        }
+        let stamp = now_ns();
+        for b in &list {
+            b.ewma.stamp_ns.store(stamp, Relaxed);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let chosen = through_one_path(&list, all.clone());
+            let ports: std::collections::BTreeSet<u16> = chosen
+                .iter()
+                .map(|i| list[*i].endpoint.addr.port() / 10)
+                .collect();
+            assert_eq!(ports.len(), 1, "one path's pods: {chosen:?}");
+            seen.extend(ports);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use strait_identity::{CertStore, IdentityName, TrustAnchors};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::stream_header::{self as strt, Progress, RefusalReason, Reply, Target};
+use crate::stream_header::{self as strt, LinkName, Progress, RefusalReason, Reply, Target};
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
 
 /// How long a gateway's proxy entry has to answer an open request (the remote ingress
@@ -69,7 +69,23 @@ pub struct ConnectPlan {
     pub wire: Wire,
     /// `addr` is a gateway's proxy entry: open a stream to this target first, and name
     /// the accepted endpoint's application port in the transport header.
-    pub gateway: Option<Target>,
+    pub gateway: Option<EntryOpen>,
+}
+
+/// What a proxy asks a gateway's proxy entry for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryOpen {
+    /// The link to name, when the entry serves every link of its gateway (`strt`
+    /// version 3); `None` for an entry of one link.
+    pub link: Option<LinkName>,
+    /// Where the remote gateway is to deliver.
+    pub target: Target,
+}
+
+impl From<Target> for EntryOpen {
+    fn from(target: Target) -> Self {
+        EntryOpen { link: None, target }
+    }
 }
 
 /// Why an endpoint could not be used; each maps to Linkerd's HTTP status.
@@ -241,9 +257,10 @@ impl Connector {
         &self,
         tcp: &mut TcpStream,
         addr: SocketAddr,
-        target: &Target,
+        open: &EntryOpen,
     ) -> Result<Option<u16>, ProxyError> {
-        tokio::time::timeout(GATEWAY_REPLY_TIMEOUT, open_stream(tcp, target))
+        let target = &open.target;
+        tokio::time::timeout(GATEWAY_REPLY_TIMEOUT, open_stream(tcp, open))
             .await
             .map_err(|_| ProxyError::ConnectTimeout(addr))?
             .map_err(|e| match e {
@@ -262,8 +279,9 @@ impl Connector {
         let addr = plan.addr;
         let mut tcp = self.dial(addr).await?;
         let mut header = plan.header.clone();
-        if let Some(target) = &plan.gateway {
-            let mut opened = self.open_at_entry(&mut tcp, addr, target).await;
+        if let Some(open) = &plan.gateway {
+            let target = &open.target;
+            let mut opened = self.open_at_entry(&mut tcp, addr, open).await;
             if let Err(ProxyError::GatewayRefused {
                 reason: RefusalReason::UnsupportedVersion,
                 ..
@@ -274,9 +292,12 @@ impl Connector {
                 // upgraded): open again without naming the endpoint; that gateway picks.
                 tracing::debug!(entry = %addr, %target, "the gateway path cannot name endpoints; opening without");
                 tcp = self.dial(addr).await?;
-                let unnamed = Target {
-                    endpoint: None,
-                    ..target.clone()
+                let unnamed = EntryOpen {
+                    link: open.link.clone(),
+                    target: Target {
+                        endpoint: None,
+                        ..target.clone()
+                    },
                 };
                 opened = self.open_at_entry(&mut tcp, addr, &unnamed).await;
             }
@@ -329,11 +350,15 @@ enum OpenError {
 /// application port.
 async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
-    target: &Target,
+    open: &EntryOpen,
 ) -> Result<Option<u16>, OpenError> {
     let io_err = |e: std::io::Error| OpenError::Io(format!("gateway entry: {e}"));
     let mut frame = Vec::with_capacity(128);
-    strt::encode_request(&strt::Request::Open(target.clone()), &mut frame);
+    strt::encode_entry_request(
+        open.link.as_ref(),
+        &strt::Request::Open(open.target.clone()),
+        &mut frame,
+    );
     io.write_all(&frame).await.map_err(io_err)?;
     let mut buf = vec![0u8; strt::ENVELOPE_LEN];
     io.read_exact(&mut buf).await.map_err(io_err)?;
@@ -523,8 +548,8 @@ impl HttpEndpoint {
 
     /// Sends `req` whose body may be a buffered copy, adapting its version to the wire.
     pub async fn send_body(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
-        if let Some(target) = &self.plan.gateway {
-            override_authority(&mut req, &target.to_string());
+        if let Some(open) = &self.plan.gateway {
+            override_authority(&mut req, &open.target.to_string());
         }
         if is_upgrade(&req) {
             return self.send_upgrade(req).await;
@@ -895,7 +920,7 @@ mod tests {
             tls: None,
             header: None,
             wire: Wire::Opaque,
-            gateway: Some(target.clone()),
+            gateway: Some(target.clone().into()),
         };
         let mut io = connector.connect(&plan).await.unwrap();
         io.write_all(b"ping").await.unwrap();
@@ -973,7 +998,7 @@ mod tests {
             tls: None,
             header: None,
             wire: Wire::Opaque,
-            gateway: Some(named.clone()),
+            gateway: Some(named.clone().into()),
         };
         let mut io = connector.connect(&plan).await.unwrap();
         io.write_all(b"ping").await.unwrap();
@@ -995,7 +1020,7 @@ mod tests {
         .await;
         let plan = ConnectPlan {
             addr,
-            gateway: Some(unnamed),
+            gateway: Some(unnamed.into()),
             ..plan
         };
         let Err(e) = connector.connect(&plan).await else {

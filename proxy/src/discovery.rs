@@ -24,6 +24,9 @@
 //! endpoint ([`Target::endpoint`]), so the balancer spreads requests over the remote
 //! endpoints with one connection each, as it does over local ones.
 //!
+//! When the entry serves every link of its gateway, [`GATEWAY_LINK_LABEL`] names the link
+//! (the linked cluster) the `strt` request must name ([`Endpoint::link`]).
+//!
 //! The controller hands such endpoints only to proxies that can use them: every request
 //! carries [`STRAIT_CONTEXT_KEY`]`:`[`STRAIT_CONTEXT_VERSION`] in its `context_token` (the JSON
 //! Linkerd's proxies send with their namespace and pod), and stock proxies, which lack it,
@@ -40,13 +43,16 @@ use linkerd2_proxy_api::destination::{
 use strait_identity::IdentityName;
 use tokio::sync::watch;
 
-use crate::stream_header::{Authority, Protocol, Target};
+use crate::stream_header::{Authority, LinkName, Protocol, Target};
 
 /// The metric label that marks an endpoint as a Strait gateway's proxy entry.
 pub const GATEWAY_ENTRY_LABEL: &str = "strait_gateway_entry";
 /// The metric label giving the gateway proxy entry to dial for a remote endpoint
 /// (`ip:port`); the endpoint's own address is the remote endpoint's.
 pub const GATEWAY_VIA_LABEL: &str = "strait_gateway_via";
+/// The metric label giving the link to name at a gateway's proxy entry that serves every
+/// link of its gateway (`strt` version 3): the linked cluster's name.
+pub const GATEWAY_LINK_LABEL: &str = "strait_gateway_link";
 /// The metric label giving an endpoint's failover tier (the controller's
 /// `discovery::model::TIER_LABEL`): the balancer sends to the lowest tier that has a
 /// usable endpoint. Without it an endpoint is tier 0.
@@ -92,6 +98,9 @@ pub struct Endpoint {
     /// For a remote endpoint reached through a gateway's proxy entry: the entry to dial
     /// (`addr` is then the remote endpoint's address, which `gateway` names).
     pub via: Option<SocketAddr>,
+    /// For a gateway's proxy entry that serves every link: the link to name there. With
+    /// [`Endpoint::via`] it makes the endpoint's path: one entry, one link, one cluster.
+    pub link: Option<LinkName>,
     /// Linkerd's `authority_override` on any other endpoint (a Linkerd multicluster
     /// gateway): the service `name` and `port` its transport header must carry.
     pub authority_override: Option<(String, u16)>,
@@ -155,6 +164,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
     let authority_override = addr.authority_override.map(|a| a.authority_override);
     let mut named = None;
     let via = labels.remove(GATEWAY_VIA_LABEL);
+    let link = labels.remove(GATEWAY_LINK_LABEL);
     let gateway = match labels.remove(GATEWAY_ENTRY_LABEL).as_deref() {
         None => {
             named = authority_override.as_deref().and_then(|a| {
@@ -182,6 +192,20 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
             return None;
         }
     };
+    let link = match link {
+        None => None,
+        Some(_) if gateway.is_none() => {
+            tracing::warn!(%ip, %port, "{GATEWAY_LINK_LABEL} on an endpoint that is not behind a gateway entry; ignored");
+            return None;
+        }
+        Some(l) => match LinkName::new(l) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                tracing::warn!(%ip, %port, error = %e, "{GATEWAY_LINK_LABEL} is not a link name; endpoint ignored");
+                return None;
+            }
+        },
+    };
     let via = match via {
         None => None,
         Some(_) if gateway.is_none() => {
@@ -205,6 +229,7 @@ fn endpoint(addr: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Opt
         labels,
         gateway,
         via,
+        link,
         authority_override: named,
     })
 }

@@ -74,9 +74,12 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
             tls: ep.identity.clone(),
             header,
             wire: if ep.identity.is_some() { wire } else { app },
-            gateway: Some(crate::stream_header::Target {
-                protocol,
-                ..target.clone()
+            gateway: Some(crate::client::EntryOpen {
+                link: ep.link.clone(),
+                target: crate::stream_header::Target {
+                    protocol,
+                    ..target.clone()
+                },
             }),
         };
     }
@@ -551,7 +554,7 @@ impl Outbound {
             if let Some(via) = ep.endpoint.via
                 && err.fails_gateway_path(via)
             {
-                let down = concrete.balancer.mark_down_via(via);
+                let down = concrete.balancer.mark_down_via(via, ep.endpoint.link.as_ref());
                 tracing::info!(entry = %via, endpoints = down, error = %err, "gateway path failed; its remote endpoints are down");
             }
             tried += 1;

@@ -40,9 +40,25 @@
 //! the accepting gateway delivers each to the endpoint it names while that endpoint is
 //! ready, else to any eligible one.
 //!
-//! A request is encoded in the lowest version that carries it: an open naming an
-//! endpoint in version 2, everything else in version 1, byte for byte as before version
-//! 2 existed. So a peer that speaks only version 1 (a linked cluster not yet upgraded)
+//! Version 3 (requests to a gateway's proxy entry only) names the link the request is
+//! for: one entry serves every link of its gateway, and the opener says which:
+//!
+//! ```text
+//! link len u8 (1-63) | link (the Link's targetClusterName, a DNS label) | a version-2 body
+//! ```
+//!
+//! The entry reads the link, opens the stream on it and forwards the inner request, which
+//! it encodes again in the lowest version that carries it: the link never travels between
+//! gateways, so a remote gateway of any version understands what reaches it. A gateway's
+//! ingress that receives a version-3 request anyway (nothing sends one there) ignores the
+//! link.
+//!
+//! A request is encoded in the lowest version that carries it: one naming its link in
+//! version 3, an open naming an endpoint in version 2, everything else in version 1,
+//! byte for byte as before version 2 existed. An entry that speaks only version 2 (one
+//! entry per link, before version 3) refuses a version-3 request with
+//! `unsupported-version`; the opener then opens again without the link, which such an
+//! entry does not need. So a peer that speaks only version 1 (a linked cluster not yet upgraded)
 //! understands every request but a named open, which it refuses with
 //! `unsupported-version`; the opener then opens again without the endpoint.
 //!
@@ -77,12 +93,17 @@ use strait_identity::IdentityName;
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"strt";
 /// The highest version this side speaks (it speaks every version from 1).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The first version whose open may name an endpoint ([`Target::endpoint`]).
 pub const ENDPOINT_VERSION: u8 = 2;
+/// The first version whose requests may name their link ([`EntryRequest::link`]).
+pub const LINK_VERSION: u8 = 3;
+/// Longest link name (a DNS label).
+pub const MAX_LINK_LEN: usize = 63;
 /// Envelope length: magic, version, body length.
 pub const ENVELOPE_LEN: usize = 7;
-/// Largest body accepted: two 253-byte names plus the fixed fields, rounded up.
+/// Largest body accepted: two 253-byte names, an IPv6 endpoint, a 63-byte link name and
+/// the fixed fields, rounded up.
 pub const MAX_BODY_LEN: usize = 600;
 /// Longest authority (a DNS name).
 pub const MAX_AUTHORITY_LEN: usize = 253;
@@ -176,6 +197,43 @@ impl fmt::Display for Authority {
     }
 }
 
+/// The name of a link: the linked cluster's name (a Link's `targetClusterName`), a
+/// DNS label of 1-63 lowercase letters, digits and inner hyphens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkName(String);
+
+impl LinkName {
+    /// Validates `name` as a DNS label.
+    pub fn new(name: impl Into<String>) -> Result<Self, HeaderError> {
+        let name = name.into();
+        if name.contains('.') || name.len() > MAX_LINK_LEN {
+            return Err(HeaderError::BadLink {
+                link: name,
+                reason: "a link name is one DNS label of 1-63 characters (no '.')",
+            });
+        }
+        match Authority::new(name) {
+            Ok(Authority(name)) => Ok(LinkName(name)),
+            Err(HeaderError::BadAuthority { authority, reason }) => Err(HeaderError::BadLink {
+                link: authority,
+                reason,
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LinkName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Where an opened stream is to be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -247,6 +305,15 @@ pub enum Request {
     Probe,
     /// Stream the accepting gateway's cluster catalog of one resource.
     Watch(Resource),
+}
+
+/// A request as a gateway's proxy entry reads it (see the module docs on version 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRequest {
+    /// The link the opener named, if it did (an entry of one link needs none).
+    pub link: Option<LinkName>,
+    /// The request to forward on that link.
+    pub request: Request,
 }
 
 /// Why the accepting gateway refused a stream.
@@ -439,6 +506,14 @@ pub enum HeaderError {
         /// What was received (lossily decoded).
         identity: String,
     },
+    /// The link name is not a DNS label.
+    #[error("link name {link:?} is invalid: {reason}")]
+    BadLink {
+        /// What was received (lossily decoded).
+        link: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The endpoint address is neither 4 nor 16 bytes.
     #[error("endpoint address must be 4 (IPv4) or 16 (IPv6) bytes, found {0}")]
     BadEndpoint(usize),
@@ -463,8 +538,18 @@ impl HeaderError {
 /// Appends the encoding of `request` to `out`, in the lowest version that carries it
 /// (see the module docs).
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
+    encode_entry_request(None, request, out);
+}
+
+/// Appends the encoding of `request` for a gateway's proxy entry, naming `link` when
+/// given (version 3; see the module docs), else as [`encode_request`] does.
+pub fn encode_entry_request(link: Option<&LinkName>, request: &Request, out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(64);
     let mut version = 1;
+    if let Some(link) = link {
+        version = LINK_VERSION;
+        push_short(&mut body, link.as_str().as_bytes());
+    }
     match request {
         Request::Probe => body.push(KIND_PROBE),
         Request::Watch(resource) => body.extend_from_slice(&[KIND_WATCH, resource.code()]),
@@ -481,7 +566,7 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
                     .map_or(&[][..], |i| i.as_str().as_bytes()),
             );
             if let Some(ip) = target.endpoint {
-                version = ENDPOINT_VERSION;
+                version = version.max(ENDPOINT_VERSION);
                 match ip {
                     IpAddr::V4(ip) => push_short(&mut body, &ip.octets()),
                     IpAddr::V6(ip) => push_short(&mut body, &ip.octets()),
@@ -512,10 +597,30 @@ pub fn encode_reply(reply: &Reply, version: u8, out: &mut Vec<u8>) {
     envelope(version, &body, out);
 }
 
-/// Decodes a request from the start of `input`.
+/// Decodes a request from the start of `input` (a version-3 request's link is read
+/// and left out: only a proxy entry needs it, see [`decode_entry_request`]).
 pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
+    Ok(match decode_entry_request(input)? {
+        Progress::Complete(d) => Progress::Complete(Decoded {
+            frame: d.frame.request,
+            version: d.version,
+            consumed: d.consumed,
+        }),
+        Progress::Incomplete { needed } => Progress::Incomplete { needed },
+    })
+}
+
+/// Decodes a request as a gateway's proxy entry reads it: with the link a version-3
+/// request names.
+pub fn decode_entry_request(input: &[u8]) -> Result<Progress<EntryRequest>, HeaderError> {
     decode_frame(input, |version, body| {
         let mut r = Reader::new(body);
+        let link = if version >= LINK_VERSION {
+            let name = r.short("link")?;
+            Some(LinkName::new(String::from_utf8_lossy(name).into_owned())?)
+        } else {
+            None
+        };
         let request = match r.u8("kind")? {
             KIND_PROBE => Request::Probe,
             KIND_WATCH => {
@@ -563,7 +668,7 @@ pub fn decode_request(input: &[u8]) -> Result<Progress<Request>, HeaderError> {
             other => return Err(HeaderError::UnknownKind(other)),
         };
         r.finish()?;
-        Ok(request)
+        Ok(EntryRequest { link, request })
     })
 }
 
@@ -886,8 +991,8 @@ mod tests {
                 HeaderError::UnsupportedVersion { version }
             );
         }
-        // Every version from 1 decodes.
-        for version in 1..=VERSION {
+        // Every version from 1 decodes (version 3 puts the link first: tested below).
+        for version in 1..LINK_VERSION {
             let mut bytes = encoded(&Request::Probe);
             bytes[4] = version;
             assert!(matches!(decode_request(&bytes), Ok(Progress::Complete(_))));
@@ -1151,14 +1256,105 @@ mod tests {
         )
         .parse()
         .unwrap();
-        let bytes = encoded(&Request::Open(Target {
+        let request = Request::Open(Target {
             authority: Authority::new(long).unwrap(),
             port: u16::MAX,
             protocol: Protocol::Opaque,
             identity: Some(identity),
             endpoint: Some("fd00::1".parse().unwrap()),
-        }));
+        });
+        let link = LinkName::new("l".repeat(MAX_LINK_LEN)).unwrap();
+        let mut bytes = Vec::new();
+        encode_entry_request(Some(&link), &request, &mut bytes);
         assert!(bytes.len() <= MAX_FRAME_LEN, "{}", bytes.len());
-        assert!(matches!(decode_request(&bytes), Ok(Progress::Complete(_))));
+        assert!(matches!(decode_entry_request(&bytes), Ok(Progress::Complete(_))));
+    }
+
+    fn entry_encoded(link: &str, request: &Request) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_entry_request(Some(&LinkName::new(link).unwrap()), request, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_named_link_round_trips_in_version_3_and_only_the_entry_reads_it() {
+        let named = Request::Open(Target {
+            endpoint: Some("10.42.0.7".parse().unwrap()),
+            ..target()
+        });
+        for request in [
+            Request::Open(target()),
+            named,
+            Request::Watch(Resource::Pods),
+            Request::Probe,
+        ] {
+            let mut bytes = entry_encoded("east", &request);
+            bytes.extend_from_slice(b"payload");
+            let Progress::Complete(d) = decode_entry_request(&bytes).unwrap() else {
+                panic!("complete frame expected")
+            };
+            assert_eq!(d.version, LINK_VERSION);
+            assert_eq!(d.frame.link.as_ref().map(LinkName::as_str), Some("east"));
+            assert_eq!(d.frame.request, request);
+            assert_eq!(&bytes[d.consumed..], b"payload");
+            // The body is the link, then the request's body as version 2 has it.
+            let mut inner = Vec::new();
+            encode_request(&request, &mut inner);
+            assert_eq!(
+                &bytes[ENVELOPE_LEN..d.consumed],
+                [&[4u8][..], b"east", &inner[ENVELOPE_LEN..]].concat()
+            );
+            // An ingress reads the request and leaves the link out.
+            let Progress::Complete(plain) = decode_request(&bytes).unwrap() else {
+                panic!("complete frame expected")
+            };
+            assert_eq!(plain.frame, request);
+        }
+        // Without a link nothing changes: older versions, no link.
+        let bytes = encoded(&Request::Open(target()));
+        let Progress::Complete(d) = decode_entry_request(&bytes).unwrap() else {
+            panic!("complete frame expected")
+        };
+        assert_eq!((d.version, d.frame.link), (1, None));
+    }
+
+    #[test]
+    fn bad_link_names_are_refused_naming_them() {
+        for bad in [
+            "",
+            "East",
+            "east.west",
+            "-east",
+            "e_st",
+            &"l".repeat(MAX_LINK_LEN + 1),
+        ] {
+            assert!(
+                matches!(LinkName::new(bad), Err(HeaderError::BadLink { ref link, .. }) if link == bad),
+                "{bad:?}"
+            );
+            // On the wire too (bodies are built by hand: the encoder takes valid names only).
+            let mut body = vec![bad.len() as u8];
+            body.extend_from_slice(bad.as_bytes());
+            body.push(KIND_PROBE);
+            let err = decode_entry_request(&raw(LINK_VERSION, &body)).unwrap_err();
+            assert!(matches!(err, HeaderError::BadLink { .. }), "{bad:?}: {err}");
+            assert_eq!(err.refusal(), RefusalReason::Malformed);
+        }
+        // A link whose length runs past the body is truncated, not misread.
+        assert_eq!(
+            decode_entry_request(&raw(LINK_VERSION, &[9, b'e', b'a'])),
+            Err(HeaderError::Truncated {
+                field: "link",
+                needed: 7
+            })
+        );
+        // A version-3 body with a link and no request.
+        assert_eq!(
+            decode_entry_request(&raw(LINK_VERSION, &[4, b'e', b'a', b's', b't'])),
+            Err(HeaderError::Truncated {
+                field: "kind",
+                needed: 1
+            })
+        );
     }
 }

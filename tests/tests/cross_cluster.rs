@@ -332,7 +332,7 @@ async fn west_linked_to(east: &Cluster, id: &LocalIdentity, tasks: &mut Tasks) -
     });
     cfg.proxy_entries.push(ProxyEntry {
         listen: "127.0.0.1:0".parse().unwrap(),
-        link: "east".into(),
+        link: Some("east".into()),
     });
     let (_, entries, _, _) = gateway(cfg, gateway_creds(id), Arc::new(StaticResolver::new()), tasks).await;
     let entry = entries[0];

@@ -5,10 +5,12 @@
 //!
 //! # The cross-cluster path, per cluster
 //! For a pod in west to reach `myapp-east` with its own identity end to end:
-//! - west's gateway: `--link east=EAST_QUIC[@IDENTITY] --proxy-entry east=ENTRY`;
-//! - west's mirror: `strait mirror --gateway-entry east=ENTRY` (the Link's
-//!   `targetClusterName` is `east`; its gateway address and probe must answer, as the
-//!   probe still decides readiness);
+//! - west's gateway: `--watch-links --proxy-entry ENTRY` (one link per Link object in
+//!   west, such as `strait multicluster link --cluster-name east` printed against east;
+//!   `--link east=EAST_QUIC[@IDENTITY]` configures one by hand, and `--proxy-entry
+//!   east=ENTRY` is an entry of that link alone, for proxies of the version before);
+//! - west's mirror: `strait mirror --gateway-entry ENTRY` (the Link's gateway address and
+//!   probe must answer, as the probe still decides readiness);
 //! - east's gateway: `--serve-exports` (west's mirror reads east's Services through
 //!   the link), `--destination-addr EAST_DESTINATION`, plus
 //!   `--endpoint-inbound-port 4143` when east's pods are not behind iptables
@@ -46,6 +48,7 @@ use strait_identity::pki_types::pem::PemObject;
 use strait_identity::pki_types::{CertificateDer, PrivateKeyDer};
 use strait_identity::{CertStore, IdentityName, TrustAnchors, TrustDomain};
 
+use super::multicluster::AnyStore;
 use crate::Global;
 use crate::exit;
 
@@ -82,11 +85,20 @@ pub struct GatewayArgs {
     /// before --destination-addr).
     #[arg(long = "target", value_name = "AUTHORITY:PORT=ADDR")]
     pub targets: Vec<String>,
-    /// Where local proxies open cross-cluster streams on a link: LINK=ADDR, a TCP
-    /// listener (repeatable, one per link). Mirrors point Strait proxies here
-    /// (`strait mirror --gateway-entry CLUSTER=ADDR`).
-    #[arg(long = "proxy-entry", value_name = "LINK=ADDR")]
+    /// Where local proxies open cross-cluster streams: ADDR, a TCP listener for every
+    /// link (each request names its link), or LINK=ADDR, a listener for one link, for
+    /// proxies of the version before (repeatable: one ADDR, one LINK=ADDR per link).
+    /// Mirrors point Strait proxies here (`strait mirror --gateway-entry ADDR`).
+    #[arg(long = "proxy-entry", value_name = "[LINK=]ADDR")]
     pub proxy_entries: Vec<String>,
+    /// Dial a link for every Link object of this cluster (`strait multicluster link`'s
+    /// output, applied here), following them as they are applied, changed and deleted:
+    /// its targetClusterName names the link, gatewayAddresses and gatewayPort say where
+    /// the remote gateway listens, gatewayIdentity what it must prove. Read from the
+    /// controller of --state-dir (as this gateway, read-only), or with --kubernetes from
+    /// the Kubernetes API. A --link of the same name wins.
+    #[arg(long)]
+    pub watch_links: bool,
     /// Also accept Linkerd's mTLS gateway entry (TCP, ALPN transport.l5d.io/v1, the
     /// transport header) on the --quic-addr IP and port, for stock Linkerd proxies and
     /// networks that block UDP.
@@ -119,9 +131,9 @@ pub struct GatewayArgs {
     /// Kubernetes API.
     #[arg(long)]
     pub serve_exports: bool,
-    /// With --serve-exports: read the Kubernetes API (the pod's service account or the
-    /// kubeconfig) instead of a local cluster's controller.
-    #[arg(long, requires = "serve_exports")]
+    /// With --serve-exports or --watch-links: read the Kubernetes API (the pod's service
+    /// account or the kubeconfig) instead of a local cluster's controller.
+    #[arg(long)]
     pub kubernetes: bool,
 }
 
@@ -162,35 +174,38 @@ impl<S: strait_api::Store> strait_gateway::Catalog for StoreCatalog<S> {
     }
 }
 
-/// The catalog `--serve-exports` serves: the Kubernetes API, or the running controller of
-/// `--state-dir` reached with the gateway's own certificate.
-async fn catalog(
-    g: &Global,
-    args: &GatewayArgs,
-    creds: &Credentials,
-) -> Result<Arc<dyn strait_gateway::Catalog>, String> {
+/// The cluster the gateway reads (`--serve-exports`, `--watch-links`): the Kubernetes API,
+/// or the running controller of `--state-dir` reached with the gateway's own certificate
+/// (which lets it read Services, Pods and Links, nothing else).
+async fn cluster_store(g: &Global, args: &GatewayArgs, creds: &Credentials) -> Result<AnyStore, String> {
+    let flags = match (args.serve_exports, args.watch_links) {
+        (true, true) => "--serve-exports and --watch-links",
+        (true, false) => "--serve-exports",
+        _ => "--watch-links",
+    };
     if args.kubernetes {
         let client = kube::Client::try_default().await.map_err(|e| {
-            format!("--serve-exports --kubernetes: cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")
+            format!("{flags} --kubernetes: cannot reach the Kubernetes API: {e}; check KUBECONFIG or the in-cluster service account")
         })?;
-        return Ok(Arc::new(StoreCatalog(strait_api::store::kube::KubeStore::new(
-            client,
-        ))));
+        return Ok(AnyStore::Kube(strait_api::store::kube::KubeStore::new(client)));
     }
     let Some(dir) = g.state_dir.as_deref() else {
-        return Err("--serve-exports needs the cluster to read: pass --state-dir DIR of a local cluster (before `gateway`), or --kubernetes".into());
+        return Err(format!(
+            "{flags} needs the cluster to read: pass --state-dir DIR of a local cluster (before `gateway`), or --kubernetes"
+        ));
     };
     use strait_controller::api::files::{self, EndpointFileError};
     let endpoint = files::read_endpoint(dir).map_err(|e| match e {
         EndpointFileError::Unreadable { .. } => format!(
-            "--serve-exports: {e}; start the cluster's controller (`strait controller` or `strait up`) before its gateway"
+            "{flags}: {e}; start the cluster's controller (`strait controller` or `strait up`) before its gateway"
         ),
-        damaged => format!("--serve-exports: {damaged}"),
+        damaged => format!("{flags}: {damaged}"),
     })?;
     let client = strait_controller::api::client::ApiClient::new(endpoint, &creds.anchors, &creds.store)
-        .map_err(|e| format!("--serve-exports: {e}"))?;
-    Ok(Arc::new(StoreCatalog(
-        strait_controller::api::store::ApiStore::new(client, strait_controller::api::store::POLL),
+        .map_err(|e| format!("{flags}: {e}"))?;
+    Ok(AnyStore::Api(strait_controller::api::store::ApiStore::new(
+        client,
+        strait_controller::api::store::POLL,
     )))
 }
 
@@ -269,12 +284,16 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
     for entry in &args.proxy_entries {
         let entry = parse_proxy_entry(entry)?;
         if config.proxy_entries.iter().any(|e| e.link == entry.link) {
-            return Err(format!(
-                "--proxy-entry: link {:?} has two entries; give each link one LINK=ADDR",
-                entry.link
-            ));
+            return Err(match &entry.link {
+                Some(link) => format!("--proxy-entry: link {link:?} has two entries; give each link one LINK=ADDR"),
+                None => "--proxy-entry: two entries for every link; give one ADDR (and LINK=ADDR for single links)"
+                    .to_string(),
+            });
         }
         config.proxy_entries.push(entry);
+    }
+    if args.kubernetes && !args.serve_exports && !args.watch_links {
+        return Err("--kubernetes says where --serve-exports and --watch-links read the cluster: pass one of them, or drop --kubernetes".into());
     }
     let destination = match &args.destination_addr {
         Some(addr) => {
@@ -321,11 +340,14 @@ pub fn parse(args: &GatewayArgs) -> Result<Setup, String> {
     })
 }
 
-/// `LINK=ADDR`.
+/// `ADDR` (every link) or `LINK=ADDR`.
 pub fn parse_proxy_entry(value: &str) -> Result<ProxyEntry, String> {
-    let (link, listen) = value.split_once('=').ok_or_else(|| {
-        format!("--proxy-entry {value:?}: expected LINK=ADDR (a link name and a TCP IP:PORT)")
-    })?;
+    let Some((link, listen)) = value.split_once('=') else {
+        let listen = value
+            .parse()
+            .map_err(|_| format!("--proxy-entry {value:?}: expected ADDR (a TCP IP:PORT) or LINK=ADDR"))?;
+        return Ok(ProxyEntry { listen, link: None });
+    };
     if link.is_empty() || link.contains('.') || Authority::new(link).is_err() {
         return Err(format!(
             "--proxy-entry {value:?}: the link name {link:?} must be a DNS label, as in --link NAME=…"
@@ -333,7 +355,7 @@ pub fn parse_proxy_entry(value: &str) -> Result<ProxyEntry, String> {
     }
     Ok(ProxyEntry {
         listen: addr("--proxy-entry", value, listen)?,
-        link: link.to_owned(),
+        link: Some(link.to_owned()),
     })
 }
 
@@ -459,9 +481,9 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
                 }
             },
         };
-        let catalog = if args.serve_exports {
-            match catalog(g, args, &setup.creds).await {
-                Ok(c) => Some(c),
+        let store = if args.serve_exports || args.watch_links {
+            match cluster_store(g, args, &setup.creds).await {
+                Ok(s) => Some(s),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return exit::code(exit::FAILURE);
@@ -470,6 +492,10 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
         } else {
             None
         };
+        let catalog = store
+            .clone()
+            .filter(|_| args.serve_exports)
+            .map(|s| Arc::new(StoreCatalog(s)) as Arc<dyn strait_gateway::Catalog>);
         let gw = match Gateway::bind(setup.config, setup.creds, resolver).await {
             Ok(gw) => match catalog {
                 Some(c) => gw.with_catalog(c),
@@ -517,7 +543,13 @@ pub fn gateway(g: &Global, args: &GatewayArgs) -> ExitCode {
                 return exit::code(exit::FAILURE);
             }
         };
+        let watcher = store
+            .filter(|_| args.watch_links)
+            .map(|s| tokio::spawn(super::gateway_links::follow(s, running.registry.clone())));
         terminated().await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         let _ = stop_tx.send(true);
         running.done.await;
         let _ = admin_task.await;
@@ -604,8 +636,8 @@ mod tests {
             ),
             (parse_target("web:80=x").unwrap_err(), "is not an IP:PORT address"),
             (
-                parse_proxy_entry("127.0.0.1:4180").unwrap_err(),
-                "expected LINK=ADDR",
+                parse_proxy_entry("localhost:4180").unwrap_err(),
+                "expected ADDR (a TCP IP:PORT) or LINK=ADDR",
             ),
             (
                 parse_proxy_entry("East=127.0.0.1:4180").unwrap_err(),
@@ -625,7 +657,9 @@ mod tests {
             ),
         ];
         let e = parse_proxy_entry("east=127.0.0.1:4180").unwrap();
-        assert_eq!((e.link.as_str(), e.listen.port()), ("east", 4180));
+        assert_eq!((e.link.as_deref(), e.listen.port()), (Some("east"), 4180));
+        let e = parse_proxy_entry("127.0.0.1:4180").unwrap();
+        assert_eq!((e.link, e.listen.port()), (None, 4180));
         assert!(parse_host_port("--destination-addr", "controller.linkerd.svc:8086").is_ok());
         for (err, expected) in cases {
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");

@@ -5,6 +5,7 @@ pub mod check;
 pub mod controller;
 pub mod demo;
 pub mod gateway;
+pub mod gateway_links;
 pub mod get;
 pub mod init;
 pub mod inject;

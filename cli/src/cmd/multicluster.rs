@@ -81,6 +81,11 @@ impl Store for AnyStore {
     }
 }
 
+/// The gateway's proxy entry port (`strait gateway --proxy-entry`) in Kubernetes.
+pub const PROXY_ENTRY_PORT: u16 = 4180;
+/// The ClusterIP Service in front of the gateway's proxy entry.
+pub const GATEWAY_ENTRY_SERVICE: &str = "linkerd-gateway-entry";
+
 /// `multicluster install`: the gateway, the service mirror and their RBAC.
 pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
     let ns = MULTICLUSTER_NS;
@@ -100,8 +105,12 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
                             "--identity-cert-file", "/var/run/linkerd/identity/tls.crt",
                             "--identity-key-file", "/var/run/linkerd/identity/tls.key",
                             // Linked gateways' mirrors read Services through the link.
-                            "--serve-exports", "--kubernetes"],
+                            "--serve-exports", "--kubernetes",
+                            // One link per Link object of this cluster, and one entry where
+                            // local proxies and the mirror open streams on any of them.
+                            "--watch-links", "--proxy-entry", format!("0.0.0.0:{PROXY_ENTRY_PORT}")],
                         "ports": [
+                            {"name": "mc-proxy-entry", "containerPort": PROXY_ENTRY_PORT, "protocol": "TCP"},
                             {"name": "mc-gateway", "containerPort": 4143, "protocol": "TCP"},
                             {"name": "mc-gateway-quic", "containerPort": 4143, "protocol": "UDP"},
                             {"name": "mc-probe", "containerPort": 4191, "protocol": "TCP"}],
@@ -117,10 +126,16 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
                 {"name": "mc-gateway", "port": gateway_port, "targetPort": 4143, "protocol": "TCP"},
                 {"name": "mc-gateway-quic", "port": gateway_port, "targetPort": 4143, "protocol": "UDP"},
                 {"name": "mc-probe", "port": 4191, "targetPort": 4191, "protocol": "TCP"}]}}),
+        // The proxy entry is plaintext `strt` for this cluster's proxies and mirror only:
+        // a ClusterIP Service of its own, never the LoadBalancer above.
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY_ENTRY_SERVICE, "namespace": ns, "labels": labels},
+            "spec": {"type": "ClusterIP", "selector": {"app": "linkerd-gateway"}, "ports": [
+                {"name": "mc-proxy-entry", "port": PROXY_ENTRY_PORT, "targetPort": PROXY_ENTRY_PORT, "protocol": "TCP"}]}}),
         // The gateway's catalog (`--serve-exports`): Services, and pods for their service
-        // accounts, read-only.
+        // accounts, read-only; and the Links it dials (`--watch-links`).
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "linkerd-gateway"},
-            "rules": [{"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list", "watch"]}]}),
+            "rules": [{"apiGroups": [""], "resources": ["services", "pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [mcl::GROUP], "resources": ["links"], "verbs": ["get", "list", "watch"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "linkerd-gateway"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "linkerd-gateway"},
             "subjects": [{"kind": "ServiceAccount", "name": "linkerd-gateway", "namespace": ns}]}),
@@ -151,7 +166,10 @@ pub fn install_manifests(trust_domain: &str, gateway_port: u16) -> Vec<Value> {
                 "template": {"metadata": {"labels": {"linkerd.io/extension": "multicluster", "component": "linkerd-service-mirror"}},
                     "spec": {"serviceAccountName": "linkerd-service-mirror", "containers": [{
                         "name": "service-mirror", "image": "strait:latest",
-                        "args": ["mirror", "--kubernetes", "--admin-addr", "0.0.0.0:9999"],
+                        "args": ["mirror", "--kubernetes", "--admin-addr", "0.0.0.0:9999",
+                            // Strait proxies reach linked clusters through the local
+                            // gateway, and the mirror reads them through its links.
+                            "--gateway-entry", format!("{GATEWAY_ENTRY_SERVICE}.{ns}.svc.cluster.local:{PROXY_ENTRY_PORT}")],
                         "ports": [{"name": "admin-http", "containerPort": 9999}],
                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 9999}}}]}}}}),
     ]
@@ -577,23 +595,49 @@ pub struct MirrorArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// The local gateway's proxy entry for the Link whose targetClusterName is CLUSTER
-    /// (`strait gateway --proxy-entry CLUSTER=ADDR`): that cluster's mirrors then send
-    /// Strait proxies through the local gateway with the remote workload's identity
-    /// (repeatable; stock Linkerd proxies need the mirror without it).
-    #[arg(long = "gateway-entry", value_name = "CLUSTER=ADDR")]
+    /// The local gateway's proxy entry (`strait gateway --proxy-entry ADDR`): ADDR for
+    /// every Link, or CLUSTER=ADDR for the Link whose targetClusterName is CLUSTER (an entry
+    /// of that link alone, `--proxy-entry CLUSTER=ADDR`). Those clusters' mirrors then send
+    /// Strait proxies through the local gateway with the remote workload's identity, and
+    /// the mirror reads those clusters through the gateway link (repeatable: one ADDR, one
+    /// CLUSTER=ADDR per cluster; stock Linkerd proxies need the mirror without it).
+    #[arg(long = "gateway-entry", value_name = "[CLUSTER=]ADDR")]
     pub gateway_entries: Vec<String>,
 }
 
-/// `--gateway-entry CLUSTER=ADDR` values, by cluster.
-pub fn parse_gateway_entries(
-    values: &[String],
-) -> Result<std::collections::BTreeMap<String, std::net::SocketAddr>, String> {
+/// `--gateway-entry` values: the entry of every link, and the entries of single links by
+/// cluster.
+pub type GatewayEntries = (
+    Option<String>,
+    std::collections::BTreeMap<String, std::net::SocketAddr>,
+);
+
+/// `--gateway-entry [CLUSTER=]ADDR` values.
+pub fn parse_gateway_entries(values: &[String]) -> Result<GatewayEntries, String> {
     let mut out = std::collections::BTreeMap::new();
+    let mut every = None;
     for value in values {
-        let (cluster, addr) = value
-            .split_once('=')
-            .ok_or_else(|| format!("--gateway-entry {value:?}: expected CLUSTER=ADDR (a Link's targetClusterName and the gateway's proxy entry IP:PORT)"))?;
+        let Some((cluster, addr)) = value.split_once('=') else {
+            // HOST:PORT: in Kubernetes, the entry's Service name (resolved once, at start).
+            let shape = || {
+                format!(
+                    "--gateway-entry {value:?}: expected ADDR (the gateway's proxy entry IP:PORT or HOST:PORT) or CLUSTER=ADDR (for one Link's targetClusterName)"
+                )
+            };
+            match value.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.port() == 0 => return Err(shape()),
+                Ok(_) => {}
+                Err(_) => {
+                    let (host, _) = value.rsplit_once(':').ok_or_else(shape)?;
+                    super::gateway::parse_host_port("--gateway-entry", value).map_err(|_| shape())?;
+                    strait_gateway::Authority::new(host).map_err(|_| shape())?;
+                }
+            }
+            if every.replace(value.clone()).is_some() {
+                return Err("--gateway-entry: the entry of every link is given twice".into());
+            }
+            continue;
+        };
         strait_api::names::dns1123_label(cluster)
             .map_err(|e| format!("--gateway-entry {value:?}: the cluster name {cluster:?}: {e}"))?;
         let addr: std::net::SocketAddr = addr
@@ -603,7 +647,20 @@ pub fn parse_gateway_entries(
             return Err(format!("--gateway-entry: cluster {cluster:?} is given twice"));
         }
     }
-    Ok(out)
+    Ok((every, out))
+}
+
+/// The address of `--gateway-entry HOST:PORT` (an IP:PORT is itself).
+async fn resolve_entry(value: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::net::lookup_host(value)
+        .await
+        .map_err(|e| format!("--gateway-entry {value:?}: cannot resolve it ({e}); is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("--gateway-entry {value:?}: the name has no address"))
 }
 
 async fn shutdown_signal() {
@@ -621,7 +678,7 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("--service-cidr: expected {e}")),
     };
-    let gateway_entries = match parse_gateway_entries(&args.gateway_entries) {
+    let (gateway_entry, gateway_entries) = match parse_gateway_entries(&args.gateway_entries) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
@@ -644,8 +701,13 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
+    let gateway_entry = match gateway_entry.map(|e| rt.block_on(resolve_entry(&e))).transpose() {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
     let opts = MirrorOptions {
         service_range: range,
+        gateway_entry,
         gateway_entries,
         ..Default::default()
     };
@@ -702,16 +764,16 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             });
         }
         println!("{}", json!({"admin": admin_addr, "dns": dns_bound}));
-        let entries = opts.gateway_entries.clone();
+        let options = opts.clone();
         // A link with a gateway entry is read through the gateway link (no credentials,
         // no exposure of the target's API); any other through its credentials Secret:
         // a local cluster's API credentials, or Linkerd's kubeconfig.
         let connect = move |link: strait_mirror::LinkConfig, s: Option<Secret>| {
-            let entry = entries.get(&link.target_cluster).copied();
+            let entry = options.entry_for(&link.target_cluster);
             async move {
                 if let Some(entry) = entry {
-                    return Ok(AnyStore::Gateway(strait_mirror::catalog::GatewayStore::new(
-                        entry,
+                    return Ok(AnyStore::Gateway(strait_mirror::catalog::GatewayStore::at(
+                        &entry,
                         link.target_cluster,
                     )));
                 }
@@ -1400,13 +1462,89 @@ mod tests {
     }
 
     #[test]
+    fn the_installed_gateway_follows_links_and_keeps_its_entry_inside_the_cluster() {
+        let objects = install_manifests("cluster.local", 4143);
+        let find = |kind: &str, name: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{kind} {name} missing"))
+        };
+        let gw = &find("Deployment", "linkerd-gateway")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = gw["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.contains(&"--watch-links") && args.contains(&"--kubernetes"),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2).any(|w| w == ["--proxy-entry", "0.0.0.0:4180"]),
+            "{args:?}"
+        );
+        // The plaintext entry is a ClusterIP Service of its own, not on the LoadBalancer.
+        let entry = find("Service", GATEWAY_ENTRY_SERVICE);
+        assert_eq!(entry["spec"]["type"], "ClusterIP");
+        assert_eq!(entry["spec"]["ports"][0]["port"], 4180);
+        let lb = find("Service", "linkerd-gateway");
+        assert_eq!(lb["spec"]["type"], "LoadBalancer");
+        assert!(
+            lb["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["port"] != 4180),
+            "{lb}"
+        );
+        // It may read Links, and only read them.
+        let role = find("ClusterRole", "linkerd-gateway");
+        let links = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"] == json!(["links"]))
+            .expect("a rule for links");
+        assert_eq!(links["verbs"], json!(["get", "list", "watch"]));
+        // The mirror sends proxies (and reads linked clusters) through that entry.
+        let mirror =
+            &find("Deployment", "linkerd-service-mirror")["spec"]["template"]["spec"]["containers"][0];
+        let args = mirror["args"].to_string();
+        assert!(
+            args.contains(
+                "\"--gateway-entry\",\"linkerd-gateway-entry.linkerd-multicluster.svc.cluster.local:4180\""
+            ),
+            "{args}"
+        );
+    }
+
+    #[test]
     fn gateway_entries_parse_and_bad_ones_say_what_was_expected() {
-        let ok =
+        let (every, ok) =
             parse_gateway_entries(&["east=127.0.0.1:4180".into(), "north=10.0.0.1:4180".into()]).unwrap();
         assert_eq!(ok["east"].port(), 4180);
-        assert_eq!(ok.len(), 2);
+        assert_eq!((ok.len(), every), (2, None));
+        let (every, ok) =
+            parse_gateway_entries(&["127.0.0.1:4180".into(), "north=10.0.0.1:4181".into()]).unwrap();
+        assert_eq!(every.as_deref(), Some("127.0.0.1:4180"));
+        let (every, _) =
+            parse_gateway_entries(&["linkerd-gateway-entry.linkerd-multicluster.svc:4180".into()]).unwrap();
+        assert_eq!(
+            every.as_deref(),
+            Some("linkerd-gateway-entry.linkerd-multicluster.svc:4180")
+        );
+        assert_eq!(ok.len(), 1);
+        let e = parse_gateway_entries(&["127.0.0.1:1".into(), "127.0.0.1:2".into()]).unwrap_err();
+        assert!(e.contains("every link is given twice"), "{e}");
         let cases = [
-            ("east", "expected CLUSTER=ADDR"),
+            (
+                "east",
+                "expected ADDR (the gateway's proxy entry IP:PORT or HOST:PORT) or CLUSTER=ADDR",
+            ),
+            ("127.0.0.1:0", "expected ADDR"),
+            ("east:127.0.0.1:4180", "expected ADDR"),
             ("East=127.0.0.1:4180", "the cluster name \"East\""),
             ("east=localhost:4180", "is not an IP:PORT address"),
         ];

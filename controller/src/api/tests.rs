@@ -410,7 +410,7 @@ async fn a_linked_clusters_mirror_reads_and_watches_but_cannot_write() {
 }
 
 #[tokio::test]
-async fn the_gateway_reads_services_and_pods_and_nothing_else() {
+async fn the_gateway_reads_services_pods_and_links_and_nothing_else() {
     use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 
     use super::store::ApiStore;
@@ -431,14 +431,15 @@ async fn the_gateway_reads_services_and_pods_and_nothing_else() {
     assert_eq!(gw.list::<Service>(None).await.unwrap().len(), 1);
     assert!(gw.get::<Service>("default", "a").await.unwrap().is_some());
     gw.list::<Pod>(Some("default")).await.unwrap();
+    gw.list::<strait_api::mesh::link::Link>(None).await.unwrap();
     let e = gw.list::<Secret>(None).await.unwrap_err().to_string();
-    assert!(e.contains("may only read services and pods"), "{e}");
+    assert!(e.contains("may only read services, pods and links"), "{e}");
     let e = gw.apply(vec![svc.into_object()]).await.unwrap_err().to_string();
-    assert!(e.contains("may only read services and pods"), "{e}");
+    assert!(e.contains("may only read services, pods and links"), "{e}");
     let e = gw
         .delete(&ObjectKey::new(KindId::Service, "default", "a"))
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("may only read services and pods"), "{e}");
+    assert!(e.contains("may only read services, pods and links"), "{e}");
 }

@@ -62,6 +62,12 @@ pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 /// The metric label giving the entry to dial when an endpoint's address is a remote
 /// endpoint's (the proxy crate's `discovery::GATEWAY_VIA_LABEL`).
 pub const GATEWAY_VIA_LABEL: &str = "strait_gateway_via";
+/// The metric label giving the link a `strt` request at the entry must name, when the
+/// entry serves every link of its gateway (the proxy crate's
+/// `discovery::GATEWAY_LINK_LABEL`; from the mirror's `mirror.strait.io/gateway-link`).
+/// A proxy that does not know it names no link, which such an entry accepts while the
+/// gateway has one link.
+pub const GATEWAY_LINK_LABEL: &str = "strait_gateway_link";
 /// The metric label giving an endpoint's failover tier (the proxy crate's
 /// `discovery::TIER_LABEL`): a Strait proxy balances over the lowest tier with a usable
 /// endpoint. Endpoints without it are tier 0 (local).
@@ -134,6 +140,9 @@ pub struct ServiceInfo {
     /// For a gateway-mode mirror: the local gateway's proxy entry
     /// (`mirror.strait.io/gateway-entry`).
     pub gateway_entry: Option<SocketAddr>,
+    /// For a gateway-mode mirror whose entry serves every link: the link to name there
+    /// (`mirror.strait.io/gateway-link`).
+    pub gateway_link: Option<String>,
     /// For a gateway-mode mirror: the remote workloads' identity
     /// (`mirror.strait.io/remote-identity`).
     pub remote_identity: Option<String>,
@@ -189,6 +198,7 @@ impl ServiceInfo {
             remote_gateway_identity: annotation(labels::mirror::REMOTE_GATEWAY_IDENTITY),
             remote_fq_name: annotation(labels::mirror::REMOTE_SVC_FQ_NAME),
             gateway_entry: annotation(labels::mirror::GATEWAY_ENTRY).and_then(|a| a.parse().ok()),
+            gateway_link: annotation(labels::mirror::GATEWAY_LINK),
             remote_identity: annotation(labels::mirror::REMOTE_IDENTITY),
             remote_endpoints,
             local_discovery: annotation(labels::mirror::LOCAL_DISCOVERY),
@@ -267,6 +277,9 @@ pub struct RemoteMember {
     /// The local gateway's proxy entry for the member's link
     /// (`mirror.strait.io/gateway-entry`).
     pub entry: Option<SocketAddr>,
+    /// The link to name at that entry, when it serves every link
+    /// (`mirror.strait.io/gateway-link`).
+    pub link: Option<String>,
     /// The remote workloads' identity (`mirror.strait.io/remote-identity`).
     pub identity: Option<String>,
     /// The remote endpoints' addresses (`mirror.strait.io/remote-endpoints`).
@@ -287,6 +300,7 @@ impl RemoteMember {
             gateway_identity: get(labels::mirror::REMOTE_GATEWAY_IDENTITY)?,
             fq_name: get(labels::mirror::REMOTE_SVC_FQ_NAME)?,
             entry: get(labels::mirror::GATEWAY_ENTRY).and_then(|e| e.parse().ok()),
+            link: get(labels::mirror::GATEWAY_LINK),
             identity: get(labels::mirror::REMOTE_IDENTITY),
             endpoints: addresses(
                 get(labels::mirror::REMOTE_ENDPOINTS),
@@ -483,6 +497,9 @@ fn federated(
             && let (Some(entry), Some(identity)) = (member.entry, &member.identity)
         {
             labels.insert(GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string());
+            if let Some(link) = &member.link {
+                labels.insert(GATEWAY_LINK_LABEL.to_string(), link.clone());
+            }
             let at_entry = Endpoint {
                 addr: entry,
                 labels,
@@ -523,11 +540,14 @@ fn gateway_entry(svc: &ServiceInfo, service_port: u16) -> Option<Endpoint> {
     let addr = svc.gateway_entry?;
     let identity = svc.remote_identity.clone()?;
     let remote = svc.remote_fq_name.as_ref()?;
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         ("namespace".to_string(), svc.id.0.clone()),
         ("service".to_string(), svc.id.1.clone()),
         (GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string()),
     ]);
+    if let Some(link) = &svc.gateway_link {
+        labels.insert(GATEWAY_LINK_LABEL.to_string(), link.clone());
+    }
     Some(Endpoint {
         addr,
         labels,

@@ -6,12 +6,12 @@ use libfuzzer_sys::fuzz_target;
 use strait_gateway::proto::header::*;
 
 fuzz_target!(|input: &[u8]| {
-    match decode_request(input) {
+    match decode_entry_request(input) {
         Ok(Progress::Complete(d)) => {
             assert!(d.consumed <= input.len().min(MAX_FRAME_LEN));
             assert!((1..=VERSION).contains(&d.version));
             let mut again = Vec::new();
-            encode_request(&d.frame, &mut again);
+            encode_entry_request(d.frame.link.as_ref(), &d.frame.request, &mut again);
             assert!(again[4] <= d.version);
             let mut canonical = input[..d.consumed].to_vec();
             canonical[4] = again[4];

@@ -110,14 +110,14 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
 
 /// Checks the properties every decode result must have on `input`.
 fn check_request_decode(input: &[u8]) {
-    match decode_request(input) {
+    match decode_entry_request(input) {
         Ok(Progress::Complete(d)) => {
             assert!(d.consumed >= ENVELOPE_LEN && d.consumed <= input.len().min(MAX_FRAME_LEN));
             assert!((1..=VERSION).contains(&d.version), "version {}", d.version);
             // Whatever decodes re-encodes to the bytes it came from, in the lowest
             // version that carries it (never a higher one than received).
             let mut again = Vec::new();
-            encode_request(&d.frame, &mut again);
+            encode_entry_request(d.frame.link.as_ref(), &d.frame.request, &mut again);
             assert!(again[4] <= d.version, "re-encoded in version {}", again[4]);
             let mut canonical = input[..d.consumed].to_vec();
             canonical[4] = again[4];
@@ -155,13 +155,17 @@ fn requests_round_trip_and_mutations_never_panic() {
     for seed in 1..3000u64 {
         let mut rng = Rng(seed);
         let request = random_request(&mut rng);
+        // Half of them as a proxy entry reads them: naming their link (version 3).
+        let link =
+            (rng.below(2) == 0).then(|| LinkName::new(rng.label()).expect("generated labels are valid"));
         let mut bytes = Vec::new();
-        encode_request(&request, &mut bytes);
+        encode_entry_request(link.as_ref(), &request, &mut bytes);
         assert!(bytes.len() <= MAX_FRAME_LEN);
-        let Ok(Progress::Complete(d)) = decode_request(&bytes) else {
+        let Ok(Progress::Complete(d)) = decode_entry_request(&bytes) else {
             panic!("seed {seed}: {request:?} did not decode");
         };
-        assert_eq!(d.frame, request, "seed {seed}");
+        assert_eq!(d.frame.request, request, "seed {seed}");
+        assert_eq!(d.frame.link, link, "seed {seed}");
         assert_eq!(d.consumed, bytes.len());
         for _ in 0..8 {
             let mut mutated = bytes.clone();

@@ -95,6 +95,7 @@ pub struct TestGateway {
     pub linkerd_entry: Option<SocketAddr>,
     pub endpoint: quinn::Endpoint,
     pub links: Vec<LinkHandle>,
+    pub registry: Links,
     pub metrics: Arc<metrics::Metrics>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<()>>,
@@ -148,6 +149,7 @@ impl TestGateway {
             linkerd_entry,
             endpoint,
             links: running.links,
+            registry: running.registry,
             metrics: running.metrics,
             stop: Some(stop),
             done: Some(done),
@@ -339,7 +341,7 @@ pub async fn entry_pair(
     c.links.push(link_to("east", &east));
     c.proxy_entries.push(ProxyEntry {
         listen: any_port(),
-        link: "east".into(),
+        link: Some("east".into()),
     });
     let west = TestGateway::start(
         c,

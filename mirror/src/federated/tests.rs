@@ -59,7 +59,11 @@ fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
             addresses: vec!["198.18.16.2".parse().unwrap()],
             port: 4143,
             ready,
-            entry: Some(entry),
+            // East's members through the gateway's entry of every link, naming it.
+            entry: Some(reconcile::Entry {
+                addr: entry,
+                link: (cluster == "east").then(|| cluster.to_string()),
+            }),
         },
         link,
     }
@@ -165,6 +169,7 @@ fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations
         "myapp.production.svc.cluster.local"
     );
     assert_eq!(ann["mirror.strait.io/gateway-entry"], "127.0.0.1:4150");
+    assert_eq!(ann["mirror.strait.io/gateway-link"], "east");
     assert_eq!(
         ann["mirror.strait.io/remote-identity"],
         "myapp.production.serviceaccount.identity.linkerd.east"
@@ -174,6 +179,11 @@ fn local_and_remote_members_make_one_federated_service_with_linkerds_annotations
     assert_eq!(eps[0].conditions.as_ref().unwrap().ready, Some(true));
     assert_eq!(east.ports.as_ref().unwrap().len(), 2, "both ports east has");
     let central = &view.slices[&("production".to_string(), "myapp-federated-central".to_string())];
+    let central_ann = central.metadata.annotations.as_ref().unwrap();
+    assert!(
+        !central_ann.contains_key("mirror.strait.io/gateway-link"),
+        "an entry of one link names none"
+    );
     assert_eq!(
         central.endpoints.as_ref().unwrap()[0]
             .conditions

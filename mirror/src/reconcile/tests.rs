@@ -229,7 +229,10 @@ fn selection_modes_and_skips() {
         },
     )]);
     let entry = Gateway {
-        entry: Some("127.0.0.1:4150".parse().unwrap()),
+        entry: Some(Entry {
+            addr: "127.0.0.1:4150".parse().unwrap(),
+            link: None,
+        }),
         ..gw(true)
     };
     let p = plan(&l, [&svc], &identities, &view(&["production"]), &entry, None);
@@ -557,7 +560,10 @@ fn mirrors_name_the_gateway_entry_and_remote_identity_when_both_are_known() {
         },
     )]);
     let entry_gw = Gateway {
-        entry: Some("127.0.0.1:4180".parse().unwrap()),
+        entry: Some(Entry {
+            addr: "127.0.0.1:4180".parse().unwrap(),
+            link: None,
+        }),
         ..gw(true)
     };
     let ann = |ids: &BTreeMap<NsName, RemoteWorkload>, g: &Gateway| {

@@ -230,11 +230,55 @@ fn remote_endpoints_behind_an_entry_dial_it_and_name_themselves() {
 }
 
 #[test]
+fn an_entry_of_every_link_names_the_link_and_a_bad_link_is_left_out() {
+    let at_entry = |ip: [u8; 4], link: Option<&str>, marked: bool| {
+        let mut a = meshed(ip, 80, "");
+        let mut labels = vec![(GATEWAY_VIA_LABEL.to_string(), "127.0.0.9:4180".to_string())];
+        if marked {
+            labels.push((GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string()));
+        }
+        if let Some(l) = link {
+            labels.push((GATEWAY_LINK_LABEL.to_string(), l.to_string()));
+        }
+        a.metric_labels = labels.into_iter().collect();
+        a.authority_override = Some(pb::AuthorityOverride {
+            authority_override: "myapp.production.svc.cluster.local:80".into(),
+        });
+        a
+    };
+    let endpoints = |r: Resolution| match r {
+        Resolution::Endpoints(e) => e.values().cloned().collect::<Vec<_>>(),
+        other => panic!("expected endpoints, got {other:?}"),
+    };
+    let e = endpoints(apply(
+        &Resolution::Pending,
+        add(vec![at_entry([10, 42, 0, 7], Some("east"), true)]),
+    ));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].link.as_ref().map(|l| l.as_str()), Some("east"));
+    assert!(!e[0].labels.contains_key(GATEWAY_LINK_LABEL), "{:?}", e[0].labels);
+    // Without the label: no link, as before.
+    let e = endpoints(apply(
+        &Resolution::Pending,
+        add(vec![at_entry([10, 42, 0, 7], None, true)]),
+    ));
+    assert_eq!(e[0].link, None);
+    // A link that is not a DNS label, or on an endpoint with no entry marker: left out.
+    for bad in [
+        at_entry([10, 42, 0, 8], Some("East.west"), true),
+        at_entry([10, 42, 0, 8], Some("east"), false),
+    ] {
+        assert_eq!(eps(&apply(&Resolution::Pending, add(vec![bad]))), vec![]);
+    }
+}
+
+#[test]
 fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
     use strait_controller::discovery::model;
     assert_eq!(GATEWAY_ENTRY_LABEL, model::GATEWAY_ENTRY_LABEL);
     assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
     assert_eq!(GATEWAY_VIA_LABEL, model::GATEWAY_VIA_LABEL);
+    assert_eq!(GATEWAY_LINK_LABEL, model::GATEWAY_LINK_LABEL);
     assert_eq!(STRAIT_CONTEXT_VERSION, model::STRAIT_CONTEXT_V2);
     assert_eq!(
         model::Caller::from_context_token(&context_token("production", "web")),

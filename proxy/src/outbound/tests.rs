@@ -16,6 +16,7 @@ fn ep(meshed: bool, h2: bool, opaque: Option<u16>) -> Endpoint {
         labels: BTreeMap::new(),
         gateway: None,
         via: None,
+        link: None,
         authority_override: None,
     }
 }
@@ -180,7 +181,7 @@ fn gateway_entry_plans_open_a_stream_then_mtls_with_a_header_in_both_modes() {
             })
         );
         assert_eq!(p.wire, wire);
-        let target = p.gateway.expect("a strt target");
+        let target = p.gateway.expect("a strt target").target;
         assert_eq!((target.protocol, target.port), (strt, 80));
         assert_eq!(target.authority, remote.authority);
     }
@@ -197,7 +198,7 @@ fn gateway_entry_plans_open_a_stream_then_mtls_with_a_header_in_both_modes() {
     for capture in [Capture::Explicit, Capture::Transparent] {
         let p = plan(capture, &remote_ep, Wire::Http1, 4143);
         assert_eq!(p.addr, entry.addr, "the entry, not the remote address");
-        let target = p.gateway.expect("a strt target");
+        let target = p.gateway.expect("a strt target").target;
         assert_eq!(target.endpoint, Some("10.42.0.7".parse().unwrap()));
     }
 }

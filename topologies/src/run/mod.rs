@@ -525,9 +525,8 @@ impl Runtime {
             ]
             .map(String::from)
             .to_vec();
-            for (l, entry) in self.links_from(&c.spec.name) {
-                args.extend(["--gateway-entry".into(), format!("{}={entry}", l.to)]);
-            }
+            // Every link's mirrors send Strait proxies through the gateway's one proxy entry.
+            args.extend(["--gateway-entry".into(), proxy_entry(c)]);
             let spec = self.strait_proc(c, "mirror", std::mem::take(&mut args));
             self.sup.start(spec)?;
             let gw = c.dir.join("gateway");
@@ -564,19 +563,11 @@ impl Runtime {
             if self.isolation != Isolation::Netns {
                 gargs.extend(["--endpoint-inbound-port".into(), "4143".into()]);
             }
-            for (l, entry) in self.links_from(&c.spec.name) {
-                let target = self.cluster(&l.to);
-                gargs.push("--link".into());
-                gargs.push(format!(
-                    "{}={}@linkerd-gateway.{}.serviceaccount.identity.linkerd.{}",
-                    l.to,
-                    target.record.gateway,
-                    strait_controller::api::MULTICLUSTER_NS,
-                    target.spec.trust_domain
-                ));
-                // Local proxies hand cross-cluster connections to this link here.
-                gargs.extend(["--proxy-entry".into(), format!("{}={entry}", l.to)]);
-            }
+            // Links follow the cluster's Link objects (applied below, or later by hand with
+            // `strait multicluster link`), and local proxies hand every link's connections
+            // to one entry, naming the link.
+            gargs.push("--watch-links".into());
+            gargs.extend(["--proxy-entry".into(), proxy_entry(c)]);
             let spec = self.strait_proc(c, "gateway", gargs);
             self.sup.start(spec)?;
         }
@@ -663,19 +654,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// The links `from` makes, each with the address of its gateway's proxy entry:
-    /// the infrastructure address, port 4150 + the link's position.
-    fn links_from(&self, from: &str) -> Vec<(crate::topology::Link, String)> {
-        let c = self.cluster(from);
-        self.topology
-            .links
-            .iter()
-            .filter(|l| l.from == from)
-            .enumerate()
-            .map(|(i, l)| (l.clone(), format!("{}:{}", c.block.infra(), 4150 + i)))
-            .collect()
-    }
-
     fn cluster(&self, name: &str) -> &ClusterRt {
         self.clusters
             .iter()
@@ -683,7 +661,8 @@ impl Runtime {
             .expect("validated link")
     }
 
-    /// `strait multicluster link` against `to`, applied to `from`.
+    /// `strait multicluster link` against `to`, applied to `from` (its gateway then dials
+    /// `to`'s, its mirror follows `to`'s exported services through that link).
     async fn link(&self, from: &str, to: &str) -> Result<(), String> {
         let target = self.cluster(to);
         let out = tokio::process::Command::new(&self.strait)
@@ -1518,6 +1497,11 @@ pub fn down(home: &Path, topology: Option<&str>) -> Result<DownReport, String> {
 
 fn progress_down(msg: impl std::fmt::Display) {
     eprintln!("strait down: {msg}");
+}
+
+/// The proxy entry of `c`'s gateway, for every link: its infrastructure address, port 4150.
+fn proxy_entry(c: &ClusterRt) -> String {
+    format!("{}:4150", c.block.infra())
 }
 
 #[cfg(test)]

@@ -267,6 +267,31 @@ fn a_mirror_with_a_gateway_entry_resolves_to_the_entry_with_the_remote_workload_
 }
 
 #[test]
+fn an_entry_of_every_link_gives_strait_proxies_the_link_to_name() {
+    let strait = json!({
+        "mirror.strait.io/gateway-entry": "127.0.0.1:4180",
+        "mirror.strait.io/gateway-link": "east",
+        "mirror.strait.io/remote-endpoints": "10.42.0.7",
+    });
+    let w = gateway_mirror(strait, true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].labels[GATEWAY_LINK_LABEL], "east");
+    assert_eq!(eps[0].labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
+    // An entry of one link (no annotation) names none, as before.
+    let w = gateway_mirror(json!({"mirror.strait.io/gateway-entry": "127.0.0.1:4180"}), true);
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
+    assert!(!eps[0].labels.contains_key(GATEWAY_LINK_LABEL));
+    // A stock proxy never sees it.
+    let w = gateway_mirror(
+        json!({"mirror.strait.io/gateway-entry": "127.0.0.1:4180", "mirror.strait.io/gateway-link": "east"}),
+        true,
+    );
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Linkerd));
+    assert!(!eps[0].labels.contains_key(GATEWAY_LINK_LABEL));
+}
+
+#[test]
 fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_the_entry() {
     let world = |endpoints: &str, ready: bool| {
         let strait = json!({
