@@ -39,17 +39,7 @@ async fn open_on(entry: SocketAddr, link: Option<&str>, authority: &str, port: u
 #[tokio::test]
 async fn a_proxy_entry_relays_after_the_remote_acceptance_and_passes_refusals_back() {
     bounded(async {
-        let (echo, _echo_task) = echo_server().await;
-        let mut table = StaticResolver::new();
-        table.insert(
-            Authority::new(ECHO).unwrap(),
-            7,
-            Endpoint {
-                addr: echo,
-                identity: None,
-                app_port: Some(7007),
-            },
-        );
+        let (table, _echo_task) = echo_table(7007).await;
         let (east, west) = entry_pair(Arc::new(table), None).await;
         let entry = west.proxy_entries[0];
 
@@ -152,9 +142,8 @@ async fn a_proxy_entry_for_an_unknown_link_is_refused_at_bind() {
     );
 }
 
-/// A gateway of one cluster whose resolver sends ECHO to an echo server, answering with
-/// `app_port` so a test can tell the clusters apart.
-async fn echo_cluster(pki: &Pki, app_port: u16) -> (TestGateway, tokio::task::JoinHandle<()>) {
+/// A resolver sending ECHO:7 to a new echo server, the endpoint's app port `app_port`.
+async fn echo_table(app_port: u16) -> (StaticResolver, tokio::task::JoinHandle<()>) {
     let (echo, task) = echo_server().await;
     let mut table = StaticResolver::new();
     table.insert(
@@ -166,6 +155,13 @@ async fn echo_cluster(pki: &Pki, app_port: u16) -> (TestGateway, tokio::task::Jo
             app_port: Some(app_port),
         },
     );
+    (table, task)
+}
+
+/// A gateway of one cluster whose resolver sends ECHO to an echo server, answering with
+/// `app_port` so a test can tell the clusters apart.
+async fn echo_cluster(pki: &Pki, app_port: u16) -> (TestGateway, tokio::task::JoinHandle<()>) {
+    let (table, task) = echo_table(app_port).await;
     let gw = TestGateway::start(
         config(vec![gateway_identity()]),
         pki.creds(&gateway_identity(), SessionState::new()),
@@ -173,6 +169,24 @@ async fn echo_cluster(pki: &Pki, app_port: u16) -> (TestGateway, tokio::task::Jo
     )
     .await;
     (gw, task)
+}
+
+/// West, with `links` configured and one proxy entry for every link (returned).
+async fn west_with_one_entry(pki: &Pki, links: Vec<LinkSpec>) -> (TestGateway, SocketAddr) {
+    let mut c = config(vec![gateway_identity()]);
+    c.links = links;
+    c.proxy_entries.push(ProxyEntry {
+        listen: any_port(),
+        link: None,
+    });
+    let west = TestGateway::start(
+        c,
+        pki.creds(&gateway_identity(), SessionState::new()),
+        Arc::new(StaticResolver::new()),
+    )
+    .await;
+    let entry = west.proxy_entries[0];
+    (west, entry)
 }
 
 fn refusal(reply: Reply) -> (RefusalReason, String) {
@@ -190,18 +204,7 @@ async fn one_entry_serves_every_link_by_name_and_links_come_and_go_at_runtime() 
         let (south, _s) = echo_cluster(&pki, 7002).await;
         // West starts with no link and one entry for all of them; a Link watcher adds
         // them later.
-        let mut c = config(vec![gateway_identity()]);
-        c.proxy_entries.push(ProxyEntry {
-            listen: any_port(),
-            link: None,
-        });
-        let west = TestGateway::start(
-            c,
-            pki.creds(&gateway_identity(), SessionState::new()),
-            Arc::new(StaticResolver::new()),
-        )
-        .await;
-        let entry = west.proxy_entries[0];
+        let (west, entry) = west_with_one_entry(&pki, Vec::new()).await;
 
         let (reason, message) = refusal(open_on(entry, Some("east"), ECHO, 7).await.0);
         assert_eq!(reason, RefusalReason::LinkDown);
@@ -272,19 +275,7 @@ async fn a_configured_link_is_never_changed_by_watched_links() {
         let pki = Pki::new();
         let (east, _e) = echo_cluster(&pki, 7001).await;
         let (south, _s) = echo_cluster(&pki, 7002).await;
-        let mut c = config(vec![gateway_identity()]);
-        c.links.push(link_to("east", &east));
-        c.proxy_entries.push(ProxyEntry {
-            listen: any_port(),
-            link: None,
-        });
-        let west = TestGateway::start(
-            c,
-            pki.creds(&gateway_identity(), SessionState::new()),
-            Arc::new(StaticResolver::new()),
-        )
-        .await;
-        let entry = west.proxy_entries[0];
+        let (west, entry) = west_with_one_entry(&pki, vec![link_to("east", &east)]).await;
         // A Link named east pointing elsewhere is left out; removing every watched link
         // leaves the configured one.
         let changes = west.registry.set_watched(vec![link_to("east", &south)]).unwrap();
