@@ -659,7 +659,74 @@ fn west_east_on_loopback_addresses() {
     assert!(run.up_log().contains("west-east is up in"), "{}", run.up_log());
     exercise(&run);
     assert_control_plane_tls(&run);
+    unlink_and_link_again(&run);
     run.down();
+}
+
+/// Lines of the clusters' gateway logs that contain every one of `parts`.
+fn gateway_log_lines(run: &Run, parts: &[&str]) -> usize {
+    let mut logs = Vec::new();
+    logs_named(run.home.path(), "gateway.log", &mut logs);
+    logs.iter()
+        .flat_map(|(_, log)| log.lines())
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+/// East's Link deleted from west at runtime, then applied again: west's gateway stops the
+/// link and dials it again, the mirror goes and comes back, and west's frontend reaches
+/// east again through the new link with its own identity.
+fn unlink_and_link_again(run: &Run) {
+    let ns = ["-n", "linkerd-multicluster"];
+    let yaml = run.ok(&[
+        &["--cluster", "west", "get", "links", "east", "-o", "yaml"][..],
+        &ns,
+    ]
+    .concat());
+    assert!(yaml.contains("targetClusterName: east"), "{yaml}");
+    let file = run.home.path().join("link-east.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    run.ok(&[&["--cluster", "west", "delete", "links", "east"][..], &ns].concat());
+    run.wait(
+        "west's gateway to stop the link to east",
+        Duration::from_secs(20),
+        |r| gateway_log_lines(r, &["Link deleted; link stopped", "east"]) == 1,
+    );
+    let mirror = [
+        "--cluster",
+        "west",
+        "get",
+        "svc",
+        "myapp-east",
+        "-n",
+        "production",
+    ];
+    run.wait("the mirror myapp-east to go", Duration::from_secs(20), |r| {
+        !r.cli(&mirror).status.success()
+    });
+    run.ok(&["--cluster", "west", "apply", "-f", file.to_str().unwrap()]);
+    run.wait(
+        "west's gateway to dial east again",
+        Duration::from_secs(20),
+        |r| gateway_log_lines(r, &["link added from its Link", "east"]) == 2,
+    );
+    run.wait(
+        "the mirror myapp-east to come back",
+        Duration::from_secs(20),
+        |r| r.cli(&mirror).status.success(),
+    );
+    run.wait(
+        "west's frontend to reach east again",
+        Duration::from_secs(20),
+        |r| {
+            r.client(
+                "west/frontend",
+                "http://myapp-east.production.svc.cluster.local/",
+                5,
+            )["succeeded"]
+                == 5
+        },
+    );
 }
 
 #[test]
