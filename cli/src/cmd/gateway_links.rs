@@ -22,7 +22,7 @@ use futures::StreamExt;
 use strait_api::Store;
 use strait_api::mesh::link::Link;
 use strait_api::store::WatchEvent;
-use strait_gateway::{LinkSpec, Links};
+use strait_gateway::{Changes, LinkSpec, Links};
 use strait_identity::IdentityName;
 
 /// How often the Links are read again when nothing changes (re-resolving DNS names).
@@ -128,8 +128,20 @@ fn key(l: &Link) -> String {
     )
 }
 
+/// Where [`follow`] puts the links it reads: the gateway's [`Links`].
+pub trait LinkSet: Send + Sync + 'static {
+    /// Makes the watched links exactly `specs` (see [`Links::set_watched`]).
+    fn set_watched(&self, specs: Vec<LinkSpec>) -> Result<Changes, String>;
+}
+
+impl LinkSet for Links {
+    fn set_watched(&self, specs: Vec<LinkSpec>) -> Result<Changes, String> {
+        Links::set_watched(self, specs).map_err(|e| e.to_string())
+    }
+}
+
 /// Follows the Links of `store` into `links` until aborted.
-pub async fn follow<S: Store>(store: S, links: Links) {
+pub async fn follow<S: Store>(store: S, links: impl LinkSet) {
     let mut all: BTreeMap<String, Link> = BTreeMap::new();
     let mut last = BTreeMap::new();
     let mut synced = false;
@@ -181,7 +193,7 @@ pub async fn follow<S: Store>(store: S, links: Links) {
                     tracing::warn!(link = %name, "a Link names a cluster --link already configures; the flag wins");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot set up the links' TLS"),
+            Err(e) => tracing::warn!(error = %e, "cannot set up the links' TLS; the links stay as they were"),
         }
     }
 }
@@ -244,6 +256,149 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    type Set = Vec<(String, String)>;
+
+    /// Records every set of links it is given, in order.
+    #[derive(Clone)]
+    struct Recorder(tokio::sync::watch::Sender<Vec<Set>>);
+
+    impl LinkSet for Recorder {
+        fn set_watched(&self, specs: Vec<LinkSpec>) -> Result<Changes, String> {
+            let set = specs
+                .iter()
+                .map(|s| (s.name.clone(), s.addr.to_string()))
+                .collect();
+            self.0.send_modify(|history| history.push(set));
+            Ok(Changes::default())
+        }
+    }
+
+    fn set(links: &[(&str, &str)]) -> Set {
+        links
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    /// Waits (bounded) until the last set given is `want`; returns every set given.
+    async fn until_last(rx: &mut tokio::sync::watch::Receiver<Vec<Set>>, want: &[(&str, &str)]) -> Vec<Set> {
+        let want = set(want);
+        let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|h| h.last() == Some(&want)))
+            .await
+            .map(|history| history.unwrap().clone());
+        waited.unwrap_or_else(|_| panic!("the links never became {want:?}: {:?}", *rx.borrow()))
+    }
+
+    fn object(l: &Link) -> strait_api::Object {
+        use strait_api::Kind;
+        l.clone().into_object()
+    }
+
+    #[tokio::test]
+    async fn the_links_follow_links_applied_changed_and_deleted_in_a_store() {
+        use strait_api::store::local::LocalStore;
+        let store = LocalStore::in_memory();
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "linkerd-multicluster"}}))
+                .unwrap();
+        store
+            .apply(vec![strait_api::Kind::into_object(ns)])
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::watch::channel(Vec::new());
+        let task = tokio::spawn(follow(store.clone(), Recorder(tx)));
+        let mut expect = async |want: &[(&str, &str)]| until_last(&mut rx, want).await;
+        let east = link("east", good("east", "198.18.2.1"));
+        store.apply(vec![object(&east)]).await.unwrap();
+        expect(&[("east", "198.18.2.1:4143")]).await;
+        store
+            .apply(vec![object(&link("south", good("south", "198.18.3.1")))])
+            .await
+            .unwrap();
+        expect(&[("east", "198.18.2.1:4143"), ("south", "198.18.3.1:4143")]).await;
+        // East's gateway moves: its link follows.
+        store
+            .apply(vec![object(&link("east", good("east", "198.18.2.9")))])
+            .await
+            .unwrap();
+        expect(&[("east", "198.18.2.9:4143"), ("south", "198.18.3.1:4143")]).await;
+        // South's Link is deleted: its link goes.
+        store
+            .delete(&object(&link("south", good("south", "198.18.3.1"))).key())
+            .await
+            .unwrap();
+        expect(&[("east", "198.18.2.9:4143")]).await;
+        task.abort();
+    }
+
+    /// The same against the Kubernetes API (kube's mock service): the list of Links, then
+    /// a watch that adds one and deletes the other.
+    #[tokio::test]
+    async fn the_links_follow_links_in_kubernetes() {
+        use http::{Request, Response, StatusCode};
+        use kube::client::Body;
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let store = strait_api::store::kube::KubeStore::new(kube::Client::new(svc, "default"));
+        let json = |v: &serde_json::Value| {
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(v).unwrap()))
+                .unwrap()
+        };
+        let as_json = |l: Link| {
+            let mut v = serde_json::to_value(l).unwrap();
+            v["metadata"]["resourceVersion"] = "11".into();
+            v
+        };
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("the list of Links");
+            assert!(
+                req.uri().path().starts_with("/apis/multicluster.linkerd.io/")
+                    && req.uri().path().ends_with("/links"),
+                "{}",
+                req.uri()
+            );
+            send.send_response(json(&serde_json::json!({
+                "apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "LinkList",
+                "metadata": {"resourceVersion": "10"},
+                "items": [as_json(link("east", good("east", "198.18.2.1")))],
+            })));
+            let (req, send) = handle.next_request().await.expect("the watch of Links");
+            assert!(req.uri().query().unwrap_or_default().contains("watch=true"));
+            let mut lines = Vec::new();
+            for (ty, l) in [
+                ("ADDED", link("south", good("south", "198.18.3.1"))),
+                ("DELETED", link("east", good("east", "198.18.2.1"))),
+            ] {
+                lines.extend(
+                    serde_json::to_vec(&serde_json::json!({"type": ty, "object": as_json(l)})).unwrap(),
+                );
+                lines.push(b'\n');
+            }
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .body(Body::from(lines))
+                    .unwrap(),
+            );
+            handle
+        });
+        let (tx, mut rx) = tokio::sync::watch::channel(Vec::new());
+        let task = tokio::spawn(follow(store, Recorder(tx)));
+        let history = until_last(&mut rx, &[("south", "198.18.3.1:4143")]).await;
+        let east = set(&[("east", "198.18.2.1:4143")]);
+        let both = set(&[("east", "198.18.2.1:4143"), ("south", "198.18.3.1:4143")]);
+        let first_east = history.iter().position(|h| *h == east).expect("east alone first");
+        let then_both = history
+            .iter()
+            .position(|h| *h == both)
+            .expect("then east and south");
+        assert!(first_east < then_both, "{history:?}");
+        task.abort();
+        drop(server);
     }
 
     #[tokio::test]
