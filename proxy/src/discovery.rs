@@ -63,10 +63,12 @@ pub const TIER_REMOTE: &str = "remote";
 pub const GATEWAY_ENTRY_V1: &str = "strt-v1";
 /// The `context_token` key by which this proxy tells Destination it speaks `strt`.
 pub const STRAIT_CONTEXT_KEY: &str = "strait";
-/// Its value: this proxy speaks `strt` and dials remote endpoints at the entry their
+/// Its value: this proxy speaks `strt`, dials remote endpoints at the entry their
 /// [`GATEWAY_VIA_LABEL`] names (`v1` proxies did not know that label: the controller
-/// gives them the entry itself).
-pub const STRAIT_CONTEXT_VERSION: &str = "v2";
+/// gives them the entry itself), and names the link [`GATEWAY_LINK_LABEL`] gives (`v2`
+/// proxies did not: the controller gives them Linkerd's gateway endpoint instead of an
+/// entry of every link).
+pub const STRAIT_CONTEXT_VERSION: &str = "v3";
 
 /// The `context_token` of every request: Linkerd's fields, and the Strait marker.
 /// `namespace` and `pod` are identity parts (DNS labels), so nothing needs escaping.

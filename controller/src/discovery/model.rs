@@ -23,8 +23,9 @@
 //! pods as it does over local ones.
 //!
 //! Only Strait proxies get the entry endpoint: they mark themselves in the request's
-//! `context_token` (`"strait":"v2"`; `"v1"` proxies, which predate per-pod remote
-//! endpoints, get the entry itself, see [`Caller`]); a stock linkerd2-proxy cannot speak
+//! `context_token` (`"strait":"v3"`; `"v1"` proxies, which predate per-pod remote
+//! endpoints, get the entry itself, and `"v2"` proxies, which name no link, are not given
+//! an entry of every link, see [`Caller`]); a stock linkerd2-proxy cannot speak
 //! `strt`, so every other caller gets Linkerd's remote-gateway endpoint — the remote
 //! gateway's address and port, its identity, the `authority_override`, and an
 //! opaque-transport hint at the gateway port, so the proxy sends Linkerd's transport
@@ -80,9 +81,13 @@ pub const TIER_REMOTE: &str = "remote";
 pub const STRAIT_CONTEXT_KEY: &str = "strait";
 /// The marker's first value: the proxy speaks `strt` to gateway proxy entries.
 pub const STRAIT_CONTEXT_V1: &str = "v1";
-/// The marker's current value: the proxy also dials remote endpoints at the entry their
-/// [`GATEWAY_VIA_LABEL`] names (the proxy crate's `discovery::STRAIT_CONTEXT_VERSION`).
+/// The marker's second value: the proxy also dials remote endpoints at the entry their
+/// [`GATEWAY_VIA_LABEL`] names.
 pub const STRAIT_CONTEXT_V2: &str = "v2";
+/// The marker's current value: the proxy also names the link [`GATEWAY_LINK_LABEL`] gives
+/// at an entry of every link (`strt` version 3; the proxy crate's
+/// `discovery::STRAIT_CONTEXT_VERSION`).
+pub const STRAIT_CONTEXT_V3: &str = "v3";
 
 /// Who asks: whether it can use a Strait gateway's proxy entry, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,19 +98,24 @@ pub enum Caller {
     /// nothing of [`GATEWAY_VIA_LABEL`], so it gets the entry itself, never one endpoint
     /// per remote pod (it would dial the remote pod's address).
     StraitV1,
-    /// A Strait proxy (or gateway) of this version (`"strait":"v2"`).
+    /// A Strait proxy of the second version (`"strait":"v2"`): it dials remote endpoints
+    /// at their entry but names no link, so an entry of every link is not for it (it gets
+    /// Linkerd's gateway endpoint there; an entry of one link, as before).
+    StraitV2,
+    /// A Strait proxy (or gateway) of this version (`"strait":"v3"`).
     Strait,
 }
 
 impl Caller {
     /// Reads the caller from a request's `context_token` (JSON such as
-    /// `{"ns":"production","nodeName":"","pod":"web-1","strait":"v2"}`); anything that is
+    /// `{"ns":"production","nodeName":"","pod":"web-1","strait":"v3"}`); anything that is
     /// not JSON, lacks the marker or has a value this controller does not know is a
     /// stock proxy (the answer every proxy can use).
     pub fn from_context_token(token: &str) -> Caller {
         let token = serde_json::from_str::<serde_json::Value>(token).ok();
         match token.as_ref().and_then(|v| v.get(STRAIT_CONTEXT_KEY)?.as_str()) {
-            Some(STRAIT_CONTEXT_V2) => Caller::Strait,
+            Some(STRAIT_CONTEXT_V3) => Caller::Strait,
+            Some(STRAIT_CONTEXT_V2) => Caller::StraitV2,
             Some(STRAIT_CONTEXT_V1) => Caller::StraitV1,
             _ => Caller::Linkerd,
         }
@@ -114,6 +124,12 @@ impl Caller {
     /// Whether it speaks `strt` to a gateway's proxy entry.
     pub fn speaks_strt(self) -> bool {
         self != Caller::Linkerd
+    }
+
+    /// Whether it can use a proxy entry that requests must name `link` at (`None`: an
+    /// entry of one link, which names none).
+    pub fn can_use_entry(self, link: Option<&str>) -> bool {
+        self.speaks_strt() && (link.is_none() || self == Caller::Strait)
     }
 }
 
@@ -441,7 +457,7 @@ pub fn resolve(view: &View<'_>, service: &NsName, port: u16, caller: Caller) -> 
             out.insert(addr, endpoint(view, svc, addr, pod, e.zone.as_deref(), port));
         }
     }
-    if caller.speaks_strt()
+    if caller.can_use_entry(svc.gateway_link.as_deref())
         && let Some(entry) = gateway_entry(svc, port)
         && !out.is_empty()
     {
@@ -493,7 +509,7 @@ fn federated(
             (TIER_LABEL.to_string(), TIER_REMOTE.to_string()),
         ]);
         let authority_override = Some(format!("{}:{port}", member.fq_name));
-        if caller.speaks_strt()
+        if caller.can_use_entry(member.link.as_deref())
             && let (Some(entry), Some(identity)) = (member.entry, &member.identity)
         {
             labels.insert(GATEWAY_ENTRY_LABEL.to_string(), GATEWAY_ENTRY_V1.to_string());
@@ -561,7 +577,7 @@ fn gateway_entry(svc: &ServiceInfo, service_port: u16) -> Option<Endpoint> {
 /// The remote endpoints `caller` may be given one by one (none for a first-version
 /// Strait proxy: it gets the entry itself).
 fn remote_endpoints(caller: Caller, listed: &[IpAddr]) -> &[IpAddr] {
-    if caller == Caller::Strait { listed } else { &[] }
+    if caller >= Caller::StraitV2 { listed } else { &[] }
 }
 
 /// A Strait caller's endpoints behind a gateway's proxy entry (`at_entry`, addressed at

@@ -279,7 +279,7 @@ fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
     assert_eq!(GATEWAY_ENTRY_V1, model::GATEWAY_ENTRY_V1);
     assert_eq!(GATEWAY_VIA_LABEL, model::GATEWAY_VIA_LABEL);
     assert_eq!(GATEWAY_LINK_LABEL, model::GATEWAY_LINK_LABEL);
-    assert_eq!(STRAIT_CONTEXT_VERSION, model::STRAIT_CONTEXT_V2);
+    assert_eq!(STRAIT_CONTEXT_VERSION, model::STRAIT_CONTEXT_V3);
     assert_eq!(
         model::Caller::from_context_token(&context_token("production", "web")),
         model::Caller::Strait
@@ -290,6 +290,6 @@ fn the_gateway_entry_marker_is_the_one_the_controller_sends() {
 fn the_context_token_marks_a_strait_proxy() {
     assert_eq!(
         context_token("production", "web"),
-        r#"{"ns":"production","nodeName":"","pod":"web","strait":"v2"}"#
+        r#"{"ns":"production","nodeName":"","pod":"web","strait":"v3"}"#
     );
 }

@@ -282,13 +282,25 @@ fn an_entry_of_every_link_gives_strait_proxies_the_link_to_name() {
     let w = gateway_mirror(json!({"mirror.strait.io/gateway-entry": "127.0.0.1:4180"}), true);
     let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Strait));
     assert!(!eps[0].labels.contains_key(GATEWAY_LINK_LABEL));
-    // A stock proxy never sees it.
+    // A proxy of the version before (it names no link) keeps an entry of one link, with
+    // one endpoint per remote pod.
+    let w = gateway_mirror(
+        json!({"mirror.strait.io/gateway-entry": "127.0.0.1:4180", "mirror.strait.io/remote-endpoints": "10.42.0.7"}),
+        true,
+    );
+    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::StraitV2));
+    assert_eq!(eps[0].labels[GATEWAY_VIA_LABEL], "127.0.0.1:4180");
+    // At an entry of every link it would name none: it and a stock proxy get Linkerd's
+    // remote gateway, which works for every link.
     let w = gateway_mirror(
         json!({"mirror.strait.io/gateway-entry": "127.0.0.1:4180", "mirror.strait.io/gateway-link": "east"}),
         true,
     );
-    let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, Caller::Linkerd));
-    assert!(!eps[0].labels.contains_key(GATEWAY_LINK_LABEL));
+    for caller in [Caller::Linkerd, Caller::StraitV2] {
+        let eps = endpoints(resolve(&w.view(), &id("myapp-east"), 80, caller));
+        assert_eq!(eps[0].addr.to_string(), "198.18.16.2:4143", "{caller:?}");
+        assert!(!eps[0].labels.contains_key(GATEWAY_LINK_LABEL));
+    }
 }
 
 #[test]
@@ -335,8 +347,12 @@ fn a_mirror_listing_remote_endpoints_gives_strait_proxies_one_endpoint_each_via_
 fn callers_mark_themselves_in_the_context_token() {
     let cases = [
         (
-            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v2"}"#,
+            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v3"}"#,
             Caller::Strait,
+        ),
+        (
+            r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v2"}"#,
+            Caller::StraitV2,
         ),
         (
             r#"{"ns":"production","nodeName":"","pod":"web-1","strait":"v1"}"#,
@@ -346,7 +362,7 @@ fn callers_mark_themselves_in_the_context_token() {
             r#"{"ns":"production","nodeName":"","pod":"web-1"}"#,
             Caller::Linkerd,
         ),
-        (r#"{"ns":"production","strait":"v3"}"#, Caller::Linkerd),
+        (r#"{"ns":"production","strait":"v4"}"#, Caller::Linkerd),
         (r#"{"strait":1}"#, Caller::Linkerd),
         ("", Caller::Linkerd),
         ("not json", Caller::Linkerd),
