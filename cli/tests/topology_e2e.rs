@@ -677,6 +677,15 @@ fn gateway_log_lines(run: &Run, parts: &[&str]) -> usize {
 /// link and dials it again, the mirror goes and comes back, and west's frontend reaches
 /// east again through the new link with its own identity.
 fn unlink_and_link_again(run: &Run) {
+    let check = |r: &Run| {
+        let out = r.cli(&["--cluster", "west", "multicluster", "check"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = check(run);
+    assert!(
+        report.contains("√ the local gateway has a link to east"),
+        "{report}"
+    );
     let ns = ["-n", "linkerd-multicluster"];
     let yaml = run.ok(&[
         &["--cluster", "west", "get", "links", "east", "-o", "yaml"][..],
@@ -714,6 +723,11 @@ fn unlink_and_link_again(run: &Run) {
         "the mirror myapp-east to come back",
         Duration::from_secs(20),
         |r| r.cli(&mirror).status.success(),
+    );
+    run.wait(
+        "check to see the link to east again",
+        Duration::from_secs(20),
+        |r| check(r).contains("√ the local gateway has a link to east"),
     );
     run.wait(
         "west's frontend to reach east again",

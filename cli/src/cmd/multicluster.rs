@@ -854,6 +854,20 @@ async fn fetch_links(addr: &str) -> Result<Vec<GatewayLink>, String> {
         .collect())
 }
 
+/// Whether the gateway's `links` include one to `cluster` (a Link names it), and if not,
+/// what to do.
+pub fn link_in_gateway(cluster: &str, links: &[GatewayLink]) -> (bool, Option<String>) {
+    if links.iter().any(|l| l.cluster == cluster) {
+        return (true, None);
+    }
+    (
+        false,
+        Some(format!(
+            "a Link names {cluster} but the gateway has no link to it: run the gateway with --watch-links (or --link {cluster}=ADDR), and see its log for why the Link was not dialed"
+        )),
+    )
+}
+
 /// Where a local cluster's running gateway publishes its admin address.
 pub fn gateway_file(dir: &Path) -> std::path::PathBuf {
     dir.join("gateway.json")
@@ -1227,9 +1241,19 @@ pub fn check(g: &Global, mirror_addr: Option<&str>, gateway_addr: Option<&str>) 
     if let Some(addr) = gateway_admin(g, gateway_addr) {
         match rt.block_on(fetch_links(&addr)) {
             Err(e) => line(false, "the local gateway is running".into(), Some(e)),
-            Ok(links) => {
+            Ok(gateway_links) => {
                 line(true, "the local gateway is running".into(), None);
-                for l in links {
+                // Every valid Link should have its link in the gateway (`--watch-links`).
+                for cluster in links
+                    .iter()
+                    .filter_map(|l| strait_mirror::LinkConfig::from_link(l).ok())
+                    .map(|cfg| cfg.target_cluster)
+                    .collect::<std::collections::BTreeSet<_>>()
+                {
+                    let (ok, hint) = link_in_gateway(&cluster, &gateway_links);
+                    line(ok, format!("the local gateway has a link to {cluster}"), hint);
+                }
+                for l in gateway_links {
                     line(
                         l.alive,
                         format!("gateway link to {} is up", l.cluster),
@@ -1517,6 +1541,23 @@ mod tests {
                 "\"--gateway-entry\",\"linkerd-gateway-entry.linkerd-multicluster.svc.cluster.local:4180\""
             ),
             "{args}"
+        );
+    }
+
+    #[test]
+    fn a_link_the_gateway_does_not_dial_fails_the_check_with_what_to_do() {
+        let links = [GatewayLink {
+            cluster: "east".into(),
+            alive: true,
+            last_error: None,
+        }];
+        assert_eq!(link_in_gateway("east", &links), (true, None));
+        let (ok, hint) = link_in_gateway("north", &links);
+        assert!(!ok);
+        let hint = hint.unwrap();
+        assert!(
+            hint.contains("--watch-links") && hint.contains("--link north=ADDR"),
+            "{hint}"
         );
     }
 
