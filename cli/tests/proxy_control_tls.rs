@@ -15,13 +15,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use strait_api::Store;
-use strait_api::loader::{LoadOptions, load_str};
-use strait_api::store::local::LocalStore;
-use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
-use strait_identity::TrustDomain;
+use strait_controller::run::{Bound, LocalIdentity};
+use strait_controller::testing::{ScratchCluster, cidrs, scratch_identity, token_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,56 +30,26 @@ struct Controller {
     dir: tempfile::TempDir,
     id: LocalIdentity,
     bound: Bound,
-    store: LocalStore,
-    _controller: InProcess,
+    scratch: ScratchCluster,
 }
 
 impl Controller {
     async fn start(ip: IpAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let id = LocalIdentity::load_or_create(
-            &dir.path().join("identity"),
-            &TrustDomain::default(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let store = LocalStore::in_memory();
-        let any = SocketAddr::new(ip, 0);
-        let cfg = ControllerConfig {
-            destination_addr: any,
-            identity_addr: any,
-            policy_addr: any,
-            admin_addr: any,
-            local_endpoints: true,
-            inbound: strait_controller::policy::inbound::InboundConfig {
-                cluster_networks: ["127.0.0.0/8"]
-                    .iter()
-                    .map(|n| strait_api::mesh::formats::cidr(n).unwrap())
-                    .collect(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
-        let c = Self {
+        let (dir, id) = scratch_identity();
+        let scratch = ScratchCluster::start(&id, ip, |cfg| {
+            cfg.inbound.cluster_networks = cidrs(&["127.0.0.0/8"]);
+        })
+        .await;
+        Self {
             dir,
             id,
-            bound: controller.bound,
-            store,
-            _controller: controller,
-        };
-        c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n")
-            .await;
-        c
+            bound: scratch.bound,
+            scratch,
+        }
     }
 
     async fn apply(&self, yaml: &str) {
-        let objs = load_str("test.yaml", yaml, &LoadOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .map(|l| l.object)
-            .collect();
-        self.store.apply(objs).await.unwrap();
+        self.scratch.apply(yaml).await;
     }
 
     /// The `myapp` Service (80 → 8080) and its one meshed pod at `ip`.
@@ -96,8 +63,7 @@ impl Controller {
     /// Linkerd's proxy environment for pod `pod` (service account `sa`) at `ip`, with TLS
     /// to every control-plane service.
     fn proxy_env(&self, pod: &str, sa: &str, ip: IpAddr) -> HashMap<&'static str, String> {
-        let token = self.dir.path().join(format!("{pod}.token"));
-        std::fs::write(&token, self.id.tokens.mint("production", sa, pod)).unwrap();
+        let token = token_file(self.dir.path(), &self.id, sa, pod);
         HashMap::from([
             ("STRAIT_PROXY_CAPTURE", "explicit".to_string()),
             (

@@ -21,4 +21,6 @@ pub mod run;
 pub mod streams;
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;

@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use strait_api::loader::{LoadOptions, load_str};
+use strait_api::Store;
 use strait_api::store::local::LocalStore;
-use strait_api::{Object, Store};
-use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
+use strait_controller::run::LocalIdentity;
+use strait_controller::testing::{ScratchCluster, apply, scratch_identity, token_file};
 use strait_gateway::{
     Credentials, DestinationResolver, Gateway, GatewayConfig, LinkSpec, ProxyEntry, SessionState,
     StaticResolver, default_gateway_identity,
@@ -59,55 +59,15 @@ impl Drop for Tasks {
 /// A scratch directory, the mesh's PKI in it (one for every cluster, as linked Linkerd
 /// clusters share trust anchors), and the task list of a scenario.
 fn mesh() -> (tempfile::TempDir, LocalIdentity, Tasks) {
-    let dir = tempfile::tempdir().unwrap();
-    let id = LocalIdentity::load_or_create(
-        &dir.path().join("identity"),
-        &TrustDomain::default(),
-        SystemTime::now(),
-    )
-    .unwrap();
+    let (dir, id) = scratch_identity();
     (dir, id, Tasks::default())
 }
 
 /// A control plane on 127.0.0.1 port 0 over an in-memory store.
-struct Cluster {
-    store: LocalStore,
-    bound: Bound,
-    _controller: InProcess,
-}
+type Cluster = ScratchCluster;
 
 async fn cluster(id: &LocalIdentity) -> Cluster {
-    let store = LocalStore::in_memory();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cfg = ControllerConfig {
-        destination_addr: any,
-        identity_addr: any,
-        policy_addr: any,
-        admin_addr: any,
-        local_endpoints: true,
-        ..Default::default()
-    };
-    let controller = InProcess::start(cfg, store.clone(), id).await.unwrap();
-    let c = Cluster {
-        store,
-        bound: controller.bound,
-        _controller: controller,
-    };
-    apply(
-        &c.store,
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n",
-    )
-    .await;
-    c
-}
-
-async fn apply(store: &LocalStore, yaml: &str) {
-    let objs: Vec<Object> = load_str("test.yaml", yaml, &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|l| l.object)
-        .collect();
-    store.apply(objs).await.unwrap();
+    ScratchCluster::start(id, IpAddr::from([127, 0, 0, 1]), |_| {}).await
 }
 
 async fn meshed_pod(store: &LocalStore, name: &str, app: &str, sa: &str, ip: IpAddr) {
@@ -130,8 +90,7 @@ async fn proxy(
     ip: IpAddr,
     tasks: &mut Tasks,
 ) -> strait_proxy::Bound {
-    let token = dir.join(format!("{name}.token"));
-    std::fs::write(&token, id.tokens.mint("production", sa, name)).unwrap();
+    let token = token_file(dir, id, sa, name);
     let vars: HashMap<&str, String> = HashMap::from([
         (env::CAPTURE, "explicit".to_string()),
         (env::DESTINATION_SVC_ADDR, c.bound.destination.to_string()),

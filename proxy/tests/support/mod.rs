@@ -16,11 +16,10 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
 use strait_api::{KindId, ObjectKey, Store};
-use strait_controller::run::{Bound, ControllerConfig, InProcess, LocalIdentity};
-use strait_identity::TrustDomain;
+use strait_controller::run::{Bound, LocalIdentity};
+use strait_controller::testing::{ScratchCluster, cidrs, scratch_identity, token_file};
 use strait_proxy::config::env;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +36,7 @@ pub struct Cluster {
     pub store: LocalStore,
     pub id: LocalIdentity,
     pub bound: Bound,
-    controller: InProcess,
+    scratch: ScratchCluster,
 }
 
 impl Cluster {
@@ -48,60 +47,29 @@ impl Cluster {
 
     /// Starts a controller listening on `ip`.
     pub async fn start_on(ip: IpAddr, lifetime: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let id = LocalIdentity::load_or_create(
-            &dir.path().join("identity"),
-            &TrustDomain::default(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        let store = LocalStore::in_memory();
-        let any = SocketAddr::new(ip, 0);
-        let cfg = ControllerConfig {
-            destination_addr: any,
-            identity_addr: any,
-            policy_addr: any,
-            admin_addr: any,
-            local_endpoints: true,
-            issuance_lifetime: lifetime,
+        let (dir, id) = scratch_identity();
+        let scratch = ScratchCluster::start(&id, ip, |cfg| {
+            cfg.issuance_lifetime = lifetime;
             // Loopback pods are the cluster's pods (ServerAuthorizations without networks).
-            inbound: strait_controller::policy::inbound::InboundConfig {
-                cluster_networks: ["10.0.0.0/8", "127.0.0.0/8"]
-                    .iter()
-                    .map(|n| strait_api::mesh::formats::cidr(n).unwrap())
-                    .collect(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
-        let c = Self {
+            cfg.inbound.cluster_networks = cidrs(&["10.0.0.0/8", "127.0.0.0/8"]);
+        })
+        .await;
+        Self {
             dir,
-            store,
+            store: scratch.store.clone(),
             id,
-            bound: controller.bound,
-            controller,
-        };
-        c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: production}\n")
-            .await;
-        c
+            bound: scratch.bound,
+            scratch,
+        }
     }
 
     /// Stops the controller (proxies keep running).
     pub async fn stop(&mut self) {
-        let stopped = tokio::time::timeout(Duration::from_secs(15), self.controller.stop()).await;
-        stopped
-            .expect("the controller stops within 15s")
-            .expect("the controller stops cleanly");
+        self.scratch.stop().await;
     }
 
     pub async fn apply(&self, yaml: &str) {
-        let objs = load_str("test.yaml", yaml, &LoadOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .map(|l| l.object)
-            .collect();
-        self.store.apply(objs).await.unwrap();
+        self.scratch.apply(yaml).await;
     }
 
     pub async fn delete_pod(&self, name: &str) {
@@ -134,8 +102,7 @@ impl Cluster {
 
     /// The environment of a proxy for pod `name` (service account `sa`) at `ip`.
     pub fn proxy_env(&self, name: &str, sa: &str, ip: IpAddr) -> HashMap<&'static str, String> {
-        let token = self.dir.path().join(format!("{name}.token"));
-        std::fs::write(&token, self.id.tokens.mint("production", sa, name)).unwrap();
+        let token = token_file(self.dir.path(), &self.id, sa, name);
         HashMap::from([
             (env::CAPTURE, "explicit".to_string()),
             (env::DESTINATION_SVC_ADDR, self.bound.destination.to_string()),
