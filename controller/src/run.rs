@@ -4,7 +4,7 @@
 //! ports in a cluster.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -54,6 +54,22 @@ impl Default for ControllerConfig {
             inbound: InboundConfig::default(),
             issuance_lifetime: strait_identity::DEFAULT_LEAF_LIFETIME,
             local_endpoints: false,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// A local-mode controller (with its endpoint controller) listening on `ip`, every
+    /// port picked by the kernel: tests and benchmarks.
+    pub fn ephemeral(ip: IpAddr) -> Self {
+        let any = SocketAddr::new(ip, 0);
+        Self {
+            destination_addr: any,
+            identity_addr: any,
+            policy_addr: any,
+            admin_addr: any,
+            local_endpoints: true,
+            ..Default::default()
         }
     }
 }

@@ -6,7 +6,7 @@
 //! in-memory store, its listeners on one IP with ports the kernel picks, with the
 //! `production` namespace applied. Several clusters may share one identity (one mesh).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -73,15 +73,7 @@ impl ScratchCluster {
         ip: IpAddr,
         configure: impl FnOnce(&mut ControllerConfig),
     ) -> Self {
-        let any = SocketAddr::new(ip, 0);
-        let mut cfg = ControllerConfig {
-            destination_addr: any,
-            identity_addr: any,
-            policy_addr: any,
-            admin_addr: any,
-            local_endpoints: true,
-            ..Default::default()
-        };
+        let mut cfg = ControllerConfig::ephemeral(ip);
         configure(&mut cfg);
         let store = LocalStore::in_memory();
         let controller = InProcess::start(cfg, store.clone(), id)

@@ -60,19 +60,26 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+#[test]
+fn an_ephemeral_config_listens_on_its_ip_with_kernel_picked_ports() {
+    let cfg = ControllerConfig::ephemeral(IpAddr::from([127, 0, 0, 9]));
+    for addr in [
+        cfg.destination_addr,
+        cfg.identity_addr,
+        cfg.policy_addr,
+        cfg.admin_addr,
+    ] {
+        assert_eq!(addr, SocketAddr::from(([127, 0, 0, 9], 0)));
+    }
+    assert!(cfg.local_endpoints, "local mode runs the endpoint controller");
+}
+
 #[tokio::test]
 async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let id = LocalIdentity::load_or_create(dir.path(), &TrustDomain::default(), SystemTime::now()).unwrap();
     let store = LocalStore::in_memory();
-    let cfg = ControllerConfig {
-        destination_addr: local(8086),
-        identity_addr: local(8080),
-        policy_addr: local(8090),
-        admin_addr: local(9990),
-        local_endpoints: true,
-        ..Default::default()
-    };
+    let cfg = ControllerConfig::ephemeral(IpAddr::from([127, 0, 0, 1]));
     let tokens = id.tokens.clone();
     let mut controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
     let bound = controller.bound;

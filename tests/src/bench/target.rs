@@ -8,7 +8,7 @@
 //! controller on) inside the calling process, fed through its `LocalStore`; the smoke test
 //! uses it so that it needs no second binary, and it has no memory figures of its own.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
@@ -263,15 +263,7 @@ impl InProcess {
     pub async fn start() -> Result<Self, BenchError> {
         let (anchors, issuer) = strait_identity::generate(&TrustDomain::default(), SystemTime::now())
             .map_err(|e| BenchError::Controller(format!("cannot generate an issuer: {e}")))?;
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let cfg = ControllerConfig {
-            destination_addr: any,
-            identity_addr: any,
-            policy_addr: any,
-            admin_addr: any,
-            local_endpoints: true,
-            ..Default::default()
-        };
+        let cfg = ControllerConfig::ephemeral(IpAddr::from([127, 0, 0, 1]));
         let store = LocalStore::in_memory();
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

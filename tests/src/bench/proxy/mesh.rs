@@ -4,7 +4,7 @@
 //! measured; both answer only a handful of requests per path (the controller) or do the
 //! same work for every path (the backend).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -53,23 +53,12 @@ impl Mesh {
         )
         .map_err(|e| mesh_err(&e))?;
         let store = LocalStore::in_memory();
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let cfg = ControllerConfig {
-            destination_addr: any,
-            identity_addr: any,
-            policy_addr: any,
-            admin_addr: any,
-            local_endpoints: true,
-            // Loopback pods are the cluster's pods, as in the proxy's own tests.
-            inbound: strait_controller::policy::inbound::InboundConfig {
-                cluster_networks: ["10.0.0.0/8", "127.0.0.0/8"]
-                    .iter()
-                    .map(|n| strait_api::mesh::formats::cidr(n).expect("a network"))
-                    .collect(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let mut cfg = ControllerConfig::ephemeral(IpAddr::from([127, 0, 0, 1]));
+        // Loopback pods are the cluster's pods, as in the proxy's own tests.
+        cfg.inbound.cluster_networks = ["10.0.0.0/8", "127.0.0.0/8"]
+            .iter()
+            .map(|n| strait_api::mesh::formats::cidr(n).expect("a network"))
+            .collect();
         let controller = rt
             .block_on(async {
                 let start = InProcess::start(cfg, store.clone(), &id);
