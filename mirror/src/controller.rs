@@ -306,6 +306,12 @@ fn apply_local<K: Kind>(view: &mut LocalView, ev: WatchEvent<K>, kind: KindId) {
     }
 }
 
+/// Whether `l` is the Link `link` was read from.
+fn is_link(l: &Link, link: &LinkConfig) -> bool {
+    l.metadata.namespace.as_deref() == Some(link.namespace.as_str())
+        && l.metadata.name.as_deref() == Some(link.name.as_str())
+}
+
 fn pod_key(p: &Pod) -> NsName {
     (
         p.metadata.namespace.clone().unwrap_or_default(),
@@ -353,6 +359,10 @@ pub async fn run_link<R: Store, L: Store>(
     let mut dirty = false;
     let mut last_error: Option<String> = None;
     let mut written: Option<LinkStatus> = None;
+    // The Link itself: another writer of its status (the federation task) that read it
+    // before this task's last write puts the older `mirrorServices` back; this task then
+    // writes its part again instead of trusting what it wrote last.
+    let mut own_link = Some(local.watch::<Link>());
     report.send_modify(|r| {
         r.link = format!("{}/{}", link.namespace, link.name);
         r.cluster = link.target_cluster.clone();
@@ -441,6 +451,27 @@ pub async fn run_link<R: Store, L: Store>(
                     None => lw.slices = Some(local.watch::<EndpointSlice>()),
                 }
                 dirty = true;
+            }
+            ev = next_of(&mut own_link) => {
+                let stored = match ev {
+                    Some(Ok(WatchEvent::Restarted(all))) => all.into_iter().find(|l| is_link(l, &link)),
+                    Some(Ok(WatchEvent::Applied(l))) if is_link(&l, &link) => Some(l),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => {
+                        tracing::debug!(link = %link.name, error = %e, "watch of the Link failed");
+                        None
+                    }
+                    None => {
+                        own_link = Some(local.watch::<Link>());
+                        None
+                    }
+                };
+                if let (Some(stored), Some(last)) = (stored, written.as_ref())
+                    && stored.status.as_ref().and_then(|s| s.mirror_services.as_ref()) != last.mirror_services.as_ref()
+                {
+                    written = None;
+                    dirty = true;
+                }
             }
             changed = health.changed() => {
                 if changed.is_err() {

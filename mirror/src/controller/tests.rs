@@ -551,6 +551,11 @@ mod kube_mode {
                     "/apis/discovery.k8s.io/v1/endpointslices",
                     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "10"}, "items": []}),
                 ),
+                // The link task follows its own Link's status.
+                (
+                    "/apis/multicluster.linkerd.io/v1alpha3/links",
+                    json!({"apiVersion": "multicluster.linkerd.io/v1alpha3", "kind": "LinkList", "metadata": {"resourceVersion": "10"}, "items": []}),
+                ),
             ],
             tx,
         ));
@@ -748,6 +753,43 @@ async fn the_link_status_names_a_missing_namespace_until_it_appears() {
         entry.controller_name.as_deref(),
         Some("linkerd.io/service-mirror")
     );
+    let _ = run.stop.send(());
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_status_write_that_crosses_the_link_tasks_is_undone() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&west, "production").await;
+    ns(&west, "linkerd-multicluster").await;
+    west.apply(vec![link_object("east", "east", "cluster-credentials-east")])
+        .await
+        .unwrap();
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    let run = start(east.clone(), west.clone());
+    eventually("myapp mirrored in the status", async || {
+        mirrored(&west, "production", "myapp").await.is_some()
+    })
+    .await;
+    // Another writer that read the Link before the link task's write puts the older status
+    // back (nothing else changes, so no other event would make the link task write again).
+    let mut stale: Link = west.get("linkerd-multicluster", "east").await.unwrap().unwrap();
+    stale.status = Some(LinkStatus {
+        mirror_services: Some(Vec::new()),
+        federated_services: None,
+    });
+    west.apply_status(stale.into_object()).await.unwrap();
+    assert!(
+        mirrored(&west, "production", "myapp").await.is_none(),
+        "the stale write landed"
+    );
+    eventually("the link task to write its part again", async || {
+        mirrored(&west, "production", "myapp")
+            .await
+            .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
     let _ = run.stop.send(());
     run.task.await.unwrap();
 }
