@@ -20,8 +20,9 @@
 //! `malformed` here, probes are for links; so is a request that names no link at an
 //! entry of several links), a link that is down, not configured here or fails while the
 //! stream opens (`link-down`). The link a request names is not forwarded: the remote
-//! gateway gets the request in the lowest version that carries it. The hop is plaintext TCP inside the cluster: the header
-//! names only a service and an identity, and everything after it is the proxy's TLS.
+//! gateway gets the request in the lowest version that carries it. The hop is plaintext
+//! TCP inside the cluster: the header names only a service and an identity, and
+//! everything after it is the proxy's TLS.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -69,30 +70,35 @@ impl Route {
                 ),
             )),
             (Route::Named(links), Some(n)) => links.get(n.as_str()).ok_or_else(|| {
-                let known = links.names();
                 (
                     RefusalReason::LinkDown,
                     format!(
                         "this gateway has no link to {n} (links: {}): apply a Link whose targetClusterName is {n}, or check the gateway's log for why it was not started",
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        listed(&links.handles(), "none")
                     ),
                 )
             }),
-            (Route::Named(links), None) => {
-                let mut all = links.handles();
-                if all.len() == 1 {
-                    return Ok(all.remove(0));
-                }
-                Err((
+            (Route::Named(links), None) => match links.handles().as_slice() {
+                [only] => Ok(only.clone()),
+                all => Err((
                     RefusalReason::Malformed,
                     format!(
                         "this entry serves every link of the gateway ({}) and the request names none: upgrade the proxy or mirror (strt version {LINK_VERSION} names the link)",
-                        if all.is_empty() { "none yet".to_string() } else { links.names().join(", ") }
+                        listed(all, "none yet")
                     ),
-                ))
-            }
+                )),
+            },
         }
     }
+}
+
+/// The links' names, comma-separated, or `empty`.
+fn listed(links: &[LinkHandle], empty: &str) -> String {
+    if links.is_empty() {
+        return empty.to_string();
+    }
+    let names: Vec<&str> = links.iter().map(|l| l.spec().name.as_str()).collect();
+    names.join(", ")
 }
 
 /// How long a proxy has to send its request once connected.

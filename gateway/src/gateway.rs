@@ -1,8 +1,8 @@
 //! A running gateway: one QUIC endpoint that dials every link (configured, or set at
-//! runtime through [`Running::registry`]) and accepts links from remote gateways, egress listeners that relay local TCP
-//! connections over links, proxy entries where local proxies open streams on a
-//! link ([`crate::entry`]), and the ingress role that delivers remote streams to
-//! local endpoints, and optionally Linkerd's gateway entry on TCP
+//! runtime through [`Running::registry`]) and accepts links from remote gateways, egress
+//! listeners that relay local TCP connections over links, proxy entries where local
+//! proxies open streams on a link ([`crate::entry`]), and the ingress role that delivers
+//! remote streams to local endpoints, and optionally Linkerd's gateway entry on TCP
 //! ([`crate::linkerd_entry`]) for stock proxies.
 //!
 //! [`Gateway::bind`] binds every socket first (port 0 works, for tests) and
@@ -375,10 +375,8 @@ impl Gateway {
             links.push(registry.add_configured(spec.clone())?);
         }
         for (route, listener) in egress {
-            let link = links
-                .iter()
-                .find(|l| l.spec().name == route.link)
-                .cloned()
+            let link = registry
+                .get(&route.link)
                 .expect("routes were checked against links in bind");
             tasks.spawn(serve_egress(
                 listener,
@@ -391,10 +389,8 @@ impl Gateway {
         for (entry, listener) in entries {
             let route = match &entry.link {
                 Some(name) => entry::Route::Link(
-                    links
-                        .iter()
-                        .find(|l| &l.spec().name == name)
-                        .cloned()
+                    registry
+                        .get(name)
                         .expect("entries were checked against links in bind"),
                 ),
                 None => entry::Route::Named(registry.clone()),

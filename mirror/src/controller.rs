@@ -1031,7 +1031,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn link_key(l: &Link) -> String {
+/// A Link's `namespace/name`, how the mirror (and the gateway) key Links.
+pub fn link_key(l: &Link) -> String {
     format!(
         "{}/{}",
         l.metadata.namespace.as_deref().unwrap_or_default(),

@@ -15,7 +15,7 @@
 //! link. Two Links of one target cluster: the first by `namespace/name` wins.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use strait_api::mesh::link::Link;
 use strait_api::store::WatchEvent;
 use strait_gateway::{Changes, LinkSpec, Links};
 use strait_identity::IdentityName;
+use strait_mirror::controller::link_key;
 
 /// How often the Links are read again when nothing changes (re-resolving DNS names).
 pub const RESOLVE_PERIOD: Duration = Duration::from_secs(10);
@@ -58,19 +59,16 @@ pub fn wanted(link: &Link) -> Result<Wanted, String> {
     })
 }
 
-/// The first of `hosts` that is an IP or resolves, on `port`.
+/// The first of `hosts` (in the Link's order) that is an IP or resolves, on `port`.
 async fn resolve(hosts: &[String], port: u16) -> Result<SocketAddr, String> {
     let mut errors = Vec::new();
     for host in hosts {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
-        }
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => return Ok(a),
+        match strait_mirror::controller::resolve(std::slice::from_ref(host), port).await {
+            Ok(ips) => match ips.first() {
+                Some(ip) => return Ok(SocketAddr::new(*ip, port)),
                 None => errors.push(format!("{host}: no address")),
             },
-            Err(e) => errors.push(format!("{host}: {e}")),
+            Err(e) => errors.push(e),
         }
     }
     Err(errors.join("; "))
@@ -120,14 +118,6 @@ async fn specs(links: &BTreeMap<String, Link>, last: &mut BTreeMap<String, LinkS
     out.into_values().map(|(_, s)| s).collect()
 }
 
-fn key(l: &Link) -> String {
-    format!(
-        "{}/{}",
-        l.metadata.namespace.as_deref().unwrap_or_default(),
-        l.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
 /// Where [`follow`] puts the links it reads: the gateway's [`Links`].
 pub trait LinkSet: Send + Sync + 'static {
     /// Makes the watched links exactly `specs` (see [`Links::set_watched`]).
@@ -158,13 +148,13 @@ pub async fn follow<S: Store>(store: S, links: impl LinkSet) {
                 }
                 Some(Ok(WatchEvent::Restarted(every))) => {
                     synced = true;
-                    all = every.into_iter().map(|l| (key(&l), l)).collect();
+                    all = every.into_iter().map(|l| (link_key(&l), l)).collect();
                 }
                 Some(Ok(WatchEvent::Applied(l))) => {
-                    all.insert(key(&l), l);
+                    all.insert(link_key(&l), l);
                 }
                 Some(Ok(WatchEvent::Deleted(l))) => {
-                    all.remove(&key(&l));
+                    all.remove(&link_key(&l));
                 }
                 Some(Err(e)) => {
                     // Links stay as they are until the watch is back.
