@@ -16,7 +16,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use strait_identity::rustls::ClientConfig;
 use strait_identity::{CertStore, IdentityName, TrustAnchors};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -446,13 +446,15 @@ pub fn downgrade_to_h1<B>(req: &mut Request<B>) {
     {
         req.headers_mut().insert(http::header::HOST, v);
     }
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    if let Ok(uri) = pq.parse() {
+    // Origin form: the path and query as they are (a shared copy, not parsed again).
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = if orig.as_ref().is_some_and(|v| v == "HTTP/1.0") {
@@ -670,8 +672,10 @@ impl HttpEndpoint {
             return Ok(s);
         }
         let io = self.dial().await?;
+        // hyper spawns the connection's task through the executor: the cork's flushes it.
+        let (io, cork) = crate::cork::cork(io);
         let (io, connect_protocol) = crate::extended_connect::PrefaceIo::new(io);
-        let (s, conn) = http2::Builder::new(TokioExecutor::new())
+        let (s, conn) = http2::Builder::new(cork.executor())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(3))

@@ -42,6 +42,8 @@ pub struct InboundConn {
     pub client_id: Option<IdentityName>,
     /// Whether the connection was TLS-terminated here.
     pub tls: bool,
+    /// The policy authorizer's memo of this connection's last allowed request.
+    pub memo: crate::policy::authz::AllowMemo,
 }
 
 /// Why a connection is refused.
@@ -242,6 +244,7 @@ impl Inbound {
                 target: SocketAddr::new(self.cfg.app_ip, dst.port()),
                 client_id: None,
                 tls: false,
+                memo: Default::default(),
             };
             self.authz.ready(dst.port()).await;
             self.authz.authorize(&conn)?;
@@ -314,6 +317,7 @@ impl Inbound {
             target,
             client_id,
             tls,
+            memo: Default::default(),
         };
         Ok(conn)
     }
@@ -491,21 +495,27 @@ impl Inbound {
                 Ok::<_, Infallible>(rsp)
             }
         });
-        let io = TokioIo::new(io);
         let limits = &self.cfg.limits;
         if h2 {
+            // Answers ready together leave in one write (see `crate::cork`).
+            let (io, cork) = crate::cork::cork(io);
             let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 // RFC 8441: WebSocket (and more) over HTTP/2 streams.
                 .enable_connect_protocol()
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                .serve_connection(io, svc);
+                .serve_connection(TokioIo::new(io), svc);
             tokio::pin!(c);
+            let mut task = cork.task(c.as_mut());
             tokio::select! {
-                r = c.as_mut() => { let _ = r; }
-                _ = drain.signaled() => { c.as_mut().graceful_shutdown(); let _ = c.await; }
+                r = &mut task => { let _ = r; }
+                _ = drain.signaled() => {
+                    task.inner_mut().as_mut().graceful_shutdown();
+                    let _ = task.await;
+                }
             }
         } else {
+            let io = TokioIo::new(io);
             let c = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)

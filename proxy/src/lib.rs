@@ -65,6 +65,7 @@ pub mod balance;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod cork;
 pub mod detect;
 pub mod discovery;
 pub mod extended_connect;

@@ -795,23 +795,29 @@ impl Outbound {
             let last = last.clone();
             async move { Ok::<_, Infallible>(this.route(req, wire, fixed, &last).await) }
         });
-        let io = TokioIo::new(io);
         let limits = &self.cfg.limits;
         match wire {
             Wire::Http2 => {
+                // Answers ready together leave in one write (see `crate::cork`).
+                let (io, cork) = crate::cork::cork(io);
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     // RFC 8441: WebSocket (and more) over HTTP/2 streams.
                     .enable_connect_protocol()
                     .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                    .serve_connection(io, svc);
+                    .serve_connection(TokioIo::new(io), svc);
                 tokio::pin!(conn);
+                let mut task = cork.task(conn.as_mut());
                 tokio::select! {
-                    r = conn.as_mut() => { let _ = r; }
-                    _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                    r = &mut task => { let _ = r; }
+                    _ = drain.signaled() => {
+                        task.inner_mut().as_mut().graceful_shutdown();
+                        let _ = task.await;
+                    }
                 }
             }
             _ => {
+                let io = TokioIo::new(io);
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_read_timeout)

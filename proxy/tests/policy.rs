@@ -748,20 +748,23 @@ async fn seed_09_server_authorizations_admit_their_clients() {
     // (While the manifest's objects arrive one by one, the Server may briefly stand
     // without its authorizations; count denials from here on.)
     let denied = |m: &str| metric(m, "inbound_http_authz_deny_total", &[]).unwrap_or(0.0);
-    let before = denied(&t.server.metrics().await);
+    let allowed = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("inbound_http_authz_allow_total{") && l.contains("srv_name=\"myapp-server\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let m0 = t.server.metrics().await;
+    let (before, allowed_before) = (denied(&m0), allowed(&m0));
     for _ in 0..5 {
         assert_eq!(get(&mut fe, &format!("{API}:80"), "/", &[]).await.0, 200);
         assert_eq!(get(&mut web, &format!("{API}:80"), "/", &[]).await.0, 200);
     }
     let m = t.server.metrics().await;
-    let allowed: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("inbound_http_authz_allow_total{") && l.contains("srv_name=\"myapp-server\"")
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert!(allowed >= 10.0, "{m}");
+    // Every request counted once, also those a connection's memo counts.
+    assert_eq!(allowed(&m) - allowed_before, 10.0, "{m}");
     assert!(
         metric(
             &m,

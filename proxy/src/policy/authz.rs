@@ -82,6 +82,50 @@ impl PolicyAuthorizer {
     }
 }
 
+/// The last allowing decision of a connection and its counter (see [`AllowMemo`]).
+struct Allowed {
+    /// Held so that the pointers compared stay this policy's.
+    policy: Arc<ServerPolicy>,
+    route: Arc<str>,
+    authz: Arc<str>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Allowed {
+    fn is(&self, policy: &Arc<ServerPolicy>, route: &Arc<str>, authz: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.policy, policy)
+            && Arc::ptr_eq(&self.route, route)
+            && Arc::ptr_eq(&self.authz, authz)
+    }
+}
+
+/// A connection's memo of its last allowing decision's counter, so that a request is
+/// counted without building its label set. A policy update is a new [`ServerPolicy`],
+/// so the memo misses and the counter is looked up again.
+#[derive(Default)]
+pub struct AllowMemo(Mutex<Option<Allowed>>);
+
+/// A memo is a cache: a copy starts empty, and it is not part of a connection's identity.
+impl Clone for AllowMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for AllowMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AllowMemo")
+    }
+}
+
+impl PartialEq for AllowMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AllowMemo {}
+
 fn client_name(conn: &InboundConn) -> String {
     match &conn.client_id {
         Some(id) => id.to_string(),
@@ -150,28 +194,43 @@ impl Authorize for PolicyAuthorizer {
 
     fn authorize_request(&self, conn: &InboundConn, req: &Request<Incoming>) -> Result<(), RequestDenied> {
         let p = self.policy(conn.target.port());
-        let id = conn.client_id.as_ref().map(|i| i.to_string());
         let client = Client {
             ip: conn.peer.ip(),
-            identity: id.as_deref(),
+            identity: conn.client_id.as_ref().map(|i| i.as_str()),
         };
-        let target = conn.target.to_string();
+        let target = || conn.target.to_string();
         let (srv_kind, srv_name) = split(&p.name);
         match decide_http(&p, client, req.method(), req.uri(), req.headers()) {
             HttpDecision::Allow { route, authz } => {
-                let (authz_kind, authz_name) = split(&authz);
-                self.count(
-                    "inbound_http_authz_allow_total",
-                    "HTTP requests authorized by an inbound policy.",
-                    &[
-                        ("target_addr", &target),
-                        ("srv_kind", srv_kind),
-                        ("srv_name", srv_name),
-                        ("route_name", split(&route).1),
-                        ("authz_kind", authz_kind),
-                        ("authz_name", authz_name),
-                    ],
-                );
+                // A connection's requests mostly take one route and authorization: their
+                // counter is found once, not by its labels on every request.
+                let mut memo = conn.memo.0.lock().unwrap_or_else(PoisonError::into_inner);
+                match memo.as_ref() {
+                    Some(m) if m.is(&p, &route, &authz) => m.counter.fetch_add(1, Relaxed),
+                    _ => {
+                        let (authz_kind, authz_name) = split(&authz);
+                        let counter = self.metrics.counter(
+                            "inbound_http_authz_allow_total",
+                            "HTTP requests authorized by an inbound policy.",
+                            labels(&[
+                                ("target_addr", &target()),
+                                ("srv_kind", srv_kind),
+                                ("srv_name", srv_name),
+                                ("route_name", split(&route).1),
+                                ("authz_kind", authz_kind),
+                                ("authz_name", authz_name),
+                            ]),
+                        );
+                        let n = counter.fetch_add(1, Relaxed);
+                        *memo = Some(Allowed {
+                            policy: p.clone(),
+                            route,
+                            authz,
+                            counter,
+                        });
+                        n
+                    }
+                };
                 Ok(())
             }
             HttpDecision::Deny { route } => {
@@ -179,7 +238,7 @@ impl Authorize for PolicyAuthorizer {
                     "inbound_http_authz_deny_total",
                     "HTTP requests refused by an inbound policy.",
                     &[
-                        ("target_addr", &target),
+                        ("target_addr", &target()),
                         ("srv_kind", srv_kind),
                         ("srv_name", srv_name),
                         ("route_name", split(&route).1),

@@ -39,7 +39,7 @@ pub struct FixedRate {
 }
 
 /// A saturation run's figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Saturation {
     /// Requests completed.
     pub requests: u64,
@@ -47,6 +47,10 @@ pub struct Saturation {
     pub errors: u64,
     /// `Requests/sec`.
     pub rps: f64,
+    /// CPU per completed request of each measured proxy (client side, server side), µs.
+    pub proxy_cpu_us: Vec<f64>,
+    /// Share of the machine's CPU time busy during the run (every process), from `/proc/stat`.
+    pub machine_busy: Option<f64>,
 }
 
 /// The fixed-rate load generator (`bench --fixed-rate-generator oha|h2load`).

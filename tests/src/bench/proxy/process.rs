@@ -183,9 +183,39 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     })
 }
 
+/// The machine's CPU time so far, all CPUs, in clock ticks: (busy, total). Busy is all
+/// but idle and I/O wait.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// (busy, total) from the `cpu` line of a `/proc/stat` text.
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    if f.len() < 5 {
+        return None;
+    }
+    let total: u64 = f.iter().take(8).sum();
+    Some((total - f[3] - f[4], total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_ticks_count_all_but_idle_and_io_wait_as_busy() {
+        let stat = "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((170, 990)));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2 x 4 5\n"), None);
+    }
 
     #[test]
     fn cpu_ticks_are_read_after_the_command_name() {

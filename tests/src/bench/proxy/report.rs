@@ -128,7 +128,7 @@ fn usage_rows(run: &ProxyRun) -> Vec<[String; 6]> {
     rows
 }
 
-fn saturation_rows(run: &ProxyRun) -> Vec<[String; 5]> {
+fn saturation_rows(run: &ProxyRun) -> Vec<[String; 7]> {
     let base = run.direct.saturation.rps;
     let haproxy = run.kind("haproxy").map(|h| h.saturation.rps);
     run.paths()
@@ -144,6 +144,17 @@ fn saturation_rows(run: &ProxyRun) -> Vec<[String; 5]> {
                     _ => "–".into(),
                 },
                 s.errors.to_string(),
+                if s.proxy_cpu_us.is_empty() {
+                    "–".into()
+                } else {
+                    s.proxy_cpu_us
+                        .iter()
+                        .map(|us| format!("{us:.1} µs"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                },
+                s.machine_busy
+                    .map_or_else(|| "–".into(), |b| format!("{:.0}%", b * 100.0)),
             ]
         })
         .collect()
@@ -319,7 +330,15 @@ pub fn table(run: &ProxyRun) -> String {
     );
     text_table(
         &mut o,
-        ["SATURATION", "rps", "× direct", "× HAProxy", "errors"],
+        [
+            "SATURATION",
+            "rps",
+            "× direct",
+            "× HAProxy",
+            "errors",
+            "CPU/request client / server",
+            "machine busy",
+        ],
         &saturation_rows(run),
     );
     // Without the strait pair (`--pair haproxy`) there is nothing to judge.
@@ -370,8 +389,8 @@ pub fn markdown(run: &ProxyRun) -> String {
     o.push_str("\n### Saturation\n\n");
     md_table(
         &mut o,
-        "| path | RPS | × direct | × HAProxy pair | errors |",
-        "|---|---:|---:|---:|---:|",
+        "| path | RPS | × direct | × HAProxy pair | errors | CPU per request, client / server proxy | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         &saturation_rows(run),
     );
     o.push_str(&format!("\nRequest accounting: {}.\n{END}\n", accounting(run)));
@@ -534,6 +553,8 @@ mod tests {
                 requests: 10,
                 errors: 0,
                 rps,
+                proxy_cpu_us: if rps > 0.0 { vec![25.0, 24.5] } else { Vec::new() },
+                machine_busy: Some(0.715),
             },
             backend_answered: 10,
             generator_ok: 10,
@@ -565,6 +586,10 @@ mod tests {
         assert_eq!(
             (sat[2][2].as_str(), sat[1][3].as_str(), sat[0][3].as_str()),
             ("0.25×", "1.20×", "–")
+        );
+        assert_eq!(
+            (sat[1][5].as_str(), sat[1][6].as_str()),
+            ("25.0 µs / 24.5 µs", "72%")
         );
         assert_eq!(usage_rows(&run)[0][3], "50 µs");
         let targets = target_rows(&run);

@@ -315,14 +315,33 @@ fn measure(
         "{label}: saturation, wrk -t1 -c{} for {:?}",
         s.saturation_connections, s.saturation_duration
     );
-    let saturation = load::wrk(
+    let pids: Vec<u32> = measured.iter().map(Running::pid).collect();
+    let cpu0: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
+    let machine0 = process::machine_ticks();
+    let mut saturation = load::wrk(
         &ctx.tools.wrk,
         entry,
         s.saturation_connections,
         s.saturation_duration,
     )?;
+    let machine1 = process::machine_ticks();
+    let cpu1: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
     for p in measured.iter_mut() {
         p.check_alive()?;
+    }
+    // Whether the run used the machine: a pair that leaves cores idle is bound by how its
+    // stages overlap, not by what a request costs.
+    saturation.machine_busy = match (machine0, machine1) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) as f64 / (t1 - t0) as f64),
+        _ => None,
+    };
+    if saturation.requests > 0 {
+        saturation.proxy_cpu_us = cpu0
+            .iter()
+            .zip(&cpu1)
+            .filter_map(|(a, b)| Some((b.as_ref()?.saturating_sub(*a.as_ref()?)).as_secs_f64()))
+            .map(|cpu| cpu * 1e6 / saturation.requests as f64)
+            .collect();
     }
     let generator_ok = fixed_ok + saturation.requests.saturating_sub(saturation.errors);
     let backend_answered = backend.requests() - before;
