@@ -212,37 +212,26 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for CorkedIo<I> {
 
 /// The flush a [`Flushing`] task makes after each poll, over the I/O's type.
 trait EndOfPoll: Send + Sync {
-    /// Writes out what is buffered and makes a flush that was asked for. `own`: the task
-    /// is finishing, so it waits for the I/O itself; otherwise the I/O wakes the task
-    /// that wrote (the connection's, which may not be this one). Ready when nothing
-    /// waits any more, or the write failed (the connection sees the error next).
-    fn end_of_poll(&self, cx: &mut Context<'_>, own: bool) -> Poll<()>;
+    /// Writes out what is buffered and makes a flush that was asked for, when this task
+    /// is the one that wrote (the connection's). Other tasks of the same executor (hyper's
+    /// per-request ones) never touch the I/O: it keeps one waker for writability, and it
+    /// must stay the connection's. When the I/O is full it wakes the writer later; a
+    /// failed write is kept and returned by the connection's next call.
+    fn end_of_poll(&self, cx: &mut Context<'_>);
 }
 
 impl<I: AsyncWrite + Unpin + Send> EndOfPoll for Mutex<State<I>> {
-    fn end_of_poll(&self, cx: &mut Context<'_>, own: bool) -> Poll<()> {
+    fn end_of_poll(&self, cx: &mut Context<'_>) {
         let mut s = lock(self);
         if s.pending() == 0 && !s.flush {
-            return Poll::Ready(());
+            return;
         }
-        let writer = match &s.writer {
-            Some(w) if !own && !w.will_wake(cx.waker()) => Some(w.clone()),
-            _ => None,
-        };
-        let r = match &writer {
-            Some(w) => s.drain(&mut Context::from_waker(w), true),
-            None => s.drain(cx, true),
-        };
-        match r {
-            Poll::Ready(Ok(())) => Poll::Ready(()),
-            Poll::Ready(Err(_)) => {
-                // The connection learns of it on its next call; make sure there is one.
-                if let Some(w) = &s.writer {
-                    w.wake_by_ref();
-                }
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
+        if s.writer.as_ref().is_some_and(|w| !w.will_wake(cx.waker())) {
+            return;
+        }
+        if let Poll::Ready(Err(_)) = s.drain(cx, true) {
+            // The connection learns of it on its next call; make sure there is one.
+            cx.waker().wake_by_ref();
         }
     }
 }
@@ -253,7 +242,6 @@ impl Cork {
         Flushing {
             fut,
             cork: self.shared.clone(),
-            done: None,
         }
     }
 
@@ -266,11 +254,10 @@ impl Cork {
 
 pin_project_lite::pin_project! {
     /// A future whose every poll ends with its cork's flush; see [`Cork::task`].
-    pub struct Flushing<F: Future> {
+    pub struct Flushing<F> {
         #[pin]
         fut: F,
         cork: Arc<dyn EndOfPoll>,
-        done: Option<F::Output>,
     }
 }
 
@@ -284,22 +271,15 @@ impl<F: Future + Unpin> Flushing<F> {
 impl<F: Future> Future for Flushing<F> {
     type Output = F::Output;
 
+    /// The future's poll, then the flush. A finished connection does not wait for its last
+    /// bytes: h2 closes through `poll_shutdown`, which drains the buffer first; whatever is
+    /// left after the connection's future ended (an error) is one write attempt, not a
+    /// wait on a peer that may never read again.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.done.is_none()
-            && let Poll::Ready(out) = this.fut.poll(cx)
-        {
-            *this.done = Some(out);
-        }
-        let finishing = this.done.is_some();
-        let flushed = this.cork.end_of_poll(cx, finishing);
-        match (flushed, this.done.take()) {
-            (Poll::Ready(()), Some(out)) => Poll::Ready(out),
-            (_, out) => {
-                *this.done = out;
-                Poll::Pending
-            }
-        }
+        let r = this.fut.poll(cx);
+        this.cork.end_of_poll(cx);
+        r
     }
 }
 
