@@ -116,12 +116,13 @@ async fn a_large_write_into_an_empty_buffer_goes_straight_through() {
     assert_eq!(s.writes[1], b"small");
 }
 
-#[tokio::test]
-async fn a_full_io_holds_the_task_until_it_drains_and_writes_keep_their_order() {
+/// A connection task writing `LIMIT - 10` bytes, then 20 more, into a cork over a full
+/// I/O: it waits in its second write.
+async fn waiting_writer() -> (Probe, Cork, tokio::task::JoinHandle<()>) {
     let probe = Probe::default();
     probe.seen().blocked = true;
     let (mut io, cork) = cork(probe.clone());
-    let task = tokio::spawn(cork.task(async move {
+    let writer = tokio::spawn(cork.task(async move {
         io.write_all(&[1; LIMIT - 10]).await.unwrap();
         io.flush().await.unwrap();
         // 20 more would overflow the buffer: this write waits for the I/O.
@@ -132,10 +133,16 @@ async fn a_full_io_holds_the_task_until_it_drains_and_writes_keep_their_order() 
         tokio::task::yield_now().await;
     }
     assert!(
-        !task.is_finished(),
+        !writer.is_finished(),
         "a write past the limit waits while the I/O is full"
     );
     assert!(probe.seen().writes.is_empty());
+    (probe, cork, writer)
+}
+
+#[tokio::test]
+async fn a_full_io_holds_the_task_until_it_drains_and_writes_keep_their_order() {
+    let (probe, _cork, task) = waiting_writer().await;
     probe.unblock();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -171,19 +178,7 @@ async fn another_task_of_the_connection_never_takes_the_writers_wake_up() {
     // hyper's HTTP/2 client spawns a task per request through the same executor: when one
     // finishes while the connection waits for the I/O, the I/O must still wake the
     // connection.
-    let probe = Probe::default();
-    probe.seen().blocked = true;
-    let (mut io, cork) = cork(probe.clone());
-    let writer = tokio::spawn(cork.task(async move {
-        io.write_all(&[1; LIMIT - 10]).await.unwrap();
-        io.flush().await.unwrap();
-        io.write_all(&[2; 20]).await.unwrap();
-        io.flush().await.unwrap();
-    }));
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    assert!(!writer.is_finished());
+    let (probe, cork, writer) = waiting_writer().await;
     let others = async {
         cork.task(async {}).await;
         tokio::spawn(cork.task(async {})).await.unwrap();
