@@ -17,7 +17,6 @@ use bytes::BytesMut;
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use strait_identity::IdentityName;
 use strait_identity::rustls::ServerConfig;
 use tokio::io::AsyncReadExt;
@@ -439,7 +438,7 @@ impl Inbound {
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();
         let conn = Arc::new(conn);
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let svc = move |req: Request<Incoming>| {
             let refused = authz.authorize_request(&conn, &req).err();
             let authority = req
                 .uri()
@@ -494,39 +493,7 @@ impl Inbound {
                 };
                 Ok::<_, Infallible>(rsp)
             }
-        });
-        let limits = &self.cfg.limits;
-        if h2 {
-            // Answers ready together leave in one write (see `crate::cork`).
-            let (io, cork) = crate::cork::cork(io);
-            let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                // RFC 8441: WebSocket (and more) over HTTP/2 streams.
-                .enable_connect_protocol()
-                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                .serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(c);
-            let mut task = cork.task(c.as_mut());
-            tokio::select! {
-                r = &mut task => { let _ = r; }
-                _ = drain.signaled() => {
-                    task.inner_mut().as_mut().graceful_shutdown();
-                    let _ = task.await;
-                }
-            }
-        } else {
-            let io = TokioIo::new(io);
-            let c = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .serve_connection(io, svc)
-                .with_upgrades();
-            tokio::pin!(c);
-            tokio::select! {
-                r = c.as_mut() => { let _ = r; }
-                _ = drain.signaled() => { c.as_mut().graceful_shutdown(); let _ = c.await; }
-            }
-        }
+        };
+        crate::server::serve_http(io, h2, svc, &self.cfg.limits, &drain).await;
     }
 }

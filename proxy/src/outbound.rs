@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::balance::{self, Balancer, Pick};
@@ -789,48 +789,13 @@ impl Outbound {
     ) {
         let last: Arc<LastTarget> = Arc::default();
         let this = self.clone();
-        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let svc = move |req: Request<Incoming>| {
             let this = this.clone();
             let fixed = fixed.clone();
             let last = last.clone();
             async move { Ok::<_, Infallible>(this.route(req, wire, fixed, &last).await) }
-        });
-        let limits = &self.cfg.limits;
-        match wire {
-            Wire::Http2 => {
-                // Answers ready together leave in one write (see `crate::cork`).
-                let (io, cork) = crate::cork::cork(io);
-                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    // RFC 8441: WebSocket (and more) over HTTP/2 streams.
-                    .enable_connect_protocol()
-                    .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-                    .serve_connection(TokioIo::new(io), svc);
-                tokio::pin!(conn);
-                let mut task = cork.task(conn.as_mut());
-                tokio::select! {
-                    r = &mut task => { let _ = r; }
-                    _ = drain.signaled() => {
-                        task.inner_mut().as_mut().graceful_shutdown();
-                        let _ = task.await;
-                    }
-                }
-            }
-            _ => {
-                let io = TokioIo::new(io);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_read_timeout)
-                    .max_buf_size(limits.max_header_bytes)
-                    .serve_connection(io, svc)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => { let _ = r; }
-                    _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                }
-            }
-        }
+        };
+        crate::server::serve_http(io, wire == Wire::Http2, svc, &self.cfg.limits, &drain).await;
     }
 
     async fn route(

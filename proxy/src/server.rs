@@ -108,3 +108,49 @@ pub async fn accept_loop<F, Fut>(
         });
     }
 }
+
+/// Serves one HTTP connection with `svc` (HTTP/2 when `h2`, its writes through a
+/// [`crate::cork`]; else HTTP/1 with upgrades) until it ends, or until `drain` is
+/// signalled and its in-flight requests are done.
+pub async fn serve_http<I, S, F>(io: I, h2: bool, svc: S, limits: &crate::config::Limits, drain: &Drain)
+where
+    I: crate::client::Io,
+    S: Fn(http::Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<http::Response<crate::client::RspBody>, std::convert::Infallible>>
+        + Send
+        + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let svc = hyper::service::service_fn(svc);
+    if h2 {
+        // Answers ready together leave in one write (see `crate::cork`).
+        let (io, cork) = crate::cork::cork(io);
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // RFC 8441: WebSocket (and more) over HTTP/2 streams.
+            .enable_connect_protocol()
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let mut task = cork.task(conn.as_mut());
+        tokio::select! {
+            r = &mut task => { let _ = r; }
+            _ = drain.signaled() => {
+                task.inner_mut().as_mut().graceful_shutdown();
+                let _ = task.await;
+            }
+        }
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => { let _ = r; }
+            _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+        }
+    }
+}
