@@ -146,17 +146,7 @@ fn lock<I>(m: &Mutex<State<I>>) -> std::sync::MutexGuard<'_, State<I>> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for CorkedIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let mut s = lock(&self.shared);
-        ready!(s.room(cx, data.len()))?;
-        if s.pending() == 0 && data.len() >= LIMIT {
-            let r = Pin::new(&mut s.io).poll_write(cx, data);
-            return match r {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(s.fail(e))),
-                r => r,
-            };
-        }
-        s.buf.extend_from_slice(data);
-        Poll::Ready(Ok(data.len()))
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
     fn poll_write_vectored(

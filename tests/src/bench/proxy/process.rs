@@ -159,6 +159,11 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / hz))
 }
 
+/// [`cpu_time`] of each of `pids`, in order.
+pub fn cpu_times(pids: &[u32]) -> Vec<Option<Duration>> {
+    pids.iter().map(|p| cpu_time(*p)).collect()
+}
+
 /// utime + stime in clock ticks from a `/proc/<pid>/stat` line. The command name (field
 /// 2) may hold spaces and parentheses, so fields are counted after its last `)`.
 pub fn parse_stat_ticks(stat: &str) -> Option<u64> {

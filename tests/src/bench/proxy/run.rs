@@ -194,7 +194,7 @@ pub fn fixed_rate(
         s.generator.name()
     );
     let pids: Vec<u32> = measured.iter().map(Running::pid).collect();
-    let cpu0: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
+    let cpu0 = process::cpu_times(&pids);
     let sampler = RssSampler::start(pids.clone());
     let t0 = Instant::now();
     let measured_log = log("measured")?;
@@ -207,7 +207,7 @@ pub fn fixed_rate(
         &measured_log,
     );
     let wall = t0.elapsed();
-    let cpu1: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
+    let cpu1 = process::cpu_times(&pids);
     let rss = sampler.finish();
     let fixed = fixed?;
     let mut usage = Vec::new();
@@ -316,7 +316,7 @@ fn measure(
         s.saturation_connections, s.saturation_duration
     );
     let pids: Vec<u32> = measured.iter().map(Running::pid).collect();
-    let cpu0: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
+    let cpu0 = process::cpu_times(&pids);
     let machine0 = process::machine_ticks();
     let mut saturation = load::wrk(
         &ctx.tools.wrk,
@@ -325,7 +325,7 @@ fn measure(
         s.saturation_duration,
     )?;
     let machine1 = process::machine_ticks();
-    let cpu1: Vec<Option<Duration>> = pids.iter().map(|p| process::cpu_time(*p)).collect();
+    let cpu1 = process::cpu_times(&pids);
     for p in measured.iter_mut() {
         p.check_alive()?;
     }
