@@ -16,7 +16,7 @@ use strait_tests::bench::gateway::{self, Settings as GatewaySettings};
 use strait_tests::bench::mirror::{self, Settings as MirrorSettings};
 use strait_tests::bench::proxy::load::Generator;
 use strait_tests::bench::proxy::policy::PolicySettings;
-use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, RunInfo};
+use strait_tests::bench::proxy::report::{PolicyRun, ProxyRun, Round, RunInfo};
 use strait_tests::bench::proxy::run::{Context, Settings};
 use strait_tests::bench::proxy::{self, Mesh, PAIR_KINDS};
 use strait_tests::bench::report::{self, Machine, Run};
@@ -158,6 +158,9 @@ struct ProxyArgs {
     /// Connections of each saturation run.
     #[arg(long, default_value_t = Settings::issue().saturation_connections)]
     saturation_connections: u32,
+    /// Interleaved rounds of every path (the targets are judged on their median).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -451,18 +454,27 @@ fn proxy_main(args: &ProxyArgs) -> ExitCode {
         ..settings(&args.common)
     };
     let result = data_plane(&args.common, settings, |ctx, info| {
-        let direct = proxy::run::direct(ctx)?;
-        let mut pairs = Vec::new();
-        for (i, (name, builder)) in PAIR_KINDS.iter().enumerate() {
-            if args.pair.is_empty() || args.pair.iter().any(|p| p.as_str() == *name) {
+        let chosen: Vec<_> = PAIR_KINDS
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| args.pair.is_empty() || args.pair.iter().any(|p| p.as_str() == *name))
+            .collect();
+        let mut rounds = Vec::new();
+        for round in 0..args.rounds as usize {
+            eprintln!("round {} of {}", round + 1, args.rounds);
+            let direct = proxy::run::direct(ctx)?;
+            // Each round starts one pair later, so no pair always runs right after direct.
+            let mut pairs = Vec::new();
+            for k in 0..chosen.len() {
+                let (i, (name, builder)) = chosen[(round + k) % chosen.len()];
                 pairs.push(proxy::run::pair(ctx, i as u8 + 1, name, *builder)?);
             }
+            rounds.push(Round { direct, pairs });
         }
         Ok(ProxyRun {
             info,
             settings,
-            direct,
-            pairs,
+            rounds,
         })
     });
     publish(

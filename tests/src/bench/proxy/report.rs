@@ -44,20 +44,27 @@ pub struct RunInfo {
     pub generators: String,
 }
 
-/// One run of `bench proxy`.
+/// One run of `bench proxy`: interleaved rounds of every path.
 #[derive(Clone, Debug)]
 pub struct ProxyRun {
     /// Where and when.
     pub info: RunInfo,
     /// Load settings.
     pub settings: Settings,
+    /// Each round: the baseline, then every pair (in the round's order).
+    pub rounds: Vec<Round>,
+}
+
+/// One round: every path measured once, the baseline first.
+#[derive(Clone, Debug)]
+pub struct Round {
     /// The baseline.
     pub direct: PathResult,
-    /// Every pair measured.
+    /// Every pair measured, in the order they ran.
     pub pairs: Vec<PathResult>,
 }
 
-impl ProxyRun {
+impl Round {
     fn paths(&self) -> impl Iterator<Item = &PathResult> {
         std::iter::once(&self.direct).chain(&self.pairs)
     }
@@ -65,6 +72,43 @@ impl ProxyRun {
     fn kind(&self, kind: &str) -> Option<&PathResult> {
         self.pairs.iter().find(|p| p.kind == kind)
     }
+}
+
+impl ProxyRun {
+    /// Each round's rows, the round's number first.
+    fn rows<const N: usize>(&self, per: impl Fn(&Round) -> Vec<[String; N]>) -> Vec<Vec<String>> {
+        self.rounds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                per(r).into_iter().map(move |row| {
+                    std::iter::once((i + 1).to_string())
+                        .chain(row)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
+    }
+
+    /// The first round's paths (the notes and labels are the same in every round).
+    fn first(&self) -> Option<&Round> {
+        self.rounds.first()
+    }
+}
+
+/// The median of `xs` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(xs: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -79,7 +123,7 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "pass" } else { "**FAIL**" }
 }
 
-fn latency_rows(run: &ProxyRun) -> Vec<[String; 8]> {
+fn latency_rows(run: &Round) -> Vec<[String; 8]> {
     let b = &run.direct.fixed;
     run.paths()
         .map(|p| {
@@ -106,7 +150,7 @@ fn latency_rows(run: &ProxyRun) -> Vec<[String; 8]> {
         .collect()
 }
 
-fn usage_rows(run: &ProxyRun) -> Vec<[String; 6]> {
+fn usage_rows(run: &Round) -> Vec<[String; 6]> {
     let mut rows = Vec::new();
     for p in &run.pairs {
         for u in &p.usage {
@@ -128,7 +172,7 @@ fn usage_rows(run: &ProxyRun) -> Vec<[String; 6]> {
     rows
 }
 
-fn saturation_rows(run: &ProxyRun) -> Vec<[String; 7]> {
+fn saturation_rows(run: &Round) -> Vec<[String; 7]> {
     let base = run.direct.saturation.rps;
     let haproxy = run.kind("haproxy").map(|h| h.saturation.rps);
     run.paths()
@@ -160,56 +204,133 @@ fn saturation_rows(run: &ProxyRun) -> Vec<[String; 7]> {
         .collect()
 }
 
-/// The issue's targets for the strait pair: (target, measured, verdict).
-fn target_rows(run: &ProxyRun) -> Vec<[String; 3]> {
-    let Some(s) = run.kind("strait") else {
-        return Vec::new();
-    };
-    let (f, b) = (&s.fixed, &run.direct.fixed);
-    // Latency deltas only count when every request of both runs was answered.
-    let clean = f.errors == 0 && b.errors == 0 && f.ok > 0 && b.ok > 0;
-    let (d50, d99) = (delta_ms(f.p50, b.p50), delta_ms(f.p99, b.p99));
-    let target_ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let rss = s.usage.iter().map(|u| u.rss_max_kib).max().unwrap_or(0);
-    let cpu = s.usage.iter().map(|u| u.cpu_per_sec).fold(0.0, f64::max);
-    let per = |what: &dyn Fn(&super::run::Usage) -> String| {
-        s.usage
+/// The strait pair's figures in one round, against that round's baselines.
+struct RoundFigures {
+    /// Added p50 and p99, ms.
+    d50: f64,
+    d99: f64,
+    /// Every request of the pair's and the baseline's fixed-rate runs answered.
+    clean: bool,
+    /// Largest VmRSS of each proxy (client side, server side), KiB.
+    rss_kib: Vec<u64>,
+    /// CPU-seconds per second of each proxy.
+    cpu: Vec<f64>,
+    /// Names of the proxies (`client`, `server`).
+    names: Vec<String>,
+    /// Saturation against the HAProxy pair of the same round, and whether neither had errors.
+    saturation: Option<(f64, bool)>,
+}
+
+fn round_figures(r: &Round) -> Option<RoundFigures> {
+    let s = r.kind("strait")?;
+    let (f, b) = (&s.fixed, &r.direct.fixed);
+    Some(RoundFigures {
+        d50: delta_ms(f.p50, b.p50),
+        d99: delta_ms(f.p99, b.p99),
+        // Latency deltas only count when every request of both runs was answered.
+        clean: f.errors == 0 && b.errors == 0 && f.ok > 0 && b.ok > 0,
+        rss_kib: s.usage.iter().map(|u| u.rss_max_kib).collect(),
+        cpu: s.usage.iter().map(|u| u.cpu_per_sec).collect(),
+        names: s
+            .usage
             .iter()
-            .map(|u| format!("{} {}", u.name.split('-').next().unwrap_or(""), what(u)))
+            .map(|u| u.name.split('-').next().unwrap_or("").to_string())
+            .collect(),
+        saturation: r.kind("haproxy").map(|h| {
+            (
+                s.saturation.rps / h.saturation.rps,
+                s.saturation.errors == 0 && h.saturation.errors == 0,
+            )
+        }),
+    })
+}
+
+/// The issue's targets for the strait pair: (target, each round's figure, what is judged,
+/// verdict). Latency, CPU and saturation are judged on the median of the rounds (each
+/// round against its own baselines), memory on the largest VmRSS of any round.
+fn target_rows(run: &ProxyRun) -> Vec<[String; 4]> {
+    let figures: Vec<RoundFigures> = run.rounds.iter().filter_map(round_figures).collect();
+    if figures.is_empty() {
+        return Vec::new();
+    }
+    let each = |f: &dyn Fn(&RoundFigures) -> String| figures.iter().map(f).collect::<Vec<_>>().join(" · ");
+    let clean = figures.iter().all(|f| f.clean);
+    let target_ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let latency = |what: &str, target: Duration, pick: fn(&RoundFigures) -> f64| {
+        let m = median(&figures.iter().map(pick).collect::<Vec<_>>());
+        [
+            format!("added {what} ≤ {}", ms(target)),
+            each(&|f| format!("{:+.3} ms", pick(f))),
+            m.map_or("–".into(), |m| format!("{m:+.3} ms")),
+            verdict(clean && m.is_some_and(|m| m <= target_ms(target))).into(),
+        ]
+    };
+    let names = &figures[0].names;
+    let proxies = names.len();
+    let rss: Vec<u64> = (0..proxies)
+        .map(|i| {
+            figures
+                .iter()
+                .filter_map(|f| f.rss_kib.get(i).copied())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let cpu: Vec<Option<f64>> = (0..proxies)
+        .map(|i| {
+            median(
+                &figures
+                    .iter()
+                    .filter_map(|f| f.cpu.get(i).copied())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let per = |v: Vec<String>| {
+        names
+            .iter()
+            .zip(v)
+            .map(|(n, x)| format!("{n} {x}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
     let mut rows = vec![
-        [
-            format!("added p50 ≤ {}", ms(TARGET_P50)),
-            format!("{d50:+.3} ms"),
-            verdict(clean && d50 <= target_ms(TARGET_P50)).into(),
-        ],
-        [
-            format!("added p99 ≤ {}", ms(TARGET_P99)),
-            format!("{d99:+.3} ms"),
-            verdict(clean && d99 <= target_ms(TARGET_P99)).into(),
-        ],
+        latency("p50", TARGET_P50, |f| f.d50),
+        latency("p99", TARGET_P99, |f| f.d99),
         [
             format!("VmRSS ≤ {} per proxy", mib(TARGET_RSS_KIB)),
-            per(&|u| format!("{} max", mib(u.rss_max_kib))),
-            verdict(rss > 0 && rss <= TARGET_RSS_KIB).into(),
+            each(&|f| f.rss_kib.iter().map(|k| mib(*k)).collect::<Vec<_>>().join(" / ")),
+            per(rss.iter().map(|k| format!("{} max", mib(*k))).collect()),
+            verdict(proxies > 0 && rss.iter().all(|k| *k > 0 && *k <= TARGET_RSS_KIB)).into(),
         ],
         [
             format!("CPU ≤ {TARGET_CPU} s/s per proxy"),
-            per(&|u| format!("{:.3}", u.cpu_per_sec)),
-            verdict(cpu > 0.0 && cpu <= TARGET_CPU).into(),
+            each(&|f| {
+                f.cpu
+                    .iter()
+                    .map(|c| format!("{c:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            }),
+            per(cpu
+                .iter()
+                .map(|c| c.map_or("–".into(), |c| format!("{c:.3}")))
+                .collect()),
+            verdict(proxies > 0 && cpu.iter().all(|c| c.is_some_and(|c| c > 0.0 && c <= TARGET_CPU))).into(),
         ],
     ];
-    if let Some(h) = run.kind("haproxy") {
-        let ratio = s.saturation.rps / h.saturation.rps;
+    let ratios: Vec<(f64, bool)> = figures.iter().filter_map(|f| f.saturation).collect();
+    if !ratios.is_empty() {
+        let m = median(&ratios.iter().map(|r| r.0).collect::<Vec<_>>());
         rows.push([
             "saturation ≥ the HAProxy pair's".into(),
-            format!(
-                "{:.0} vs {:.0} RPS: {ratio:.2}×",
-                s.saturation.rps, h.saturation.rps
-            ),
-            verdict(s.saturation.errors == 0 && ratio >= 1.0).into(),
+            ratios
+                .iter()
+                .map(|r| format!("{:.2}×", r.0))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            m.map_or("–".into(), |m| format!("{m:.2}×")),
+            verdict(ratios.iter().all(|r| r.1) && m.is_some_and(|m| m >= 1.0)).into(),
         ]);
     }
     rows
@@ -230,12 +351,20 @@ fn settings_line(s: &Settings) -> String {
 }
 
 fn accounting(run: &ProxyRun) -> String {
-    run.paths()
-        .map(|p| {
-            format!(
-                "{}: backend answered {}, load generators counted {} successes",
-                p.label, p.backend_answered, p.generator_ok
-            )
+    // Summed over the rounds, per path, in the order the paths first ran.
+    let mut sums: Vec<(&str, u64, u64)> = Vec::new();
+    for p in run.rounds.iter().flat_map(Round::paths) {
+        match sums.iter_mut().find(|(l, _, _)| *l == p.label) {
+            Some(s) => {
+                s.1 += p.backend_answered;
+                s.2 += p.generator_ok;
+            }
+            None => sums.push((&p.label, p.backend_answered, p.generator_ok)),
+        }
+    }
+    sums.iter()
+        .map(|(label, answered, ok)| {
+            format!("{label}: backend answered {answered}, load generators counted {ok} successes")
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -267,20 +396,20 @@ pub fn header(o: &mut String, title: &str, info: &RunInfo) {
     line(format!("- **Revision:** `{}`", info.revision));
 }
 
-fn md_table<const N: usize>(o: &mut String, head: &str, align: &str, rows: &[[String; N]]) {
+fn md_table<R: AsRef<[String]>>(o: &mut String, head: &str, align: &str, rows: &[R]) {
     o.push_str(head);
     o.push('\n');
     o.push_str(align);
     o.push('\n');
     for r in rows {
-        o.push_str(&format!("| {} |\n", r.join(" | ")));
+        o.push_str(&format!("| {} |\n", r.as_ref().join(" | ")));
     }
 }
 
-fn text_table<const N: usize>(o: &mut String, head: [&str; N], rows: &[[String; N]]) {
+fn text_table<R: AsRef<[String]>>(o: &mut String, head: &[&str], rows: &[R]) {
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for r in rows {
-        for (i, c) in r.iter().enumerate() {
+        for (i, c) in r.as_ref().iter().enumerate() {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
@@ -297,28 +426,51 @@ fn text_table<const N: usize>(o: &mut String, head: [&str; N], rows: &[[String; 
     o.push_str(&fmt(head.to_vec()));
     o.push('\n');
     for r in rows {
-        o.push_str(&fmt(r.iter().map(String::as_str).collect()));
+        o.push_str(&fmt(r.as_ref().iter().map(String::as_str).collect()));
         o.push('\n');
     }
     o.push('\n');
 }
 
+/// How the rounds ran and what the targets are judged on.
+fn rounds_line(run: &ProxyRun) -> String {
+    format!(
+        "{} round{}, interleaved: each measures direct, then every pair, starting one pair later than the \
+         round before; each round's figures are against its own direct run (and its own HAProxy pair), and \
+         the targets are judged on the median of the rounds (memory on the largest VmRSS of any round)",
+        run.rounds.len(),
+        if run.rounds.len() == 1 { "" } else { "s" }
+    )
+}
+
 /// The terminal tables of `bench proxy`.
 pub fn table(run: &ProxyRun) -> String {
     let mut o = format!(
-        "machine: {}; revision {}\n{}\n\n",
+        "machine: {}; revision {}\n{}\n{}\n\n",
         machine_line(&run.info.machine),
         run.info.revision,
-        settings_line(&run.settings)
+        settings_line(&run.settings),
+        rounds_line(run)
     );
     text_table(
         &mut o,
-        ["FIXED RATE", "rps", "errors", "p50", "p90", "p99", "Δp50", "Δp99"],
-        &latency_rows(run),
+        &[
+            "ROUND",
+            "FIXED RATE",
+            "rps",
+            "errors",
+            "p50",
+            "p90",
+            "p99",
+            "Δp50",
+            "Δp99",
+        ],
+        &run.rows(latency_rows),
     );
     text_table(
         &mut o,
-        [
+        &[
+            "ROUND",
             "PER PROXY",
             "process",
             "CPU-s/s",
@@ -326,11 +478,12 @@ pub fn table(run: &ProxyRun) -> String {
             "RSS avg",
             "RSS max",
         ],
-        &usage_rows(run),
+        &run.rows(usage_rows),
     );
     text_table(
         &mut o,
-        [
+        &[
+            "ROUND",
             "SATURATION",
             "rps",
             "× direct",
@@ -339,12 +492,16 @@ pub fn table(run: &ProxyRun) -> String {
             "CPU/request client / server",
             "machine busy",
         ],
-        &saturation_rows(run),
+        &run.rows(saturation_rows),
     );
     // Without the strait pair (`--pair haproxy`) there is nothing to judge.
     let targets = target_rows(run);
     if !targets.is_empty() {
-        text_table(&mut o, ["STRAIT PAIR TARGET", "measured", "result"], &targets);
+        text_table(
+            &mut o,
+            &["STRAIT PAIR TARGET", "each round", "judged", "result"],
+            &targets,
+        );
     }
     o.push_str(&format!("request accounting: {}\n", accounting(run)));
     o
@@ -359,22 +516,23 @@ pub fn markdown(run: &ProxyRun) -> String {
         settings_line(&run.settings),
         run.info.generators
     ));
-    for p in run.paths() {
+    o.push_str(&format!("- **Rounds:** {}\n", rounds_line(run)));
+    for p in run.first().into_iter().flat_map(Round::paths) {
         o.push_str(&format!("- **{}:** {}\n", p.label, p.notes));
     }
     o.push_str("\n### The strait pair against the targets (issue #4)\n\n");
     md_table(
         &mut o,
-        "| target | measured | result |",
-        "|---|---|---|",
+        "| target | each round | judged | result |",
+        "|---|---|---|---|",
         &target_rows(run),
     );
     o.push_str(&format!("\n### Latency at {} RPS\n\n", run.settings.rps));
     md_table(
         &mut o,
-        "| path | achieved RPS | errors | p50 | p90 | p99 | Δp50 vs direct | Δp99 vs direct |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        &latency_rows(run),
+        "| round | path | achieved RPS | errors | p50 | p90 | p99 | Δp50 vs direct | Δp99 vs direct |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        &run.rows(latency_rows),
     );
     o.push_str(&format!(
         "\n### Per proxy at {} RPS (from /proc)\n\n",
@@ -382,18 +540,21 @@ pub fn markdown(run: &ProxyRun) -> String {
     ));
     md_table(
         &mut o,
-        "| path | process | CPU-seconds per second | CPU per request | VmRSS mean | VmRSS max |",
-        "|---|---|---:|---:|---:|---:|",
-        &usage_rows(run),
+        "| round | path | process | CPU-seconds per second | CPU per request | VmRSS mean | VmRSS max |",
+        "|---:|---|---|---:|---:|---:|---:|",
+        &run.rows(usage_rows),
     );
     o.push_str("\n### Saturation\n\n");
     md_table(
         &mut o,
-        "| path | RPS | × direct | × HAProxy pair | errors | CPU per request, client / server proxy | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        &saturation_rows(run),
+        "| round | path | RPS | × direct | × HAProxy pair | errors | CPU per request, client / server proxy | machine busy |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        &run.rows(saturation_rows),
     );
-    o.push_str(&format!("\nRequest accounting: {}.\n{END}\n", accounting(run)));
+    o.push_str(&format!(
+        "\nRequest accounting, summed over the rounds: {}.\n{END}\n",
+        accounting(run)
+    ));
     o
 }
 
@@ -453,7 +614,7 @@ pub fn policy_table(run: &PolicyRun) -> String {
     );
     text_table(
         &mut o,
-        [
+        &[
             "ROUND",
             "phase",
             "answered",
@@ -467,7 +628,7 @@ pub fn policy_table(run: &PolicyRun) -> String {
     );
     text_table(
         &mut o,
-        ["NO ROUTES", "TEN ROUTES", "ratio", "result"],
+        &["NO ROUTES", "TEN ROUTES", "ratio", "result"],
         &[policy_summary(&run.result)],
     );
     o
@@ -561,28 +722,39 @@ mod tests {
         }
     }
 
+    fn info() -> RunInfo {
+        RunInfo {
+            machine: Machine::default(),
+            date: "d".into(),
+            command: "c".into(),
+            revision: "r".into(),
+            generators: "h2load, wrk".into(),
+        }
+    }
+
+    fn round(strait_p50_us: u64, strait_rps: f64) -> Round {
+        Round {
+            direct: path("direct", "direct", 200, 40_000.0),
+            pairs: vec![
+                path("strait", "strait pair", strait_p50_us, strait_rps),
+                path("haproxy", "HAProxy pair", 500, 10_000.0),
+            ],
+        }
+    }
+
     #[test]
     fn deltas_and_ratios_are_against_the_same_runs_baselines() {
         let run = ProxyRun {
-            info: RunInfo {
-                machine: Machine::default(),
-                date: "d".into(),
-                command: "c".into(),
-                revision: "r".into(),
-                generators: "h2load, wrk".into(),
-            },
+            info: info(),
             settings: Settings::issue(),
-            direct: path("direct", "direct", 200, 40_000.0),
-            pairs: vec![
-                path("strait", "strait pair", 400, 12_000.0),
-                path("haproxy", "HAProxy pair", 500, 10_000.0),
-            ],
+            rounds: vec![round(400, 12_000.0)],
         };
-        let rows = latency_rows(&run);
+        let r = &run.rounds[0];
+        let rows = latency_rows(r);
         assert_eq!(rows[0][6], "–");
         assert_eq!(rows[2][6], "+0.300 ms");
         assert_eq!(rows[2][7], "+0.900 ms");
-        let sat = saturation_rows(&run);
+        let sat = saturation_rows(r);
         assert_eq!(
             (sat[2][2].as_str(), sat[1][3].as_str(), sat[0][3].as_str()),
             ("0.25×", "1.20×", "–")
@@ -591,26 +763,76 @@ mod tests {
             (sat[1][5].as_str(), sat[1][6].as_str()),
             ("25.0 µs / 24.5 µs", "72%")
         );
-        assert_eq!(usage_rows(&run)[0][3], "50 µs");
+        assert_eq!(usage_rows(r)[0][3], "50 µs");
         let targets = target_rows(&run);
         assert_eq!(targets[0][1], "+0.200 ms");
-        assert_eq!(targets[0][2], "pass");
-        assert_eq!(targets[1][2], "**FAIL**");
+        assert_eq!(targets[0][2], "+0.200 ms");
+        assert_eq!(targets[0][3], "pass");
+        assert_eq!(targets[1][3], "**FAIL**");
         assert!(
-            targets[4][1].ends_with("1.20×") && targets[4][2] == "pass",
+            targets[4][2] == "1.20×" && targets[4][3] == "pass",
             "{:?}",
             targets[4]
         );
         let md = markdown(&run);
         assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
+        assert!(md.contains("1 round, interleaved"), "{md}");
         assert!(table(&run).contains("SATURATION"));
         assert!(table(&run).contains("STRAIT PAIR TARGET"));
         // Without the strait pair there are no targets to print.
         let others = ProxyRun {
-            pairs: run.pairs.iter().filter(|p| p.kind != "strait").cloned().collect(),
+            rounds: vec![Round {
+                pairs: r.pairs.iter().filter(|p| p.kind != "strait").cloned().collect(),
+                ..r.clone()
+            }],
             ..run
         };
         assert!(!table(&others).contains("STRAIT PAIR TARGET"));
         assert!(table(&others).contains("HAProxy pair"));
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_median_round_and_memory_on_the_largest() {
+        // Added p50 +0.200, +0.260 and +0.240 ms: median +0.240, a pass although one
+        // round fails; saturation 1.20×, 0.90× and 0.95×: median 0.95×, a failure
+        // although one round passes.
+        let mut rounds = vec![round(400, 12_000.0), round(460, 9_000.0), round(440, 9_500.0)];
+        rounds[1].pairs[0].usage[0].rss_max_kib = 16 * 1024;
+        rounds[2].pairs[0].usage[0].cpu_per_sec = 0.2;
+        let run = ProxyRun {
+            info: info(),
+            settings: Settings::issue(),
+            rounds,
+        };
+        let t = target_rows(&run);
+        assert_eq!(t[0][1], "+0.200 ms · +0.260 ms · +0.240 ms");
+        assert_eq!((t[0][2].as_str(), t[0][3].as_str()), ("+0.240 ms", "pass"));
+        // Memory: one round over the limit fails the target.
+        assert_eq!(
+            (t[2][2].as_str(), t[2][3].as_str()),
+            ("client 16.0 MiB max", "**FAIL**")
+        );
+        // CPU: 0.05, 0.05, 0.2: the median passes.
+        assert_eq!((t[3][2].as_str(), t[3][3].as_str()), ("client 0.050", "pass"));
+        assert_eq!(t[4][1], "1.20× · 0.90× · 0.95×");
+        assert_eq!((t[4][2].as_str(), t[4][3].as_str()), ("0.95×", "**FAIL**"));
+        // A round with failed requests voids the latency verdicts.
+        let mut run = run;
+        run.rounds[1].pairs[0].fixed.errors = 3;
+        assert_eq!(target_rows(&run)[0][3], "**FAIL**");
+        // Every round's rows are numbered; the accounting sums the rounds.
+        let table = table(&run);
+        assert!(table.contains("3 rounds, interleaved"), "{table}");
+        assert_eq!(run.rows(latency_rows).iter().filter(|r| r[0] == "3").count(), 3);
+        assert!(accounting(&run).starts_with("direct: backend answered 30, load generators counted 30"));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
     }
 }
