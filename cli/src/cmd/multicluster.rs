@@ -650,17 +650,31 @@ pub fn parse_gateway_entries(values: &[String]) -> Result<GatewayEntries, String
     Ok((every, out))
 }
 
-/// The address of `--gateway-entry HOST:PORT` (an IP:PORT is itself).
+/// The address of `--gateway-entry HOST:PORT` (an IP:PORT is itself), through the
+/// system's resolver.
 async fn resolve_entry(value: &str) -> Result<std::net::SocketAddr, String> {
+    resolve_entry_with(value, |name| async move {
+        tokio::net::lookup_host(name).await.map(Iterator::collect)
+    })
+    .await
+}
+
+/// [`resolve_entry`] with the name lookup given.
+async fn resolve_entry_with<F, Fut>(value: &str, lookup: F) -> Result<std::net::SocketAddr, String>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>>,
+{
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
-    let mut addrs = tokio::net::lookup_host(value)
+    let addrs = lookup(value.to_string())
         .await
         .map_err(|e| format!("--gateway-entry {value:?}: cannot resolve it ({e}); is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"))?;
     addrs
+        .into_iter()
         .next()
-        .ok_or_else(|| format!("--gateway-entry {value:?}: the name has no address"))
+        .ok_or_else(|| format!("--gateway-entry {value:?}: the name has no address; is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"))
 }
 
 async fn shutdown_signal() {
@@ -1595,6 +1609,40 @@ mod tests {
         }
         let e = parse_gateway_entries(&["east=127.0.0.1:1".into(), "east=127.0.0.1:2".into()]).unwrap_err();
         assert!(e.contains("given twice"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_entry_name_that_does_not_resolve_stops_the_mirror_with_what_to_check() {
+        let name = "linkerd-gateway-entry.linkerd-multicluster.svc.cluster.local:4180";
+        let e = resolve_entry_with(name, |n| async move {
+            assert_eq!(n, name);
+            Err(std::io::Error::other(
+                "failed to lookup address information: Name or service not known",
+            ))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "--gateway-entry {name:?}: cannot resolve it (failed to lookup"
+            )) && e.ends_with("is the gateway's entry Service (linkerd-gateway-entry) installed?"),
+            "{e}"
+        );
+        let e = resolve_entry_with(name, |_| async { Ok(Vec::new()) })
+            .await
+            .unwrap_err();
+        assert!(e.contains("the name has no address"), "{e}");
+        let addr: std::net::SocketAddr = "10.0.0.7:4180".parse().unwrap();
+        assert_eq!(
+            resolve_entry_with(name, |_| async move { Ok(vec![addr]) }).await,
+            Ok(addr)
+        );
+        // An address is used as it is: nothing is looked up.
+        let got = resolve_entry_with("127.0.0.1:4180", |_| async {
+            unreachable!("no lookup for an address")
+        })
+        .await;
+        assert_eq!(got, Ok("127.0.0.1:4180".parse().unwrap()));
     }
 
     #[test]
