@@ -668,13 +668,18 @@ where
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
+    let fail = |why: String| {
+        format!(
+            "--gateway-entry {value:?}: {why}; is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"
+        )
+    };
     let addrs = lookup(value.to_string())
         .await
-        .map_err(|e| format!("--gateway-entry {value:?}: cannot resolve it ({e}); is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"))?;
+        .map_err(|e| fail(format!("cannot resolve it ({e})")))?;
     addrs
         .into_iter()
         .next()
-        .ok_or_else(|| format!("--gateway-entry {value:?}: the name has no address; is the gateway's entry Service ({GATEWAY_ENTRY_SERVICE}) installed?"))
+        .ok_or_else(|| fail("the name has no address".into()))
 }
 
 async fn shutdown_signal() {

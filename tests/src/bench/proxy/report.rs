@@ -1,8 +1,8 @@
 //! The data-plane figures: terminal tables, and the `proxy` and `policy` sections of
 //! `BENCHMARKS.md` (each between its own markers, beside the control-plane section).
-//! Latency and throughput are always shown against the direct baseline of the same run,
-//! the strait pair's saturation against the HAProxy pair's, and policy's CPU against the
-//! no-route phases of the same run.
+//! Latency and throughput are always shown against the direct baseline of the same round,
+//! the strait pair's saturation against the HAProxy pair's of the same round, and policy's
+//! CPU against the no-route phases of the same run.
 
 use std::time::Duration;
 
@@ -217,7 +217,8 @@ struct RoundFigures {
     cpu: Vec<f64>,
     /// Names of the proxies (`client`, `server`).
     names: Vec<String>,
-    /// Saturation against the HAProxy pair of the same round, and whether neither had errors.
+    /// Saturation against the HAProxy pair of the same round, and whether the ratio
+    /// counts: neither pair had errors and HAProxy carried something.
     saturation: Option<(f64, bool)>,
 }
 
@@ -237,9 +238,10 @@ fn round_figures(r: &Round) -> Option<RoundFigures> {
             .map(|u| u.name.split('-').next().unwrap_or("").to_string())
             .collect(),
         saturation: r.kind("haproxy").map(|h| {
+            let ratio = s.saturation.rps / h.saturation.rps;
             (
-                s.saturation.rps / h.saturation.rps,
-                s.saturation.errors == 0 && h.saturation.errors == 0,
+                ratio,
+                ratio.is_finite() && s.saturation.errors == 0 && h.saturation.errors == 0,
             )
         }),
     })
@@ -267,24 +269,18 @@ fn target_rows(run: &ProxyRun) -> Vec<[String; 4]> {
     };
     let names = &figures[0].names;
     let proxies = names.len();
+    // Each proxy's figure in every round: the largest VmRSS, the median CPU.
+    let across =
+        |get: &dyn Fn(&RoundFigures) -> Option<f64>| figures.iter().filter_map(get).collect::<Vec<_>>();
     let rss: Vec<u64> = (0..proxies)
         .map(|i| {
-            figures
-                .iter()
-                .filter_map(|f| f.rss_kib.get(i).copied())
-                .max()
-                .unwrap_or(0)
+            across(&|f| f.rss_kib.get(i).map(|k| *k as f64))
+                .into_iter()
+                .fold(0.0, f64::max) as u64
         })
         .collect();
     let cpu: Vec<Option<f64>> = (0..proxies)
-        .map(|i| {
-            median(
-                &figures
-                    .iter()
-                    .filter_map(|f| f.cpu.get(i).copied())
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|i| median(&across(&|f| f.cpu.get(i).copied())))
         .collect();
     let per = |v: Vec<String>| {
         names
@@ -319,16 +315,14 @@ fn target_rows(run: &ProxyRun) -> Vec<[String; 4]> {
             verdict(proxies > 0 && cpu.iter().all(|c| c.is_some_and(|c| c > 0.0 && c <= TARGET_CPU))).into(),
         ],
     ];
+    // A round without a HAProxy pair has no ratio; one whose ratio does not count
+    // (errors, or HAProxy carried nothing) fails the target.
     let ratios: Vec<(f64, bool)> = figures.iter().filter_map(|f| f.saturation).collect();
     if !ratios.is_empty() {
         let m = median(&ratios.iter().map(|r| r.0).collect::<Vec<_>>());
         rows.push([
             "saturation ≥ the HAProxy pair's".into(),
-            ratios
-                .iter()
-                .map(|r| format!("{:.2}×", r.0))
-                .collect::<Vec<_>>()
-                .join(" · "),
+            each(&|f| f.saturation.map_or("–".into(), |r| format!("{:.2}×", r.0))),
             m.map_or("–".into(), |m| format!("{m:.2}×")),
             verdict(ratios.iter().all(|r| r.1) && m.is_some_and(|m| m >= 1.0)).into(),
         ]);
@@ -732,12 +726,14 @@ mod tests {
         }
     }
 
-    fn round(strait_p50_us: u64, strait_rps: f64) -> Round {
+    /// A round: direct's and the strait pair's p50 (µs), the HAProxy and strait pairs'
+    /// saturation (RPS).
+    fn round(direct_p50_us: u64, strait_p50_us: u64, haproxy_rps: f64, strait_rps: f64) -> Round {
         Round {
-            direct: path("direct", "direct", 200, 40_000.0),
+            direct: path("direct", "direct", direct_p50_us, 40_000.0),
             pairs: vec![
                 path("strait", "strait pair", strait_p50_us, strait_rps),
-                path("haproxy", "HAProxy pair", 500, 10_000.0),
+                path("haproxy", "HAProxy pair", 500, haproxy_rps),
             ],
         }
     }
@@ -747,7 +743,7 @@ mod tests {
         let run = ProxyRun {
             info: info(),
             settings: Settings::issue(),
-            rounds: vec![round(400, 12_000.0)],
+            rounds: vec![round(200, 400, 10_000.0, 12_000.0)],
         };
         let r = &run.rounds[0];
         let rows = latency_rows(r);
@@ -795,8 +791,14 @@ mod tests {
     fn targets_are_judged_on_the_median_round_and_memory_on_the_largest() {
         // Added p50 +0.200, +0.260 and +0.240 ms: median +0.240, a pass although one
         // round fails; saturation 1.20×, 0.90× and 0.95×: median 0.95×, a failure
-        // although one round passes.
-        let mut rounds = vec![round(400, 12_000.0), round(460, 9_000.0), round(440, 9_500.0)];
+        // although one round passes. Each round has its own baselines: the difference of
+        // the medians (+0.200 ms; 1.14×) or round 1's baselines for every round (+0.200
+        // ms; 1.14×) would give other figures and, for saturation, the other verdict.
+        let mut rounds = vec![
+            round(200, 400, 10_000.0, 12_000.0),
+            round(100, 360, 10_000.0, 9_000.0),
+            round(300, 540, 12_000.0, 11_400.0),
+        ];
         rounds[1].pairs[0].usage[0].rss_max_kib = 16 * 1024;
         rounds[2].pairs[0].usage[0].cpu_per_sec = 0.2;
         let run = ProxyRun {
@@ -816,8 +818,13 @@ mod tests {
         assert_eq!((t[3][2].as_str(), t[3][3].as_str()), ("client 0.050", "pass"));
         assert_eq!(t[4][1], "1.20× · 0.90× · 0.95×");
         assert_eq!((t[4][2].as_str(), t[4][3].as_str()), ("0.95×", "**FAIL**"));
-        // A round with failed requests voids the latency verdicts.
+        // A round whose HAProxy pair carried nothing fails saturation, whatever the others say.
         let mut run = run;
+        let saved = run.rounds[1].pairs[1].saturation.rps;
+        run.rounds[1].pairs[1].saturation.rps = 0.0;
+        assert_eq!(target_rows(&run)[4][3], "**FAIL**");
+        run.rounds[1].pairs[1].saturation.rps = saved;
+        // A round with failed requests voids the latency verdicts.
         run.rounds[1].pairs[0].fixed.errors = 3;
         assert_eq!(target_rows(&run)[0][3], "**FAIL**");
         // Every round's rows are numbered; the accounting sums the rounds.
