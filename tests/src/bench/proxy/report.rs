@@ -89,14 +89,11 @@ impl ProxyRun {
             })
             .collect()
     }
-
-    /// The first round's paths (the notes and labels are the same in every round).
-    fn first(&self) -> Option<&Round> {
-        self.rounds.first()
-    }
 }
 
-/// The median of `xs` (the mean of the middle two for an even count); `None` when empty.
+/// The median of the finite values of `xs` (the mean of the middle two for an even
+/// count); `None` when there are none. Callers that must not lose a round to an infinite
+/// or NaN figure check for it themselves (see the saturation ratio).
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -511,7 +508,8 @@ pub fn markdown(run: &ProxyRun) -> String {
         run.info.generators
     ));
     o.push_str(&format!("- **Rounds:** {}\n", rounds_line(run)));
-    for p in run.first().into_iter().flat_map(Round::paths) {
+    // The notes and labels are the same in every round: the first round's say them.
+    for p in run.rounds.first().into_iter().flat_map(Round::paths) {
         o.push_str(&format!("- **{}:** {}\n", p.label, p.notes));
     }
     o.push_str("\n### The strait pair against the targets (issue #4)\n\n");
