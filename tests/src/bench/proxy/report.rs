@@ -266,18 +266,25 @@ fn target_rows(run: &ProxyRun) -> Vec<[String; 4]> {
     };
     let names = &figures[0].names;
     let proxies = names.len();
-    // Each proxy's figure in every round: the largest VmRSS, the median CPU.
-    let across =
-        |get: &dyn Fn(&RoundFigures) -> Option<f64>| figures.iter().filter_map(get).collect::<Vec<_>>();
+    // Each proxy over the rounds: its largest VmRSS, its median CPU.
     let rss: Vec<u64> = (0..proxies)
         .map(|i| {
-            across(&|f| f.rss_kib.get(i).map(|k| *k as f64))
-                .into_iter()
-                .fold(0.0, f64::max) as u64
+            figures
+                .iter()
+                .filter_map(|f| f.rss_kib.get(i).copied())
+                .max()
+                .unwrap_or(0)
         })
         .collect();
     let cpu: Vec<Option<f64>> = (0..proxies)
-        .map(|i| median(&across(&|f| f.cpu.get(i).copied())))
+        .map(|i| {
+            median(
+                &figures
+                    .iter()
+                    .filter_map(|f| f.cpu.get(i).copied())
+                    .collect::<Vec<_>>(),
+            )
+        })
         .collect();
     let per = |v: Vec<String>| {
         names
