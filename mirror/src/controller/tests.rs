@@ -779,11 +779,25 @@ async fn a_status_write_that_crosses_the_link_tasks_is_undone() {
         mirror_services: Some(Vec::new()),
         federated_services: None,
     });
+    // The link task may put its part back as soon as the write is stored, so the stale write
+    // is seen landing in the Link's watch rather than by reading the Link afterwards.
+    let mut links = west.watch::<Link>();
     west.apply_status(stale.into_object()).await.unwrap();
-    assert!(
-        mirrored(&west, "production", "myapp").await.is_none(),
-        "the stale write landed"
-    );
+    let landed = tokio::time::timeout(BOUND, async {
+        while let Some(event) = links.next().await {
+            if let WatchEvent::Applied(l) = event.unwrap()
+                && l.metadata.name.as_deref() == Some("east")
+                && l.status
+                    .and_then(|s| s.mirror_services)
+                    .is_some_and(|m| m.is_empty())
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(landed, Ok(true), "the stale write landed");
     eventually("the link task to write its part again", async || {
         mirrored(&west, "production", "myapp")
             .await
