@@ -159,6 +159,7 @@ fn client_and_server_report_who_answered_and_how_well() {
 #[test]
 fn the_client_prints_progress_while_it_runs() {
     let srv = DemoServer::start(&[], &[]);
+    let started = std::time::Instant::now();
     let out = strait()
         .args([
             "demo",
@@ -173,12 +174,16 @@ fn the_client_prints_progress_while_it_runs() {
         ])
         .output()
         .unwrap();
+    let ran = started.elapsed();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert_eq!(
-        err.lines().filter(|l| l.contains("% success")).count(),
-        2,
-        "{err}"
+    // A line every 500 ms while it runs: at 0.5 s and 1 s, and one more for each 500 ms a
+    // busy machine keeps the last requests (or the process) going past 1.5 s.
+    let lines = err.lines().filter(|l| l.contains("% success")).count();
+    let most = (ran.as_millis() / 500) as usize;
+    assert!(
+        (2..=most).contains(&lines),
+        "{lines} progress lines in {ran:?}: {err}"
     );
     assert!(text(&out.stdout).contains("48 requests"), "{}", text(&out.stdout));
 }

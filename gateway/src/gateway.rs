@@ -427,6 +427,12 @@ impl Gateway {
         let drained = registry.clone();
         let done = async move {
             shutdown.await;
+            // From here on, new link attempts go unanswered instead of refused. A linking
+            // gateway offers one of its session tickets with every attempt and spends it
+            // either way: refused, its attempts during the drain would use up its tickets
+            // and the re-link to a successor on this address would need a full handshake.
+            // Unanswered, its pending attempt completes with the successor and resumes.
+            endpoint.set_server_config(None);
             let _ = stop_tx.send(true);
             drained.shutdown().await;
             while tasks.join_next().await.is_some() {}

@@ -401,6 +401,16 @@ async fn a_restarted_gateway_resumes_its_links_without_a_full_handshake() {
         let (west, east, full, relinked) = restart_east(b"east key", vec![gateway_identity()], true).await;
         let m = west.link().metrics();
         assert_eq!(m.reconnects.load(Ordering::Relaxed), 1);
+        // Every attempt offers one of east's tickets and spends it: the east that was going
+        // away must not have refused any (it leaves them unanswered), or a few refusals
+        // during its drain would use the tickets up.
+        let failed: Vec<u64> = LinkFailure::ALL.iter().map(|k| m.failures(*k)).collect();
+        assert_eq!(
+            failed,
+            [0; LinkFailure::ALL.len()],
+            "no re-link attempt failed (last error: {:?})",
+            m.last_error()
+        );
         echo_round_trip(west.egress[0], b"after the restart").await;
         assert_eq!(
             m.resumed.load(Ordering::Relaxed),

@@ -329,7 +329,8 @@ mod tests {
         let wait_for = |want: Vec<i64>| {
             let store = store.clone();
             async move {
-                for _ in 0..100 {
+                // Up to 10 s: the store syncs every write to disk.
+                for _ in 0..500 {
                     if weights(store.clone()).await == want {
                         return;
                     }

@@ -246,13 +246,22 @@ fn assert_share(v2: usize, n: usize, want: f64) {
 async fn seed_04_trafficsplit_canary_splits_90_10() {
     let t = canary(1).await;
     t.c.apply(&seed("04-trafficsplit-canary.yaml")).await;
-    // The split reaches the client's policy and profile watches.
+    // The split reaches the client's policy and profile watches. Before it does, the
+    // `myapp` Service balances over both pods, so only the split's own backend authority
+    // in the client's metrics shows it is in use.
     assert!(
-        eventually(Duration::from_secs(10), async || split(&t.client, "/", 20)
-            .await
-            .1
-            > 0)
-        .await
+        eventually(Duration::from_secs(10), async || {
+            split(&t.client, "/", 20).await;
+            let m = t.client.metrics().await;
+            metric(
+                &m,
+                "request_total",
+                &[("authority", "myapp-v1.production.svc.cluster.local:80")],
+            )
+            .is_some()
+        })
+        .await,
+        "the split's backends carry requests"
     );
     let (v1, v2) = split(&t.client, "/", 2000).await;
     assert_eq!(v1 + v2, 2000);
@@ -650,17 +659,15 @@ async fn seed_10_deny_by_default_allows_only_frontend_and_follows_changes() {
     t.c.apply(&deny_by_default()).await;
     let mut fe = h1_client(t.frontend.bound.outbound).await;
     let mut web = h1_client(t.web.bound.outbound).await;
+    // While the manifest's objects arrive one by one, the Server may briefly stand without
+    // its authorization and deny frontend too: wait for both answers of the final policy.
     assert!(
-        eventually(Duration::from_secs(10), async || get(
-            &mut web,
-            &format!("{API}:80"),
-            "/",
-            &[]
-        )
-        .await
-        .0 == 403)
+        eventually(Duration::from_secs(10), async || {
+            get(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 403
+                && get(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200
+        })
         .await,
-        "web is denied"
+        "web is denied and frontend allowed"
     );
     for _ in 0..5 {
         let (s, h, body) = get(&mut fe, &format!("{API}:80"), "/", &[]).await;
@@ -732,21 +739,26 @@ async fn seed_09_server_authorizations_admit_their_clients() {
         .await;
     let mut fe = h1_client(t.frontend.bound.outbound).await;
     let mut web = h1_client(t.web.bound.outbound).await;
+    // While the manifest's objects arrive one by one, the Server may briefly stand with
+    // only some of its authorizations: wait until every client is admitted, then count
+    // denials from there on.
     assert!(
         eventually(Duration::from_secs(10), async || {
             let m = t.server.metrics().await;
-            get(&mut fe, &format!("{API}:80"), "/", &[]).await;
-            metric(
-                &m,
-                "inbound_http_authz_allow_total",
-                &[("srv_name", "myapp-server")],
-            )
-            .is_some()
+            let fe_ok = get(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200;
+            let web_ok = get(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 200;
+            fe_ok
+                && web_ok
+                && metric(
+                    &m,
+                    "inbound_http_authz_allow_total",
+                    &[("srv_name", "myapp-server")],
+                )
+                .is_some()
         })
-        .await
+        .await,
+        "frontend and web are admitted"
     );
-    // (While the manifest's objects arrive one by one, the Server may briefly stand
-    // without its authorizations; count denials from here on.)
     let denied = |m: &str| metric(m, "inbound_http_authz_deny_total", &[]).unwrap_or(0.0);
     let allowed = |m: &str| -> f64 {
         m.lines()

@@ -36,7 +36,7 @@ async fn still_serves(client: SocketAddr) {
 async fn bad_input_is_refused_and_the_proxy_keeps_serving() {
     let cluster = Cluster::start(Duration::from_secs(3600)).await;
     cluster.myapp_service().await;
-    let (c, s) = (ip("127.43.1.2"), ip("127.43.1.3"));
+    let (c, s) = (ip("127.45.1.2"), ip("127.45.1.3"));
     cluster.pod("web-1", "web", "web", c, true).await;
     cluster.pod("myapp-1", "myapp", "myapp", s, true).await;
     http_app((s, 8080).into(), "myapp-1").await;
@@ -141,7 +141,7 @@ async fn bad_input_is_refused_and_the_proxy_keeps_serving() {
     let (status, headers, _) = h1_get(&mut h, &out.to_string(), "/loop").await;
     assert_eq!(status, 502, "{headers:?}");
     assert!(headers.contains_key("l5d-proxy-error"), "{headers:?}");
-    let unknown = format!("127.43.1.9:{}", out.port());
+    let unknown = format!("127.45.1.9:{}", out.port());
     let (status, _, _) = h1_get(&mut h, &unknown, "/unknown-closed-port").await;
     assert_eq!(status, 502);
     drop(h);

@@ -1,6 +1,11 @@
 //! Test support: a real controller (in process, local store, port 0), pods made of an
 //! application and a real `strait_proxy::run` in explicit mode on their own 127.x
 //! address, and small HTTP helpers. Every wait is bounded.
+//!
+//! Proxies bind fixed ports (4140, 4143, 4191) on their pod's address, and nextest runs the
+//! test files at the same time, so each file keeps to its own addresses: `pair` 127.41,
+//! `discovery` 127.42, `policy` 127.43 (and 127.44.11), `identity` 127.44.1–4, `robustness`
+//! 127.45; the workspace's `cross_cluster` test uses 127.46 and `bench gateway` 127.47.
 
 #![allow(dead_code)]
 

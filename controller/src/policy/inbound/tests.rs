@@ -294,7 +294,7 @@ async fn watch_port_follows_policy_changes() {
     };
     // The index fills asynchronously: wait (bounded) until it knows the pod.
     let mut stream = None;
-    for _ in 0..50 {
+    for _ in 0..500 {
         match client
             .watch_port(spec(r#"{"ns":"production","pod":"myapp-1"}"#))
             .await
@@ -309,7 +309,7 @@ async fn watch_port_follows_policy_changes() {
             Err(e) => panic!("{e}"),
         }
     }
-    let mut stream = stream.expect("the pod becomes known within a second");
+    let mut stream = stream.expect("the pod becomes known within 10 s");
     assert_eq!(next(&mut stream).await.labels["name"], "all-unauthenticated");
     store
         .apply(objects(include_str!(
