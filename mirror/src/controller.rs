@@ -349,6 +349,11 @@ pub async fn run_link<R: Store, L: Store>(
     let reconnect = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(reconnect);
     let mut waiting = false;
+    // The Pod watch fails and comes back on its own, without touching the Services'
+    // readiness.
+    let pod_reconnect = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(pod_reconnect);
+    let mut pod_waiting = false;
     let mut lw = LocalWatches {
         namespaces: Some(local.watch::<Namespace>()),
         services: Some(local.watch::<Service>()),
@@ -389,10 +394,18 @@ pub async fn run_link<R: Store, L: Store>(
                         connected = true;
                         remote_services.remove(&key_of(&s));
                     }
+                    // A failed watch is dropped and opened again: a new watch starts with
+                    // the whole current set, the only event that proves the mirrors are in
+                    // step again (a watch may go on after an error without one, and
+                    // nothing else would make them ready while nothing changes remotely).
                     Some(Err(e)) => {
-                        tracing::warn!(cluster = %link.target_cluster, error = %e, "target cluster watch failed");
+                        tracing::warn!(cluster = %link.target_cluster, error = %e, "target cluster watch failed; re-watching");
                         last_error = Some(format!("target cluster {}: {e}", link.target_cluster));
                         connected = false;
+                        remote_watch = None;
+                        reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
+                        retry = (retry * 2).min(MAX_RETRY);
+                        waiting = true;
                     }
                     None => {
                         tracing::warn!(cluster = %link.target_cluster, "target cluster watch ended; re-watching");
@@ -409,9 +422,10 @@ pub async fn run_link<R: Store, L: Store>(
             () = &mut reconnect, if waiting => {
                 waiting = false;
                 remote_watch = Some(remote.watch::<Service>());
-                if wants_pods && pod_watch.is_none() {
-                    pod_watch = Some(remote.watch::<Pod>());
-                }
+            }
+            () = &mut pod_reconnect, if pod_waiting => {
+                pod_waiting = false;
+                pod_watch = Some(remote.watch::<Pod>());
             }
             ev = next_of(&mut pod_watch) => {
                 match ev {
@@ -420,11 +434,19 @@ pub async fn run_link<R: Store, L: Store>(
                     }
                     Some(Ok(WatchEvent::Applied(p))) => { remote_pods.insert(pod_key(&p), p); }
                     Some(Ok(WatchEvent::Deleted(p))) => { remote_pods.remove(&pod_key(&p)); }
+                    // Dropped and opened again after a pause, as the Services' watch is
+                    // (the pods known so far stay until the new watch's first list).
                     Some(Err(e)) => {
-                        tracing::debug!(cluster = %link.target_cluster, error = %e, "target cluster pod watch failed");
+                        tracing::debug!(cluster = %link.target_cluster, error = %e, "target cluster pod watch failed; re-watching");
+                        pod_watch = None;
+                        pod_reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
+                        pod_waiting = true;
                     }
-                    // Re-watched with the Services.
-                    None => pod_watch = None,
+                    None => {
+                        pod_watch = None;
+                        pod_reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
+                        pod_waiting = true;
+                    }
                 }
                 dirty = true;
             }

@@ -263,6 +263,90 @@ impl Store for Flaky {
     }
 }
 
+/// A target whose first Service watch, once `fire` is set, reports one error and then goes
+/// on without a new list, as a Kubernetes watcher that resumes from its last resource
+/// version does. Counts the Service watches opened.
+#[derive(Clone)]
+struct Blip {
+    inner: LocalStore,
+    fire: std::sync::Arc<watch::Sender<bool>>,
+    service_watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for Blip {
+    async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        self.inner.get(namespace, name).await
+    }
+    async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
+        self.inner.list(namespace).await
+    }
+    fn watch<K: Kind>(&self) -> futures::stream::BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        let inner = self.inner.watch::<K>();
+        if K::ID != KindId::Service
+            || self
+                .service_watches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                > 0
+        {
+            return inner;
+        }
+        let mut fired = self.fire.subscribe();
+        let error = futures::stream::once(async move {
+            let _ = fired.wait_for(|f| *f).await;
+            Err(StoreError::Corrupt {
+                path: "east".into(),
+                detail: "watch stream interrupted".into(),
+            })
+        });
+        // The first list, then the error as soon as it fires, then the rest of the watch.
+        let mut inner = inner;
+        futures::stream::once(async move {
+            let first = inner.next().await;
+            (first, inner, error)
+        })
+        .flat_map(|(first, rest, error)| {
+            futures::stream::iter(first).chain(futures::stream::select(error, rest))
+        })
+        .boxed()
+    }
+    async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        self.inner.apply(objects).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_watch_error_without_a_new_list_leaves_no_mirror_not_ready() {
+    let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
+    ns(&east, "production").await;
+    ns(&west, "production").await;
+    put(&east, remote("production", "a", Some("true"), "1")).await;
+    let blip = Blip {
+        inner: east.clone(),
+        fire: std::sync::Arc::new(watch::channel(false).0),
+        service_watches: Default::default(),
+    };
+    let run = start(blip.clone(), west.clone());
+    run.health.send_replace(alive(true));
+    eventually("a ready mirror", async || {
+        slice_ready(&west, "production", "a-east-gateway").await == Some(true)
+    })
+    .await;
+    // The watch fails once and goes on; nothing changes in east after that, so only a new
+    // watch's list can make the mirror ready again.
+    blip.fire.send_replace(true);
+    eventually("the watch opened again and the mirror ready", async || {
+        blip.service_watches.load(std::sync::atomic::Ordering::SeqCst) >= 2
+            && slice_ready(&west, "production", "a-east-gateway").await == Some(true)
+            && run.report.borrow().remote_connected
+    })
+    .await;
+    run.stop.send(()).unwrap();
+    run.task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_dropped_link_keeps_mirrors_not_ready_and_resyncs_atomically() {
     let (east, west) = (LocalStore::in_memory(), LocalStore::in_memory());
