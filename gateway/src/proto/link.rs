@@ -375,7 +375,10 @@ impl Link {
                 outstanding,
                 ..
             } => Some(match outstanding {
-                Some((_, sent)) => (sent + self.config.probe_timeout).min(next_probe),
+                // The next probe waits for this one's answer or timeout: a probe period
+                // shorter than the timeout (Linkerd's Link allows it) must not make a past
+                // `next_probe` due again and again.
+                Some((_, sent)) => sent + self.config.probe_timeout,
                 None => next_probe,
             }),
             State::Idle | State::Closed => None,
@@ -544,6 +547,40 @@ mod tests {
         link.start(t0);
         link.handle_connected(t0);
         link
+    }
+
+    #[test]
+    fn a_slow_probe_with_a_period_shorter_than_its_timeout_is_awaited_not_polled() {
+        let t0 = Instant::now();
+        let mut link = Link::new(
+            LinkConfig {
+                probe_interval: ms(100),
+                probe_timeout: ms(300),
+                ..config()
+            },
+            7,
+        );
+        link.start(t0);
+        link.handle_connected(t0);
+        drain_actions(&mut link);
+        // The first probe went at once; its successor is due at 100 ms, but waits for it.
+        link.handle_timeout(t0 + ms(150));
+        assert_eq!(
+            drain_actions(&mut link),
+            vec![],
+            "no second probe while one is out"
+        );
+        assert_eq!(
+            link.poll_timeout(),
+            Some(t0 + ms(300)),
+            "the next wake-up is the outstanding probe's timeout, not the past due time"
+        );
+        link.handle_probe_answered(t0 + ms(200), 0);
+        assert_eq!(
+            link.poll_timeout(),
+            Some(t0 + ms(100)),
+            "a late answer lets the next probe go at once"
+        );
     }
 
     #[test]
