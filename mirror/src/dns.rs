@@ -1,27 +1,39 @@
-//! Cluster DNS of local mode: `<svc>.<ns>.svc.<cluster-domain>` → the Service's cluster
-//! IPs (A and AAAA), mirrors included, from a [`Store`]; NXDOMAIN for other names in the
-//! cluster domain; REFUSED for names outside it (this server is authoritative for the
-//! cluster domain only). In Kubernetes mode mirrors are real Services and the cluster's
-//! own DNS serves them.
+//! Cluster DNS of local mode, after the Kubernetes DNS specification, from a [`Store`]
+//! (mirrors included):
 //!
-//! [`DnsIndex`] holds the answers (fed by [`run_index`] from a Service watch); the
-//! hickory [`ClusterDns`] handler only reads it.
+//! - `<svc>.<ns>.svc.<domain>`: A and AAAA of the Service's cluster IPs; for a headless
+//!   Service, of its ready endpoints' addresses. SRV: one record per port, whose target is
+//!   the Service (or, headless, each ready endpoint's own name).
+//! - `_<port>._<proto>.<svc>.<ns>.svc.<domain>`: SRV of the named port.
+//! - `<hostname>.<svc>.<ns>.svc.<domain>`: a headless Service's endpoint, by the hostname
+//!   its EndpointSlice gives it, or by its address with dashes (`10-0-0-5`).
+//! - `<a-b-c-d>.<ns>.pod.<domain>`: A (or AAAA) of a pod of that namespace with that IP
+//!   (only pods that exist: CoreDNS's `pods verified`).
+//!
+//! Other names in the cluster domain get NXDOMAIN; names outside it are REFUSED (this
+//! server is authoritative for the cluster domain only). In Kubernetes mode mirrors are
+//! real Services and the cluster's own DNS serves them.
+//!
+//! [`DnsIndex`] holds the answers (fed by [`run_index`] from Service, EndpointSlice and Pod
+//! watches); the hickory [`ClusterDns`] handler only reads it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA};
-use hickory_server::proto::rr::{RData, Record, RecordType};
+use hickory_server::proto::rr::rdata::{A, AAAA, SRV};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use k8s_openapi::api::core::v1::Service;
-use strait_api::{Store, StoreError, WatchEvent};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use strait_api::{Kind, Store, StoreError, WatchEvent};
 
 /// TTL of answers: short, so a new mirror or a changed IP is seen quickly.
 pub const TTL: u32 = 5;
@@ -29,27 +41,94 @@ pub const TTL: u32 = 5;
 /// What a name resolves to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// The name exists: its addresses of the asked type (maybe none).
-    Found(Vec<IpAddr>),
+    /// The name exists: its records of the asked type (maybe none).
+    Found(Vec<Rec>),
     /// A name in the cluster domain that does not exist.
     NxDomain,
     /// Not in the cluster domain.
     Refused,
 }
 
-/// Cluster IPs by Service `(namespace, name)`.
-type Addresses = BTreeMap<(String, String), Vec<IpAddr>>;
-
-/// The Services' addresses, by `(namespace, name)`.
-#[derive(Clone, Default)]
-pub struct DnsIndex {
-    inner: Arc<RwLock<Addresses>>,
+/// One record of an answer, owned by the name asked.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Rec {
+    /// An A or AAAA record.
+    Addr(IpAddr),
+    /// An SRV record (priority 0).
+    Srv {
+        /// Relative weight among the records of the answer.
+        weight: u16,
+        /// The port.
+        port: u16,
+        /// The fully qualified target, with the final dot.
+        target: String,
+    },
 }
 
-fn addresses(svc: &Service) -> Vec<IpAddr> {
+/// A port of a Service or an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Port {
+    /// The port's name (maybe empty).
+    name: String,
+    /// `tcp`, `udp` or `sctp`.
+    protocol: String,
+    number: u16,
+}
+
+#[derive(Debug, Default)]
+struct Svc {
+    ips: Vec<IpAddr>,
+    headless: bool,
+    ports: Vec<Port>,
+}
+
+/// An endpoint of a Service, from its EndpointSlices.
+#[derive(Debug, Clone)]
+struct Ep {
+    ip: IpAddr,
+    hostname: Option<String>,
+    ready: bool,
+}
+
+#[derive(Debug, Default)]
+struct Slice {
+    /// `(namespace, Service)` it belongs to.
+    service: (String, String),
+    endpoints: Vec<Ep>,
+    ports: Vec<Port>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    services: BTreeMap<(String, String), Svc>,
+    /// By `(namespace, slice name)`.
+    slices: BTreeMap<(String, String), Slice>,
+    /// Pod IPs by `(namespace, pod name)`.
+    pods: BTreeMap<(String, String), Vec<IpAddr>>,
+}
+
+/// The cluster's names: Services, their endpoints and pods.
+#[derive(Clone, Default)]
+pub struct DnsIndex {
+    inner: Arc<RwLock<State>>,
+}
+
+fn ports<'a>(it: impl Iterator<Item = (Option<&'a String>, Option<&'a String>, Option<i32>)>) -> Vec<Port> {
+    it.filter_map(|(name, protocol, number)| {
+        Some(Port {
+            name: name.cloned().unwrap_or_default().to_ascii_lowercase(),
+            protocol: protocol.map_or("tcp".into(), |p| p.to_ascii_lowercase()),
+            number: u16::try_from(number?).ok()?,
+        })
+    })
+    .collect()
+}
+
+fn service_entry(svc: &Service) -> Svc {
     let Some(spec) = svc.spec.as_ref() else {
-        return Vec::new();
+        return Svc::default();
     };
+    let headless = spec.cluster_ip.as_deref() == Some("None");
     let mut ips: Vec<IpAddr> = spec
         .cluster_ips
         .iter()
@@ -59,31 +138,214 @@ fn addresses(svc: &Service) -> Vec<IpAddr> {
         .collect();
     ips.sort();
     ips.dedup();
+    let ports = ports(
+        spec.ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_ref(), p.protocol.as_ref(), Some(p.port))),
+    );
+    Svc { ips, headless, ports }
+}
+
+fn slice_entry(slice: &EndpointSlice) -> Option<Slice> {
+    let ns = slice.metadata.namespace.clone().unwrap_or_default();
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?
+        .clone();
+    let endpoints = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| {
+            // Kubernetes: an unknown readiness means ready.
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let hostname = e.hostname.as_ref().map(|h| h.to_ascii_lowercase());
+            e.addresses.iter().filter_map(move |a| {
+                Some(Ep {
+                    ip: a.parse().ok()?,
+                    hostname: hostname.clone(),
+                    ready,
+                })
+            })
+        })
+        .collect();
+    let ports = ports(
+        slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_ref(), p.protocol.as_ref(), p.port)),
+    );
+    Some(Slice {
+        service: (ns, service.to_ascii_lowercase()),
+        endpoints,
+        ports,
+    })
+}
+
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
     ips
 }
 
-fn key(svc: &Service) -> (String, String) {
+fn key<K: Kind>(o: &K) -> (String, String) {
+    let m = o.metadata();
     (
-        svc.metadata.namespace.clone().unwrap_or_default(),
-        svc.metadata.name.clone().unwrap_or_default(),
+        m.namespace.clone().unwrap_or_default().to_ascii_lowercase(),
+        m.name.clone().unwrap_or_default().to_ascii_lowercase(),
     )
 }
 
-impl DnsIndex {
-    /// Applies one watch event.
-    pub fn on_service(&self, ev: WatchEvent<Service>) {
-        let mut map = self.inner.write().expect("dns index lock");
-        match ev {
-            WatchEvent::Restarted(all) => {
-                *map = all.iter().map(|s| (key(s), addresses(s))).collect();
+/// Applies one watch event of kind `K` to `map`, each object made an entry by `entry`.
+fn apply<K: Kind, V>(
+    map: &mut BTreeMap<(String, String), V>,
+    ev: WatchEvent<K>,
+    entry: impl Fn(&K) -> Option<V>,
+) {
+    match ev {
+        WatchEvent::Restarted(all) => {
+            *map = all.iter().filter_map(|o| Some((key(o), entry(o)?))).collect();
+        }
+        WatchEvent::Applied(o) => match entry(&o) {
+            Some(v) => {
+                map.insert(key(&o), v);
             }
-            WatchEvent::Applied(s) => {
-                map.insert(key(&s), addresses(&s));
+            None => {
+                map.remove(&key(&o));
             }
-            WatchEvent::Deleted(s) => {
-                map.remove(&key(&s));
+        },
+        WatchEvent::Deleted(o) => {
+            map.remove(&key(&o));
+        }
+    }
+}
+
+/// The name of an endpoint under its headless Service: its hostname, or its address
+/// with dashes.
+fn endpoint_label(ep: &Ep) -> String {
+    ep.hostname
+        .clone()
+        .unwrap_or_else(|| ep.ip.to_string().replace(['.', ':'], "-"))
+}
+
+/// `a-b-c-d` (or an IPv6 address with dashes for colons) as an address.
+fn dashed_ip(label: &str) -> Option<IpAddr> {
+    if let Ok(v4) = label.replace('-', ".").parse::<Ipv4Addr>() {
+        return Some(v4.into());
+    }
+    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::from)
+}
+
+fn addr_of(qtype: RecordType, ip: IpAddr) -> Option<Rec> {
+    match (qtype, ip) {
+        (RecordType::A, IpAddr::V4(_)) | (RecordType::AAAA, IpAddr::V6(_)) => Some(Rec::Addr(ip)),
+        _ => None,
+    }
+}
+
+/// SRV records with weights shared out as CoreDNS does (100 split evenly).
+fn srv(targets: Vec<(u16, String)>) -> Vec<Rec> {
+    let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(1).max(1);
+    targets
+        .into_iter()
+        .map(|(port, target)| Rec::Srv { weight, port, target })
+        .collect()
+}
+
+impl State {
+    fn ready_endpoints(&self, ns: &str, svc: &str) -> Vec<(&Ep, &[Port])> {
+        let mut out: Vec<(&Ep, &[Port])> = Vec::new();
+        for slice in self.slices.values() {
+            if slice.service.0 == ns && slice.service.1 == svc {
+                for ep in slice.endpoints.iter().filter(|e| e.ready) {
+                    out.push((ep, &slice.ports));
+                }
             }
         }
+        out
+    }
+
+    /// The records of Service `svc` in `ns` for `qtype`, SRV limited to the ports `port`
+    /// accepts.
+    fn service_records(
+        &self,
+        svc: &Svc,
+        (ns, name): (&str, &str),
+        domain: &str,
+        qtype: RecordType,
+        port: impl Fn(&Port) -> bool,
+    ) -> Vec<Rec> {
+        let fqdn = format!("{name}.{ns}.svc.{domain}.");
+        match (qtype, svc.headless) {
+            (RecordType::SRV, false) => srv(svc
+                .ports
+                .iter()
+                .filter(|p| port(p))
+                .map(|p| (p.number, fqdn.clone()))
+                .collect()),
+            (RecordType::SRV, true) => {
+                let mut targets: Vec<(u16, String)> = self
+                    .ready_endpoints(ns, name)
+                    .into_iter()
+                    .flat_map(|(ep, ports)| {
+                        let target = format!("{}.{fqdn}", endpoint_label(ep));
+                        ports
+                            .iter()
+                            .filter(|p| port(p))
+                            .map(move |p| (p.number, target.clone()))
+                    })
+                    .collect();
+                targets.sort();
+                targets.dedup();
+                srv(targets)
+            }
+            (_, false) => svc.ips.iter().filter_map(|ip| addr_of(qtype, *ip)).collect(),
+            (_, true) => {
+                let mut ips: Vec<IpAddr> = self.ready_endpoints(ns, name).iter().map(|(e, _)| e.ip).collect();
+                ips.sort();
+                ips.dedup();
+                ips.into_iter().filter_map(|ip| addr_of(qtype, ip)).collect()
+            }
+        }
+    }
+
+    fn knows_namespace(&self, ns: &str) -> bool {
+        self.services.keys().chain(self.pods.keys()).any(|(n, _)| n == ns)
+    }
+}
+
+impl DnsIndex {
+    /// Applies one Service watch event.
+    pub fn on_service(&self, ev: WatchEvent<Service>) {
+        let mut state = self.inner.write().expect("dns index lock");
+        apply(&mut state.services, ev, |s| Some(service_entry(s)));
+    }
+
+    /// Applies one EndpointSlice watch event (slices without a Service are not kept).
+    pub fn on_slice(&self, ev: WatchEvent<EndpointSlice>) {
+        let mut state = self.inner.write().expect("dns index lock");
+        apply(&mut state.slices, ev, slice_entry);
+    }
+
+    /// Applies one Pod watch event.
+    pub fn on_pod(&self, ev: WatchEvent<Pod>) {
+        let mut state = self.inner.write().expect("dns index lock");
+        apply(&mut state.pods, ev, |p| Some(pod_ips(p)));
     }
 
     /// Answers `name` (any case, with or without the final dot) for `qtype` under `domain`.
@@ -100,41 +362,108 @@ impl DnsIndex {
             return Answer::Refused;
         };
         let labels: Vec<&str> = local.split('.').collect();
-        let map = self.inner.read().expect("dns index lock");
+        let state = self.inner.read().expect("dns index lock");
+        let service = |ns: &str, svc: &str| state.services.get(&(ns.to_string(), svc.to_string()));
         match labels.as_slice() {
-            // The zone itself, `svc.<domain>` and `<ns>.svc.<domain>` exist (no records).
-            [""] | ["svc"] => Answer::Found(Vec::new()),
-            [ns, "svc"] if map.keys().any(|(n, _)| n == ns) => Answer::Found(Vec::new()),
-            [svc, ns, "svc"] => match map.get(&(ns.to_string(), svc.to_string())) {
-                Some(ips) => Answer::Found(
-                    ips.iter()
-                        .copied()
-                        .filter(|ip| match qtype {
-                            RecordType::A => ip.is_ipv4(),
-                            RecordType::AAAA => ip.is_ipv6(),
-                            _ => false,
-                        })
-                        .collect(),
-                ),
+            // The zone itself, `svc.<domain>`, `pod.<domain>`, and a namespace under either
+            // exist (no records).
+            [""] | ["svc"] | ["pod"] => Answer::Found(Vec::new()),
+            [ns, "svc" | "pod"] if state.knows_namespace(ns) => Answer::Found(Vec::new()),
+            [svc, ns, "svc"] => match service(ns, svc) {
+                Some(s) => Answer::Found(state.service_records(s, (ns, svc), &domain, qtype, |_| true)),
                 None => Answer::NxDomain,
+            },
+            [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
+                let (port, proto) = (&port[1..], &proto[1..]);
+                let matches = |p: &Port| p.name == port && p.protocol == proto;
+                match service(ns, svc) {
+                    Some(s) if s.ports.iter().any(matches) => {
+                        let records = state.service_records(s, (ns, svc), &domain, qtype, matches);
+                        Answer::Found(if qtype == RecordType::SRV {
+                            records
+                        } else {
+                            Vec::new()
+                        })
+                    }
+                    _ => Answer::NxDomain,
+                }
+            }
+            [host, svc, ns, "svc"] => match service(ns, svc) {
+                Some(s) if s.headless => {
+                    let eps = state.ready_endpoints(ns, svc);
+                    let mine: Vec<IpAddr> = eps
+                        .iter()
+                        .filter(|(e, _)| endpoint_label(e) == *host)
+                        .map(|(e, _)| e.ip)
+                        .collect();
+                    if mine.is_empty() {
+                        Answer::NxDomain
+                    } else {
+                        Answer::Found(mine.into_iter().filter_map(|ip| addr_of(qtype, ip)).collect())
+                    }
+                }
+                _ => Answer::NxDomain,
+            },
+            [dashed, ns, "pod"] => match dashed_ip(dashed) {
+                Some(ip)
+                    if state
+                        .pods
+                        .iter()
+                        .any(|((n, _), ips)| n == ns && ips.contains(&ip)) =>
+                {
+                    Answer::Found(addr_of(qtype, ip).into_iter().collect())
+                }
+                _ => Answer::NxDomain,
             },
             _ => Answer::NxDomain,
         }
     }
 }
 
-/// Keeps `index` in step with the Services of `store` until the watch fails; returns the
-/// error (the caller restarts it).
-pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
-    let mut watch = store.watch::<Service>();
-    loop {
-        match watch.next().await {
-            Some(Ok(ev)) => index.on_service(ev),
-            Some(Err(e)) => return e,
-            None => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                watch = store.watch::<Service>();
+/// Watches kind `K` of `store` for ever: a watch that ends is opened again after a pause.
+fn follow<S: Store, K: Kind>(store: S) -> BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+    futures::stream::unfold((store, None), |(store, current)| async move {
+        let mut watch: BoxStream<'static, Result<WatchEvent<K>, StoreError>> =
+            current.unwrap_or_else(|| store.watch::<K>());
+        loop {
+            match watch.next().await {
+                Some(item) => return Some((item, (store, Some(watch)))),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    watch = store.watch::<K>();
+                }
             }
+        }
+    })
+    .boxed()
+}
+
+enum Change {
+    Service(WatchEvent<Service>),
+    Slice(WatchEvent<EndpointSlice>),
+    Pod(WatchEvent<Pod>),
+}
+
+/// Keeps `index` in step with the Services, EndpointSlices and Pods of `store` until a
+/// watch fails; returns the error (the caller restarts it).
+pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
+    let mut changes = futures::stream::select_all([
+        follow::<S, Service>(store.clone())
+            .map(|e| e.map(Change::Service))
+            .boxed(),
+        follow::<S, EndpointSlice>(store.clone())
+            .map(|e| e.map(Change::Slice))
+            .boxed(),
+        follow::<S, Pod>(store).map(|e| e.map(Change::Pod)).boxed(),
+    ]);
+    loop {
+        match changes.next().await {
+            Some(Ok(Change::Service(ev))) => index.on_service(ev),
+            Some(Ok(Change::Slice(ev))) => index.on_slice(ev),
+            Some(Ok(Change::Pod(ev))) => index.on_pod(ev),
+            Some(Err(e)) => return e,
+            // Each watch is followed for ever; the select never ends.
+            None => std::future::pending::<()>().await,
         }
     }
 }
@@ -183,14 +512,17 @@ impl RequestHandler for ClusterDns {
         let qtype = info.query.query_type();
         let answer = self.index.answer(&self.domain, &name, qtype);
         let records: Vec<Record> = match &answer {
-            Answer::Found(ips) => ips
+            Answer::Found(recs) => recs
                 .iter()
-                .map(|ip| {
-                    let rdata = match ip {
-                        IpAddr::V4(v4) => RData::A(A(*v4)),
-                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                .filter_map(|rec| {
+                    let rdata = match rec {
+                        Rec::Addr(IpAddr::V4(v4)) => RData::A(A(*v4)),
+                        Rec::Addr(IpAddr::V6(v6)) => RData::AAAA(AAAA(*v6)),
+                        Rec::Srv { weight, port, target } => {
+                            RData::SRV(SRV::new(0, *weight, *port, Name::from_ascii(target).ok()?))
+                        }
                     };
-                    Record::from_rdata(info.query.name().into(), TTL, rdata)
+                    Some(Record::from_rdata(info.query.name().into(), TTL, rdata))
                 })
                 .collect(),
             _ => Vec::new(),

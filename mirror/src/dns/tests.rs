@@ -6,7 +6,8 @@ use std::time::Duration;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 use strait_api::store::local::LocalStore;
 use strait_api::{Kind, KindId, ObjectKey, Store};
@@ -35,12 +36,12 @@ fn answers_by_name_type_and_domain() {
         (
             "myapp-east.production.svc.cluster.local.",
             RecordType::A,
-            Answer::Found(vec![ip("10.96.0.10")]),
+            Answer::Found(vec![Rec::Addr(ip("10.96.0.10"))]),
         ),
         (
             "MyApp-East.Production.svc.cluster.local",
             RecordType::A,
-            Answer::Found(vec![ip("10.96.0.10")]),
+            Answer::Found(vec![Rec::Addr(ip("10.96.0.10"))]),
         ),
         (
             "myapp-east.production.svc.cluster.local.",
@@ -50,7 +51,7 @@ fn answers_by_name_type_and_domain() {
         (
             "v6.production.svc.cluster.local.",
             RecordType::AAAA,
-            Answer::Found(vec![ip("fd00::10")]),
+            Answer::Found(vec![Rec::Addr(ip("fd00::10"))]),
         ),
         (
             "headless.production.svc.cluster.local.",
@@ -82,6 +83,205 @@ fn answers_by_name_type_and_domain() {
     index.on_service(WatchEvent::Deleted(service("production", "myapp-east", None)));
     assert_eq!(
         index.answer(d, "myapp-east.production.svc.cluster.local", RecordType::A),
+        Answer::NxDomain
+    );
+}
+
+fn named_ports_service(ns: &str, name: &str, ip: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"clusterIP": ip, "ports": [
+            {"name": "http", "port": 80},
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+        ]},
+    }))
+    .unwrap()
+}
+
+/// A slice of `svc` with (address, hostname, ready) endpoints on port `http` 8080.
+fn slice(ns: &str, name: &str, svc: &str, endpoints: &[(&str, Option<&str>, Option<bool>)]) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints.iter().map(|(ip, host, ready)| json!({
+            "addresses": [ip],
+            "hostname": host,
+            "conditions": {"ready": ready},
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+fn pod(ns: &str, name: &str, ip: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+    }))
+    .unwrap()
+}
+
+fn srv(weight: u16, port: u16, target: &str) -> Rec {
+    Rec::Srv {
+        weight,
+        port,
+        target: target.into(),
+    }
+}
+
+#[test]
+fn srv_headless_services_endpoints_and_pods_follow_the_kubernetes_dns_specification() {
+    let index = DnsIndex::default();
+    index.on_service(WatchEvent::Restarted(vec![
+        named_ports_service("production", "myapp-east", "10.96.0.10"),
+        named_ports_service("production", "db", "None"),
+    ]));
+    index.on_slice(WatchEvent::Restarted(vec![
+        slice(
+            "production",
+            "db-1",
+            "db",
+            &[
+                ("10.1.0.5", Some("db-0"), Some(true)),
+                ("10.1.0.6", None, None),
+                ("10.1.0.7", Some("db-2"), Some(false)),
+            ],
+        ),
+        // A mirror's slice is not what a ClusterIP Service's name answers.
+        slice(
+            "production",
+            "myapp-east-1",
+            "myapp-east",
+            &[("10.9.9.9", None, Some(true))],
+        ),
+    ]));
+    index.on_pod(WatchEvent::Restarted(vec![pod("production", "db-0", "10.1.0.5")]));
+    let d = "cluster.local";
+    let ip = |s: &str| Rec::Addr(s.parse::<IpAddr>().unwrap());
+    let cases = [
+        // A ClusterIP Service: its IP; SRV per port to the Service's own name.
+        (
+            "myapp-east.production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.96.0.10")]),
+        ),
+        (
+            "myapp-east.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::Found(vec![
+                srv(50, 80, "myapp-east.production.svc.cluster.local."),
+                srv(50, 53, "myapp-east.production.svc.cluster.local."),
+            ]),
+        ),
+        (
+            "_http._tcp.myapp-east.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::Found(vec![srv(100, 80, "myapp-east.production.svc.cluster.local.")]),
+        ),
+        (
+            "_dns._udp.myapp-east.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::Found(vec![srv(100, 53, "myapp-east.production.svc.cluster.local.")]),
+        ),
+        (
+            "_http._tcp.myapp-east.production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![]),
+        ),
+        (
+            "_http._udp.myapp-east.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::NxDomain,
+        ),
+        (
+            "_grpc._tcp.myapp-east.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::NxDomain,
+        ),
+        // A headless Service: its ready endpoints (readiness unknown counts as ready).
+        (
+            "db.production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.1.0.5"), ip("10.1.0.6")]),
+        ),
+        (
+            "_http._tcp.db.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::Found(vec![
+                srv(50, 8080, "10-1-0-6.db.production.svc.cluster.local."),
+                srv(50, 8080, "db-0.db.production.svc.cluster.local."),
+            ]),
+        ),
+        (
+            "db-0.db.production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.1.0.5")]),
+        ),
+        (
+            "10-1-0-6.db.production.svc.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.1.0.6")]),
+        ),
+        (
+            "DB-0.db.production.svc.cluster.local.",
+            RecordType::AAAA,
+            Answer::Found(vec![]),
+        ),
+        (
+            "db-2.db.production.svc.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        (
+            "db-9.db.production.svc.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        // Endpoint names exist only under headless Services.
+        (
+            "10-9-9-9.myapp-east.production.svc.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        // Pods: only an IP some pod of the namespace has.
+        (
+            "10-1-0-5.production.pod.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![ip("10.1.0.5")]),
+        ),
+        (
+            "10-1-0-6.production.pod.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        (
+            "10-1-0-5.staging.pod.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        (
+            "not-an-ip.production.pod.cluster.local",
+            RecordType::A,
+            Answer::NxDomain,
+        ),
+        (
+            "production.pod.cluster.local",
+            RecordType::A,
+            Answer::Found(vec![]),
+        ),
+        ("pod.cluster.local", RecordType::A, Answer::Found(vec![])),
+    ];
+    for (name, t, want) in cases {
+        assert_eq!(index.answer(d, name, t), want, "{name} {t}");
+    }
+    // Endpoints follow their slices.
+    index.on_slice(WatchEvent::Deleted(slice("production", "db-1", "db", &[])));
+    assert_eq!(
+        index.answer(d, "db.production.svc.cluster.local", RecordType::A),
+        Answer::Found(vec![])
+    );
+    assert_eq!(
+        index.answer(d, "db-0.db.production.svc.cluster.local", RecordType::A),
         Answer::NxDomain
     );
 }
@@ -174,6 +374,54 @@ async fn serves_mirrors_over_udp_from_a_store() {
             }
         }
     }
+    // A headless Service: SRV over the wire names each ready endpoint, and each name
+    // resolves to its endpoint.
+    store
+        .apply(vec![
+            named_ports_service("production", "db", "None").into_object(),
+            slice(
+                "production",
+                "db-1",
+                "db",
+                &[
+                    ("10.1.0.5", Some("db-0"), Some(true)),
+                    ("10.1.0.7", Some("db-2"), Some(false)),
+                ],
+            )
+            .into_object(),
+        ])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let targets = loop {
+        if let Ok(l) = resolver
+            .lookup("_http._tcp.db.production.svc.cluster.local.", RecordType::SRV)
+            .await
+        {
+            break l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::SRV(srv) => Some((srv.port, srv.target.to_string())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no SRV answer for db");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        targets,
+        vec![(8080, "db-0.db.production.svc.cluster.local.".to_string())]
+    );
+    let l = resolver
+        .lookup_ip("db-0.db.production.svc.cluster.local.")
+        .await
+        .unwrap();
+    assert_eq!(
+        l.iter().collect::<Vec<_>>(),
+        vec!["10.1.0.5".parse::<IpAddr>().unwrap()]
+    );
     stop.send(()).unwrap();
     server.await.unwrap();
     feeder.abort();
