@@ -439,9 +439,9 @@ fn follow<S: Store, K: Kind>(store: S) -> BoxStream<'static, Result<WatchEvent<K
 }
 
 enum Change {
-    Service(WatchEvent<Service>),
-    Slice(WatchEvent<EndpointSlice>),
-    Pod(WatchEvent<Pod>),
+    Service(Box<WatchEvent<Service>>),
+    Slice(Box<WatchEvent<EndpointSlice>>),
+    Pod(Box<WatchEvent<Pod>>),
 }
 
 /// Keeps `index` in step with the Services, EndpointSlices and Pods of `store` until a
@@ -449,18 +449,20 @@ enum Change {
 pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
     let mut changes = futures::stream::select_all([
         follow::<S, Service>(store.clone())
-            .map(|e| e.map(Change::Service))
+            .map(|e| e.map(|e| Change::Service(Box::new(e))))
             .boxed(),
         follow::<S, EndpointSlice>(store.clone())
-            .map(|e| e.map(Change::Slice))
+            .map(|e| e.map(|e| Change::Slice(Box::new(e))))
             .boxed(),
-        follow::<S, Pod>(store).map(|e| e.map(Change::Pod)).boxed(),
+        follow::<S, Pod>(store)
+            .map(|e| e.map(|e| Change::Pod(Box::new(e))))
+            .boxed(),
     ]);
     loop {
         match changes.next().await {
-            Some(Ok(Change::Service(ev))) => index.on_service(ev),
-            Some(Ok(Change::Slice(ev))) => index.on_slice(ev),
-            Some(Ok(Change::Pod(ev))) => index.on_pod(ev),
+            Some(Ok(Change::Service(ev))) => index.on_service(*ev),
+            Some(Ok(Change::Slice(ev))) => index.on_slice(*ev),
+            Some(Ok(Change::Pod(ev))) => index.on_pod(*ev),
             Some(Err(e)) => return e,
             // Each watch is followed for ever; the select never ends.
             None => std::future::pending::<()>().await,
