@@ -112,16 +112,19 @@ impl Identity {
                 .into_iter()
                 .map(CertificateDer::from),
         );
-        self.store
-            .set(chain, PrivateKeyDer::Pkcs8(self.key.clone_key()))
-            .map_err(|e| CertifyError::Certificate(e.to_string()))?;
-        if self.store.identity().as_ref() != Some(&self.name) {
+        // Checked before the store takes it: a certificate for another name must never
+        // replace the one being served.
+        let issued = strait_identity::certificate_identity(&chain[0]);
+        if issued.as_ref() != Some(&self.name) {
             return Err(CertifyError::Certificate(format!(
-                "issued for {:?}, not {}",
-                self.store.identity(),
+                "issued for {}, not {}",
+                issued.as_ref().map_or("no mesh identity", |n| n.as_str()),
                 self.name
             )));
         }
+        self.store
+            .set(chain, PrivateKeyDer::Pkcs8(self.key.clone_key()))
+            .map_err(|e| CertifyError::Certificate(e.to_string()))?;
         Ok(valid_until)
     }
 
@@ -172,6 +175,87 @@ mod tests {
         assert_eq!(
             refresh_in(now, now - Duration::from_secs(5)),
             Duration::from_secs(1)
+        );
+    }
+
+    /// An identity service that issues for the name asked the first time, then for
+    /// `other`.
+    struct Misissuing {
+        issuer: strait_identity::Issuer,
+        other: IdentityName,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl linkerd2_proxy_api::identity::identity_server::Identity for Misissuing {
+        async fn certify(
+            &self,
+            req: tonic::Request<CertifyRequest>,
+        ) -> Result<tonic::Response<linkerd2_proxy_api::identity::CertifyResponse>, tonic::Status> {
+            let r = req.into_inner();
+            let asked: IdentityName = r
+                .identity
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("name"))?;
+            let name = match self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => asked,
+                _ => self.other.clone(),
+            };
+            let cert = self
+                .issuer
+                .issue(
+                    &r.certificate_signing_request,
+                    &name,
+                    Duration::from_secs(3600),
+                    SystemTime::now(),
+                )
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            Ok(tonic::Response::new(
+                linkerd2_proxy_api::identity::CertifyResponse {
+                    leaf_certificate: cert.leaf.to_vec(),
+                    intermediate_certificates: cert.intermediates().iter().map(|c| c.to_vec()).collect(),
+                    valid_until: Some(cert.valid_until.into()),
+                },
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_never_replaces_the_one_served() {
+        let td = strait_identity::TrustDomain::new("cluster.local").unwrap();
+        let (_anchors, issuer) = strait_identity::generate(&td, SystemTime::now()).unwrap();
+        let me = IdentityName::new("web", "production", "cluster.local").unwrap();
+        let other = IdentityName::new("admin", "kube-system", "cluster.local").unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    linkerd2_proxy_api::identity::identity_server::IdentityServer::new(Misissuing {
+                        issuer,
+                        other: other.clone(),
+                        calls: Default::default(),
+                    }),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let token = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(token.path(), "token").unwrap();
+        let store = CertStore::new();
+        let mut identity = Identity::new(me.clone(), token.path().into(), channel, store.clone()).unwrap();
+        identity.certify().await.unwrap();
+        assert_eq!(store.identity(), Some(me.clone()));
+        let e = identity.certify().await.unwrap_err();
+        assert!(e.to_string().contains(other.as_str()), "{e}");
+        assert_eq!(
+            store.identity(),
+            Some(me),
+            "the first certificate is still served"
         );
     }
 
