@@ -178,6 +178,27 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status a gRPC caller sees for this error, as linkerd2-proxy answers:
+    /// `DEADLINE_EXCEEDED` for a timeout, `INTERNAL` for a request the proxy cannot
+    /// forward, `UNAVAILABLE` otherwise.
+    pub fn grpc_code(&self) -> u32 {
+        match self.status() {
+            StatusCode::GATEWAY_TIMEOUT => 4,
+            StatusCode::BAD_REQUEST => 13,
+            _ => 14,
+        }
+    }
+
+    /// The response a client sees: for a gRPC request (`grpc`), a trailers-only gRPC
+    /// answer ([`grpc_response`]); otherwise the HTTP status ([`ProxyError::response`]).
+    pub fn response_for(&self, grpc: bool) -> Response<RspBody> {
+        if grpc {
+            grpc_response(self.grpc_code(), &self.to_string())
+        } else {
+            self.response()
+        }
+    }
+
     /// The response a client sees, with `l5d-proxy-error`.
     pub fn response(&self) -> Response<RspBody> {
         let msg = self.to_string();
@@ -190,6 +211,34 @@ impl ProxyError {
             .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         rsp
     }
+}
+
+/// Whether a request is gRPC, by its content type.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A trailers-only gRPC answer, as linkerd2-proxy gives a gRPC caller in place of an
+/// HTTP error: 200, `grpc-status` `code`, `grpc-message` and `l5d-proxy-error` `msg`,
+/// and no body (a gRPC client reads the status from the headers only when the stream
+/// ends with them).
+pub fn grpc_response(code: u32, msg: &str) -> Response<RspBody> {
+    let mut rsp = Response::new(Either::Right(Full::default()));
+    let h = rsp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+        h.insert("grpc-status", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(msg) {
+        h.insert("grpc-message", v.clone());
+        h.insert(PROXY_ERROR, v);
+    }
+    rsp
 }
 
 /// Dials endpoints: TCP, then mTLS verifying the expected identity, then the header.
@@ -775,6 +824,48 @@ pub fn session_for(wire: Wire) -> Option<SessionProtocol> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_callers_get_trailers_only_statuses_others_http_errors() {
+        use hyper::body::Body as _;
+        let mut grpc = http::HeaderMap::new();
+        grpc.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&grpc));
+        assert!(!is_grpc(&http::HeaderMap::new()));
+        let cases = [
+            (
+                ProxyError::Timeout(Duration::from_secs(1)),
+                StatusCode::GATEWAY_TIMEOUT,
+                "4",
+            ),
+            (
+                ProxyError::NoEndpoints("myapp:80".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "14",
+            ),
+            (
+                ProxyError::BadRequest("no authority".into()),
+                StatusCode::BAD_REQUEST,
+                "13",
+            ),
+        ];
+        for (e, http_status, grpc_status) in cases {
+            let rsp = e.response_for(true);
+            assert_eq!(rsp.status(), StatusCode::OK, "{e}");
+            assert_eq!(rsp.headers()["grpc-status"], grpc_status, "{e}");
+            assert_eq!(rsp.headers()["content-type"], "application/grpc", "{e}");
+            assert_eq!(rsp.headers()[PROXY_ERROR], e.to_string().as_str(), "{e}");
+            assert_eq!(rsp.headers()["grpc-message"], e.to_string().as_str(), "{e}");
+            assert!(rsp.body().is_end_stream(), "trailers-only: no body ({e})");
+            let rsp = e.response_for(false);
+            assert_eq!(rsp.status(), http_status, "{e}");
+            assert!(rsp.headers().get("grpc-status").is_none(), "{e}");
+            assert!(!rsp.body().is_end_stream(), "{e}");
+        }
+    }
 
     #[test]
     fn http1_requests_travel_as_http2_and_come_back() {

@@ -132,31 +132,18 @@ pub struct Inbound {
 /// `PERMISSION_DENIED` / `UNIMPLEMENTED` for gRPC requests.
 fn refused_response(r: &RequestDenied, req: &Request<Incoming>) -> Response<RspBody> {
     let msg = r.denied.to_string();
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if crate::client::is_grpc(req.headers()) {
+        let code = if r.status == http::StatusCode::NOT_FOUND {
+            12
+        } else {
+            7
+        };
+        return crate::client::grpc_response(code, &msg);
+    }
     let mut rsp = Response::new(Either::Right(http_body_util::Full::new(bytes::Bytes::from(
         format!("{msg}\n"),
     ))));
-    if grpc {
-        let code = if r.status == http::StatusCode::NOT_FOUND {
-            "12"
-        } else {
-            "7"
-        };
-        rsp.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static(code));
-        rsp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        if let Ok(v) = http::HeaderValue::from_str(&msg) {
-            rsp.headers_mut().insert("grpc-message", v);
-        }
-    } else {
-        *rsp.status_mut() = r.status;
-    }
+    *rsp.status_mut() = r.status;
     if let Ok(v) = http::HeaderValue::from_str(&msg) {
         rsp.headers_mut().insert(crate::client::PROXY_ERROR, v);
     }
@@ -475,6 +462,7 @@ impl Inbound {
                     stats.response(rsp.status().as_u16(), false, start.elapsed());
                     return Ok::<_, Infallible>(rsp);
                 }
+                let grpc = crate::client::is_grpc(req.headers());
                 let rsp: Response<RspBody> = match app.send(req).await {
                     Ok(rsp) => {
                         let ok = !rsp.status().is_server_error()
@@ -486,7 +474,7 @@ impl Inbound {
                         rsp.map(Either::Left)
                     }
                     Err(e) => {
-                        let rsp = e.response();
+                        let rsp = e.response_for(grpc);
                         stats.response(rsp.status().as_u16(), false, start.elapsed());
                         rsp
                     }

@@ -631,6 +631,7 @@ impl Outbound {
         req: Request<Incoming>,
         app: Wire,
     ) -> Response<RspBody> {
+        let grpc = crate::client::is_grpc(req.headers());
         if let Some(policy) = self.policy_of(l).await {
             let mut req = req;
             return match self.plan(l, &policy, &mut req).await {
@@ -643,19 +644,26 @@ impl Outbound {
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
             Pick::Endpoint(ep) => match self.connected(&concrete, ep, app, |_| true).await {
                 Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
-                Err(e) => return self.error(&l.stats, start, e),
+                Err(e) => return self.error(&l.stats, start, grpc, e),
             },
             Pick::Unknown => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,
-                    Err(e) => return self.error(&l.stats, start, e),
+                    Err(e) => return self.error(&l.stats, start, grpc, e),
                 };
                 (client, l.stats.clone(), None)
             }
             Pick::NoEndpoints => {
-                return self.error(&l.stats, start, ProxyError::NoEndpoints(l.authority.clone()));
+                return self.error(
+                    &l.stats,
+                    start,
+                    grpc,
+                    ProxyError::NoEndpoints(l.authority.clone()),
+                );
             }
-            Pick::Pending => return self.error(&l.stats, start, ProxyError::Discovery(l.authority.clone())),
+            Pick::Pending => {
+                return self.error(&l.stats, start, grpc, ProxyError::Discovery(l.authority.clone()));
+            }
         };
         stats.request();
         let in_flight = ewma_ep.as_ref().map(|e| e.ewma.start());
@@ -679,16 +687,16 @@ impl Outbound {
             }
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");
-                let rsp = e.response();
+                let rsp = e.response_for(grpc);
                 stats.response(rsp.status().as_u16(), false, start.elapsed());
                 rsp
             }
         }
     }
 
-    fn error(&self, stats: &HttpStats, start: Instant, e: ProxyError) -> Response<RspBody> {
+    fn error(&self, stats: &HttpStats, start: Instant, grpc: bool, e: ProxyError) -> Response<RspBody> {
         stats.request();
-        let rsp = e.response();
+        let rsp = e.response_for(grpc);
         stats.response(rsp.status().as_u16(), false, start.elapsed());
         tracing::info!(error = %e, "answering with {}", rsp.status());
         rsp
@@ -822,7 +830,7 @@ impl Outbound {
                     None => {
                         let target = match request_target(&req) {
                             Ok(t) => t,
-                            Err(e) => return e.response(),
+                            Err(e) => return e.response_for(crate::client::is_grpc(req.headers())),
                         };
                         let l = self.logical(&target, None);
                         if let Some(raw) = raw {

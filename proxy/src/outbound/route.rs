@@ -20,7 +20,7 @@ use hyper::body::{Body, Incoming};
 
 use super::{Concrete, DISCOVERY_WAIT, EpValue, Logical, Outbound, Replay, classify};
 use crate::balance::{self, Pick};
-use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire};
+use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire, grpc_response, is_grpc};
 use crate::policy::client::Known;
 use crate::policy::outbound::{
     Accrual, Filter, HeaderEdit, OutboundPolicy, PathRewrite, Protocol, Redirect, Retry, RetryOn, Timeouts,
@@ -85,23 +85,6 @@ fn text_response(status: StatusCode, msg: &str) -> Response<RspBody> {
     rsp
 }
 
-fn grpc_response(code: u32, msg: &str) -> Response<RspBody> {
-    let mut rsp = Response::new(Either::Right(Full::default()));
-    let h = rsp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
-        h.insert("grpc-status", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(msg) {
-        h.insert("grpc-message", v.clone());
-        h.insert(PROXY_ERROR, v);
-    }
-    rsp
-}
-
 fn redirect_response(
     r: &Redirect,
     uri: &Uri,
@@ -134,12 +117,6 @@ fn redirect_response(
         rsp.headers_mut().insert(http::header::LOCATION, v);
     }
     rsp
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl Outbound {
@@ -344,7 +321,7 @@ impl Outbound {
                     l.stats.request();
                     let e = ProxyError::Timeout(t);
                     tracing::info!(authority = %l.authority, error = %e, "request deadline passed");
-                    let rsp = e.response();
+                    let rsp = e.response_for(f.grpc);
                     l.stats.response(rsp.status().as_u16(), false, start.elapsed());
                     rsp
                 }
@@ -514,32 +491,42 @@ impl Outbound {
                     "{} (every endpoint is ejected by failure accrual)",
                     l.authority
                 ));
-                return (self.error(&l.stats, start, e), Outcome::Error);
+                return (self.error(&l.stats, start, f.grpc, e), Outcome::Error);
             }
             Ok(Pick::Endpoint(ep)) => {
                 let usable =
                     |b: &balance::Balanced<EpValue>| f.accrual.is_none() || b.value.breaker.available(now);
                 match self.connected(concrete, ep, app, usable).await {
                     Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
-                    Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),
+                    Err(e) => return (self.error(&l.stats, start, f.grpc, e), Outcome::Error),
                 }
             }
             Ok(Pick::Unknown) => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,
-                    Err(e) => return (self.error(&l.stats, start, e), Outcome::Error),
+                    Err(e) => return (self.error(&l.stats, start, f.grpc, e), Outcome::Error),
                 };
                 (client, l.stats.clone(), None)
             }
             Ok(Pick::NoEndpoints) => {
                 return (
-                    self.error(&l.stats, start, ProxyError::NoEndpoints(l.authority.clone())),
+                    self.error(
+                        &l.stats,
+                        start,
+                        f.grpc,
+                        ProxyError::NoEndpoints(l.authority.clone()),
+                    ),
                     Outcome::Error,
                 );
             }
             Ok(Pick::Pending) => {
                 return (
-                    self.error(&l.stats, start, ProxyError::Discovery(l.authority.clone())),
+                    self.error(
+                        &l.stats,
+                        start,
+                        f.grpc,
+                        ProxyError::Discovery(l.authority.clone()),
+                    ),
                     Outcome::Error,
                 );
             }
@@ -574,7 +561,7 @@ impl Outbound {
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");
                 let timed_out = matches!(e, ProxyError::Timeout(_));
-                let rsp = e.response();
+                let rsp = e.response_for(f.grpc);
                 stats.response(rsp.status().as_u16(), false, start.elapsed());
                 (
                     rsp,
