@@ -111,6 +111,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     route: Route,
     open_timeout: Duration,
+    grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
@@ -127,7 +128,7 @@ pub(crate) async fn serve(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    while conns.join_next().await.is_some() {}
+    crate::gateway::drain_connections(conns, grace, "proxy entry").await;
 }
 
 async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {

@@ -399,6 +399,7 @@ impl Gateway {
                 listener,
                 route,
                 config.open_timeout,
+                config.link.drain_timeout,
                 stop_rx.clone(),
             ));
         }
@@ -413,7 +414,12 @@ impl Gateway {
                 resolver: resolver.clone(),
                 metrics: metrics.entry.clone(),
             };
-            tasks.spawn(linkerd_entry::serve(listener, entry, stop_rx.clone()));
+            tasks.spawn(linkerd_entry::serve(
+                listener,
+                entry,
+                config.link.drain_timeout,
+                stop_rx.clone(),
+            ));
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
@@ -445,6 +451,20 @@ impl Gateway {
             metrics,
             done: Box::pin(done),
         })
+    }
+}
+
+/// Lets the connections of an entry that stopped accepting finish for up to `grace` (the
+/// links' drain period), then closes those still open, so shutdown always ends.
+pub(crate) async fn drain_connections(mut conns: JoinSet<()>, grace: Duration, what: &str) {
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::info!(
+            open = conns.len(),
+            ?grace,
+            "{what}: the drain period is over; closing the connections still open"
+        );
+        conns.shutdown().await;
     }
 }
 

@@ -159,7 +159,12 @@ pub(crate) struct Entry {
     pub metrics: Arc<EntryMetrics>,
 }
 
-pub(crate) async fn serve(listener: TcpListener, entry: Entry, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    entry: Entry,
+    grace: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -174,8 +179,8 @@ pub(crate) async fn serve(listener: TcpListener, entry: Entry, mut stop: watch::
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    // Relayed connections finish on their own.
-    while conns.join_next().await.is_some() {}
+    // A stock proxy keeps its connections to the gateway pooled: they would never end.
+    crate::gateway::drain_connections(conns, grace, "Linkerd gateway entry").await;
 }
 
 async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<(TransportHeader, Vec<u8>), EntryError> {

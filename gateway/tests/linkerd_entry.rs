@@ -279,6 +279,52 @@ impl ErrOrEmpty for std::io::Result<Vec<u8>> {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_through_the_tcp_entry_does_not_hold_shutdown_past_the_drain() {
+    bounded(async {
+        let pki = Pki::new();
+        let (echo, _echo) = echo_server().await;
+        let mut table = StaticResolver::new();
+        let plain = Endpoint {
+            addr: echo,
+            identity: None,
+            app_port: None,
+        };
+        table.insert(Authority::new(ECHO).unwrap(), 80, plain);
+        let mut c = config(vec![gateway_identity()]);
+        c.linkerd_entry = Some(LinkerdEntry::BesideQuic);
+        let grace = c.link.drain_timeout;
+        let gw = TestGateway::start(
+            c,
+            pki.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(table),
+        )
+        .await;
+        let entry = gw.linkerd_entry.expect("the entry is bound");
+        let web = pki.store(&workload("web"));
+        // A stock proxy's pooled connection: relaying, and never closed by the client.
+        let mut tls = dial(entry, &web, &pki.anchors, Some(ALPN)).await.unwrap();
+        tls.write_all(&header(ECHO, 80)).await.unwrap();
+        tls.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+
+        let started = std::time::Instant::now();
+        gw.shutdown().await;
+        let took = started.elapsed();
+        assert!(
+            took >= grace && took < grace + Duration::from_secs(6),
+            "shutdown took {took:?} with a {grace:?} drain"
+        );
+        // The connection was closed by the gateway.
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+        assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "{end:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_tcp_entry_beside_a_fixed_quic_port_taken_on_tcp_is_a_clear_bind_error() {
     bounded(async {
         let pki = Pki::new();
