@@ -197,6 +197,9 @@ struct EpValue {
 
 struct Concrete {
     balancer: Balancer<EpValue>,
+    /// When a request last asked for it ([`Outbound::now_ms`]): a policy's backends are
+    /// held only by the requests in flight, and must outlive the gaps between them.
+    last_used: std::sync::atomic::AtomicU64,
 }
 
 /// A connection's last target: the raw authority it was named by, and its logical target.
@@ -359,7 +362,8 @@ impl Outbound {
     }
 
     /// Forgets targets idle for longer than the idle timeout that no connection holds,
-    /// then the balancers no target uses any more. Returns how many targets went.
+    /// then the balancers that nothing holds and no request asked for within the idle
+    /// timeout. Returns how many targets went.
     pub(crate) fn evict_idle(&self) -> usize {
         let now = self.now_ms();
         let idle = u64::try_from(self.cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -385,7 +389,10 @@ impl Outbound {
         self.concretes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, c| Arc::strong_count(c) > 1);
+            .retain(|_, c| {
+                Arc::strong_count(c) > 1
+                    || now.saturating_sub(c.last_used.load(std::sync::atomic::Ordering::Relaxed)) < idle
+            });
         n
     }
 
@@ -401,8 +408,10 @@ impl Outbound {
     }
 
     fn concrete(self: &Arc<Self>, authority: &str) -> Arc<Concrete> {
+        let now = self.now_ms();
         let mut c = self.concretes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(x) = c.get(authority) {
+            x.last_used.store(now, std::sync::atomic::Ordering::Relaxed);
             return x.clone();
         }
         let metrics = self.metrics.clone();
@@ -414,7 +423,10 @@ impl Outbound {
             h1: OnceLock::new(),
             h2: OnceLock::new(),
         });
-        let x = Arc::new(Concrete { balancer });
+        let x = Arc::new(Concrete {
+            balancer,
+            last_used: std::sync::atomic::AtomicU64::new(now),
+        });
         c.insert(authority.to_string(), x.clone());
         x
     }

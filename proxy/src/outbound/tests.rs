@@ -253,3 +253,48 @@ fn endpoint_labels_carry_identity_and_dst_labels() {
     assert!(plain.contains("tls=\"no_identity\""), "{plain}");
     assert!(plain.contains("peer=\"dst\""), "{plain}");
 }
+
+/// An outbound proxy whose discovery goes nowhere (nothing here resolves).
+fn idle_outbound(idle_timeout: Duration) -> Arc<Outbound> {
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let (anchors, _) = strait_identity::generate(
+        &strait_identity::TrustDomain::default(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    Outbound::new(
+        OutboundConfig {
+            capture: Capture::Explicit,
+            detect_timeout: Duration::from_secs(1),
+            request_timeout: None,
+            peer_inbound_port: 4143,
+            limits: Default::default(),
+            own_addrs: Vec::new(),
+            idle_timeout,
+        },
+        crate::discovery::Resolver::new(channel, "production", "web-1"),
+        Arc::new(Connector::new(
+            &strait_identity::CertStore::new(),
+            &anchors,
+            Duration::from_secs(1),
+        )),
+        Arc::new(Registry::default()),
+    )
+}
+
+#[tokio::test]
+async fn a_policy_backend_outlives_the_gaps_between_its_requests_then_goes_when_idle() {
+    let o = idle_outbound(Duration::from_millis(400));
+    // A request's hold on a policy backend ends with the request.
+    drop(o.concrete("myapp-v2.production.svc.cluster.local:80"));
+    o.evict_idle();
+    assert_eq!(o.held().1, 1, "kept: asked for within the idle timeout");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    drop(o.concrete("myapp-v2.production.svc.cluster.local:80"));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    o.evict_idle();
+    assert_eq!(o.held().1, 1, "each use starts the idle timeout again");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    o.evict_idle();
+    assert_eq!(o.held().1, 0, "gone once idle for the timeout");
+}
