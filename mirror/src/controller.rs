@@ -252,6 +252,26 @@ impl Drop for LinkHandle {
     }
 }
 
+/// The gateway addresses to mirror with, and the problem to report: what `resolved` gave
+/// (remembered in `known`), or, when the names do not resolve, the addresses they last
+/// resolved to. A lookup that fails for a moment must not empty every mirror's endpoints.
+fn gateway_addresses(
+    resolved: Result<Vec<IpAddr>, String>,
+    known: &mut Vec<IpAddr>,
+) -> (Vec<IpAddr>, Option<String>) {
+    match resolved {
+        Ok(a) => {
+            known.clone_from(&a);
+            (a, None)
+        }
+        Err(e) if known.is_empty() => (Vec::new(), Some(e)),
+        Err(e) => (
+            known.clone(),
+            Some(format!("{e}; the mirrors keep the addresses it last resolved to")),
+        ),
+    }
+}
+
 /// Resolves gateway addresses: IPs as they are, names through the system resolver.
 pub async fn resolve(addresses: &[String], port: u16) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
@@ -363,6 +383,8 @@ pub async fn run_link<R: Store, L: Store>(
     let mut view = LocalView::default();
     let mut dirty = false;
     let mut last_error: Option<String> = None;
+    // The gateway's addresses as last resolved, kept while its name does not resolve.
+    let mut gateway_ips: Vec<IpAddr> = Vec::new();
     let mut written: Option<LinkStatus> = None;
     // The Link itself: another writer of its status (the federation task) that read it
     // before this task's last write puts the older `mirrorServices` back; this task then
@@ -517,7 +539,7 @@ pub async fn run_link<R: Store, L: Store>(
                 } else {
                     BTreeMap::new()
                 };
-                let error = reconcile_once(&link, &opts, &remote_services, &workloads, &local, &mut view, alive && connected, &report, &mut written).await;
+                let error = reconcile_once(&link, &opts, &remote_services, &workloads, &local, &mut view, alive && connected, &report, &mut written, &mut gateway_ips).await;
                 let error = error.or_else(|| last_error.clone());
                 report.send_modify(|r| {
                     r.gateway = health.borrow().clone();
@@ -542,15 +564,11 @@ async fn reconcile_once<L: Store>(
     ready: bool,
     report: &watch::Sender<LinkReport>,
     written: &mut Option<LinkStatus>,
+    known: &mut Vec<IpAddr>,
 ) -> Option<String> {
-    let mut error = None;
-    let addresses = match resolve(&link.gateway_addresses, link.gateway_port).await {
-        Ok(a) => a,
-        Err(e) => {
-            error = Some(format!("link {}/{}: {e}", link.namespace, link.name));
-            Vec::new()
-        }
-    };
+    let resolved = resolve(&link.gateway_addresses, link.gateway_port).await;
+    let (addresses, problem) = gateway_addresses(resolved, known);
+    let mut error = problem.map(|e| format!("link {}/{}: {e}", link.namespace, link.name));
     let gateway = Gateway {
         addresses,
         port: link.gateway_port,

@@ -1013,3 +1013,25 @@ async fn the_link_reports_its_federated_members_beside_its_mirrors() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[test]
+fn a_gateway_name_that_stops_resolving_keeps_the_addresses_it_last_had() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let mut known = Vec::new();
+    // Never resolved: nothing to mirror with, and the error.
+    let (a, e) = gateway_addresses(Err("gateway address \"gw\" does not resolve".into()), &mut known);
+    assert_eq!(
+        (a, e.as_deref()),
+        (vec![], Some("gateway address \"gw\" does not resolve"))
+    );
+    let (a, e) = gateway_addresses(Ok(vec![ip("10.0.0.7")]), &mut known);
+    assert_eq!((a, e), (vec![ip("10.0.0.7")], None));
+    // A failed lookup later: the last addresses stay, and the report says so.
+    let (a, e) = gateway_addresses(Err("gateway address \"gw\" does not resolve".into()), &mut known);
+    assert_eq!(a, vec![ip("10.0.0.7")]);
+    assert!(e.unwrap().contains("keep the addresses it last resolved to"));
+    // A new answer replaces them.
+    let (a, _) = gateway_addresses(Ok(vec![ip("10.0.0.8")]), &mut known);
+    assert_eq!(a, vec![ip("10.0.0.8")]);
+    assert_eq!(known, vec![ip("10.0.0.8")]);
+}
