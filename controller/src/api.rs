@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | GET | `/v1/version` | server version |
 //! | POST | `/v1/apply?namespace=NS` | manifests (YAML or JSON) → per-object outcome |
+//! | POST | `/v1/status?namespace=NS` | objects whose `status` only is written onto the stored ones (a controller's report; the spec stays as stored) |
 //! | GET | `/v1/objects/KIND?namespace=NS&name=N` | objects of a kind (all namespaces without `namespace`) |
 //! | DELETE | `/v1/objects/KIND/NS/NAME` | one object (`_` as NS for cluster-scoped kinds) |
 //! | POST | `/v1/pods` | register a pod → its identity token |
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use strait_api::loader::{LoadOptions, load_str};
 use strait_api::store::local::LocalStore;
-use strait_api::{Kind, KindId, ObjectKey, Store, kinds};
+use strait_api::{Kind, KindId, Object, ObjectKey, Store, kinds};
 use strait_identity::{CertStore, IdentityName, Issuer, TrustAnchors, generate_key_and_csr};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -400,6 +401,7 @@ pub async fn handle(
             reply(StatusCode::OK, json!({ "version": env!("CARGO_PKG_VERSION") }))
         }
         (&Method::POST, ["v1", "apply"]) => apply(api, query, body).await,
+        (&Method::POST, ["v1", "status"]) => status(api, query, body).await,
         (&Method::GET, ["v1", "objects", kind]) => list(api, kind, query),
         (&Method::DELETE, ["v1", "objects", kind, ns, name]) => delete(api, kind, ns, name).await,
         (&Method::POST, ["v1", "pods"]) => register(api, body).await,
@@ -415,9 +417,11 @@ pub async fn handle(
     }
 }
 
-async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Response<Full<Bytes>> {
+/// The objects of a request's manifests, or the answer refusing them.
+#[allow(clippy::result_large_err)]
+fn manifests(query: &BTreeMap<String, String>, body: &[u8]) -> Result<Vec<Object>, Response<Full<Bytes>>> {
     let Ok(text) = std::str::from_utf8(body) else {
-        return error(StatusCode::BAD_REQUEST, "the manifests are not UTF-8 text");
+        return Err(error(StatusCode::BAD_REQUEST, "the manifests are not UTF-8 text"));
     };
     let opts = LoadOptions {
         default_namespace: query
@@ -426,16 +430,37 @@ async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Resp
             .unwrap_or_else(|| "default".into()),
         recursive: false,
     };
-    let loaded = match load_str("<request>", text, &opts) {
-        Ok(l) => l,
-        Err(e) => {
+    match load_str("<request>", text, &opts) {
+        Ok(l) => Ok(l.into_iter().map(|l| l.object).collect()),
+        Err(e) => Err(reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": "invalid manifests; nothing was applied", "problems": e.0.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+        )),
+    }
+}
+
+async fn status(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Response<Full<Bytes>> {
+    let objects = match manifests(query, body) {
+        Ok(o) => o,
+        Err(rsp) => return rsp,
+    };
+    for o in objects {
+        let key = o.key().to_string();
+        if let Err(e) = api.store.apply_status(o).await {
             return reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "invalid manifests; nothing was applied", "problems": e.0.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+                json!({ "error": format!("{key}: {e}"), "problems": [e.to_string()] }),
             );
         }
+    }
+    reply(StatusCode::OK, json!({ "results": [] }))
+}
+
+async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut objects = match manifests(query, body) {
+        Ok(o) => o,
+        Err(rsp) => return rsp,
     };
-    let mut objects: Vec<_> = loaded.into_iter().map(|l| l.object).collect();
     objects.sort_by_key(|o| o.kind_id());
     match api.store.apply_reporting(objects).await {
         Ok(done) => {

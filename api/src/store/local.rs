@@ -355,6 +355,13 @@ impl LocalStore {
     }
 
     fn apply_now(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        self.apply_locked(objects, false)
+    }
+
+    /// Applies `objects`; with `status_only`, each takes only its `status` onto the object
+    /// as stored (read under the same lock, so a spec written meanwhile is kept), and an
+    /// object that does not exist is left absent.
+    fn apply_locked(&self, objects: Vec<Object>, status_only: bool) -> Result<Vec<Object>, StoreError> {
         validate_batch(&objects)?;
         let mut persist = self.inner.persist.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
@@ -390,6 +397,11 @@ impl LocalStore {
             let existing = match changed.iter().rev().find(|c| c.key() == key) {
                 Some(c) => Some(c.clone()),
                 None => state.objects.get(&key).map(|s| s.object(key.kind)),
+            };
+            let o = match (status_only, &existing) {
+                (false, _) => o,
+                (true, None) => continue,
+                (true, Some(current)) => with_status_of(current, &o)?,
             };
             let stored = prepare(o, existing.as_ref(), now, &mut rv)?;
             match stored {
@@ -458,6 +470,26 @@ impl LocalStore {
     }
 }
 
+/// `current` with the `status` of `from` (none if `from` has none).
+fn with_status_of(current: &Object, from: &Object) -> Result<Object, StoreError> {
+    let mut value = current.to_value();
+    let status = from.to_value().get("status").cloned();
+    if let Some(map) = value.as_object_mut() {
+        match status {
+            Some(s) => {
+                map.insert("status".into(), s);
+            }
+            None => {
+                map.remove("status");
+            }
+        }
+    }
+    Object::from_value(current.kind_id(), value).map_err(|e| StoreError::Decode {
+        what: current.key().to_string(),
+        detail: e.to_string(),
+    })
+}
+
 impl Store for LocalStore {
     async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
         let key = ObjectKey::new(K::ID, namespace, name);
@@ -504,6 +536,15 @@ impl Store for LocalStore {
         let this = self.clone();
         // Appending to the journal syncs to disk: keep that off the async workers.
         tokio::task::spawn_blocking(move || this.apply_now(objects))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Only the status: the stored object's spec and metadata stay as they are, even if
+    /// they changed since the caller read the object.
+    async fn apply_status(&self, object: Object) -> Result<(), StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_locked(vec![object], true).map(drop))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }

@@ -34,6 +34,39 @@ impl ApiStore {
         Self { client, poll }
     }
 
+    /// Posts `objects` as one List to `path`; a refusal names the first object, a failure
+    /// to reach the controller says what it was doing (`action`).
+    async fn post(&self, path: &str, objects: &[Object], action: &str) -> Result<Value, StoreError> {
+        let list = serde_json::json!({
+            "apiVersion": "v1", "kind": "List",
+            "items": objects.iter().map(Object::to_value).collect::<Vec<_>>(),
+        });
+        self.client
+            .request(
+                Method::POST,
+                path,
+                serde_json::to_vec(&list).expect("JSON values serialize"),
+            )
+            .await
+            .map_err(|e| match e {
+                ClientError::Status { body, message, .. } => StoreError::Invalid {
+                    key: objects
+                        .first()
+                        .map(Object::key)
+                        .unwrap_or_else(|| ObjectKey::new(KindId::Namespace, "", "")),
+                    problems: body["problems"]
+                        .as_array()
+                        .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                        .unwrap_or(message),
+                },
+                other => StoreError::Remote {
+                    address: self.client.address().to_string(),
+                    action: action.into(),
+                    detail: other.to_string(),
+                },
+            })
+    }
+
     fn err(&self, action: String) -> impl FnOnce(ClientError) -> StoreError + '_ {
         move |e| StoreError::Remote {
             address: self.client.address().to_string(),
@@ -174,33 +207,17 @@ impl Store for ApiStore {
         .boxed()
     }
 
+    /// Only the status: the controller writes it onto the object as stored, keeping a
+    /// spec written since the caller read it (`POST /v1/status`).
+    async fn apply_status(&self, object: Object) -> Result<(), StoreError> {
+        self.post("/v1/status", std::slice::from_ref(&object), "write the status of")
+            .await
+            .map(drop)
+    }
+
     async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
         let keys: Vec<ObjectKey> = objects.iter().map(Object::key).collect();
-        let list = serde_json::json!({
-            "apiVersion": "v1", "kind": "List",
-            "items": objects.iter().map(Object::to_value).collect::<Vec<_>>(),
-        });
-        self.client
-            .request(
-                Method::POST,
-                "/v1/apply",
-                serde_json::to_vec(&list).expect("JSON values serialize"),
-            )
-            .await
-            .map_err(|e| match e {
-                ClientError::Status { body, message, .. } => StoreError::Invalid {
-                    key: keys[0].clone(),
-                    problems: body["problems"]
-                        .as_array()
-                        .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-                        .unwrap_or(message),
-                },
-                other => StoreError::Remote {
-                    address: self.client.address().to_string(),
-                    action: "apply".into(),
-                    detail: other.to_string(),
-                },
-            })?;
+        self.post("/v1/apply", &objects, "apply").await?;
         // The objects as stored: one list per kind and namespace, not one request per
         // object (a batch of thousands would otherwise pay thousands of round trips).
         let mut groups: BTreeMap<(KindId, String), Vec<&ObjectKey>> = BTreeMap::new();

@@ -443,3 +443,45 @@ async fn the_gateway_reads_services_pods_and_links_and_nothing_else() {
         .to_string();
     assert!(e.contains("may only read services, pods and links"), "{e}");
 }
+
+#[tokio::test]
+async fn a_status_write_keeps_the_spec_as_stored_and_creates_nothing() {
+    use k8s_openapi::api::core::v1::Service;
+
+    use super::store::ApiStore;
+    let c = start().await;
+    let admin = ApiStore::new(client_as(&c, ADMIN_SA), Duration::from_millis(20));
+    let svc = |port: u16, ingress: Option<&str>| -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"ports": [{"port": port}]},
+            "status": {"loadBalancer": {"ingress": ingress.map(|ip| vec![serde_json::json!({"ip": ip})])}},
+        }))
+        .unwrap()
+    };
+    admin.apply(vec![svc(80, None).into_object()]).await.unwrap();
+    // A controller read the Service; meanwhile a user changes its spec.
+    let read: Service = admin.get("default", "web").await.unwrap().unwrap();
+    admin.apply(vec![svc(8080, None).into_object()]).await.unwrap();
+    let mut report = read;
+    report.status = svc(0, Some("10.0.0.7")).status;
+    admin.apply_status(report.into_object()).await.unwrap();
+    let now: Service = c.store.get("default", "web").await.unwrap().unwrap();
+    assert_eq!(
+        now.spec.unwrap().ports.unwrap()[0].port,
+        8080,
+        "the user's spec stays"
+    );
+    assert_eq!(
+        now.status.unwrap().load_balancer.unwrap().ingress.unwrap()[0]
+            .ip
+            .as_deref(),
+        Some("10.0.0.7"),
+        "the status is written"
+    );
+    // The status of an object that does not exist creates nothing.
+    let mut gone = svc(80, Some("10.0.0.8"));
+    gone.metadata.name = Some("gone".into());
+    admin.apply_status(gone.into_object()).await.unwrap();
+    assert!(c.store.get::<Service>("default", "gone").await.unwrap().is_none());
+}
