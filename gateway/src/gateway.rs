@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint, VarInt};
-use strait_identity::{IdentityName, NameError, TrustDomain};
+use strait_identity::{IdentityName, NameError, TrustAnchors, TrustDomain};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -423,7 +423,10 @@ impl Gateway {
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
-            Arc::new(config.accept.clone()),
+            Arc::new(Admission {
+                accept: config.accept.clone(),
+                anchors: creds.anchors.clone(),
+            }),
             resolver,
             catalog::Server::new(catalog),
             metrics.clone(),
@@ -666,9 +669,15 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
     }
 }
 
+/// Who may link: the accepted gateway identities, under the trust anchors.
+struct Admission {
+    accept: Vec<IdentityName>,
+    anchors: TrustAnchors,
+}
+
 async fn serve_ingress(
     endpoint: Endpoint,
-    accept: Arc<Vec<IdentityName>>,
+    admission: Arc<Admission>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -681,7 +690,7 @@ async fn serve_ingress(
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    conns.spawn(ingress_conn(incoming, accept.clone(), resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
+                    conns.spawn(ingress_conn(incoming, admission.clone(), resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
                 }
                 None => break,
             },
@@ -695,7 +704,7 @@ async fn serve_ingress(
 
 async fn ingress_conn(
     incoming: quinn::Incoming,
-    accept: Arc<Vec<IdentityName>>,
+    admission: Arc<Admission>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -710,16 +719,19 @@ async fn ingress_conn(
             return;
         }
     };
-    let peer = tls::quic_peer_identity(&conn);
-    // The handshake already refused unaccepted identities; a resumed session carries
-    // the identity verified when it was issued, perhaps by a predecessor with another
-    // accept list: check it again.
-    if !peer.as_ref().is_some_and(|p| accept.contains(p)) {
-        tracing::warn!(%remote, peer = ?peer.as_ref().map(|p| p.as_str()), "refused a resumed link from a gateway identity no longer accepted");
-        conn.close(VarInt::from_u32(1), b"gateway identity not accepted");
-        return;
-    }
-    tracing::info!(%remote, peer = ?peer.as_ref().map(|p| p.as_str()), "remote gateway linked");
+    // The handshake already verified a full handshake's chain; a resumed session carries
+    // the chain verified when it was first made, perhaps by a predecessor with other
+    // anchors or accepted identities, perhaps before the certificate expired: verify it
+    // again, now, here.
+    let peer = match tls::verify_linking_peer(&conn, &admission.anchors, &admission.accept) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(%remote, peer = ?tls::quic_peer_identity(&conn).as_ref().map(|p| p.as_str()), %why, "refused a link from a remote gateway");
+            conn.close(VarInt::from_u32(1), b"gateway identity not accepted");
+            return;
+        }
+    };
+    tracing::info!(%remote, peer = %peer, "remote gateway linked");
     metrics.inbound.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut streams = JoinSet::new();
     loop {

@@ -15,12 +15,14 @@
 //! the handshake, so a wrong peer never gets a connection at all.
 //!
 //! Resumption and identity: a resumed session skips certificate verification,
-//! so it carries the identity verified when the session was first made. The
-//! server keeps sessions in a bounded in-memory cache (stateful resumption:
-//! rustls accepts 0-RTT only for single-use stateful sessions, which is also
-//! what defeats replay of the handshake), and sessions are only offered to the same
-//! server name (= expected identity), which bounds how long a rotated-away
-//! certificate can be trusted; the identity crate's mesh configs disable
+//! so it carries the chain verified when the session was first made. The accepting
+//! gateway therefore verifies the linking gateway's chain again after every handshake,
+//! under its anchors and clock of the moment ([`verify_linking_peer`]); the linking side
+//! offers a session only to the same server name (= expected identity) and trusts a
+//! resumed server for as long as its tickets are accepted. With an in-memory cache
+//! ([`SessionState::new`]) the server resumes only its own sessions (stateful
+//! resumption: rustls accepts 0-RTT only for single-use stateful sessions, which is
+//! also what defeats replay of the handshake); the identity crate's mesh configs disable
 //! resumption altogether because proxies' certificates rotate daily and their
 //! handshakes are cheap to repeat, whereas a gateway link is one connection
 //! whose re-establishment time is what failover waits for.
@@ -254,6 +256,37 @@ pub fn quic_peer_identity(conn: &quinn::Connection) -> Option<IdentityName> {
         .downcast::<Vec<pki_types::CertificateDer<'static>>>()
         .ok()?;
     certificate_identity(certs.first()?)
+}
+
+/// Verifies a linking gateway again after its handshake: its certificate chain under
+/// `anchors` at this moment, and its identity among `accepted`. A resumed session skips
+/// verification in the handshake and carries the chain verified when the session was
+/// first made (stateless tickets outlive the process that issued them), so this is what
+/// stops a peer whose certificate expired, or whose anchors this gateway no longer
+/// trusts, from linking on an old session.
+pub fn verify_linking_peer(
+    conn: &quinn::Connection,
+    anchors: &TrustAnchors,
+    accepted: &[IdentityName],
+) -> Result<IdentityName, String> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|p| p.downcast::<Vec<pki_types::CertificateDer<'static>>>().ok())
+        .ok_or("it presented no certificate")?;
+    let (end, intermediates) = certs.split_first().ok_or("it presented no certificate")?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    verifier
+        .verify_client_cert(end, intermediates, pki_types::UnixTime::now())
+        .map_err(|e| {
+            format!("its certificate does not verify under this gateway's trust anchors now: {e}")
+        })?;
+    let id = certificate_identity(end).ok_or("its certificate carries no mesh identity")?;
+    if !accepted.contains(&id) {
+        return Err(format!("gateway identity {id} is not accepted here"));
+    }
+    Ok(id)
 }
 
 fn provider() -> Arc<CryptoProvider> {

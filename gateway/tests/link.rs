@@ -358,6 +358,17 @@ async fn restart_east(
     accept: Vec<IdentityName>,
     relinks: bool,
 ) -> (TestGateway, TestGateway, Duration, Duration) {
+    restart_east_under(secret, accept, relinks, false).await
+}
+
+/// [`restart_east`]; with `new_anchors`, the restarted east trusts (and is issued under)
+/// anchors of its own, which do not cover west's certificate.
+async fn restart_east_under(
+    secret: &[u8],
+    accept: Vec<IdentityName>,
+    relinks: bool,
+    new_anchors: bool,
+) -> (TestGateway, TestGateway, Duration, Duration) {
     let pki = Pki::new();
     let (echo, _echo_task) = echo_server().await;
     let table: Arc<dyn Resolve> = Arc::new(echo_table(echo));
@@ -381,9 +392,10 @@ async fn restart_east(
 
     east.shutdown().await;
     let restarted = Instant::now();
+    let successor_pki = if new_anchors { Pki::new() } else { pki };
     let east = TestGateway::start(
         config_on(east_addr, accept),
-        pki.creds(&gateway_identity(), SessionState::with_ticket_secret(secret)),
+        successor_pki.creds(&gateway_identity(), SessionState::with_ticket_secret(secret)),
         table,
     )
     .await;
@@ -466,6 +478,26 @@ async fn a_resumed_session_of_an_identity_no_longer_accepted_is_refused() {
             let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut back)).await;
             assert!(back.is_empty(), "relayed through a refused link: {back:?}");
         }
+        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_whose_chain_the_gateways_anchors_no_longer_cover_is_refused() {
+    bounded(async {
+        // East comes back with the same ticket key under anchors that do not cover west.
+        let (west, east, _, _) = restart_east_under(b"east key", vec![gateway_identity()], false, true).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while east.metrics.inbound.resumed.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "west never offered its session");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
         assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
         assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
         west.shutdown().await;
