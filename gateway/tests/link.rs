@@ -457,31 +457,35 @@ async fn a_gateway_with_a_new_key_relinks_with_a_full_handshake() {
     .await;
 }
 
+/// West offers its ticket and the restarted east resumes the session, then refuses the
+/// link: west keeps trying, never established, and nothing is relayed.
+async fn a_resumed_link_is_refused(west: TestGateway, east: TestGateway) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while east.metrics.inbound.resumed.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "west never offered its session");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
+    let tcp = TcpStream::connect(west.egress[0]).await;
+    if let Ok(mut tcp) = tcp {
+        let _ = tcp.write_all(b"must not arrive").await;
+        let mut back = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut back)).await;
+        assert!(back.is_empty(), "relayed through a refused link: {back:?}");
+    }
+    assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
+    assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
+    west.shutdown().await;
+    east.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_resumed_session_of_an_identity_no_longer_accepted_is_refused() {
     bounded(async {
         let other = IdentityName::new("other-gateway", "linkerd-multicluster", "cluster.local").unwrap();
         let (west, east, _, _) = restart_east(b"east key", vec![other], false).await;
-        // West offers its ticket and east resumes the session — then refuses the link
-        // for its identity; west keeps trying, never established.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while east.metrics.inbound.resumed.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "west never offered its session");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
-        let tcp = TcpStream::connect(west.egress[0]).await;
-        if let Ok(mut tcp) = tcp {
-            let _ = tcp.write_all(b"must not arrive").await;
-            let mut back = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut back)).await;
-            assert!(back.is_empty(), "relayed through a refused link: {back:?}");
-        }
-        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
-        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
-        west.shutdown().await;
-        east.shutdown().await;
+        a_resumed_link_is_refused(west, east).await;
     })
     .await;
 }
@@ -491,17 +495,7 @@ async fn a_resumed_session_whose_chain_the_gateways_anchors_no_longer_cover_is_r
     bounded(async {
         // East comes back with the same ticket key under anchors that do not cover west.
         let (west, east, _, _) = restart_east_under(b"east key", vec![gateway_identity()], false, true).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while east.metrics.inbound.resumed.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "west never offered its session");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
-        assert_eq!(east.metrics.inbound.connections_open.load(Ordering::Relaxed), 0);
-        assert_eq!(east.metrics.inbound.streams_total.load(Ordering::Relaxed), 0);
-        west.shutdown().await;
-        east.shutdown().await;
+        a_resumed_link_is_refused(west, east).await;
     })
     .await;
 }

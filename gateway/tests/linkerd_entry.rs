@@ -44,6 +44,18 @@ async fn dial(
         .await
 }
 
+/// A table with [`ECHO`]:80 at the unmeshed `echo`.
+fn plain_echo(echo: SocketAddr) -> StaticResolver {
+    let mut table = StaticResolver::new();
+    let plain = Endpoint {
+        addr: echo,
+        identity: None,
+        app_port: None,
+    };
+    table.insert(Authority::new(ECHO).unwrap(), 80, plain);
+    table
+}
+
 fn header(name: &str, port: u16) -> Vec<u8> {
     TransportHeader {
         port,
@@ -128,13 +140,7 @@ async fn a_stock_proxy_reaches_plain_and_meshed_endpoints_through_the_tcp_entry(
         let pki = Pki::new();
         let (echo, _echo) = echo_server().await;
         let (inbound, _inbound) = meshed_endpoint(&pki, &workload("myapp")).await;
-        let mut table = StaticResolver::new();
-        let plain = Endpoint {
-            addr: echo,
-            identity: None,
-            app_port: None,
-        };
-        table.insert(Authority::new(ECHO).unwrap(), 80, plain);
+        let mut table = plain_echo(echo);
         let meshed = Endpoint {
             addr: inbound,
             identity: Some(workload("myapp")),
@@ -185,13 +191,7 @@ async fn the_tcp_entry_refuses_unmeshed_untrusted_and_confused_clients() {
         let pki = Pki::new();
         let other = Pki::new();
         let (echo, _echo) = echo_server().await;
-        let mut table = StaticResolver::new();
-        let plain = Endpoint {
-            addr: echo,
-            identity: None,
-            app_port: None,
-        };
-        table.insert(Authority::new(ECHO).unwrap(), 80, plain);
+        let table = plain_echo(echo);
         let mut c = config(vec![gateway_identity()]);
         c.linkerd_entry = Some(LinkerdEntry::At(any_port()));
         let gw = TestGateway::start(
@@ -283,13 +283,7 @@ async fn a_pooled_connection_through_the_tcp_entry_does_not_hold_shutdown_past_t
     bounded(async {
         let pki = Pki::new();
         let (echo, _echo) = echo_server().await;
-        let mut table = StaticResolver::new();
-        let plain = Endpoint {
-            addr: echo,
-            identity: None,
-            app_port: None,
-        };
-        table.insert(Authority::new(ECHO).unwrap(), 80, plain);
+        let table = plain_echo(echo);
         let mut c = config(vec![gateway_identity()]);
         c.linkerd_entry = Some(LinkerdEntry::BesideQuic);
         let grace = c.link.drain_timeout;
