@@ -727,7 +727,7 @@ async fn ingress_conn(
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(%remote, peer = ?tls::quic_peer_identity(&conn).as_ref().map(|p| p.as_str()), %why, "refused a link from a remote gateway");
-            conn.close(VarInt::from_u32(1), b"gateway identity not accepted");
+            conn.close(crate::link::CLOSE_REFUSED, b"gateway identity not accepted");
             return;
         }
     };

@@ -26,6 +26,9 @@ use crate::relay;
 pub const CLOSE_ABANDONED: VarInt = VarInt::from_u32(2);
 /// Application close code: graceful shutdown.
 pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
+/// Application close code: the accepting gateway refused the linking one after the
+/// handshake (a resumed session whose chain or identity it no longer accepts).
+pub const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
 
 /// A link to a remote cluster's gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +274,11 @@ pub fn classify(failure: &ConnectFailure) -> LinkFailure {
         }
         ConnectFailure::Handshake(ConnectionError::ConnectionClosed(close))
             if (0x100..0x200).contains(&u64::from(close.error_code)) =>
+        {
+            LinkFailure::RefusedByPeer
+        }
+        ConnectFailure::Handshake(ConnectionError::ApplicationClosed(close))
+            if close.error_code == CLOSE_REFUSED =>
         {
             LinkFailure::RefusedByPeer
         }

@@ -467,6 +467,17 @@ async fn a_resumed_link_is_refused(west: TestGateway, east: TestGateway) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(west.link().metrics().reconnects.load(Ordering::Relaxed), 0);
+    // West reports why: refused by the peer, not some other failure.
+    let m = west.link().metrics();
+    assert!(
+        m.failures(LinkFailure::RefusedByPeer) > 0,
+        "refusals counted as {:?} (last error: {:?})",
+        LinkFailure::ALL
+            .iter()
+            .map(|k| (k.as_str(), m.failures(*k)))
+            .collect::<Vec<_>>(),
+        m.last_error()
+    );
     let tcp = TcpStream::connect(west.egress[0]).await;
     if let Ok(mut tcp) = tcp {
         let _ = tcp.write_all(b"must not arrive").await;
