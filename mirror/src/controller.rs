@@ -420,18 +420,14 @@ pub async fn run_link<R: Store, L: Store>(
                     // the whole current set, the only event that proves the mirrors are in
                     // step again (a watch may go on after an error without one, and
                     // nothing else would make them ready while nothing changes remotely).
-                    Some(Err(e)) => {
-                        tracing::warn!(cluster = %link.target_cluster, error = %e, "target cluster watch failed; re-watching");
-                        last_error = Some(format!("target cluster {}: {e}", link.target_cluster));
-                        connected = false;
-                        remote_watch = None;
-                        reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
-                        retry = (retry * 2).min(MAX_RETRY);
-                        waiting = true;
-                    }
-                    None => {
-                        tracing::warn!(cluster = %link.target_cluster, "target cluster watch ended; re-watching");
-                        last_error.get_or_insert_with(|| format!("target cluster {} went away; reconnecting", link.target_cluster));
+                    Some(Err(_)) | None => {
+                        if let Some(Err(e)) = ev {
+                            tracing::warn!(cluster = %link.target_cluster, error = %e, "target cluster watch failed; re-watching");
+                            last_error = Some(format!("target cluster {}: {e}", link.target_cluster));
+                        } else {
+                            tracing::warn!(cluster = %link.target_cluster, "target cluster watch ended; re-watching");
+                            last_error.get_or_insert_with(|| format!("target cluster {} went away; reconnecting", link.target_cluster));
+                        }
                         connected = false;
                         remote_watch = None;
                         reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
@@ -458,13 +454,10 @@ pub async fn run_link<R: Store, L: Store>(
                     Some(Ok(WatchEvent::Deleted(p))) => { remote_pods.remove(&pod_key(&p)); }
                     // Dropped and opened again after a pause, as the Services' watch is
                     // (the pods known so far stay until the new watch's first list).
-                    Some(Err(e)) => {
-                        tracing::debug!(cluster = %link.target_cluster, error = %e, "target cluster pod watch failed; re-watching");
-                        pod_watch = None;
-                        pod_reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
-                        pod_waiting = true;
-                    }
-                    None => {
+                    Some(Err(_)) | None => {
+                        if let Some(Err(e)) = ev {
+                            tracing::debug!(cluster = %link.target_cluster, error = %e, "target cluster pod watch failed; re-watching");
+                        }
                         pod_watch = None;
                         pod_reconnect.as_mut().reset(tokio::time::Instant::now() + retry);
                         pod_waiting = true;

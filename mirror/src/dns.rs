@@ -258,8 +258,11 @@ fn addr_of(qtype: RecordType, ip: IpAddr) -> Option<Rec> {
     }
 }
 
-/// SRV records with weights shared out as CoreDNS does (100 split evenly).
-fn srv(targets: Vec<(u16, String)>) -> Vec<Rec> {
+/// SRV records with weights shared out as CoreDNS does (100 split evenly), each
+/// (port, target) once (one port number over two protocols is one record).
+fn srv(mut targets: Vec<(u16, String)>) -> Vec<Rec> {
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|t| seen.insert(t.clone()));
     let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(1).max(1);
     targets
         .into_iter()
@@ -311,7 +314,6 @@ impl State {
                     })
                     .collect();
                 targets.sort();
-                targets.dedup();
                 srv(targets)
             }
             (_, false) => svc.ips.iter().filter_map(|ip| addr_of(qtype, *ip)).collect(),
@@ -373,7 +375,10 @@ impl DnsIndex {
                 Some(s) => Answer::Found(state.service_records(s, (ns, svc), &domain, qtype, |_| true)),
                 None => Answer::NxDomain,
             },
-            [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
+            // Only named ports have SRV names (`_<name>._<protocol>`).
+            [port, proto, svc, ns, "svc"]
+                if port.len() > 1 && port.starts_with('_') && proto.starts_with('_') =>
+            {
                 let (port, proto) = (&port[1..], &proto[1..]);
                 let matches = |p: &Port| p.name == port && p.protocol == proto;
                 match service(ns, svc) {

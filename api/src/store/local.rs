@@ -378,7 +378,8 @@ impl LocalStore {
                 .filter(|o| o.kind_id() == KindId::Namespace)
                 .map(|o| o.key().name),
         );
-        for o in &objects {
+        // (A status is only written onto an object that exists: no namespace to check.)
+        for o in objects.iter().filter(|_| !status_only) {
             let key = o.key();
             if !key.namespace.is_empty() && !namespaces.contains(&key.namespace) {
                 return Err(StoreError::NamespaceNotFound {
@@ -470,7 +471,8 @@ impl LocalStore {
     }
 }
 
-/// `current` with the `status` of `from` (none if `from` has none).
+/// `current` with the `status` of `from` (a `from` without one keeps the stored status,
+/// as every apply does).
 fn with_status_of(current: &Object, from: &Object) -> Result<Object, StoreError> {
     let mut value = current.to_value();
     let status = from.to_value().get("status").cloned();

@@ -132,9 +132,20 @@ fn srv(weight: u16, port: u16, target: &str) -> Rec {
 #[test]
 fn srv_headless_services_endpoints_and_pods_follow_the_kubernetes_dns_specification() {
     let index = DnsIndex::default();
+    let dual: Service = serde_json::from_value(json!({
+        "metadata": {"name": "dual", "namespace": "production"},
+        "spec": {"clusterIP": "10.96.0.53", "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        ]},
+    }))
+    .unwrap();
     index.on_service(WatchEvent::Restarted(vec![
         named_ports_service("production", "myapp-east", "10.96.0.10"),
         named_ports_service("production", "db", "None"),
+        dual,
+        // One unnamed port.
+        service("production", "plain", Some("10.96.0.80")),
     ]));
     index.on_slice(WatchEvent::Restarted(vec![
         slice(
@@ -187,6 +198,18 @@ fn srv_headless_services_endpoints_and_pods_follow_the_kubernetes_dns_specificat
             "_http._tcp.myapp-east.production.svc.cluster.local",
             RecordType::A,
             Answer::Found(vec![]),
+        ),
+        // One port number over two protocols is one record.
+        (
+            "dual.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::Found(vec![srv(100, 53, "dual.production.svc.cluster.local.")]),
+        ),
+        // An unnamed port has no SRV name.
+        (
+            "_._tcp.plain.production.svc.cluster.local",
+            RecordType::SRV,
+            Answer::NxDomain,
         ),
         (
             "_http._udp.myapp-east.production.svc.cluster.local",
