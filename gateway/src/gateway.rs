@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint, VarInt};
-use strait_identity::{IdentityName, NameError, TrustAnchors, TrustDomain};
+use strait_identity::{IdentityName, NameError, TrustDomain};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -423,10 +423,7 @@ impl Gateway {
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
-            Arc::new(Admission {
-                accept: config.accept.clone(),
-                anchors: creds.anchors.clone(),
-            }),
+            tls::PeerVerifier::new(&creds.anchors, config.accept.clone())?,
             resolver,
             catalog::Server::new(catalog),
             metrics.clone(),
@@ -669,15 +666,9 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
     }
 }
 
-/// Who may link: the accepted gateway identities, under the trust anchors.
-struct Admission {
-    accept: Vec<IdentityName>,
-    anchors: TrustAnchors,
-}
-
 async fn serve_ingress(
     endpoint: Endpoint,
-    admission: Arc<Admission>,
+    admission: Arc<tls::PeerVerifier>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -704,7 +695,7 @@ async fn serve_ingress(
 
 async fn ingress_conn(
     incoming: quinn::Incoming,
-    admission: Arc<Admission>,
+    admission: Arc<tls::PeerVerifier>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
@@ -723,7 +714,7 @@ async fn ingress_conn(
     // the chain verified when it was first made, perhaps by a predecessor with other
     // anchors or accepted identities, perhaps before the certificate expired: verify it
     // again, now, here.
-    let peer = match tls::verify_linking_peer(&conn, &admission.anchors, &admission.accept) {
+    let peer = match tls::verify_linking_peer(&conn, &admission) {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(%remote, peer = ?tls::quic_peer_identity(&conn).as_ref().map(|p| p.as_str()), %why, "refused a link from a remote gateway");

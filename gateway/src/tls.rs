@@ -223,12 +223,8 @@ pub fn quic_server_config(
     creds: &Credentials,
     accepted: Vec<IdentityName>,
 ) -> Result<QuicServerConfig, TlsError> {
-    let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(creds.anchors.root_store(), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let verifier = Arc::new(PeerVerifier { inner, accepted });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let verifier = PeerVerifier::new(&creds.anchors, accepted)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Verifier(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -258,35 +254,26 @@ pub fn quic_peer_identity(conn: &quinn::Connection) -> Option<IdentityName> {
     certificate_identity(certs.first()?)
 }
 
-/// Verifies a linking gateway again after its handshake: its certificate chain under
-/// `anchors` at this moment, and its identity among `accepted`. A resumed session skips
-/// verification in the handshake and carries the chain verified when the session was
-/// first made (stateless tickets outlive the process that issued them), so this is what
-/// stops a peer whose certificate expired, or whose anchors this gateway no longer
-/// trusts, from linking on an old session.
+/// Verifies a linking gateway again after its handshake, with `verifier` (the one the
+/// handshake uses): its certificate chain under the anchors at this moment, and its
+/// identity among the accepted ones. A resumed session skips verification in the
+/// handshake and carries the chain verified when the session was first made (stateless
+/// tickets outlive the process that issued them), so this is what stops a peer whose
+/// certificate expired, or whose anchors this gateway no longer trusts, from linking on
+/// an old session.
 pub fn verify_linking_peer(
     conn: &quinn::Connection,
-    anchors: &TrustAnchors,
-    accepted: &[IdentityName],
+    verifier: &PeerVerifier,
 ) -> Result<IdentityName, String> {
     let certs = conn
         .peer_identity()
         .and_then(|p| p.downcast::<Vec<pki_types::CertificateDer<'static>>>().ok())
         .ok_or("it presented no certificate")?;
     let (end, intermediates) = certs.split_first().ok_or("it presented no certificate")?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider())
-        .build()
-        .map_err(|e| e.to_string())?;
     verifier
         .verify_client_cert(end, intermediates, pki_types::UnixTime::now())
-        .map_err(|e| {
-            format!("its certificate does not verify under this gateway's trust anchors now: {e}")
-        })?;
-    let id = certificate_identity(end).ok_or("its certificate carries no mesh identity")?;
-    if !accepted.contains(&id) {
-        return Err(format!("gateway identity {id} is not accepted here"));
-    }
-    Ok(id)
+        .map_err(|e| format!("its certificate is not accepted here now: {e}"))?;
+    certificate_identity(end).ok_or_else(|| "its certificate carries no mesh identity".into())
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -304,10 +291,22 @@ pub struct UnacceptedPeer {
     pub accepted: String,
 }
 
+/// Verifies linking gateways: a chain under the mesh anchors, and an identity among the
+/// accepted ones.
 #[derive(Debug)]
-struct PeerVerifier {
+pub struct PeerVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     accepted: Vec<IdentityName>,
+}
+
+impl PeerVerifier {
+    /// A verifier of gateways whose identity is in `accepted`, under `anchors`.
+    pub fn new(anchors: &TrustAnchors, accepted: Vec<IdentityName>) -> Result<Arc<Self>, TlsError> {
+        let inner = WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        Ok(Arc::new(PeerVerifier { inner, accepted }))
+    }
 }
 
 impl ClientCertVerifier for PeerVerifier {
