@@ -54,7 +54,8 @@ pub struct PodInfo {
     pub service_account: Box<str>,
     /// The owning workload, as a metric label (`deployment` → `myapp`).
     pub owner: Option<(Cow<'static, str>, Box<str>)>,
-    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the pod.
+    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the pod (Linkerd's
+    /// default opaque ports without it).
     pub opaque_ports: Box<[(u16, u16)]>,
     /// Its `config.linkerd.io/default-inbound-policy` annotation.
     pub default_policy: Option<Box<str>>,
@@ -138,11 +139,12 @@ impl PodInfo {
                 .unwrap_or("default")
                 .into(),
             owner,
-            opaque_ports: annotations
-                .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
-                .and_then(|v| strait_api::names::port_ranges(v).ok())
-                .unwrap_or_default()
-                .into(),
+            // Without the annotation, Linkerd's default opaque ports (the injector gives
+            // the proxy the same list for its inbound side).
+            opaque_ports: match annotations.and_then(|a| a.get(labels::config::OPAQUE_PORTS)) {
+                Some(v) => strait_api::names::port_ranges(v).unwrap_or_default().into(),
+                None => crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.into(),
+            },
             default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
             named_ports,
             probes: probes.into(),

@@ -643,6 +643,7 @@ impl HttpEndpoint {
     /// switches protocols, the client's and the server's upgraded connections are joined.
     async fn send_upgrade(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
+        let guard = crate::server::tunnel_guard(&req);
         downgrade_to_h1(&mut req);
         let mut plan = self.plan.clone();
         plan.wire = Wire::Http1;
@@ -667,7 +668,7 @@ impl HttpEndpoint {
         });
         let mut rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e))?;
         if rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp));
+            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp), guard);
         }
         Ok(rsp)
     }
@@ -703,11 +704,12 @@ impl HttpEndpoint {
             }
         }
         let client_side = hyper::upgrade::on(&mut req);
+        let guard = crate::server::tunnel_guard(&req);
         let mut s = conn.sender;
         s.ready().await.map_err(|e| self.upstream_err(e))?;
         let mut rsp = s.send_request(req).await.map_err(|e| self.upstream_err(e))?;
         if rsp.status().is_success() {
-            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp));
+            join_upgraded(addr, client_side, hyper::upgrade::on(&mut rsp), guard);
         }
         Ok(rsp)
     }
@@ -775,13 +777,16 @@ impl HttpEndpoint {
 }
 
 /// Joins an upgraded client stream with the upstream's once both sides have switched
-/// (after a 101, or a 2xx to an extended CONNECT), copying until either side ends.
+/// (after a 101, or a 2xx to an extended CONNECT), copying until either side ends; the
+/// serving connection's `guard` lives as long as the tunnel.
 fn join_upgraded(
     addr: SocketAddr,
     client_side: hyper::upgrade::OnUpgrade,
     server_side: hyper::upgrade::OnUpgrade,
+    guard: Option<crate::server::Drain>,
 ) {
     tokio::spawn(async move {
+        let _guard = guard;
         match tokio::try_join!(client_side, server_side) {
             Ok((a, b)) => {
                 let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));

@@ -99,6 +99,160 @@ pub async fn read_and_detect<I: AsyncRead + Unpin>(
     }
 }
 
+/// What the first bytes of a TLS connection say about its server name (sans-IO).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientHello {
+    /// A ClientHello naming this server (SNI `host_name`), lowercased.
+    Sni(String),
+    /// A ClientHello without a server name (clients dialling an IP address send none).
+    NoSni,
+    /// Not a ClientHello this parser can read.
+    NotHello,
+    /// The ClientHello has not fully arrived: read more.
+    Incomplete,
+}
+
+/// The largest ClientHello read before deciding (Linkerd's proxy reads at most 64 KiB).
+pub const MAX_CLIENT_HELLO: usize = 64 * 1024;
+
+/// Reads the server name of the TLS ClientHello at the start of `buf`, reassembling a
+/// handshake message split over several records.
+pub fn client_hello(buf: &[u8]) -> ClientHello {
+    // Reassemble the handshake message from consecutive handshake records.
+    let mut msg = Vec::new();
+    let mut rest = buf;
+    let body = loop {
+        if rest.len() < 5 {
+            return ClientHello::Incomplete;
+        }
+        if rest[0] != 0x16 || rest[1] != 3 {
+            return ClientHello::NotHello;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        // Not a ClientHello is known from its first byte, before the record is complete.
+        if msg.is_empty() && len > 0 && rest.get(5).is_some_and(|t| *t != 1) {
+            return ClientHello::NotHello;
+        }
+        let Some(fragment) = rest.get(5..5 + len) else {
+            return if buf.len() >= MAX_CLIENT_HELLO {
+                ClientHello::NotHello
+            } else {
+                ClientHello::Incomplete
+            };
+        };
+        msg.extend_from_slice(fragment);
+        rest = &rest[5 + len..];
+        if msg.len() < 4 {
+            if len == 0 {
+                return ClientHello::NotHello;
+            }
+            continue;
+        }
+        if msg[0] != 1 {
+            return ClientHello::NotHello;
+        }
+        let hlen = usize::from(msg[1]) << 16 | usize::from(msg[2]) << 8 | usize::from(msg[3]);
+        if hlen > MAX_CLIENT_HELLO {
+            return ClientHello::NotHello;
+        }
+        if msg.len() >= 4 + hlen {
+            break &msg[4..4 + hlen];
+        }
+        if len == 0 {
+            return ClientHello::NotHello;
+        }
+    };
+    match server_name(body) {
+        Some(Some(name)) => ClientHello::Sni(name),
+        Some(None) => ClientHello::NoSni,
+        None => ClientHello::NotHello,
+    }
+}
+
+/// A byte reader that fails (`None`) past the end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| usize::from(b[0]))
+    }
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+    /// A vector with a `u8`/`u16` length prefix.
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(n)
+    }
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(n)
+    }
+}
+
+/// The SNI `host_name` of a ClientHello body: `None` when it does not parse,
+/// `Some(None)` when it names no server.
+fn server_name(body: &[u8]) -> Option<Option<String>> {
+    let mut r = Reader(body);
+    r.take(2 + 32)?; // legacy_version, random
+    r.vec8()?; // legacy_session_id
+    r.vec16()?; // cipher_suites
+    r.vec8()?; // legacy_compression_methods
+    if r.0.is_empty() {
+        return Some(None);
+    }
+    let mut exts = Reader(r.vec16()?);
+    while !exts.0.is_empty() {
+        let kind = exts.u16()?;
+        let data = exts.vec16()?;
+        if kind != 0 {
+            continue;
+        }
+        let mut list = Reader(Reader(data).vec16()?);
+        while !list.0.is_empty() {
+            let name_type = list.u8()?;
+            let name = list.vec16()?;
+            if name_type == 0 {
+                let name = std::str::from_utf8(name).ok()?;
+                return Some(Some(name.to_ascii_lowercase()));
+            }
+        }
+        return Some(None);
+    }
+    Some(None)
+}
+
+/// Reads from `io` (after the bytes already in `buf`) until the ClientHello's server
+/// name is known, for at most `timeout`; the bytes stay in `buf`.
+pub async fn read_client_hello<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> std::io::Result<ClientHello> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match client_hello(buf) {
+            ClientHello::Incomplete => {}
+            decided => return Ok(decided),
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Err(_) | Ok(Ok(0)) => return Ok(ClientHello::NotHello),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +293,68 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p, Protocol::Opaque);
+    }
+
+    /// A ClientHello made by rustls for `name` (an IP address sends no SNI).
+    fn rustls_hello(name: &str) -> Vec<u8> {
+        use strait_identity::rustls;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut c = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let mut out = Vec::new();
+        c.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn client_hello_server_names() {
+        let hello = rustls_hello("db.Example.org");
+        assert_eq!(client_hello(&hello), ClientHello::Sni("db.example.org".into()));
+        for cut in [0, 1, 4, 5, 6, hello.len() / 2, hello.len() - 1] {
+            assert_eq!(
+                client_hello(&hello[..cut]),
+                ClientHello::Incomplete,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(client_hello(&rustls_hello("198.18.0.9")), ClientHello::NoSni);
+
+        // The same handshake message split over three records.
+        let msg = &hello[5..];
+        let mut split = Vec::new();
+        for part in [&msg[..3], &msg[3..40], &msg[40..]] {
+            split.extend_from_slice(&[0x16, 3, 1]);
+            split.extend_from_slice(&u16::try_from(part.len()).unwrap().to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        assert_eq!(client_hello(&split), ClientHello::Sni("db.example.org".into()));
+
+        // Garbage: not a handshake, not a ClientHello, truncated inside, empty records.
+        assert_eq!(
+            client_hello(b"\x16\x03\x01\x00\x30garbage garbage garbage garbage garbage!!"),
+            ClientHello::NotHello
+        );
+        assert_eq!(client_hello(b"\x17\x03\x03\x00\x01x"), ClientHello::NotHello);
+        assert_eq!(client_hello(b"\x16\x03\x01\x00\x00"), ClientHello::NotHello);
+        let mut bad = hello.clone();
+        bad[5] = 2; // a ServerHello
+        assert_eq!(client_hello(&bad), ClientHello::NotHello);
+        let mut short = hello.clone();
+        // The handshake message claims one byte less than its extensions need.
+        let hlen = u32::from_be_bytes([0, short[6], short[7], short[8]]) - 1;
+        short[6..9].copy_from_slice(&hlen.to_be_bytes()[1..]);
+        assert_eq!(client_hello(&short), ClientHello::NotHello);
+        // Every prefix and every one-byte corruption decides without panicking.
+        for i in 0..hello.len() {
+            let _ = client_hello(&hello[..i]);
+            let mut c = hello.clone();
+            c[i] ^= 0xa5;
+            let _ = client_hello(&c);
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The inbound side (4143): what peers send to this pod's application.
 //!
-//! accept → target port (`SO_ORIGINAL_DST`; opaque ports skip everything) → TLS? (mTLS
-//! from a meshed peer: the client identity is authenticated) → transport header (ALPN
+//! accept → target port (`SO_ORIGINAL_DST`; opaque ports skip everything) → TLS? (a
+//! ClientHello naming this proxy's identity is terminated: mTLS from a meshed peer, the
+//! client identity authenticated; one naming another server, or none, is the
+//! application's own TLS and passes through untouched) → transport header (ALPN
 //! `transport.l5d.io/v1`: the target port and session protocol) → **authorization**
 //! ([`Authorize`], the hook the traffic-policy work fills from `InboundServerPolicies`)
 //! → detect → forward to the application on `app_ip:port`; HTTP/1 that came over HTTP/2
@@ -24,7 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::client::{ConnectPlan, Connector, HttpEndpoint, Io, ORIG_PROTO, RspBody, Wire};
 use crate::config::{Capture, Limits, PortSet};
-use crate::detect::{self, Protocol};
+use crate::detect::{self, ClientHello, Protocol};
 use crate::io::{CountingIo, PrefixedIo};
 use crate::metrics::{HttpStats, Registry, labels};
 use crate::server::Drain;
@@ -41,6 +43,9 @@ pub struct InboundConn {
     pub client_id: Option<IdentityName>,
     /// Whether the connection was TLS-terminated here.
     pub tls: bool,
+    /// The server name of a TLS connection passed through to the application (its
+    /// ClientHello named another server than this proxy).
+    pub sni: Option<String>,
     /// The policy authorizer's memo of this connection's last allowed request.
     pub memo: crate::policy::authz::AllowMemo,
 }
@@ -112,6 +117,8 @@ pub struct InboundConfig {
     pub opaque_ports: PortSet,
     /// The application's IP.
     pub app_ip: std::net::IpAddr,
+    /// This proxy's identity: only a ClientHello naming it is TLS-terminated here.
+    pub local_identity: IdentityName,
     /// The proxy's own listeners, never a valid target (they would loop).
     pub own_addrs: Vec<SocketAddr>,
     /// Limits.
@@ -230,11 +237,13 @@ impl Inbound {
                 target: SocketAddr::new(self.cfg.app_ip, dst.port()),
                 client_id: None,
                 tls: false,
+                sni: None,
                 memo: Default::default(),
             };
             self.authz.ready(dst.port()).await;
             self.authz.authorize(&conn)?;
-            return self.forward_opaque(tcp, &conn).await;
+            let io = CountingIo::new(tcp, self.metrics.tcp(Self::tcp_labels(&conn)));
+            return self.forward_opaque(io, &conn).await;
         }
         let mut tcp = tcp;
         let mut buf = BytesMut::new();
@@ -244,6 +253,24 @@ impl Inbound {
             let conn = self.conn(peer, port, None, false)?;
             let io = PrefixedIo::new(buf, tcp);
             return self.after_authz(io, first, conn, drain).await;
+        }
+        // Only a ClientHello for this proxy is terminated (Linkerd's rule): another server
+        // name, or none (clients dialling an address send none), is the application's own
+        // TLS and goes to it untouched, as opaque TCP.
+        let hello = detect::read_client_hello(&mut tcp, &mut buf, self.cfg.detect_timeout).await?;
+        let sni = match hello {
+            ClientHello::Sni(name) if name.eq_ignore_ascii_case(self.cfg.local_identity.as_str()) => None,
+            ClientHello::Sni(name) => Some(Some(name)),
+            ClientHello::NoSni | ClientHello::NotHello | ClientHello::Incomplete => Some(None),
+        };
+        if let Some(sni) = sni {
+            let port = orig_dst.map(|d| d.port()).ok_or(InboundError::NoTarget)?;
+            let mut conn = self.conn(peer, port, None, false)?;
+            conn.sni = sni;
+            tracing::debug!(%peer, sni = ?conn.sni, "TLS for another server: passing it through");
+            return self
+                .after_authz(PrefixedIo::new(buf, tcp), Protocol::Opaque, conn, drain)
+                .await;
         }
         let tls = tokio::time::timeout(
             self.cfg.detect_timeout,
@@ -303,6 +330,7 @@ impl Inbound {
             target,
             client_id,
             tls,
+            sni: None,
             memo: Default::default(),
         };
         Ok(conn)
@@ -337,28 +365,40 @@ impl Inbound {
         }
     }
 
-    fn tcp_labels(conn: &InboundConn) -> String {
+    /// The labels of a connection's metrics: `direction`, [`peer`], `target_addr`, and its
+    /// TLS as Linkerd writes it (`tls="true",client_id=…` when terminated here,
+    /// `tls="opaque",sni=…` when passed through, else `tls="no_identity"` with the reason).
+    fn conn_labels(conn: &InboundConn, peer: Option<&str>) -> String {
         let target = conn.target.to_string();
         let id = conn.client_id.as_ref().map(|i| i.to_string());
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("direction", "inbound"),
-            ("peer", "src"),
-            ("target_addr", &target),
-        ];
-        match (&id, conn.tls) {
-            (Some(id), _) => {
+        let mut pairs: Vec<(&str, &str)> = vec![("direction", "inbound")];
+        if let Some(p) = peer {
+            pairs.push(("peer", p));
+        }
+        pairs.push(("target_addr", &target));
+        match (&id, conn.tls, &conn.sni) {
+            (Some(id), _, _) => {
                 pairs.push(("tls", "true"));
                 pairs.push(("client_id", id));
             }
-            (None, true) => {
+            (None, true, _) => {
                 pairs.push(("tls", "true"));
+                pairs.push(("client_id", ""));
             }
-            (None, false) => {
+            (None, false, Some(sni)) => {
+                pairs.push(("tls", "opaque"));
+                pairs.push(("sni", sni));
+            }
+            (None, false, None) => {
                 pairs.push(("tls", "no_identity"));
                 pairs.push(("no_tls_reason", "no_tls_from_remote"));
             }
         }
         labels(&pairs)
+    }
+
+    fn tcp_labels(conn: &InboundConn) -> String {
+        Self::conn_labels(conn, Some("src"))
     }
 
     async fn after_authz<I: Io>(
@@ -405,22 +445,7 @@ impl Inbound {
         let port = conn.target.port();
         let h1_app = self.app_client(port, Wire::Http1);
         let h2_app = self.app_client(port, Wire::Http2);
-        let base = {
-            let target = conn.target.to_string();
-            let id = conn.client_id.as_ref().map(|i| i.to_string());
-            let mut pairs: Vec<(&str, &str)> = vec![("direction", "inbound"), ("target_addr", &target)];
-            match &id {
-                Some(id) => {
-                    pairs.push(("tls", "true"));
-                    pairs.push(("client_id", id));
-                }
-                None => {
-                    pairs.push(("tls", "no_identity"));
-                    pairs.push(("no_tls_reason", "no_tls_from_remote"));
-                }
-            }
-            labels(&pairs)
-        };
+        let base = Self::conn_labels(&conn, None);
         let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();

@@ -262,6 +262,7 @@ pub async fn run(
             detect_timeout: cfg.detect_timeout,
             opaque_ports: cfg.inbound_opaque_ports.clone(),
             app_ip: cfg.app_ip,
+            local_identity: cfg.local_identity.clone(),
             own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
             limits: cfg.limits.clone(),
         },

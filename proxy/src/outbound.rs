@@ -714,9 +714,54 @@ impl Outbound {
         rsp
     }
 
+    /// Whether discovery marks the target opaque: its profile's `opaque_protocol`, or an
+    /// `OutboundPolicies` answer whose protocol is opaque (waiting briefly for the first
+    /// answers, as every first request to a target does).
+    async fn marked_opaque(&self, l: &Logical) -> bool {
+        if !*l.split_ready.borrow() {
+            let mut rx = l.split_ready.clone();
+            let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
+        }
+        if l.profile.borrow().as_ref().is_some_and(|p| p.opaque) {
+            return true;
+        }
+        match &l.policy {
+            Some(w) => matches!(
+                w.ready(DISCOVERY_WAIT).await,
+                crate::policy::client::Known::Some(p) if p.protocol == crate::policy::outbound::Protocol::Opaque
+            ),
+            None => false,
+        }
+    }
+
+    /// The balancer an opaque connection goes to: a weighted pick among the policy's
+    /// opaque backends when it names them (a TCPRoute's, or a TrafficSplit's), else the
+    /// profile's split.
+    async fn opaque_concrete(self: &Arc<Self>, l: &Arc<Logical>) -> Result<Arc<Concrete>, ProxyError> {
+        if let Some(w) = &l.policy
+            && let crate::policy::client::Known::Some(p) = w.ready(DISCOVERY_WAIT).await
+            && !p.opaque.is_empty()
+        {
+            let weights: Vec<u32> = p.opaque.iter().map(|b| b.weight).collect();
+            let chosen =
+                balance::weighted(&weights, balance::random()).and_then(|i| p.opaque[i].authority.as_deref());
+            return match chosen {
+                Some(a) => Ok(self.concrete(a)),
+                None => Err(ProxyError::Unreachable {
+                    addr: l.fallback.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    reason: format!(
+                        "the opaque route of {}'s policy has no usable backend",
+                        l.authority
+                    ),
+                }),
+            };
+        }
+        Ok(Self::pick_concrete(l).await)
+    }
+
     /// Opens an opaque connection to `authority`'s endpoint (or its original address).
     async fn connect_opaque(self: &Arc<Self>, l: &Arc<Logical>) -> Result<BoxIo, ProxyError> {
-        let concrete = Self::pick_concrete(l).await;
+        let concrete = self.opaque_concrete(l).await?;
         match concrete.balancer.pick(DISCOVERY_WAIT).await {
             Pick::Endpoint(ep) => {
                 let plan = plan(
@@ -757,6 +802,18 @@ impl Outbound {
             Capture::Explicit => None,
         };
         let mut io = CountingIo::new(tcp, self.src_tcp.clone());
+        let fixed = orig_dst.map(|a| self.logical(&a.to_string(), Some(a)));
+        // Discovery first, as Linkerd does: a target marked opaque (`opaque-ports`, the
+        // default opaque ports) skips detection, so a protocol whose server speaks first
+        // (MySQL, SMTP, …) does not wait out the detection timeout.
+        if let Some(l) = &fixed
+            && self.marked_opaque(l).await
+        {
+            if let Err(e) = self.opaque(io, l).await {
+                tracing::info!(%peer, error = %e, "opaque connection failed");
+            }
+            return;
+        }
         let mut buf = BytesMut::new();
         let proto = match detect::read_and_detect(&mut io, &mut buf, false, self.cfg.detect_timeout).await {
             Ok(p) => p,
@@ -766,7 +823,6 @@ impl Outbound {
             }
         };
         let io = PrefixedIo::new(buf, io);
-        let fixed = orig_dst.map(|a| self.logical(&a.to_string(), Some(a)));
         match proto {
             Protocol::Http1 | Protocol::Http2 => {
                 let wire = if proto == Protocol::Http2 {
@@ -869,7 +925,9 @@ impl Outbound {
             Ok(u) => u,
             Err(e) => return e.response(),
         };
+        let guard = crate::server::tunnel_guard(&req);
         tokio::spawn(async move {
+            let _guard = guard;
             match hyper::upgrade::on(req).await {
                 Ok(up) => {
                     let mut up = TokioIo::new(up);

@@ -1,8 +1,11 @@
 //! Accept loops with connection limits, and graceful drain.
 //!
-//! Every connection task holds a [`Drain`] clone; shutdown flips the signal (HTTP
-//! connections then finish in-flight requests and close, opaque streams keep going), and
-//! waits until every clone is dropped or the grace period ends.
+//! Every connection task holds a [`Drain`] clone, which also holds the connection's slot
+//! under the listener's limit; shutdown flips the signal (HTTP connections then finish
+//! in-flight requests and close, opaque streams keep going), and waits until every clone
+//! is dropped or the grace period ends. A connection that outlives its HTTP server (an
+//! upgrade, a `CONNECT` tunnel) keeps a clone: it still counts under the limit and is
+//! still waited for.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,13 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-/// A connection's view of shutdown.
+/// A connection's view of shutdown, and its slot under the listener's connection limit.
 #[derive(Clone)]
 pub struct Drain {
     signal: watch::Receiver<bool>,
     _tracker: mpsc::Sender<()>,
+    _slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl Drain {
@@ -50,6 +54,7 @@ pub fn drain() -> (DrainControl, Drain) {
         Drain {
             signal: rx,
             _tracker: ttx,
+            _slot: None,
         },
     )
 }
@@ -101,11 +106,11 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let fut = handle(tcp, peer, drain.clone());
-        tokio::spawn(async move {
-            fut.await;
-            drop(permit);
-        });
+        let conn = Drain {
+            _slot: Some(Arc::new(permit)),
+            ..drain.clone()
+        };
+        tokio::spawn(handle(tcp, peer, conn));
     }
 }
 
@@ -121,7 +126,15 @@ where
         + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let svc = hyper::service::service_fn(svc);
+    // A request that may turn the connection (or its stream) into a tunnel carries the
+    // connection's drain into the task that joins the tunnel (see [`tunnel_guard`]).
+    let guard = drain.clone();
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(guard.clone());
+        }
+        svc(req)
+    });
     if h2 {
         // Answers ready together leave in one write (see `crate::cork`).
         let (io, cork) = crate::cork::cork(io);
@@ -153,4 +166,11 @@ where
             _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
         }
     }
+}
+
+/// The drain of the connection a request arrived on, for a task that carries the
+/// request's tunnel (upgrade or `CONNECT`) after its HTTP exchange: holding it keeps the
+/// tunnel under the connection limit and in the shutdown's wait.
+pub fn tunnel_guard<B>(req: &http::Request<B>) -> Option<Drain> {
+    req.extensions().get::<Drain>().cloned()
 }

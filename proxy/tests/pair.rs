@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
+use strait_proxy::config::env;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -354,6 +355,109 @@ async fn http_upgrades_cross_the_pair_and_carry_bytes_both_ways() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Upgrades `s` (a new connection to a client proxy's outbound) to the application's
+/// echo protocol, through the pair, and reads its greeting.
+async fn upgraded(out: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(out).await.unwrap();
+    s.write_all(
+        format!("GET /ws HTTP/1.1\r\nhost: {MYAPP}:80\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("the response head within 10s")
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut greeting = [0u8; 19];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut greeting))
+        .await
+        .expect("the greeting within 10s")
+        .unwrap();
+    assert_eq!(&greeting, b"hello from myapp-1\n");
+    s
+}
+
+/// Whether the proxy at `out` closes a new connection at once (its connection limit).
+async fn refused_at_once(out: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(out).await else {
+        return true;
+    };
+    let _ = s
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {MYAPP}:80\r\n\r\n").as_bytes())
+        .await;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// A connection that became a tunnel (an upgrade) after its HTTP exchange still holds
+/// its place under the connection limit, and shutdown waits for it like any connection.
+#[tokio::test]
+async fn an_upgraded_connection_counts_under_the_limit_and_is_drained() {
+    let (c_ip, s_ip) = (ip("127.41.7.2"), ip("127.41.7.3"));
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster.myapp_service().await;
+    cluster.pod("web-1", "web", "web", c_ip, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
+    http_app((s_ip, 8080).into(), "myapp-1").await;
+    let _server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s_ip)).await;
+    let mut cv = cluster.proxy_env("web-1", "web", c_ip);
+    cv.insert(env::MAX_CONNECTIONS, "2".into());
+    cv.insert(env::SHUTDOWN_GRACE_PERIOD, "30s".into());
+    let mut client = Proxy::ready(cv).await;
+    let out = client.bound.outbound;
+
+    let mut first = upgraded(out).await;
+    let mut second = upgraded(out).await;
+    echo_messages(&mut first, 0).await;
+    assert!(
+        refused_at_once(out).await,
+        "two tunnels fill a limit of two connections"
+    );
+    drop(first);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let Ok(mut s) = tokio::net::TcpStream::connect(out).await else {
+                return false;
+            };
+            let req = format!("GET / HTTP/1.1\r\nhost: {MYAPP}:80\r\nconnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut rsp = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rsp)).await;
+            matches!(read, Ok(Ok(_))) && rsp.starts_with(b"HTTP/1.1 200")
+        })
+        .await,
+        "a closed tunnel frees its place"
+    );
+
+    // Shutdown waits for the open tunnel, which keeps carrying bytes, and ends with it.
+    client.shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!client.handle.is_finished(), "the proxy waits for the tunnel");
+    echo_messages(&mut second, 1).await;
+    drop(second);
+    tokio::time::timeout(Duration::from_secs(10), &mut client.handle)
+        .await
+        .expect("the proxy exits once the tunnel closes")
+        .unwrap();
+}
+
 /// A target unused for the idle timeout is forgotten: its discovery ends and its endpoint
 /// connections close (seen from the server proxy); the next request discovers it again.
 #[tokio::test]
@@ -366,10 +470,7 @@ async fn idle_targets_are_forgotten_and_found_again() {
     http_app((s_ip, 8080).into(), "myapp-1").await;
     let server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s_ip)).await;
     let mut vars = cluster.proxy_env("web-1", "web", c_ip);
-    vars.insert(
-        strait_proxy::config::env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT,
-        "400ms".into(),
-    );
+    vars.insert(env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "400ms".into());
     let client = Proxy::ready(vars).await;
     let open = async || {
         metric(

@@ -2,8 +2,10 @@
 //! a veth in 198.18.200.0/24, iptables REDIRECT to the proxies, `SO_ORIGINAL_DST`.
 //! Needs root (network namespaces and iptables); it fails, never skips, without it.
 //!
-//! - server pod 198.18.200.2: the controller, the application on 127.0.0.1:8080, and its
-//!   proxy; PREROUTING redirects arriving port-8080 traffic to 4143.
+//! - server pod 198.18.200.2: the controller, the applications (HTTP on 127.0.0.1:8080, a
+//!   server-first protocol on 3306, a TLS-speaking echo on 8443), and its proxy;
+//!   PREROUTING redirects arriving port-8080 and 8443 traffic to 4143 (3306 is opaque:
+//!   the client proxy tunnels it to 4143 itself).
 //! - client pod 198.18.200.1 (proxy) and .11 (the application's source address): OUTPUT
 //!   redirects the application's connections to 4140. Linkerd excludes the proxy by its
 //!   UID; this test runs both in one process, so it tells them apart by source address.
@@ -71,8 +73,10 @@ impl Pods {
             &sv,
             "-p",
             "tcp",
-            "--dport",
-            "8080",
+            "-m",
+            "multiport",
+            "--dports",
+            "8080,8443",
             "-j",
             "REDIRECT",
             "--to-ports",
@@ -129,6 +133,36 @@ fn in_netns<R: Send + 'static>(
     })
 }
 
+/// An application whose server speaks first (as MySQL and SMTP do): a greeting, then echo.
+async fn server_first_app(addr: SocketAddr) {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp.write_all(b"220 ready\r\n").await;
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+/// The first flight of a TLS client for `name`: a ClientHello naming it.
+fn client_hello(name: &str) -> Vec<u8> {
+    use strait_identity::rustls;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut c = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut out = Vec::new();
+    c.write_tls(&mut out).unwrap();
+    out
+}
+
 struct FromServer {
     destination: SocketAddr,
     identity: SocketAddr,
@@ -157,6 +191,8 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             .await;
         cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
         http_app("127.0.0.1:8080".parse().unwrap(), "myapp-1").await;
+        server_first_app("127.0.0.1:3306".parse().unwrap()).await;
+        echo_app("127.0.0.1:8443".parse().unwrap()).await;
         let mut vars = cluster.proxy_env("myapp-1", "myapp", s_ip);
         vars.insert(env::CAPTURE, "transparent".into());
         vars.insert(env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".into());
@@ -211,7 +247,46 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
                 .unwrap();
             bodies.push(rsp);
         }
-        (bodies, proxy.metrics().await)
+        // A server-first protocol on a default opaque port (MySQL's): discovery marks it
+        // opaque, so the proxy skips detection and the greeting arrives at once, not
+        // after the detection timeout (10 s).
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("198.18.200.11:0".parse().unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let mut tcp = sock.connect("198.18.200.2:3306".parse().unwrap()).await.unwrap();
+        let mut greeting = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(15), tcp.read_exact(&mut greeting))
+            .await
+            .expect("the greeting within 15s")
+            .unwrap();
+        let greeted_in = started.elapsed();
+        tcp.write_all(b"ping").await.unwrap();
+        let mut pong = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut pong))
+            .await
+            .expect("the echo within 10s")
+            .unwrap();
+        assert_eq!(&pong, b"ping");
+        drop(tcp);
+        // An unmeshed client's own TLS to the server pod (from the proxy's address, which
+        // is not redirected): its ClientHello names another server than the server
+        // proxy, so the proxy passes it through to the application untouched.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
+        let mut tcp = sock.connect("198.18.200.2:8443".parse().unwrap()).await.unwrap();
+        let hello = client_hello("db.example.org");
+        tcp.write_all(&hello).await.unwrap();
+        let mut echoed = vec![0u8; hello.len()];
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut echoed))
+            .await
+            .expect("the application's echo within 10s")
+            .unwrap();
+        assert!(
+            echoed == hello,
+            "the ClientHello reached the application untouched"
+        );
+        drop(tcp);
+        (bodies, greeting, greeted_in, proxy.metrics().await)
     })
     .join()
     .expect("client pod thread");
@@ -219,7 +294,12 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
     let server_metrics = metrics_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     server.join().expect("server pod thread");
 
-    let (bodies, client_metrics) = client;
+    let (bodies, greeting, greeted_in, client_metrics) = client;
+    assert_eq!(&greeting, b"220 ready\r\n");
+    assert!(
+        greeted_in < Duration::from_secs(3),
+        "the opaque port skipped detection: greeted after {greeted_in:?}"
+    );
     for (i, rsp) in bodies.iter().enumerate() {
         assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp}");
         assert!(
@@ -254,6 +334,34 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         ),
         Some(3.0),
         "the server proxy authenticated the client and used the original port: {server_metrics}"
+    );
+    assert!(
+        metric(
+            &server_metrics,
+            "tcp_read_bytes_total",
+            &[
+                ("direction", "inbound"),
+                ("target_addr", "127.0.0.1:3306"),
+                ("client_id", CLIENT_ID)
+            ]
+        )
+        .unwrap_or(0.0)
+            >= 4.0,
+        "the opaque connection crossed mTLS with the client's identity: {server_metrics}"
+    );
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "tcp_open_total",
+            &[
+                ("direction", "inbound"),
+                ("target_addr", "127.0.0.1:8443"),
+                ("tls", "opaque"),
+                ("sni", "db.example.org")
+            ]
+        ),
+        Some(1.0),
+        "the passed-through connection is labelled as Linkerd labels it: {server_metrics}"
     );
     drop(pods);
 }

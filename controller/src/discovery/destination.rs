@@ -353,7 +353,19 @@ impl pb::destination_server::Destination for DestinationService {
                         }),
                     )
                 }
-                None => (None, Box::new(|_: &Index| pb::DestinationProfile::default())),
+                // An address outside the cluster: opaque on Linkerd's default opaque ports.
+                None => {
+                    let opaque = crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS
+                        .iter()
+                        .any(|(lo, hi)| (*lo..=*hi).contains(&addr.port()));
+                    (
+                        None,
+                        Box::new(move |_: &Index| pb::DestinationProfile {
+                            opaque_protocol: opaque,
+                            ..Default::default()
+                        }),
+                    )
+                }
             },
         };
         let mut last: Option<pb::DestinationProfile> = None;

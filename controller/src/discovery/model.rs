@@ -241,11 +241,14 @@ fn addresses(value: Option<String>, object: impl std::fmt::Display) -> Vec<IpAdd
     out
 }
 
+/// The Service's opaque ports: its `config.linkerd.io/opaque-ports`, else Linkerd's
+/// default opaque ports (as the policy controller does; a value that does not parse marks
+/// none, and the policy controller reports it).
 fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Vec<(u16, u16)> {
-    annotations
-        .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
-        .and_then(|v| strait_api::names::port_ranges(v).ok())
-        .unwrap_or_default()
+    match annotations.and_then(|a| a.get(labels::config::OPAQUE_PORTS)) {
+        Some(v) => strait_api::names::port_ranges(v).unwrap_or_default(),
+        None => crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.to_vec(),
+    }
 }
 
 fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
