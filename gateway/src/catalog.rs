@@ -57,6 +57,7 @@ impl Server {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         metrics: &Metrics,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let inbound = &metrics.inbound;
         let refusal = |reason: RefusalReason, message: String| {
@@ -95,6 +96,12 @@ impl Server {
                         break;
                     }
                 },
+                // The gateway is shutting down: end the watch (the watcher keeps what it
+                // has and watches again, through its next link).
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    let _ = send.reset(relay::RELAY_ERROR);
+                    break;
+                }
                 // The watcher sends nothing after its request: any end of its side
                 // (finish, reset, lost connection) ends the watch.
                 read = recv.read(&mut scratch) => {

@@ -428,6 +428,7 @@ impl Gateway {
             catalog::Server::new(catalog),
             metrics.clone(),
             config.connect_timeout,
+            config.link.drain_timeout,
             stop_rx.clone(),
         ));
         let drained = registry.clone();
@@ -673,15 +674,24 @@ async fn serve_ingress(
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
+    drain: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
     let (conn_stop_tx, conn_stop) = watch::channel(false);
+    let settings = Arc::new(IngressSettings {
+        admission,
+        resolver,
+        catalog,
+        metrics,
+        connect_timeout,
+        drain,
+    });
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    conns.spawn(ingress_conn(incoming, admission.clone(), resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout, conn_stop.clone()));
+                    conns.spawn(ingress_conn(incoming, settings.clone(), conn_stop.clone()));
                 }
                 None => break,
             },
@@ -693,15 +703,29 @@ async fn serve_ingress(
     while conns.join_next().await.is_some() {}
 }
 
-async fn ingress_conn(
-    incoming: quinn::Incoming,
+/// What every ingress connection shares.
+struct IngressSettings {
     admission: Arc<tls::PeerVerifier>,
     resolver: Arc<dyn Resolve>,
     catalog: catalog::Server,
     metrics: Arc<Metrics>,
     connect_timeout: Duration,
+    /// How long relayed streams may take to finish once the gateway is shutting down.
+    drain: Duration,
+}
+
+/// Serves one remote gateway's link. When the gateway shuts down, the link drains: its
+/// relayed streams go on for up to the drain period, catalog watches end, and every new
+/// stream (a probe included) is refused as `shutting-down`, which tells the remote
+/// gateway to stop opening streams here and to link again; then the connection closes.
+async fn ingress_conn(
+    incoming: quinn::Incoming,
+    settings: Arc<IngressSettings>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let IngressSettings {
+        admission, metrics, ..
+    } = &*settings;
     let remote = incoming.remote_address();
     let conn: Connection = match incoming.await {
         Ok(c) => c,
@@ -714,7 +738,7 @@ async fn ingress_conn(
     // the chain verified when it was first made, perhaps by a predecessor with other
     // anchors or accepted identities, perhaps before the certificate expired: verify it
     // again, now, here.
-    let peer = match tls::verify_linking_peer(&conn, &admission) {
+    let peer = match tls::verify_linking_peer(&conn, admission) {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(%remote, peer = ?tls::quic_peer_identity(&conn).as_ref().map(|p| p.as_str()), %why, "refused a link from a remote gateway");
@@ -725,37 +749,65 @@ async fn ingress_conn(
     tracing::info!(%remote, peer = %peer, "remote gateway linked");
     metrics.inbound.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut streams = JoinSet::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let for_streams = stop.clone();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(ingress_stream(send, recv, resolver.clone(), catalog.clone(), metrics.clone(), connect_timeout));
+                    streams.spawn(ingress_stream(send, recv, settings.clone(), for_streams.clone()));
                 }
                 Err(e) => {
                     tracing::info!(%remote, reason = %e, "remote gateway's link ended");
                     break;
                 }
             },
-            Some(_) = streams.join_next() => {}
-            _ = stop.wait_for(|s| *s) => {
-                // Let relayed streams finish; the connection closes when the
-                // endpoint does.
+            Some(_) = streams.join_next() => {
+                if deadline.is_some() && streams.is_empty() {
+                    break;
+                }
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; }, if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + settings.drain);
+                tracing::info!(%remote, streams = streams.len(), "draining the remote gateway's link");
+                if streams.is_empty() {
+                    break;
+                }
+            }
+            _ = sleep_until(deadline) => {
+                tracing::info!(%remote, streams = streams.len(), drain = ?settings.drain, "the drain period is over; closing the link's streams still open");
+                streams.shutdown().await;
                 break;
             }
         }
+    }
+    if deadline.is_some() {
+        conn.close(crate::link::CLOSE_SHUTDOWN, b"gateway shutting down");
     }
     while streams.join_next().await.is_some() {}
     metrics.inbound.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn ingress_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    resolver: Arc<dyn Resolve>,
-    catalog: catalog::Server,
-    metrics: Arc<Metrics>,
-    connect_timeout: Duration,
+    settings: Arc<IngressSettings>,
+    stop: watch::Receiver<bool>,
 ) {
+    let IngressSettings {
+        resolver,
+        catalog,
+        metrics,
+        connect_timeout,
+        ..
+    } = &*settings;
     let inbound = &metrics.inbound;
     let refuse = |reason: RefusalReason, message: String| {
         inbound.refusals.add(reason);
@@ -763,18 +815,29 @@ async fn ingress_stream(
         header::encode_reply(&Reply::Refused { reason, message }, header::VERSION, &mut frame);
         frame
     };
-    let (request, pipelined) = match relay::read_request(&mut recv).await {
-        Ok(r) => r,
-        Err(RelayError::Header(e)) => {
-            let frame = refuse(e.refusal(), e.to_string());
-            finish_refusal(send, recv, frame).await;
-            return;
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "inbound stream ended before its header");
-            return;
-        }
-    };
+    let (request, pipelined) =
+        match tokio::time::timeout(crate::entry::REQUEST_TIMEOUT, relay::read_request(&mut recv)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(RelayError::Header(e))) => {
+                let frame = refuse(e.refusal(), e.to_string());
+                finish_refusal(send, recv, frame).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "inbound stream ended before its header");
+                return;
+            }
+            Err(_) => {
+                let message = format!("no request within {:?}", crate::entry::REQUEST_TIMEOUT);
+                finish_refusal(send, recv, refuse(RefusalReason::Malformed, message)).await;
+                return;
+            }
+        };
+    if *stop.borrow() {
+        let message = "this gateway is shutting down; link again".to_string();
+        finish_refusal(send, recv, refuse(RefusalReason::ShuttingDown, message)).await;
+        return;
+    }
     let target = match request {
         Request::Probe => {
             inbound.probes.fetch_add(1, Ordering::Relaxed);
@@ -784,7 +847,7 @@ async fn ingress_stream(
             let _ = send.finish();
             return;
         }
-        Request::Watch(resource) => return catalog.serve(resource, send, recv, &metrics).await,
+        Request::Watch(resource) => return catalog.serve(resource, send, recv, metrics, stop).await,
         Request::Open(target) => target,
     };
     let endpoint = match resolver.resolve(&target).await {
@@ -803,7 +866,7 @@ async fn ingress_stream(
         finish_refusal(send, recv, frame).await;
         return;
     }
-    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.addr)).await {
+    let tcp = match tokio::time::timeout(*connect_timeout, TcpStream::connect(endpoint.addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             let message = format!("connecting to {target} at {}: {e}", endpoint.addr);

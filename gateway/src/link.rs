@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::LinkMetrics;
-use crate::proto::header::{self, Reply, Request, Target};
+use crate::proto::header::{self, RefusalReason, Reply, Request, Target};
 use crate::proto::link::{Action, ConnStats, Event, Link, LinkConfig, Phase};
 use crate::relay;
 
@@ -129,15 +129,23 @@ impl LinkHandle {
         request: &Request,
         timeout: Duration,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
+        let started = Instant::now();
         let conn = self.established(timeout).await?;
         let stream_err = |e: std::io::Error| OpenError::Stream {
             name: self.shared.spec.name.clone(),
             source: e,
         };
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| stream_err(std::io::Error::other(e)))?;
+        // The peer's stream limit can hold a new stream back: wait no longer than asked.
+        let left = timeout.saturating_sub(started.elapsed());
+        let (mut send, recv) = match tokio::time::timeout(left, conn.open_bi()).await {
+            Ok(opened) => opened.map_err(|e| stream_err(std::io::Error::other(e)))?,
+            Err(_) => {
+                return Err(stream_err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the remote gateway allowed no new stream within {timeout:?} (its stream limit)"),
+                )));
+            }
+        };
         let mut frame = Vec::with_capacity(128);
         header::encode_request(request, &mut frame);
         send.write_all(&frame)
@@ -320,7 +328,7 @@ impl Driver {
         let mut conn: Option<Connection> = None;
         let mut connecting: Option<Connecting> = None;
         let mut established_once = false;
-        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(u64, Probed)>();
         let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutting_down = *shutdown.borrow();
@@ -340,8 +348,15 @@ impl Driver {
                         if let Some(c) = conn.clone() {
                             let tx = probe_tx.clone();
                             tokio::spawn(async move {
-                                let ok = tokio::time::timeout(probe_timeout * 2, probe(&c)).await;
-                                let _ = tx.send((id, matches!(ok, Ok(Ok(())))));
+                                let probed = match tokio::time::timeout(probe_timeout * 2, probe(&c)).await {
+                                    Ok(Ok(())) => Probed::Answered,
+                                    Ok(Err(relay::RelayError::Refused {
+                                        reason: RefusalReason::ShuttingDown,
+                                        ..
+                                    })) => Probed::PeerDraining,
+                                    _ => Probed::Failed,
+                                };
+                                let _ = tx.send((id, probed));
                             });
                         }
                     }
@@ -357,6 +372,14 @@ impl Driver {
                         if let Some(c) = conn.take() {
                             c.close(CLOSE_SHUTDOWN, b"gateway shutting down");
                         }
+                        conn_tx.send_replace(None);
+                    }
+                    Action::Retire => {
+                        // New streams wait for the next connection; the streams open on
+                        // this one keep it (quinn closes it when the last one is gone,
+                        // if the draining peer has not closed it first).
+                        tracing::info!(link = %spec.name, "the remote gateway is shutting down; retiring its connection and linking again");
+                        conn = None;
                         conn_tx.send_replace(None);
                     }
                 }
@@ -420,9 +443,13 @@ impl Driver {
                     conn_tx.send_replace(None);
                     link.handle_connection_lost(Instant::now().into_std());
                 }
-                Some((id, ok)) = probe_rx.recv() => {
+                Some((id, probed)) = probe_rx.recv() => {
                     let now = Instant::now().into_std();
-                    if ok { link.handle_probe_answered(now, id) } else { link.handle_probe_failed(now, id) }
+                    match probed {
+                        Probed::Answered => link.handle_probe_answered(now, id),
+                        Probed::PeerDraining => link.handle_peer_draining(now, id),
+                        Probed::Failed => link.handle_probe_failed(now, id),
+                    }
                 }
                 _ = stats_tick.tick() => {
                     if let Some(c) = &conn {
@@ -483,6 +510,15 @@ fn connect(
         }
         Ok((conn, resumed))
     })
+}
+
+/// How a probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probed {
+    Answered,
+    /// Refused: the remote gateway is shutting down.
+    PeerDraining,
+    Failed,
 }
 
 /// One probe: a header-only stream the remote answers at once.

@@ -5,7 +5,8 @@
 //! write side is finished (TCP `shutdown(Write)` / QUIC `FIN`), so one side
 //! can stop sending and still read the answer. The relay ends when both
 //! directions have ended, or when either fails: the failing direction resets
-//! (QUIC) its stream side, and the other direction is dropped with it.
+//! (QUIC) its stream side, the other direction is dropped with it, and the TCP
+//! connection is reset (RST), so a reset on one side reaches the other as one.
 
 use std::io;
 use std::sync::Arc;
@@ -140,12 +141,25 @@ pub async fn relay(
     let down = async {
         let initial = match downstream {
             Downstream::Ready(bytes) => bytes,
-            Downstream::AwaitReply => match read_reply(&mut recv).await? {
-                (Reply::Accepted { .. }, rest) => rest,
-                (Reply::Refused { reason, message }, _) => {
-                    return Err(RelayError::Refused { reason, message });
+            Downstream::AwaitReply => {
+                let reply = tokio::time::timeout(crate::entry::REPLY_TIMEOUT, read_reply(&mut recv))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the remote gateway did not answer within {:?}",
+                                crate::entry::REPLY_TIMEOUT
+                            ),
+                        )
+                    })??;
+                match reply {
+                    (Reply::Accepted { .. }, rest) => rest,
+                    (Reply::Refused { reason, message }, _) => {
+                        return Err(RelayError::Refused { reason, message });
+                    }
                 }
-            },
+            }
         };
         let mut total = 0;
         if !initial.is_empty() {
@@ -173,9 +187,13 @@ pub async fn relay(
             from_stream,
         }),
         Err(e) => {
-            // Whichever side failed, the stream is over in both directions.
+            // Whichever side failed, the stream is over in both directions, and the TCP
+            // peer learns it as a reset, not as an orderly end of the data.
             let _ = send.reset(RELAY_ERROR);
             let _ = recv.stop(RELAY_ERROR);
+            if let Ok(tcp) = tcp_read.reunite(tcp_write) {
+                let _ = tcp.set_zero_linger();
+            }
             Err(e)
         }
     }

@@ -350,6 +350,68 @@ async fn a_gateway_under_other_trust_anchors_is_refused() {
     .await;
 }
 
+/// Writes `ping {i}` on `tcp` (relayed to an echo server) and reads it back, within 5 s.
+async fn ping(tcp: &mut TcpStream, i: usize) {
+    let msg = format!("ping {i}");
+    tcp.write_all(msg.as_bytes()).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut back))
+        .await
+        .unwrap_or_else(|_| panic!("ping {i} echoed within 5s"))
+        .unwrap_or_else(|e| panic!("ping {i}: the relayed stream failed: {e}"));
+    assert_eq!(back, msg.as_bytes());
+}
+
+/// East shutting down drains its link: west stops opening streams on it at once (east
+/// refuses its probes as shutting down), the stream already relayed goes on well past
+/// the time west's probes would have declared east dead and cut it, and east is done as
+/// soon as that stream ends, not at the end of its drain period.
+#[tokio::test]
+async fn a_gateway_shutting_down_lets_the_streams_it_relays_finish() {
+    bounded(async {
+        let pki = Pki::new();
+        let (echo, _echo_task) = echo_server().await;
+        let mut c = config(vec![gateway_identity()]);
+        c.link.drain_timeout = Duration::from_secs(6);
+        let east = TestGateway::start(
+            c,
+            pki.creds(&gateway_identity(), SessionState::new()),
+            Arc::new(echo_table(echo)),
+        )
+        .await;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        west.link().established(Duration::from_secs(5)).await.unwrap();
+        let mut tcp = TcpStream::connect(west.egress[0]).await.unwrap();
+        ping(&mut tcp, 0).await;
+
+        let shutting = Instant::now();
+        let east_done = tokio::spawn(east.shutdown());
+        while west.link().connection().is_some() {
+            assert!(
+                shutting.elapsed() < Duration::from_secs(1),
+                "west retires the connection of a gateway that is shutting down"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(west.link().metrics().alive.load(Ordering::Relaxed), 0);
+        // Three failed probes of 500 ms would have cut the stream after about 1.5 s.
+        let mut i = 1;
+        while shutting.elapsed() < Duration::from_millis(2500) {
+            ping(&mut tcp, i).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(tcp);
+        tokio::time::timeout(Duration::from_secs(3), east_done)
+            .await
+            .expect("east is done once the stream ends, before its drain period is over")
+            .unwrap();
+        assert!(shutting.elapsed() < Duration::from_secs(6));
+        west.shutdown().await;
+    })
+    .await;
+}
+
 /// East restarts as a new process (fresh session state) on the same address, with
 /// `secret` as its ticket secret (the first east's is `b"east key"`) and `accept` as
 /// its accepted identities. Returns (west, restarted east, first-link time, re-link time).

@@ -261,6 +261,7 @@ fn link_never_breaks_its_invariants_under_random_inputs() {
                 1 => link.handle_connect_failed(now),
                 2 => link.handle_connection_lost(now),
                 3 => link.handle_probe_answered(now, last_probe.unwrap_or(rng.below(4))),
+                4 if rng.below(4) == 0 => link.handle_peer_draining(now, last_probe.unwrap_or(rng.below(4))),
                 4 => link.handle_probe_failed(now, rng.below(4)),
                 5 => link.handle_stats(ConnStats {
                     rtt: Duration::from_micros(rng.below(10_000)),
@@ -293,6 +294,14 @@ fn link_never_breaks_its_invariants_under_random_inputs() {
                         assert!(!shut_down, "seed {seed} step {step}: probe after shutdown");
                         assert!(last_probe.is_none_or(|p| id > p), "probe ids increase");
                         last_probe = Some(id);
+                    }
+                    Action::Retire => {
+                        assert_eq!(
+                            link.phase(),
+                            Phase::Backoff,
+                            "seed {seed} step {step}: a retired connection is not the link's"
+                        );
+                        assert!(!link.is_alive());
                     }
                     Action::Abort { .. } | Action::Close => {}
                 }

@@ -9,14 +9,19 @@
 //!            ┌──────────── connect failed / lost ───────────┐
 //!            ▼                                              │
 //!   Idle ─▶ Connecting ─ connected ─▶ Established ─ lost ─▶ Backoff ─ delay over ─▶ Connecting
-//!                                          │
+//!                                          │  └─ peer draining: retire the connection ─▶ Backoff
 //!                                       shutdown
 //!                                          ▼
 //!                                      Draining ─ idle or deadline ─▶ Closed
 //! ```
 //!
+//! A peer that is shutting down answers probes with a refusal (`shutting-down`): the
+//! link retires that connection — it carries only the streams already open on it, which
+//! the peer lets finish — and connects again (perhaps to the peer's successor).
+//!
 //! Invariants:
-//! - at most one connection attempt or connection exists at a time;
+//! - at most one connection attempt or connection is the link's at a time (a retired
+//!   connection is no longer the link's);
 //! - the backoff attempt counter is reset only by a connection that
 //!   established, so a peer that accepts and immediately drops keeps backing off;
 //! - a link is *alive* only while established and its recent probes answered
@@ -98,6 +103,9 @@ pub enum Action {
     },
     /// Close the connection gracefully: the link is closed.
     Close,
+    /// Stop opening streams on the current connection, but let the streams open on it
+    /// finish: the peer is draining and will close it (the link will back off).
+    Retire,
 }
 
 /// Why the link abandoned a connection.
@@ -288,6 +296,24 @@ impl Link {
                 *alive = true;
                 self.events.push_back(Event::Alive(true));
             }
+        }
+    }
+
+    /// Probe `id` was refused because the peer is shutting down: retire the connection
+    /// and connect again.
+    pub fn handle_peer_draining(&mut self, now: Instant, id: u64) {
+        if let State::Established {
+            outstanding: Some((pending, _)),
+            alive,
+            ..
+        } = self.state
+            && pending == id
+        {
+            if alive {
+                self.events.push_back(Event::Alive(false));
+            }
+            self.actions.push_back(Action::Retire);
+            self.back_off(now);
         }
     }
 
@@ -581,6 +607,37 @@ mod tests {
             Some(t0 + ms(100)),
             "a late answer lets the next probe go at once"
         );
+    }
+
+    #[test]
+    fn a_draining_peer_retires_the_connection_and_the_link_connects_again() {
+        let t0 = Instant::now();
+        let mut link = established(t0);
+        assert_eq!(
+            drain_actions(&mut link),
+            vec![Action::Connect { attempt: 1 }, Action::Probe { id: 0 }]
+        );
+        link.handle_probe_answered(t0 + ms(1), 0);
+        assert!(link.is_alive());
+        link.handle_timeout(t0 + ms(500));
+        assert_eq!(drain_actions(&mut link), vec![Action::Probe { id: 1 }]);
+        drain_events(&mut link);
+        // A refusal of another probe than the outstanding one changes nothing.
+        link.handle_peer_draining(t0 + ms(501), 0);
+        assert!(link.is_alive() && drain_actions(&mut link).is_empty());
+        link.handle_peer_draining(t0 + ms(502), 1);
+        assert_eq!(
+            drain_actions(&mut link),
+            vec![Action::Retire],
+            "not aborted: its streams finish"
+        );
+        assert!(!link.is_alive() && !link.accepts_streams());
+        let events = drain_events(&mut link);
+        assert_eq!(events[..2], [Event::Alive(false), Event::Phase(Phase::Backoff)]);
+        let next = link.poll_timeout().expect("a reconnect is scheduled");
+        assert!(next <= t0 + ms(502) + config().backoff_initial, "{next:?}");
+        link.handle_timeout(next);
+        assert_eq!(drain_actions(&mut link), vec![Action::Connect { attempt: 1 }]);
     }
 
     #[test]
