@@ -423,12 +423,14 @@ impl Gateway {
         }
         tasks.spawn(serve_ingress(
             endpoint.clone(),
-            tls::PeerVerifier::new(&creds.anchors, config.accept.clone())?,
-            resolver,
-            catalog::Server::new(catalog),
-            metrics.clone(),
-            config.connect_timeout,
-            config.link.drain_timeout,
+            IngressSettings {
+                admission: tls::PeerVerifier::new(&creds.anchors, config.accept.clone())?,
+                resolver,
+                catalog: catalog::Server::new(catalog),
+                metrics: metrics.clone(),
+                connect_timeout: config.connect_timeout,
+                drain: config.link.drain_timeout,
+            },
             stop_rx.clone(),
         ));
         let drained = registry.clone();
@@ -667,26 +669,10 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
     }
 }
 
-async fn serve_ingress(
-    endpoint: Endpoint,
-    admission: Arc<tls::PeerVerifier>,
-    resolver: Arc<dyn Resolve>,
-    catalog: catalog::Server,
-    metrics: Arc<Metrics>,
-    connect_timeout: Duration,
-    drain: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve_ingress(endpoint: Endpoint, settings: IngressSettings, mut stop: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     let (conn_stop_tx, conn_stop) = watch::channel(false);
-    let settings = Arc::new(IngressSettings {
-        admission,
-        resolver,
-        catalog,
-        metrics,
-        connect_timeout,
-        drain,
-    });
+    let settings = Arc::new(settings);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
