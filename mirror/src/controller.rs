@@ -99,15 +99,18 @@ pub struct FederationState {
     pub links_known: bool,
     /// Each running link's members.
     pub links: BTreeMap<String, Option<federated::LinkMembers>>,
+    /// Which task owns each link's entry (the latest started).
+    owners: BTreeMap<String, u64>,
 }
 
 /// The shared [`FederationState`]: link tasks write their part, the federation task
-/// reads. A link task's handle names its own entry (unique per task, so a restarting
-/// link's old task, dropped late, never removes the new one's entry).
+/// reads. A link task's handle owns its link's entry until a newer task of the same link
+/// takes it over: a restarting link keeps its members (its previous task's, until the new
+/// one publishes its own), and its old task, dropped late, never removes the new one's.
 #[derive(Clone)]
 pub struct Federation {
     shared: Arc<watch::Sender<FederationState>>,
-    own: Option<String>,
+    own: Option<(String, u64)>,
 }
 
 impl Default for Federation {
@@ -126,26 +129,30 @@ impl std::fmt::Debug for Federation {
 }
 
 impl Federation {
-    /// A handle for one link task, whose entry starts as `None` (not synced yet).
+    /// A handle for one task of `link`, which takes the link's entry over: `None` (not
+    /// synced yet) for a new link, the members last published for a restarting one.
     pub fn for_link(&self, link: &str) -> Federation {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = format!("{link}#{n}");
         self.shared.send_modify(|s| {
-            s.links.insert(key.clone(), None);
+            s.owners.insert(link.to_string(), n);
+            s.links.entry(link.to_string()).or_insert(None);
         });
         Federation {
             shared: self.shared.clone(),
-            own: Some(key),
+            own: Some((link.to_string(), n)),
         }
     }
 
     /// Sets this link's part; tells readers only on a change. A no-op on a handle that is
-    /// not a link's.
+    /// not a link's, or whose link a newer task took over.
     pub fn publish(&self, members: federated::LinkMembers) {
-        let Some(key) = &self.own else { return };
+        let Some((link, n)) = &self.own else { return };
         self.shared.send_if_modified(|s| {
-            let slot = s.links.entry(key.clone()).or_default();
+            if s.owners.get(link) != Some(n) {
+                return false;
+            }
+            let slot = s.links.entry(link.clone()).or_default();
             if slot.as_ref() == Some(&members) {
                 return false;
             }
@@ -154,11 +161,14 @@ impl Federation {
         });
     }
 
-    /// Removes this link's part (its task ended): its members leave.
-    fn remove(&self) {
-        if let Some(key) = &self.own {
-            self.shared.send_if_modified(|s| s.links.remove(key).is_some());
-        }
+    /// Removes `link`'s part (the Link is gone, or names another cluster now): its
+    /// members leave. A link task that ends or fails leaves its members in place, as it
+    /// leaves its mirrors: only a change of the Link removes them.
+    pub fn forget(&self, link: &str) {
+        self.shared.send_if_modified(|s| {
+            s.owners.remove(link);
+            s.links.remove(link).is_some()
+        });
     }
 
     /// Marks the set of Links as known.
@@ -170,15 +180,6 @@ impl Federation {
     /// A reader.
     pub fn subscribe(&self) -> watch::Receiver<FederationState> {
         self.shared.subscribe()
-    }
-}
-
-/// Removes its link from the federation when the link task ends (or is aborted).
-struct FederationGuard(Federation);
-
-impl Drop for FederationGuard {
-    fn drop(&mut self) {
-        self.0.remove();
     }
 }
 
@@ -747,13 +748,28 @@ async fn write_federated_status<L: Store>(
     }
 }
 
-/// Deletes every mirror object `link` owns in `local` (its Link was deleted).
-pub async fn remove_mirrors<L: Store>(link: &LinkConfig, local: &L) -> Result<Vec<ObjectKey>, StoreError> {
+/// Deletes every mirror object in `local` whose cluster no Link names: the mirrors of a
+/// Link deleted (or renamed to another cluster) while no mirror ran, or whose removal
+/// failed before. Returns what went.
+pub async fn remove_orphans<L: Store>(
+    local: &L,
+    linked: &std::collections::BTreeSet<String>,
+) -> Result<Vec<ObjectKey>, StoreError> {
+    remove_mirrors_where(local, |m| {
+        reconcile::mirror_cluster(m).is_some_and(|c| !linked.contains(c))
+    })
+    .await
+}
+
+async fn remove_mirrors_where<L: Store>(
+    local: &L,
+    doomed: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool,
+) -> Result<Vec<ObjectKey>, StoreError> {
     let mut keys: Vec<ObjectKey> = local
         .list::<EndpointSlice>(None)
         .await?
         .iter()
-        .filter(|s| reconcile::owned(link, &s.metadata))
+        .filter(|s| doomed(&s.metadata))
         .map(|s| {
             ObjectKey::new(
                 KindId::EndpointSlice,
@@ -767,7 +783,7 @@ pub async fn remove_mirrors<L: Store>(link: &LinkConfig, local: &L) -> Result<Ve
             .list::<Service>(None)
             .await?
             .iter()
-            .filter(|s| reconcile::owned(link, &s.metadata))
+            .filter(|s| doomed(&s.metadata))
             .map(|s| {
                 ObjectKey::new(
                     KindId::Service,
@@ -941,9 +957,7 @@ fn start_link<R: Store, L: Store>(
     let key = format!("{}/{}", cfg.namespace, cfg.name);
     let mut opts = opts;
     opts.federation = opts.federation.for_link(&key);
-    let guard = FederationGuard(opts.federation.clone());
     tokio::spawn(async move {
-        let _guard = guard;
         let (health_tx, health_rx) = watch::channel(GatewayHealth::default());
         let (report_tx, mut report_rx) = watch::channel(LinkReport::default());
         let probe_cfg = cfg.probe.clone();
@@ -1006,6 +1020,12 @@ pub async fn run_mirror<L: Store, R: Store>(
     let mut watch = local.watch::<Link>();
     let mut secrets = local.watch::<Secret>();
     let mut synced = false;
+    // Mirrors of clusters no Link names are removed once the Links are listed, after a
+    // Link goes or names another cluster, and again at every tick until that succeeds;
+    // then once more at the next tick, for a write of a stopped link task that was still
+    // on its way (a store write already under way completes even when its task stops).
+    let mut sweeps: u8 = 0;
+    let mut swept_this_tick = false;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -1018,29 +1038,32 @@ pub async fn run_mirror<L: Store, R: Store>(
                 let gone: Vec<Link> = match ev {
                     Ok(WatchEvent::Restarted(all)) => {
                         synced = true;
+                        sweeps = 2;
                         opts.federation.links_known();
                         let new: BTreeMap<String, Link> = all.into_iter().map(|l| (link_key(&l), l)).collect();
                         let gone = links.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, l)| l.clone()).collect();
                         links = new;
                         gone
                     }
-                    Ok(WatchEvent::Applied(l)) => { links.insert(link_key(&l), l); Vec::new() }
-                    Ok(WatchEvent::Deleted(l)) => { links.remove(&link_key(&l)); vec![l] }
+                    Ok(WatchEvent::Applied(l)) => {
+                        let key = link_key(&l);
+                        let before = links.insert(key.clone(), l.clone());
+                        if before.is_some_and(|b| b.spec.target_cluster_name != l.spec.target_cluster_name) {
+                            // Its task must not put back what the sweep removes.
+                            running.remove(&key);
+                            opts.federation.forget(&key);
+                            sweeps = 2;
+                        }
+                        Vec::new()
+                    }
+                    Ok(WatchEvent::Deleted(l)) => { links.remove(&link_key(&l)); sweeps = 2; vec![l] }
                     Err(e) => { tracing::warn!(error = %e, "watch of Links failed"); Vec::new() }
                 };
                 for l in gone {
                     let key = link_key(&l);
                     running.remove(&key);
+                    opts.federation.forget(&key);
                     reports.write().expect("reports lock").remove(&key);
-                    // Another Link may mirror the same cluster: its mirrors stay.
-                    if let Ok(cfg) = LinkConfig::from_link(&l)
-                        && !links.values().any(|o| o.spec.target_cluster_name == l.spec.target_cluster_name)
-                    {
-                        match remove_mirrors(&cfg, &local).await {
-                            Ok(keys) => tracing::info!(link = %key, removed = keys.len(), "link deleted; mirrors removed"),
-                            Err(e) => tracing::warn!(link = %key, error = %e, "link deleted; cannot remove its mirrors"),
-                        }
-                    }
                 }
             }
             ev = secrets.next() => {
@@ -1048,7 +1071,24 @@ pub async fn run_mirror<L: Store, R: Store>(
                     secrets = local.watch::<Secret>();
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => { swept_this_tick = false; }
+        }
+        if synced && sweeps > 0 && !(sweeps == 1 && swept_this_tick) {
+            // Another Link may mirror the same cluster: its mirrors stay.
+            let linked = links
+                .values()
+                .filter_map(|l| l.spec.target_cluster_name.clone())
+                .collect();
+            match remove_orphans(&local, &linked).await {
+                Ok(keys) => {
+                    sweeps -= 1;
+                    swept_this_tick = true;
+                    if !keys.is_empty() {
+                        tracing::info!(removed = keys.len(), "removed the mirrors of clusters no Link names");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot remove the mirrors of clusters no Link names; retrying"),
+            }
         }
         if synced {
             ensure_links(&links, &mut running, &local, &connect, &opts, &reports).await;

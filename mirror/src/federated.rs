@@ -451,7 +451,7 @@ fn member_slice(lm: &LinkMembers, fed: &Service, remote: &Service, slice_name: &
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// One finding of `strait multicluster check` about federated services.
 #[derive(Clone, Debug, PartialEq, Eq)]

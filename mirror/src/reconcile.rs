@@ -347,6 +347,16 @@ impl Plan {
     }
 }
 
+/// The cluster a local mirror object mirrors (`mirror.linkerd.io/cluster-name` on an
+/// object labelled `mirror.linkerd.io/mirrored-service: "true"`), if it is one.
+pub fn mirror_cluster(meta: &ObjectMeta) -> Option<&str> {
+    let labels = meta.labels.as_ref()?;
+    if labels.get(ml::MIRRORED_SERVICE).map(String::as_str) != Some(TRUE) {
+        return None;
+    }
+    labels.get(ml::CLUSTER_NAME).map(String::as_str)
+}
+
 /// Whether a local object belongs to `link`.
 pub fn owned(link: &LinkConfig, meta: &ObjectMeta) -> bool {
     let labels = meta.labels.as_ref();

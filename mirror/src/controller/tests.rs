@@ -1035,3 +1035,158 @@ fn a_gateway_name_that_stops_resolving_keeps_the_addresses_it_last_had() {
     assert_eq!(a, vec![ip("10.0.0.8")]);
     assert_eq!(known, vec![ip("10.0.0.8")]);
 }
+
+/// A local cluster whose next `fail` deletes fail.
+#[derive(Clone)]
+struct FailingDeletes {
+    inner: LocalStore,
+    fail: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for FailingDeletes {
+    async fn get<K: Kind>(&self, namespace: &str, name: &str) -> Result<Option<K>, StoreError> {
+        self.inner.get(namespace, name).await
+    }
+    async fn list<K: Kind>(&self, namespace: Option<&str>) -> Result<Vec<K>, StoreError> {
+        self.inner.list(namespace).await
+    }
+    fn watch<K: Kind>(&self) -> futures::stream::BoxStream<'static, Result<WatchEvent<K>, StoreError>> {
+        self.inner.watch::<K>()
+    }
+    async fn apply(&self, objects: Vec<Object>) -> Result<Vec<Object>, StoreError> {
+        self.inner.apply(objects).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fail.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Corrupt {
+                path: "west".into(),
+                detail: format!("cannot delete {key}: disk full"),
+            });
+        }
+        self.inner.delete(key).await
+    }
+}
+
+/// Mirrors of a cluster no Link names go: those a Link deleted while no mirror ran left
+/// behind (removed at start, after a removal that failed is tried again), and those of a
+/// Link that now names another cluster. Ordinary Services stay.
+#[tokio::test]
+async fn mirrors_of_clusters_no_link_names_are_removed() {
+    let (east, local) = (LocalStore::in_memory(), LocalStore::in_memory());
+    for store in [&east, &local] {
+        ns(store, "production").await;
+    }
+    ns(&local, "linkerd-multicluster").await;
+    put(&east, remote("production", "myapp", Some("true"), "1")).await;
+    let stale: Service = serde_json::from_value(json!({
+        "metadata": {"name": "db-gone", "namespace": "production", "labels": {
+            "mirror.linkerd.io/mirrored-service": "true", "mirror.linkerd.io/cluster-name": "gone"}},
+        "spec": {"clusterIP": "10.96.0.77", "ports": [{"port": 5432}]},
+    }))
+    .unwrap();
+    put(&local, stale).await;
+    put(&local, remote("production", "web", None, "1")).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cluster-credentials-east", "namespace": "linkerd-multicluster"},
+        "stringData": {"cluster": "east"},
+    }))
+    .unwrap();
+    local
+        .apply(vec![
+            secret.into_object(),
+            link_object("east", "east", "cluster-credentials-east"),
+        ])
+        .await
+        .unwrap();
+    let west = FailingDeletes {
+        inner: local.clone(),
+        fail: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+    };
+    let east2 = east.clone();
+    let connect = move |_: LinkConfig, _: Option<Secret>| {
+        let r: Result<LocalStore, String> = Ok(east2.clone());
+        async move { r }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run_mirror(
+        west.clone(),
+        connect,
+        MirrorOptions::default(),
+        Reports::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    eventually("the mirror of the linked cluster", async || {
+        services(&local)
+            .await
+            .contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    // The first removal failed; it is tried again (at the next event or tick).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while services(&local).await.contains(&"production/db-gone".to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "the stale mirror was not removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(west.fail.load(std::sync::atomic::Ordering::SeqCst), 0, "a removal failed first");
+
+    // The Link now names another cluster: the old cluster's mirrors go, the new ones come.
+    local
+        .apply(vec![link_object("east", "east2", "cluster-credentials-east")])
+        .await
+        .unwrap();
+    eventually("the mirrors follow the cluster's new name", async || {
+        let s = services(&local).await;
+        s.contains(&"production/myapp-east2".to_string()) && !s.contains(&"production/myapp-east".to_string())
+    })
+    .await;
+    assert!(
+        local
+            .get::<EndpointSlice>("production", "myapp-east-gateway")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(services(&local).await.contains(&"production/web".to_string()));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// A link task that restarts (its Link changed, or it ended) keeps its link's federated
+/// members in place until the new task publishes its own; the old task, dropped late,
+/// neither overwrites nor removes them; only forgetting the Link removes them.
+#[test]
+fn a_restarting_link_keeps_its_federated_members_until_its_link_goes() {
+    use crate::federated::tests::members;
+    let fed = Federation::default();
+    let state = fed.subscribe();
+    let cluster = |s: &FederationState| {
+        s.links
+            .get("linkerd-multicluster/east")
+            .cloned()
+            .flatten()
+            .map(|m| (m.link.target_cluster, m.gateway.ready))
+    };
+    let first = fed.for_link("linkerd-multicluster/east");
+    assert_eq!(cluster(&state.borrow()), None, "a new link has no members yet");
+    first.publish(members("east", &[], true));
+    let second = fed.for_link("linkerd-multicluster/east");
+    assert_eq!(
+        cluster(&state.borrow()),
+        Some(("east".into(), true)),
+        "the restarted link keeps its members"
+    );
+    first.publish(members("east", &[], false));
+    drop(first);
+    assert_eq!(
+        cluster(&state.borrow()),
+        Some(("east".into(), true)),
+        "the old task no longer writes"
+    );
+    second.publish(members("east", &[], false));
+    assert_eq!(cluster(&state.borrow()), Some(("east".into(), false)));
+    fed.forget("linkerd-multicluster/east");
+    assert!(state.borrow().links.is_empty());
+}

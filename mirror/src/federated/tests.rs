@@ -38,7 +38,7 @@ fn svc(ns: &str, name: &str, member: bool, ports: &[(&str, i32)]) -> Service {
     .unwrap()
 }
 
-fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
+pub(crate) fn members(cluster: &str, services: &[Service], ready: bool) -> LinkMembers {
     let link = link(cluster);
     let entry: SocketAddr = "127.0.0.1:4150".parse().unwrap();
     LinkMembers {
