@@ -1084,10 +1084,15 @@ pub async fn run_mirror<L: Store, R: Store>(
                     sweeps -= 1;
                     swept_this_tick = true;
                     if !keys.is_empty() {
-                        tracing::info!(removed = keys.len(), "removed the mirrors of clusters no Link names");
+                        tracing::info!(
+                            removed = keys.len(),
+                            "removed the mirrors of clusters no Link names"
+                        );
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot remove the mirrors of clusters no Link names; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove the mirrors of clusters no Link names; retrying")
+                }
             }
         }
         if synced {

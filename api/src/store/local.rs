@@ -13,7 +13,7 @@
 //!   slice, the Pods and Services of the same batch are already waiting on their watches.
 //! - One process owns a state directory at a time (an exclusive lock on `lock`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -84,6 +84,56 @@ struct State {
     objects: BTreeMap<ObjectKey, Stored>,
     resource_version: u64,
     seq: u64,
+    /// The Service holding each cluster IP: as in Kubernetes, an IP is allocated once.
+    cluster_ips: HashMap<String, ObjectKey>,
+}
+
+/// The cluster IPs a Service holds (`spec.clusterIP` and `spec.clusterIPs`, without the
+/// empty and `None` ones), normalized; nothing for other kinds.
+fn cluster_ips(o: &Object) -> Vec<String> {
+    let Object::Service(svc) = o else {
+        return Vec::new();
+    };
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    let mut ips: Vec<String> = spec
+        .cluster_ip
+        .iter()
+        .chain(spec.cluster_ips.iter().flatten())
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .map(|ip| {
+            ip.parse::<std::net::IpAddr>()
+                .map_or_else(|_| ip.clone(), |a| a.to_string())
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+impl State {
+    /// Rebuilds [`State::cluster_ips`] from the objects (after loading them).
+    fn reindex(&mut self) {
+        self.cluster_ips.clear();
+        for (k, s) in self.objects.iter().filter(|(k, _)| k.kind == KindId::Service) {
+            for ip in cluster_ips(&s.object(k.kind)) {
+                self.cluster_ips.insert(ip, k.clone());
+            }
+        }
+    }
+
+    /// Moves `key`'s cluster IPs in the index from those of `old` to those of `new`.
+    fn index(&mut self, key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) {
+        for ip in old.map(cluster_ips).unwrap_or_default() {
+            if self.cluster_ips.get(&ip) == Some(key) {
+                self.cluster_ips.remove(&ip);
+            }
+        }
+        for ip in new.map(cluster_ips).unwrap_or_default() {
+            self.cluster_ips.insert(ip, key.clone());
+        }
+    }
 }
 
 /// An object as the store keeps it: its compact JSON text, with the most common
@@ -271,6 +321,7 @@ impl LocalStore {
             Some(d) => Some(open_dir(d, &mut state)?),
             None => None,
         };
+        state.reindex();
         let fresh = state.seq == 0;
         let channels = KINDS
             .iter()
@@ -416,6 +467,7 @@ impl LocalStore {
         if changed.is_empty() {
             return Ok(results);
         }
+        check_cluster_ips(&state, &changed)?;
         let seq = state.seq + 1;
         let mut stored: Vec<(ObjectKey, Stored)> = changed.iter().map(|o| (o.key(), Stored::of(o))).collect();
         // Watches are per kind; a reader that sees an EndpointSlice must be able to find
@@ -432,6 +484,10 @@ impl LocalStore {
         state.resource_version = rv;
         for (key, s) in stored {
             let kind = key.kind;
+            if kind == KindId::Service {
+                let old = state.objects.get(&key).map(|o| o.object(kind));
+                state.index(&key, old.as_ref(), Some(&s.object(kind)));
+            }
             state.objects.insert(key, s.clone());
             let _ = self.inner.channels[kind as usize].send(Change::Applied(s));
         }
@@ -461,6 +517,9 @@ impl LocalStore {
         state.resource_version = rv;
         for k in doomed {
             if let Some(o) = state.objects.remove(&k) {
+                if k.kind == KindId::Service {
+                    state.index(&k, Some(&o.object(k.kind)), None);
+                }
                 let _ = self.inner.channels[k.kind as usize].send(Change::Deleted(o));
             }
         }
@@ -587,6 +646,41 @@ fn list_kind<K: Kind>(state: &State, namespace: Option<&str>) -> Vec<K> {
 }
 
 /// The object as it will be stored, or `None` if storing it would change nothing.
+/// Refuses a batch that would give a cluster IP to two Services (as the Kubernetes API
+/// server does), naming the Service, the field and the Service that holds the IP.
+fn check_cluster_ips(state: &State, changed: &[Object]) -> Result<(), StoreError> {
+    // The batch's own Services, as they will be (the later of two wins, as in apply).
+    let mut batch: HashMap<ObjectKey, &Object> = HashMap::new();
+    for o in changed.iter().filter(|o| o.kind_id() == KindId::Service) {
+        batch.insert(o.key(), o);
+    }
+    let mut taken: HashMap<String, ObjectKey> = HashMap::new();
+    for (key, o) in &batch {
+        for ip in cluster_ips(o) {
+            let holder = match taken.get(&ip) {
+                Some(other) => Some(other.clone()),
+                // A stored holder keeps it unless this batch moves it off that IP.
+                None => state
+                    .cluster_ips
+                    .get(&ip)
+                    .filter(|h| *h != key)
+                    .filter(|h| batch.get(*h).is_none_or(|moved| cluster_ips(moved).contains(&ip)))
+                    .cloned(),
+            };
+            if let Some(holder) = holder {
+                return Err(StoreError::Invalid {
+                    key: key.clone(),
+                    problems: format!(
+                        "spec.clusterIP: {ip} is already allocated to {holder}; choose a free address, or leave clusterIP empty"
+                    ),
+                });
+            }
+            taken.insert(ip, key.clone());
+        }
+    }
+    Ok(())
+}
+
 fn prepare(
     obj: Object,
     existing: Option<&Object>,

@@ -1058,7 +1058,11 @@ impl Store for FailingDeletes {
     }
     async fn delete(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
-        if self.fail.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .fail
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Err(StoreError::Corrupt {
                 path: "west".into(),
                 detail: format!("cannot delete {key}: disk full"),
@@ -1127,10 +1131,17 @@ async fn mirrors_of_clusters_no_link_names_are_removed() {
     // The first removal failed; it is tried again (at the next event or tick).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while services(&local).await.contains(&"production/db-gone".to_string()) {
-        assert!(tokio::time::Instant::now() < deadline, "the stale mirror was not removed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale mirror was not removed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(west.fail.load(std::sync::atomic::Ordering::SeqCst), 0, "a removal failed first");
+    assert_eq!(
+        west.fail.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a removal failed first"
+    );
 
     // The Link now names another cluster: the old cluster's mirrors go, the new ones come.
     local

@@ -30,11 +30,16 @@ pub(crate) fn remote(ns: &str, name: &str, exported: Option<&str>, rv: &str) -> 
     if let Some(e) = exported {
         labels.insert("mirror.linkerd.io/exported".into(), json!(e));
     }
+    // A cluster IP of its own (a store, like Kubernetes, gives one to one Service).
+    let h = format!("{ns}/{name}")
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let ip = format!("10.1.{}.{}", (h >> 8) % 256, h % 254 + 1);
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "labels": labels,
             "annotations": {"owner": "team-a", "secret.example.com/token": "x",
                 "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
-        "spec": {"selector": {"app": name}, "clusterIP": "10.1.0.7",
+        "spec": {"selector": {"app": name}, "clusterIP": ip,
             "ports": [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "grpc", "port": 9090, "protocol": "TCP"}]},
     }))
     .unwrap()

@@ -358,3 +358,64 @@ fn stored_text_folds_common_fragments_and_reads_back_exactly() {
         assert_eq!(packed::unpack(&[i as u8 + 1]), f.as_bytes());
     }
 }
+
+fn service_at(name: &str, ip: &str) -> Object {
+    objects(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: production\nspec:\n  clusterIP: {ip}\n  ports:\n    - port: 80\n"
+    ))
+    .remove(0)
+}
+
+/// As the Kubernetes API server does, the store gives a cluster IP to one Service only:
+/// a second is refused with the field and the holder named, nothing of its batch is
+/// applied, and the IP is free again once its holder moves off it or goes, also after a
+/// restart.
+#[tokio::test]
+async fn a_cluster_ip_belongs_to_one_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    store.apply(objects(PRODUCTION)).await.unwrap();
+    store.apply(vec![service_at("a", "10.96.0.10")]).await.unwrap();
+    // Re-applying the holder is no conflict.
+    store.apply(vec![service_at("a", "10.96.0.10")]).await.unwrap();
+    let err = store
+        .apply(vec![service_at("c", "10.96.0.11"), service_at("b", "10.96.0.10")])
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{msg}");
+    assert!(
+        msg.contains("production") && msg.contains("spec.clusterIP: 10.96.0.10 is already allocated to"),
+        "{msg}"
+    );
+    assert!(
+        store.get::<Service>("production", "c").await.unwrap().is_none(),
+        "nothing applied"
+    );
+    // Two Services of one batch cannot share one either.
+    assert!(
+        store
+            .apply(vec![service_at("c", "10.96.0.12"), service_at("d", "10.96.0.12")])
+            .await
+            .is_err()
+    );
+    // One batch may move the IP from its holder to another Service.
+    store
+        .apply(vec![service_at("a", "10.96.0.20"), service_at("b", "10.96.0.10")])
+        .await
+        .unwrap();
+    // After a restart the allocations are known again; a deleted holder frees its IP.
+    drop(store);
+    let store = LocalStore::open(dir.path()).unwrap();
+    assert!(store.apply(vec![service_at("e", "10.96.0.20")]).await.is_err());
+    store
+        .delete(&ObjectKey::new(KindId::Service, "production", "a"))
+        .await
+        .unwrap();
+    store.apply(vec![service_at("e", "10.96.0.20")]).await.unwrap();
+    // Services without a cluster IP (headless, or none yet) never conflict.
+    store
+        .apply(vec![service_at("h1", "None"), service_at("h2", "None")])
+        .await
+        .unwrap();
+}
