@@ -172,6 +172,10 @@ pub(crate) struct Driver {
     pub client: quinn::ClientConfig,
     /// Server certificates `client` verified (see [`crate::tls::quic_client_config`]).
     pub verified: Arc<AtomicU64>,
+    /// Verifies a resumed session's server certificate again (the mesh anchors).
+    pub recheck: Arc<dyn strait_identity::rustls::client::danger::ServerCertVerifier>,
+    /// The session tickets `client` offers, forgotten when a resumed session fails.
+    pub sessions: crate::tls::SessionState,
     pub config: LinkConfig,
     pub metrics: Arc<LinkMetrics>,
     pub seed: u64,
@@ -192,6 +196,10 @@ pub enum ConnectFailure {
     /// The connection came up but the first probe was not answered.
     #[error("the remote gateway did not answer the first probe: {0}")]
     FirstProbe(relay::RelayError),
+    /// The handshake resumed a session whose server certificate is not valid now; its
+    /// tickets are forgotten, so the next attempt makes a full handshake.
+    #[error("the resumed session's server certificate is not valid now: {0}")]
+    StaleSession(strait_identity::rustls::Error),
 }
 
 /// What kind of failure kept a link down, decided by error type (never by text), each
@@ -291,6 +299,16 @@ pub fn classify(failure: &ConnectFailure) -> LinkFailure {
             LinkFailure::RefusedByPeer
         }
         ConnectFailure::Handshake(ConnectionError::TimedOut) => LinkFailure::Unreachable,
+        ConnectFailure::StaleSession(strait_identity::rustls::Error::InvalidCertificate(e)) => {
+            use strait_identity::rustls::CertificateError as C;
+            match e {
+                C::NotValidForName | C::NotValidForNameContext { .. } => LinkFailure::WrongIdentity,
+                C::UnknownIssuer | C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => {
+                    LinkFailure::UntrustedPeer
+                }
+                _ => LinkFailure::Other,
+            }
+        }
         _ => LinkFailure::Other,
     }
 }
@@ -319,6 +337,8 @@ impl Driver {
             endpoint,
             client,
             verified,
+            recheck,
+            sessions,
             config,
             metrics,
             seed,
@@ -342,7 +362,11 @@ impl Driver {
                 match action {
                     Action::Connect { attempt } => {
                         tracing::debug!(link = %spec.name, attempt, addr = %spec.addr, "connecting");
-                        connecting = Some(connect(&endpoint, &client, &spec, verified.clone()));
+                        let trust = Recheck {
+                            verifier: recheck.clone(),
+                            sessions: sessions.clone(),
+                        };
+                        connecting = Some(connect(&endpoint, &client, &spec, verified.clone(), trust));
                     }
                     Action::Probe { id } => {
                         if let Some(c) = conn.clone() {
@@ -473,12 +497,20 @@ impl Driver {
     }
 }
 
+/// What re-verifies a resumed session's server, and forgets its tickets when it fails.
+struct Recheck {
+    verifier: Arc<dyn strait_identity::rustls::client::danger::ServerCertVerifier>,
+    sessions: crate::tls::SessionState,
+}
+
 fn connect(
     endpoint: &quinn::Endpoint,
     client: &quinn::ClientConfig,
     spec: &LinkSpec,
     verified: Arc<AtomicU64>,
+    trust: Recheck,
 ) -> Connecting {
+    let identity = spec.identity.clone();
     let attempt = endpoint.connect_with(client.clone(), spec.addr, spec.identity.as_str());
     // One attempt at a time per link: a handshake that verified no certificate resumed.
     let before = verified.load(Ordering::Relaxed);
@@ -498,6 +530,13 @@ fn connect(
             Err(connecting) => connecting.await?,
         };
         let resumed = verified.load(Ordering::Relaxed) == before;
+        if resumed
+            && let Err(e) = crate::tls::verify_resumed_server(&conn, trust.verifier.as_ref(), &identity)
+        {
+            trust.sessions.forget_server(&identity);
+            conn.close(CLOSE_ABANDONED, b"resumed session no longer valid");
+            return Err(ConnectFailure::StaleSession(e));
+        }
         // A TLS 1.3 client finishes its handshake before the server has
         // verified the client's certificate: only an answered probe proves the
         // peer accepted this gateway. A refused client sees the server's close

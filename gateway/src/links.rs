@@ -187,6 +187,8 @@ impl Links {
             endpoint: inner.endpoint.clone(),
             client,
             verified,
+            recheck: inner.creds.anchors.server_verifier(),
+            sessions: inner.creds.sessions.clone(),
             config: inner.config.clone(),
             seed: fastrand::u64(..),
         };

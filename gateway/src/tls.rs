@@ -276,6 +276,44 @@ pub fn verify_linking_peer(
     certificate_identity(end).ok_or_else(|| "its certificate carries no mesh identity".into())
 }
 
+/// Verifies again, now, the certificate a linked gateway presented when the session a
+/// connection resumed was first made: a resumed handshake proves the server holds the
+/// session's secret, not that its certificate is still valid (it may have expired, or
+/// the session may predate a change of identity), so the linking side checks that chain
+/// against its anchors and the link's identity as a full handshake would.
+pub fn verify_resumed_server(
+    conn: &quinn::Connection,
+    verifier: &dyn ServerCertVerifier,
+    identity: &IdentityName,
+) -> Result<(), rustls::Error> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|p| p.downcast::<Vec<pki_types::CertificateDer<'static>>>().ok())
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    let (end, intermediates) = certs
+        .split_first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    verifier
+        .verify_server_cert(
+            end,
+            intermediates,
+            &identity.server_name(),
+            &[],
+            pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+}
+
+impl SessionState {
+    /// Forgets every session ticket of `identity`'s server: the next link attempt makes a
+    /// full handshake.
+    pub(crate) fn forget_server(&self, identity: &IdentityName) {
+        let name = identity.server_name();
+        while self.sessions.take_tls13_ticket(&name).is_some() {}
+        self.sessions.remove_tls12_session(&name);
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -519,6 +519,65 @@ async fn a_gateway_with_a_new_key_relinks_with_a_full_handshake() {
     .await;
 }
 
+/// East's certificate expires while it restarts (the successor holds a fresh one and
+/// resumes the sessions its predecessor issued): west does not accept a session whose
+/// certificate is no longer valid, forgets east's tickets and links again with a full
+/// handshake, which verifies the certificate east holds now.
+#[tokio::test]
+async fn a_session_whose_server_certificate_expired_is_not_resumed() {
+    bounded(async {
+        let pki = Pki::new();
+        let (echo, _echo_task) = echo_server().await;
+        let table: Arc<dyn Resolve> = Arc::new(echo_table(echo));
+        let short = Credentials {
+            store: pki.store_lasting(&gateway_identity(), Duration::from_secs(2)),
+            anchors: pki.anchors.clone(),
+            sessions: SessionState::with_ticket_secret(b"east key"),
+        };
+        let issued = std::time::SystemTime::now();
+        let east = TestGateway::start(config(vec![gateway_identity()]), short, table.clone()).await;
+        let east_addr = east.quic_addr;
+        let west = west_for(&pki, &east, SessionState::new()).await;
+        west.link().established(Duration::from_secs(5)).await.unwrap();
+        echo_round_trip(west.egress[0], b"before the certificate expired").await;
+        east.shutdown().await;
+        // Past the old certificate's end (and the verifier's leeway for clock skew, if any).
+        let expired = issued + Duration::from_secs(3);
+        if let Ok(left) = expired.duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(left).await;
+        }
+        let east = TestGateway::start(
+            config_on(east_addr, vec![gateway_identity()]),
+            pki.creds(&gateway_identity(), SessionState::with_ticket_secret(b"east key")),
+            table,
+        )
+        .await;
+        let m = west.link().metrics();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while m.reconnects.load(Ordering::Relaxed) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "west did not re-link: {:?}",
+                m.last_error()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        echo_round_trip(west.egress[0], b"after the restart").await;
+        assert_eq!(m.resumed.load(Ordering::Relaxed), 0, "no session was resumed");
+        assert!(
+            east.metrics.inbound.resumed.load(Ordering::Relaxed) >= 1,
+            "east resumed west's session"
+        );
+        // The refusal of the resumed session is the one failed attempt (an expired
+        // certificate is neither a wrong identity nor untrusted anchors).
+        let failed: Vec<u64> = LinkFailure::ALL.iter().map(|k| m.failures(*k)).collect();
+        assert_eq!(failed, [0, 0, 0, 0, 1], "{:?}", m.last_error());
+        west.shutdown().await;
+        east.shutdown().await;
+    })
+    .await;
+}
+
 /// West offers its ticket and the restarted east resumes the session, then refuses the
 /// link: west keeps trying, never established, and nothing is relayed.
 async fn a_resumed_link_is_refused(west: TestGateway, east: TestGateway) {

@@ -37,10 +37,15 @@ impl Pki {
     }
 
     pub fn store(&self, identity: &IdentityName) -> CertStore {
+        self.store_lasting(identity, DEFAULT_LEAF_LIFETIME)
+    }
+
+    /// A certificate for `identity` valid for `lifetime` from now.
+    pub fn store_lasting(&self, identity: &IdentityName, lifetime: Duration) -> CertStore {
         let (key, csr) = generate_key_and_csr(identity).unwrap();
         let issued = self
             .issuer
-            .issue(csr.as_ref(), identity, DEFAULT_LEAF_LIFETIME, SystemTime::now())
+            .issue(csr.as_ref(), identity, lifetime, SystemTime::now())
             .unwrap();
         CertStore::with_cert(issued.chain, pki_types::PrivateKeyDer::Pkcs8(key)).unwrap()
     }
