@@ -45,7 +45,8 @@ pub const CONNECT_TRIES: usize = 4;
 /// proxy's inbound port and names the application port in a transport header (with the
 /// session protocol, so the peer skips detection). In transparent mode it dials the
 /// endpoint itself (the server pod's iptables hand the connection to its proxy) except
-/// for opaque endpoints, which Linkerd tunnels to the inbound port with a header too.
+/// for endpoints whose port the server pod marks opaque, which Linkerd tunnels to the
+/// inbound port with a header too (naming the session protocol for HTTP).
 ///
 /// An endpoint behind a gateway's proxy entry (a mirror of a remote service) is the same
 /// in both modes: dial the entry, open a `strt` stream to the remote service, then mTLS
@@ -92,18 +93,21 @@ pub fn plan(capture: Capture, ep: &Endpoint, app: Wire, peer_inbound_port: u16) 
             gateway: None,
         };
     };
-    let wire = if app == Wire::Opaque || ep.opaque_transport_port.is_some() && capture == Capture::Transparent
-    {
-        Wire::Opaque
-    } else if ep.h2 || capture == Capture::Explicit {
-        Wire::Http2
-    } else {
-        app
-    };
     let tunnel = match (capture, ep.opaque_transport_port) {
         (Capture::Explicit, p) => Some(p.unwrap_or(peer_inbound_port)),
         (Capture::Transparent, Some(p)) => Some(p),
         (Capture::Transparent, None) => None,
+    };
+    // HTTP through a tunnel (an explicit-mode peer, or a port the server pod marks opaque)
+    // goes as HTTP/2 with its session protocol in the header, as Linkerd's proxy sends
+    // it: the peer serves it as HTTP, never as bytes to forward (an h2 or gRPC request
+    // sent as HTTP/1 bytes would reach an h2-only application it cannot speak to).
+    let wire = if app == Wire::Opaque {
+        Wire::Opaque
+    } else if ep.h2 || tunnel.is_some() {
+        Wire::Http2
+    } else {
+        app
     };
     match tunnel {
         // A Linkerd gateway's endpoint names the remote service in the header.

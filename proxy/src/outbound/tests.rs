@@ -77,10 +77,24 @@ fn connect_plans() {
             Http1,
             (8080, true, None, Http2),
         ),
+        // HTTP to a port the server pod marks opaque: tunnelled, naming its session
+        // protocol, never sent as bytes (an h2 app's request stays h2).
         (
             Transparent,
             ep(true, false, Some(4143)),
             Http1,
+            (4143, true, header(8080, h2), Http2),
+        ),
+        (
+            Transparent,
+            ep(true, false, Some(4143)),
+            Http2,
+            (4143, true, header(8080, h2), Http2),
+        ),
+        (
+            Transparent,
+            ep(true, false, Some(4143)),
+            Opaque,
             (4143, true, header(8080, None), Opaque),
         ),
         (
