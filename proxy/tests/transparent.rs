@@ -4,8 +4,9 @@
 //!
 //! - server pod 198.18.200.2: the controller, the applications (HTTP on 127.0.0.1:8080, a
 //!   server-first protocol on 3306, a TLS-speaking echo on 8443), and its proxy;
-//!   PREROUTING redirects arriving port-8080 and 8443 traffic to 4143 (3306 is opaque:
-//!   the client proxy tunnels it to 4143 itself).
+//!   PREROUTING redirects arriving port-8080, 8443 and 3306 traffic to 4143 (3306 is
+//!   opaque: the client proxy tunnels it to 4143 itself; an unmeshed client's connection
+//!   is redirected, and the server proxy forwards it without detection).
 //! - client pod 198.18.200.1 (proxy) and .11 (the application's source address): OUTPUT
 //!   redirects the application's connections to 4140. Linkerd excludes the proxy by its
 //!   UID; this test runs both in one process, so it tells them apart by source address.
@@ -76,7 +77,7 @@ impl Pods {
             "-m",
             "multiport",
             "--dports",
-            "8080,8443",
+            "8080,8443,3306",
             "-j",
             "REDIRECT",
             "--to-ports",
@@ -198,6 +199,7 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         vars.insert(env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".into());
         vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140".into());
         vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4191".into());
+        vars.insert(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "3306".into());
         let proxy = Proxy::ready(vars).await;
         to_client
             .send(FromServer {
@@ -286,6 +288,17 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             "the ClientHello reached the application untouched"
         );
         drop(tcp);
+        // An unmeshed client of the opaque port: the server proxy forwards it untouched.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
+        let mut tcp = sock.connect("198.18.200.2:3306".parse().unwrap()).await.unwrap();
+        let mut greeting = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut greeting))
+            .await
+            .expect("the unmeshed client's greeting within 5s")
+            .unwrap();
+        assert_eq!(&greeting, b"220 ready\r\n");
+        drop(tcp);
         (bodies, greeting, greeted_in, proxy.metrics().await)
     })
     .join()
@@ -362,6 +375,20 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         ),
         Some(1.0),
         "the passed-through connection is labelled as Linkerd labels it: {server_metrics}"
+    );
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "tcp_open_total",
+            &[
+                ("direction", "inbound"),
+                ("target_addr", "127.0.0.1:3306"),
+                ("tls", "no_identity"),
+                ("no_tls_reason", "no_tls_from_remote")
+            ]
+        ),
+        Some(1.0),
+        "the unmeshed connection to the opaque port is counted: {server_metrics}"
     );
     drop(pods);
 }
