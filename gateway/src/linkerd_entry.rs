@@ -260,8 +260,10 @@ async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry) {
         }
     };
     let plan = upstream_plan(&endpoint, header.protocol);
+    // Bytes count as they move, so a long connection shows in the metrics while it runs
+    // and one that fails still counts what it carried.
     let mut upstream = match entry.connector.connect(&plan).await {
-        Ok(io) => io,
+        Ok(io) => crate::relay::CountedIo::new(io, m.bytes.clone()),
         Err(e) => {
             m.refusals.add(RefusalReason::ConnectFailed);
             tracing::info!(%peer, client, %target, endpoint = %endpoint.addr, error = %e, "Linkerd gateway entry: cannot reach the endpoint");
@@ -276,16 +278,8 @@ async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry) {
     m.streams_open.fetch_add(1, Ordering::Relaxed);
     let moved = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
     m.streams_open.fetch_sub(1, Ordering::Relaxed);
-    match moved {
-        Ok((up, down)) => {
-            m.bytes.sent.fetch_add(down, Ordering::Relaxed);
-            m.bytes
-                .received
-                .fetch_add(up + rest.len() as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            tracing::debug!(%peer, %target, error = %e, "Linkerd gateway entry: relay ended with an error")
-        }
+    if let Err(e) = moved {
+        tracing::debug!(%peer, %target, error = %e, "Linkerd gateway entry: relay ended with an error");
     }
 }
 

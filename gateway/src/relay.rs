@@ -40,6 +40,63 @@ pub struct ByteCounters {
     pub received: AtomicU64,
 }
 
+/// An I/O object whose reads count as `sent` and whose writes count as `received` on
+/// `counters` as the bytes move (the upstream side of a relay that is not a QUIC stream:
+/// what is read from it goes out to the client, what is written to it came in).
+pub struct CountedIo<I> {
+    inner: I,
+    counters: Arc<ByteCounters>,
+}
+
+impl<I> CountedIo<I> {
+    /// Counts `inner`'s bytes on `counters`.
+    pub fn new(inner: I, counters: Arc<ByteCounters>) -> Self {
+        Self { inner, counters }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CountedIo<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CountedIo<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            self.counters.received.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Why a relay or a frame read ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {

@@ -173,11 +173,32 @@ async fn a_stock_proxy_reaches_plain_and_meshed_endpoints_through_the_tcp_entry(
         assert_eq!(String::from_utf8_lossy(&back), want);
 
         let m = &gw.metrics.entry;
-        assert_eq!(m.streams_total.load(Ordering::Relaxed), 2);
-        assert_eq!(m.connections_total.load(Ordering::Relaxed), 2);
+        let (sent, received) = (
+            m.bytes.sent.load(Ordering::Relaxed),
+            m.bytes.received.load(Ordering::Relaxed),
+        );
+        // Headers and payloads in, answers out.
+        assert!(
+            received >= 24 + 7 && sent >= 24 + want.len() as u64,
+            "{sent} {received}"
+        );
+
+        // A connection still open already counts what it carried.
+        let mut tls = dial(entry, &web, &pki.anchors, Some(ALPN)).await.unwrap();
+        tls.write_all(&header(ECHO, 80)).await.unwrap();
+        tls.write_all(b"still open").await.unwrap();
+        let mut back = [0u8; 10];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"still open");
+        assert!(m.bytes.sent.load(Ordering::Relaxed) >= sent + 10);
+        assert!(m.bytes.received.load(Ordering::Relaxed) >= received + 10);
+        drop(tls);
+
+        assert_eq!(m.streams_total.load(Ordering::Relaxed), 3);
+        assert_eq!(m.connections_total.load(Ordering::Relaxed), 3);
         let text = gw.metrics.render();
         assert!(
-            text.lines().any(|l| l == "gateway_entry_streams_total 2"),
+            text.lines().any(|l| l == "gateway_entry_streams_total 3"),
             "{text}"
         );
         gw.shutdown().await;
