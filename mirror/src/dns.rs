@@ -270,11 +270,21 @@ fn srv(mut targets: Vec<(u16, String)>) -> Vec<Rec> {
         .collect()
 }
 
+/// The entries of namespace `ns` (maps are keyed by namespace first: a range, not a scan
+/// of every namespace).
+fn in_ns<'m, 'n, V>(
+    map: &'m BTreeMap<(String, String), V>,
+    ns: &'n str,
+) -> impl Iterator<Item = (&'m (String, String), &'m V)> + use<'m, 'n, V> {
+    map.range((ns.to_string(), String::new())..)
+        .take_while(move |((n, _), _)| n == ns)
+}
+
 impl State {
     fn ready_endpoints(&self, ns: &str, svc: &str) -> Vec<(&Ep, &[Port])> {
         let mut out: Vec<(&Ep, &[Port])> = Vec::new();
-        for slice in self.slices.values() {
-            if slice.service.0 == ns && slice.service.1 == svc {
+        for (_, slice) in in_ns(&self.slices, ns) {
+            if slice.service.1 == svc {
                 for ep in slice.endpoints.iter().filter(|e| e.ready) {
                     out.push((ep, &slice.ports));
                 }
@@ -327,7 +337,7 @@ impl State {
     }
 
     fn knows_namespace(&self, ns: &str) -> bool {
-        self.services.keys().chain(self.pods.keys()).any(|(n, _)| n == ns)
+        in_ns(&self.services, ns).next().is_some() || in_ns(&self.pods, ns).next().is_some()
     }
 }
 
@@ -410,11 +420,7 @@ impl DnsIndex {
                 _ => Answer::NxDomain,
             },
             [dashed, ns, "pod"] => match dashed_ip(dashed) {
-                Some(ip)
-                    if state
-                        .pods
-                        .iter()
-                        .any(|((n, _), ips)| n == ns && ips.contains(&ip)) =>
+                Some(ip) if in_ns(&state.pods, ns).any(|(_, ips)| ips.contains(&ip)) =>
                 {
                     Answer::Found(addr_of(qtype, ip).into_iter().collect())
                 }
