@@ -420,8 +420,7 @@ impl DnsIndex {
                 _ => Answer::NxDomain,
             },
             [dashed, ns, "pod"] => match dashed_ip(dashed) {
-                Some(ip) if in_ns(&state.pods, ns).any(|(_, ips)| ips.contains(&ip)) =>
-                {
+                Some(ip) if in_ns(&state.pods, ns).any(|(_, ips)| ips.contains(&ip)) => {
                     Answer::Found(addr_of(qtype, ip).into_iter().collect())
                 }
                 _ => Answer::NxDomain,
