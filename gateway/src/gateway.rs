@@ -701,9 +701,10 @@ struct IngressSettings {
 }
 
 /// Serves one remote gateway's link. When the gateway shuts down, the link drains: its
-/// relayed streams go on for up to the drain period, catalog watches end, and every new
-/// stream (a probe included) is refused as `shutting-down`, which tells the remote
-/// gateway to stop opening streams here and to link again; then the connection closes.
+/// relayed streams go on for up to the drain period, catalog watches end, and probes and
+/// new watches are refused as `shutting-down`, which tells the remote gateway to stop
+/// opening streams here and to link again (an open sent before it learned that is still
+/// relayed); then the connection closes.
 async fn ingress_conn(
     incoming: quinn::Incoming,
     settings: Arc<IngressSettings>,
@@ -762,6 +763,14 @@ async fn ingress_conn(
             }
             _ = sleep_until(deadline) => {
                 tracing::info!(%remote, streams = streams.len(), drain = ?settings.drain, "the drain period is over; closing the link's streams still open");
+                // Closing the connection fails its streams, so each relay ends on its
+                // error path (its TCP connection reset, not ended as if complete);
+                // aborting a relay would end its stream and its TCP connection cleanly.
+                conn.close(crate::link::CLOSE_SHUTDOWN, b"gateway shutting down");
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while streams.join_next().await.is_some() {}
+                })
+                .await;
                 streams.shutdown().await;
                 break;
             }
@@ -819,7 +828,10 @@ async fn ingress_stream(
                 return;
             }
         };
-    if *stop.borrow() {
+    // Draining: probes and watches are refused, which tells the linking gateway to link
+    // again; an open that was on its way before it learned that is still relayed (within
+    // the drain period, like the streams already open), rather than failed.
+    if *stop.borrow() && !matches!(request, Request::Open(_)) {
         let message = "this gateway is shutting down; link again".to_string();
         finish_refusal(send, recv, refuse(RefusalReason::ShuttingDown, message)).await;
         return;

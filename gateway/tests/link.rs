@@ -383,6 +383,7 @@ async fn a_gateway_shutting_down_lets_the_streams_it_relays_finish() {
         west.link().established(Duration::from_secs(5)).await.unwrap();
         let mut tcp = TcpStream::connect(west.egress[0]).await.unwrap();
         ping(&mut tcp, 0).await;
+        let conn = west.link().connection().expect("linked");
 
         let shutting = Instant::now();
         let east_done = tokio::spawn(east.shutdown());
@@ -394,6 +395,26 @@ async fn a_gateway_shutting_down_lets_the_streams_it_relays_finish() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(west.link().metrics().alive.load(Ordering::Relaxed), 0);
+        // On the retired connection east refuses probes as shutting down, but still
+        // relays an open (one sent before west learned of the drain).
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut frame = Vec::new();
+        encode_request(&Request::Probe, &mut frame);
+        send.write_all(&frame).await.unwrap();
+        match read_reply(&mut recv).await.unwrap().0 {
+            Reply::Refused { reason, .. } => assert_eq!(reason, RefusalReason::ShuttingDown),
+            Reply::Accepted { .. } => panic!("a probe of a draining gateway was answered"),
+        }
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut frame = Vec::new();
+        encode_request(&Request::Open(target(ECHO, 7)), &mut frame);
+        frame.extend_from_slice(b"late open");
+        send.write_all(&frame).await.unwrap();
+        send.finish().unwrap();
+        let (reply, mut echoed) = read_reply(&mut recv).await.unwrap();
+        assert!(matches!(reply, Reply::Accepted { .. }), "{reply:?}");
+        AsyncReadExt::read_to_end(&mut recv, &mut echoed).await.unwrap();
+        assert_eq!(echoed, b"late open");
         // Three failed probes of 500 ms would have cut the stream after about 1.5 s.
         let mut i = 1;
         while shutting.elapsed() < Duration::from_millis(2500) {

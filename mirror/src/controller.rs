@@ -798,6 +798,10 @@ async fn remove_mirrors_where<L: Store>(
     Ok(keys)
 }
 
+/// How long after a sweep of orphaned mirrors the mirror sweeps once more (and how often
+/// it checks its Links).
+const SWEEP_AGAIN: Duration = Duration::from_secs(5);
+
 /// How long the federation task waits for every running link's first complete list
 /// before it plans without the links that have none (their members then join late).
 pub const FEDERATION_HOLD: Duration = Duration::from_secs(10);
@@ -1021,12 +1025,13 @@ pub async fn run_mirror<L: Store, R: Store>(
     let mut secrets = local.watch::<Secret>();
     let mut synced = false;
     // Mirrors of clusters no Link names are removed once the Links are listed, after a
-    // Link goes or names another cluster, and again at every tick until that succeeds;
-    // then once more at the next tick, for a write of a stopped link task that was still
-    // on its way (a store write already under way completes even when its task stops).
-    let mut sweeps: u8 = 0;
-    let mut swept_this_tick = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Link goes or names another cluster, and again at every wake-up until that succeeds;
+    // then once more a tick later, for a write of a stopped link task that was still on
+    // its way (a store write already under way completes even when its task stops).
+    let mut sweep_now = false;
+    let mut sweep_again: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(SWEEP_AGAIN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
@@ -1038,9 +1043,17 @@ pub async fn run_mirror<L: Store, R: Store>(
                 let gone: Vec<Link> = match ev {
                     Ok(WatchEvent::Restarted(all)) => {
                         synced = true;
-                        sweeps = 2;
+                        sweep_now = true;
                         opts.federation.links_known();
                         let new: BTreeMap<String, Link> = all.into_iter().map(|l| (link_key(&l), l)).collect();
+                        // A Link that names another cluster since the last list (changed
+                        // while the watch was away): as for an update, below.
+                        for (key, l) in &new {
+                            if links.get(key).is_some_and(|b| b.spec.target_cluster_name != l.spec.target_cluster_name) {
+                                running.remove(key);
+                                opts.federation.forget(key);
+                            }
+                        }
                         let gone = links.iter().filter(|(k, _)| !new.contains_key(*k)).map(|(_, l)| l.clone()).collect();
                         links = new;
                         gone
@@ -1052,11 +1065,11 @@ pub async fn run_mirror<L: Store, R: Store>(
                             // Its task must not put back what the sweep removes.
                             running.remove(&key);
                             opts.federation.forget(&key);
-                            sweeps = 2;
+                            sweep_now = true;
                         }
                         Vec::new()
                     }
-                    Ok(WatchEvent::Deleted(l)) => { links.remove(&link_key(&l)); sweeps = 2; vec![l] }
+                    Ok(WatchEvent::Deleted(l)) => { links.remove(&link_key(&l)); sweep_now = true; vec![l] }
                     Err(e) => { tracing::warn!(error = %e, "watch of Links failed"); Vec::new() }
                 };
                 for l in gone {
@@ -1071,9 +1084,10 @@ pub async fn run_mirror<L: Store, R: Store>(
                     secrets = local.watch::<Secret>();
                 }
             }
-            _ = tick.tick() => { swept_this_tick = false; }
+            _ = tick.tick() => {}
         }
-        if synced && sweeps > 0 && !(sweeps == 1 && swept_this_tick) {
+        let now = tokio::time::Instant::now();
+        if synced && (sweep_now || sweep_again.is_some_and(|t| now >= t)) {
             // Another Link may mirror the same cluster: its mirrors stay.
             let linked = links
                 .values()
@@ -1081,8 +1095,8 @@ pub async fn run_mirror<L: Store, R: Store>(
                 .collect();
             match remove_orphans(&local, &linked).await {
                 Ok(keys) => {
-                    sweeps -= 1;
-                    swept_this_tick = true;
+                    sweep_again = sweep_now.then(|| now + SWEEP_AGAIN);
+                    sweep_now = false;
                     if !keys.is_empty() {
                         tracing::info!(
                             removed = keys.len(),

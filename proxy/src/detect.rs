@@ -118,55 +118,58 @@ pub const MAX_CLIENT_HELLO: usize = 64 * 1024;
 /// Reads the server name of the TLS ClientHello at the start of `buf`, reassembling a
 /// handshake message split over several records.
 pub fn client_hello(buf: &[u8]) -> ClientHello {
+    parse_hello(buf).unwrap_or(ClientHello::Incomplete)
+}
+
+/// Most records a ClientHello may be split over (a real one takes one or two).
+const MAX_HELLO_RECORDS: usize = 16;
+
+/// [`client_hello`], or `Err(n)` when undecided until `buf` holds at least `n` bytes (the
+/// end of the record being read), so a reader parses again only at record ends.
+fn parse_hello(buf: &[u8]) -> Result<ClientHello, usize> {
     // Reassemble the handshake message from consecutive handshake records.
     let mut msg = Vec::new();
-    let mut rest = buf;
-    let body = loop {
+    let mut at = 0;
+    for _ in 0..MAX_HELLO_RECORDS {
+        let rest = &buf[at..];
         if rest.len() < 5 {
-            return ClientHello::Incomplete;
+            return Err(at + 5);
         }
         if rest[0] != 0x16 || rest[1] != 3 {
-            return ClientHello::NotHello;
+            return Ok(ClientHello::NotHello);
         }
         let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
         // Not a ClientHello is known from its first byte, before the record is complete.
         if msg.is_empty() && len > 0 && rest.get(5).is_some_and(|t| *t != 1) {
-            return ClientHello::NotHello;
+            return Ok(ClientHello::NotHello);
+        }
+        if len == 0 || at + 5 + len > MAX_CLIENT_HELLO {
+            return Ok(ClientHello::NotHello);
         }
         let Some(fragment) = rest.get(5..5 + len) else {
-            return if buf.len() >= MAX_CLIENT_HELLO {
-                ClientHello::NotHello
-            } else {
-                ClientHello::Incomplete
-            };
+            return Err(at + 5 + len);
         };
         msg.extend_from_slice(fragment);
-        rest = &rest[5 + len..];
+        at += 5 + len;
         if msg.len() < 4 {
-            if len == 0 {
-                return ClientHello::NotHello;
-            }
             continue;
         }
         if msg[0] != 1 {
-            return ClientHello::NotHello;
+            return Ok(ClientHello::NotHello);
         }
         let hlen = usize::from(msg[1]) << 16 | usize::from(msg[2]) << 8 | usize::from(msg[3]);
         if hlen > MAX_CLIENT_HELLO {
-            return ClientHello::NotHello;
+            return Ok(ClientHello::NotHello);
         }
         if msg.len() >= 4 + hlen {
-            break &msg[4..4 + hlen];
+            return Ok(match server_name(&msg[4..4 + hlen]) {
+                Some(Some(name)) => ClientHello::Sni(name),
+                Some(None) => ClientHello::NoSni,
+                None => ClientHello::NotHello,
+            });
         }
-        if len == 0 {
-            return ClientHello::NotHello;
-        }
-    };
-    match server_name(body) {
-        Some(Some(name)) => ClientHello::Sni(name),
-        Some(None) => ClientHello::NoSni,
-        None => ClientHello::NotHello,
     }
+    Ok(ClientHello::NotHello)
 }
 
 /// A byte reader that fails (`None`) past the end.
@@ -240,15 +243,18 @@ pub async fn read_client_hello<I: AsyncRead + Unpin>(
 ) -> std::io::Result<ClientHello> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match client_hello(buf) {
-            ClientHello::Incomplete => {}
-            decided => return Ok(decided),
-        }
-        buf.reserve(4096);
-        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-            Err(_) | Ok(Ok(0)) => return Ok(ClientHello::NotHello),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
+        // Parse again only once the record being read has fully arrived.
+        let need = match parse_hello(buf) {
+            Ok(decided) => return Ok(decided),
+            Err(need) => need,
+        };
+        while buf.len() < need {
+            buf.reserve(need - buf.len());
+            match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+                Err(_) | Ok(Ok(0)) => return Ok(ClientHello::NotHello),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
         }
     }
 }
@@ -349,6 +355,12 @@ mod tests {
         let hlen = u32::from_be_bytes([0, short[6], short[7], short[8]]) - 1;
         short[6..9].copy_from_slice(&hlen.to_be_bytes()[1..]);
         assert_eq!(client_hello(&short), ClientHello::NotHello);
+        // A hello split over more records than any client uses is not read further.
+        let mut dribbled = Vec::new();
+        for b in &hello[5..] {
+            dribbled.extend_from_slice(&[0x16, 3, 1, 0, 1, *b]);
+        }
+        assert_eq!(client_hello(&dribbled), ClientHello::NotHello);
         // Every prefix and every one-byte corruption decides without panicking.
         for i in 0..hello.len() {
             let _ = client_hello(&hello[..i]);

@@ -247,6 +247,7 @@ impl Inbound {
         }
         let mut tcp = tcp;
         let mut buf = BytesMut::new();
+        let started = tokio::time::Instant::now();
         let first = detect::read_and_detect(&mut tcp, &mut buf, true, self.cfg.detect_timeout).await?;
         if first != Protocol::Tls {
             let port = orig_dst.map(|d| d.port()).ok_or(InboundError::NoTarget)?;
@@ -257,7 +258,8 @@ impl Inbound {
         // Only a ClientHello for this proxy is terminated (Linkerd's rule): another server
         // name, or none (clients dialling an address send none), is the application's own
         // TLS and goes to it untouched, as opaque TCP.
-        let hello = detect::read_client_hello(&mut tcp, &mut buf, self.cfg.detect_timeout).await?;
+        let left = self.cfg.detect_timeout.saturating_sub(started.elapsed());
+        let hello = detect::read_client_hello(&mut tcp, &mut buf, left).await?;
         let sni = match hello {
             ClientHello::Sni(name) if name.eq_ignore_ascii_case(self.cfg.local_identity.as_str()) => None,
             ClientHello::Sni(name) => Some(Some(name)),

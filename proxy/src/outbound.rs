@@ -719,29 +719,42 @@ impl Outbound {
     }
 
     /// Whether discovery marks the target opaque: its profile's `opaque_protocol`, or an
-    /// `OutboundPolicies` answer whose protocol is opaque (waiting briefly for the first
-    /// answers, as every first request to a target does).
+    /// `OutboundPolicies` answer whose protocol is opaque (waiting briefly, for both
+    /// answers at once, as every first request to a target does).
     async fn marked_opaque(&self, l: &Logical) -> bool {
-        if !*l.split_ready.borrow() {
-            let mut rx = l.split_ready.clone();
-            let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
-        }
-        if l.profile.borrow().as_ref().is_some_and(|p| p.opaque) {
-            return true;
-        }
-        match &l.policy {
-            Some(w) => matches!(
-                w.ready(DISCOVERY_WAIT).await,
-                crate::policy::client::Known::Some(p) if p.protocol == crate::policy::outbound::Protocol::Opaque
-            ),
-            None => false,
-        }
+        let profile = async {
+            if !*l.split_ready.borrow() {
+                let mut rx = l.split_ready.clone();
+                let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
+            }
+            l.profile.borrow().as_ref().is_some_and(|p| p.opaque)
+        };
+        let policy = async {
+            match &l.policy {
+                Some(w) => matches!(
+                    w.ready(DISCOVERY_WAIT).await,
+                    crate::policy::client::Known::Some(p) if p.protocol == crate::policy::outbound::Protocol::Opaque
+                ),
+                None => false,
+            }
+        };
+        let (by_profile, by_policy) = tokio::join!(profile, policy);
+        by_profile || by_policy
     }
 
-    /// The balancer an opaque connection goes to: a weighted pick among the policy's
-    /// opaque backends when it names them (a TCPRoute's, or a TrafficSplit's), else the
-    /// profile's split.
+    /// The balancer an opaque connection goes to: the profile's split when the profile
+    /// has one (a ServiceProfile's `dstOverrides` win over the policy, as in Linkerd),
+    /// else a weighted pick among the policy's opaque backends when it names them (a
+    /// TCPRoute's, or a TrafficSplit's), else the target itself.
     async fn opaque_concrete(self: &Arc<Self>, l: &Arc<Logical>) -> Result<Arc<Concrete>, ProxyError> {
+        let split = Self::pick_concrete(l).await;
+        if l.profile
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| !p.dst_overrides.is_empty())
+        {
+            return Ok(split);
+        }
         if let Some(w) = &l.policy
             && let crate::policy::client::Known::Some(p) = w.ready(DISCOVERY_WAIT).await
             && !p.opaque.is_empty()
@@ -760,7 +773,7 @@ impl Outbound {
                 }),
             };
         }
-        Ok(Self::pick_concrete(l).await)
+        Ok(split)
     }
 
     /// Opens an opaque connection to `authority`'s endpoint (or its original address).

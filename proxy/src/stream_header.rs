@@ -75,12 +75,13 @@
 //! transport header inside its TLS session, so a server proxy that is not behind
 //! iptables (explicit capture) forwards to the right port.
 //!
-//! Draining: a gateway that is shutting down refuses every new stream on its links,
-//! probes included, with `shutting-down`, lets the streams it relays finish (for its
-//! drain period) and ends catalog watches. A linking gateway whose probe is refused that
-//! way stops opening streams on that connection and links again (to the same address,
-//! where a successor may answer), instead of waiting for failed probes to declare the
-//! link dead and cut the streams still open on it.
+//! Draining: a gateway that is shutting down refuses probes and watches on its links
+//! with `shutting-down`, lets the streams it relays finish (for its drain period), ends
+//! catalog watches, and still relays an open that arrives before the linking side has
+//! learned of the drain. A linking gateway whose probe is refused that way stops opening
+//! streams on that connection and links again (to the same address, where a successor
+//! may answer), instead of waiting for failed probes to declare the link dead and cut the
+//! streams still open on it.
 //!
 //! Version negotiation: a peer that does not speak the request's version answers
 //! with a reply in its own highest version whose code is `unsupported-version`;

@@ -84,8 +84,9 @@ struct State {
     objects: BTreeMap<ObjectKey, Stored>,
     resource_version: u64,
     seq: u64,
-    /// The Service holding each cluster IP: as in Kubernetes, an IP is allocated once.
-    cluster_ips: HashMap<String, ObjectKey>,
+    /// The Services holding each cluster IP: as in Kubernetes, an IP is allocated once
+    /// (more than one holder only in a state written before the store checked).
+    cluster_ips: HashMap<String, BTreeSet<ObjectKey>>,
 }
 
 /// The cluster IPs a Service holds (`spec.clusterIP` and `spec.clusterIPs`, without the
@@ -116,23 +117,38 @@ impl State {
     /// Rebuilds [`State::cluster_ips`] from the objects (after loading them).
     fn reindex(&mut self) {
         self.cluster_ips.clear();
-        for (k, s) in self.objects.iter().filter(|(k, _)| k.kind == KindId::Service) {
-            for ip in cluster_ips(&s.object(k.kind)) {
-                self.cluster_ips.insert(ip, k.clone());
-            }
+        let services: Vec<(ObjectKey, Object)> = self
+            .objects
+            .iter()
+            .filter(|(k, _)| k.kind == KindId::Service)
+            .map(|(k, s)| (k.clone(), s.object(k.kind)))
+            .collect();
+        for (k, o) in &services {
+            self.index(k, None, Some(o));
         }
     }
 
     /// Moves `key`'s cluster IPs in the index from those of `old` to those of `new`.
     fn index(&mut self, key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) {
         for ip in old.map(cluster_ips).unwrap_or_default() {
-            if self.cluster_ips.get(&ip) == Some(key) {
-                self.cluster_ips.remove(&ip);
+            if let Some(holders) = self.cluster_ips.get_mut(&ip) {
+                holders.remove(key);
+                if holders.is_empty() {
+                    self.cluster_ips.remove(&ip);
+                }
             }
         }
         for ip in new.map(cluster_ips).unwrap_or_default() {
-            self.cluster_ips.insert(ip, key.clone());
+            self.cluster_ips.entry(ip).or_default().insert(key.clone());
         }
+    }
+
+    /// The cluster IPs `key` holds as stored.
+    fn stored_ips(&self, key: &ObjectKey) -> Vec<String> {
+        self.objects
+            .get(key)
+            .map(|s| cluster_ips(&s.object(key.kind)))
+            .unwrap_or_default()
     }
 }
 
@@ -482,14 +498,22 @@ impl LocalStore {
         }
         state.seq = seq;
         state.resource_version = rv;
+        // Each Service's IPs move in the index once, from before the batch to its last
+        // version in it (a batch may name a Service twice).
+        let mut services: BTreeMap<ObjectKey, Option<Object>> = BTreeMap::new();
+        for (key, _) in stored.iter().filter(|(k, _)| k.kind == KindId::Service) {
+            if !services.contains_key(key) {
+                services.insert(key.clone(), state.objects.get(key).map(|o| o.object(key.kind)));
+            }
+        }
         for (key, s) in stored {
             let kind = key.kind;
-            if kind == KindId::Service {
-                let old = state.objects.get(&key).map(|o| o.object(kind));
-                state.index(&key, old.as_ref(), Some(&s.object(kind)));
-            }
             state.objects.insert(key, s.clone());
             let _ = self.inner.channels[kind as usize].send(Change::Applied(s));
+        }
+        for (key, before) in services {
+            let after = state.objects.get(&key).map(|o| o.object(key.kind));
+            state.index(&key, before.as_ref(), after.as_ref());
         }
         if let Some(p) = persist.as_mut() {
             p.maybe_compact(&state)?;
@@ -646,28 +670,35 @@ fn list_kind<K: Kind>(state: &State, namespace: Option<&str>) -> Vec<K> {
 }
 
 /// The object as it will be stored, or `None` if storing it would change nothing.
-/// Refuses a batch that would give a cluster IP to two Services (as the Kubernetes API
-/// server does), naming the Service, the field and the Service that holds the IP.
+/// Refuses a batch that would give a cluster IP to a second Service (as the Kubernetes
+/// API server does), naming the Service, the field and the Service that holds the IP. A
+/// Service keeps what it already holds (even an IP a state written before this check
+/// gave to two).
 fn check_cluster_ips(state: &State, changed: &[Object]) -> Result<(), StoreError> {
-    // The batch's own Services, as they will be (the later of two wins, as in apply).
-    let mut batch: HashMap<ObjectKey, &Object> = HashMap::new();
+    // The batch's Services as they will be (the later of two versions wins, as in apply).
+    let mut batch: HashMap<ObjectKey, Vec<String>> = HashMap::new();
     for o in changed.iter().filter(|o| o.kind_id() == KindId::Service) {
-        batch.insert(o.key(), o);
+        batch.insert(o.key(), cluster_ips(o));
     }
-    let mut taken: HashMap<String, ObjectKey> = HashMap::new();
-    for (key, o) in &batch {
-        for ip in cluster_ips(o) {
-            let holder = match taken.get(&ip) {
-                Some(other) => Some(other.clone()),
-                // A stored holder keeps it unless this batch moves it off that IP.
-                None => state
-                    .cluster_ips
-                    .get(&ip)
-                    .filter(|h| *h != key)
-                    .filter(|h| batch.get(*h).is_none_or(|moved| cluster_ips(moved).contains(&ip)))
-                    .cloned(),
-            };
-            if let Some(holder) = holder {
+    let mut claimed: HashMap<&str, Vec<&ObjectKey>> = HashMap::new();
+    for (key, ips) in &batch {
+        for ip in ips {
+            claimed.entry(ip.as_str()).or_default().push(key);
+        }
+    }
+    for (key, ips) in &batch {
+        let had = state.stored_ips(key);
+        for ip in ips.iter().filter(|ip| !had.contains(ip)) {
+            // Its holders after the batch: stored ones the batch leaves on it, and the
+            // batch's other Services that take it.
+            let stored = state
+                .cluster_ips
+                .get(ip)
+                .into_iter()
+                .flatten()
+                .filter(|h| *h != key && batch.get(*h).is_none_or(|moved| moved.contains(ip)));
+            let others = claimed[ip.as_str()].iter().copied().filter(|h| *h != key);
+            if let Some(holder) = stored.chain(others).next() {
                 return Err(StoreError::Invalid {
                     key: key.clone(),
                     problems: format!(
@@ -675,7 +706,6 @@ fn check_cluster_ips(state: &State, changed: &[Object]) -> Result<(), StoreError
                     ),
                 });
             }
-            taken.insert(ip, key.clone());
         }
     }
     Ok(())

@@ -306,17 +306,22 @@ impl pb::destination_server::Destination for DestinationService {
                         move |ix: &Index| match ix.resolve_hostname(&service, &hostname, port) {
                             Resolution::Endpoints(e) if !e.is_empty() => {
                                 let ep = e.values().next().expect("non-empty");
+                                // Meshed or not, a port the Service (or Linkerd's
+                                // defaults) marks opaque is opaque.
+                                let by_service = ix.service(&service).is_some_and(|s| {
+                                    s.opaque_ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+                                });
                                 pb::DestinationProfile {
                                     fully_qualified_name: format!(
                                         "{hostname}.{}.{}.svc.{cd}",
                                         service.1, service.0
                                     ),
-                                    opaque_protocol: ep.opaque_transport_port.is_some(),
+                                    opaque_protocol: ep.opaque_transport_port.is_some() || by_service,
                                     endpoint: Some(weighted_addr(ep)),
                                     ..Default::default()
                                 }
                             }
-                            _ => pb::DestinationProfile::default(),
+                            _ => default_profile(port),
                         },
                     ),
                 )
@@ -344,28 +349,18 @@ impl pb::destination_server::Destination for DestinationService {
                             Some(IpTarget::Pod(p)) => {
                                 let e = ix.resolve_pod(&p, addr.port());
                                 pb::DestinationProfile {
-                                    opaque_protocol: e.opaque_transport_port.is_some(),
+                                    // Meshed or not: its annotation, else the defaults.
+                                    opaque_protocol: p.is_opaque(addr.port()),
                                     endpoint: Some(weighted_addr(&e)),
                                     ..Default::default()
                                 }
                             }
-                            _ => pb::DestinationProfile::default(),
+                            _ => default_profile(addr.port()),
                         }),
                     )
                 }
                 // An address outside the cluster: opaque on Linkerd's default opaque ports.
-                None => {
-                    let opaque = crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS
-                        .iter()
-                        .any(|(lo, hi)| (*lo..=*hi).contains(&addr.port()));
-                    (
-                        None,
-                        Box::new(move |_: &Index| pb::DestinationProfile {
-                            opaque_protocol: opaque,
-                            ..Default::default()
-                        }),
-                    )
-                }
+                None => (None, Box::new(move |_: &Index| default_profile(addr.port()))),
             },
         };
         let mut last: Option<pb::DestinationProfile> = None;
@@ -378,6 +373,17 @@ impl pb::destination_server::Destination for DestinationService {
             vec![next]
         });
         Ok(Response::new(stream))
+    }
+}
+
+/// The profile of a target the cluster does not know (or no longer knows): opaque on
+/// Linkerd's default opaque ports, nothing else.
+fn default_profile(port: u16) -> pb::DestinationProfile {
+    pb::DestinationProfile {
+        opaque_protocol: crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&port)),
+        ..Default::default()
     }
 }
 

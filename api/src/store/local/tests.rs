@@ -413,9 +413,38 @@ async fn a_cluster_ip_belongs_to_one_service() {
         .await
         .unwrap();
     store.apply(vec![service_at("e", "10.96.0.20")]).await.unwrap();
+    // A batch naming a Service twice: only its last version counts, and the IP its first
+    // version names stays with its holder.
+    store
+        .apply(vec![service_at("f", "10.96.0.10"), service_at("f", "10.96.0.40")])
+        .await
+        .unwrap();
+    assert!(store.apply(vec![service_at("g", "10.96.0.10")]).await.is_err());
     // Services without a cluster IP (headless, or none yet) never conflict.
     store
         .apply(vec![service_at("h1", "None"), service_at("h2", "None")])
         .await
         .unwrap();
+}
+
+/// A state written before the store checked may hold two Services on one IP: each keeps
+/// it (its updates pass), no third may take it, and it stays taken while either holds it.
+#[test]
+fn services_that_already_share_an_ip_keep_it() {
+    let mut state = State::default();
+    for name in ["a", "b"] {
+        let o = service_at(name, "10.96.0.30");
+        state.objects.insert(o.key(), Stored::of(&o));
+    }
+    state.reindex();
+    assert!(check_cluster_ips(&state, &[service_at("b", "10.96.0.30")]).is_ok());
+    assert!(check_cluster_ips(&state, &[service_at("a", "10.96.0.30")]).is_ok());
+    assert!(check_cluster_ips(&state, &[service_at("c", "10.96.0.30")]).is_err());
+    let a = service_at("a", "10.96.0.30");
+    state.objects.remove(&a.key());
+    state.index(&a.key(), Some(&a), None);
+    assert!(
+        check_cluster_ips(&state, &[service_at("c", "10.96.0.30")]).is_err(),
+        "b still holds it"
+    );
 }
