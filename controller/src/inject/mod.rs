@@ -160,7 +160,7 @@ pub fn inject(obj: &Object, namespace: Namespace<'_>, mode: Mode<'_>) -> Injecti
                 .as_deref()
                 .filter(|n| !n.is_empty())
                 .or(namespace.name);
-            let edit = proxy_edit(
+            let mut edit = proxy_edit(
                 config,
                 &settings,
                 mode.request(),
@@ -169,6 +169,12 @@ pub fn inject(obj: &Object, namespace: Namespace<'_>, mode: Mode<'_>) -> Injecti
                 owner,
                 ns,
             );
+            // As Linkerd's injector does, a namespace's opaque ports go onto its pods:
+            // discovery reads them off the pod, and must agree with the proxy's inbound.
+            if let Some(v) = namespace_opaque_ports(pod_annotations, namespace.annotations) {
+                edit.annotations
+                    .insert(labels::config::OPAQUE_PORTS.to_string(), v.to_string());
+            }
             (edit, Outcome::Injected { ingress }, annotations.into_warnings())
         }
         (Decision::Inject { .. }, Mode::Annotate) => unreachable!("annotating never decides to inject"),
@@ -184,6 +190,18 @@ pub fn inject(obj: &Object, namespace: Namespace<'_>, mode: Mode<'_>) -> Injecti
         outcome,
         warnings,
     }
+}
+
+/// The namespace's `config.linkerd.io/opaque-ports`, when an object without its own is
+/// to take it (Linkerd's injector copies it onto pods and Services).
+pub fn namespace_opaque_ports<'a>(
+    own: &BTreeMap<String, String>,
+    namespace: Option<&'a BTreeMap<String, String>>,
+) -> Option<&'a str> {
+    if own.contains_key(labels::config::OPAQUE_PORTS) {
+        return None;
+    }
+    namespace?.get(labels::config::OPAQUE_PORTS).map(String::as_str)
 }
 
 /// The workload whose name the pods carry (`linkerd.io/proxy-deployment: myapp`).

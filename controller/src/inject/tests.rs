@@ -1040,3 +1040,72 @@ fn proxies_are_told_the_identities_the_controller_serves() {
         assert!(dst.parse::<strait_identity::IdentityName>().is_ok());
     }
 }
+
+/// As Linkerd's injector does, a namespace's `config.linkerd.io/opaque-ports` goes onto
+/// the pods injected there and the Services created there that have none of their own,
+/// so discovery (which reads the pod and the Service) agrees with the proxy's inbound.
+#[tokio::test]
+async fn a_namespace_s_opaque_ports_go_onto_its_pods_and_services() {
+    let cfg = std::sync::Arc::new(config());
+    let namespaces = webhook::StaticNamespaces(
+        [(
+            "data".to_string(),
+            map(&[
+                (labels::INJECT, "enabled"),
+                (labels::config::OPAQUE_PORTS, "3306,5432"),
+            ]),
+        )]
+        .into(),
+    );
+    let hook = webhook::Webhook::new(cfg, namespaces);
+    let pod = enabled_pod();
+    let response = hook.review(&review(pod.clone(), "data")).await.unwrap();
+    let injected = patched(&pod, &response);
+    assert_eq!(
+        injected.metadata.annotations.unwrap()[labels::config::OPAQUE_PORTS],
+        "3306,5432"
+    );
+    // A pod with its own keeps it.
+    let mut own = enabled_pod();
+    own["metadata"]["annotations"][labels::config::OPAQUE_PORTS] = json!("9000");
+    let injected = patched(&own, &hook.review(&review(own.clone(), "data")).await.unwrap());
+    assert_eq!(
+        injected.metadata.annotations.unwrap()[labels::config::OPAQUE_PORTS],
+        "9000"
+    );
+
+    let service = |annotations: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "mysql", "annotations": annotations },
+            "spec": { "ports": [{ "port": 3306 }] },
+        })
+    };
+    let review_service = |svc: Value, ns: &str| {
+        let mut r = serde_json::from_slice::<Value>(&review(svc, ns)).unwrap();
+        r["request"]["kind"] = json!({ "group": "", "version": "v1", "kind": "Service" });
+        serde_json::to_vec(&r).unwrap()
+    };
+    let svc = service(json!({ "team": "db" }));
+    let response = hook.review(&review_service(svc.clone(), "data")).await.unwrap();
+    let mut doc = svc.clone();
+    apply_patch(&mut doc, &patch_of(&response).expect("a patch")).unwrap();
+    assert_eq!(
+        doc["metadata"]["annotations"],
+        json!({ "team": "db", labels::config::OPAQUE_PORTS: "3306,5432" })
+    );
+    // Without annotations at all, one is made.
+    let mut bare = service(json!(null));
+    bare["metadata"].as_object_mut().unwrap().remove("annotations");
+    let response = hook.review(&review_service(bare.clone(), "data")).await.unwrap();
+    let mut doc = bare.clone();
+    apply_patch(&mut doc, &patch_of(&response).expect("a patch")).unwrap();
+    assert_eq!(
+        doc["metadata"]["annotations"][labels::config::OPAQUE_PORTS],
+        "3306,5432"
+    );
+    // Its own annotation, or a namespace without one: unchanged.
+    let own = service(json!({ labels::config::OPAQUE_PORTS: "3307" }));
+    assert!(patch_of(&hook.review(&review_service(own, "data")).await.unwrap()).is_none());
+    assert!(patch_of(&hook.review(&review_service(svc, "shop")).await.unwrap()).is_none());
+}

@@ -131,8 +131,12 @@ pub fn admit(
         warnings,
     };
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    if !is_pod || request.operation.as_deref().is_some_and(|op| op != "CREATE") {
+    let is_service = request.kind.group.is_empty() && request.kind.kind == "Service";
+    if !(is_pod || is_service) || request.operation.as_deref().is_some_and(|op| op != "CREATE") {
         return allow(Vec::new());
+    }
+    if is_service {
+        return admit_service(request, namespace_annotations);
     }
     let Some(raw) = &request.object else {
         return allow(vec![
@@ -175,6 +179,41 @@ pub fn admit(
         }
         // Admission never annotates; keep the warnings all the same.
         Outcome::Annotated => allow(std::mem::take(&mut warnings)),
+    }
+}
+
+/// A Service takes its namespace's `config.linkerd.io/opaque-ports` when it has none, as
+/// Linkerd's injector gives it (discovery reads the Service's).
+fn admit_service(
+    request: &AdmissionRequest,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
+) -> Admission {
+    let Some(before) = &request.object else {
+        return Admission {
+            patch: None,
+            warnings: Vec::new(),
+        };
+    };
+    let own: BTreeMap<String, String> = before
+        .pointer("/metadata/annotations")
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+        .unwrap_or_default();
+    let Some(ports) = super::namespace_opaque_ports(&own, namespace_annotations) else {
+        return Admission {
+            patch: None,
+            warnings: Vec::new(),
+        };
+    };
+    let mut after = before.clone();
+    if let Some(meta) = after.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(strait_api::labels::config::OPAQUE_PORTS.into(), json!(ports));
+        }
+    }
+    Admission {
+        patch: Some(patch::diff(before, &after)),
+        warnings: Vec::new(),
     }
 }
 
@@ -243,7 +282,7 @@ impl<N: NamespaceSource> Webhook<N> {
         let request = parse_review(body)?;
         let mut lookup_warning = None;
         let annotations = match request.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() && request.kind.kind == "Pod" => {
+            Some(ns) if !ns.is_empty() && matches!(request.kind.kind.as_str(), "Pod" | "Service") => {
                 match self.namespaces.annotations(ns).await {
                     Ok(a) => a,
                     Err(e) => {

@@ -456,7 +456,7 @@ fn webhook_config(values: &Values, webhook: &WebhookTls) -> Value {
                 "operations": ["CREATE"],
                 "apiGroups": [""],
                 "apiVersions": ["v1"],
-                "resources": ["pods"],
+                "resources": ["pods", "services"],
                 "scope": "Namespaced",
             }],
             "sideEffects": "None",

@@ -135,7 +135,7 @@ fn install_prints_a_control_plane_the_loader_accepts() {
         w["objectSelector"]["matchExpressions"][0]["operator"],
         "DoesNotExist"
     );
-    assert_eq!(w["rules"][0]["resources"], json!(["pods"]));
+    assert_eq!(w["rules"][0]["resources"], json!(["pods", "services"]));
 
     // The controller runs `strait controller` with every port.
     let d: &Deployment = find(objects, "linkerd-controller");
