@@ -115,12 +115,13 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let (cut, cut_rx) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(conn(tcp, peer, route.clone(), open_timeout));
+                    conns.spawn(conn(tcp, peer, route.clone(), open_timeout, cut_rx.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "proxy entry accept failed"),
             },
@@ -128,7 +129,7 @@ pub(crate) async fn serve(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    crate::gateway::drain_connections(conns, grace, "proxy entry").await;
+    crate::gateway::drain_connections(conns, grace, cut, "proxy entry").await;
 }
 
 async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {
@@ -138,7 +139,13 @@ async fn refuse(mut tcp: TcpStream, reason: RefusalReason, message: String) {
     let _ = tcp.shutdown().await;
 }
 
-async fn conn(mut tcp: TcpStream, peer: SocketAddr, route: Route, open_timeout: Duration) {
+async fn conn(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    route: Route,
+    open_timeout: Duration,
+    cut: watch::Receiver<bool>,
+) {
     let (request, pipelined) =
         match tokio::time::timeout(REQUEST_TIMEOUT, relay::read_entry_request(&mut tcp)).await {
             Ok(Ok((
@@ -218,7 +225,15 @@ async fn conn(mut tcp: TcpStream, peer: SocketAddr, route: Route, open_timeout: 
         return;
     }
     metrics.streams_open.fetch_add(1, Ordering::Relaxed);
-    let result = relay::relay(tcp, send, recv, Downstream::Ready(rest), metrics.bytes.clone()).await;
+    let result = relay::relay(
+        tcp,
+        send,
+        recv,
+        Downstream::Ready(rest),
+        metrics.bytes.clone(),
+        crate::gateway::cut_signal(cut),
+    )
+    .await;
     metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
     if let Err(e) = result {
         tracing::debug!(%peer, %target, error = %e, "proxy entry relay ended with an error");

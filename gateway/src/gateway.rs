@@ -458,8 +458,15 @@ impl Gateway {
 }
 
 /// Lets the connections of an entry that stopped accepting finish for up to `grace` (the
-/// links' drain period), then closes those still open, so shutdown always ends.
-pub(crate) async fn drain_connections(mut conns: JoinSet<()>, grace: Duration, what: &str) {
+/// links' drain period), then tells those still open to stop through `cut` (a relay then
+/// ends on its error path, resetting both sides, where an aborted one would end them as
+/// if complete), and a second later closes what remains, so shutdown always ends.
+pub(crate) async fn drain_connections(
+    mut conns: JoinSet<()>,
+    grace: Duration,
+    cut: watch::Sender<bool>,
+    what: &str,
+) {
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::info!(
@@ -467,8 +474,18 @@ pub(crate) async fn drain_connections(mut conns: JoinSet<()>, grace: Duration, w
             ?grace,
             "{what}: the drain period is over; closing the connections still open"
         );
+        cut.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
         conns.shutdown().await;
     }
+}
+
+/// Completes once `cut` says so (or its sender is gone).
+pub(crate) async fn cut_signal(mut cut: watch::Receiver<bool>) {
+    let _ = cut.wait_for(|c| *c).await;
 }
 
 /// A started gateway.
@@ -657,7 +674,16 @@ async fn egress_conn(tcp: TcpStream, peer: SocketAddr, link: LinkHandle, target:
         }
     };
     metrics.streams_open.fetch_add(1, Ordering::Relaxed);
-    let result = relay::relay(tcp, send, recv, Downstream::AwaitReply, metrics.bytes.clone()).await;
+    // The link's own drain ends this relay (its connection closes at the deadline).
+    let result = relay::relay(
+        tcp,
+        send,
+        recv,
+        Downstream::AwaitReply,
+        metrics.bytes.clone(),
+        std::future::pending(),
+    )
+    .await;
     metrics.streams_open.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(_) => {}
@@ -904,6 +930,8 @@ async fn ingress_stream(
         recv,
         Downstream::Ready(pipelined),
         inbound.bytes.clone(),
+        // The drain deadline closes the connection, which ends this relay.
+        std::future::pending(),
     )
     .await;
     inbound.streams_open.fetch_sub(1, Ordering::Relaxed);

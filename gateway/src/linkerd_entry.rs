@@ -166,12 +166,13 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let (cut, cut_rx) = watch::channel(false);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(conn(tcp, peer, entry.clone()));
+                    conns.spawn(conn(tcp, peer, entry.clone(), cut_rx.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "Linkerd gateway entry: accept failed"),
             },
@@ -180,7 +181,7 @@ pub(crate) async fn serve(
         }
     }
     // A stock proxy keeps its connections to the gateway pooled: they would never end.
-    crate::gateway::drain_connections(conns, grace, "Linkerd gateway entry").await;
+    crate::gateway::drain_connections(conns, grace, cut, "Linkerd gateway entry").await;
 }
 
 async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<(TransportHeader, Vec<u8>), EntryError> {
@@ -207,7 +208,7 @@ async fn read_header<R: AsyncRead + Unpin>(io: &mut R) -> Result<(TransportHeade
     }
 }
 
-async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry) {
+async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry, cut: watch::Receiver<bool>) {
     let m = &entry.metrics;
     m.connections_total.fetch_add(1, Ordering::Relaxed);
     let refuse = |e: &EntryError, client: Option<&str>| {
@@ -276,7 +277,14 @@ async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry) {
     }
     m.streams_total.fetch_add(1, Ordering::Relaxed);
     m.streams_open.fetch_add(1, Ordering::Relaxed);
-    let moved = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+    let moved = tokio::select! {
+        moved = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => moved.map(|_| ()),
+        () = crate::gateway::cut_signal(cut) => {
+            // The drain period is over: the client learns it as a reset, not an end.
+            let _ = tls.get_ref().0.set_zero_linger();
+            Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the drain period is over"))
+        }
+    };
     m.streams_open.fetch_sub(1, Ordering::Relaxed);
     if let Err(e) = moved {
         tracing::debug!(%peer, %target, error = %e, "Linkerd gateway entry: relay ended with an error");

@@ -173,13 +173,15 @@ async fn read_frame<T, R: AsyncRead + Unpin>(
     }
 }
 
-/// Relays `tcp` ↔ (`send`, `recv`) until both directions end.
+/// Relays `tcp` ↔ (`send`, `recv`) until both directions end, or until `cut` completes
+/// (a drain period is over), which ends it as a failure: both sides reset.
 pub async fn relay(
     tcp: TcpStream,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     downstream: Downstream,
     counters: Arc<ByteCounters>,
+    cut: impl std::future::Future<Output = ()>,
 ) -> Result<Moved, RelayError> {
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let up = async {
@@ -237,7 +239,13 @@ pub async fn relay(
             }
         }
     };
-    let result = tokio::try_join!(up, down);
+    let result = tokio::select! {
+        r = async { tokio::try_join!(up, down) } => r,
+        () = cut => Err(RelayError::Io(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the drain period is over",
+        ))),
+    };
     match result {
         Ok((to_stream, from_stream)) => Ok(Moved {
             to_stream,

@@ -116,6 +116,10 @@ fn delta_ms(d: Duration, base: Duration) -> f64 {
     (d.as_secs_f64() - base.as_secs_f64()) * 1000.0
 }
 
+/// The verdict of a latency target when a round's direct run was slower than the pair.
+const DISTURBED: &str =
+    "**NO VERDICT**: a round's direct run was slower than the pair (a disturbed baseline); run again";
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "pass" } else { "**FAIL**" }
 }
@@ -257,11 +261,18 @@ fn target_rows(run: &ProxyRun) -> Vec<[String; 4]> {
     let target_ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let latency = |what: &str, target: Duration, pick: fn(&RoundFigures) -> f64| {
         let m = median(&figures.iter().map(pick).collect::<Vec<_>>());
+        // A pair cannot be faster than no pair: a round where it seems to be had a
+        // disturbed direct run, and its delta says nothing (it would pass any target).
+        let disturbed = figures.iter().any(|f| pick(f) < 0.0);
         [
             format!("added {what} ≤ {}", ms(target)),
             each(&|f| format!("{:+.3} ms", pick(f))),
             m.map_or("–".into(), |m| format!("{m:+.3} ms")),
-            verdict(clean && m.is_some_and(|m| m <= target_ms(target))).into(),
+            if disturbed {
+                DISTURBED.into()
+            } else {
+                verdict(clean && m.is_some_and(|m| m <= target_ms(target))).into()
+            },
         ]
     };
     let names = &figures[0].names;
@@ -829,6 +840,11 @@ mod tests {
         run.rounds[1].pairs[1].saturation.rps = 0.0;
         assert_eq!(target_rows(&run)[4][3], "**FAIL**");
         run.rounds[1].pairs[1].saturation.rps = saved;
+        // A round whose direct run was slower than the pair gives no latency verdict.
+        let saved = run.rounds[2].direct.fixed.p50;
+        run.rounds[2].direct.fixed.p50 = Duration::from_micros(600);
+        assert!(target_rows(&run)[0][3].starts_with("**NO VERDICT**"));
+        run.rounds[2].direct.fixed.p50 = saved;
         // A round with failed requests voids the latency verdicts.
         run.rounds[1].pairs[0].fixed.errors = 3;
         assert_eq!(target_rows(&run)[0][3], "**FAIL**");
