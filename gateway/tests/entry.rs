@@ -142,6 +142,41 @@ async fn a_proxy_entry_for_an_unknown_link_is_refused_at_bind() {
     );
 }
 
+/// A relay through the proxy entry that is still open when its gateway's drain ends is
+/// cut, and the proxy learns it as a reset, never as an orderly end that would pass for
+/// a complete exchange; shutdown ends soon after the drain period.
+#[tokio::test]
+async fn a_relay_open_at_the_end_of_the_drain_is_reset() {
+    bounded(async {
+        let (table, _echo_task) = echo_table(7007).await;
+        let (east, west) = entry_pair(Arc::new(table), None).await;
+        let entry = west.proxy_entries[0];
+        let (reply, mut tcp) = open(entry, ECHO, 7).await;
+        assert_eq!(reply, Reply::Accepted { app_port: Some(7007) });
+        tcp.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tcp.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+
+        let started = std::time::Instant::now();
+        west.shutdown().await;
+        let took = started.elapsed();
+        let drain = fast_link().drain_timeout;
+        assert!(
+            took < drain + std::time::Duration::from_secs(3),
+            "shutdown took {took:?}"
+        );
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(&end, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{end:?}"
+        );
+        east.shutdown().await;
+    })
+    .await;
+}
+
 /// A resolver sending ECHO:7 to a new echo server, the endpoint's app port `app_port`.
 async fn echo_table(app_port: u16) -> (StaticResolver, tokio::task::JoinHandle<()>) {
     let (echo, task) = echo_server().await;
