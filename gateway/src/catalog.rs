@@ -57,7 +57,7 @@ impl Server {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         metrics: &Metrics,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let inbound = &metrics.inbound;
         let refusal = |reason: RefusalReason, message: String| {
@@ -98,7 +98,7 @@ impl Server {
                 },
                 // The gateway is shutting down: end the watch (the watcher keeps what it
                 // has and watches again, through its next link).
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                _ = crate::gateway::until_set(stop.clone()) => {
                     let _ = send.reset(relay::RELAY_ERROR);
                     break;
                 }

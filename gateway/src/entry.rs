@@ -231,7 +231,7 @@ async fn conn(
         recv,
         Downstream::Ready(rest),
         metrics.bytes.clone(),
-        crate::gateway::cut_signal(cut),
+        crate::gateway::until_set(cut),
     )
     .await;
     metrics.streams_open.fetch_sub(1, Ordering::Relaxed);

@@ -483,9 +483,10 @@ pub(crate) async fn drain_connections(
     }
 }
 
-/// Completes once `cut` says so (or its sender is gone).
-pub(crate) async fn cut_signal(mut cut: watch::Receiver<bool>) {
-    let _ = cut.wait_for(|c| *c).await;
+/// Completes once `signal` is set (a stop or a cut), or its sender is gone. Owning its
+/// receiver, it holds no borrow of the watch across a `select!`.
+pub(crate) async fn until_set(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|s| *s).await;
 }
 
 /// A started gateway.
@@ -734,7 +735,7 @@ struct IngressSettings {
 async fn ingress_conn(
     incoming: quinn::Incoming,
     settings: Arc<IngressSettings>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let IngressSettings {
         admission, metrics, ..
@@ -763,12 +764,11 @@ async fn ingress_conn(
     metrics.inbound.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut streams = JoinSet::new();
     let mut deadline: Option<tokio::time::Instant> = None;
-    let for_streams = stop.clone();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(ingress_stream(send, recv, settings.clone(), for_streams.clone()));
+                    streams.spawn(ingress_stream(send, recv, settings.clone(), stop.clone()));
                 }
                 Err(e) => {
                     tracing::info!(%remote, reason = %e, "remote gateway's link ended");
@@ -780,14 +780,14 @@ async fn ingress_conn(
                     break;
                 }
             }
-            _ = async { let _ = stop.wait_for(|s| *s).await; }, if deadline.is_none() => {
+            _ = until_set(stop.clone()), if deadline.is_none() => {
                 deadline = Some(tokio::time::Instant::now() + settings.drain);
                 tracing::info!(%remote, streams = streams.len(), "draining the remote gateway's link");
                 if streams.is_empty() {
                     break;
                 }
             }
-            _ = sleep_until(deadline) => {
+            _ = crate::link::sleep_until(deadline) => {
                 tracing::info!(%remote, streams = streams.len(), drain = ?settings.drain, "the drain period is over; closing the link's streams still open");
                 // Closing the connection fails its streams, so each relay ends on its
                 // error path (its TCP connection reset, not ended as if complete);
@@ -807,13 +807,6 @@ async fn ingress_conn(
     }
     while streams.join_next().await.is_some() {}
     metrics.inbound.connections_open.fetch_sub(1, Ordering::Relaxed);
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn ingress_stream(

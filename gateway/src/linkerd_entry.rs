@@ -279,7 +279,7 @@ async fn conn(tcp: TcpStream, peer: SocketAddr, entry: Entry, cut: watch::Receiv
     m.streams_open.fetch_add(1, Ordering::Relaxed);
     let moved = tokio::select! {
         moved = tokio::io::copy_bidirectional(&mut tls, &mut upstream) => moved.map(|_| ()),
-        () = crate::gateway::cut_signal(cut) => {
+        () = crate::gateway::until_set(cut) => {
             // The drain period is over: the client learns it as a reset, not an end.
             let _ = tls.get_ref().0.set_zero_linger();
             Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the drain period is over"))

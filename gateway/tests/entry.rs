@@ -36,15 +36,21 @@ async fn open_on(entry: SocketAddr, link: Option<&str>, authority: &str, port: u
     (reply, tcp)
 }
 
+/// East with an echo server for ECHO:7 (app port 7007), west with a proxy entry for its
+/// link to east, and a stream to ECHO opened at that entry and accepted.
+async fn echo_through_entry() -> (TestGateway, TestGateway, TcpStream, tokio::task::JoinHandle<()>) {
+    let (table, echo_task) = echo_table(7007).await;
+    let (east, west) = entry_pair(Arc::new(table), None).await;
+    let (reply, tcp) = open(west.proxy_entries[0], ECHO, 7).await;
+    assert_eq!(reply, Reply::Accepted { app_port: Some(7007) });
+    (east, west, tcp, echo_task)
+}
+
 #[tokio::test]
 async fn a_proxy_entry_relays_after_the_remote_acceptance_and_passes_refusals_back() {
     bounded(async {
-        let (table, _echo_task) = echo_table(7007).await;
-        let (east, west) = entry_pair(Arc::new(table), None).await;
+        let (east, west, mut tcp, _echo_task) = echo_through_entry().await;
         let entry = west.proxy_entries[0];
-
-        let (reply, mut tcp) = open(entry, ECHO, 7).await;
-        assert_eq!(reply, Reply::Accepted { app_port: Some(7007) });
         tcp.write_all(b"hello through both gateways").await.unwrap();
         tcp.shutdown().await.unwrap();
         let mut back = Vec::new();
@@ -148,11 +154,7 @@ async fn a_proxy_entry_for_an_unknown_link_is_refused_at_bind() {
 #[tokio::test]
 async fn a_relay_open_at_the_end_of_the_drain_is_reset() {
     bounded(async {
-        let (table, _echo_task) = echo_table(7007).await;
-        let (east, west) = entry_pair(Arc::new(table), None).await;
-        let entry = west.proxy_entries[0];
-        let (reply, mut tcp) = open(entry, ECHO, 7).await;
-        assert_eq!(reply, Reply::Accepted { app_port: Some(7007) });
+        let (east, west, mut tcp, _echo_task) = echo_through_entry().await;
         tcp.write_all(b"ping").await.unwrap();
         let mut back = [0u8; 4];
         tcp.read_exact(&mut back).await.unwrap();
