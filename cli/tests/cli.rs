@@ -144,6 +144,26 @@ fn stdin_works_and_the_crds_load_back() {
     );
 }
 
+/// Applied straight to a state directory (no controller running), a Service takes its
+/// namespace's `config.linkerd.io/opaque-ports` too, as the injector would give it.
+#[test]
+fn a_service_applied_to_a_state_directory_takes_its_namespace_s_opaque_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    let out = run_stdin(
+        &["--state-dir", s, "apply", "-f", "-"],
+        b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: db\n  annotations: {config.linkerd.io/opaque-ports: \"5432\"}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: pg\n  namespace: db\nspec:\n  ports: [{port: 5432}]\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["--state-dir", s, "get", "svc", "pg", "-n", "db", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["metadata"]["annotations"]["config.linkerd.io/opaque-ports"],
+        "5432"
+    );
+}
+
 #[test]
 fn apply_get_delete_on_a_state_directory() {
     let dir = tempfile::tempdir().unwrap();

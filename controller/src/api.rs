@@ -462,6 +462,12 @@ async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Resp
         Err(rsp) => return rsp,
     };
     objects.sort_by_key(|o| o.kind_id());
+    if let Err(e) = crate::inject::admit_local_services(&api.store, &mut objects).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the Services' namespaces: {e}; nothing was applied"),
+        );
+    }
     match api.store.apply_reporting(objects).await {
         Ok(done) => {
             let results: Vec<Value> = done

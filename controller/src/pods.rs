@@ -54,9 +54,9 @@ pub struct PodInfo {
     pub service_account: Box<str>,
     /// The owning workload, as a metric label (`deployment` → `myapp`).
     pub owner: Option<(Cow<'static, str>, Box<str>)>,
-    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the pod (Linkerd's
-    /// default opaque ports without it).
-    pub opaque_ports: Box<[(u16, u16)]>,
+    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the pod; `None` without
+    /// it (the cluster's default opaque ports apply: see [`PodInfo::is_opaque`]).
+    pub opaque_ports: Option<Box<[(u16, u16)]>>,
     /// Its `config.linkerd.io/default-inbound-policy` annotation.
     pub default_policy: Option<Box<str>>,
     /// Named container ports, in container order.
@@ -139,12 +139,11 @@ impl PodInfo {
                 .unwrap_or("default")
                 .into(),
             owner,
-            // Without the annotation, Linkerd's default opaque ports (the injector gives
-            // the proxy the same list for its inbound side).
-            opaque_ports: match annotations.and_then(|a| a.get(labels::config::OPAQUE_PORTS)) {
-                Some(v) => strait_api::names::port_ranges(v).unwrap_or_default().into(),
-                None => crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.into(),
-            },
+            // Without the annotation, the cluster's default opaque ports apply (the
+            // injector gives the proxy the same list for its inbound side).
+            opaque_ports: annotations
+                .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
+                .map(|v| strait_api::names::port_ranges(v).unwrap_or_default().into()),
             default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
             named_ports,
             probes: probes.into(),
@@ -172,9 +171,12 @@ impl PodInfo {
         self.labels.get("pod-template-hash").map(String::as_str)
     }
 
-    /// Whether port `port` is marked opaque on the pod.
-    pub fn is_opaque(&self, port: u16) -> bool {
+    /// Whether port `port` is opaque on the pod: marked so by its annotation, or without
+    /// one, in the cluster's `defaults`.
+    pub fn is_opaque(&self, port: u16, defaults: &[(u16, u16)]) -> bool {
         self.opaque_ports
+            .as_deref()
+            .unwrap_or(defaults)
             .iter()
             .any(|(lo, hi)| (*lo..=*hi).contains(&port))
     }
@@ -383,7 +385,8 @@ mod tests {
             Some(("deployment", "web"))
         );
         assert_eq!(p.template_hash(), Some("5d9f"));
-        assert!(p.is_opaque(3306) && p.is_opaque(9001) && !p.is_opaque(8080));
+        // Its own list, whatever the cluster's defaults.
+        assert!(p.is_opaque(3306, &[]) && p.is_opaque(9001, &[]) && !p.is_opaque(8080, &[(8080, 8080)]));
         assert_eq!(p.default_policy.as_deref(), Some("deny"));
         assert_eq!(p.named_port("http"), Some(8080));
         assert_eq!(p.named_port("grpc"), None);

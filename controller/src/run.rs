@@ -16,7 +16,7 @@ use strait_identity::{Issuer, TrustAnchors, TrustDomain};
 use tokio::net::TcpListener;
 
 use crate::discovery::destination::DestinationService;
-use crate::discovery::index::{self, ClusterNames, Index};
+use crate::discovery::index::{self, ClusterInfo, Index};
 use crate::identity::{IdentityService, LocalTokens, TokenValidator};
 use crate::policy::inbound::{self, InboundConfig, InboundIndex, InboundPolicyService};
 use crate::policy::outbound::{self, OutboundPolicyService, RouteIndex};
@@ -33,7 +33,7 @@ pub struct ControllerConfig {
     /// Admin HTTP: `/ready`, `/live` (Linkerd: 9990).
     pub admin_addr: SocketAddr,
     /// Trust and cluster domains.
-    pub names: ClusterNames,
+    pub cluster: ClusterInfo,
     /// Inbound policy defaults.
     pub inbound: InboundConfig,
     /// Lifetime of issued leaf certificates.
@@ -50,7 +50,7 @@ impl Default for ControllerConfig {
             identity_addr: any(8080),
             policy_addr: any(8090),
             admin_addr: any(9990),
-            names: ClusterNames::default(),
+            cluster: ClusterInfo::default(),
             inbound: InboundConfig::default(),
             issuance_lifetime: strait_identity::DEFAULT_LEAF_LIFETIME,
             local_endpoints: false,
@@ -225,7 +225,7 @@ where
         admin: local(&admin_l, cfg.admin_addr),
     };
 
-    let td = &cfg.names.trust_domain;
+    let td = &cfg.cluster.trust_domain;
     let now = SystemTime::now();
     let (dst_id, id_id) = (
         crate::tls::destination_identity(td).map_err(RunError::Identity)?,
@@ -234,9 +234,10 @@ where
     let dst_tls = crate::tls::serving(&issuer, &anchors, &dst_id, now).map_err(RunError::Identity)?;
     let id_tls = crate::tls::serving(&issuer, &anchors, &id_id, now).map_err(RunError::Identity)?;
 
-    let discovery = Index::new(cfg.names.clone());
+    let discovery = Index::new(cfg.cluster.clone());
     let inbound_index = InboundIndex::new(InboundConfig {
-        trust_domain: cfg.names.trust_domain.clone(),
+        trust_domain: cfg.cluster.trust_domain.clone(),
+        default_opaque_ports: cfg.cluster.default_opaque_ports.clone(),
         ..cfg.inbound.clone()
     });
     let routes = RouteIndex::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use strait_api::store::kube::KubeStore;
 use strait_api::store::local::LocalStore;
-use strait_controller::discovery::index::ClusterNames;
+use strait_controller::discovery::index::ClusterInfo;
 use strait_controller::identity::TokenReviewValidator;
 use strait_controller::policy::inbound::{DefaultPolicy, InboundConfig};
 use strait_controller::run::{Bound, ControllerConfig, LocalIdentity, run};
@@ -56,6 +56,11 @@ pub struct ControllerArgs {
     /// cluster-unauthenticated, deny or audit.
     #[arg(long, default_value = "all-unauthenticated")]
     pub default_inbound_policy: String,
+    /// Ports opaque on Services and pods without `config.linkerd.io/opaque-ports`, and on
+    /// addresses outside the cluster: ports and ranges (`3306,9000-9010`), or "" for none
+    /// (Linkerd's `proxy.opaquePorts`).
+    #[arg(long, default_value = "25,587,3306,4444,5432,6379,9300,11211")]
+    pub default_opaque_ports: String,
     /// Lifetime of issued proxy certificates, e.g. 24h.
     #[arg(long, default_value = "24h")]
     pub issuance_lifetime: String,
@@ -93,8 +98,10 @@ fn config(args: &ControllerArgs, local: bool) -> Result<ControllerConfig, String
     let cluster_networks = args
         .cluster_networks
         .iter()
+        .filter(|n| !n.trim().is_empty())
         .map(|n| {
-            strait_api::mesh::formats::cidr(n).map_err(|e| format!("--cluster-networks {n:?}: expected {e}"))
+            strait_api::mesh::formats::cidr(n.trim())
+                .map_err(|e| format!("--cluster-networks {n:?}: expected {e}"))
         })
         .collect::<Result<_, _>>()?;
     let default_policy = DefaultPolicy::parse(&args.default_inbound_policy).ok_or_else(|| {
@@ -114,19 +121,30 @@ fn config(args: &ControllerArgs, local: bool) -> Result<ControllerConfig, String
     }
     TrustDomain::new(&args.trust_domain)
         .map_err(|e| format!("--trust-domain {:?}: {e}", args.trust_domain))?;
+    let default_opaque_ports = match args.default_opaque_ports.trim() {
+        "" => Vec::new(),
+        v => strait_api::names::port_ranges(v).map_err(|e| {
+            format!(
+                "--default-opaque-ports {:?}: expected {e}, or \"\" for none",
+                args.default_opaque_ports
+            )
+        })?,
+    };
     Ok(ControllerConfig {
         destination_addr: args.destination_addr,
         identity_addr: args.identity_addr,
         policy_addr: args.policy_addr,
         admin_addr: args.admin_addr,
-        names: ClusterNames {
+        cluster: ClusterInfo {
             trust_domain: args.trust_domain.clone(),
             cluster_domain: args.cluster_domain.clone(),
+            default_opaque_ports: default_opaque_ports.clone(),
         },
         inbound: InboundConfig {
             cluster_networks,
             default_policy,
             trust_domain: args.trust_domain.clone(),
+            default_opaque_ports,
         },
         issuance_lifetime: lifetime,
         local_endpoints: local,
@@ -396,4 +414,97 @@ async fn start_api(
     Ok(tokio::spawn(async move {
         api::serve(listener, certs, &anchors, state, shutdown).await
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use strait_api::Object;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ControllerConfig, String> {
+        let cmd = Cmd::try_parse_from(std::iter::once("controller").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        config(&cmd.args, false)
+    }
+
+    /// The arguments `strait install` gives the controller, after `--log LEVEL controller`.
+    fn installed_args(set: &[&str]) -> Vec<String> {
+        let options = strait_controller::install::Options {
+            set: set.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let rendered = strait_controller::install::install(&options, SystemTime::now()).unwrap();
+        let deployment = rendered
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                Object::Deployment(d)
+                    if d.metadata.name.as_deref()
+                        == Some(strait_controller::install::manifests::CONTROLLER) =>
+                {
+                    Some(d)
+                }
+                _ => None,
+            })
+            .expect("the controller's Deployment");
+        let args = deployment.spec.template.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let at = args.iter().position(|a| a == "controller").unwrap();
+        args[at + 1..].to_vec()
+    }
+
+    /// What `install --set` chose for the policy and destination controllers reaches them:
+    /// Linkerd's chart passes these values as its controllers' flags.
+    #[test]
+    fn install_values_reach_the_controller_flags() {
+        let args = installed_args(&[
+            "proxy.opaquePorts=3306,9000-9010",
+            "proxy.defaultInboundPolicy=deny",
+            "clusterNetworks=10.9.0.0/16",
+            "identity.issuer.issuanceLifetime=48h",
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cfg = parse(&refs).unwrap();
+        assert_eq!(cfg.cluster.default_opaque_ports, [(3306, 3306), (9000, 9010)]);
+        assert_eq!(cfg.inbound.default_opaque_ports, [(3306, 3306), (9000, 9010)]);
+        assert_eq!(cfg.inbound.default_policy, DefaultPolicy::Deny);
+        assert_eq!(cfg.inbound.cluster_networks.len(), 1);
+        assert_eq!(cfg.issuance_lifetime, Duration::from_secs(48 * 3600));
+
+        // Empty lists are Linkerd's "none".
+        let args = installed_args(&["proxy.opaquePorts=", "clusterNetworks="]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cfg = parse(&refs).unwrap();
+        assert!(cfg.cluster.default_opaque_ports.is_empty());
+        assert!(cfg.inbound.cluster_networks.is_empty());
+
+        // The defaults are Linkerd's.
+        let cfg = parse(&[]).unwrap();
+        assert_eq!(
+            cfg.cluster.default_opaque_ports,
+            strait_controller::policy::outbound::translate::DEFAULT_OPAQUE_PORTS
+        );
+    }
+
+    #[test]
+    fn a_bad_default_opaque_ports_flag_says_what_was_expected() {
+        for bad in ["3306,mysql", "0", "10-5", "70000"] {
+            let e = parse(&["--default-opaque-ports", bad]).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "--default-opaque-ports {bad:?}: expected a comma-separated list of ports"
+                )),
+                "{e}"
+            );
+        }
+    }
 }

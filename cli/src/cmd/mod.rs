@@ -69,7 +69,11 @@ impl LocalCluster {
     ) -> Result<Vec<(String, String)>, String> {
         match self {
             LocalCluster::Direct(store) => rt
-                .block_on(store.apply_reporting(objects))
+                .block_on(async {
+                    let mut objects = objects;
+                    strait_controller::inject::admit_local_services(store, &mut objects).await?;
+                    store.apply_reporting(objects).await
+                })
                 .map(|done| {
                     done.into_iter()
                         .map(|(o, out)| (o.key().to_string(), out.to_string()))

@@ -485,3 +485,73 @@ async fn a_status_write_keeps_the_spec_as_stored_and_creates_nothing() {
     admin.apply_status(gone.into_object()).await.unwrap();
     assert!(c.store.get::<Service>("default", "gone").await.unwrap().is_none());
 }
+
+/// As Linkerd's injector does for Services, a Service applied without its own
+/// `config.linkerd.io/opaque-ports` takes its namespace's: the namespace of the same
+/// batch, or the stored one.
+#[tokio::test]
+async fn services_take_their_namespace_s_opaque_ports() {
+    use k8s_openapi::api::core::v1::Service;
+    let c = start().await;
+    let admin = client_as(&c, ADMIN_SA);
+    let svc = |name: &str, own: Option<&str>| {
+        let ann = own
+            .map(|p| format!("\n  annotations: {{config.linkerd.io/opaque-ports: \"{p}\"}}"))
+            .unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: db{ann}\nspec:\n  ports: [{{port: 5000}}]\n"
+        )
+    };
+    let batch = [
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: db\n  annotations: {config.linkerd.io/opaque-ports: \"5000-5010\"}\n".to_string(),
+        svc("inherits", None),
+        svc("own", Some("6000")),
+    ]
+    .join("---\n");
+    admin
+        .request(Method::POST, "/v1/apply", batch.clone().into_bytes())
+        .await
+        .unwrap();
+    admin
+        .request(Method::POST, "/v1/apply", svc("later", None).into_bytes())
+        .await
+        .unwrap();
+    let opaque = |s: Service| {
+        s.metadata
+            .annotations
+            .and_then(|a| a.get("config.linkerd.io/opaque-ports").cloned())
+    };
+    let get = |name: &'static str| {
+        let store = c.store.clone();
+        async move { store.get::<Service>("db", name).await.unwrap().unwrap() }
+    };
+    assert_eq!(opaque(get("inherits").await).as_deref(), Some("5000-5010"));
+    assert_eq!(opaque(get("own").await).as_deref(), Some("6000"));
+    assert_eq!(opaque(get("later").await).as_deref(), Some("5000-5010"));
+    // Applying the same manifests again changes nothing.
+    let again = admin
+        .request(Method::POST, "/v1/apply", batch.into_bytes())
+        .await
+        .unwrap();
+    assert!(
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "unchanged"),
+        "{again}"
+    );
+    // A namespace without the annotation gives nothing.
+    admin
+        .request(
+            Method::POST,
+            "/v1/apply",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: plain\n  namespace: default\nspec:\n  ports: [{port: 80}]\n"
+                .as_bytes()
+                .to_vec(),
+        )
+        .await
+        .unwrap();
+    let plain: Service = c.store.get("default", "plain").await.unwrap().unwrap();
+    assert_eq!(opaque(plain), None);
+}

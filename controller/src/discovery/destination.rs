@@ -306,11 +306,11 @@ impl pb::destination_server::Destination for DestinationService {
                         move |ix: &Index| match ix.resolve_hostname(&service, &hostname, port) {
                             Resolution::Endpoints(e) if !e.is_empty() => {
                                 let ep = e.values().next().expect("non-empty");
-                                // Meshed or not, a port the Service (or Linkerd's
+                                // Meshed or not, a port the Service (or the cluster's
                                 // defaults) marks opaque is opaque.
-                                let by_service = ix.service(&service).is_some_and(|s| {
-                                    s.opaque_ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
-                                });
+                                let defaults = &ix.names().default_opaque_ports;
+                                let by_service =
+                                    ix.service(&service).is_some_and(|s| s.is_opaque(port, defaults));
                                 pb::DestinationProfile {
                                     fully_qualified_name: format!(
                                         "{hostname}.{}.{}.svc.{cd}",
@@ -321,7 +321,7 @@ impl pb::destination_server::Destination for DestinationService {
                                     ..Default::default()
                                 }
                             }
-                            _ => default_profile(port),
+                            _ => default_profile(ix, port),
                         },
                     ),
                 )
@@ -350,17 +350,18 @@ impl pb::destination_server::Destination for DestinationService {
                                 let e = ix.resolve_pod(&p, addr.port());
                                 pb::DestinationProfile {
                                     // Meshed or not: its annotation, else the defaults.
-                                    opaque_protocol: p.is_opaque(addr.port()),
+                                    opaque_protocol: p
+                                        .is_opaque(addr.port(), &ix.names().default_opaque_ports),
                                     endpoint: Some(weighted_addr(&e)),
                                     ..Default::default()
                                 }
                             }
-                            _ => default_profile(addr.port()),
+                            _ => default_profile(ix, addr.port()),
                         }),
                     )
                 }
-                // An address outside the cluster: opaque on Linkerd's default opaque ports.
-                None => (None, Box::new(move |_: &Index| default_profile(addr.port()))),
+                // An address outside the cluster: opaque on the default opaque ports.
+                None => (None, Box::new(move |ix: &Index| default_profile(ix, addr.port()))),
             },
         };
         let mut last: Option<pb::DestinationProfile> = None;
@@ -376,11 +377,13 @@ impl pb::destination_server::Destination for DestinationService {
     }
 }
 
-/// The profile of a target the cluster does not know (or no longer knows): opaque on
-/// Linkerd's default opaque ports, nothing else.
-fn default_profile(port: u16) -> pb::DestinationProfile {
+/// The profile of a target the cluster does not know (or no longer knows): opaque on the
+/// cluster's default opaque ports, nothing else.
+fn default_profile(ix: &Index, port: u16) -> pb::DestinationProfile {
     pb::DestinationProfile {
-        opaque_protocol: crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS
+        opaque_protocol: ix
+            .names()
+            .default_opaque_ports
             .iter()
             .any(|(lo, hi)| (*lo..=*hi).contains(&port)),
         ..Default::default()
@@ -392,7 +395,7 @@ fn service_profile(ix: &Index, id: &NsName, port: u16, cluster_domain: &str) -> 
     let svc = ix.service(id);
     let opaque = svc
         .as_ref()
-        .is_some_and(|s| s.opaque_ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port)));
+        .is_some_and(|s| s.is_opaque(port, &ix.names().default_opaque_ports));
     let profile = ix.profile(&id.0, &fqdn);
     let splits = ix.splits_for(id);
     destination_profile(&fqdn, port, opaque, profile.as_ref(), &splits, cluster_domain)

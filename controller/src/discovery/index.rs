@@ -21,20 +21,25 @@ use tokio::sync::watch;
 use super::model::{self, Caller, NsName, PodInfo, PodMap, Resolution, ServiceInfo, SliceInfo, View};
 use crate::streams::Generations;
 
-/// Naming of the cluster the index serves.
+/// The cluster the index serves: its names, and the defaults of objects that set none.
 #[derive(Clone, Debug)]
-pub struct ClusterNames {
+pub struct ClusterInfo {
     /// The mesh trust domain (`cluster.local`).
     pub trust_domain: String,
     /// The cluster's DNS domain (`cluster.local`).
     pub cluster_domain: String,
+    /// Ports that are opaque on a Service or pod without `config.linkerd.io/opaque-ports`,
+    /// and on addresses the cluster does not know (Linkerd's destination controller
+    /// `-default-opaque-ports`, from the `proxy.opaquePorts` value).
+    pub default_opaque_ports: Vec<(u16, u16)>,
 }
 
-impl Default for ClusterNames {
+impl Default for ClusterInfo {
     fn default() -> Self {
         Self {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
+            default_opaque_ports: crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.to_vec(),
         }
     }
 }
@@ -124,7 +129,7 @@ pub enum IpTarget {
 
 /// The index. Cheap to share as `Arc<Index>`.
 pub struct Index {
-    names: ClusterNames,
+    names: ClusterInfo,
     state: RwLock<State>,
     generations: Generations,
     /// Resolutions by service and port, with the namespace generation they were made at:
@@ -141,7 +146,7 @@ const MAX_RESOLVED: usize = 1 << 16;
 
 impl Index {
     /// An empty index.
-    pub fn new(names: ClusterNames) -> Arc<Self> {
+    pub fn new(names: ClusterInfo) -> Arc<Self> {
         Arc::new(Self {
             names,
             state: RwLock::default(),
@@ -150,8 +155,8 @@ impl Index {
         })
     }
 
-    /// The cluster's names.
-    pub fn names(&self) -> &ClusterNames {
+    /// The cluster's names and defaults.
+    pub fn names(&self) -> &ClusterInfo {
         &self.names
     }
 
@@ -172,6 +177,7 @@ impl Index {
             slices: &s.slices,
             pods: &s.pods,
             trust_domain: &self.names.trust_domain,
+            default_opaque_ports: &self.names.default_opaque_ports,
         })
     }
 
@@ -542,7 +548,7 @@ mod tests {
 
     #[test]
     fn addresses_follow_creates_changes_deletes_and_restarts() {
-        let ix = Index::new(ClusterNames::default());
+        let ix = Index::new(ClusterInfo::default());
         ix.on_service(WatchEvent::Restarted(vec![
             svc("myapp", "10.96.0.10"),
             svc("web", "10.96.0.11"),

@@ -145,8 +145,10 @@ pub struct ServiceInfo {
     pub ports: BTreeMap<u16, (Option<String>, Option<IntOrString>)>,
     /// The ClusterIP, if allocated (not for headless services).
     pub cluster_ip: Option<IpAddr>,
-    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the Service.
-    pub opaque_ports: Vec<(u16, u16)>,
+    /// Ports marked opaque by `config.linkerd.io/opaque-ports` on the Service; `None`
+    /// without the annotation (the cluster's default opaque ports apply: see
+    /// [`ServiceInfo::opaque_ports_or`]).
+    pub opaque_ports: Option<Vec<(u16, u16)>>,
     /// For a mirror of a remote cluster's Service (gateway mode): the remote gateway's
     /// identity (`mirror.linkerd.io/remote-gateway-identity`), which its endpoints carry.
     pub remote_gateway_identity: Option<String>,
@@ -241,13 +243,24 @@ fn addresses(value: Option<String>, object: impl std::fmt::Display) -> Vec<IpAdd
     out
 }
 
-/// The Service's opaque ports: its `config.linkerd.io/opaque-ports`, else Linkerd's
-/// default opaque ports (as the policy controller does; a value that does not parse marks
-/// none, and the policy controller reports it).
-fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Vec<(u16, u16)> {
-    match annotations.and_then(|a| a.get(labels::config::OPAQUE_PORTS)) {
-        Some(v) => strait_api::names::port_ranges(v).unwrap_or_default(),
-        None => crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.to_vec(),
+/// The Service's own opaque ports, from `config.linkerd.io/opaque-ports` (a value that does
+/// not parse marks none, and the policy controller reports it); `None` without it.
+fn opaque_ports(annotations: Option<&BTreeMap<String, String>>) -> Option<Vec<(u16, u16)>> {
+    annotations
+        .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
+        .map(|v| strait_api::names::port_ranges(v).unwrap_or_default())
+}
+
+impl ServiceInfo {
+    /// The ports opaque on this Service: its own, else the cluster's `defaults` (as the
+    /// policy controller does).
+    pub fn opaque_ports_or<'a>(&'a self, defaults: &'a [(u16, u16)]) -> &'a [(u16, u16)] {
+        self.opaque_ports.as_deref().unwrap_or(defaults)
+    }
+
+    /// Whether `port` is opaque on this Service, with the cluster's `defaults`.
+    pub fn is_opaque(&self, port: u16, defaults: &[(u16, u16)]) -> bool {
+        in_ranges(self.opaque_ports_or(defaults), port)
     }
 }
 
@@ -422,6 +435,8 @@ pub struct View<'a> {
     pub pods: &'a PodMap,
     /// The mesh's trust domain, for endpoint identities.
     pub trust_domain: &'a str,
+    /// Ports opaque on Services and pods that mark none themselves.
+    pub default_opaque_ports: &'a [(u16, u16)],
 }
 
 /// The endpoints of `service:port` for `caller`: the ready addresses of its slices at the
@@ -634,7 +649,7 @@ pub fn resolve_hostname(view: &View<'_>, service: &NsName, hostname: &str, port:
 /// A single pod, addressed by IP (`Get` of `IP:port` for a pod IP).
 pub fn resolve_pod(view: &View<'_>, pod: &PodInfo, port: u16) -> Endpoint {
     let addr = SocketAddr::new(pod.ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), port);
-    let mut e = endpoint_for_pod(view.trust_domain, addr, Some(pod), None, port, &[]);
+    let mut e = endpoint_for_pod(view, addr, Some(pod), None, port, &[]);
     e.labels.insert("namespace".into(), pod.namespace.to_string());
     e
 }
@@ -656,12 +671,12 @@ fn endpoint(
     service_port: u16,
 ) -> Endpoint {
     let mut e = endpoint_for_pod(
-        view.trust_domain,
+        view,
         addr,
         pod,
         zone,
         service_port,
-        &svc.opaque_ports,
+        svc.opaque_ports_or(view.default_opaque_ports),
     );
     e.labels.insert("namespace".into(), svc.id.0.clone());
     e.labels.insert("service".into(), svc.id.1.clone());
@@ -683,7 +698,7 @@ fn endpoint(
 }
 
 fn endpoint_for_pod(
-    trust_domain: &str,
+    view: &View<'_>,
     addr: SocketAddr,
     pod: Option<&PodInfo>,
     zone: Option<&str>,
@@ -723,10 +738,11 @@ fn endpoint_for_pod(
         };
     }
     let identity = format!(
-        "{}.{}.serviceaccount.identity.linkerd.{trust_domain}",
-        pod.service_account, pod.namespace
+        "{}.{}.serviceaccount.identity.linkerd.{}",
+        pod.service_account, pod.namespace, view.trust_domain
     );
-    let opaque = pod.is_opaque(addr.port()) || in_ranges(service_opaque, service_port);
+    let opaque =
+        pod.is_opaque(addr.port(), view.default_opaque_ports) || in_ranges(service_opaque, service_port);
     Endpoint {
         addr,
         labels,

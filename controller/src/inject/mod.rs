@@ -204,6 +204,57 @@ pub fn namespace_opaque_ports<'a>(
     namespace?.get(labels::config::OPAQUE_PORTS).map(String::as_str)
 }
 
+/// Local mode's stand-in for the webhook's admission of Services: each Service of
+/// `objects` without its own `config.linkerd.io/opaque-ports` takes its namespace's, the
+/// namespace as `objects` define it, else as `store` has it. (Local pods inherit the
+/// namespace's config annotations when the runtime plans them.)
+pub async fn admit_local_services<S: strait_api::Store>(
+    store: &S,
+    objects: &mut [Object],
+) -> Result<(), strait_api::StoreError> {
+    let batch: BTreeMap<String, BTreeMap<String, String>> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Namespace(n) => Some((
+                n.metadata.name.clone()?,
+                n.metadata.annotations.clone().unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut stored: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
+    for o in objects.iter_mut() {
+        let Object::Service(svc) = o else { continue };
+        let Some(ns) = svc.metadata.namespace.clone() else {
+            continue;
+        };
+        let own = svc.metadata.annotations.clone().unwrap_or_default();
+        if own.contains_key(labels::config::OPAQUE_PORTS) {
+            continue;
+        }
+        let ns_annotations = match batch.get(&ns) {
+            Some(a) => Some(a.clone()),
+            None => {
+                if !stored.contains_key(&ns) {
+                    let got = store
+                        .get::<k8s_openapi::api::core::v1::Namespace>("", &ns)
+                        .await?
+                        .and_then(|n| n.metadata.annotations);
+                    stored.insert(ns.clone(), got);
+                }
+                stored[&ns].clone()
+            }
+        };
+        if let Some(ports) = namespace_opaque_ports(&own, ns_annotations.as_ref()) {
+            svc.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(labels::config::OPAQUE_PORTS.into(), ports.to_string());
+        }
+    }
+    Ok(())
+}
+
 /// The workload whose name the pods carry (`linkerd.io/proxy-deployment: myapp`).
 fn owner(obj: &Object, kind: WorkloadKind) -> Option<(WorkloadKind, String)> {
     match kind {

@@ -348,6 +348,11 @@ fn deployment(values: &Values, checksum: &str) -> Value {
             "controller", "--kubernetes",
             "--trust-domain", values.identity_trust_domain.as_str(),
             "--cluster-domain", values.cluster_domain.as_str(),
+            // The policy and destination settings Linkerd's chart passes its controllers.
+            "--cluster-networks", values.cluster_networks.as_str(),
+            "--default-inbound-policy", values.proxy.default_inbound_policy.as_str(),
+            "--default-opaque-ports", values.proxy.opaque_ports.as_str(),
+            "--issuance-lifetime", values.identity.issuer.issuance_lifetime.as_str(),
             "--values-file", format!("{CONFIG_DIR}/values"),
             "--identity-trust-anchors-file", format!("{TRUST_ROOTS_DIR}/ca-bundle.crt"),
             "--identity-issuer-certificate-file", format!("{ISSUER_DIR}/crt.pem"),

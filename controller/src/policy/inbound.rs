@@ -91,6 +91,8 @@ pub struct InboundConfig {
     pub default_policy: DefaultPolicy,
     /// The mesh trust domain, for ServiceAccount identities.
     pub trust_domain: String,
+    /// Ports opaque on a pod without `config.linkerd.io/opaque-ports` and without a Server.
+    pub default_opaque_ports: Vec<(u16, u16)>,
 }
 
 impl Default for InboundConfig {
@@ -109,6 +111,7 @@ impl Default for InboundConfig {
                 .collect(),
             default_policy: DefaultPolicy::AllUnauthenticated,
             trust_domain: "cluster.local".into(),
+            default_opaque_ports: crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.to_vec(),
         }
     }
 }
@@ -164,7 +167,7 @@ pub fn server_policy(cfg: &InboundConfig, pod: &PodFacts, port: u16, ns: &Namesp
         }
         None => {
             let policy = default_policy_of(cfg, pod, ns);
-            let opaque = pod.is_opaque(port);
+            let opaque = pod.is_opaque(port, &cfg.default_opaque_ports);
             let proto = if opaque {
                 ProxyProtocol::Opaque
             } else {

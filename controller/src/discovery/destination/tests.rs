@@ -4,7 +4,7 @@ use strait_api::Store;
 use strait_api::store::local::LocalStore;
 
 use super::*;
-use crate::discovery::index::{ClusterNames, run};
+use crate::discovery::index::{ClusterInfo, run};
 use crate::test_support::{apply, next, serve_grpc};
 
 #[test]
@@ -166,7 +166,7 @@ fn slice(addrs: &[(&str, &str)]) -> String {
 }
 
 async fn serve(store: LocalStore) -> DestinationClient<tonic::transport::Channel> {
-    let index = Index::new(ClusterNames::default());
+    let index = Index::new(ClusterInfo::default());
     tokio::spawn(run(index.clone(), store));
     let addr = serve_grpc(tonic::service::Routes::new(
         DestinationService::new(index).into_server(),
@@ -370,6 +370,46 @@ async fn profiles_follow_service_profiles_and_traffic_splits() {
     assert_eq!(p.dst_overrides[0].weight, 90_000);
 }
 
+/// Profiles mark the cluster's default opaque ports (`--default-opaque-ports`) opaque on
+/// a Service without its own list and on addresses outside the cluster, not Linkerd's list.
+#[tokio::test]
+async fn profiles_use_the_cluster_s_default_opaque_ports() {
+    let store = LocalStore::in_memory();
+    apply(&store, WORLD).await;
+    let index = Index::new(ClusterInfo {
+        default_opaque_ports: vec![(80, 80), (9000, 9010)],
+        ..ClusterInfo::default()
+    });
+    tokio::spawn(run(index.clone(), store.clone()));
+    let addr = serve_grpc(tonic::service::Routes::new(
+        DestinationService::new(index).into_server(),
+    ))
+    .await;
+    let mut client = DestinationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for (path, opaque) in [
+        ("myapp.production.svc.cluster.local:80", true),
+        ("198.19.0.9:9005", true),
+        ("198.19.0.9:3306", false),
+    ] {
+        let mut stream = client.get_profile(get(path)).await.unwrap().into_inner();
+        assert_eq!(next(&mut stream).await.opaque_protocol, opaque, "{path}");
+    }
+    // The Service's own annotation replaces the defaults, live.
+    apply(
+        &store,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  annotations: {config.linkerd.io/opaque-ports: \"443\"}\nspec:\n  selector: {app: myapp}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )
+    .await;
+    let mut stream = client
+        .get_profile(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!next(&mut stream).await.opaque_protocol);
+}
+
 #[tokio::test]
 async fn get_by_pod_dns_name() {
     let store = LocalStore::in_memory();
@@ -413,7 +453,7 @@ async fn get_by_pod_dns_name() {
 }
 
 async fn index_for(store: LocalStore) -> Arc<Index> {
-    let index = Index::new(ClusterNames::default());
+    let index = Index::new(ClusterInfo::default());
     tokio::spawn(run(index.clone(), store));
     index
 }

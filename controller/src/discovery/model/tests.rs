@@ -49,6 +49,7 @@ struct World {
     services: BTreeMap<NsName, ServiceInfo>,
     slices: BTreeMap<NsName, BTreeMap<String, SliceInfo>>,
     pods: PodMap,
+    default_opaque_ports: Vec<(u16, u16)>,
 }
 
 impl World {
@@ -58,8 +59,13 @@ impl World {
             slices: &self.slices,
             pods: &self.pods,
             trust_domain: "cluster.local",
+            default_opaque_ports: &self.default_opaque_ports,
         }
     }
+}
+
+fn linkerd_defaults() -> Vec<(u16, u16)> {
+    crate::policy::outbound::translate::DEFAULT_OPAQUE_PORTS.to_vec()
 }
 
 fn id(name: &str) -> NsName {
@@ -78,6 +84,7 @@ fn world(service_ann: serde_json::Value, meshed: bool) -> World {
         &[("198.18.0.5", true, "myapp-1"), ("198.18.0.6", false, "myapp-2")],
     );
     World {
+        default_opaque_ports: linkerd_defaults(),
         services: [(id("myapp"), s)].into(),
         slices: [(id("myapp"), [("myapp-abc".to_string(), sl)].into())].into(),
         pods: [
@@ -134,6 +141,46 @@ fn opaque_ports_tunnel_to_the_proxy_inbound_port() {
     assert_eq!(e.opaque_transport_port, Some(4143));
 }
 
+/// The cluster's default opaque ports (`--default-opaque-ports`) apply to a Service and
+/// pods that mark none, and only to them.
+#[test]
+fn the_cluster_s_default_opaque_ports_apply_where_nothing_marks_ports() {
+    let mut w = world(json!({}), true);
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
+    assert_eq!(
+        e.opaque_transport_port, None,
+        "80 is not among Linkerd's defaults"
+    );
+    w.default_opaque_ports = vec![(80, 80)];
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
+    assert_eq!(
+        e.opaque_transport_port,
+        Some(4143),
+        "the Service port is a default"
+    );
+    w.default_opaque_ports = vec![(8000, 8100)];
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
+    assert_eq!(e.opaque_transport_port, Some(4143), "the pod's port is a default");
+
+    // A Service's own list replaces the defaults; so does a pod's.
+    let mut w = world(json!({"config.linkerd.io/opaque-ports": "443"}), true);
+    w.default_opaque_ports = vec![(80, 80), (8080, 8080)];
+    w.pods = w
+        .pods
+        .iter()
+        .map(|p| {
+            Arc::new(pod(
+                &p.name,
+                &p.ip.unwrap().to_string(),
+                true,
+                json!({"config.linkerd.io/opaque-ports": "9090"}),
+            ))
+        })
+        .collect();
+    let e = &endpoints(resolve(&w.view(), &id("myapp"), 80, Caller::Linkerd))[0];
+    assert_eq!(e.opaque_transport_port, None);
+}
+
 #[test]
 fn unknown_services_and_ports() {
     let w = world(json!({}), true);
@@ -153,6 +200,7 @@ fn named_ports_map_through_the_slice_port_name() {
     let mut sl = slice("web", Some("http"), 8080, &[("198.18.0.5", true, "myapp-1")]);
     sl.ports.insert(Some("admin".into()), 9990);
     let w = World {
+        default_opaque_ports: linkerd_defaults(),
         services: [(id("web"), s)].into(),
         slices: [(id("web"), [("web-abc".to_string(), sl)].into())].into(),
         pods: [Arc::new(pod("myapp-1", "198.18.0.5", true, json!({})))]
@@ -201,6 +249,7 @@ fn gateway_mirror(strait: serde_json::Value, ready: bool) -> World {
     )
     .unwrap();
     World {
+        default_opaque_ports: linkerd_defaults(),
         services: [(id("myapp-east"), s)].into(),
         slices: [(id("myapp-east"), [("myapp-east-gateway".to_string(), sl)].into())].into(),
         pods: PodMap::default(),
@@ -435,6 +484,7 @@ fn federated_world(central_ready: bool, local: bool) -> World {
         &[("198.18.0.5", true, "myapp-1"), ("198.18.0.6", false, "myapp-2")],
     );
     World {
+        default_opaque_ports: linkerd_defaults(),
         services: [(id("myapp-federated"), fed), (id("myapp"), member)].into(),
         slices: [
             (
@@ -596,6 +646,7 @@ fn a_remote_discovery_mirror_resolves_through_the_gateway_path() {
         .unwrap()
     };
     let world = |entry: bool, ready: bool| World {
+        default_opaque_ports: linkerd_defaults(),
         services: [(id("myapp-east"), s.clone())].into(),
         slices: [(
             id("myapp-east"),

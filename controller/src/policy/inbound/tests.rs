@@ -152,6 +152,39 @@ fn without_a_server_the_default_policy_applies() {
     );
 }
 
+/// Without a Server, a port is opaque when the pod marks it, or, for a pod that marks
+/// none, when it is one of the cluster's default opaque ports.
+#[test]
+fn without_a_server_the_cluster_s_default_opaque_ports_apply() {
+    let kind = |cfg: &InboundConfig, p: &Pod, port| {
+        let s = server_policy(cfg, &facts(p), port, &NamespacePolicy::default());
+        match s.protocol.unwrap().kind.unwrap() {
+            pb::proxy_protocol::Kind::Opaque(_) => "opaque",
+            pb::proxy_protocol::Kind::Detect(_) => "detect",
+            _ => "other",
+        }
+    };
+    let linkerd = InboundConfig::default();
+    let custom = InboundConfig {
+        default_opaque_ports: vec![(8080, 8080)],
+        ..InboundConfig::default()
+    };
+    let p = pod(POD);
+    assert_eq!(kind(&linkerd, &p, 3306), "opaque");
+    assert_eq!(kind(&linkerd, &p, 8080), "detect");
+    assert_eq!(kind(&custom, &p, 3306), "detect");
+    assert_eq!(kind(&custom, &p, 8080), "opaque");
+    let mut annotated = p.clone();
+    annotated.metadata.annotations =
+        Some([("config.linkerd.io/opaque-ports".to_string(), "9000".to_string())].into());
+    assert_eq!(
+        kind(&custom, &annotated, 8080),
+        "detect",
+        "the pod's own list wins"
+    );
+    assert_eq!(kind(&custom, &annotated, 9000), "opaque");
+}
+
 #[test]
 fn the_seed_server_authorizations() {
     let cfg = InboundConfig::default();

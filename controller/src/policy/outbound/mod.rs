@@ -88,10 +88,12 @@ pub struct OutboundPolicyService {
 
 impl OutboundPolicyService {
     /// A service resolving addresses with `discovery` and answering from `routes`, with
-    /// Linkerd's default settings and the discovery index's cluster domain.
+    /// Linkerd's default settings and the discovery index's cluster domain and default
+    /// opaque ports.
     pub fn new(discovery: Arc<Index>, routes: Arc<RouteIndex>) -> Self {
         let settings = Settings {
             cluster_domain: discovery.names().cluster_domain.clone(),
+            default_opaque_ports: discovery.names().default_opaque_ports.clone(),
             ..Settings::default()
         };
         Self {

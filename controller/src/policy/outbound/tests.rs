@@ -10,7 +10,7 @@ use strait_api::store::local::LocalStore;
 use strait_api::{KindId, ObjectKey, Store};
 
 use super::*;
-use crate::discovery::index::ClusterNames;
+use crate::discovery::index::ClusterInfo;
 use crate::test_support::{apply, next, serve_grpc};
 
 const WORLD: &str = r#"
@@ -72,7 +72,7 @@ async fn until(mut rx: watch::Receiver<u64>, ready: impl Fn() -> bool) {
 
 /// Serves both indexes fed from `store`, once they hold the Service `myapp`.
 async fn serve(store: LocalStore) -> OutboundPoliciesClient<tonic::transport::Channel> {
-    let discovery = Index::new(ClusterNames::default());
+    let discovery = Index::new(ClusterInfo::default());
     let routes = RouteIndex::new();
     let id: NsName = ("production".into(), "myapp".into());
     let (drx, rrx) = (discovery.subscribe("production"), routes.subscribe("production"));
