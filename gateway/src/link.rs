@@ -214,6 +214,9 @@ pub enum LinkFailure {
     /// The remote gateway refused this gateway's certificate (its anchors or accepted
     /// identities do not include this gateway).
     RefusedByPeer,
+    /// The remote gateway's certificate is outside its validity period (expired, or not
+    /// yet valid), in a full handshake or a resumed session.
+    ExpiredCertificate,
     /// Nothing answered in time.
     Unreachable,
     /// Anything else (see the log).
@@ -222,10 +225,11 @@ pub enum LinkFailure {
 
 impl LinkFailure {
     /// Every kind, in metric order.
-    pub const ALL: [LinkFailure; 5] = [
+    pub const ALL: [LinkFailure; 6] = [
         LinkFailure::WrongIdentity,
         LinkFailure::UntrustedPeer,
         LinkFailure::RefusedByPeer,
+        LinkFailure::ExpiredCertificate,
         LinkFailure::Unreachable,
         LinkFailure::Other,
     ];
@@ -236,6 +240,7 @@ impl LinkFailure {
             LinkFailure::WrongIdentity => "wrong-identity",
             LinkFailure::UntrustedPeer => "untrusted-peer",
             LinkFailure::RefusedByPeer => "refused-by-peer",
+            LinkFailure::ExpiredCertificate => "expired-certificate",
             LinkFailure::Unreachable => "unreachable",
             LinkFailure::Other => "other",
         }
@@ -252,6 +257,9 @@ impl LinkFailure {
             }
             LinkFailure::RefusedByPeer => {
                 "the remote gateway refused this gateway's certificate: it must trust this cluster's anchors and accept this gateway's identity (--accept-identity)"
+            }
+            LinkFailure::ExpiredCertificate => {
+                "the remote gateway's certificate has expired or is not yet valid: check that the remote gateway renews its certificate (its log names the identity issuer it uses) and that both machines' clocks agree"
             }
             LinkFailure::Unreachable => {
                 "no answer from the remote gateway: is it running, is the Link's gatewayAddress right, and does the network pass UDP (else use Linkerd's entry on 4143/tcp)?"
@@ -278,6 +286,9 @@ pub fn classify(failure: &ConnectFailure) -> LinkFailure {
         ConnectFailure::Handshake(ConnectionError::TransportError(e)) => {
             if e.code == crypto(AlertDescription::BadCertificate) {
                 LinkFailure::WrongIdentity
+            } else if e.code == crypto(AlertDescription::CertificateExpired) {
+                // rustls raises it for a certificate past its end or before its start.
+                LinkFailure::ExpiredCertificate
             } else if e.code == crypto(AlertDescription::UnknownCA)
                 // Anchors of the same trust domain share their subject: a chain under other
                 // anchors then finds an issuer by name whose signature does not verify.
@@ -305,6 +316,9 @@ pub fn classify(failure: &ConnectFailure) -> LinkFailure {
                 C::NotValidForName | C::NotValidForNameContext { .. } => LinkFailure::WrongIdentity,
                 C::UnknownIssuer | C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. } => {
                     LinkFailure::UntrustedPeer
+                }
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+                    LinkFailure::ExpiredCertificate
                 }
                 _ => LinkFailure::Other,
             }

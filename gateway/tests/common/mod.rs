@@ -50,6 +50,16 @@ impl Pki {
         CertStore::with_cert(issued.chain, pki_types::PrivateKeyDer::Pkcs8(key)).unwrap()
     }
 
+    /// A certificate for `identity` issued as if at `at` (a clock off by that much).
+    pub fn store_issued_at(&self, identity: &IdentityName, at: SystemTime) -> CertStore {
+        let (key, csr) = generate_key_and_csr(identity).unwrap();
+        let issued = self
+            .issuer
+            .issue(csr.as_ref(), identity, DEFAULT_LEAF_LIFETIME, at)
+            .unwrap();
+        CertStore::with_cert(issued.chain, pki_types::PrivateKeyDer::Pkcs8(key)).unwrap()
+    }
+
     pub fn creds(&self, identity: &IdentityName, sessions: SessionState) -> Credentials {
         Credentials {
             store: self.store(identity),
