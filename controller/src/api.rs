@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | GET | `/v1/version` | server version |
 //! | POST | `/v1/apply?namespace=NS` | manifests (YAML or JSON) → per-object outcome |
-//! | POST | `/v1/status?namespace=NS` | objects whose `status` only is written onto the stored ones (a controller's report; the spec stays as stored) |
+//! | POST | `/v1/status?namespace=NS` | objects whose `status` only is written onto the stored ones (a controller's report, written whole or not at all; the spec stays as stored) |
 //! | GET | `/v1/objects/KIND?namespace=NS&name=N` | objects of a kind (all namespaces without `namespace`) |
 //! | DELETE | `/v1/objects/KIND/NS/NAME` | one object (`_` as NS for cluster-scoped kinds) |
 //! | POST | `/v1/pods` | register a pod → its identity token |
@@ -444,16 +444,14 @@ async fn status(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Res
         Ok(o) => o,
         Err(rsp) => return rsp,
     };
-    for o in objects {
-        let key = o.key().to_string();
-        if let Err(e) = api.store.apply_status(o).await {
-            return reply(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": format!("{key}: {e}"), "problems": [e.to_string()] }),
-            );
-        }
+    // One batch: a report of several objects is written whole or not at all.
+    match api.store.apply_statuses(objects).await {
+        Ok(()) => reply(StatusCode::OK, json!({ "results": [] })),
+        Err(e) => reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": format!("{e}; no status was written"), "problems": [e.to_string()] }),
+        ),
     }
-    reply(StatusCode::OK, json!({ "results": [] }))
 }
 
 async fn apply(api: &Api, query: &BTreeMap<String, String>, body: &[u8]) -> Response<Full<Bytes>> {

@@ -402,6 +402,15 @@ impl LocalStore {
             .collect())
     }
 
+    /// Writes the `status` of each of `objects` onto the stored object, all or none (as
+    /// one batch): [`Store::apply_status`] for several objects at once.
+    pub async fn apply_statuses(&self, objects: Vec<Object>) -> Result<(), StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_locked(objects, true).map(drop))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
     /// One object of any kind, if it exists.
     pub fn get_object(&self, key: &ObjectKey) -> Option<Object> {
         self.read().objects.get(key).map(|o| o.object(key.kind))

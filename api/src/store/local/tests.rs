@@ -448,3 +448,43 @@ fn services_that_already_share_an_ip_keep_it() {
         "b still holds it"
     );
 }
+
+/// A status report of several objects is written whole or not at all.
+#[tokio::test]
+async fn statuses_of_a_batch_are_written_together_or_not_at_all() {
+    let store = LocalStore::in_memory();
+    let yaml = [PRODUCTION.to_string(), service("a", 80), service("b", 81)].join("---\n");
+    store.apply(objects(&yaml)).await.unwrap();
+    let with_status = |name: &str, ip: &str| -> Object {
+        let mut v = objects(&service(name, 80)).remove(0).to_value();
+        v["status"] = serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        Object::from_value(KindId::Service, v).unwrap()
+    };
+    let ingress = |s: Option<Service>| s.and_then(|s| s.status?.load_balancer?.ingress?.first()?.ip.clone());
+    // The second object is invalid (a name Kubernetes refuses): neither status is written.
+    let mut bad = with_status("b", "10.0.0.2");
+    if let Object::Service(s) = &mut bad {
+        s.metadata.name = Some("B_".into());
+    }
+    let e = store
+        .apply_statuses(vec![with_status("a", "10.0.0.1"), bad])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("B_"), "{e}");
+    assert_eq!(ingress(store.get("production", "a").await.unwrap()), None);
+    // Both valid: both written, and the specs stay as stored.
+    store
+        .apply_statuses(vec![with_status("a", "10.0.0.1"), with_status("b", "10.0.0.2")])
+        .await
+        .unwrap();
+    let b: Option<Service> = store.get("production", "b").await.unwrap();
+    assert_eq!(
+        b.as_ref().unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        81
+    );
+    assert_eq!(
+        ingress(store.get("production", "a").await.unwrap()).as_deref(),
+        Some("10.0.0.1")
+    );
+    assert_eq!(ingress(b).as_deref(), Some("10.0.0.2"));
+}
