@@ -224,6 +224,21 @@ fn apply_get_delete_on_a_state_directory() {
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(names, ["myapp", "myapp-v1", "myapp-v2"], "{table}");
+    // kubectl's columns (a state directory without `strait up` allocates no cluster IPs).
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        "{table}"
+    );
+    for line in table.lines().skip(1) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            &cells[1..5],
+            ["ClusterIP", "<none>", "<none>", "80/TCP"],
+            "{table}"
+        );
+    }
     let srv = text(&run(&["--state-dir", s, "get", "srv", "-A", "-o", "name"]).stdout);
     assert_eq!(srv.lines().count(), 2, "{srv}");
 

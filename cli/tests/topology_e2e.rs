@@ -434,8 +434,9 @@ fn exercise(run: &Run) {
         "linkerd-multicluster",
     ]);
 
-    // The export: the mirror follows the label, both ways.
-    run.ok(&[
+    // The export: the mirror follows the label, both ways. The mirror shows as kubectl
+    // shows a Service: a cluster IP of west's and the remote Service's port.
+    let mirror = run.ok(&[
         "--cluster",
         "west",
         "get",
@@ -444,6 +445,21 @@ fn exercise(run: &Run) {
         "-n",
         "production",
     ]);
+    let cells: Vec<&str> = mirror
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(cells.first(), Some(&"myapp-east"), "{mirror}");
+    assert_eq!(cells.get(1), Some(&"ClusterIP"), "{mirror}");
+    assert!(
+        cells
+            .get(2)
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok()),
+        "{mirror}"
+    );
+    assert_eq!(cells.get(4), Some(&"80/TCP"), "{mirror}");
     run.ok(&[
         "--cluster",
         "east",

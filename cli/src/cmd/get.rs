@@ -139,9 +139,13 @@ fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namesp
             }
             let now = SystemTime::now();
             let pods = info.id == kinds::KindId::Pod;
+            let services = info.id == kinds::KindId::Service;
             let mut header = vec!["NAMESPACE".to_string(), "NAME".into()];
             if pods {
                 header.extend(["READY".into(), "STATUS".into()]);
+            }
+            if services {
+                header.extend(["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"].map(String::from));
             }
             header.push("AGE".into());
             if pods {
@@ -165,6 +169,9 @@ fn print_objects(info: &KindInfo, objects: &[Object], output: Output, all_namesp
                 };
                 if let Some((ready, status, _)) = &pod {
                     row.extend([ready.clone(), status.clone()]);
+                }
+                if let Object::Service(svc) = o {
+                    row.extend(service_columns(svc));
                 }
                 row.push(age);
                 if let Some((_, _, ip)) = pod {
@@ -214,6 +221,62 @@ fn pod_columns(p: &k8s_openapi::api::core::v1::Pod) -> (String, String, String) 
             .and_then(|s| s.pod_ip.clone())
             .unwrap_or_else(|| "<none>".into()),
     )
+}
+
+/// A Service's TYPE, CLUSTER-IP, EXTERNAL-IP and PORT(S), as kubectl shows them.
+fn service_columns(svc: &k8s_openapi::api::core::v1::Service) -> [String; 4] {
+    let spec = svc.spec.as_ref();
+    let kind = spec
+        .and_then(|s| s.type_.clone())
+        .unwrap_or_else(|| "ClusterIP".into());
+    let cluster_ip = spec
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .unwrap_or_else(|| "<none>".into());
+    let external = match kind.as_str() {
+        "ExternalName" => spec.and_then(|s| s.external_name.clone()),
+        "LoadBalancer" => {
+            let ingress: Vec<String> = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                .collect();
+            Some(if ingress.is_empty() {
+                "<pending>".into()
+            } else {
+                ingress.join(",")
+            })
+        }
+        _ => None,
+    }
+    .or_else(|| {
+        spec.and_then(|s| s.external_ips.as_ref())
+            .filter(|ips| !ips.is_empty())
+            .map(|ips| ips.join(","))
+    })
+    .unwrap_or_else(|| "<none>".into());
+    let ports: Vec<String> = spec
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            match p.node_port {
+                Some(node) => format!("{}:{node}/{protocol}", p.port),
+                None => format!("{}/{protocol}", p.port),
+            }
+        })
+        .collect();
+    let ports = if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
+    };
+    [kind, cluster_ip, external, ports]
 }
 
 /// kubectl's compact age: `45s`, `12m`, `5h`, `3d`.
