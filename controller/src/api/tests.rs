@@ -72,6 +72,22 @@ fn client_as(c: &Cluster, sa: &str) -> ApiClient {
     .unwrap()
 }
 
+/// Applies `manifests` again and checks that nothing changed.
+async fn assert_unchanged(admin: &ApiClient, manifests: String) {
+    let again = admin
+        .request(Method::POST, "/v1/apply", manifests.into_bytes())
+        .await
+        .unwrap();
+    assert!(
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "unchanged"),
+        "{again}"
+    );
+}
+
 #[tokio::test]
 async fn the_admin_applies_lists_and_deletes() {
     let c = start().await;
@@ -105,17 +121,7 @@ async fn the_admin_applies_lists_and_deletes() {
         .collect();
     assert_eq!(outcomes[0], "namespace/production created");
     assert_eq!(outcomes.len(), 4);
-    let again = admin
-        .request(Method::POST, "/v1/apply", manifests.into_bytes())
-        .await
-        .unwrap();
-    assert!(
-        again["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["outcome"] == "unchanged")
-    );
+    assert_unchanged(&admin, manifests).await;
 
     let svcs = admin
         .request(Method::GET, "/v1/objects/svc?namespace=production", Vec::new())
@@ -529,18 +535,7 @@ async fn services_take_their_namespace_s_opaque_ports() {
     assert_eq!(opaque(get("own").await).as_deref(), Some("6000"));
     assert_eq!(opaque(get("later").await).as_deref(), Some("5000-5010"));
     // Applying the same manifests again changes nothing.
-    let again = admin
-        .request(Method::POST, "/v1/apply", batch.into_bytes())
-        .await
-        .unwrap();
-    assert!(
-        again["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["outcome"] == "unchanged"),
-        "{again}"
-    );
+    assert_unchanged(&admin, batch).await;
     // A namespace without the annotation gives nothing.
     admin
         .request(
