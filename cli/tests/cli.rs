@@ -1040,6 +1040,8 @@ fn mirror_announces_the_ports_it_bound() {
             "mirror",
             "--admin-addr",
             "127.0.0.1:0",
+            "--service-cidr",
+            "198.19.250.0/24",
             "--dns-addr",
             "127.0.0.1:0",
         ])
@@ -1080,7 +1082,14 @@ fn mirror_says_when_the_dns_address_is_taken() {
     let out = strait()
         .arg("--state-dir")
         .arg(dir.path())
-        .args(["mirror", "--admin-addr", "127.0.0.1:0", "--dns-addr", &addr])
+        .args([
+            "mirror",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--service-cidr",
+            "198.19.250.0/24",
+        ])
+        .args(["--dns-addr", &addr])
         .output()
         .expect("strait runs");
     assert_eq!(out.status.code(), Some(1));
@@ -1090,6 +1099,22 @@ fn mirror_says_when_the_dns_address_is_taken() {
             && err.contains("pass another --dns-addr"),
         "{err}"
     );
+    // Without a range for the mirrors' cluster IPs, their names could answer nothing.
+    let out = strait()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args([
+            "mirror",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--dns-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("strait runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--dns-addr needs --service-cidr"), "{err}");
 }
 
 /// Mesh PEM files for a gateway in `dir`: `ca.crt`, `gw.crt`, `gw.key`.

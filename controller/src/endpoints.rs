@@ -45,6 +45,9 @@ pub struct ServiceSummary {
     /// The selector; services without one have their endpoints managed by someone else.
     selector: Option<LabelSelector>,
     ports: Vec<ServicePort>,
+    /// `spec.publishNotReadyAddresses`: its endpoints are ready whatever their pods say
+    /// (StatefulSet peers that must find each other before they are ready).
+    publish_not_ready: bool,
 }
 
 impl ServiceSummary {
@@ -61,6 +64,7 @@ impl ServiceSummary {
                     match_expressions: None,
                 }),
             ports: spec.and_then(|s| s.ports.clone()).unwrap_or_default(),
+            publish_not_ready: spec.and_then(|s| s.publish_not_ready_addresses).unwrap_or(false),
         }
     }
 
@@ -117,8 +121,10 @@ pub fn desired<'a>(
         groups.entry(mapping).or_default().push(Endpoint {
             addresses: vec![ip],
             hostname,
+            // As Kubernetes' EndpointSlice controller: `ready` is always true for a Service
+            // that publishes not-ready addresses; `serving` is the pod's readiness.
             conditions: Some(EndpointConditions {
-                ready: Some(pod.ready),
+                ready: Some(pod.ready || svc.publish_not_ready),
                 serving: Some(pod.ready),
                 terminating: Some(false),
             }),

@@ -10,9 +10,15 @@
 //! - `<a-b-c-d>.<ns>.pod.<domain>`: A (or AAAA) of a pod of that namespace with that IP
 //!   (only pods that exist: CoreDNS's `pods verified`).
 //!
-//! Other names in the cluster domain get NXDOMAIN; names outside it are REFUSED (this
-//! server is authoritative for the cluster domain only). In Kubernetes mode mirrors are
-//! real Services and the cluster's own DNS serves them.
+//! - An ExternalName Service's name: a CNAME to its `externalName`, for every type.
+//! - The zone apex: its SOA.
+//!
+//! Other names in the cluster domain get NXDOMAIN; names outside it, classes other than
+//! IN and opcodes other than QUERY are REFUSED or NOTIMP (this server is authoritative
+//! for the cluster domain only). Negative answers carry the zone's SOA, so resolvers cache
+//! them (RFC 2308), and a query with EDNS gets EDNS back (its payload size then bounds
+//! UDP answers; past it they are truncated and the client asks again over TCP). In
+//! Kubernetes mode mirrors are real Services and the cluster's own DNS serves them.
 //!
 //! [`DnsIndex`] holds the answers (fed by [`run_index`] from Service, EndpointSlice and Pod
 //! watches); the hickory [`ClusterDns`] handler only reads it.
@@ -26,12 +32,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, SRV};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use strait_api::{Kind, Store, StoreError, WatchEvent};
 
@@ -54,6 +60,11 @@ pub enum Answer {
 pub enum Rec {
     /// An A or AAAA record.
     Addr(IpAddr),
+    /// A CNAME record (an ExternalName Service), its fully qualified target with the
+    /// final dot.
+    Cname(String),
+    /// The zone's SOA record (asked at the apex).
+    Soa,
     /// An SRV record (priority 0).
     Srv {
         /// Relative weight among the records of the answer.
@@ -80,6 +91,8 @@ struct Svc {
     ips: Vec<IpAddr>,
     headless: bool,
     ports: Vec<Port>,
+    /// An ExternalName Service's target (lowercase, without the final dot).
+    external_name: Option<String>,
 }
 
 /// An endpoint of a Service, from its EndpointSlices.
@@ -105,6 +118,10 @@ struct State {
     slices: BTreeMap<(String, String), Slice>,
     /// Pod IPs by `(namespace, pod name)`.
     pods: BTreeMap<(String, String), Vec<IpAddr>>,
+    /// Namespaces, keyed `("", name)`.
+    namespaces: BTreeMap<(String, String), ()>,
+    /// Counts the changes applied: the SOA's serial.
+    serial: u32,
 }
 
 /// The cluster's names: Services, their endpoints and pods.
@@ -129,6 +146,12 @@ fn service_entry(svc: &Service) -> Svc {
         return Svc::default();
     };
     let headless = spec.cluster_ip.as_deref() == Some("None");
+    let external_name = spec
+        .external_name
+        .as_deref()
+        .filter(|_| spec.type_.as_deref() == Some("ExternalName"))
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|n| !n.is_empty());
     let mut ips: Vec<IpAddr> = spec
         .cluster_ips
         .iter()
@@ -144,7 +167,12 @@ fn service_entry(svc: &Service) -> Svc {
             .flatten()
             .map(|p| (p.name.as_ref(), p.protocol.as_ref(), Some(p.port))),
     );
-    Svc { ips, headless, ports }
+    Svc {
+        ips,
+        headless,
+        ports,
+        external_name,
+    }
 }
 
 fn slice_entry(slice: &EndpointSlice) -> Option<Slice> {
@@ -337,27 +365,42 @@ impl State {
     }
 
     fn knows_namespace(&self, ns: &str) -> bool {
-        in_ns(&self.services, ns).next().is_some() || in_ns(&self.pods, ns).next().is_some()
+        self.namespaces.contains_key(&(String::new(), ns.to_string()))
+            || in_ns(&self.services, ns).next().is_some()
+            || in_ns(&self.pods, ns).next().is_some()
     }
 }
 
 impl DnsIndex {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        let mut state = self.inner.write().expect("dns index lock");
+        state.serial = state.serial.wrapping_add(1);
+        state
+    }
+
     /// Applies one Service watch event.
     pub fn on_service(&self, ev: WatchEvent<Service>) {
-        let mut state = self.inner.write().expect("dns index lock");
-        apply(&mut state.services, ev, |s| Some(service_entry(s)));
+        apply(&mut self.write().services, ev, |s| Some(service_entry(s)));
     }
 
     /// Applies one EndpointSlice watch event (slices without a Service are not kept).
     pub fn on_slice(&self, ev: WatchEvent<EndpointSlice>) {
-        let mut state = self.inner.write().expect("dns index lock");
-        apply(&mut state.slices, ev, slice_entry);
+        apply(&mut self.write().slices, ev, slice_entry);
     }
 
     /// Applies one Pod watch event.
     pub fn on_pod(&self, ev: WatchEvent<Pod>) {
-        let mut state = self.inner.write().expect("dns index lock");
-        apply(&mut state.pods, ev, |p| Some(pod_ips(p)));
+        apply(&mut self.write().pods, ev, |p| Some(pod_ips(p)));
+    }
+
+    /// Applies one Namespace watch event (a namespace without Services or pods exists).
+    pub fn on_namespace(&self, ev: WatchEvent<Namespace>) {
+        apply(&mut self.write().namespaces, ev, |_| Some(()));
+    }
+
+    /// The SOA serial: it changes with every change the index applies.
+    pub fn serial(&self) -> u32 {
+        self.inner.read().expect("dns index lock").serial
     }
 
     /// Answers `name` (any case, with or without the final dot) for `qtype` under `domain`.
@@ -379,9 +422,15 @@ impl DnsIndex {
         match labels.as_slice() {
             // The zone itself, `svc.<domain>`, `pod.<domain>`, and a namespace under either
             // exist (no records).
+            [""] if qtype == RecordType::SOA => Answer::Found(vec![Rec::Soa]),
             [""] | ["svc"] | ["pod"] => Answer::Found(Vec::new()),
             [ns, "svc" | "pod"] if state.knows_namespace(ns) => Answer::Found(Vec::new()),
             [svc, ns, "svc"] => match service(ns, svc) {
+                // An alias, whatever the type asked (the resolver follows it).
+                Some(Svc {
+                    external_name: Some(target),
+                    ..
+                }) => Answer::Found(vec![Rec::Cname(format!("{target}."))]),
                 Some(s) => Answer::Found(state.service_records(s, (ns, svc), &domain, qtype, |_| true)),
                 None => Answer::NxDomain,
             },
@@ -452,10 +501,11 @@ enum Change {
     Service(Box<WatchEvent<Service>>),
     Slice(Box<WatchEvent<EndpointSlice>>),
     Pod(Box<WatchEvent<Pod>>),
+    Namespace(Box<WatchEvent<Namespace>>),
 }
 
-/// Keeps `index` in step with the Services, EndpointSlices and Pods of `store` until a
-/// watch fails; returns the error (the caller restarts it).
+/// Keeps `index` in step with the Services, EndpointSlices, Pods and Namespaces of
+/// `store` until a watch fails; returns the error (the caller restarts it).
 pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
     let mut changes = futures::stream::select_all([
         follow::<S, Service>(store.clone())
@@ -464,8 +514,11 @@ pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
         follow::<S, EndpointSlice>(store.clone())
             .map(|e| e.map(|e| Change::Slice(Box::new(e))))
             .boxed(),
-        follow::<S, Pod>(store)
+        follow::<S, Pod>(store.clone())
             .map(|e| e.map(|e| Change::Pod(Box::new(e))))
+            .boxed(),
+        follow::<S, Namespace>(store)
+            .map(|e| e.map(|e| Change::Namespace(Box::new(e))))
             .boxed(),
     ]);
     loop {
@@ -473,6 +526,7 @@ pub async fn run_index<S: Store>(store: S, index: DnsIndex) -> StoreError {
             Some(Ok(Change::Service(ev))) => index.on_service(*ev),
             Some(Ok(Change::Slice(ev))) => index.on_slice(*ev),
             Some(Ok(Change::Pod(ev))) => index.on_pod(*ev),
+            Some(Ok(Change::Namespace(ev))) => index.on_namespace(*ev),
             Some(Err(e)) => return e,
             // Each watch is followed for ever; the select never ends.
             None => std::future::pending::<()>().await,
@@ -497,6 +551,37 @@ impl ClusterDns {
     }
 }
 
+impl ClusterDns {
+    /// The zone's SOA record, after CoreDNS's (`ns.dns.<zone>`, `hostmaster.<zone>`, the
+    /// answers' TTL as the negative TTL).
+    fn soa(&self) -> Option<Record> {
+        let apex = Name::from_ascii(format!("{}.", self.domain)).ok()?;
+        let soa = SOA::new(
+            Name::from_ascii(format!("ns.dns.{}.", self.domain)).ok()?,
+            Name::from_ascii(format!("hostmaster.{}.", self.domain)).ok()?,
+            self.index.serial(),
+            7200,
+            1800,
+            86400,
+            TTL,
+        );
+        Some(Record::from_rdata(apex, TTL, RData::SOA(soa)))
+    }
+}
+
+/// The labels of a query name, lowercase, joined by dots; a dot inside a label becomes
+/// a character no cluster name has, so it cannot pass for two labels.
+fn query_labels(name: &Name) -> String {
+    name.iter()
+        .map(|label| {
+            String::from_utf8_lossy(label)
+                .to_ascii_lowercase()
+                .replace('.', "\u{1}")
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for ClusterDns {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -512,17 +597,47 @@ impl RequestHandler for ClusterDns {
                 counts: HeaderCounts::default(),
             })
         };
-        let Ok(info) = request.request_info() else {
-            let rsp = MessageResponseBuilder::from_message_request(request)
-                .error_msg(&request.metadata, ResponseCode::FormErr);
-            return response_handle
-                .send_response(rsp)
-                .await
-                .unwrap_or_else(|_| failed(meta, ResponseCode::ServFail));
+        // A query with EDNS gets EDNS back (RFC 6891); its payload size bounds UDP answers.
+        let edns = request.edns.as_ref().map(|asked| {
+            let mut e = Edns::new();
+            e.set_max_payload(asked.max_payload().max(512));
+            e.set_version(0);
+            e
+        });
+        let builder = || {
+            let mut b = MessageResponseBuilder::from_message_request(request);
+            if let Some(e) = &edns {
+                b.edns(e);
+            }
+            b
         };
-        let name = info.query.name().to_string();
+        let refusal = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Some(ResponseCode::BADVERS)
+        } else if request.metadata.op_code != OpCode::Query {
+            // No updates or notifies: this zone is made from the cluster's objects.
+            Some(ResponseCode::NotImp)
+        } else {
+            None
+        };
+        let info = match (refusal, request.request_info()) {
+            (None, Ok(info)) if info.query.query_class() == DNSClass::IN => info,
+            (refusal, info) => {
+                let code = refusal.unwrap_or(if info.is_ok() {
+                    ResponseCode::Refused
+                } else {
+                    ResponseCode::FormErr
+                });
+                let rsp = builder().error_msg(&request.metadata, code);
+                return response_handle
+                    .send_response(rsp)
+                    .await
+                    .unwrap_or_else(|_| failed(meta, ResponseCode::ServFail));
+            }
+        };
+        let name = query_labels(info.query.name());
         let qtype = info.query.query_type();
         let answer = self.index.answer(&self.domain, &name, qtype);
+        let owner: Name = info.query.name().into();
         let records: Vec<Record> = match &answer {
             Answer::Found(recs) => recs
                 .iter()
@@ -533,11 +648,24 @@ impl RequestHandler for ClusterDns {
                         Rec::Srv { weight, port, target } => {
                             RData::SRV(SRV::new(0, *weight, *port, Name::from_ascii(target).ok()?))
                         }
+                        Rec::Cname(target) => RData::CNAME(CNAME(Name::from_ascii(target).ok()?)),
+                        Rec::Soa => return self.soa(),
                     };
-                    Some(Record::from_rdata(info.query.name().into(), TTL, rdata))
+                    Some(Record::from_rdata(owner.clone(), TTL, rdata))
                 })
                 .collect(),
             _ => Vec::new(),
+        };
+        // NXDOMAIN and NODATA carry the SOA, whose minimum is their negative TTL.
+        let negative = match &answer {
+            Answer::NxDomain => true,
+            Answer::Found(_) => records.is_empty(),
+            Answer::Refused => false,
+        };
+        let soa: Vec<Record> = if negative {
+            self.soa().into_iter().collect()
+        } else {
+            Vec::new()
         };
         meta.authoritative = !matches!(answer, Answer::Refused);
         meta.recursion_available = false;
@@ -546,8 +674,7 @@ impl RequestHandler for ClusterDns {
             Answer::NxDomain => ResponseCode::NXDomain,
             Answer::Refused => ResponseCode::Refused,
         };
-        let rsp =
-            MessageResponseBuilder::from_message_request(request).build(meta, records.iter(), [], [], []);
+        let rsp = builder().build(meta, records.iter(), [], soa.iter(), []);
         response_handle
             .send_response(rsp)
             .await

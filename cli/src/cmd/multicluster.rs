@@ -697,6 +697,11 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("--service-cidr: expected {e}")),
     };
+    if args.dns_addr.is_some() && range.is_none() && !args.kubernetes {
+        return fail(
+            "--dns-addr needs --service-cidr: mirror Services take their cluster IPs from that range, and without them their names would answer no address (strait up passes both)",
+        );
+    }
     let (gateway_entry, gateway_entries) = match parse_gateway_entries(&args.gateway_entries) {
         Ok(e) => e,
         Err(e) => return fail(e),

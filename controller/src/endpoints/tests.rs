@@ -81,6 +81,43 @@ fn slices_follow_selected_pods() {
     assert_eq!(p3.delete, ["myapp-0", "myapp-7"]);
 }
 
+/// As Kubernetes does, a Service with `publishNotReadyAddresses` has every endpoint
+/// ready (DNS and discovery list them), each still serving only when its pod is ready.
+#[test]
+fn a_service_publishing_not_ready_addresses_has_every_endpoint_ready() {
+    let svc: Vec<Service> = typed(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: production}\nspec:\n  clusterIP: None\n  publishNotReadyAddresses: true\n  selector: {app: db}\n  ports: [{port: 5432}]\n",
+    );
+    let pods: Vec<Pod> = typed(&format!(
+        "{}{}",
+        pod("db-0", "198.18.0.5", true, "{app: db}"),
+        pod("db-1", "198.18.0.6", false, "{app: db}")
+    ));
+    let pods: Vec<PodInfo> = pods.iter().filter_map(PodInfo::from_pod).collect();
+    let p = plan(
+        "production",
+        Some(&ServiceSummary::of(&svc[0])),
+        &pods,
+        &BTreeMap::new(),
+    );
+    let got: Vec<(String, bool, bool)> = p.apply[0]
+        .endpoints
+        .iter()
+        .flatten()
+        .map(|e| {
+            let c = e.conditions.as_ref().unwrap();
+            (e.addresses[0].clone(), c.ready.unwrap(), c.serving.unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("198.18.0.5".to_string(), true, true),
+            ("198.18.0.6".to_string(), true, false)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_controller_keeps_slices_in_step_with_the_store() {
     let store = LocalStore::in_memory();

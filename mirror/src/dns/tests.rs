@@ -449,3 +449,204 @@ async fn serves_mirrors_over_udp_from_a_store() {
     server.await.unwrap();
     feeder.abort();
 }
+
+/// One query over UDP (or TCP, with its length prefix), its answer decoded.
+async fn ask(
+    server: std::net::SocketAddr,
+    query: &hickory_server::proto::op::Message,
+    tcp: bool,
+) -> hickory_server::proto::op::Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = query.to_vec().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        if tcp {
+            let mut conn = tokio::net::TcpStream::connect(server).await.unwrap();
+            conn.write_all(&u16::try_from(bytes.len()).unwrap().to_be_bytes())
+                .await
+                .unwrap();
+            conn.write_all(&bytes).await.unwrap();
+            let len = conn.read_u16().await.unwrap();
+            let mut buf = vec![0; usize::from(len)];
+            conn.read_exact(&mut buf).await.unwrap();
+            buf
+        } else {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            sock.send_to(&bytes, server).await.unwrap();
+            let mut buf = vec![0; 65535];
+            let n = sock.recv(&mut buf).await.unwrap();
+            buf.truncate(n);
+            buf
+        }
+    })
+    .await
+    .expect("an answer within 5 s");
+    hickory_server::proto::op::Message::from_vec(&answer).unwrap()
+}
+
+fn query(name: &str, qtype: RecordType) -> hickory_server::proto::op::Message {
+    let mut m = hickory_server::proto::op::Message::query();
+    m.metadata.id = 7;
+    m.add_query(hickory_server::proto::op::Query::query(
+        Name::from_ascii(name).unwrap(),
+        qtype,
+    ));
+    m
+}
+
+fn with_edns(
+    mut m: hickory_server::proto::op::Message,
+    payload: u16,
+    version: u8,
+) -> hickory_server::proto::op::Message {
+    let mut e = Edns::new();
+    e.set_max_payload(payload).set_version(version);
+    m.set_edns(e);
+    m
+}
+
+/// What resolvers rely on besides the records, over real UDP and TCP: opcodes and classes
+/// this zone does not serve, negative answers with the SOA, ExternalName aliases, EDNS
+/// echoed and bounding UDP answers (truncated past it, whole over TCP).
+#[tokio::test]
+async fn the_wire_answers_follow_the_dns_rfcs() {
+    use hickory_server::proto::op::OpCode as Op;
+    let store = LocalStore::in_memory();
+    let ns =
+        |name: &str| -> Namespace { serde_json::from_value(json!({"metadata": {"name": name}})).unwrap() };
+    let external: Service = serde_json::from_value(json!({
+        "metadata": {"name": "ext", "namespace": "production"},
+        "spec": {"type": "ExternalName", "externalName": "DB.Example.org."},
+    }))
+    .unwrap();
+    let ips: Vec<String> = (1..=60).map(|i| format!("10.1.0.{i}")).collect();
+    let eps: Vec<(&str, Option<&str>, Option<bool>)> =
+        ips.iter().map(|ip| (ip.as_str(), None, Some(true))).collect();
+    store
+        .apply(vec![
+            ns("production").into_object(),
+            ns("empty").into_object(),
+            external.into_object(),
+            service("production", "xn--bcher-kva", Some("10.96.0.30")).into_object(),
+            named_ports_service("production", "big", "None").into_object(),
+            slice("production", "big-1", "big", &eps).into_object(),
+        ])
+        .await
+        .unwrap();
+    let index = DnsIndex::default();
+    let feeder = tokio::spawn(run_index(store.clone(), index.clone()));
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(server_addr).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(udp, tcp, "cluster.local", index.clone(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while index.answer("cluster.local", "empty.svc.cluster.local", RecordType::A) == Answer::NxDomain
+        || index.answer("cluster.local", "big.production.svc.cluster.local", RecordType::A)
+            == Answer::Found(vec![])
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let soa_of = |m: &hickory_server::proto::op::Message| {
+        m.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some((r.name.to_string(), soa.minimum)),
+            _ => None,
+        })
+    };
+
+    // Opcodes other than QUERY, and classes other than IN, are not served.
+    let mut update = query("cluster.local.", RecordType::SOA);
+    update.metadata.op_code = Op::Update;
+    assert_eq!(
+        ask(server_addr, &update, false).await.metadata.response_code,
+        ResponseCode::NotImp
+    );
+    let mut chaos = query("myapp.production.svc.cluster.local.", RecordType::A);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(
+        ask(server_addr, &chaos, false).await.metadata.response_code,
+        ResponseCode::Refused
+    );
+
+    // Negative answers carry the zone's SOA, its minimum the answers' TTL.
+    let nx = ask(
+        server_addr,
+        &query("nope.production.svc.cluster.local.", RecordType::A),
+        false,
+    )
+    .await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.metadata.authoritative);
+    assert_eq!(soa_of(&nx), Some(("cluster.local.".to_string(), TTL)), "{nx:?}");
+    // A namespace without Services or pods exists: NODATA, not NXDOMAIN.
+    let nodata = ask(
+        server_addr,
+        &query("empty.svc.cluster.local.", RecordType::A),
+        false,
+    )
+    .await;
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+    assert!(soa_of(&nodata).is_some(), "{nodata:?}");
+    let apex = ask(server_addr, &query("cluster.local.", RecordType::SOA), false).await;
+    assert!(
+        matches!(apex.answers.first().map(|r| &r.data), Some(RData::SOA(_))),
+        "{apex:?}"
+    );
+
+    // A name is matched as its bytes: a punycode label is not read as Unicode.
+    let puny = ask(
+        server_addr,
+        &query("xn--bcher-kva.production.svc.cluster.local.", RecordType::A),
+        false,
+    )
+    .await;
+    assert_eq!(puny.answers.len(), 1, "{puny:?}");
+
+    // An ExternalName Service is an alias, whatever the type asked.
+    for t in [RecordType::A, RecordType::AAAA] {
+        let alias = ask(server_addr, &query("ext.production.svc.cluster.local.", t), false).await;
+        let targets: Vec<String> = alias
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::CNAME(c) => Some(c.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, ["db.example.org."], "{alias:?}");
+    }
+
+    // 60 addresses do not fit 512 bytes: without EDNS the UDP answer is truncated, with
+    // EDNS (echoed) it is whole, and over TCP it is whole.
+    let big = "big.production.svc.cluster.local.";
+    let plain = ask(server_addr, &query(big, RecordType::A), false).await;
+    assert!(plain.metadata.truncation, "{plain:?}");
+    assert!(plain.answers.len() < 60);
+    let edns = ask(server_addr, &with_edns(query(big, RecordType::A), 4096, 0), false).await;
+    assert!(!edns.metadata.truncation);
+    assert_eq!(edns.answers.len(), 60);
+    assert_eq!(
+        edns.edns.as_ref().map(|e| (e.version(), e.max_payload())),
+        Some((0, 4096))
+    );
+    let over_tcp = ask(server_addr, &query(big, RecordType::A), true).await;
+    assert_eq!(over_tcp.answers.len(), 60);
+    // Only EDNS version 0 is spoken.
+    let v1 = ask(server_addr, &with_edns(query(big, RecordType::A), 4096, 1), false).await;
+    // (BADVERS shares its code, 16, with TSIG's BADSIG: compare the numbers.)
+    assert_eq!(
+        u16::from(v1.metadata.response_code),
+        u16::from(ResponseCode::BADVERS),
+        "{v1:?}"
+    );
+
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    feeder.abort();
+}
