@@ -149,6 +149,10 @@ pub struct Config {
     /// Worker threads of the runtime (Linkerd: `LINKERD2_PROXY_CORES`, from the
     /// `config.linkerd.io/proxy-cpu-limit` annotation; one by default).
     pub cores: usize,
+    /// Whether `POST /shutdown` on the admin server (from localhost) shuts the proxy
+    /// down (`LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED`, off by default: Linkerd's
+    /// `proxy.enableShutdownEndpoint`, for Jobs run under `linkerd-await --shutdown`).
+    pub shutdown_endpoint: bool,
 }
 
 /// A configuration value that cannot be used.
@@ -190,6 +194,7 @@ pub mod env {
     pub const OUTBOUND_DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT";
     pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
     pub const CORES: &str = "LINKERD2_PROXY_CORES";
+    pub const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
     pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
     pub const PEER_INBOUND_PORT: &str = "STRAIT_PROXY_PEER_INBOUND_PORT";
@@ -442,6 +447,17 @@ impl Config {
             None => None,
             Some(v) => Some(parse_duration(&v).map_err(|p| err(env::REQUEST_TIMEOUT, p))?),
         };
+        let shutdown_endpoint = match value(env::SHUTDOWN_ENDPOINT_ENABLED).map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                return Err(err(
+                    env::SHUTDOWN_ENDPOINT_ENABLED,
+                    format!("{v:?} is not a boolean; expected true or false"),
+                ));
+            }
+        };
         let defaults = Limits::default();
         let limits = Limits {
             max_connections: number(env::MAX_CONNECTIONS, defaults.max_connections)?,
@@ -499,6 +515,7 @@ impl Config {
             shutdown_grace: duration(env::SHUTDOWN_GRACE_PERIOD, Duration::from_secs(120))?,
             limits,
             cores: number(env::CORES, 1)?,
+            shutdown_endpoint,
         })
     }
 }

@@ -128,8 +128,13 @@ impl Identity {
         Ok(valid_until)
     }
 
-    /// Certifies, then renews forever; `ready` turns true on the first certificate.
-    pub async fn run(mut self, ready: watch::Sender<bool>) {
+    /// Certifies, then renews forever; `ready` turns true on the first certificate, and
+    /// `metrics` hears of each one.
+    pub async fn run(
+        mut self,
+        ready: watch::Sender<bool>,
+        metrics: std::sync::Arc<crate::metrics::Registry>,
+    ) {
         let mut failures = 0u32;
         let mut expiry: Option<SystemTime> = None;
         loop {
@@ -137,6 +142,7 @@ impl Identity {
                 Ok(valid_until) => {
                     failures = 0;
                     expiry = Some(valid_until);
+                    metrics.certified(valid_until);
                     ready.send_replace(true);
                     let wait = refresh_in(SystemTime::now(), valid_until);
                     tracing::info!(identity = %self.name, ?valid_until, renew_in = ?wait, "certified");

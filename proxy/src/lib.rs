@@ -212,7 +212,8 @@ pub async fn run(
         )?,
         store.clone(),
     )?;
-    let identity_task = tokio::spawn(identity.run(ready_tx));
+    let metrics = Arc::new(metrics::Registry::default());
+    let identity_task = tokio::spawn(identity.run(ready_tx, metrics.clone()));
     let resolver = discovery::Resolver::new(
         control(
             control::Service::Destination,
@@ -223,7 +224,6 @@ pub async fn run(
         cfg.local_identity.namespace(),
         cfg.local_identity.service_account(),
     );
-    let metrics = Arc::new(metrics::Registry::default());
     let mut connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.connect_timeout);
     if cfg.capture == config::Capture::Explicit {
         connector = connector.with_source(cfg.app_ip);
@@ -274,14 +274,20 @@ pub async fn run(
 
     let (control, drain) = server::drain();
     let max = cfg.limits.max_connections;
+    // `POST /shutdown` on the admin server, when enabled, starts the same drain as SIGTERM.
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
     {
-        let (m, r) = (metrics.clone(), ready_rx.clone());
+        let admin = admin::Admin {
+            ready: ready_rx.clone(),
+            metrics: metrics.clone(),
+            shutdown: cfg.shutdown_endpoint.then(|| shutdown_tx.clone()),
+        };
         tokio::spawn(server::accept_loop(
             admin_l,
             max,
             drain.clone(),
             "admin",
-            move |tcp, _, d| admin::handle(tcp, r.clone(), m.clone(), d),
+            move |tcp, _, d| admin::handle(tcp, admin.clone(), d),
         ));
     }
     // Serve meshed traffic only with an identity: until then /ready says 503 and
@@ -311,7 +317,11 @@ pub async fn run(
     tracing::info!(?bound, "proxy listening");
     on_bound(bound);
 
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        _ = shutdown_rx.wait_for(|s| *s) => {}
+    }
+    drop(shutdown_tx);
     tracing::info!("shutting down: draining connections");
     let clean = control.drain(cfg.shutdown_grace).await;
     if !clean {

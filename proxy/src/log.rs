@@ -5,7 +5,54 @@
 //! directive whose target starts with `linkerd` is kept and also applied to
 //! `strait_proxy`, so an operator's familiar level setting means the same here.
 
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use tracing_subscriber::EnvFilter;
+
+/// The process's log filter, changeable while it runs (the admin server's
+/// `/proxy-log-level`): installed once, by the process that sets up logging.
+struct Level {
+    current: Mutex<String>,
+    reload: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+static LEVEL: OnceLock<Level> = OnceLock::new();
+
+/// Makes `spec` (already in effect) the current level, `reload` the way to change it.
+/// Only the first call counts: logging is set up once per process.
+pub fn install(spec: &str, reload: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static) {
+    let _ = LEVEL.set(Level {
+        current: Mutex::new(spec.to_string()),
+        reload: Box::new(reload),
+    });
+}
+
+/// The level in effect, if this process installed a changeable one.
+pub fn current() -> Option<String> {
+    LEVEL
+        .get()
+        .map(|l| l.current.lock().unwrap_or_else(PoisonError::into_inner).clone())
+}
+
+/// Why a new level was not applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// This process has no changeable level (the proxy runs inside another program).
+    NotInstalled,
+    /// The level does not read (the message says what was expected).
+    Invalid(String),
+}
+
+/// Applies `spec` (Linkerd's syntax) as the new level.
+pub fn set(spec: &str) -> Result<(), SetError> {
+    let level = LEVEL.get().ok_or(SetError::NotInstalled)?;
+    let spec = spec.trim();
+    let f = filter(spec).map_err(SetError::Invalid)?;
+    let mut current = level.current.lock().unwrap_or_else(PoisonError::into_inner);
+    (level.reload)(f).map_err(SetError::Invalid)?;
+    *current = spec.to_string();
+    Ok(())
+}
 
 /// The filter for a Linkerd log-level string, or why it does not read.
 pub fn filter(spec: &str) -> Result<EnvFilter, String> {

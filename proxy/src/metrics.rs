@@ -18,6 +18,21 @@ pub const LATENCY_BUCKETS_MS: [u64; 25] = [
     20_000, 30_000, 40_000, 50_000,
 ];
 
+/// `s` as a Prometheus label name: every character but ASCII letters, digits and `_`
+/// becomes `_` (a label key from discovery such as `app.kubernetes.io/name` would
+/// otherwise make the whole exposition unreadable to Prometheus).
+pub fn label_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Renders `name="value"` pairs (values escaped) joined by commas.
 pub fn labels(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
@@ -74,7 +89,8 @@ impl HttpStats {
             s.failure.fetch_add(1, Relaxed);
         }
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let ms = us.div_ceil(1000);
+        // Whole milliseconds, truncated, as Linkerd buckets them (1.5 ms counts in `le="1"`).
+        let ms = us / 1000;
         let i = LATENCY_BUCKETS_MS
             .iter()
             .position(|b| ms <= *b)
@@ -225,6 +241,10 @@ pub struct Registry {
     http: RwLock<HashMap<String, Arc<HttpStats>>>,
     tcp: RwLock<HashMap<String, Arc<TcpStats>>>,
     counters: RwLock<std::collections::BTreeMap<&'static str, Family>>,
+    /// The current certificate's expiry, in seconds since the epoch (0: none yet).
+    cert_expiry: AtomicU64,
+    /// Certificates installed.
+    cert_refreshes: AtomicU64,
 }
 
 fn get_or_insert<T>(
@@ -285,9 +305,32 @@ impl Registry {
             .clone()
     }
 
+    /// A certificate valid until `valid_until` was installed (Linkerd's
+    /// `identity_cert_expiration_timestamp_seconds` and `identity_cert_refresh_count`).
+    pub fn certified(&self, valid_until: std::time::SystemTime) {
+        let secs = valid_until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.cert_expiry.store(secs, Relaxed);
+        self.cert_refreshes.fetch_add(1, Relaxed);
+    }
+
     /// Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
+        process::render(&mut out);
+        let expiry = self.cert_expiry.load(Relaxed);
+        if expiry > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP identity_cert_expiration_timestamp_seconds Time when this proxy's current mTLS identity certificate will expire (in seconds since the UNIX epoch).\n# TYPE identity_cert_expiration_timestamp_seconds gauge\nidentity_cert_expiration_timestamp_seconds {expiry}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP identity_cert_refresh_count The total number of times this proxy's mTLS identity certificate has been refreshed by the Identity service.\n# TYPE identity_cert_refresh_count counter\nidentity_cert_refresh_count {}",
+                self.cert_refreshes.load(Relaxed)
+            );
+        }
         let mut http: Vec<Arc<HttpStats>> = self
             .http
             .read()
@@ -429,6 +472,102 @@ impl Registry {
     }
 }
 
+/// The process's own series, as Prometheus client libraries (and linkerd2-proxy) export
+/// them, from `/proc`: `process_start_time_seconds` is what `linkerd viz` finds meshed
+/// pods by.
+mod process {
+    use std::fmt::Write as _;
+
+    /// The clock ticks and page size `/proc` counts in.
+    fn sysconf(name: libc::c_int, default: u64) -> u64 {
+        // SAFETY: sysconf reads a configuration value; it has no preconditions.
+        let v = unsafe { libc::sysconf(name) };
+        u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(default)
+    }
+
+    /// The fields of `/proc/self/stat` after the command name (field 3 onwards).
+    fn stat_fields() -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // Field 3 (the state) is a letter: counted as 0 to keep the positions.
+        Some(rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+    }
+
+    fn boot_time() -> Option<u64> {
+        std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+    }
+
+    fn max_fds() -> Option<u64> {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+    }
+
+    pub(super) fn render(out: &mut String) {
+        let Some(f) = stat_fields() else { return };
+        let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+        let ticks = sysconf(libc::_SC_CLK_TCK, 100);
+        let page = sysconf(libc::_SC_PAGESIZE, 4096);
+        let mut gauge = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        if let Some(boot) = boot_time() {
+            gauge(
+                "process_start_time_seconds",
+                "gauge",
+                "Time that the process started (in seconds since the UNIX epoch)",
+                (boot + field(22) / ticks).to_string(),
+            );
+        }
+        gauge(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            ((field(14) + field(15)) as f64 / ticks as f64).to_string(),
+        );
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                fds.count().to_string(),
+            );
+        }
+        if let Some(max) = max_fds() {
+            gauge(
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                max.to_string(),
+            );
+        }
+        gauge(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            field(23).to_string(),
+        );
+        gauge(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            (field(24) * page).to_string(),
+        );
+        gauge(
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            field(20).to_string(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +598,8 @@ mod tests {
             format!("request_total{{{l}}} 2"),
             format!("response_total{{{l},status_code=\"200\",classification=\"success\"}} 1"),
             format!("response_total{{{l},status_code=\"503\",classification=\"failure\"}} 1"),
-            format!("response_latency_ms_bucket{{{l},status_code=\"200\",le=\"1\"}} 0"),
+            // 1.5 ms is 1 ms, truncated as Linkerd's histograms count.
+            format!("response_latency_ms_bucket{{{l},status_code=\"200\",le=\"1\"}} 1"),
             format!("response_latency_ms_bucket{{{l},status_code=\"200\",le=\"2\"}} 1"),
             format!("response_latency_ms_bucket{{{l},status_code=\"503\",le=\"50000\"}} 0"),
             format!("response_latency_ms_bucket{{{l},status_code=\"503\",le=\"+Inf\"}} 1"),
@@ -475,5 +615,56 @@ mod tests {
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn label_names_are_made_valid() {
+        assert_eq!(label_name("app.kubernetes.io/name"), "app_kubernetes_io_name");
+        assert_eq!(label_name("pod_template_hash"), "pod_template_hash");
+    }
+
+    /// The process series `linkerd viz` and dashboards read, with plausible values; the
+    /// identity series once a certificate is installed.
+    #[test]
+    fn renders_the_process_and_identity_series() {
+        let r = Registry::default();
+        let value = |text: &str, name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        let text = r.render();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value(&text, "process_start_time_seconds").expect("start time");
+        assert!(
+            started > now - 86_400.0 * 365.0 && started <= now + 1.0,
+            "{started} vs {now}"
+        );
+        assert!(value(&text, "process_cpu_seconds_total").unwrap() >= 0.0);
+        assert!(
+            value(&text, "process_open_fds").unwrap() >= 3.0,
+            "stdin, stdout, stderr at least"
+        );
+        assert!(value(&text, "process_max_fds").unwrap() >= value(&text, "process_open_fds").unwrap());
+        assert!(value(&text, "process_resident_memory_bytes").unwrap() > 1_000_000.0);
+        assert!(
+            value(&text, "process_virtual_memory_bytes").unwrap()
+                >= value(&text, "process_resident_memory_bytes").unwrap()
+        );
+        assert!(value(&text, "process_threads").unwrap() >= 1.0);
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
+        assert_eq!(value(&text, "identity_cert_expiration_timestamp_seconds"), None);
+
+        let until = std::time::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        r.certified(until);
+        r.certified(until);
+        let text = r.render();
+        assert_eq!(
+            value(&text, "identity_cert_expiration_timestamp_seconds"),
+            Some(1.9e9)
+        );
+        assert_eq!(value(&text, "identity_cert_refresh_count"), Some(2.0));
     }
 }

@@ -280,7 +280,7 @@ fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String
         .labels
         .iter()
         .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (format!("dst_{k}"), v.as_str()))
+        .map(|(k, v)| (format!("dst_{}", crate::metrics::label_name(k)), v.as_str()))
         .collect();
     let mut out = labels(&pairs);
     if let Some(s) = service

@@ -161,3 +161,47 @@ async fn shutdown_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+/// `POST /shutdown` on the admin server, with `LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED`,
+/// ends the proxy as SIGTERM would (what `linkerd-await --shutdown` does for a Job); a
+/// proxy without it keeps running.
+#[tokio::test]
+async fn the_shutdown_endpoint_ends_the_proxy_when_enabled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    let post = async |admin: std::net::SocketAddr| {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(
+            b"POST /shutdown HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .expect("an answer")
+            .unwrap();
+        out
+    };
+    let disabled = Proxy::ready(cluster.proxy_env("web-1", "web", ip("127.44.1.7"))).await;
+    let out = post(disabled.bound.admin).await;
+    assert!(
+        out.starts_with("HTTP/1.1 404") && out.contains("shutdown endpoint is not enabled"),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!disabled.handle.is_finished(), "a refused shutdown ends nothing");
+
+    let mut vars = cluster.proxy_env("web-2", "web", ip("127.44.1.8"));
+    vars.insert(env::SHUTDOWN_ENDPOINT_ENABLED, "true".into());
+    let enabled = Proxy::ready(vars).await;
+    let out = post(enabled.bound.admin).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("shutdown\n"),
+        "{out}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), enabled.handle)
+        .await
+        .expect("the proxy ends after POST /shutdown")
+        .unwrap();
+}

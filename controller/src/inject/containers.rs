@@ -54,7 +54,10 @@ fn env(config: &InjectConfig, s: &Settings, app_ports: &[i32]) -> Vec<Value> {
         env.push(plain("LINKERD2_PROXY_CORES", cores.to_string()));
     }
     env.extend([
-        plain("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "false"),
+        plain(
+            "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+            v.proxy.enable_shutdown_endpoint.to_string(),
+        ),
         plain("LINKERD2_PROXY_LOG", format!("{}{NO_HEADER_LOGS}", s.log_level)),
         plain("LINKERD2_PROXY_LOG_FORMAT", s.log_format.clone()),
         plain(

@@ -676,6 +676,26 @@ fn annotations_choose_and_configure() {
     assert_eq!((sc.run_as_user, sc.run_as_non_root), (Some(0), Some(false)));
 }
 
+/// `proxy.enableShutdownEndpoint` reaches the proxy as Linkerd's variable.
+#[test]
+fn the_shutdown_endpoint_value_reaches_the_proxy() {
+    let mut values = Values::default();
+    values.set("proxy.enableShutdownEndpoint=true").unwrap();
+    let cfg = InjectConfig::new(values, anchors_pem());
+    let x = every_kind(json!({ labels::INJECT: "enabled" })).remove(0);
+    let out = inject(&x, Namespace::default(), Mode::Manual(&cfg));
+    let env = env_lines(container(&out.object, "linkerd-proxy"));
+    assert!(
+        env.contains(&"LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED=true".to_string()),
+        "{env:?}"
+    );
+    assert!(
+        Values::default()
+            .set("proxy.enableShutdownEndpoint=maybe")
+            .is_err()
+    );
+}
+
 #[test]
 fn uninject_without_a_record_strips_like_linkerd_and_refuses_bad_records() {
     let cfg = config();

@@ -324,6 +324,9 @@ pub struct ProxyValues {
     pub opaque_ports: PortList,
     /// Start the proxy before the application containers.
     pub r#await: bool,
+    /// Let `POST /shutdown` on the proxy's admin port (from inside the pod) shut it down,
+    /// for Jobs that end their proxy with `linkerd-await --shutdown`.
+    pub enable_shutdown_endpoint: bool,
 }
 
 impl Default for ProxyValues {
@@ -343,6 +346,7 @@ impl Default for ProxyValues {
             default_inbound_policy: InboundPolicy("all-unauthenticated".into()),
             opaque_ports: PortList("25,587,3306,4444,5432,6379,9300,11211".into()),
             r#await: true,
+            enable_shutdown_endpoint: false,
         }
     }
 }
@@ -671,6 +675,10 @@ static SETTINGS: &[Setting] = &[
     setting!("proxy.opaquePorts", |v, s| v.proxy.opaque_ports =
         PortList::new(s)?),
     setting!("proxy.await", |v, s| v.proxy.r#await = parse_bool(s)?),
+    setting!("proxy.enableShutdownEndpoint", |v, s| v
+        .proxy
+        .enable_shutdown_endpoint =
+        parse_bool(s)?),
     setting!("identity.issuer.issuanceLifetime", |v, s| {
         v.identity.issuer.issuance_lifetime = GoDuration::new(s)?
     }),
