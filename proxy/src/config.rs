@@ -153,6 +153,9 @@ pub struct Config {
     /// down (`LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED`, off by default: Linkerd's
     /// `proxy.enableShutdownEndpoint`, for Jobs run under `linkerd-await --shutdown`).
     pub shutdown_endpoint: bool,
+    /// How long a series nothing uses any more is kept (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`,
+    /// Linkerd's 10 minutes).
+    pub metrics_retain_idle: Duration,
 }
 
 /// A configuration value that cannot be used.
@@ -195,6 +198,7 @@ pub mod env {
     pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
     pub const CORES: &str = "LINKERD2_PROXY_CORES";
     pub const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+    pub const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
     pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
     pub const PEER_INBOUND_PORT: &str = "STRAIT_PROXY_PEER_INBOUND_PORT";
@@ -516,6 +520,7 @@ impl Config {
             limits,
             cores: number(env::CORES, 1)?,
             shutdown_endpoint,
+            metrics_retain_idle: duration(env::METRICS_RETAIN_IDLE, crate::metrics::DEFAULT_RETAIN_IDLE)?,
         })
     }
 }

@@ -212,7 +212,7 @@ pub async fn run(
         )?,
         store.clone(),
     )?;
-    let metrics = Arc::new(metrics::Registry::default());
+    let metrics = Arc::new(metrics::Registry::with_retain_idle(cfg.metrics_retain_idle));
     let identity_task = tokio::spawn(identity.run(ready_tx, metrics.clone()));
     let resolver = discovery::Resolver::new(
         control(

@@ -3,8 +3,11 @@
 //! Invariants: a label set is rendered into its string once, when the connection, target
 //! or endpoint it describes is first seen, and its counters live in an `Arc` that the
 //! data path holds; the request path only does relaxed atomic adds (and a read lock on
-//! the short per-label-set status list). Registries only grow: Linkerd's proxies keep
-//! series for their lifetime too.
+//! the short per-label-set status list). A label set nothing on the data path holds any
+//! more (its connection, target or endpoint is gone) and that has not changed for the
+//! retention period (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`, Linkerd's 10 minutes) is
+//! dropped at the next scrape, as Linkerd drops idle series: a proxy that outlives many
+//! rollouts does not keep a series for every pod it ever talked to.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -235,9 +238,18 @@ impl TcpStats {
 /// A named counter family (`inbound_http_authz_deny_total`, …): its help text and series.
 type Family = (&'static str, HashMap<String, Arc<AtomicU64>>);
 
+/// Linkerd's default retention of idle series.
+pub const DEFAULT_RETAIN_IDLE: Duration = Duration::from_secs(600);
+
+/// When each label set nothing holds was last seen changing: (its counters, then).
+type Seen = HashMap<String, (u64, std::time::Instant)>;
+
 /// All series of one proxy.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
+    retain_idle: Duration,
+    seen_http: Mutex<Seen>,
+    seen_tcp: Mutex<Seen>,
     http: RwLock<HashMap<String, Arc<HttpStats>>>,
     tcp: RwLock<HashMap<String, Arc<TcpStats>>>,
     counters: RwLock<std::collections::BTreeMap<&'static str, Family>>,
@@ -245,6 +257,47 @@ pub struct Registry {
     cert_expiry: AtomicU64,
     /// Certificates installed.
     cert_refreshes: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_retain_idle(DEFAULT_RETAIN_IDLE)
+    }
+}
+
+/// Drops from `map` the label sets nothing else holds whose counters (`count`) have not
+/// changed for `idle`; `seen` remembers when each last changed.
+fn evict_idle<T>(
+    map: &RwLock<HashMap<String, Arc<T>>>,
+    seen: &Mutex<Seen>,
+    idle: Duration,
+    count: impl Fn(&T) -> u64,
+) {
+    let now = std::time::Instant::now();
+    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    map.retain(|labels, stats| {
+        if Arc::strong_count(stats) > 1 {
+            // Held by a connection, target or endpoint: in use, whatever its counters.
+            seen.remove(labels);
+            return true;
+        }
+        let c = count(stats);
+        match seen.get(labels) {
+            Some((last, since)) if *last == c => {
+                if now.duration_since(*since) < idle {
+                    return true;
+                }
+                seen.remove(labels);
+                false
+            }
+            _ => {
+                seen.insert(labels.clone(), (c, now));
+                true
+            }
+        }
+    });
+    seen.retain(|labels, _| map.contains_key(labels));
 }
 
 fn get_or_insert<T>(
@@ -263,6 +316,20 @@ fn get_or_insert<T>(
 }
 
 impl Registry {
+    /// A registry that drops a label set nothing holds once it has not changed for `idle`.
+    pub fn with_retain_idle(idle: Duration) -> Self {
+        Self {
+            retain_idle: idle,
+            seen_http: Mutex::default(),
+            seen_tcp: Mutex::default(),
+            http: RwLock::default(),
+            tcp: RwLock::default(),
+            counters: RwLock::default(),
+            cert_expiry: AtomicU64::new(0),
+            cert_refreshes: AtomicU64::new(0),
+        }
+    }
+
     /// The HTTP counters for `labels` (from [`labels`]).
     pub fn http(&self, labels: String) -> Arc<HttpStats> {
         get_or_insert(&self.http, labels, |labels| HttpStats {
@@ -317,6 +384,19 @@ impl Registry {
 
     /// Prometheus text exposition of every series.
     pub fn render(&self) -> String {
+        evict_idle(&self.http, &self.seen_http, self.retain_idle, |h| {
+            let responses: u64 = h
+                .statuses
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|s| s.success.load(Relaxed) + s.failure.load(Relaxed))
+                .sum();
+            h.requests.load(Relaxed) + responses
+        });
+        evict_idle(&self.tcp, &self.seen_tcp, self.retain_idle, |t| {
+            t.open_total.load(Relaxed) + t.read.load(Relaxed) + t.write.load(Relaxed)
+        });
         let mut out = String::with_capacity(4096);
         process::render(&mut out);
         let expiry = self.cert_expiry.load(Relaxed);
@@ -615,6 +695,36 @@ mod tests {
         ] {
             assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    /// A label set nothing holds is dropped once it has been idle for the retention
+    /// period; one still held, or still changing, stays.
+    #[test]
+    fn idle_series_nothing_holds_are_dropped() {
+        let r = Registry::with_retain_idle(Duration::from_millis(50));
+        let held = r.http(labels(&[("authority", "held")]));
+        held.request();
+        let gone = r.http(labels(&[("authority", "gone")]));
+        gone.request();
+        drop(gone);
+        let busy = r.http(labels(&[("authority", "busy")]));
+        busy.request();
+        drop(busy);
+        let tcp = r.tcp(labels(&[("peer", "src")]));
+        drop(tcp.open());
+        drop(tcp);
+        assert!(r.render().contains("authority=\"gone\""), "first seen: kept");
+        std::thread::sleep(Duration::from_millis(80));
+        // `busy` changes again (through a new handle on its label set) before the scrape.
+        r.http(labels(&[("authority", "busy")])).request();
+        let text = r.render();
+        assert!(!text.contains("authority=\"gone\""), "{text}");
+        assert!(!text.contains("peer=\"src\""), "{text}");
+        assert!(text.contains("authority=\"held\""), "{text}");
+        assert!(text.contains("request_total{authority=\"busy\"} 2"), "{text}");
+        // A dropped label set starts over when it comes back.
+        r.http(labels(&[("authority", "gone")])).request();
+        assert!(r.render().contains("request_total{authority=\"gone\"} 1"));
     }
 
     #[test]

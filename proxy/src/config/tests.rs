@@ -120,6 +120,8 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::MAX_HEADER_BYTES, "100", "minimum of 8192"),
         (env::HEADER_READ_TIMEOUT, "x", "duration"),
         (env::CORES, "two", "positive number"),
+        (env::SHUTDOWN_ENDPOINT_ENABLED, "yes", "expected true or false"),
+        (env::METRICS_RETAIN_IDLE, "forever", "duration"),
         (
             env::POLICY_CLUSTER_NETWORKS,
             "10.0.0.0/8,pods",
