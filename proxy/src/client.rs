@@ -30,7 +30,7 @@ use crate::transport_header::{self, SessionProtocol, TransportHeader};
 pub const GATEWAY_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body of responses the proxy sends: the upstream's, or its own error text.
-pub type RspBody = Either<Incoming, Full<Bytes>>;
+pub type RspBody = Either<crate::metrics::Classified<Incoming>, Full<Bytes>>;
 /// The body of requests the proxy sends: the client's, or a buffered copy (retries).
 pub type ReqBody = Either<Incoming, crate::outbound::Replay>;
 

@@ -28,7 +28,7 @@ use crate::client::{ConnectPlan, Connector, HttpEndpoint, Io, ORIG_PROTO, RspBod
 use crate::config::{Capture, Limits, PortSet};
 use crate::detect::{self, ClientHello, Protocol};
 use crate::io::{CountingIo, PrefixedIo};
-use crate::metrics::{HttpStats, Registry, labels};
+use crate::metrics::{Classified, Classifier, HttpStats, Pending, Registry, labels};
 use crate::server::Drain;
 use crate::transport_header::{self, Decoded, SessionProtocol, TransportHeader};
 
@@ -492,13 +492,9 @@ impl Inbound {
                 let grpc = crate::client::is_grpc(req.headers());
                 let rsp: Response<RspBody> = match app.send(req).await {
                     Ok(rsp) => {
-                        let ok = !rsp.status().is_server_error()
-                            && rsp
-                                .headers()
-                                .get("grpc-status")
-                                .is_none_or(|s| s.as_bytes() == b"0");
-                        stats.response(rsp.status().as_u16(), ok, start.elapsed());
-                        rsp.map(Either::Left)
+                        // Counted at the end of its body (a gRPC status may come in trailers).
+                        let pending = Pending::new(stats, &rsp, grpc, start.elapsed(), Classifier::Default);
+                        rsp.map(|b| Either::Left(Classified::new(b, Some(pending))))
                     }
                     Err(e) => {
                         let rsp = e.response_for(grpc);

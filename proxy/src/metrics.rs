@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -64,6 +65,8 @@ struct StatusStats {
     status: u16,
     success: AtomicU64,
     failure: AtomicU64,
+    /// gRPC responses by `grpc-status`: (code, successes, failures).
+    grpc: Mutex<Vec<(u32, u64, u64)>>,
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     sum_us: AtomicU64,
 }
@@ -85,11 +88,35 @@ impl HttpStats {
     /// A response with `status` after `latency` (time to response headers); `success` is
     /// Linkerd's classification (5xx and gRPC errors fail).
     pub fn response(&self, status: u16, success: bool, latency: Duration) {
+        self.response_grpc(status, None, success, latency);
+    }
+
+    /// A response as [`HttpStats::response`], of a gRPC call that ended with `grpc` (its
+    /// `grpc-status`, Linkerd's `grpc_status` label).
+    pub fn response_grpc(&self, status: u16, grpc: Option<u32>, success: bool, latency: Duration) {
         let s = self.status(status);
-        if success {
-            s.success.fetch_add(1, Relaxed);
-        } else {
-            s.failure.fetch_add(1, Relaxed);
+        match grpc {
+            None if success => {
+                s.success.fetch_add(1, Relaxed);
+            }
+            None => {
+                s.failure.fetch_add(1, Relaxed);
+            }
+            Some(code) => {
+                let mut codes = s.grpc.lock().unwrap_or_else(PoisonError::into_inner);
+                let at = match codes.iter().position(|(c, _, _)| *c == code) {
+                    Some(at) => at,
+                    None => {
+                        codes.push((code, 0, 0));
+                        codes.len() - 1
+                    }
+                };
+                if success {
+                    codes[at].1 += 1;
+                } else {
+                    codes[at].2 += 1;
+                }
+            }
         }
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         // Whole milliseconds, truncated, as Linkerd buckets them (1.5 ms counts in `le="1"`).
@@ -120,11 +147,142 @@ impl HttpStats {
             status,
             success: AtomicU64::new(0),
             failure: AtomicU64::new(0),
+            grpc: Mutex::default(),
             buckets: Default::default(),
             sum_us: AtomicU64::new(0),
         });
         w.push(s.clone());
         s
+    }
+}
+
+/// How a response is classified, once its end (and a gRPC call's trailers) is known.
+#[derive(Clone, Debug, Default)]
+pub enum Classifier {
+    /// Linkerd's default: a 5xx status, or a gRPC status other than OK, fails.
+    #[default]
+    Default,
+    /// A ServiceProfile route's response classes decide.
+    Route(Arc<crate::policy::profile::ProfileRoute>),
+}
+
+impl Classifier {
+    /// Whether a response with `status` (and gRPC status `grpc`) succeeded.
+    pub fn is_success(&self, status: u16, grpc: Option<u32>) -> bool {
+        match self {
+            Classifier::Default => status < 500 && grpc.is_none_or(|c| c == 0),
+            Classifier::Route(r) => !r.is_failure(status, grpc),
+        }
+    }
+}
+
+/// A response whose counting waits for the end of its body: a gRPC call's status comes
+/// in its trailers, and a body that fails midway fails the response, as Linkerd
+/// classifies at the end of the stream. A body dropped before its end (the client went
+/// away) counts as its headers said.
+#[derive(Debug)]
+pub struct Pending {
+    stats: Arc<HttpStats>,
+    status: u16,
+    /// Whether the request was a gRPC call.
+    grpc_call: bool,
+    grpc: Option<u32>,
+    latency: Duration,
+    classifier: Classifier,
+    failed: bool,
+}
+
+impl Pending {
+    /// Counts, at the end of its body, a response with headers `rsp` that took `latency`
+    /// to arrive.
+    pub fn new<B>(
+        stats: Arc<HttpStats>,
+        rsp: &http::Response<B>,
+        grpc_call: bool,
+        latency: Duration,
+        classifier: Classifier,
+    ) -> Self {
+        Self {
+            stats,
+            status: rsp.status().as_u16(),
+            grpc_call,
+            grpc: crate::policy::retry::grpc_status(rsp.headers()),
+            latency,
+            classifier,
+            failed: false,
+        }
+    }
+
+    fn record(self) {
+        let ok = !self.failed && self.classifier.is_success(self.status, self.grpc);
+        let grpc = if self.grpc_call { self.grpc } else { None };
+        self.stats.response_grpc(self.status, grpc, ok, self.latency);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its response at its end (see [`Pending`]).
+    pub struct Classified<B> {
+        #[pin]
+        inner: B,
+        pending: Option<Pending>,
+    }
+
+    impl<B> PinnedDrop for Classified<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(p) = this.project().pending.take() {
+                p.record();
+            }
+        }
+    }
+}
+
+impl<B> Classified<B> {
+    /// `inner`, counted by `pending` at its end; `None` counts nothing.
+    pub fn new(inner: B, pending: Option<Pending>) -> Self {
+        Self { inner, pending }
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for Classified<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let ended = match &frame {
+            Some(Ok(f)) => {
+                if let (Some(t), Some(p)) = (f.trailers_ref(), this.pending.as_mut())
+                    && let Some(code) = crate::policy::retry::grpc_status(t)
+                {
+                    p.grpc = Some(code);
+                }
+                false
+            }
+            Some(Err(_)) => {
+                if let Some(p) = this.pending.as_mut() {
+                    p.failed = true;
+                }
+                true
+            }
+            None => true,
+        };
+        if ended && let Some(p) = this.pending.take() {
+            p.record();
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -390,7 +548,16 @@ impl Registry {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .map(|s| s.success.load(Relaxed) + s.failure.load(Relaxed))
+                .map(|s| {
+                    let grpc: u64 = s
+                        .grpc
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .iter()
+                        .map(|(_, ok, failed)| ok + failed)
+                        .sum();
+                    s.success.load(Relaxed) + s.failure.load(Relaxed) + grpc
+                })
                 .sum();
             h.requests.load(Relaxed) + responses
         });
@@ -450,6 +617,19 @@ impl Registry {
                             "response_total{{{},status_code=\"{}\",classification=\"{class}\"}} {n}",
                             h.labels, s.status
                         );
+                    }
+                }
+                let mut codes = s.grpc.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                codes.sort_unstable();
+                for (code, ok, failed) in codes {
+                    for (class, n) in [("success", ok), ("failure", failed)] {
+                        if n > 0 {
+                            let _ = writeln!(
+                                out,
+                                "response_total{{{},status_code=\"{}\",classification=\"{class}\",grpc_status=\"{code}\"}} {n}",
+                                h.labels, s.status
+                            );
+                        }
                     }
                 }
             }
@@ -725,6 +905,72 @@ mod tests {
         // A dropped label set starts over when it comes back.
         r.http(labels(&[("authority", "gone")])).request();
         assert!(r.render().contains("request_total{authority=\"gone\"} 1"));
+    }
+
+    /// A response counts at the end of its body: a gRPC status in trailers decides its
+    /// class, a body that fails midway fails it, and one dropped early counts as its
+    /// headers said.
+    #[tokio::test]
+    async fn responses_are_classified_at_the_end_of_their_body() {
+        use http_body_util::{BodyExt, StreamBody};
+        type Frames = Vec<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>;
+        let r = Registry::default();
+        let stats = r.http(labels(&[("authority", "a")]));
+        for _ in 0..4 {
+            stats.request();
+        }
+        let trailers = |code: &str| {
+            let mut t = http::HeaderMap::new();
+            t.insert("grpc-status", code.parse().unwrap());
+            hyper::body::Frame::trailers(t)
+        };
+        let body = |frames: Frames| StreamBody::new(futures::stream::iter(frames));
+        let data = || Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"x")));
+        let headers = http::Response::new(());
+        let pending = |grpc_call| {
+            Some(Pending::new(
+                stats.clone(),
+                &headers,
+                grpc_call,
+                Duration::from_millis(3),
+                Classifier::Default,
+            ))
+        };
+        let lines = |r: &Registry| -> Vec<String> {
+            r.render()
+                .lines()
+                .filter(|l| l.starts_with("response_total{"))
+                .map(str::to_string)
+                .collect()
+        };
+
+        let b = Classified::new(body(vec![data(), Ok(trailers("13"))]), pending(true));
+        assert!(lines(&r).is_empty(), "nothing counts before the end");
+        b.collect().await.unwrap();
+        let b = Classified::new(body(vec![data(), Ok(trailers("0"))]), pending(true));
+        b.collect().await.unwrap();
+        let b = Classified::new(
+            body(vec![data(), Err(std::io::Error::other("reset"))]),
+            pending(false),
+        );
+        assert!(b.collect().await.is_err());
+        let mut early = Classified::new(body(vec![data(), data()]), pending(false));
+        let _ = early.frame().await;
+        drop(early);
+        let a = r#"authority="a",status_code="200""#;
+        assert_eq!(
+            lines(&r),
+            [
+                format!("response_total{{{a},classification=\"success\"}} 1"),
+                format!("response_total{{{a},classification=\"failure\"}} 1"),
+                format!("response_total{{{a},classification=\"success\",grpc_status=\"0\"}} 1"),
+                format!("response_total{{{a},classification=\"failure\",grpc_status=\"13\"}} 1"),
+            ]
+        );
+        assert!(
+            r.render()
+                .contains(&format!("response_latency_ms_count{{{a}}} 4"))
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::{Capture, Limits};
 use crate::detect::{self, Protocol};
 use crate::discovery::{Endpoint, Resolver};
 use crate::io::{CountingIo, PrefixedIo};
-use crate::metrics::{HttpStats, Registry, TcpStats, labels};
+use crate::metrics::{Classified, Classifier, HttpStats, Pending, Registry, TcpStats, labels};
 use crate::server::Drain;
 use crate::transport_header::TransportHeader;
 
@@ -300,17 +300,6 @@ fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String
         out.push_str(&labels(&[(k.as_str(), v)]));
     }
     out
-}
-
-fn classify<B>(rsp: &Response<B>) -> bool {
-    if rsp.status().is_server_error() {
-        return false;
-    }
-    // gRPC trailers-only responses carry grpc-status in the headers.
-    match rsp.headers().get("grpc-status") {
-        Some(s) => s.as_bytes() == b"0",
-        None => true,
-    }
 }
 
 impl Outbound {
@@ -696,10 +685,11 @@ impl Outbound {
         }
         match result {
             Ok(rsp) => {
-                stats.response(rsp.status().as_u16(), classify(&rsp), start.elapsed());
+                // Counted at the end of its body (a gRPC status may come in trailers).
+                let pending = Pending::new(stats.clone(), &rsp, grpc, start.elapsed(), Classifier::Default);
                 let (mut parts, body) = rsp.into_parts();
                 parts.version = version;
-                Response::from_parts(parts, Either::Left(body))
+                Response::from_parts(parts, Either::Left(Classified::new(body, Some(pending))))
             }
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");

@@ -228,6 +228,26 @@ async fn grpc_through_the_pair() {
         Some(1.0),
         "a trailers-only gRPC error is a failure: {m}"
     );
+    // Classified at the end of the stream, as Linkerd's: the successes' `grpc-status: 0`
+    // came in trailers; each carries its gRPC status, on both proxies.
+    let c = p.client.metrics().await;
+    for (m, direction) in [(&m, "inbound"), (&c, "outbound")] {
+        for (status, class, n) in [("0", "success", 3.0), ("5", "failure", 1.0)] {
+            assert_eq!(
+                metric(
+                    m,
+                    "response_total",
+                    &[
+                        ("direction", direction),
+                        ("classification", class),
+                        ("grpc_status", status)
+                    ]
+                ),
+                Some(n),
+                "{direction} grpc_status={status}: {m}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

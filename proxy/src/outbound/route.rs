@@ -10,6 +10,7 @@
 //! routes do not apply where a profile exists); otherwise the `OutboundPolicies` answer;
 //! otherwise the plain path of [`Outbound::http`] (discovery and TrafficSplit only).
 
+use crate::metrics::{Classified, Classifier, Pending};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 
-use super::{Concrete, DISCOVERY_WAIT, EpValue, Logical, Outbound, Replay, classify};
+use super::{Concrete, DISCOVERY_WAIT, EpValue, Logical, Outbound, Replay};
 use crate::balance::{self, Pick};
 use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire, grpc_response, is_grpc};
 use crate::policy::client::Known;
@@ -546,17 +547,24 @@ impl Outbound {
         let (rsp, outcome, ok) = match result {
             Ok(rsp) => {
                 let grpc_status = retry::grpc_status(rsp.headers());
-                let ok = match &f.classify {
-                    Some(route) => !route.is_failure(rsp.status().as_u16(), grpc_status),
-                    None => classify(&rsp),
+                let classifier = match &f.classify {
+                    Some(route) => Classifier::Route(route.clone()),
+                    None => Classifier::Default,
                 };
-                stats.response(rsp.status().as_u16(), ok, start.elapsed());
+                // The retry decision reads the headers; the metrics wait for the end of the
+                // body (a gRPC status may come in trailers).
+                let ok = classifier.is_success(rsp.status().as_u16(), grpc_status);
+                let pending = Pending::new(stats.clone(), &rsp, f.grpc, start.elapsed(), classifier);
                 let outcome = Outcome::Status {
                     status: rsp.status().as_u16(),
                     grpc: grpc_status,
                     failure: !ok,
                 };
-                (rsp.map(Either::Left), outcome, ok)
+                (
+                    rsp.map(|b| Either::Left(Classified::new(b, Some(pending)))),
+                    outcome,
+                    ok,
+                )
             }
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");

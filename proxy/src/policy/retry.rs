@@ -23,7 +23,7 @@ pub fn retryable(on: &RetryOn, status: u16, grpc_status: Option<u32>) -> bool {
     }
 }
 
-/// The `grpc-status` of a response's headers (trailers-only responses).
+/// The `grpc-status` of a response's headers (trailers-only responses) or trailers.
 pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
     h.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
