@@ -20,8 +20,8 @@
 //! UDP answers; past it they are truncated and the client asks again over TCP). In
 //! Kubernetes mode mirrors are real Services and the cluster's own DNS serves them.
 //!
-//! [`DnsIndex`] holds the answers (fed by [`run_index`] from Service, EndpointSlice and Pod
-//! watches); the hickory [`ClusterDns`] handler only reads it.
+//! [`DnsIndex`] holds the answers (fed by [`run_index`] from Service, EndpointSlice, Pod
+//! and Namespace watches); the hickory [`ClusterDns`] handler only reads it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -404,7 +404,31 @@ impl DnsIndex {
     }
 
     /// Answers `name` (any case, with or without the final dot) for `qtype` under `domain`.
+    ///
+    /// An ExternalName alias whose target is in the cluster domain is followed (at most
+    /// eight links), its target's records after the CNAME, as CoreDNS answers: a stub
+    /// resolver does not chase a CNAME, and this server answers nothing outside the zone.
     pub fn answer(&self, domain: &str, name: &str, qtype: RecordType) -> Answer {
+        let mut answer = self.answer_one(domain, name, qtype);
+        let zone = format!(".{}.", domain.trim_end_matches('.').to_ascii_lowercase());
+        for _ in 0..8 {
+            let Answer::Found(recs) = &mut answer else { break };
+            let Some(Rec::Cname(target)) = recs.last() else {
+                break;
+            };
+            if !target.ends_with(&zone) || qtype == RecordType::CNAME {
+                break;
+            }
+            // Each step takes the index's lock anew (never held across steps).
+            let Answer::Found(next) = self.answer_one(domain, &target.clone(), qtype) else {
+                break;
+            };
+            recs.extend(next);
+        }
+        answer
+    }
+
+    fn answer_one(&self, domain: &str, name: &str, qtype: RecordType) -> Answer {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let Some(local) = name.strip_suffix(&domain).and_then(|n| {
@@ -637,7 +661,8 @@ impl RequestHandler for ClusterDns {
         let name = query_labels(info.query.name());
         let qtype = info.query.query_type();
         let answer = self.index.answer(&self.domain, &name, qtype);
-        let owner: Name = info.query.name().into();
+        // The records after a CNAME are its target's (a chain inside the zone).
+        let mut owner: Name = info.query.name().into();
         let records: Vec<Record> = match &answer {
             Answer::Found(recs) => recs
                 .iter()
@@ -648,7 +673,13 @@ impl RequestHandler for ClusterDns {
                         Rec::Srv { weight, port, target } => {
                             RData::SRV(SRV::new(0, *weight, *port, Name::from_ascii(target).ok()?))
                         }
-                        Rec::Cname(target) => RData::CNAME(CNAME(Name::from_ascii(target).ok()?)),
+                        Rec::Cname(target) => {
+                            let target = Name::from_ascii(target).ok()?;
+                            let record =
+                                Record::from_rdata(owner.clone(), TTL, RData::CNAME(CNAME(target.clone())));
+                            owner = target;
+                            return Some(record);
+                        }
                         Rec::Soa => return self.soa(),
                     };
                     Some(Record::from_rdata(owner.clone(), TTL, rdata))

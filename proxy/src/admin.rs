@@ -55,10 +55,18 @@ fn localhost_only() -> Response<Full<Bytes>> {
 }
 
 impl Admin {
+    /// Whether `client` may use the endpoints that change the proxy: a loopback address,
+    /// so a process of the pod (its own network namespace, under transparent capture).
+    /// Explicit capture, where pods share the host's loopback, isolates nothing: there any
+    /// process of the machine counts, as it can reach every pod's application anyway.
+    pub fn is_local(&self, client: IpAddr) -> bool {
+        client.to_canonical().is_loopback()
+    }
+
     /// Answers one request from `client`; `body` is the request body (read only for
     /// `PUT /proxy-log-level`).
     pub fn respond(&self, method: &Method, path: &str, client: IpAddr, body: &[u8]) -> Response<Full<Bytes>> {
-        let local = client.to_canonical().is_loopback();
+        let local = self.is_local(client);
         match path {
             "/ready" if *self.ready.borrow() => text(StatusCode::OK, "ready\n"),
             "/ready" => text(
@@ -125,7 +133,11 @@ pub async fn handle(tcp: TcpStream, admin: Admin, drain: Drain) {
         let admin = admin.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = if parts.method == Method::PUT && parts.uri.path() == "/proxy-log-level" {
+            // A body is read only from a client allowed to send one.
+            let body = if parts.method == Method::PUT
+                && parts.uri.path() == "/proxy-log-level"
+                && admin.is_local(client)
+            {
                 match Limited::new(body, MAX_LEVEL_BYTES).collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(_) => {

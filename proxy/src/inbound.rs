@@ -493,7 +493,13 @@ impl Inbound {
                 let rsp: Response<RspBody> = match app.send(req).await {
                     Ok(rsp) => {
                         // Counted at the end of its body (a gRPC status may come in trailers).
-                        let pending = Pending::new(stats, &rsp, grpc, start.elapsed(), Classifier::Default);
+                        let pending = Pending::new(
+                            stats,
+                            Pending::head(&rsp),
+                            grpc,
+                            start.elapsed(),
+                            Classifier::Default,
+                        );
                         rsp.map(|b| Either::Left(Classified::new(b, Some(pending))))
                     }
                     Err(e) => {

@@ -3,7 +3,8 @@
 //! Invariants: a label set is rendered into its string once, when the connection, target
 //! or endpoint it describes is first seen, and its counters live in an `Arc` that the
 //! data path holds; the request path only does relaxed atomic adds (and a read lock on
-//! the short per-label-set status list). A label set nothing on the data path holds any
+//! the short per-label-set status list). A response is counted at the end of its body
+//! (see [`Classified`]). A label set nothing on the data path holds any
 //! more (its connection, target or endpoint is gone) and that has not changed for the
 //! retention period (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`, Linkerd's 10 minutes) is
 //! dropped at the next scrape, as Linkerd drops idle series: a proxy that outlives many
@@ -59,14 +60,18 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
     out
 }
 
+/// The gRPC status codes (OK to UNAUTHENTICATED).
+const GRPC_CODES: usize = 17;
+
 /// Per status code: response counts by classification and the latency histogram.
 #[derive(Debug)]
 struct StatusStats {
     status: u16,
     success: AtomicU64,
     failure: AtomicU64,
-    /// gRPC responses by `grpc-status`: (code, successes, failures).
-    grpc: Mutex<Vec<(u32, u64, u64)>>,
+    /// gRPC responses by `grpc-status` (0–16; any other code counts as 2, UNKNOWN):
+    /// successes then failures. Allocated on the first gRPC response.
+    grpc: std::sync::OnceLock<Box<[AtomicU64; 2 * GRPC_CODES]>>,
     buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     sum_us: AtomicU64,
 }
@@ -103,19 +108,17 @@ impl HttpStats {
                 s.failure.fetch_add(1, Relaxed);
             }
             Some(code) => {
-                let mut codes = s.grpc.lock().unwrap_or_else(PoisonError::into_inner);
-                let at = match codes.iter().position(|(c, _, _)| *c == code) {
-                    Some(at) => at,
-                    None => {
-                        codes.push((code, 0, 0));
-                        codes.len() - 1
-                    }
-                };
-                if success {
-                    codes[at].1 += 1;
-                } else {
-                    codes[at].2 += 1;
-                }
+                // A code outside gRPC's is UNKNOWN, as gRPC libraries read it: the series
+                // stay bounded whatever a peer sends.
+                let code = usize::try_from(code)
+                    .ok()
+                    .filter(|c| *c < GRPC_CODES)
+                    .unwrap_or(2);
+                let counts = s
+                    .grpc
+                    .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+                let at = if success { code } else { GRPC_CODES + code };
+                counts[at].fetch_add(1, Relaxed);
             }
         }
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -147,7 +150,7 @@ impl HttpStats {
             status,
             success: AtomicU64::new(0),
             failure: AtomicU64::new(0),
-            grpc: Mutex::default(),
+            grpc: std::sync::OnceLock::new(),
             buckets: Default::default(),
             sum_us: AtomicU64::new(0),
         });
@@ -193,24 +196,32 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Counts, at the end of its body, a response with headers `rsp` that took `latency`
-    /// to arrive.
-    pub fn new<B>(
+    /// Counts, at the end of its body, a response whose headers said `status` and
+    /// `grpc` (`grpc-status`, in a trailers-only answer) after `latency`.
+    pub fn new(
         stats: Arc<HttpStats>,
-        rsp: &http::Response<B>,
+        (status, grpc): (u16, Option<u32>),
         grpc_call: bool,
         latency: Duration,
         classifier: Classifier,
     ) -> Self {
         Self {
             stats,
-            status: rsp.status().as_u16(),
+            status,
             grpc_call,
-            grpc: crate::policy::retry::grpc_status(rsp.headers()),
+            grpc,
             latency,
             classifier,
             failed: false,
         }
+    }
+
+    /// The status and `grpc-status` of a response's headers, for [`Pending::new`].
+    pub fn head<B>(rsp: &http::Response<B>) -> (u16, Option<u32>) {
+        (
+            rsp.status().as_u16(),
+            crate::policy::retry::grpc_status(rsp.headers()),
+        )
     }
 
     fn record(self) {
@@ -551,11 +562,8 @@ impl Registry {
                 .map(|s| {
                     let grpc: u64 = s
                         .grpc
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .iter()
-                        .map(|(_, ok, failed)| ok + failed)
-                        .sum();
+                        .get()
+                        .map_or(0, |c| c.iter().map(|n| n.load(Relaxed)).sum());
                     s.success.load(Relaxed) + s.failure.load(Relaxed) + grpc
                 })
                 .sum();
@@ -619,10 +627,13 @@ impl Registry {
                         );
                     }
                 }
-                let mut codes = s.grpc.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                codes.sort_unstable();
-                for (code, ok, failed) in codes {
-                    for (class, n) in [("success", ok), ("failure", failed)] {
+                let codes = s
+                    .grpc
+                    .get()
+                    .map(|c| c.iter().map(|n| n.load(Relaxed)).collect::<Vec<u64>>());
+                for code in 0..GRPC_CODES {
+                    let Some(codes) = &codes else { break };
+                    for (class, n) in [("success", codes[code]), ("failure", codes[GRPC_CODES + code])] {
                         if n > 0 {
                             let _ = writeln!(
                                 out,
@@ -930,7 +941,7 @@ mod tests {
         let pending = |grpc_call| {
             Some(Pending::new(
                 stats.clone(),
-                &headers,
+                Pending::head(&headers),
                 grpc_call,
                 Duration::from_millis(3),
                 Classifier::Default,

@@ -686,7 +686,13 @@ impl Outbound {
         match result {
             Ok(rsp) => {
                 // Counted at the end of its body (a gRPC status may come in trailers).
-                let pending = Pending::new(stats.clone(), &rsp, grpc, start.elapsed(), Classifier::Default);
+                let pending = Pending::new(
+                    stats,
+                    Pending::head(&rsp),
+                    grpc,
+                    start.elapsed(),
+                    Classifier::Default,
+                );
                 let (mut parts, body) = rsp.into_parts();
                 parts.version = version;
                 Response::from_parts(parts, Either::Left(Classified::new(body, Some(pending))))

@@ -233,32 +233,26 @@ fn service_columns(svc: &k8s_openapi::api::core::v1::Service) -> [String; 4] {
         .and_then(|s| s.cluster_ip.clone())
         .filter(|ip| !ip.is_empty())
         .unwrap_or_else(|| "<none>".into());
+    // kubectl: an ExternalName's name; else the load balancer's ingress (or `<pending>`
+    // for a LoadBalancer without one and without external IPs) and `spec.externalIPs`.
+    let mut external: Vec<String> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    external.extend(spec.and_then(|s| s.external_ips.clone()).unwrap_or_default());
     let external = match kind.as_str() {
-        "ExternalName" => spec.and_then(|s| s.external_name.clone()),
-        "LoadBalancer" => {
-            let ingress: Vec<String> = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-                .collect();
-            Some(if ingress.is_empty() {
-                "<pending>".into()
-            } else {
-                ingress.join(",")
-            })
-        }
-        _ => None,
-    }
-    .or_else(|| {
-        spec.and_then(|s| s.external_ips.as_ref())
-            .filter(|ips| !ips.is_empty())
-            .map(|ips| ips.join(","))
-    })
-    .unwrap_or_else(|| "<none>".into());
+        "ExternalName" => spec
+            .and_then(|s| s.external_name.clone())
+            .unwrap_or_else(|| "<none>".into()),
+        "LoadBalancer" if external.is_empty() => "<pending>".into(),
+        _ if external.is_empty() => "<none>".into(),
+        _ => external.join(","),
+    };
     let ports: Vec<String> = spec
         .and_then(|s| s.ports.as_ref())
         .into_iter()
@@ -347,5 +341,42 @@ pub fn delete(g: &Global, args: &DeleteArgs) -> ExitCode {
         exit::code(exit::FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(v: serde_json::Value) -> [String; 4] {
+        service_columns(&serde_json::from_value(v).unwrap())
+    }
+
+    /// The Service columns read as kubectl's.
+    #[test]
+    fn service_columns_are_kubectls() {
+        assert_eq!(
+            columns(
+                serde_json::json!({"spec": {"clusterIP": "10.96.0.5", "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}})
+            ),
+            ["ClusterIP", "10.96.0.5", "<none>", "80/TCP,53/UDP"]
+        );
+        assert_eq!(
+            columns(
+                serde_json::json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.6", "ports": [{"port": 443, "nodePort": 30443}]}})
+            ),
+            ["LoadBalancer", "10.96.0.6", "<pending>", "443:30443/TCP"]
+        );
+        assert_eq!(
+            columns(serde_json::json!({
+                "spec": {"type": "LoadBalancer", "externalIPs": ["198.18.9.9"], "ports": [{"port": 443}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "198.18.9.1"}, {"hostname": "lb.example"}]}},
+            }))[2],
+            "198.18.9.1,lb.example,198.18.9.9"
+        );
+        assert_eq!(
+            columns(serde_json::json!({"spec": {"type": "ExternalName", "externalName": "db.example.org"}})),
+            ["ExternalName", "<none>", "db.example.org", "<none>"]
+        );
     }
 }

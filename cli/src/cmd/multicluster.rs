@@ -778,7 +778,7 @@ pub fn mirror(g: &Global, args: &MirrorArgs) -> ExitCode {
             tokio::spawn(async move {
                 loop {
                     let e = strait_mirror::dns::run_index(store.clone(), feeder.clone()).await;
-                    tracing::warn!(error = %e, "cluster DNS lost the Service watch; restarting it");
+                    tracing::warn!(error = %e, "cluster DNS lost a watch of the cluster's objects; restarting its index");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             });

@@ -208,6 +208,11 @@ pub fn namespace_opaque_ports<'a>(
 /// `objects` without its own `config.linkerd.io/opaque-ports` takes its namespace's, the
 /// namespace as `objects` define it, else as `store` has it. (Local pods inherit the
 /// namespace's config annotations when the runtime plans them.)
+///
+/// Every apply is admitted, not only creations as Linkerd's webhook is: the local store
+/// replaces objects whole, where `kubectl apply` merges and keeps what the webhook added,
+/// so admitting only creations would strip the annotation on the next apply of the same
+/// manifest. A Service opts out with its own annotation (an empty value marks no port).
 pub async fn admit_local_services<S: strait_api::Store>(
     store: &S,
     objects: &mut [Object],

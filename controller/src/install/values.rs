@@ -153,16 +153,12 @@ checked_string!(
 );
 
 fn check_cidrs(s: &str) -> Result<(), String> {
-    let bad = s.split(',').map(str::trim).filter(|c| !c.is_empty()).any(|c| {
-        let Some((addr, len)) = c.split_once('/') else {
-            return true;
-        };
-        match (addr.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
-            (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l > 32,
-            (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l > 128,
-            _ => true,
-        }
-    });
+    // The controller's own parser (`--cluster-networks`), a prefix length required.
+    let bad = s
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .any(|c| !c.contains('/') || strait_api::mesh::formats::cidr(c).is_err());
     if bad {
         Err("a comma-separated list of CIDRs, e.g. \"10.0.0.0/8,fd00::/8\"".into())
     } else {
@@ -680,7 +676,12 @@ static SETTINGS: &[Setting] = &[
         .enable_shutdown_endpoint =
         parse_bool(s)?),
     setting!("identity.issuer.issuanceLifetime", |v, s| {
-        v.identity.issuer.issuance_lifetime = GoDuration::new(s)?
+        // The controller refuses shorter lifetimes (`--issuance-lifetime`).
+        let lifetime = GoDuration::new(s)?;
+        if names::duration(s)? < std::time::Duration::from_secs(60) {
+            return Err("a duration of at least 1m, e.g. \"24h0m0s\"".into());
+        }
+        v.identity.issuer.issuance_lifetime = lifetime
     }),
     setting!("identity.issuer.clockSkewAllowance", |v, s| {
         v.identity.issuer.clock_skew_allowance = GoDuration::new(s)?
@@ -770,6 +771,18 @@ mod tests {
             ),
             ("proxy.logLevel=loud", "expected a log filter"),
             ("identity.issuer.issuanceLifetime=1d", "expected a duration"),
+            (
+                "identity.issuer.issuanceLifetime=30s",
+                "expected a duration of at least 1m",
+            ),
+            (
+                "clusterNetworks=10.0.0.0/+8",
+                "expected a comma-separated list of CIDRs",
+            ),
+            (
+                "clusterNetworks=10.0.0.0",
+                "expected a comma-separated list of CIDRs",
+            ),
             ("proxy.image.version=a b", "expected an image tag"),
             ("webhookFailurePolicy=Maybe", "expected Ignore or Fail"),
             (

@@ -518,6 +518,11 @@ async fn the_wire_answers_follow_the_dns_rfcs() {
         "spec": {"type": "ExternalName", "externalName": "DB.Example.org."},
     }))
     .unwrap();
+    let inside: Service = serde_json::from_value(json!({
+        "metadata": {"name": "alias", "namespace": "production"},
+        "spec": {"type": "ExternalName", "externalName": "xn--bcher-kva.production.svc.cluster.local"},
+    }))
+    .unwrap();
     let ips: Vec<String> = (1..=60).map(|i| format!("10.1.0.{i}")).collect();
     let eps: Vec<(&str, Option<&str>, Option<bool>)> =
         ips.iter().map(|ip| (ip.as_str(), None, Some(true))).collect();
@@ -526,6 +531,7 @@ async fn the_wire_answers_follow_the_dns_rfcs() {
             ns("production").into_object(),
             ns("empty").into_object(),
             external.into_object(),
+            inside.into_object(),
             service("production", "xn--bcher-kva", Some("10.96.0.30")).into_object(),
             named_ports_service("production", "big", "None").into_object(),
             slice("production", "big-1", "big", &eps).into_object(),
@@ -621,6 +627,40 @@ async fn the_wire_answers_follow_the_dns_rfcs() {
             .collect();
         assert_eq!(targets, ["db.example.org."], "{alias:?}");
     }
+
+    // An alias inside the zone is followed: the stub resolvers of pods do not chase it.
+    let chased = ask(
+        server_addr,
+        &query("alias.production.svc.cluster.local.", RecordType::A),
+        false,
+    )
+    .await;
+    let answers: Vec<(String, String)> = chased
+        .answers
+        .iter()
+        .map(|r| {
+            // ASCII forms: Display would show the punycode label as Unicode.
+            let data = match &r.data {
+                RData::CNAME(c) => c.0.to_ascii(),
+                other => other.to_string(),
+            };
+            (r.name.to_ascii(), data)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (
+                "alias.production.svc.cluster.local.".to_string(),
+                "xn--bcher-kva.production.svc.cluster.local.".to_string()
+            ),
+            (
+                "xn--bcher-kva.production.svc.cluster.local.".to_string(),
+                "10.96.0.30".to_string()
+            ),
+        ],
+        "{chased:?}"
+    );
 
     // 60 addresses do not fit 512 bytes: without EDNS the UDP answer is truncated, with
     // EDNS (echoed) it is whole, and over TCP it is whole.

@@ -554,7 +554,8 @@ impl Outbound {
                 // The retry decision reads the headers; the metrics wait for the end of the
                 // body (a gRPC status may come in trailers).
                 let ok = classifier.is_success(rsp.status().as_u16(), grpc_status);
-                let pending = Pending::new(stats.clone(), &rsp, f.grpc, start.elapsed(), classifier);
+                let head = (rsp.status().as_u16(), grpc_status);
+                let pending = Pending::new(stats, head, f.grpc, start.elapsed(), classifier);
                 let outcome = Outcome::Status {
                     status: rsp.status().as_u16(),
                     grpc: grpc_status,

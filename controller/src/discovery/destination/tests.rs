@@ -381,18 +381,35 @@ async fn profiles_use_the_cluster_s_default_opaque_ports() {
         ..ClusterInfo::default()
     });
     tokio::spawn(run(index.clone(), store.clone()));
+    let id: NsName = ("production".into(), "myapp".into());
+    // Asked once the index knows the Service (before, its profile is an unknown one's).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while index.service(&id).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never saw the Service"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let addr = serve_grpc(tonic::service::Routes::new(
-        DestinationService::new(index).into_server(),
+        DestinationService::new(index.clone()).into_server(),
     ))
     .await;
     let mut client = DestinationClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    for (path, opaque) in [
-        ("myapp.production.svc.cluster.local:80", true),
-        ("198.19.0.9:9005", true),
-        ("198.19.0.9:3306", false),
-    ] {
+    let mut myapp = client
+        .get_profile(get("myapp.production.svc.cluster.local:80"))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut myapp).await;
+    assert_eq!(
+        first.fully_qualified_name, "myapp.production.svc.cluster.local",
+        "the Service's profile"
+    );
+    assert!(first.opaque_protocol, "port 80 is a default opaque port");
+    for (path, opaque) in [("198.19.0.9:9005", true), ("198.19.0.9:3306", false)] {
         let mut stream = client.get_profile(get(path)).await.unwrap().into_inner();
         assert_eq!(next(&mut stream).await.opaque_protocol, opaque, "{path}");
     }
@@ -402,12 +419,10 @@ async fn profiles_use_the_cluster_s_default_opaque_ports() {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: production\n  annotations: {config.linkerd.io/opaque-ports: \"443\"}\nspec:\n  selector: {app: myapp}\n  ports: [{port: 80, targetPort: 8080}]\n",
     )
     .await;
-    let mut stream = client
-        .get_profile(get("myapp.production.svc.cluster.local:80"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!next(&mut stream).await.opaque_protocol);
+    assert!(
+        !next(&mut myapp).await.opaque_protocol,
+        "the stream follows the annotation"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //!   address, a name that is not a service, a Service that does not exist) is `NotFound`,
 //!   which tells the proxy to forward to the original destination;
 //! - protocol: `Opaque` when the port is in `config.linkerd.io/opaque-ports` (or in
-//!   Linkerd's default opaque ports when the annotation is absent), `Grpc` when GRPCRoutes
+//!   the cluster's default opaque ports when the annotation is absent), `Grpc` when GRPCRoutes
 //!   attach, otherwise `Detect` (10 s) with HTTP/1 and HTTP/2 routes and an opaque fallback;
 //! - routes: `policy.linkerd.io` HTTPRoutes (every version), Gateway API HTTPRoutes and
 //!   GRPCRoutes whose `parentRefs` name the Service (kind `Service`, group `core` or empty,
