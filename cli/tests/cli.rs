@@ -1079,19 +1079,16 @@ fn mirror_says_when_the_dns_address_is_taken() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = strait()
-        .arg("--state-dir")
-        .arg(dir.path())
-        .args([
-            "mirror",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--service-cidr",
-            "198.19.250.0/24",
-        ])
-        .args(["--dns-addr", &addr])
-        .output()
-        .expect("strait runs");
+    let mirror = |args: &[&str]| {
+        strait()
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(["mirror", "--admin-addr", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("strait runs")
+    };
+    let out = mirror(&["--service-cidr", "198.19.250.0/24", "--dns-addr", &addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -1100,18 +1097,7 @@ fn mirror_says_when_the_dns_address_is_taken() {
         "{err}"
     );
     // Without a range for the mirrors' cluster IPs, their names could answer nothing.
-    let out = strait()
-        .arg("--state-dir")
-        .arg(dir.path())
-        .args([
-            "mirror",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--dns-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .expect("strait runs");
+    let out = mirror(&["--dns-addr", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("--dns-addr needs --service-cidr"), "{err}");

@@ -28,7 +28,7 @@ use crate::client::{ConnectPlan, Connector, HttpEndpoint, Io, ORIG_PROTO, RspBod
 use crate::config::{Capture, Limits, PortSet};
 use crate::detect::{self, ClientHello, Protocol};
 use crate::io::{CountingIo, PrefixedIo};
-use crate::metrics::{Classified, Classifier, HttpStats, Pending, Registry, labels};
+use crate::metrics::{Classified, HttpStats, Registry, labels};
 use crate::server::Drain;
 use crate::transport_header::{self, Decoded, SessionProtocol, TransportHeader};
 
@@ -491,17 +491,7 @@ impl Inbound {
                 }
                 let grpc = crate::client::is_grpc(req.headers());
                 let rsp: Response<RspBody> = match app.send(req).await {
-                    Ok(rsp) => {
-                        // Counted at the end of its body (a gRPC status may come in trailers).
-                        let pending = Pending::new(
-                            stats,
-                            Pending::head(&rsp),
-                            grpc,
-                            start.elapsed(),
-                            Classifier::Default,
-                        );
-                        rsp.map(|b| Either::Left(Classified::new(b, Some(pending))))
-                    }
+                    Ok(rsp) => Classified::response(rsp, stats, grpc, start.elapsed()).map(Either::Left),
                     Err(e) => {
                         let rsp = e.response_for(grpc);
                         stats.response(rsp.status().as_u16(), false, start.elapsed());

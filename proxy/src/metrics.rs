@@ -253,6 +253,24 @@ impl<B> Classified<B> {
     pub fn new(inner: B, pending: Option<Pending>) -> Self {
         Self { inner, pending }
     }
+
+    /// `rsp`, counted on `stats` at the end of its body with Linkerd's default classes
+    /// (a gRPC status may come in trailers); `latency` is the time to its headers.
+    pub fn response(
+        rsp: http::Response<B>,
+        stats: Arc<HttpStats>,
+        grpc_call: bool,
+        latency: Duration,
+    ) -> http::Response<Self> {
+        let pending = Pending::new(
+            stats,
+            Pending::head(&rsp),
+            grpc_call,
+            latency,
+            Classifier::Default,
+        );
+        rsp.map(|b| Self::new(b, Some(pending)))
+    }
 }
 
 impl<B: hyper::body::Body> hyper::body::Body for Classified<B> {

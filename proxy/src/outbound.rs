@@ -25,7 +25,7 @@ use crate::config::{Capture, Limits};
 use crate::detect::{self, Protocol};
 use crate::discovery::{Endpoint, Resolver};
 use crate::io::{CountingIo, PrefixedIo};
-use crate::metrics::{Classified, Classifier, HttpStats, Pending, Registry, TcpStats, labels};
+use crate::metrics::{Classified, HttpStats, Registry, TcpStats, labels};
 use crate::server::Drain;
 use crate::transport_header::TransportHeader;
 
@@ -685,17 +685,9 @@ impl Outbound {
         }
         match result {
             Ok(rsp) => {
-                // Counted at the end of its body (a gRPC status may come in trailers).
-                let pending = Pending::new(
-                    stats,
-                    Pending::head(&rsp),
-                    grpc,
-                    start.elapsed(),
-                    Classifier::Default,
-                );
-                let (mut parts, body) = rsp.into_parts();
+                let (mut parts, body) = Classified::response(rsp, stats, grpc, start.elapsed()).into_parts();
                 parts.version = version;
-                Response::from_parts(parts, Either::Left(Classified::new(body, Some(pending))))
+                Response::from_parts(parts, Either::Left(body))
             }
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");
