@@ -297,6 +297,10 @@ impl<T: Clone> Watch<T> {
 /// A target's ServiceProfile, as far as the proxy uses it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Profile {
+    /// The target's fully qualified name (`<svc>.<ns>.svc.<domain>`, without a trailing
+    /// dot), when the control plane knows it as a Service: the logical name its metrics
+    /// carry, as Linkerd's proxy labels them, whatever address the application used.
+    pub name: Option<String>,
     /// TrafficSplit: weighted authorities that replace the target.
     pub dst_overrides: Vec<(String, u32)>,
     /// The target is opaque.
@@ -310,7 +314,9 @@ fn profile(p: pb::DestinationProfile) -> Profile {
         tracing::warn!(error = %e, "refusing the profile's routes");
         Default::default()
     });
+    let name = p.fully_qualified_name.trim_end_matches('.');
     Profile {
+        name: (!name.is_empty()).then(|| name.to_string()),
         policy: Arc::new(policy),
         dst_overrides: p
             .dst_overrides

@@ -214,10 +214,23 @@ type Split = Arc<RwLock<Arc<Vec<(Arc<Concrete>, u32)>>>>;
 
 struct Logical {
     authority: String,
+    /// The name its metrics carry, Linkerd's logical address: the profile's fully
+    /// qualified name with the target's port (so `10.96.0.7:80` and `myapp:80` both
+    /// count as `myapp.production.svc.cluster.local:80`), else the authority. Set once:
+    /// by the first profile answer, or by whatever needs it before one comes.
+    name: OnceLock<String>,
     /// Where to go when discovery does not know the target.
     fallback: Option<SocketAddr>,
+    /// Its concrete targets; empty until the profile answers (see [`Outbound::split`]).
     concretes: Split,
-    stats: Arc<HttpStats>,
+    /// Requests the proxy answered itself, or sent to the original address (made on
+    /// first use, under [`Logical::name`]).
+    stats: OnceLock<Arc<HttpStats>>,
+    metrics: Arc<Registry>,
+    /// Starts the target's endpoint resolution together with its profile's, before the
+    /// balancer that uses it exists; let go once the profile has answered (a split's
+    /// apex is never resolved for itself).
+    warm: Mutex<Option<Arc<crate::discovery::Watch<crate::discovery::Resolution>>>>,
     fallback_clients: [OnceLock<Arc<HttpEndpoint>>; 2],
     /// True once the profile answered (or there is none).
     split_ready: tokio::sync::watch::Receiver<bool>,
@@ -238,6 +251,37 @@ impl Drop for Logical {
     }
 }
 
+impl Logical {
+    fn name(&self) -> &str {
+        self.name.get_or_init(|| self.authority.clone())
+    }
+
+    fn stats(&self) -> &Arc<HttpStats> {
+        self.stats.get_or_init(|| {
+            let target = self
+                .fallback
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| self.authority.clone());
+            self.metrics.http(labels(&[
+                ("direction", "outbound"),
+                ("authority", self.name()),
+                ("target_addr", &target),
+                ("tls", "no_identity"),
+                ("no_tls_reason", "not_provided_by_service_discovery"),
+            ]))
+        })
+    }
+}
+
+/// The name a target's metrics carry once its profile names the Service: `fqdn` with
+/// the port of `authority` (`host:port` or `[v6]:port`).
+fn logical_name(fqdn: &str, authority: &str) -> String {
+    match authority.rsplit_once(':') {
+        Some((_, port)) => format!("{fqdn}:{port}"),
+        None => fqdn.to_string(),
+    }
+}
+
 /// The outbound proxy.
 pub struct Outbound {
     cfg: OutboundConfig,
@@ -245,19 +289,26 @@ pub struct Outbound {
     connector: Arc<Connector>,
     metrics: Arc<Registry>,
     logicals: Mutex<HashMap<String, Arc<Logical>>>,
-    concretes: Mutex<HashMap<String, Arc<Concrete>>>,
+    /// Balancers by the logical name their metrics carry, then by concrete authority: a
+    /// Service reached as itself and as a TrafficSplit's backend has one of each, as in
+    /// Linkerd, whose concrete targets live under their parent.
+    concretes: Mutex<HashMap<String, HashMap<String, Arc<Concrete>>>>,
     src_tcp: Arc<TcpStats>,
     policy: Option<crate::policy::client::PolicyClient>,
     /// The clock of `Logical::last_used`.
     epoch: std::time::Instant,
 }
 
-fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String {
+/// The labels of `ep`'s series: `name` is the logical target's (Linkerd labels an
+/// endpoint with its parent's name, so a TrafficSplit's backends count under the apex),
+/// and `concrete` the authority `ep` was resolved from, which names its Service when
+/// the controller's labels do not.
+fn endpoint_labels(name: &str, concrete: &str, ep: &Endpoint, peer: Option<&str>) -> String {
     let mut pairs: Vec<(&str, &str)> = vec![("direction", "outbound")];
     if let Some(p) = peer {
         pairs.push(("peer", p));
     }
-    pairs.push(("authority", authority));
+    pairs.push(("authority", name));
     let target = ep.addr.to_string();
     pairs.push(("target_addr", &target));
     let id = ep.identity.as_ref().map(|i| i.to_string());
@@ -273,9 +324,9 @@ fn endpoint_labels(authority: &str, ep: &Endpoint, peer: Option<&str>) -> String
     }
     // `<service>.<namespace>.svc.<domain>:port` names the destination even when the
     // controller's metric labels do not.
-    let mut name = authority.split_once(".svc.").map(|(s, _)| s.split('.'));
-    let service = name.as_mut().and_then(|n| n.next());
-    let namespace = name.as_mut().and_then(|n| n.next());
+    let mut svc = concrete.split_once(".svc.").map(|(s, _)| s.split('.'));
+    let service = svc.as_mut().and_then(|n| n.next());
+    let namespace = svc.as_mut().and_then(|n| n.next());
     let dst: Vec<(String, &str)> = ep
         .labels
         .iter()
@@ -382,9 +433,12 @@ impl Outbound {
         self.concretes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, c| {
-                Arc::strong_count(c) > 1
-                    || now.saturating_sub(c.last_used.load(std::sync::atomic::Ordering::Relaxed)) < idle
+            .retain(|_, by_name| {
+                by_name.retain(|_, c| {
+                    Arc::strong_count(c) > 1
+                        || now.saturating_sub(c.last_used.load(std::sync::atomic::Ordering::Relaxed)) < idle
+                });
+                !by_name.is_empty()
             });
         n
     }
@@ -396,23 +450,27 @@ impl Outbound {
             self.concretes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .len(),
+                .values()
+                .map(HashMap::len)
+                .sum(),
         )
     }
 
-    fn concrete(self: &Arc<Self>, authority: &str) -> Arc<Concrete> {
+    /// The balancer of `authority` under the logical target named `name` (the name its
+    /// endpoints' series carry).
+    fn concrete(self: &Arc<Self>, name: &str, authority: &str) -> Arc<Concrete> {
         let now = self.now_ms();
         let mut c = self.concretes.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(x) = c.get(authority) {
+        if let Some(x) = c.get(name).and_then(|by| by.get(authority)) {
             x.last_used.store(now, std::sync::atomic::Ordering::Relaxed);
             return x.clone();
         }
         let metrics = self.metrics.clone();
-        let auth = authority.to_string();
+        let (label, auth) = (name.to_string(), authority.to_string());
         let balancer = Balancer::new(self.resolver.resolve(authority), move |ep| EpValue {
             breaker: Default::default(),
-            stats: metrics.http(endpoint_labels(&auth, ep, None)),
-            tcp: metrics.tcp(endpoint_labels(&auth, ep, Some("dst"))),
+            stats: metrics.http(endpoint_labels(&label, &auth, ep, None)),
+            tcp: metrics.tcp(endpoint_labels(&label, &auth, ep, Some("dst"))),
             h1: OnceLock::new(),
             h2: OnceLock::new(),
         });
@@ -420,7 +478,9 @@ impl Outbound {
             balancer,
             last_used: std::sync::atomic::AtomicU64::new(now),
         });
-        c.insert(authority.to_string(), x.clone());
+        c.entry(name.to_string())
+            .or_default()
+            .insert(authority.to_string(), x.clone());
         x
     }
 
@@ -435,66 +495,71 @@ impl Outbound {
                 .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
             return l.clone();
         }
-        let own = self.concrete(authority);
-        let concretes: Split = Arc::new(RwLock::new(Arc::new(vec![(own.clone(), 1)])));
+        let concretes: Split = Arc::default();
+        let name: OnceLock<String> = OnceLock::new();
         let profile = self.resolver.profile(authority);
         let profile_rx = profile.subscribe();
         let policy = self.policy.as_ref().map(|p| p.outbound(authority));
         // Requests wait (briefly) for the first profile answer so that a TrafficSplit
-        // applies from the first request on.
+        // applies from the first request on, and so that their series carry the name the
+        // profile gives the target.
         let (split_tx, split_ready) = tokio::sync::watch::channel(false);
-        let task = {
-            let this = Arc::downgrade(self);
-            let list = concretes.clone();
-            let mut rx = profile.subscribe();
-            tokio::spawn(async move {
-                let _keep = profile;
-                loop {
-                    let current = rx.borrow_and_update().clone();
-                    if let Some(p) = current {
-                        let Some(this) = this.upgrade() else { return };
-                        let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
-                            vec![(own.clone(), 1)]
-                        } else {
-                            p.dst_overrides
-                                .iter()
-                                .map(|(a, w)| (this.concrete(a), *w))
-                                .collect()
-                        };
-                        *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-                        split_tx.send_replace(true);
+        let l = Arc::new_cyclic(|weak: &std::sync::Weak<Logical>| {
+            let task = {
+                let this = Arc::downgrade(self);
+                let me = weak.clone();
+                let auth = authority.to_string();
+                let mut rx = profile.subscribe();
+                tokio::spawn(async move {
+                    let _keep = profile;
+                    loop {
+                        let current = rx.borrow_and_update().clone();
+                        if let Some(p) = current {
+                            let (Some(this), Some(me)) = (this.upgrade(), me.upgrade()) else {
+                                return;
+                            };
+                            let name = me.name.get_or_init(|| {
+                                p.name
+                                    .as_deref()
+                                    .map_or_else(|| auth.clone(), |n| logical_name(n, &auth))
+                            });
+                            let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
+                                vec![(this.concrete(name, &auth), 1)]
+                            } else {
+                                p.dst_overrides
+                                    .iter()
+                                    .map(|(a, w)| (this.concrete(name, a), *w))
+                                    .collect()
+                            };
+                            *me.concretes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                            me.warm.lock().unwrap_or_else(PoisonError::into_inner).take();
+                            split_tx.send_replace(true);
+                        }
+                        if rx.changed().await.is_err() {
+                            // No profile for this target (or the resolver is gone).
+                            split_tx.send_replace(true);
+                            return;
+                        }
                     }
-                    if rx.changed().await.is_err() {
-                        // No profile for this target (or the resolver is gone).
-                        split_tx.send_replace(true);
-                        return;
-                    }
-                }
-            })
-            .abort_handle()
-        };
-        let target = fallback
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| authority.to_string());
-        let stats = self.metrics.http(labels(&[
-            ("direction", "outbound"),
-            ("authority", authority),
-            ("target_addr", &target),
-            ("tls", "no_identity"),
-            ("no_tls_reason", "not_provided_by_service_discovery"),
-        ]));
-        let l = Arc::new(Logical {
-            authority: authority.to_string(),
-            fallback,
-            concretes,
-            stats,
-            fallback_clients: Default::default(),
-            split_ready,
-            profile: profile_rx,
-            policy,
-            budget: Mutex::new(None),
-            last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
-            task,
+                })
+                .abort_handle()
+            };
+            Logical {
+                authority: authority.to_string(),
+                name,
+                fallback,
+                concretes,
+                stats: OnceLock::new(),
+                metrics: self.metrics.clone(),
+                warm: Mutex::new(Some(self.resolver.resolve(authority))),
+                fallback_clients: Default::default(),
+                split_ready,
+                profile: profile_rx,
+                policy,
+                budget: Mutex::new(None),
+                last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
+                task,
+            }
         });
         self.logicals
             .lock()
@@ -504,13 +569,27 @@ impl Outbound {
             .clone()
     }
 
-    async fn pick_concrete(l: &Logical) -> Arc<Concrete> {
+    /// The logical target's weighted concrete targets; the target itself when its
+    /// profile has not answered (or has no split).
+    fn split(self: &Arc<Self>, l: &Logical) -> Arc<Vec<(Arc<Concrete>, u32)>> {
+        let list = l.concretes.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if !list.is_empty() {
+            return list;
+        }
+        let mut w = l.concretes.write().unwrap_or_else(PoisonError::into_inner);
+        if w.is_empty() {
+            *w = Arc::new(vec![(self.concrete(l.name(), &l.authority), 1)]);
+        }
+        w.clone()
+    }
+
+    async fn pick_concrete(self: &Arc<Self>, l: &Logical) -> Arc<Concrete> {
         if !*l.split_ready.borrow() {
             let mut rx = l.split_ready.clone();
             // Without an answer in time, route to the target itself.
             let _ = tokio::time::timeout(DISCOVERY_WAIT, rx.wait_for(|r| *r)).await;
         }
-        let list = l.concretes.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let list = self.split(l);
         if list.len() == 1 {
             return list[0].0.clone();
         }
@@ -645,29 +724,29 @@ impl Outbound {
             };
         }
         let start = Instant::now();
-        let concrete = Self::pick_concrete(l).await;
+        let concrete = self.pick_concrete(l).await;
         let (client, stats, ewma_ep) = match concrete.balancer.pick(DISCOVERY_WAIT).await {
             Pick::Endpoint(ep) => match self.connected(&concrete, ep, app, |_| true).await {
                 Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
-                Err(e) => return self.error(&l.stats, start, grpc, e),
+                Err(e) => return self.error(l.stats(), start, grpc, e),
             },
             Pick::Unknown => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,
-                    Err(e) => return self.error(&l.stats, start, grpc, e),
+                    Err(e) => return self.error(l.stats(), start, grpc, e),
                 };
-                (client, l.stats.clone(), None)
+                (client, l.stats().clone(), None)
             }
             Pick::NoEndpoints => {
                 return self.error(
-                    &l.stats,
+                    l.stats(),
                     start,
                     grpc,
                     ProxyError::NoEndpoints(l.authority.clone()),
                 );
             }
             Pick::Pending => {
-                return self.error(&l.stats, start, grpc, ProxyError::Discovery(l.authority.clone()));
+                return self.error(l.stats(), start, grpc, ProxyError::Discovery(l.authority.clone()));
             }
         };
         stats.request();
@@ -735,7 +814,7 @@ impl Outbound {
     /// else a weighted pick among the policy's opaque backends when it names them (a
     /// TCPRoute's, or a TrafficSplit's), else the target itself.
     async fn opaque_concrete(self: &Arc<Self>, l: &Arc<Logical>) -> Result<Arc<Concrete>, ProxyError> {
-        let split = Self::pick_concrete(l).await;
+        let split = self.pick_concrete(l).await;
         if l.profile
             .borrow()
             .as_ref()
@@ -751,7 +830,7 @@ impl Outbound {
             let chosen =
                 balance::weighted(&weights, balance::random()).and_then(|i| p.opaque[i].authority.as_deref());
             return match chosen {
-                Some(a) => Ok(self.concrete(a)),
+                Some(a) => Ok(self.concrete(l.name(), a)),
                 None => Err(ProxyError::Unreachable {
                     addr: l.fallback.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     reason: format!(

@@ -62,6 +62,46 @@ async fn endpoints_follow_pods_as_they_come_and_go() {
 }
 
 #[tokio::test]
+async fn a_service_reached_by_its_cluster_ip_counts_under_its_name() {
+    let cluster = Cluster::start(Duration::from_secs(3600)).await;
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: myapp, namespace: production}\nspec:\n  clusterIP: 127.42.7.100\n  selector: {app: myapp}\n  ports: [{port: 80, targetPort: 8080}]\n",
+        )
+        .await;
+    let (c, s1) = (ip("127.42.7.2"), ip("127.42.7.3"));
+    cluster.pod("web-1", "web", "web", c, true).await;
+    cluster.pod("myapp-1", "myapp", "myapp", s1, true).await;
+    http_app((s1, 8080).into(), "myapp-1").await;
+    let _server = Proxy::ready(cluster.proxy_env("myapp-1", "myapp", s1)).await;
+    let client = Proxy::ready(cluster.proxy_env("web-1", "web", c)).await;
+    let mut h = h1_client(client.bound.outbound).await;
+    for _ in 0..3 {
+        let (status, _, body) = h1_get(&mut h, "127.42.7.100:80", "/").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("pod=myapp-1"), "{body}");
+    }
+    // Linkerd labels a request with its logical target's name, whatever address the
+    // application used: dashboards and `linkerd viz` group by it.
+    let m = client.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "request_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", &format!("{MYAPP}:80")),
+                ("target_addr", "127.42.7.3:8080"),
+                ("dst_service", "myapp"),
+            ]
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert!(!m.contains("authority=\"127.42.7.100:80\""), "{m}");
+}
+
+#[tokio::test]
 async fn unmeshed_services_get_plaintext_and_unknown_targets_their_original_address() {
     let cluster = Cluster::start(Duration::from_secs(3600)).await;
     let (c, plain, outside) = (ip("127.42.2.2"), ip("127.42.2.5"), ip("127.42.2.9"));
@@ -209,14 +249,27 @@ async fn traffic_split_weights_decide_the_backend() {
     // 90/10 over 300 requests: v2's count is binomial(300, 0.1), mean 30, sd ≈ 5.2.
     assert!((8..=60).contains(&two), "v1 {one}, v2 {two}");
     assert_eq!(one + two, 300);
+    // As Linkerd labels them: every backend's series carries the apex's name (the
+    // logical target), and `dst_service` tells the backends apart.
     let m = client.metrics().await;
+    for (service, n) in [("myapp-v1", one), ("myapp-v2", two)] {
+        assert_eq!(
+            metric(
+                &m,
+                "response_total",
+                &[
+                    ("direction", "outbound"),
+                    ("authority", &format!("{MYAPP}:80")),
+                    ("dst_service", service),
+                    ("classification", "success"),
+                ]
+            ),
+            Some(f64::from(n)),
+            "{service}'s answers count under the apex: {m}"
+        );
+    }
     assert!(
-        metric(
-            &m,
-            "request_total",
-            &[("authority", "myapp-v2.production.svc.cluster.local:80")]
-        )
-        .is_some(),
-        "backends are labelled with their own authority: {m}"
+        !m.contains("authority=\"myapp-v2.production.svc.cluster.local:80\""),
+        "no series is named after a backend: {m}"
     );
 }

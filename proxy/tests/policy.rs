@@ -247,8 +247,8 @@ async fn seed_04_trafficsplit_canary_splits_90_10() {
     let t = canary(1).await;
     t.c.apply(&seed("04-trafficsplit-canary.yaml")).await;
     // The split reaches the client's policy and profile watches. Before it does, the
-    // `myapp` Service balances over both pods, so only the split's own backend authority
-    // in the client's metrics shows it is in use.
+    // `myapp` Service balances over both pods, so only a series of the split's own
+    // backend Service (under the apex's name, as Linkerd labels it) shows it is in use.
     assert!(
         eventually(Duration::from_secs(10), async || {
             split(&t.client, "/", 20).await;
@@ -256,7 +256,10 @@ async fn seed_04_trafficsplit_canary_splits_90_10() {
             metric(
                 &m,
                 "request_total",
-                &[("authority", "myapp-v1.production.svc.cluster.local:80")],
+                &[
+                    ("authority", "myapp.production.svc.cluster.local:80"),
+                    ("dst_service", "myapp-v1"),
+                ],
             )
             .is_some()
         })

@@ -165,11 +165,7 @@ impl Outbound {
         match policy {
             PolicyOf::Profile(p) => {
                 let route = p.route(req.method(), req.uri().path()).cloned().map(Arc::new);
-                let split = l
-                    .concretes
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                let split = self.split(l);
                 let targets = split
                     .iter()
                     .map(|(c, w)| Target {
@@ -222,7 +218,7 @@ impl Outbound {
             // No rule matches: the default route, to the target itself.
             return Plan::Forward(Box::new(Forward {
                 targets: vec![Target {
-                    concrete: Some(self.concrete(&l.authority)),
+                    concrete: Some(self.concrete(l.name(), &l.authority)),
                     weight: 1,
                     filters: Vec::new(),
                 }],
@@ -272,7 +268,7 @@ impl Outbound {
             .backends
             .iter()
             .map(|b| Target {
-                concrete: b.authority.as_deref().map(|a| self.concrete(a)),
+                concrete: b.authority.as_deref().map(|a| self.concrete(l.name(), a)),
                 weight: b.weight,
                 filters: b.filters.clone(),
             })
@@ -319,11 +315,11 @@ impl Outbound {
             Some(t) => match tokio::time::timeout(t, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    l.stats.request();
+                    l.stats().request();
                     let e = ProxyError::Timeout(t);
                     tracing::info!(authority = %l.authority, error = %e, "request deadline passed");
                     let rsp = e.response_for(f.grpc);
-                    l.stats.response(rsp.status().as_u16(), false, start.elapsed());
+                    l.stats().response(rsp.status().as_u16(), false, start.elapsed());
                     rsp
                 }
             },
@@ -449,12 +445,12 @@ impl Outbound {
                     grpc_code,
                     message,
                 } => {
-                    l.stats.request();
+                    l.stats().request();
                     let rsp = match grpc_code {
                         Some(c) if f.grpc => grpc_response(*c, message),
                         _ => text_response(*status, message),
                     };
-                    l.stats.response(rsp.status().as_u16(), false, start.elapsed());
+                    l.stats().response(rsp.status().as_u16(), false, start.elapsed());
                     let outcome = Outcome::Status {
                         status: status.as_u16(),
                         grpc: *grpc_code,
@@ -467,9 +463,9 @@ impl Outbound {
             }
         }
         let Some(concrete) = &t.concrete else {
-            l.stats.request();
+            l.stats().request();
             let rsp = text_response(StatusCode::INTERNAL_SERVER_ERROR, "the backend cannot be used");
-            l.stats.response(500, false, start.elapsed());
+            l.stats().response(500, false, start.elapsed());
             return (
                 rsp,
                 Outcome::Status {
@@ -492,27 +488,27 @@ impl Outbound {
                     "{} (every endpoint is ejected by failure accrual)",
                     l.authority
                 ));
-                return (self.error(&l.stats, start, f.grpc, e), Outcome::Error);
+                return (self.error(l.stats(), start, f.grpc, e), Outcome::Error);
             }
             Ok(Pick::Endpoint(ep)) => {
                 let usable =
                     |b: &balance::Balanced<EpValue>| f.accrual.is_none() || b.value.breaker.available(now);
                 match self.connected(concrete, ep, app, usable).await {
                     Ok((client, ep)) => (client, ep.value.stats.clone(), Some(ep)),
-                    Err(e) => return (self.error(&l.stats, start, f.grpc, e), Outcome::Error),
+                    Err(e) => return (self.error(l.stats(), start, f.grpc, e), Outcome::Error),
                 }
             }
             Ok(Pick::Unknown) => {
                 let client = match self.fallback_client(l, app).await {
                     Ok(c) => c,
-                    Err(e) => return (self.error(&l.stats, start, f.grpc, e), Outcome::Error),
+                    Err(e) => return (self.error(l.stats(), start, f.grpc, e), Outcome::Error),
                 };
-                (client, l.stats.clone(), None)
+                (client, l.stats().clone(), None)
             }
             Ok(Pick::NoEndpoints) => {
                 return (
                     self.error(
-                        &l.stats,
+                        l.stats(),
                         start,
                         f.grpc,
                         ProxyError::NoEndpoints(l.authority.clone()),
@@ -523,7 +519,7 @@ impl Outbound {
             Ok(Pick::Pending) => {
                 return (
                     self.error(
-                        &l.stats,
+                        l.stats(),
                         start,
                         f.grpc,
                         ProxyError::Discovery(l.authority.clone()),

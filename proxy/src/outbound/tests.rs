@@ -249,7 +249,12 @@ fn endpoint_labels_carry_identity_and_dst_labels() {
     e.labels.insert("pod".into(), "myapp-1".into());
     e.labels.insert("deployment".into(), "myapp".into());
     e.labels.insert("namespace".into(), "production".into());
-    let l = endpoint_labels("myapp.production.svc.cluster.local:80", &e, None);
+    let l = endpoint_labels(
+        "myapp.production.svc.cluster.local:80",
+        "myapp.production.svc.cluster.local:80",
+        &e,
+        None,
+    );
     for want in [
         "direction=\"outbound\"",
         "authority=\"myapp.production.svc.cluster.local:80\"",
@@ -263,7 +268,22 @@ fn endpoint_labels_carry_identity_and_dst_labels() {
     ] {
         assert!(l.contains(want), "{want} in {l}");
     }
-    let plain = endpoint_labels("x:80", &ep(false, false, None), Some("dst"));
+    // A TrafficSplit's backend: the apex names the series, the backend's authority its
+    // Service when the controller's labels do not.
+    let leaf = endpoint_labels(
+        "myapp.production.svc.cluster.local:80",
+        "myapp-v2.production.svc.cluster.local:80",
+        &ep(true, true, None),
+        None,
+    );
+    for want in [
+        "authority=\"myapp.production.svc.cluster.local:80\"",
+        "dst_service=\"myapp-v2\"",
+        "dst_namespace=\"production\"",
+    ] {
+        assert!(leaf.contains(want), "{want} in {leaf}");
+    }
+    let plain = endpoint_labels("x:80", "x:80", &ep(false, false, None), Some("dst"));
     assert!(plain.contains("tls=\"no_identity\""), "{plain}");
     assert!(plain.contains("peer=\"dst\""), "{plain}");
 }
@@ -300,11 +320,17 @@ fn idle_outbound(idle_timeout: Duration) -> Arc<Outbound> {
 async fn a_policy_backend_outlives_the_gaps_between_its_requests_then_goes_when_idle() {
     let o = idle_outbound(Duration::from_millis(400));
     // A request's hold on a policy backend ends with the request.
-    drop(o.concrete("myapp-v2.production.svc.cluster.local:80"));
+    drop(o.concrete(
+        "myapp.production.svc.cluster.local:80",
+        "myapp-v2.production.svc.cluster.local:80",
+    ));
     o.evict_idle();
     assert_eq!(o.held().1, 1, "kept: asked for within the idle timeout");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    drop(o.concrete("myapp-v2.production.svc.cluster.local:80"));
+    drop(o.concrete(
+        "myapp.production.svc.cluster.local:80",
+        "myapp-v2.production.svc.cluster.local:80",
+    ));
     tokio::time::sleep(Duration::from_millis(250)).await;
     o.evict_idle();
     assert_eq!(o.held().1, 1, "each use starts the idle timeout again");
