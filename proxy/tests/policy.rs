@@ -419,6 +419,23 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
         "{:?}",
         start.elapsed()
     );
+    // Each expired request is counted once, and answered once, on the series of the
+    // endpoint it waited for: the client's totals agree, and no 504 lands elsewhere.
+    let m = t.client.metrics().await;
+    let out = [("direction", "outbound")];
+    let requests = metric_sum(&m, "request_total", &out);
+    assert!(requests > 0.0, "{m}");
+    assert_eq!(requests, metric_sum(&m, "response_total", &out), "{m}");
+    let timeouts = [("direction", "outbound"), ("status_code", "504")];
+    assert_eq!(
+        metric_sum(&m, "response_total", &timeouts),
+        metric_sum(
+            &m,
+            "response_total",
+            &[("status_code", "504"), ("dst_service", "myapp")]
+        ),
+        "{m}"
+    );
 }
 
 /// Seed 08: the profile's route classifies responses; with `isRetryable`, an outage is

@@ -10,12 +10,12 @@
 //! routes do not apply where a profile exists); otherwise the `OutboundPolicies` answer;
 //! otherwise the plain path of [`Outbound::http`] (discovery and TrafficSplit only).
 
-use crate::metrics::{Classified, Classifier, Pending};
-use std::sync::Arc;
+use crate::metrics::{Classified, Classifier, HttpStats, Pending};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 
@@ -310,16 +310,24 @@ impl Outbound {
     ) -> Response<RspBody> {
         let start = Instant::now();
         let version = req.version();
-        let work = self.attempts(l, &f, req, app, start);
+        let in_flight = InFlight::default();
+        let work = self.attempts(l, &f, req, app, start, &in_flight);
         let mut rsp = match f.timeouts.request {
             Some(t) => match tokio::time::timeout(t, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    l.stats().request();
                     let e = ProxyError::Timeout(t);
                     tracing::info!(authority = %l.authority, error = %e, "request deadline passed");
                     let rsp = e.response_for(f.grpc);
-                    l.stats().response(rsp.status().as_u16(), false, start.elapsed());
+                    // The answer belongs to the series that counted the request: the
+                    // endpoint of the attempt in flight, else (discovery or a backoff
+                    // held it) the target's own.
+                    let taken = in_flight.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let stats = taken.unwrap_or_else(|| {
+                        l.stats().request();
+                        l.stats().clone()
+                    });
+                    stats.response(rsp.status().as_u16(), false, start.elapsed());
                     rsp
                 }
             },
@@ -339,6 +347,7 @@ impl Outbound {
         req: Request<Incoming>,
         app: Wire,
         start: Instant,
+        in_flight: &InFlight,
     ) -> Response<RspBody> {
         // An HTTP/1.1 upgrade or an HTTP/2 extended CONNECT is never retried: the client's
         // connection (or stream) is handed over to the first attempt.
@@ -391,7 +400,7 @@ impl Outbound {
                 },
                 (None, resp) => resp,
             };
-            let (rsp, failed) = self.attempt(l, f, req, app, per_try, start, &parts.method).await;
+            let (rsp, failed) = self.attempt(l, f, req, app, per_try, start, in_flight).await;
             let Some(r) = &retry else { return rsp };
             if !failed.retryable(&r.on) || n >= r.max_retries {
                 return rsp;
@@ -435,7 +444,7 @@ impl Outbound {
         app: Wire,
         per_try: Option<Duration>,
         start: Instant,
-        _method: &Method,
+        in_flight: &InFlight,
     ) -> (Response<RspBody>, Outcome) {
         let t = Self::pick_target(f);
         for filter in &t.filters {
@@ -529,7 +538,8 @@ impl Outbound {
             }
         };
         stats.request();
-        let in_flight = ep.as_ref().map(|e| e.ewma.start());
+        *in_flight.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.clone());
+        let load = ep.as_ref().map(|e| e.ewma.start());
         let sent = client.send_body(req);
         let result = match per_try {
             Some(t) => tokio::time::timeout(t, sent)
@@ -537,9 +547,11 @@ impl Outbound {
                 .unwrap_or(Err(ProxyError::Timeout(t))),
             None => sent.await,
         };
-        if let Some(x) = in_flight {
+        if let Some(x) = load {
             x.observe();
         }
+        // Answered (or failed) here: the request's deadline no longer concerns this series.
+        in_flight.lock().unwrap_or_else(PoisonError::into_inner).take();
         let (rsp, outcome, ok) = match result {
             Ok(rsp) => {
                 let grpc_status = retry::grpc_status(rsp.headers());
@@ -590,6 +602,10 @@ impl Outbound {
         (rsp, outcome)
     }
 }
+
+/// The series of the attempt waiting for its answer, if one is: where a request whose
+/// deadline passes is answered (it counted the request).
+type InFlight = Mutex<Option<Arc<HttpStats>>>;
 
 /// What one attempt came to, for the retry decision.
 #[derive(Clone, Copy, Debug)]

@@ -351,6 +351,19 @@ pub async fn echo_app(addr: SocketAddr) {
 }
 
 /// The value of the series `name{labels…}` whose label set contains every `want` pair.
+/// The sum of every `name` series carrying the labels in `want`.
+pub fn metric_sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{')?;
+            (n == name && want.iter().all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
