@@ -297,9 +297,10 @@ impl<T: Clone> Watch<T> {
 /// A target's ServiceProfile, as far as the proxy uses it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Profile {
-    /// The target's fully qualified name (`<svc>.<ns>.svc.<domain>`, without a trailing
-    /// dot), when the control plane knows it as a Service: the logical name its metrics
-    /// carry, as Linkerd's proxy labels them, whatever address the application used.
+    /// The target's fully qualified name without a trailing dot, when the control plane
+    /// knows it (`<svc>.<ns>.svc.<domain>` for a Service, `<host>.<svc>.<ns>.svc.<domain>`
+    /// for a StatefulSet pod): the logical name its metrics carry, as Linkerd's proxy
+    /// labels them, whatever address the application used.
     pub name: Option<String>,
     /// TrafficSplit: weighted authorities that replace the target.
     pub dst_overrides: Vec<(String, u32)>,

@@ -217,8 +217,10 @@ struct Logical {
     /// The name its metrics carry, Linkerd's logical address: the profile's fully
     /// qualified name with the target's port (so `10.96.0.7:80` and `myapp:80` both
     /// count as `myapp.production.svc.cluster.local:80`), else the authority. Set once:
-    /// by the first profile answer, or by whatever needs it before one comes.
-    name: OnceLock<String>,
+    /// by the first profile answer, or by whatever needs it before one comes (a profile
+    /// slower than [`DISCOVERY_WAIT`] leaves the target under its raw authority until it
+    /// is forgotten).
+    name: Arc<OnceLock<String>>,
     /// Where to go when discovery does not know the target.
     fallback: Option<SocketAddr>,
     /// Its concrete targets; empty until the profile answers (see [`Outbound::split`]).
@@ -227,10 +229,6 @@ struct Logical {
     /// first use, under [`Logical::name`]).
     stats: OnceLock<Arc<HttpStats>>,
     metrics: Arc<Registry>,
-    /// Starts the target's endpoint resolution together with its profile's, before the
-    /// balancer that uses it exists; let go once the profile has answered (a split's
-    /// apex is never resolved for itself).
-    warm: Mutex<Option<Arc<crate::discovery::Watch<crate::discovery::Resolution>>>>,
     fallback_clients: [OnceLock<Arc<HttpEndpoint>>; 2],
     /// True once the profile answered (or there is none).
     split_ready: tokio::sync::watch::Receiver<bool>,
@@ -324,7 +322,14 @@ fn endpoint_labels(name: &str, concrete: &str, ep: &Endpoint, peer: Option<&str>
     }
     // `<service>.<namespace>.svc.<domain>:port` names the destination even when the
     // controller's metric labels do not.
-    let mut svc = concrete.split_once(".svc.").map(|(s, _)| s.split('.'));
+    // A balancer resolved from an address (a cluster IP) takes its Service from the
+    // logical name.
+    let named = if concrete.contains(".svc.") {
+        concrete
+    } else {
+        name
+    };
+    let mut svc = named.split_once(".svc.").map(|(s, _)| s.split('.'));
     let service = svc.as_mut().and_then(|n| n.next());
     let namespace = svc.as_mut().and_then(|n| n.next());
     let dst: Vec<(String, &str)> = ep
@@ -427,8 +432,8 @@ impl Outbound {
         if n > 0 {
             tracing::debug!(targets = n, "forgetting idle targets");
         }
-        // Their tasks (which hold their own balancer) end when aborted; a balancer still
-        // held by one of them goes at the next sweep.
+        // Their profile tasks end when aborted; a balancer still held by a request in
+        // flight goes at a later sweep.
         drop(gone);
         self.concretes
             .lock()
@@ -496,7 +501,11 @@ impl Outbound {
             return l.clone();
         }
         let concretes: Split = Arc::default();
-        let name: OnceLock<String> = OnceLock::new();
+        let name: Arc<OnceLock<String>> = Arc::default();
+        // The target's endpoint resolution starts together with its profile's, before the
+        // balancer that uses it exists; the profile task lets it go once the profile has
+        // answered (a split's apex is never resolved for itself).
+        let mut warm = Some(self.resolver.resolve(authority));
         let profile = self.resolver.profile(authority);
         let profile_rx = profile.subscribe();
         let policy = self.policy.as_ref().map(|p| p.outbound(authority));
@@ -504,62 +513,58 @@ impl Outbound {
         // applies from the first request on, and so that their series carry the name the
         // profile gives the target.
         let (split_tx, split_ready) = tokio::sync::watch::channel(false);
-        let l = Arc::new_cyclic(|weak: &std::sync::Weak<Logical>| {
-            let task = {
-                let this = Arc::downgrade(self);
-                let me = weak.clone();
-                let auth = authority.to_string();
-                let mut rx = profile.subscribe();
-                tokio::spawn(async move {
-                    let _keep = profile;
-                    loop {
-                        let current = rx.borrow_and_update().clone();
-                        if let Some(p) = current {
-                            let (Some(this), Some(me)) = (this.upgrade(), me.upgrade()) else {
-                                return;
-                            };
-                            let name = me.name.get_or_init(|| {
-                                p.name
-                                    .as_deref()
-                                    .map_or_else(|| auth.clone(), |n| logical_name(n, &auth))
-                            });
-                            let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
-                                vec![(this.concrete(name, &auth), 1)]
-                            } else {
-                                p.dst_overrides
-                                    .iter()
-                                    .map(|(a, w)| (this.concrete(name, a), *w))
-                                    .collect()
-                            };
-                            *me.concretes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-                            me.warm.lock().unwrap_or_else(PoisonError::into_inner).take();
-                            split_tx.send_replace(true);
-                        }
-                        if rx.changed().await.is_err() {
-                            // No profile for this target (or the resolver is gone).
-                            split_tx.send_replace(true);
-                            return;
-                        }
+        let task = {
+            let this = Arc::downgrade(self);
+            let (list, name) = (concretes.clone(), name.clone());
+            let auth = authority.to_string();
+            let mut rx = profile.subscribe();
+            tokio::spawn(async move {
+                let _keep = profile;
+                loop {
+                    let current = rx.borrow_and_update().clone();
+                    if let Some(p) = current {
+                        let Some(this) = this.upgrade() else { return };
+                        let name = name.get_or_init(|| {
+                            p.name
+                                .as_deref()
+                                .map_or_else(|| auth.clone(), |n| logical_name(n, &auth))
+                        });
+                        let next: Vec<(Arc<Concrete>, u32)> = if p.dst_overrides.is_empty() {
+                            vec![(this.concrete(name, &auth), 1)]
+                        } else {
+                            p.dst_overrides
+                                .iter()
+                                .map(|(a, w)| (this.concrete(name, a), *w))
+                                .collect()
+                        };
+                        *list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+                        warm = None;
+                        split_tx.send_replace(true);
                     }
-                })
-                .abort_handle()
-            };
-            Logical {
-                authority: authority.to_string(),
-                name,
-                fallback,
-                concretes,
-                stats: OnceLock::new(),
-                metrics: self.metrics.clone(),
-                warm: Mutex::new(Some(self.resolver.resolve(authority))),
-                fallback_clients: Default::default(),
-                split_ready,
-                profile: profile_rx,
-                policy,
-                budget: Mutex::new(None),
-                last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
-                task,
-            }
+                    if rx.changed().await.is_err() {
+                        // No profile for this target (or the resolver is gone).
+                        drop(warm);
+                        split_tx.send_replace(true);
+                        return;
+                    }
+                }
+            })
+            .abort_handle()
+        };
+        let l = Arc::new(Logical {
+            authority: authority.to_string(),
+            name,
+            fallback,
+            concretes,
+            stats: OnceLock::new(),
+            metrics: self.metrics.clone(),
+            fallback_clients: Default::default(),
+            split_ready,
+            profile: profile_rx,
+            policy,
+            budget: Mutex::new(None),
+            last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
+            task,
         });
         self.logicals
             .lock()

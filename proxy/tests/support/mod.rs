@@ -350,7 +350,6 @@ pub async fn echo_app(addr: SocketAddr) {
     });
 }
 
-/// The value of the series `name{labels…}` whose label set contains every `want` pair.
 /// The sum of every `name` series carrying the labels in `want`.
 pub fn metric_sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -364,6 +363,7 @@ pub fn metric_sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The value of the series `name{labels…}` whose label set contains every `want` pair.
 pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
