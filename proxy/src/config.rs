@@ -133,8 +133,10 @@ pub struct Config {
     pub app_ip: IpAddr,
     /// The inbound port of peer proxies (explicit mode), unless discovery names another.
     pub peer_inbound_port: u16,
-    /// How long protocol detection waits for the first bytes.
+    /// How long inbound protocol detection waits for the first bytes.
     pub detect_timeout: Duration,
+    /// How long outbound protocol detection waits for the first bytes.
+    pub outbound_detect_timeout: Duration,
     /// How long a connection attempt to an endpoint may take.
     pub connect_timeout: Duration,
     /// How long an outbound target may go unused before it is forgotten
@@ -193,6 +195,7 @@ pub mod env {
     pub const INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
         "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
     pub const INBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT";
+    pub const OUTBOUND_DETECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT";
     pub const OUTBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT";
     pub const OUTBOUND_DISCOVERY_IDLE_TIMEOUT: &str = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT";
     pub const SHUTDOWN_GRACE_PERIOD: &str = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD";
@@ -208,7 +211,9 @@ pub mod env {
     pub const HEADER_READ_TIMEOUT: &str = "STRAIT_PROXY_HEADER_READ_TIMEOUT";
 }
 
-/// Parses Linkerd's durations: `100ms`, `10s`, `1m`, `1h` (a bare number is seconds).
+/// Parses Linkerd's durations: `100ms`, `10s`, `1m`, `1h`, `365d` (a bare number is
+/// seconds). Linkerd's injector writes `365d` to the detect timeouts of a pod that
+/// turns the timeout off.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -216,18 +221,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; expected e.g. 100ms, 10s, 1m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration: unit {unit:?}; expected ms, s, m or h"
-            ));
-        }
+    let secs = |per: u64| {
+        n.checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long a duration"))
     };
-    Ok(d)
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(format!(
+            "{s:?} is not a duration: unit {unit:?}; expected ms, s, m, h or d"
+        )),
+    }
 }
 
 fn host_port(s: &str) -> Result<String, String> {
@@ -513,6 +521,7 @@ impl Config {
             app_ip,
             peer_inbound_port,
             detect_timeout: duration(env::INBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
+            outbound_detect_timeout: duration(env::OUTBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
             connect_timeout: duration(env::OUTBOUND_CONNECT_TIMEOUT, Duration::from_secs(1))?,
             outbound_idle_timeout: duration(env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, Duration::from_secs(5))?,
             request_timeout,

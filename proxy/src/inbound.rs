@@ -32,6 +32,9 @@ use crate::metrics::{Classified, HttpStats, Registry, labels};
 use crate::server::Drain;
 use crate::transport_header::{self, Decoded, SessionProtocol, TransportHeader};
 
+/// The header carrying the caller's mTLS identity to the application.
+pub const CLIENT_ID_HEADER: &str = "l5d-client-id";
+
 /// What the inbound side knows about a connection when it decides whether to serve it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboundConn {
@@ -451,8 +454,23 @@ impl Inbound {
         let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();
+        // Linkerd's inbound proxy tells the application who called: the client's mTLS
+        // identity in `l5d-client-id`, and no such header at all from a client without
+        // one (a value the client sent itself would be a forgery).
+        let client_id = conn
+            .client_id
+            .as_ref()
+            .and_then(|id| http::HeaderValue::from_str(&id.to_string()).ok());
         let conn = Arc::new(conn);
-        let svc = move |req: Request<Incoming>| {
+        let svc = move |mut req: Request<Incoming>| {
+            match &client_id {
+                Some(v) => {
+                    req.headers_mut().insert(CLIENT_ID_HEADER, v.clone());
+                }
+                None => {
+                    req.headers_mut().remove(CLIENT_ID_HEADER);
+                }
+            }
             let refused = authz.authorize_request(&conn, &req).err();
             let authority = req
                 .uri()

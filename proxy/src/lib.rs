@@ -239,7 +239,7 @@ pub async fn run(
     let outbound = outbound::Outbound::with_policy(
         outbound::OutboundConfig {
             capture: cfg.capture,
-            detect_timeout: cfg.detect_timeout,
+            detect_timeout: cfg.outbound_detect_timeout,
             request_timeout: cfg.request_timeout,
             peer_inbound_port: cfg.peer_inbound_port,
             limits: cfg.limits.clone(),

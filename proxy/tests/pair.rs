@@ -48,13 +48,25 @@ async fn http1_travels_as_http2_with_mtls_and_comes_out_as_http1() {
     let p = pair(1).await;
     let mut c = h1_client(p.client.bound.outbound).await;
     for i in 0..5 {
-        let (status, headers, body) = h1_get(&mut c, &format!("{MYAPP}:80"), &format!("/hello/{i}")).await;
+        // A forged caller identity is replaced by the one mTLS proved.
+        let forged = [(
+            "l5d-client-id",
+            "admin.kube-system.serviceaccount.identity.linkerd.cluster.local",
+        )];
+        let (status, headers, body) =
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), &format!("/hello/{i}"), &forged).await;
         assert_eq!(status, 200, "{headers:?} {body}");
         assert_eq!(
             body,
             format!("pod=myapp-1 version=HTTP/1.1 path=/hello/{i} host={MYAPP}:80 orig=false")
         );
+        assert_eq!(
+            headers.get("app-saw-client-id").map(|v| v.to_str().unwrap()),
+            Some(CLIENT_ID),
+            "{headers:?}"
+        );
     }
+
     // Both sides saw mTLS with the other's identity.
     let server = p.server.metrics().await;
     assert_eq!(inbound_mtls_requests(&server), Some(5.0), "{server}");

@@ -188,41 +188,12 @@ async fn settles(n: usize, mut probe: impl AsyncFnMut() -> bool) -> bool {
     .await
 }
 
-/// GETs with extra headers through one client connection: (status, headers, body).
-async fn get(
-    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    authority: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, http::HeaderMap, String) {
-    use http_body_util::BodyExt;
-    c.ready().await.unwrap();
-    let mut req = Request::get(path).header("host", authority);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let rsp = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.send_request(req.body(Full::default()).unwrap()),
-    )
-    .await
-    .expect("a response within 10s")
-    .unwrap();
-    let (parts, body) = rsp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
 /// Sends `n` GETs of `path` and counts the answering pods (`v1`, `v2`) by body.
 async fn split(client: &Proxy, path: &str, n: usize) -> (usize, usize) {
     let mut c = h1_client(client.bound.outbound).await;
     let (mut v1, mut v2) = (0, 0);
     for _ in 0..n {
-        let (status, _, body) = get(&mut c, &format!("{MYAPP}:80"), path, &[]).await;
+        let (status, _, body) = h1_get_with(&mut c, &format!("{MYAPP}:80"), path, &[]).await;
         assert_eq!(status, 200, "{body}");
         if body.starts_with("pod=v1") {
             v1 += 1;
@@ -279,7 +250,7 @@ async fn seed_05_httproute_header_path_and_weighted_default() {
     let mut c = h1_client(t.client.bound.outbound).await;
     // The route reaches the client: canary requests all land on v2.
     assert!(
-        settles(10, async || get(
+        settles(10, async || h1_get_with(
             &mut c,
             &format!("{MYAPP}:80"),
             "/",
@@ -292,9 +263,10 @@ async fn seed_05_httproute_header_path_and_weighted_default() {
         "x-canary: true goes to v2"
     );
     for i in 0..50 {
-        let (s, _, body) = get(&mut c, &format!("{MYAPP}:80"), &format!("/api/v2/items/{i}"), &[]).await;
+        let (s, _, body) =
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), &format!("/api/v2/items/{i}"), &[]).await;
         assert_eq!((s, body.starts_with("pod=v2")), (200, true), "{body}");
-        let (_, _, body) = get(&mut c, &format!("{MYAPP}:80"), "/x", &[("x-canary", "true")]).await;
+        let (_, _, body) = h1_get_with(&mut c, &format!("{MYAPP}:80"), "/x", &[("x-canary", "true")]).await;
         assert!(body.starts_with("pod=v2"), "{body}");
     }
     let before = t.v1.requests.load(Ordering::SeqCst);
@@ -319,7 +291,7 @@ async fn seed_06_retries_serve_a_half_failing_backend() {
     let mut c = h1_client(t.client.bound.outbound).await;
     let mut ok = 0;
     for _ in 0..100 {
-        ok += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[]).await.0 == 200);
+        ok += usize::from(h1_get_with(&mut c, &format!("{MYAPP}:80"), "/api/x", &[]).await.0 == 200);
     }
     assert!(
         (30..=70).contains(&ok),
@@ -327,17 +299,21 @@ async fn seed_06_retries_serve_a_half_failing_backend() {
     );
     t.c.apply(&seed("06-httproute-retries.yaml")).await;
     assert!(
-        settles(10, async || get(&mut c, &format!("{MYAPP}:80"), "/api/x", &[])
-            .await
-            .0
-            == 200)
+        settles(10, async || h1_get_with(
+            &mut c,
+            &format!("{MYAPP}:80"),
+            "/api/x",
+            &[]
+        )
+        .await
+        .0 == 200)
         .await
     );
     let sent_before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     let mut ok = 0;
     for i in 0..500 {
         ok += usize::from(
-            get(&mut c, &format!("{MYAPP}:80"), &format!("/api/{i}"), &[])
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), &format!("/api/{i}"), &[])
                 .await
                 .0
                 == 200,
@@ -352,7 +328,7 @@ async fn seed_06_retries_serve_a_half_failing_backend() {
     // Outside the route's /api prefix: no retry.
     let mut failed = 0;
     for _ in 0..40 {
-        failed += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/other", &[]).await.0 == 500);
+        failed += usize::from(h1_get_with(&mut c, &format!("{MYAPP}:80"), "/other", &[]).await.0 == 500);
     }
     assert!(
         failed >= 10,
@@ -367,7 +343,10 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
     let t = canary(4).await;
     // `timeout.linkerd.io/request` on the Service: its default route gets the deadline.
     let mut c = h1_client(t.client.bound.outbound).await;
-    assert_eq!(get(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0, 200);
+    assert_eq!(
+        h1_get_with(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0,
+        200
+    );
     t.c.apply(&seed("03-services.yaml").replacen(
         "  name: myapp\n  namespace: production\n",
         "  name: myapp\n  namespace: production\n  annotations:\n    timeout.linkerd.io/request: 250ms\n",
@@ -377,7 +356,7 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
     assert!(
         eventually(Duration::from_secs(10), async || {
             let start = Instant::now();
-            get(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0 == 504
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), "/slow", &[]).await.0 == 504
                 && start.elapsed() < Duration::from_millis(1200)
         })
         .await,
@@ -387,7 +366,7 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
     // The seed's own route (10 s / 8 s): /api requests work, slow ones too.
     t.c.apply(&seed("07-httproute-timeouts.yaml")).await;
     assert!(
-        eventually(Duration::from_secs(10), async || get(
+        eventually(Duration::from_secs(10), async || h1_get_with(
             &mut c,
             &format!("{MYAPP}:80"),
             "/api/slow",
@@ -406,12 +385,15 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
     .await;
     assert!(
         eventually(Duration::from_secs(10), async || {
-            get(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[]).await.0 == 504
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[])
+                .await
+                .0
+                == 504
         })
         .await
     );
     let start = Instant::now();
-    let (status, headers, _) = get(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[]).await;
+    let (status, headers, _) = h1_get_with(&mut c, &format!("{MYAPP}:80"), "/api/slow", &[]).await;
     assert_eq!(status, 504);
     assert!(headers.contains_key("l5d-proxy-error"), "{headers:?}");
     assert!(
@@ -451,7 +433,7 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
     // The profile's 404 class makes 404s failures.
     assert!(
         eventually(Duration::from_secs(10), async || {
-            get(&mut c, &format!("{MYAPP}:80"), "/status/404", &[]).await;
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), "/status/404", &[]).await;
             let m = t.client.metrics().await;
             metric(
                 &m,
@@ -473,7 +455,9 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
     let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     for _ in 0..200 {
         assert_eq!(
-            get(&mut c, &format!("{MYAPP}:80"), "/api/users", &[]).await.0,
+            h1_get_with(&mut c, &format!("{MYAPP}:80"), "/api/users", &[])
+                .await
+                .0,
             500
         );
     }
@@ -514,7 +498,7 @@ async fn failure_accrual_ejects_and_recovers() {
     // failures and 20 requests in a row succeed on v2.
     let settled = eventually(Duration::from_secs(10), async || {
         for _ in 0..20 {
-            if get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 != 200 {
+            if h1_get_with(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 != 200 {
                 return false;
             }
         }
@@ -525,7 +509,7 @@ async fn failure_accrual_ejects_and_recovers() {
     let v1_before = t.v1.requests.load(Ordering::SeqCst);
     let mut ok = 0;
     for _ in 0..100 {
-        ok += usize::from(get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 == 200);
+        ok += usize::from(h1_get_with(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 == 200);
     }
     let v1_hits = t.v1.requests.load(Ordering::SeqCst) - v1_before;
     assert!(
@@ -539,7 +523,7 @@ async fn failure_accrual_ejects_and_recovers() {
     for _ in 0..20 {
         let attempts_before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
         let start = Instant::now();
-        let (s, h, _) = get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await;
+        let (s, h, _) = h1_get_with(&mut c, &format!("{MYAPP}:80"), "/", &[]).await;
         let attempts =
             t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - attempts_before;
         // Failing fast: a 503 from the proxy itself, without trying an endpoint, and
@@ -559,7 +543,7 @@ async fn failure_accrual_ejects_and_recovers() {
     t.v1.fail.store(false, Ordering::SeqCst);
     t.v2.fail.store(false, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(6), async || get(
+        eventually(Duration::from_secs(6), async || h1_get_with(
             &mut c,
             &format!("{MYAPP}:80"),
             "/",
@@ -578,7 +562,7 @@ async fn failure_accrual_ejects_and_recovers() {
     assert!(
         eventually(Duration::from_secs(8), async || {
             for _ in 0..20 {
-                if get(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 != 200 {
+                if h1_get_with(&mut c, &format!("{MYAPP}:80"), "/", &[]).await.0 != 200 {
                     return false;
                 }
             }
@@ -683,16 +667,16 @@ async fn seed_10_deny_by_default_allows_only_frontend_and_follows_changes() {
     // its authorization and deny frontend too: wait for both answers of the final policy.
     assert!(
         eventually(Duration::from_secs(10), async || {
-            get(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 403
-                && get(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200
+            h1_get_with(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 403
+                && h1_get_with(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200
         })
         .await,
         "web is denied and frontend allowed"
     );
     for _ in 0..5 {
-        let (s, h, body) = get(&mut fe, &format!("{API}:80"), "/", &[]).await;
+        let (s, h, body) = h1_get_with(&mut fe, &format!("{API}:80"), "/", &[]).await;
         assert_eq!(s, 200, "frontend is allowed: {h:?} {body}");
-        let (s, h, _) = get(&mut web, &format!("{API}:80"), "/", &[]).await;
+        let (s, h, _) = h1_get_with(&mut web, &format!("{API}:80"), "/", &[]).await;
         assert_eq!(s, 403);
         let e = h.get("l5d-proxy-error").unwrap().to_str().unwrap().to_string();
         assert!(e.contains("web.production.serviceaccount"), "{e}");
@@ -732,7 +716,7 @@ async fn seed_10_deny_by_default_allows_only_frontend_and_follows_changes() {
     t.c.apply(&deny_by_default().replace("        - name: frontend", "        - name: web"))
         .await;
     assert!(
-        eventually(Duration::from_secs(10), async || get(
+        eventually(Duration::from_secs(10), async || h1_get_with(
             &mut web,
             &format!("{API}:80"),
             "/",
@@ -744,7 +728,7 @@ async fn seed_10_deny_by_default_allows_only_frontend_and_follows_changes() {
         "web is allowed after the change"
     );
     assert_eq!(
-        get(&mut fe, &format!("{API}:80"), "/", &[]).await.0,
+        h1_get_with(&mut fe, &format!("{API}:80"), "/", &[]).await.0,
         403,
         "frontend is denied on the next request"
     );
@@ -765,8 +749,8 @@ async fn seed_09_server_authorizations_admit_their_clients() {
     assert!(
         eventually(Duration::from_secs(10), async || {
             let m = t.server.metrics().await;
-            let fe_ok = get(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200;
-            let web_ok = get(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 200;
+            let fe_ok = h1_get_with(&mut fe, &format!("{API}:80"), "/", &[]).await.0 == 200;
+            let web_ok = h1_get_with(&mut web, &format!("{API}:80"), "/", &[]).await.0 == 200;
             fe_ok
                 && web_ok
                 && metric(
@@ -791,8 +775,8 @@ async fn seed_09_server_authorizations_admit_their_clients() {
     let m0 = t.server.metrics().await;
     let (before, allowed_before) = (denied(&m0), allowed(&m0));
     for _ in 0..5 {
-        assert_eq!(get(&mut fe, &format!("{API}:80"), "/", &[]).await.0, 200);
-        assert_eq!(get(&mut web, &format!("{API}:80"), "/", &[]).await.0, 200);
+        assert_eq!(h1_get_with(&mut fe, &format!("{API}:80"), "/", &[]).await.0, 200);
+        assert_eq!(h1_get_with(&mut web, &format!("{API}:80"), "/", &[]).await.0, 200);
     }
     let m = t.server.metrics().await;
     // Every request counted once, also those a connection's memo counts.
@@ -853,7 +837,7 @@ spec:
     // The route has reached the client once the redirect is answered.
     assert!(
         eventually(Duration::from_secs(10), async || {
-            get(&mut c, &authority, "/old", &[]).await.0 == 301
+            h1_get_with(&mut c, &authority, "/old", &[]).await.0 == 301
         })
         .await,
         "the RequestRedirect rule answers 301"
@@ -862,7 +846,7 @@ spec:
         t.v1.requests.load(Ordering::SeqCst),
         t.v2.requests.load(Ordering::SeqCst),
     );
-    let (status, headers, _) = get(&mut c, &authority, "/old", &[]).await;
+    let (status, headers, _) = h1_get_with(&mut c, &authority, "/old", &[]).await;
     assert_eq!(status, 301);
     assert_eq!(headers["location"], "https://new.example.com:8443/new");
     assert_eq!(
@@ -895,7 +879,7 @@ spec:
     for _ in 0..10 {
         let body = post("/items/1").await;
         assert!(body.starts_with("pod=v2"), "POST /items: {body}");
-        let (_, _, body) = get(&mut c, &authority, "/items/1", &[]).await;
+        let (_, _, body) = h1_get_with(&mut c, &authority, "/items/1", &[]).await;
         assert!(body.starts_with("pod=v1"), "GET /items: {body}");
     }
     let body = post("/other").await;
@@ -903,14 +887,14 @@ spec:
 
     // Query parameter match: exact name and value.
     for _ in 0..10 {
-        let (_, _, body) = get(&mut c, &authority, "/q?a=1&version=v2", &[]).await;
+        let (_, _, body) = h1_get_with(&mut c, &authority, "/q?a=1&version=v2", &[]).await;
         assert!(body.starts_with("pod=v2"), "version=v2: {body}");
-        let (_, _, body) = get(&mut c, &authority, "/q?version=v20", &[]).await;
+        let (_, _, body) = h1_get_with(&mut c, &authority, "/q?version=v20", &[]).await;
         assert!(body.starts_with("pod=v1"), "version=v20: {body}");
     }
 
     // Response header edits: add, set (replacing the app's value), remove.
-    let (status, headers, body) = get(&mut c, &authority, "/tagged/x", &[]).await;
+    let (status, headers, body) = h1_get_with(&mut c, &authority, "/tagged/x", &[]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("pod=v1"), "{body}");
     assert_eq!(headers["x-served-by"], "strait");
@@ -920,7 +904,7 @@ spec:
     );
     assert!(headers.get("x-internal").is_none(), "{headers:?}");
     // Other rules leave the application's headers alone.
-    let (_, headers, _) = get(&mut c, &authority, "/plain", &[]).await;
+    let (_, headers, _) = h1_get_with(&mut c, &authority, "/plain", &[]).await;
     assert_eq!(headers["x-internal"], "app-secret");
     assert!(headers.get("x-served-by").is_none());
 }
@@ -1036,13 +1020,13 @@ async fn cluster_default_policies_admit_only_cluster_networks() {
         let server = Proxy::ready(vars).await;
         let authority = format!("{name}.production.svc.cluster.local:80");
         let mut h = h1_client(inside.bound.outbound).await;
-        let (status, _, body) = get(&mut h, &authority, "/", &[]).await;
+        let (status, _, body) = h1_get_with(&mut h, &authority, "/", &[]).await;
         assert_eq!(
             status, 200,
             "{policy}: a client inside the cluster networks: {body}"
         );
         let mut h = h1_client(outside.bound.outbound).await;
-        let (status, _, body) = get(&mut h, &authority, "/", &[]).await;
+        let (status, _, body) = h1_get_with(&mut h, &authority, "/", &[]).await;
         assert_eq!(status, want_outside, "{policy}: a client outside them: {body}");
         let m = server.metrics().await;
         let denied = metric(
@@ -1112,7 +1096,11 @@ async fn retries_resend_streamed_bodies_whole_within_the_bound() {
     let authority = format!("{MYAPP}:80");
     let mut c = h1_client(t.client.bound.outbound).await;
     assert!(
-        settles(10, async || get(&mut c, &authority, "/api/x", &[]).await.0 == 200).await,
+        settles(10, async || h1_get_with(&mut c, &authority, "/api/x", &[])
+            .await
+            .0
+            == 200)
+        .await,
         "the retry route reached the client"
     );
     let chunks: Vec<Bytes> = (0..3u8)
@@ -1188,12 +1176,14 @@ async fn retry_annotations_retry_http_and_grpc_failures() {
     let authority = format!("{MYAPP}:80");
     let mut c = h1_client(t.client.bound.outbound).await;
     assert!(
-        settles(10, async || get(&mut c, &authority, "/x", &[]).await.0 == 200).await,
+        settles(10, async || h1_get_with(&mut c, &authority, "/x", &[]).await.0
+            == 200)
+        .await,
         "the annotation's retries reached the client"
     );
     let mut ok = 0;
     for i in 0..200 {
-        ok += usize::from(get(&mut c, &authority, &format!("/a/{i}"), &[]).await.0 == 200);
+        ok += usize::from(h1_get_with(&mut c, &authority, &format!("/a/{i}"), &[]).await.0 == 200);
     }
     assert!(ok >= 198, "HTTP retries from annotations: {ok}/200 succeeded");
 

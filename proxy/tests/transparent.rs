@@ -238,7 +238,10 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             sock.bind("198.18.200.11:0".parse().unwrap()).unwrap();
             let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
             tcp.write_all(
-                format!("GET /t/{i} HTTP/1.1\r\nhost: {MYAPP}\r\nconnection: close\r\n\r\n").as_bytes(),
+                format!(
+                    "GET /t/{i} HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: forged.example\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
             )
             .await
             .unwrap();
@@ -288,6 +291,25 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             "the ClientHello reached the application untouched"
         );
         drop(tcp);
+        // An unmeshed HTTP client of the server pod (from the proxy's address, which is
+        // not redirected) claiming an identity: the application sees none.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
+        let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
+        tcp.write_all(
+            format!("GET /plain HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: {CLIENT_ID}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut plain = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut plain))
+            .await
+            .expect("the unmeshed client's answer within 10s")
+            .unwrap();
+        assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
+        assert!(!plain.to_ascii_lowercase().contains("app-saw-client-id"), "{plain}");
+        drop(tcp);
         // An unmeshed client of the opaque port: the server proxy forwards it untouched.
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
@@ -319,6 +341,12 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             rsp.ends_with(&format!(
                 "pod=myapp-1 version=HTTP/1.1 path=/t/{i} host={MYAPP} orig=false"
             )),
+            "{rsp}"
+        );
+        // The forged caller identity was replaced by the one mTLS proved.
+        assert!(
+            rsp.to_ascii_lowercase()
+                .contains(&format!("app-saw-client-id: {CLIENT_ID}")),
             "{rsp}"
         );
     }

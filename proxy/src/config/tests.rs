@@ -73,6 +73,8 @@ fn explicit_mode_defaults_the_app_to_the_pod_address() {
         "25, 3306-3307".into(),
     );
     v.insert(env::INBOUND_DETECT_TIMEOUT, "250ms".into());
+    // What Linkerd's injector writes when a pod turns the detect timeout off.
+    v.insert(env::OUTBOUND_DETECT_TIMEOUT, "365d".into());
     let c = parse(&v).unwrap();
     assert_eq!(c.capture, Capture::Explicit);
     assert_eq!(c.app_ip, IpAddr::from([127, 0, 3, 4]));
@@ -80,6 +82,7 @@ fn explicit_mode_defaults_the_app_to_the_pod_address() {
     assert!(c.inbound_opaque_ports.contains(3307));
     assert!(!c.inbound_opaque_ports.contains(3308));
     assert_eq!(c.detect_timeout, Duration::from_millis(250));
+    assert_eq!(c.outbound_detect_timeout, Duration::from_secs(365 * 86_400));
 }
 
 #[test]
@@ -106,7 +109,8 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         ),
         (env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "0", "port number"),
         (env::INBOUND_DETECT_TIMEOUT, "10 parsecs", "duration"),
-        (env::INBOUND_DETECT_TIMEOUT, "10d", "expected ms, s, m or h"),
+        (env::INBOUND_DETECT_TIMEOUT, "10w", "expected ms, s, m, h or d"),
+        (env::OUTBOUND_DETECT_TIMEOUT, "99999999999999999d", "too long"),
         (env::OUTBOUND_CONNECT_TIMEOUT, "soon", "duration"),
         (env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "idle", "duration"),
         (env::SHUTDOWN_GRACE_PERIOD, "-1s", "duration"),

@@ -247,15 +247,28 @@ pub async fn h1_get(
     authority: &str,
     path: &str,
 ) -> (u16, http::HeaderMap, String) {
+    h1_get_with(c, authority, path, &[]).await
+}
+
+/// [`h1_get`] with extra request headers.
+pub async fn h1_get_with(
+    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
     c.ready().await.unwrap();
-    let req = Request::get(path)
-        .header("host", authority)
-        .body(Full::default())
-        .unwrap();
-    let rsp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
-        .await
-        .expect("a response within 10s")
-        .unwrap();
+    let mut req = Request::get(path).header("host", authority);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let rsp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.send_request(req.body(Full::default()).unwrap()),
+    )
+    .await
+    .expect("a response within 10s")
+    .unwrap();
     let (parts, body) = rsp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (
@@ -322,7 +335,12 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
                             req.uri().path(),
                             req.headers().contains_key("l5d-orig-proto")
                         );
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                        let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                        // Who the proxy said called (`l5d-client-id`), for identity tests.
+                        if let Some(id) = req.headers().get("l5d-client-id") {
+                            rsp.headers_mut().insert("app-saw-client-id", id.clone());
+                        }
+                        Ok::<_, Infallible>(rsp)
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
