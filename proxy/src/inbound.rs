@@ -460,7 +460,7 @@ impl Inbound {
         let client_id = conn
             .client_id
             .as_ref()
-            .and_then(|id| http::HeaderValue::from_str(&id.to_string()).ok());
+            .and_then(|id| http::HeaderValue::from_str(id.as_ref()).ok());
         let conn = Arc::new(conn);
         let svc = move |mut req: Request<Incoming>| {
             match &client_id {
