@@ -38,6 +38,10 @@ pub type ReqBody = Either<Incoming, crate::outbound::Replay>;
 pub const ORIG_PROTO: &str = "l5d-orig-proto";
 /// Linkerd's header naming why the proxy answered instead of the application.
 pub const PROXY_ERROR: &str = "l5d-proxy-error";
+/// Set to `close` on an error answer after which the connection it came on closes, so
+/// that a peer's outbound proxy closes its application's connection too (and the
+/// application picks another replica), as linkerd2-proxy does.
+pub const PROXY_CONNECTION: &str = "l5d-proxy-connection";
 
 /// An I/O a proxied connection runs over.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -193,7 +197,9 @@ impl ProxyError {
     /// answer ([`grpc_response`]); otherwise the HTTP status ([`ProxyError::response`]).
     pub fn response_for(&self, grpc: bool) -> Response<RspBody> {
         if grpc {
-            grpc_response(self.grpc_code(), &self.to_string())
+            let mut rsp = grpc_response(self.grpc_code(), &self.to_string());
+            self.mark_close(&mut rsp);
+            rsp
         } else {
             self.response()
         }
@@ -209,7 +215,23 @@ impl ProxyError {
         }
         rsp.headers_mut()
             .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        self.mark_close(&mut rsp);
         rsp
+    }
+
+    /// Whether the connection the request came on closes after this answer, as
+    /// linkerd2-proxy closes it after a 502, 503 or 504: its client (an application, or a
+    /// peer's proxy told by [`PROXY_CONNECTION`]) connects again, and may reach another
+    /// replica. A request the proxy could not read (400) leaves it open.
+    pub fn closes_connection(&self) -> bool {
+        !matches!(self, Self::BadRequest(_))
+    }
+
+    fn mark_close<B>(&self, rsp: &mut Response<B>) {
+        if self.closes_connection() {
+            rsp.headers_mut()
+                .insert(PROXY_CONNECTION, HeaderValue::from_static("close"));
+        }
     }
 }
 

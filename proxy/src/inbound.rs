@@ -519,6 +519,6 @@ impl Inbound {
                 Ok::<_, Infallible>(rsp)
             }
         };
-        crate::server::serve_http(io, h2, svc, &self.cfg.limits, &drain).await;
+        crate::server::serve_http(io, h2, crate::server::Client::Peer, svc, &self.cfg.limits, &drain).await;
     }
 }

@@ -960,7 +960,15 @@ impl Outbound {
             let last = last.clone();
             async move { Ok::<_, Infallible>(this.route(req, wire, fixed, &last).await) }
         };
-        crate::server::serve_http(io, wire == Wire::Http2, svc, &self.cfg.limits, &drain).await;
+        crate::server::serve_http(
+            io,
+            wire == Wire::Http2,
+            crate::server::Client::App,
+            svc,
+            &self.cfg.limits,
+            &drain,
+        )
+        .await;
     }
 
     async fn route(

@@ -114,11 +114,33 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
+/// Who is on the other end of a served HTTP connection, for [`serve_http`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// The local application (the outbound side): a peer proxy's
+    /// [`crate::client::PROXY_CONNECTION`] is acted on, not passed to it.
+    App,
+    /// Anyone reaching the inbound side: a peer proxy learns from the header that the
+    /// connection closes.
+    Peer,
+}
+
 /// Serves one HTTP connection with `svc` (HTTP/2 when `h2`, its writes through a
 /// [`crate::cork`]; else HTTP/1 with upgrades) until it ends, or until `drain` is
 /// signalled and its in-flight requests are done.
-pub async fn serve_http<I, S, F>(io: I, h2: bool, svc: S, limits: &crate::config::Limits, drain: &Drain)
-where
+///
+/// An answer marked `l5d-proxy-connection: close` (an error of this proxy's, or of a
+/// peer's inbound side) closes the connection after it, as linkerd2-proxy does: an
+/// HTTP/1 answer says `connection: close`, an HTTP/2 connection finishes its in-flight
+/// streams and goes away. Its client connects again, and may reach another replica.
+pub async fn serve_http<I, S, F>(
+    io: I,
+    h2: bool,
+    client: Client,
+    svc: S,
+    limits: &crate::config::Limits,
+    drain: &Drain,
+) where
     I: crate::client::Io,
     S: Fn(http::Request<hyper::body::Incoming>) -> F + Send + 'static,
     F: Future<Output = Result<http::Response<crate::client::RspBody>, std::convert::Infallible>>
@@ -129,11 +151,23 @@ where
     // A request that may turn the connection (or its stream) into a tunnel carries the
     // connection's drain into the task that joins the tunnel (see [`tunnel_guard`]).
     let guard = drain.clone();
+    let close = Arc::new(tokio::sync::Notify::new());
+    let closer = close.clone();
     let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         if req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(guard.clone());
         }
-        svc(req)
+        let answer = svc(req);
+        let closer = closer.clone();
+        async move {
+            let mut rsp = answer.await?;
+            // This proxy's own answers have a body of their own; others stream.
+            let own = matches!(rsp.body(), http_body_util::Either::Right(_));
+            if close_after(rsp.headers_mut(), own, h2, client) {
+                closer.notify_one();
+            }
+            Ok::<_, std::convert::Infallible>(rsp)
+        }
     });
     if h2 {
         // Answers ready together leave in one write (see `crate::cork`).
@@ -152,8 +186,13 @@ where
                 task.inner_mut().as_mut().graceful_shutdown();
                 let _ = task.await;
             }
+            _ = close.notified() => {
+                task.inner_mut().as_mut().graceful_shutdown();
+                let _ = task.await;
+            }
         }
     } else {
+        // An HTTP/1 answer that closes the connection says so itself (`close_after`).
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -168,9 +207,78 @@ where
     }
 }
 
+/// Whether the connection closes after an answer with `headers` (it carries
+/// `l5d-proxy-connection: close`); readies them for `client`: `connection: close` on
+/// HTTP/1, and the proxies' own header kept for a peer proxy only. On the inbound side
+/// only this proxy's `own` answers count: an application's header is removed, so that it
+/// cannot make its callers' proxies close their connections.
+pub fn close_after(headers: &mut http::HeaderMap, own: bool, h2: bool, client: Client) -> bool {
+    if client == Client::Peer && !own {
+        headers.remove(crate::client::PROXY_CONNECTION);
+        return false;
+    }
+    let marked = headers
+        .get(crate::client::PROXY_CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if !marked {
+        return false;
+    }
+    if client == Client::App {
+        headers.remove(crate::client::PROXY_CONNECTION);
+    }
+    if !h2 {
+        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    true
+}
+
 /// The drain of the connection a request arrived on, for a task that carries the
 /// request's tunnel (upgrade or `CONNECT`) after its HTTP exchange: holding it keeps the
 /// tunnel under the connection limit and in the shutdown's wait.
 pub fn tunnel_guard<B>(req: &http::Request<B>) -> Option<Drain> {
     req.extensions().get::<Drain>().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{PROXY_CONNECTION, ProxyError};
+
+    fn headers(e: &ProxyError) -> http::HeaderMap {
+        e.response().headers().clone()
+    }
+
+    #[test]
+    fn an_error_closes_the_connection_it_came_on() {
+        // To the application: HTTP/1 says `connection: close`; the proxies' own header
+        // is not passed on.
+        let mut h = headers(&ProxyError::NoEndpoints("myapp".into()));
+        assert!(close_after(&mut h, true, false, Client::App));
+        assert_eq!(h[http::header::CONNECTION], "close");
+        assert!(!h.contains_key(PROXY_CONNECTION));
+        // To a peer proxy over HTTP/2: the header tells it; HTTP/2 has no `connection`.
+        let mut h = headers(&ProxyError::Timeout(std::time::Duration::from_secs(1)));
+        assert!(close_after(&mut h, true, true, Client::Peer));
+        assert_eq!(h[PROXY_CONNECTION], "close");
+        assert!(!h.contains_key(http::header::CONNECTION));
+        // A peer proxy's answer reaching the application: acted on, not passed on.
+        let mut h = headers(&ProxyError::NoEndpoints("myapp".into()));
+        assert!(close_after(&mut h, false, true, Client::App));
+        assert!(!h.contains_key(PROXY_CONNECTION));
+        // A request the proxy could not read leaves the connection open.
+        let mut h = headers(&ProxyError::BadRequest("no target".into()));
+        assert!(!close_after(&mut h, true, false, Client::App));
+        assert!(!h.contains_key(http::header::CONNECTION));
+    }
+
+    #[test]
+    fn an_application_cannot_make_its_callers_close() {
+        // The application's own answer carrying the header, on the inbound side: the
+        // header is removed and the connection stays.
+        let mut h = http::HeaderMap::new();
+        h.insert(PROXY_CONNECTION, http::HeaderValue::from_static("close"));
+        assert!(!close_after(&mut h, false, true, Client::Peer));
+        assert!(!h.contains_key(PROXY_CONNECTION));
+        assert!(!h.contains_key(http::header::CONNECTION));
+    }
 }

@@ -158,10 +158,20 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
     let mut vars = cluster.proxy_env("web-1", "web", c);
     vars.insert(strait_proxy::config::env::REQUEST_TIMEOUT, "300ms".into());
     let client = Proxy::ready(vars).await;
+    // Each error closes the application's connection, as Linkerd's proxy does (so the
+    // application connects again, and may reach another replica): a fresh one each.
     let mut h = h1_client(client.bound.outbound).await;
-
     let (status, headers, body) = h1_get(&mut h, "empty.production.svc.cluster.local:80", "/").await;
     assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["connection"], "close", "{headers:?}");
+    assert!(
+        !headers.contains_key("l5d-proxy-connection"),
+        "the proxy's own signal stays between proxies: {headers:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || h.is_closed()).await,
+        "the connection closes after the error"
+    );
     assert!(
         headers["l5d-proxy-error"]
             .to_str()
@@ -170,6 +180,7 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
         "{headers:?}"
     );
 
+    let mut h = h1_client(client.bound.outbound).await;
     let (status, headers, body) = h1_get(&mut h, "ghost.production.svc.cluster.local:80", "/").await;
     assert_eq!(status, 502, "{body}");
     assert!(
@@ -180,6 +191,7 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
         "the error names the endpoint's proxy: {headers:?}"
     );
 
+    let mut h = h1_client(client.bound.outbound).await;
     let (status, headers, _) = h1_get(&mut h, &format!("{MYAPP}:80"), "/slow").await;
     assert_eq!(status, 504);
     assert!(
@@ -187,9 +199,13 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
         "{headers:?}"
     );
 
-    // The same client connection still works.
-    let (status, _, body) = h1_get(&mut h, &format!("{MYAPP}:80"), "/ok").await;
-    assert_eq!(status, 200, "{body}");
+    // A success leaves the connection open.
+    let mut h = h1_client(client.bound.outbound).await;
+    for _ in 0..2 {
+        let (status, headers, body) = h1_get(&mut h, &format!("{MYAPP}:80"), "/ok").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!headers.contains_key("connection"), "{headers:?}");
+    }
 
     let m = client.metrics().await;
     for (authority, code) in [

@@ -130,6 +130,32 @@ async fn http1_travels_as_http2_with_mtls_and_comes_out_as_http1() {
         Some(1.0),
         "{client}"
     );
+    // Nothing listens on the server pod's 8081: its proxy answers 502 and tells the
+    // client's proxy to close the application's connection (`l5d-proxy-connection`),
+    // which that proxy does (`connection: close`) without passing its own header on.
+    let (status, headers, body) = h1_get(&mut c, &format!("{MYAPP}:81"), "/").await;
+    assert_eq!(status, 502, "{headers:?} {body}");
+    assert!(headers.contains_key("l5d-proxy-error"), "{headers:?}");
+    assert_eq!(headers["connection"], "close", "{headers:?}");
+    assert!(!headers.contains_key("l5d-proxy-connection"), "{headers:?}");
+    assert!(eventually(Duration::from_secs(5), async || c.is_closed()).await);
+    // The proxies' connection for the working port (one per endpoint and port) stays.
+    let (status, _, body) = h1_get(&mut c, &format!("{MYAPP}:80"), "/again").await;
+    assert_eq!(status, 200, "{body}");
+    let client = p.client.metrics().await;
+    assert_eq!(
+        metric(
+            &client,
+            "tcp_open_total",
+            &[
+                ("peer", "dst"),
+                ("server_id", SERVER_ID),
+                ("target_addr", "127.41.1.3:8080")
+            ]
+        ),
+        Some(1.0),
+        "{client}"
+    );
 }
 
 #[tokio::test]

@@ -470,12 +470,12 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
     // Not retryable (POST is not the route): one attempt each.
     let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     for _ in 0..20 {
-        c.ready().await.unwrap();
+        let send = c.ready().await;
         let req = Request::post("/api/users")
             .header("host", format!("{MYAPP}:80"))
             .body(Full::default())
             .unwrap();
-        let rsp = c.send_request(req).await.unwrap();
+        let rsp = send.send_request(req).await.unwrap();
         let _ = http_body_util::BodyExt::collect(rsp.into_body()).await;
     }
     let attempts = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - before;
@@ -863,12 +863,12 @@ spec:
         let authority = authority.clone();
         async move {
             let mut c = h1_client(t.client.bound.outbound).await;
-            c.ready().await.unwrap();
+            let send = c.ready().await;
             let req = Request::post(path)
                 .header("host", &authority)
                 .body(Full::new(Bytes::from_static(b"{}")))
                 .unwrap();
-            let rsp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
+            let rsp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
                 .await
                 .expect("a response within 10s")
                 .unwrap();

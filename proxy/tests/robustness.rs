@@ -177,7 +177,7 @@ async fn bad_input_is_refused_and_the_proxy_keeps_serving() {
             .header("host", format!("{MYAPP}:80"))
             .body(http_body_util::Full::<bytes::Bytes>::default())
             .unwrap();
-        matches!(h.send_request(req).await, Ok(r) if r.status() == 200)
+        matches!(h.ready().await.send_request(req).await, Ok(r) if r.status() == 200)
     })
     .await;
     assert!(ok, "the proxy serves again once the flood is gone");

@@ -224,11 +224,41 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, S
 }
 
 /// An HTTP/1 client connection to `proxy` (keep-alive).
-pub async fn h1_client(proxy: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let io = TokioIo::new(TcpStream::connect(proxy).await.unwrap());
+pub async fn h1_client(proxy: SocketAddr) -> H1 {
+    H1 {
+        addr: proxy,
+        send: h1_connect(proxy).await,
+    }
+}
+
+async fn h1_connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
     let (s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
     tokio::spawn(conn);
     s
+}
+
+/// An HTTP/1 client of one address that connects again when its connection closes, as
+/// HTTP clients do after `connection: close` (the proxy's answer to an error).
+pub struct H1 {
+    addr: SocketAddr,
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl H1 {
+    /// Whether the current connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+
+    /// The connection, ready for a request: a new one if the last one closed.
+    pub async fn ready(&mut self) -> &mut hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        if self.send.ready().await.is_err() {
+            self.send = h1_connect(self.addr).await;
+            self.send.ready().await.unwrap();
+        }
+        &mut self.send
+    }
 }
 
 /// An HTTP/2 prior-knowledge client connection to `proxy`.
@@ -242,22 +272,18 @@ pub async fn h2_client(proxy: SocketAddr) -> hyper::client::conn::http2::SendReq
 }
 
 /// GET `path` of `authority` through an HTTP/1 connection: (status, headers, body).
-pub async fn h1_get(
-    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    authority: &str,
-    path: &str,
-) -> (u16, http::HeaderMap, String) {
+pub async fn h1_get(c: &mut H1, authority: &str, path: &str) -> (u16, http::HeaderMap, String) {
     h1_get_with(c, authority, path, &[]).await
 }
 
 /// [`h1_get`] with extra request headers.
 pub async fn h1_get_with(
-    c: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    c: &mut H1,
     authority: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, String) {
-    c.ready().await.unwrap();
+    let c = c.ready().await;
     let mut req = Request::get(path).header("host", authority);
     for (k, v) in headers {
         req = req.header(*k, *v);

@@ -526,7 +526,22 @@ fn failure(error: String) -> Outcome {
     }
 }
 
+/// Whether `conn` can take a request: false once the server has closed it (after an
+/// answer saying `connection: close`, or an idle close), which costs no request.
+async fn usable(conn: &mut Conn) -> bool {
+    match conn {
+        Conn::H1(s) => s.ready().await.is_ok(),
+        Conn::H2(s) => s.ready().await.is_ok(),
+    }
+}
+
 async fn one(config: &ClientConfig, conn: &mut Option<Conn>) -> Outcome {
+    // A connection closed since the last answer is made again, as HTTP clients do.
+    if let Some(c) = conn.as_mut()
+        && !usable(c).await
+    {
+        *conn = None;
+    }
     if conn.is_none() {
         match connect(config).await {
             Ok(c) => *conn = Some(c),
@@ -552,6 +567,15 @@ async fn one(config: &ClientConfig, conn: &mut Option<Conn>) -> Outcome {
         }
     };
     let (parts, body) = rsp.into_parts();
+    // An answer that closes its connection (a proxy's error, as Linkerd's does): the next
+    // request connects again.
+    if parts
+        .headers
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    {
+        *conn = None;
+    }
     let collected = match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
         Ok(c) => c,
         Err(e) => {
