@@ -89,12 +89,14 @@ pub use config::{Capture, Config, ConfigError};
 use strait_identity::{CertStore, ClientAuth};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The original destination of a redirected connection (`SO_ORIGINAL_DST`).
+/// The original destination of a redirected connection (`SO_ORIGINAL_DST`). An IPv4
+/// connection accepted on a dual-stack (`[::]`) listener was redirected by iptables, not
+/// ip6tables: its local address is IPv4-mapped, and the IPv4 lookup answers.
 pub fn original_dst(tcp: &TcpStream) -> std::io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(tcp);
-    let addr = match tcp.local_addr()? {
-        SocketAddr::V4(_) => sock.original_dst_v4()?,
-        SocketAddr::V6(_) => sock.original_dst_v6()?,
+    let addr = match tcp.local_addr()?.ip().to_canonical() {
+        std::net::IpAddr::V4(_) => sock.original_dst_v4()?,
+        std::net::IpAddr::V6(_) => sock.original_dst_v6()?,
     };
     addr.as_socket()
         .ok_or_else(|| std::io::Error::other("SO_ORIGINAL_DST returned a non-IP address"))

@@ -106,6 +106,9 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // On a dual-stack listener (`[::]`, Linkerd's default with IPv6 on) an IPv4 client
+        // arrives as `::ffff:a.b.c.d`: policy, metrics and logs see the IPv4 address.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let conn = Drain {
             _slot: Some(Arc::new(permit)),
             ..drain.clone()

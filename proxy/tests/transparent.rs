@@ -196,7 +196,9 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         echo_app("127.0.0.1:8443".parse().unwrap()).await;
         let mut vars = cluster.proxy_env("myapp-1", "myapp", s_ip);
         vars.insert(env::CAPTURE, "transparent".into());
-        vars.insert(env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".into());
+        // Dual-stack, as Linkerd's injector sets it with IPv6 on: IPv4 clients arrive
+        // IPv4-mapped, and their original destination is still found.
+        vars.insert(env::INBOUND_LISTEN_ADDR, "[::]:4143".into());
         vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140".into());
         vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4191".into());
         vars.insert(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "3306".into());
