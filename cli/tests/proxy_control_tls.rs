@@ -239,12 +239,10 @@ async fn proxies_certify_and_resolve_over_tls_to_the_control_plane() {
     let (server_ip, client_ip) = (ip([1, 2]), ip([1, 3]));
     app(SocketAddr::new(server_ip, 8080)).await;
     c.myapp(server_ip).await;
-    let server = Proxy::spawn(
-        c.dir.path(),
-        "myapp-1",
-        server_ip,
-        c.proxy_env("myapp-1", "myapp", server_ip),
-    );
+    // The server logs JSON (Linkerd's `config.linkerd.io/proxy-log-format: json`).
+    let mut server_env = c.proxy_env("myapp-1", "myapp", server_ip);
+    server_env.insert("LINKERD2_PROXY_LOG_FORMAT", "json".to_string());
+    let server = Proxy::spawn(c.dir.path(), "myapp-1", server_ip, server_env);
     let client = Proxy::spawn(
         c.dir.path(),
         "web-1",
@@ -253,6 +251,18 @@ async fn proxies_certify_and_resolve_over_tls_to_the_control_plane() {
     );
     server.ready().await;
     client.ready().await;
+    server
+        .logged(&["control-plane TLS established", "\"service\":\"identity\""])
+        .await;
+    let log = server.log();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"].is_object() && v["target"].is_string(),
+            "{line}"
+        );
+    }
 
     let rsp = get_myapp(SocketAddr::new(client_ip, 4140)).await;
     assert!(

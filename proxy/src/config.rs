@@ -85,6 +85,9 @@ pub struct Config {
     pub capture: Capture,
     /// The log filter (Linkerd syntax, e.g. `warn,linkerd=info`).
     pub log: String,
+    /// Log lines as text or as one JSON object each (`LINKERD2_PROXY_LOG_FORMAT`,
+    /// Linkerd's `config.linkerd.io/proxy-log-format`).
+    pub log_json: bool,
     /// `host:port` of the Destination service.
     pub destination_addr: String,
     /// The identity the Destination service must present over mTLS
@@ -176,6 +179,7 @@ pub const DEFAULT_CLUSTER_NETWORKS: &str = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/
 
 pub mod env {
     pub const LOG: &str = "LINKERD2_PROXY_LOG";
+    pub const LOG_FORMAT: &str = "LINKERD2_PROXY_LOG_FORMAT";
     pub const DESTINATION_SVC_ADDR: &str = "LINKERD2_PROXY_DESTINATION_SVC_ADDR";
     pub const POLICY_SVC_ADDR: &str = "LINKERD2_PROXY_POLICY_SVC_ADDR";
     pub const POLICY_WORKLOAD: &str = "LINKERD2_PROXY_POLICY_WORKLOAD";
@@ -322,6 +326,20 @@ impl Config {
         };
         let log = value(env::LOG).unwrap_or_else(|| "warn,linkerd=info".into());
         crate::log::filter(&log).map_err(|e| err(env::LOG, e))?;
+        let log_json = match value(env::LOG_FORMAT)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("plain") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(err(
+                    env::LOG_FORMAT,
+                    format!("{other:?} is not a log format; expected plain or json"),
+                ));
+            }
+        };
         let destination_addr = host_port(&required(env::DESTINATION_SVC_ADDR, "host:port")?)
             .map_err(|p| err(env::DESTINATION_SVC_ADDR, p))?;
         let identity_addr = host_port(&required(env::IDENTITY_SVC_ADDR, "host:port")?)
@@ -500,6 +518,7 @@ impl Config {
         Ok(Self {
             capture,
             log,
+            log_json,
             destination_tls: control_tls(capture, &destination_addr, destination_name.as_ref()),
             identity_tls: control_tls(capture, &identity_addr, identity_name.as_ref()),
             policy_tls: policy_addr

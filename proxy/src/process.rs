@@ -18,16 +18,23 @@ pub fn run(
 ) -> Result<(), String> {
     let cfg = config(vars, flag_of)?;
     let filter = crate::log::filter(&cfg.log).map_err(|e| format!("{}: {e}", crate::config::env::LOG))?;
-    let subscriber = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal: logs written to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter_reloading();
-    let reload = subscriber.reload_handle();
-    subscriber.init();
-    // The admin server's `/proxy-log-level` changes it while the proxy runs.
-    crate::log::install(&cfg.log, move |f| reload.reload(f).map_err(|e| e.to_string()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The admin server's `/proxy-log-level` changes the filter while the proxy runs.
+    if cfg.log_json {
+        let subscriber = fmt.json().with_filter_reloading();
+        let reload = subscriber.reload_handle();
+        subscriber.init();
+        crate::log::install(&cfg.log, move |f| reload.reload(f).map_err(|e| e.to_string()));
+    } else {
+        let subscriber = fmt.with_filter_reloading();
+        let reload = subscriber.reload_handle();
+        subscriber.init();
+        crate::log::install(&cfg.log, move |f| reload.reload(f).map_err(|e| e.to_string()));
+    }
     // One core (the default, as Linkerd's proxy): a single-threaded runtime, no work
     // stealing or cross-thread wake-ups on the request path.
     let mut builder = if cfg.cores == 1 {

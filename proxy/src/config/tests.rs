@@ -115,6 +115,7 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "idle", "duration"),
         (env::SHUTDOWN_GRACE_PERIOD, "-1s", "duration"),
         (env::LOG, "info,linkerd=chatty", "log level"),
+        (env::LOG_FORMAT, "xml", "expected plain or json"),
         (env::CAPTURE, "magic", "transparent or explicit"),
         (env::APP_IP, "pod", "IP address"),
         (env::APP_IP, "0.0.0.0", "application's IP"),
