@@ -162,7 +162,8 @@ impl HttpStats {
 /// How a response is classified, once its end (and a gRPC call's trailers) is known.
 #[derive(Clone, Debug, Default)]
 pub enum Classifier {
-    /// Linkerd's default: a 5xx status, or a gRPC status other than OK, fails.
+    /// Linkerd's default: a 5xx status, or a gRPC status that says the server failed
+    /// ([`grpc_is_failure`]), fails.
     #[default]
     Default,
     /// A ServiceProfile route's response classes decide.
@@ -173,10 +174,18 @@ impl Classifier {
     /// Whether a response with `status` (and gRPC status `grpc`) succeeded.
     pub fn is_success(&self, status: u16, grpc: Option<u32>) -> bool {
         match self {
-            Classifier::Default => status < 500 && grpc.is_none_or(|c| c == 0),
+            Classifier::Default => status < 500 && !grpc.is_some_and(grpc_is_failure),
             Classifier::Route(r) => !r.is_failure(status, grpc),
         }
     }
+}
+
+/// Whether a gRPC status is a failure, as linkerd2-proxy classifies it: UNKNOWN (2),
+/// DEADLINE_EXCEEDED (4), INTERNAL (13), UNAVAILABLE (14) and DATA_LOSS (15). The others
+/// (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, …) are the caller's mistakes, like
+/// an HTTP 4xx, and do not lower the server's success rate.
+pub fn grpc_is_failure(code: u32) -> bool {
+    matches!(code, 2 | 4 | 13 | 14 | 15)
 }
 
 /// A response whose counting waits for the end of its body: a gRPC call's status comes
@@ -1000,6 +1009,21 @@ mod tests {
             r.render()
                 .contains(&format!("response_latency_ms_count{{{a}}} 4"))
         );
+    }
+
+    /// Linkerd's classes: a gRPC status fails the call only when the server failed.
+    #[test]
+    fn grpc_statuses_fail_as_linkerd_classifies_them() {
+        let failing: Vec<u32> = (0..=16).filter(|c| grpc_is_failure(*c)).collect();
+        assert_eq!(failing, [2, 4, 13, 14, 15]);
+        let d = Classifier::Default;
+        assert!(d.is_success(200, Some(0)));
+        assert!(d.is_success(200, Some(5)), "NOT_FOUND is the caller's");
+        assert!(d.is_success(200, Some(3)), "INVALID_ARGUMENT is the caller's");
+        assert!(!d.is_success(200, Some(14)));
+        assert!(!d.is_success(200, Some(2)));
+        assert!(!d.is_success(503, None));
+        assert!(d.is_success(404, None));
     }
 
     #[test]

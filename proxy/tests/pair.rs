@@ -198,8 +198,11 @@ mod grpc_app {
     impl Identity for Echo {
         async fn certify(&self, req: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
             let r = req.into_inner();
-            if r.identity == "fail" {
+            if r.identity == "missing" {
                 return Err(Status::not_found("no such thing"));
+            }
+            if r.identity == "fail" {
+                return Err(Status::unavailable("backend down"));
             }
             Ok(Response::new(CertifyResponse {
                 leaf_certificate: r.identity.into_bytes(),
@@ -243,19 +246,20 @@ async fn grpc_through_the_pair() {
             .into_inner();
         assert_eq!(rsp.leaf_certificate, format!("call-{i}").into_bytes());
     }
-    let err = client
-        .certify(CertifyRequest {
-            identity: "fail".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::NotFound,
-        "gRPC status crosses both proxies: {err}"
-    );
-    assert_eq!(err.message(), "no such thing");
+    for (identity, code, message) in [
+        ("missing", tonic::Code::NotFound, "no such thing"),
+        ("fail", tonic::Code::Unavailable, "backend down"),
+    ] {
+        let err = client
+            .certify(CertifyRequest {
+                identity: identity.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "gRPC status crosses both proxies: {err}");
+        assert_eq!(err.message(), message);
+    }
     let m = p.server.metrics().await;
     assert_eq!(
         metric(
@@ -264,13 +268,18 @@ async fn grpc_through_the_pair() {
             &[("direction", "inbound"), ("classification", "failure")]
         ),
         Some(1.0),
-        "a trailers-only gRPC error is a failure: {m}"
+        "a trailers-only UNAVAILABLE is a failure: {m}"
     );
     // Classified at the end of the stream, as Linkerd's: the successes' `grpc-status: 0`
-    // came in trailers; each carries its gRPC status, on both proxies.
+    // came in trailers; each carries its gRPC status, on both proxies. NOT_FOUND is the
+    // caller's mistake, a success for the server, as Linkerd classifies it.
     let c = p.client.metrics().await;
     for (m, direction) in [(&m, "inbound"), (&c, "outbound")] {
-        for (status, class, n) in [("0", "success", 3.0), ("5", "failure", 1.0)] {
+        for (status, class, n) in [
+            ("0", "success", 3.0),
+            ("5", "success", 1.0),
+            ("14", "failure", 1.0),
+        ] {
             assert_eq!(
                 metric(
                     m,

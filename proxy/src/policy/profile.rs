@@ -78,11 +78,11 @@ pub struct ProfileRoute {
 
 impl ProfileRoute {
     /// Linkerd's classification of a response: the first class that matches, else 5xx
-    /// (and gRPC errors) fail.
+    /// (and gRPC statuses that say the server failed) fail.
     pub fn is_failure(&self, status: u16, grpc_status: Option<u32>) -> bool {
         match self.classes.iter().find(|(c, _)| c.matches(status)) {
             Some((_, failure)) => *failure,
-            None => status >= 500 || grpc_status.is_some_and(|c| c != 0),
+            None => status >= 500 || grpc_status.is_some_and(crate::metrics::grpc_is_failure),
         }
     }
 }
