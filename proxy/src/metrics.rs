@@ -246,6 +246,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         pending: Option<Pending>,
+        // The gRPC trailers given in place of a failed body's error went out: the
+        // stream has ended.
+        rescued: bool,
     }
 
     impl<B> PinnedDrop for Classified<B> {
@@ -260,7 +263,11 @@ pin_project_lite::pin_project! {
 impl<B> Classified<B> {
     /// `inner`, counted by `pending` at its end; `None` counts nothing.
     pub fn new(inner: B, pending: Option<Pending>) -> Self {
-        Self { inner, pending }
+        Self {
+            inner,
+            pending,
+            rescued: false,
+        }
     }
 
     /// `rsp`, counted on `stats` at the end of its body with Linkerd's default classes
@@ -282,7 +289,11 @@ impl<B> Classified<B> {
     }
 }
 
-impl<B: hyper::body::Body> hyper::body::Body for Classified<B> {
+impl<B> hyper::body::Body for Classified<B>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -291,7 +302,24 @@ impl<B: hyper::body::Body> hyper::body::Body for Classified<B> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if *this.rescued {
+            return std::task::Poll::Ready(None);
+        }
         let frame = std::task::ready!(this.inner.poll_frame(cx));
+        // A gRPC call whose answer fails midway ends with UNAVAILABLE in its trailers, as
+        // linkerd2-proxy rescues it: its client sees a gRPC status it can act on (retry),
+        // not a reset stream read as INTERNAL or CANCELLED.
+        if let (Some(Err(e)), Some(p)) = (&frame, this.pending.as_mut())
+            && p.grpc_call
+        {
+            let mut pending = this.pending.take().expect("matched above");
+            pending.failed = true;
+            pending.grpc = Some(GRPC_UNAVAILABLE);
+            pending.record();
+            *this.rescued = true;
+            tracing::info!(error = %e, "the gRPC answer failed midway; ending it with UNAVAILABLE");
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::trailers(rescue_trailers(e)))));
+        }
         let ended = match &frame {
             Some(Ok(f)) => {
                 if let (Some(t), Some(p)) = (f.trailers_ref(), this.pending.as_mut())
@@ -316,12 +344,26 @@ impl<B: hyper::body::Body> hyper::body::Body for Classified<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rescued || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+const GRPC_UNAVAILABLE: u32 = 14;
+
+/// The trailers ending a gRPC answer whose body failed with `e`.
+fn rescue_trailers(e: &dyn std::fmt::Display) -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", http::HeaderValue::from_static("14"));
+    let msg = format!("the response stream failed: {e}");
+    let msg = http::HeaderValue::from_str(&msg)
+        .unwrap_or_else(|_| http::HeaderValue::from_static("the response stream failed"));
+    t.insert("grpc-message", msg.clone());
+    t.insert(crate::client::PROXY_ERROR, msg);
+    t
 }
 
 /// TCP counters for one label set.

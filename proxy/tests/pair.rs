@@ -297,6 +297,105 @@ async fn grpc_through_the_pair() {
     }
 }
 
+/// A gRPC answer whose body the application breaks off: one message, then, a moment
+/// later (once the proxies have passed the message on), an error that resets the stream.
+struct BrokenAnswer {
+    sent: bool,
+    later: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BrokenAnswer {
+    fn new() -> Self {
+        Self {
+            sent: false,
+            later: Box::pin(tokio::time::sleep(Duration::from_millis(200))),
+        }
+    }
+}
+
+impl hyper::body::Body for BrokenAnswer {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(&[
+                0, 0, 0, 0, 1, 7,
+            ])))));
+        }
+        std::task::ready!(self.later.as_mut().poll(cx));
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("the application gave up"))))
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_answer_broken_off_midway_ends_with_unavailable() {
+    let p = pair(7).await;
+    // The application on the gRPC port: HTTP/2, every answer broken off after a message.
+    let listener = tokio::net::TcpListener::bind((ip("127.41.7.3"), 8081))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    let rsp = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(BrokenAnswer::new())
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(rsp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let mut c = h2_client(p.client.bound.outbound).await;
+    c.ready().await.unwrap();
+    let req = Request::post(format!("http://{MYAPP}:81/pkg.Service/Call"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(10), c.send_request(req))
+        .await
+        .expect("an answer within 10s")
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    // The message that came through, then the status in the trailers: not a reset.
+    let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
+        .await
+        .expect("the end of the answer within 10s")
+        .expect("the stream ends cleanly, with trailers");
+    let trailers = body.trailers().cloned().expect("trailers");
+    assert_eq!(&body.to_bytes()[..], &[0, 0, 0, 0, 1, 7]);
+    assert_eq!(trailers["grpc-status"], "14", "{trailers:?}");
+    assert!(
+        trailers["grpc-message"].to_str().unwrap().contains("failed"),
+        "{trailers:?}"
+    );
+    // Counted as the failure it was, with its status.
+    let m = p.server.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                ("direction", "inbound"),
+                ("classification", "failure"),
+                ("grpc_status", "14")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn opaque_tcp_through_connect_and_the_transport_header() {
     let p = pair(4).await;
