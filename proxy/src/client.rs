@@ -220,11 +220,17 @@ impl ProxyError {
     }
 
     /// Whether the connection the request came on closes after this answer, as
-    /// linkerd2-proxy closes it after a 502, 503 or 504: its client (an application, or a
-    /// peer's proxy told by [`PROXY_CONNECTION`]) connects again, and may reach another
-    /// replica. A request the proxy could not read (400) leaves it open.
+    /// linkerd2-proxy closes it after a failure to reach or hear from the target (502,
+    /// 503): its client (an application, or a peer's proxy told by [`PROXY_CONNECTION`])
+    /// connects again, and may reach another replica. Answers a new connection would not
+    /// change leave it open: a request the proxy could not read (400), a deadline the
+    /// request's own policy set (504, Linkerd's non-fatal timeout), and a target that
+    /// cannot take an extended CONNECT.
     pub fn closes_connection(&self) -> bool {
-        !matches!(self, Self::BadRequest(_))
+        !matches!(
+            self,
+            Self::BadRequest(_) | Self::Timeout(_) | Self::ExtendedConnect { .. }
+        )
     }
 
     fn mark_close<B>(&self, rsp: &mut Response<B>) {
@@ -233,6 +239,14 @@ impl ProxyError {
                 .insert(PROXY_CONNECTION, HeaderValue::from_static("close"));
         }
     }
+}
+
+/// Whether a request is a gRPC call the proxy answers as one (error answers as gRPC
+/// statuses, a body failing midway rescued with gRPC trailers), as linkerd2-proxy
+/// decides: gRPC's content type on an HTTP/2 request that was HTTP/2 from its start.
+/// gRPC-Web and other HTTP/1 requests cannot carry trailers to their client.
+pub fn is_grpc_call<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2 && !req.headers().contains_key(ORIG_PROTO) && is_grpc(req.headers())
 }
 
 /// Whether a request is gRPC, by its content type.
@@ -541,6 +555,8 @@ pub struct HttpEndpoint {
     connector: Arc<Connector>,
     h2: Mutex<Option<H2Conn>>,
     h2_connecting: tokio::sync::Mutex<()>,
+    /// HTTP/2 connections made so far (each one's [`H2Conn::id`]).
+    h2_dialed: std::sync::atomic::AtomicU64,
     h1: Mutex<Vec<http1::SendRequest<ReqBody>>>,
     tcp: Option<Arc<crate::metrics::TcpStats>>,
 }
@@ -556,6 +572,9 @@ pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(5);
 struct H2Conn {
     sender: http2::SendRequest<ReqBody>,
     connect_protocol: crate::extended_connect::ConnectProtocol,
+    /// Which connection of this endpoint it is, so that forgetting a closed one never
+    /// forgets its successor.
+    id: u64,
 }
 
 impl HttpEndpoint {
@@ -566,6 +585,7 @@ impl HttpEndpoint {
             connector,
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
+            h2_dialed: std::sync::atomic::AtomicU64::new(0),
             h1: Mutex::new(Vec::new()),
             tcp: None,
         }
@@ -639,6 +659,23 @@ impl HttpEndpoint {
                     upgrade_to_h2(&mut req);
                     req.headers_mut().remove(ORIG_PROTO);
                 }
+                let conn = self.h2_sender().await?;
+                let mut s = conn.sender.clone();
+                let req = match s.ready().await {
+                    Ok(()) => match s.try_send_request(req).await {
+                        Ok(rsp) => return Ok(rsp),
+                        Err(mut e) => match e.take_message() {
+                            Some(req) => req,
+                            None => return Err(self.upstream_err(e.into_error())),
+                        },
+                    },
+                    Err(_) => req,
+                };
+                // The connection stopped taking requests before this one went out (a
+                // peer's GOAWAY after its error closed the connection): nothing was sent,
+                // so once more on a new connection.
+                tracing::debug!(addr = %self.plan.addr, "HTTP/2 connection closed; sending on a new one");
+                self.forget_h2(conn.id);
                 let mut s = self.h2_sender().await?.sender;
                 s.ready().await.map_err(|e| self.upstream_err(e))?;
                 s.send_request(req).await.map_err(|e| self.upstream_err(e))
@@ -764,9 +801,18 @@ impl HttpEndpoint {
         let conn = H2Conn {
             sender: s,
             connect_protocol,
+            id: self.h2_dialed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Forgets the connection `id` if it is still the one in use.
+    fn forget_h2(&self, id: u64) {
+        let mut g = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.as_ref().is_some_and(|c| c.id == id) {
+            *g = None;
+        }
     }
 
     fn live_h2(&self) -> Option<H2Conn> {

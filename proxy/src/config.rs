@@ -225,13 +225,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; expected e.g. 100ms, 10s, 1m"))?;
+    // A century bounds every timeout (deadlines are added to the clock).
+    const MAX_SECS: u64 = 100 * 365 * 86_400;
     let secs = |per: u64| {
         n.checked_mul(per)
+            .filter(|t| *t <= MAX_SECS)
             .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long a duration"))
+            .ok_or_else(|| format!("{s:?} is too long a duration; at most 36500d"))
     };
     match unit {
-        "ms" => Ok(Duration::from_millis(n)),
+        "ms" if n / 1000 <= MAX_SECS => Ok(Duration::from_millis(n)),
+        "ms" => Err(format!("{s:?} is too long a duration; at most 36500d")),
         "" | "s" => secs(1),
         "m" => secs(60),
         "h" => secs(3600),

@@ -507,7 +507,7 @@ impl Inbound {
                     stats.response(rsp.status().as_u16(), false, start.elapsed());
                     return Ok::<_, Infallible>(rsp);
                 }
-                let grpc = crate::client::is_grpc(req.headers());
+                let grpc = crate::client::is_grpc_call(&req);
                 let rsp: Response<RspBody> = match app.send(req).await {
                     Ok(rsp) => Classified::response(rsp, stats, grpc, start.elapsed()).map(Either::Left),
                     Err(e) => {

@@ -321,14 +321,16 @@ where
             return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::trailers(rescue_trailers(e)))));
         }
         let ended = match &frame {
-            Some(Ok(f)) => {
-                if let (Some(t), Some(p)) = (f.trailers_ref(), this.pending.as_mut())
-                    && let Some(code) = crate::policy::retry::grpc_status(t)
-                {
-                    p.grpc = Some(code);
+            Some(Ok(f)) => match (f.trailers_ref(), this.pending.as_mut()) {
+                // Trailers end the stream: counted now (nothing after them is rescued).
+                (Some(t), Some(p)) => {
+                    if let Some(code) = crate::policy::retry::grpc_status(t) {
+                        p.grpc = Some(code);
+                    }
+                    true
                 }
-                false
-            }
+                _ => false,
+            },
             Some(Err(_)) => {
                 if let Some(p) = this.pending.as_mut() {
                     p.failed = true;

@@ -720,7 +720,7 @@ impl Outbound {
         req: Request<Incoming>,
         app: Wire,
     ) -> Response<RspBody> {
-        let grpc = crate::client::is_grpc(req.headers());
+        let grpc = crate::client::is_grpc_call(&req);
         if let Some(policy) = self.policy_of(l).await {
             let mut req = req;
             return match self.plan(l, &policy, &mut req).await {
@@ -995,7 +995,7 @@ impl Outbound {
                     None => {
                         let target = match request_target(&req) {
                             Ok(t) => t,
-                            Err(e) => return e.response_for(crate::client::is_grpc(req.headers())),
+                            Err(e) => return e.response_for(crate::client::is_grpc_call(&req)),
                         };
                         let l = self.logical(&target, None);
                         if let Some(raw) = raw {

@@ -223,11 +223,12 @@ pub fn close_after(headers: &mut http::HeaderMap, own: bool, h2: bool, client: C
     let marked = headers
         .get(crate::client::PROXY_CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if client == Client::App {
+        // Between proxies only, whatever its value.
+        headers.remove(crate::client::PROXY_CONNECTION);
+    }
     if !marked {
         return false;
-    }
-    if client == Client::App {
-        headers.remove(crate::client::PROXY_CONNECTION);
     }
     if !h2 {
         headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -260,7 +261,10 @@ mod tests {
         assert_eq!(h[http::header::CONNECTION], "close");
         assert!(!h.contains_key(PROXY_CONNECTION));
         // To a peer proxy over HTTP/2: the header tells it; HTTP/2 has no `connection`.
-        let mut h = headers(&ProxyError::Timeout(std::time::Duration::from_secs(1)));
+        let mut h = headers(&ProxyError::Upstream {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            reason: "reset".into(),
+        });
         assert!(close_after(&mut h, true, true, Client::Peer));
         assert_eq!(h[PROXY_CONNECTION], "close");
         assert!(!h.contains_key(http::header::CONNECTION));
@@ -268,10 +272,21 @@ mod tests {
         let mut h = headers(&ProxyError::NoEndpoints("myapp".into()));
         assert!(close_after(&mut h, false, true, Client::App));
         assert!(!h.contains_key(PROXY_CONNECTION));
-        // A request the proxy could not read leaves the connection open.
-        let mut h = headers(&ProxyError::BadRequest("no target".into()));
-        assert!(!close_after(&mut h, true, false, Client::App));
-        assert!(!h.contains_key(http::header::CONNECTION));
+        // Answers a new connection would not change leave it open: a request the proxy
+        // could not read, the request's own deadline.
+        for e in [
+            ProxyError::BadRequest("no target".into()),
+            ProxyError::Timeout(std::time::Duration::from_secs(1)),
+        ] {
+            let mut h = headers(&e);
+            assert!(!close_after(&mut h, true, false, Client::App), "{e}");
+            assert!(!h.contains_key(http::header::CONNECTION), "{e}");
+        }
+        // Another value of the proxies' header never reaches the application.
+        let mut h = http::HeaderMap::new();
+        h.insert(PROXY_CONNECTION, http::HeaderValue::from_static("keep"));
+        assert!(!close_after(&mut h, false, false, Client::App));
+        assert!(!h.contains_key(PROXY_CONNECTION));
     }
 
     #[test]

@@ -194,6 +194,8 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
     let mut h = h1_client(client.bound.outbound).await;
     let (status, headers, _) = h1_get(&mut h, &format!("{MYAPP}:80"), "/slow").await;
     assert_eq!(status, 504);
+    // The request's own deadline: a new connection would not help, this one stays.
+    assert!(!headers.contains_key("connection"), "{headers:?}");
     assert!(
         headers["l5d-proxy-error"].to_str().unwrap().contains("timed out"),
         "{headers:?}"

@@ -139,6 +139,11 @@ async fn http1_travels_as_http2_with_mtls_and_comes_out_as_http1() {
     assert_eq!(headers["connection"], "close", "{headers:?}");
     assert!(!headers.contains_key("l5d-proxy-connection"), "{headers:?}");
     assert!(eventually(Duration::from_secs(5), async || c.is_closed()).await);
+    // The server's proxy closed the proxies' connection for that port too; once the
+    // application is up, the next request goes out on a new one.
+    http_app("127.41.1.3:8081".parse().unwrap(), "myapp-1").await;
+    let (status, headers, body) = h1_get(&mut c, &format!("{MYAPP}:81"), "/up").await;
+    assert_eq!(status, 200, "{headers:?} {body}");
     // The proxies' connection for the working port (one per endpoint and port) stays.
     let (status, _, body) = h1_get(&mut c, &format!("{MYAPP}:80"), "/again").await;
     assert_eq!(status, 200, "{body}");

@@ -111,6 +111,7 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::INBOUND_DETECT_TIMEOUT, "10 parsecs", "duration"),
         (env::INBOUND_DETECT_TIMEOUT, "10w", "expected ms, s, m, h or d"),
         (env::OUTBOUND_DETECT_TIMEOUT, "99999999999999999d", "too long"),
+        (env::INBOUND_DETECT_TIMEOUT, "18446744073709551615ms", "too long"),
         (env::OUTBOUND_CONNECT_TIMEOUT, "soon", "duration"),
         (env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, "idle", "duration"),
         (env::SHUTDOWN_GRACE_PERIOD, "-1s", "duration"),

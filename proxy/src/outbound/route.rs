@@ -21,7 +21,7 @@ use hyper::body::{Body, Incoming};
 
 use super::{Concrete, DISCOVERY_WAIT, EpValue, Logical, Outbound, Replay};
 use crate::balance::{self, Pick};
-use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire, grpc_response, is_grpc};
+use crate::client::{PROXY_ERROR, ProxyError, ReqBody, RspBody, Wire, grpc_response, is_grpc_call};
 use crate::policy::client::Known;
 use crate::policy::outbound::{
     Accrual, Filter, HeaderEdit, OutboundPolicy, PathRewrite, Protocol, Redirect, Retry, RetryOn, Timeouts,
@@ -192,7 +192,7 @@ impl Outbound {
                     classify: route,
                     response_edits: Vec::new(),
                     accrual: None,
-                    grpc: is_grpc(req.headers()),
+                    grpc: is_grpc_call(req),
                 }))
             }
             PolicyOf::Outbound(p) => self.plan_outbound(l, p, req),
@@ -205,7 +205,7 @@ impl Outbound {
         p: &OutboundPolicy,
         req: &mut Request<Incoming>,
     ) -> Plan {
-        let grpc = p.protocol == Protocol::Grpc || is_grpc(req.headers());
+        let grpc = p.protocol == Protocol::Grpc || is_grpc_call(req);
         let routes = p.routes.iter().map(|r| (r.hosts.as_slice(), r.rules.as_slice()));
         let selected = crate::policy::matching::select(
             routes,
