@@ -148,6 +148,24 @@ async fn server_first_app(addr: SocketAddr) {
     });
 }
 
+/// A GET of the server pod's application port from `source`, claiming the caller
+/// identity `claimed` in `l5d-client-id`: the whole raw answer.
+async fn get_from(source: &str, path: &str, claimed: &str) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: {claimed}\r\nconnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut rsp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut rsp))
+        .await
+        .expect("an answer within 10s")
+        .unwrap();
+    rsp
+}
+
 /// The first flight of a TLS client for `name`: a ClientHello naming it.
 fn client_hello(name: &str) -> Vec<u8> {
     use strait_identity::rustls;
@@ -236,23 +254,7 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         // hands the connection to the local proxy.
         let mut bodies = Vec::new();
         for i in 0..3 {
-            let sock = tokio::net::TcpSocket::new_v4().unwrap();
-            sock.bind("198.18.200.11:0".parse().unwrap()).unwrap();
-            let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
-            tcp.write_all(
-                format!(
-                    "GET /t/{i} HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: forged.example\r\nconnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-            let mut rsp = String::new();
-            tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut rsp))
-                .await
-                .expect("a response within 10s")
-                .unwrap();
-            bodies.push(rsp);
+            bodies.push(get_from("198.18.200.11", &format!("/t/{i}"), "forged.example").await);
         }
         // A server-first protocol on a default opaque port (MySQL's): discovery marks it
         // opaque, so the proxy skips detection and the greeting arrives at once, not
@@ -295,23 +297,12 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         drop(tcp);
         // An unmeshed HTTP client of the server pod (from the proxy's address, which is
         // not redirected) claiming an identity: the application sees none.
-        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-        sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
-        let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
-        tcp.write_all(
-            format!("GET /plain HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: {CLIENT_ID}\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut plain = String::new();
-        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut plain))
-            .await
-            .expect("the unmeshed client's answer within 10s")
-            .unwrap();
+        let plain = get_from("198.18.200.1", "/plain", CLIENT_ID).await;
         assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
-        assert!(!plain.to_ascii_lowercase().contains("app-saw-client-id"), "{plain}");
-        drop(tcp);
+        assert!(
+            !plain.to_ascii_lowercase().contains("app-saw-client-id"),
+            "{plain}"
+        );
         // An unmeshed client of the opaque port: the server proxy forwards it untouched.
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind("198.18.200.1:0".parse().unwrap()).unwrap();
