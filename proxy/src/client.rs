@@ -267,14 +267,19 @@ pub fn grpc_response(code: u32, msg: &str) -> Response<RspBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
-        h.insert("grpc-status", v);
-    }
+    put_grpc_status(h, code, msg);
+    rsp
+}
+
+/// Writes a gRPC status the proxy gives in place of the application's: `grpc-status`
+/// `code`, and `msg` as `grpc-message` and `l5d-proxy-error` when it is a valid header
+/// value. In a trailers-only answer's headers, or in the trailers ending a stream.
+pub fn put_grpc_status(h: &mut http::HeaderMap, code: u32, msg: &str) {
+    h.insert("grpc-status", HeaderValue::from(code));
     if let Ok(v) = HeaderValue::from_str(msg) {
         h.insert("grpc-message", v.clone());
         h.insert(PROXY_ERROR, v);
     }
-    rsp
 }
 
 /// Dials endpoints: TCP, then mTLS verifying the expected identity, then the header.
@@ -659,8 +664,9 @@ impl HttpEndpoint {
                     upgrade_to_h2(&mut req);
                     req.headers_mut().remove(ORIG_PROTO);
                 }
-                let conn = self.h2_sender().await?;
-                let mut s = conn.sender.clone();
+                let H2Conn {
+                    sender: mut s, id, ..
+                } = self.h2_sender().await?;
                 let req = match s.ready().await {
                     Ok(()) => match s.try_send_request(req).await {
                         Ok(rsp) => return Ok(rsp),
@@ -675,7 +681,7 @@ impl HttpEndpoint {
                 // peer's GOAWAY after its error closed the connection): nothing was sent,
                 // so once more on a new connection.
                 tracing::debug!(addr = %self.plan.addr, "HTTP/2 connection closed; sending on a new one");
-                self.forget_h2(conn.id);
+                self.forget_h2(id);
                 let mut s = self.h2_sender().await?.sender;
                 s.ready().await.map_err(|e| self.upstream_err(e))?;
                 s.send_request(req).await.map_err(|e| self.upstream_err(e))

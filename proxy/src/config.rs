@@ -216,34 +216,32 @@ pub mod env {
 }
 
 /// Parses Linkerd's durations: `100ms`, `10s`, `1m`, `1h`, `365d` (a bare number is
-/// seconds). Linkerd's injector writes `365d` to the detect timeouts of a pod that
-/// turns the timeout off.
+/// seconds), the units linkerd2-proxy's environment parser takes; at most a century,
+/// since a deadline is added to the clock.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const MAX_MS: u64 = 100 * 365 * 86_400_000;
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; expected e.g. 100ms, 10s, 1m"))?;
-    // A century bounds every timeout (deadlines are added to the clock).
-    const MAX_SECS: u64 = 100 * 365 * 86_400;
-    let secs = |per: u64| {
-        n.checked_mul(per)
-            .filter(|t| *t <= MAX_SECS)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long a duration; at most 36500d"))
+    let per_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration: unit {unit:?}; expected ms, s, m, h or d"
+            ));
+        }
     };
-    match unit {
-        "ms" if n / 1000 <= MAX_SECS => Ok(Duration::from_millis(n)),
-        "ms" => Err(format!("{s:?} is too long a duration; at most 36500d")),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => Err(format!(
-            "{s:?} is not a duration: unit {unit:?}; expected ms, s, m, h or d"
-        )),
-    }
+    n.checked_mul(per_ms)
+        .filter(|ms| *ms <= MAX_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long a duration; at most 36500d"))
 }
 
 fn host_port(s: &str) -> Result<String, String> {

@@ -359,12 +359,12 @@ const GRPC_UNAVAILABLE: u32 = 14;
 /// The trailers ending a gRPC answer whose body failed with `e`.
 fn rescue_trailers(e: &dyn std::fmt::Display) -> http::HeaderMap {
     let mut t = http::HeaderMap::new();
-    t.insert("grpc-status", http::HeaderValue::from_static("14"));
     let msg = format!("the response stream failed: {e}");
-    let msg = http::HeaderValue::from_str(&msg)
-        .unwrap_or_else(|_| http::HeaderValue::from_static("the response stream failed"));
-    t.insert("grpc-message", msg.clone());
-    t.insert(crate::client::PROXY_ERROR, msg);
+    if http::HeaderValue::from_str(&msg).is_ok() {
+        crate::client::put_grpc_status(&mut t, GRPC_UNAVAILABLE, &msg);
+    } else {
+        crate::client::put_grpc_status(&mut t, GRPC_UNAVAILABLE, "the response stream failed");
+    }
     t
 }
 
