@@ -59,6 +59,9 @@ pub mod config {
     pub const OPAQUE_PORTS: &str = "config.linkerd.io/opaque-ports";
     /// The default inbound policy of a workload or namespace.
     pub const DEFAULT_INBOUND_POLICY: &str = "config.linkerd.io/default-inbound-policy";
+    /// Ports (and ranges) that admit meshed clients only where no Server describes them.
+    pub const PROXY_REQUIRE_IDENTITY_INBOUND_PORTS: &str =
+        "config.linkerd.io/proxy-require-identity-inbound-ports";
     /// Proxy CPU request (Kubernetes quantity).
     pub const PROXY_CPU_REQUEST: &str = "config.linkerd.io/proxy-cpu-request";
     /// Proxy CPU limit (Kubernetes quantity).
@@ -117,6 +120,7 @@ pub mod config {
         SKIP_SUBNETS,
         OPAQUE_PORTS,
         DEFAULT_INBOUND_POLICY,
+        PROXY_REQUIRE_IDENTITY_INBOUND_PORTS,
         PROXY_CPU_REQUEST,
         PROXY_CPU_LIMIT,
         PROXY_MEMORY_REQUEST,

@@ -59,6 +59,9 @@ pub struct PodInfo {
     pub opaque_ports: Option<Box<[(u16, u16)]>>,
     /// Its `config.linkerd.io/default-inbound-policy` annotation.
     pub default_policy: Option<Box<str>>,
+    /// Ports of its `config.linkerd.io/proxy-require-identity-inbound-ports`; `None`
+    /// without it (its namespace's applies).
+    pub require_identity_ports: Option<Box<[(u16, u16)]>>,
     /// Named container ports, in container order.
     pub named_ports: Box<[(Box<str>, u16)]>,
     /// HTTP GET probes of its containers: (port, path).
@@ -145,6 +148,9 @@ impl PodInfo {
                 .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
                 .map(|v| strait_api::names::port_ranges(v).unwrap_or_default().into()),
             default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
+            require_identity_ports: annotations
+                .and_then(|a| a.get(labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS))
+                .map(|v| strait_api::names::port_ranges(v).unwrap_or_default().into()),
             named_ports,
             probes: probes.into(),
             hostname: spec.and_then(|s| s.hostname.as_deref()).map(Into::into),

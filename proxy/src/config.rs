@@ -29,12 +29,17 @@ pub enum Capture {
 pub struct PortSet(Vec<(u16, u16)>);
 
 impl PortSet {
+    /// Whether the set has no port.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
         self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
     }
 
-    fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let port = |p: &str| {
@@ -161,6 +166,15 @@ pub struct Config {
     /// How long a series nothing uses any more is kept (`LINKERD2_PROXY_METRICS_RETAIN_IDLE`,
     /// Linkerd's 10 minutes).
     pub metrics_retain_idle: Duration,
+    /// Ingress mode (`LINKERD2_PROXY_INGRESS_MODE`, set by Linkerd's injector for
+    /// `linkerd.io/inject: ingress`): outbound HTTP requests go where their
+    /// `l5d-dst-override` header names, not to their connection's original destination.
+    pub ingress: bool,
+    /// Inbound ports that admit meshed clients only where no policy controller is
+    /// configured (`LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`, from Linkerd's
+    /// `config.linkerd.io/proxy-require-identity-inbound-ports`). With a controller, its
+    /// answer for the port decides, as in Linkerd (it reads the same annotation).
+    pub require_identity_ports: PortSet,
 }
 
 /// A configuration value that cannot be used.
@@ -206,6 +220,8 @@ pub mod env {
     pub const CORES: &str = "LINKERD2_PROXY_CORES";
     pub const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
     pub const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
+    pub const INGRESS_MODE: &str = "LINKERD2_PROXY_INGRESS_MODE";
+    pub const INBOUND_PORTS_REQUIRE_IDENTITY: &str = "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
     pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
     pub const PEER_INBOUND_PORT: &str = "STRAIT_PROXY_PEER_INBOUND_PORT";
@@ -441,15 +457,17 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 4140)),
         )?;
         let admin_addr = addr(env::ADMIN_LISTEN_ADDR, SocketAddr::from(([127, 0, 0, 1], 4191)))?;
-        let inbound_opaque_ports = match value(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION) {
-            None => PortSet::default(),
+        let ports = |var: &str| match value(var) {
+            None => Ok(PortSet::default()),
             Some(v) => PortSet::parse(&v).map_err(|p| {
                 err(
-                    env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+                    var,
                     format!("{p}; expected ports and ranges like 25,443,3306-3307"),
                 )
-            })?,
+            }),
         };
+        let inbound_opaque_ports = ports(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION)?;
+        let require_identity_ports = ports(env::INBOUND_PORTS_REQUIRE_IDENTITY)?;
         let default_app_ip = match capture {
             // Each pod's app listens on the pod's own 127.x address.
             Capture::Explicit => inbound_addr.ip(),
@@ -479,17 +497,17 @@ impl Config {
             None => None,
             Some(v) => Some(parse_duration(&v).map_err(|p| err(env::REQUEST_TIMEOUT, p))?),
         };
-        let shutdown_endpoint = match value(env::SHUTDOWN_ENDPOINT_ENABLED).map(|v| v.to_ascii_lowercase()) {
-            None => false,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(v) => {
-                return Err(err(
-                    env::SHUTDOWN_ENDPOINT_ENABLED,
-                    format!("{v:?} is not a boolean; expected true or false"),
-                ));
-            }
+        let flag = |var: &str| match value(var).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(v) if v == "true" => Ok(true),
+            Some(v) if v == "false" => Ok(false),
+            Some(v) => Err(err(
+                var,
+                format!("{v:?} is not a boolean; expected true or false"),
+            )),
         };
+        let shutdown_endpoint = flag(env::SHUTDOWN_ENDPOINT_ENABLED)?;
+        let ingress = flag(env::INGRESS_MODE)?;
         let defaults = Limits::default();
         let limits = Limits {
             max_connections: number(env::MAX_CONNECTIONS, defaults.max_connections)?,
@@ -551,6 +569,8 @@ impl Config {
             cores: number(env::CORES, 1)?,
             shutdown_endpoint,
             metrics_retain_idle: duration(env::METRICS_RETAIN_IDLE, crate::metrics::DEFAULT_RETAIN_IDLE)?,
+            ingress,
+            require_identity_ports,
         })
     }
 }

@@ -156,8 +156,11 @@ fn authorizer(
     policy: Option<policy::client::PolicyClient>,
     metrics: Arc<metrics::Registry>,
 ) -> Arc<dyn inbound::Authorize> {
-    let default =
-        policy::inbound::ServerPolicy::default_policy(&cfg.inbound_default_policy, &cfg.cluster_networks);
+    let default = policy::inbound::Defaults::new(
+        &cfg.inbound_default_policy,
+        &cfg.cluster_networks,
+        cfg.require_identity_ports.clone(),
+    );
     match (policy, &cfg.policy_workload) {
         (Some(p), Some(_)) => Arc::new(policy::authz::PolicyAuthorizer::new(p, default, metrics)),
         (Some(_), None) => {
@@ -169,7 +172,7 @@ fn authorizer(
             );
             Arc::new(policy::authz::StaticAuthorizer::new(default, metrics))
         }
-        (None, _) if cfg.inbound_default_policy == "all-unauthenticated" => Arc::new(inbound::AllowAll),
+        (None, _) if default.admit_all() => Arc::new(inbound::AllowAll),
         (None, _) => Arc::new(policy::authz::StaticAuthorizer::new(default, metrics)),
     }
 }
@@ -247,6 +250,7 @@ pub async fn run(
             limits: cfg.limits.clone(),
             own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
             idle_timeout: cfg.outbound_idle_timeout,
+            ingress: cfg.ingress,
         },
         resolver,
         connector.clone(),

@@ -1,7 +1,8 @@
 //! The outbound side (4140): what the application sends out.
 //!
 //! accept → detect (HTTP/1, HTTP/2, else opaque) → target (original destination, or the
-//! request's authority / `CONNECT` in explicit mode) → logical target (profile: TrafficSplit
+//! request's authority / `CONNECT` in explicit mode; in ingress mode an HTTP request's
+//! `l5d-dst-override` header first) → logical target (profile: TrafficSplit
 //! overrides) → concrete target (Destination/Get) → balancer (P2C peak-EWMA) → endpoint
 //! client (mTLS + HTTP/2 to meshed peers, plaintext otherwise). A target discovery does
 //! not know is forwarded to its original address in plaintext.
@@ -146,27 +147,49 @@ fn raw_authority<B>(req: &Request<B>) -> Option<&str> {
 /// The target of an explicit-mode request: absolute-form or `:authority`, else `Host`;
 /// port 80 when none is given.
 pub fn request_target<B>(req: &Request<B>) -> Result<String, ProxyError> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ProxyError::BadRequest("the request names no target: no authority and no Host header".into())
-            })?,
-    };
+    let authority = raw_authority(req).ok_or_else(|| {
+        ProxyError::BadRequest("the request names no target: no authority and no Host header".into())
+    })?;
+    Ok(target_of(authority))
+}
+
+/// `authority` as a target's key: lower case, with port 80 when it names none.
+fn target_of(authority: &str) -> String {
     let authority = authority.to_ascii_lowercase();
     let has_port = match authority.rsplit_once(':') {
         Some((h, p)) => !h.is_empty() && !p.contains(']') && p.parse::<u16>().is_ok(),
         None => false,
     };
-    Ok(if has_port {
+    if has_port {
         authority
     } else {
         format!("{authority}:80")
-    })
+    }
+}
+
+/// Whether what follows an authority's host is nothing or `:<port>`.
+fn port_ok(rest: &str) -> bool {
+    rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok())
+}
+
+/// The header that names an ingress-mode request's target (Linkerd's).
+pub const DST_OVERRIDE_HEADER: &str = "l5d-dst-override";
+
+/// The target an ingress-mode request names in `l5d-dst-override` (`host[:port]`, port
+/// 80 when it names none), when it carries a usable one. linkerd2-proxy routes a request
+/// whose header is missing or unreadable by its original destination; so does this.
+fn dst_override<B>(req: &Request<B>) -> Option<&str> {
+    let v = req.headers().get(DST_OVERRIDE_HEADER)?.to_str().ok()?.trim();
+    match v.parse::<http::uri::Authority>() {
+        Ok(a) if !a.host().is_empty() && !v.contains('@') && port_ok(&v[a.host().len()..]) => Some(v),
+        _ => {
+            tracing::debug!(
+                value = v,
+                "{DST_OVERRIDE_HEADER} is not host[:port]; routing by the original destination"
+            );
+            None
+        }
+    }
 }
 
 /// Settings of the outbound side.
@@ -188,6 +211,9 @@ pub struct OutboundConfig {
     /// policy watches end and its endpoints' connections close
     /// (`LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT`, Linkerd's 5 s by default).
     pub idle_timeout: Duration,
+    /// Ingress mode: an HTTP request naming its target in `l5d-dst-override` goes there
+    /// (see [`DST_OVERRIDE_HEADER`]), whatever its connection's original destination.
+    pub ingress: bool,
 }
 
 struct EpValue {
@@ -978,30 +1004,36 @@ impl Outbound {
         fixed: Option<Arc<Logical>>,
         last: &LastTarget,
     ) -> Response<RspBody> {
-        let l = match fixed {
-            Some(l) => l,
-            None => {
-                // Most connections name one target: compare the request's raw authority
-                // with the last one before normalizing (no allocation on the hot path).
-                let raw = raw_authority(&req);
+        // An ingress-mode request naming its target goes there; any other goes to its
+        // connection's original destination (transparent), or to its authority (explicit).
+        let named = if self.cfg.ingress {
+            dst_override(&req)
+        } else {
+            None
+        };
+        let l = match (named, fixed) {
+            (None, Some(l)) => l,
+            (named, _) => {
+                let Some(raw) = named.or_else(|| raw_authority(&req)) else {
+                    let e = ProxyError::BadRequest(
+                        "the request names no target: no authority and no Host header".into(),
+                    );
+                    return e.response_for(crate::client::is_grpc_call(&req));
+                };
+                // Most connections name one target: compare the raw name with the last
+                // one before normalizing (no allocation on the hot path).
                 let cached = last
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .as_ref()
-                    .filter(|(r, _)| Some(r.as_str()) == raw)
+                    .filter(|(r, _)| r == raw)
                     .map(|(_, l)| l.clone());
                 match cached {
                     Some(l) => l,
                     None => {
-                        let target = match request_target(&req) {
-                            Ok(t) => t,
-                            Err(e) => return e.response_for(crate::client::is_grpc_call(&req)),
-                        };
-                        let l = self.logical(&target, None);
-                        if let Some(raw) = raw {
-                            *last.lock().unwrap_or_else(PoisonError::into_inner) =
-                                Some((raw.to_string(), l.clone()));
-                        }
+                        let l = self.logical(&target_of(raw), None);
+                        *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some((raw.to_string(), l.clone()));
                         l
                     }
                 }

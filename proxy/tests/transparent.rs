@@ -7,9 +7,13 @@
 //!   PREROUTING redirects arriving port-8080, 8443 and 3306 traffic to 4143 (3306 is
 //!   opaque: the client proxy tunnels it to 4143 itself; an unmeshed client's connection
 //!   is redirected, and the server proxy forwards it without detection).
+//!   Port 8081 (the same application) requires identity
+//!   (`LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`).
 //! - client pod 198.18.200.1 (proxy) and .11 (the application's source address): OUTPUT
 //!   redirects the application's connections to 4140. Linkerd excludes the proxy by its
 //!   UID; this test runs both in one process, so it tells them apart by source address.
+//!   A second proxy in ingress mode (`LINKERD2_PROXY_INGRESS_MODE`) serves the source
+//!   address .12 on 4150, as an ingress controller's would.
 
 mod support;
 
@@ -55,6 +59,7 @@ impl Pods {
         sh(&["ip", "link", "set", &sv, "netns", &s]);
         sh(&["ip", "-n", &c, "addr", "add", "198.18.200.1/24", "dev", &cv]);
         sh(&["ip", "-n", &c, "addr", "add", "198.18.200.11/24", "dev", &cv]);
+        sh(&["ip", "-n", &c, "addr", "add", "198.18.200.12/24", "dev", &cv]);
         sh(&["ip", "-n", &s, "addr", "add", "198.18.200.2/24", "dev", &sv]);
         for (ns, dev) in [(&c, &cv), (&s, &sv)] {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -77,7 +82,7 @@ impl Pods {
             "-m",
             "multiport",
             "--dports",
-            "8080,8443,3306",
+            "8080,8081,8443,3306",
             "-j",
             "REDIRECT",
             "--to-ports",
@@ -101,6 +106,25 @@ impl Pods {
             "REDIRECT",
             "--to-ports",
             "4140",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &c,
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-s",
+            "198.18.200.12",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "4150",
         ]);
         p
     }
@@ -151,12 +175,21 @@ async fn server_first_app(addr: SocketAddr) {
 /// A GET of the server pod's application port from `source`, claiming the caller
 /// identity `claimed` in `l5d-client-id`: the whole raw answer.
 async fn get_from(source: &str, path: &str, claimed: &str) -> String {
+    get(
+        source,
+        "198.18.200.2:8080",
+        path,
+        &format!("l5d-client-id: {claimed}\r\n"),
+    )
+    .await
+}
+
+/// A GET of `target` from `source` with the header lines `extra`: the whole raw answer.
+async fn get(source: &str, target: &str, path: &str, extra: &str) -> String {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let mut tcp = sock.connect("198.18.200.2:8080".parse().unwrap()).await.unwrap();
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nhost: {MYAPP}\r\nl5d-client-id: {claimed}\r\nconnection: close\r\n\r\n"
-    );
+    let mut tcp = sock.connect(target.parse().unwrap()).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {MYAPP}\r\n{extra}connection: close\r\n\r\n");
     tcp.write_all(head.as_bytes()).await.unwrap();
     let mut rsp = String::new();
     tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut rsp))
@@ -210,6 +243,7 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             .await;
         cluster.pod("myapp-1", "myapp", "myapp", s_ip, true).await;
         http_app("127.0.0.1:8080".parse().unwrap(), "myapp-1").await;
+        http_app("127.0.0.1:8081".parse().unwrap(), "myapp-1").await;
         server_first_app("127.0.0.1:3306".parse().unwrap()).await;
         echo_app("127.0.0.1:8443".parse().unwrap()).await;
         let mut vars = cluster.proxy_env("myapp-1", "myapp", s_ip);
@@ -220,6 +254,7 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140".into());
         vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4191".into());
         vars.insert(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "3306".into());
+        vars.insert(env::INBOUND_PORTS_REQUIRE_IDENTITY, "8081".into());
         let proxy = Proxy::ready(vars).await;
         to_client
             .send(FromServer {
@@ -249,7 +284,13 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             (env::IDENTITY_TOKEN_FILE, token.display().to_string()),
             (env::INBOUND_LISTEN_ADDR, "0.0.0.0:4143".to_string()),
         ]);
+        let mut ingress_vars = vars.clone();
+        ingress_vars.insert(env::INGRESS_MODE, "true".into());
+        ingress_vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4150".into());
+        ingress_vars.insert(env::INBOUND_LISTEN_ADDR, "0.0.0.0:4153".into());
+        ingress_vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4192".into());
         let proxy = Proxy::ready(vars).await;
+        let ingress = Proxy::ready(ingress_vars).await;
         // The application dials the server pod's application port directly; iptables
         // hands the connection to the local proxy.
         let mut bodies = Vec::new();
@@ -314,7 +355,47 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             .unwrap();
         assert_eq!(&greeting, b"220 ready\r\n");
         drop(tcp);
-        (bodies, greeting, greeted_in, proxy.metrics().await)
+        // The port that requires identity: a meshed caller is served, an unmeshed one
+        // refused (403) by the server proxy.
+        let meshed = get("198.18.200.11", "198.18.200.2:8081", "/required", "").await;
+        assert!(meshed.starts_with("HTTP/1.1 200"), "{meshed}");
+        let unmeshed = get("198.18.200.1", "198.18.200.2:8081", "/required", "").await;
+        assert!(unmeshed.starts_with("HTTP/1.1 403"), "{unmeshed}");
+        // Ingress mode: a request naming its target in l5d-dst-override goes there (the
+        // Service's endpoints, over mTLS), whatever address the ingress dialled; one
+        // without the header goes to the address dialled (nothing listens on 9999). The
+        // header names no port: Linkerd's default, 80 (the Service's, to target port 8080).
+        let over = format!("l5d-dst-override: {MYAPP}\r\n");
+        let routed = get("198.18.200.12", "198.18.200.2:9999", "/ingress", &over).await;
+        assert!(
+            routed.starts_with("HTTP/1.1 200")
+                && routed.ends_with(&format!(
+                    "pod=myapp-1 version=HTTP/1.1 path=/ingress host={MYAPP} orig=false"
+                )),
+            "{routed}"
+        );
+        let dialled = get("198.18.200.12", "198.18.200.2:9999", "/ingress", "").await;
+        assert!(dialled.starts_with("HTTP/1.1 502"), "{dialled}");
+        // The header is not a way around the proxy's refusal of loopback targets.
+        let looped = get(
+            "198.18.200.12",
+            "198.18.200.2:8080",
+            "/ingress",
+            "l5d-dst-override: localhost:8080\r\n",
+        )
+        .await;
+        assert!(looped.starts_with("HTTP/1.1 502"), "{looped}");
+        // Without ingress mode the header is ignored: the request goes where it was sent.
+        let ignored = get("198.18.200.11", "198.18.200.2:9999", "/ingress", &over).await;
+        assert!(ignored.starts_with("HTTP/1.1 502"), "{ignored}");
+        let ingress_metrics = ingress.metrics().await;
+        (
+            bodies,
+            greeting,
+            greeted_in,
+            proxy.metrics().await,
+            ingress_metrics,
+        )
     })
     .join()
     .expect("client pod thread");
@@ -322,7 +403,34 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
     let server_metrics = metrics_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     server.join().expect("server pod thread");
 
-    let (bodies, greeting, greeted_in, client_metrics) = client;
+    let (bodies, greeting, greeted_in, client_metrics, ingress_metrics) = client;
+    assert_eq!(
+        metric(
+            &ingress_metrics,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", &format!("{MYAPP}:80")),
+                ("target_addr", "198.18.200.2:8080"),
+                ("server_id", SERVER_ID),
+                ("status_code", "200"),
+            ]
+        ),
+        Some(1.0),
+        "the ingress proxy counted the overridden request under the Service, over mTLS: {ingress_metrics}"
+    );
+    assert_eq!(
+        metric(
+            &server_metrics,
+            "inbound_http_authz_deny_total",
+            &[
+                ("target_addr", "127.0.0.1:8081"),
+                ("srv_name", "all-authenticated")
+            ]
+        ),
+        Some(1.0),
+        "the unmeshed request to the port that requires identity was refused: {server_metrics}"
+    );
     assert_eq!(&greeting, b"220 ready\r\n");
     assert!(
         greeted_in < Duration::from_secs(3),
@@ -366,7 +474,8 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
                 ("client_id", CLIENT_ID)
             ]
         ),
-        Some(3.0),
+        // The client's three, and the ingress proxy's one (the same identity).
+        Some(4.0),
         "the server proxy authenticated the client and used the original port: {server_metrics}"
     );
     assert!(

@@ -143,6 +143,7 @@ pub(crate) struct Settings {
     /// Ports whose inbound traffic is not protocol-detected: opaque ports and
     /// `inbound-ports-disable-protocol-detection`.
     pub opaque_ports: String,
+    pub require_identity_ports: String,
     pub skip_inbound_ports: String,
     pub skip_outbound_ports: String,
     pub skip_subnets: String,
@@ -325,6 +326,9 @@ impl Settings {
             log_format,
             default_inbound_policy,
             opaque_ports: union(&opaque, &no_detect),
+            require_identity_ports: a
+                .parse(ann::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS, port_list)
+                .unwrap_or_else(|| normalize_list(v.proxy.require_identity_on_inbound_ports.as_str())),
             skip_inbound_ports: a
                 .parse(ann::SKIP_INBOUND_PORTS, port_list)
                 .unwrap_or_else(|| normalize_list(v.proxy_init.ignore_inbound_ports.as_str())),
@@ -411,13 +415,24 @@ mod tests {
 
     #[test]
     fn bad_values_fall_back_with_a_warning() {
-        let pod = map(&[(ann::PROXY_CPU_LIMIT, "lots"), (ann::SKIP_INBOUND_PORTS, "http")]);
+        let pod = map(&[
+            (ann::PROXY_CPU_LIMIT, "lots"),
+            (ann::SKIP_INBOUND_PORTS, "http"),
+            (ann::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS, "8080,admin"),
+        ]);
         let mut a = Annotations::new(&pod, None);
         let s = Settings::resolve(&config(), &mut a, false);
         assert!(s.limits.is_empty());
         assert_eq!(s.skip_inbound_ports, "4567,4568");
+        assert_eq!(s.require_identity_ports, "");
         let w = a.into_warnings();
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w.iter().any(|w| w.contains(
+                "proxy-require-identity-inbound-ports on the pod: expected a comma-separated list of ports"
+            )),
+            "{w:?}"
+        );
         assert!(
             w[0].contains("config.linkerd.io/proxy-cpu-limit on the pod: expected a Kubernetes quantity"),
             "{w:?}"

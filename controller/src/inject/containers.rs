@@ -53,6 +53,12 @@ fn env(config: &InjectConfig, s: &Settings, app_ports: &[i32]) -> Vec<Value> {
     if let Some(cores) = s.cores {
         env.push(plain("LINKERD2_PROXY_CORES", cores.to_string()));
     }
+    if !s.require_identity_ports.is_empty() {
+        env.push(plain(
+            "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY",
+            s.require_identity_ports.clone(),
+        ));
+    }
     env.extend([
         plain(
             "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",

@@ -569,6 +569,7 @@ fn annotations_choose_and_configure() {
             labels::config::DISABLE_TAP: "true",
             labels::config::PROXY_VERSION: "9.9.9",
             labels::config::PROXY_EPHEMERAL_STORAGE_LIMIT: "1Gi",
+            labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS: "8080, 9000-9001",
         }),
         json!({}),
     );
@@ -581,6 +582,7 @@ fn annotations_choose_and_configure() {
         "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION=4000",
         "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY=deny",
         "LINKERD2_PROXY_TAP_DISABLED=true",
+        "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY=8080,9000-9001",
     ] {
         assert!(env.contains(&line.to_string()), "{line} missing from {env:#?}");
     }

@@ -318,6 +318,9 @@ pub struct ProxyValues {
     pub default_inbound_policy: InboundPolicy,
     /// Ports whose traffic skips protocol detection (server-speaks-first protocols).
     pub opaque_ports: PortList,
+    /// Inbound ports that admit meshed clients only where no Server describes them (the
+    /// proxies' `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`, Linkerd's value).
+    pub require_identity_on_inbound_ports: PortList,
     /// Start the proxy before the application containers.
     pub r#await: bool,
     /// Let `POST /shutdown` on the proxy's admin port (from inside the pod) shut it down,
@@ -341,6 +344,7 @@ impl Default for ProxyValues {
             ports: ProxyPorts::default(),
             default_inbound_policy: InboundPolicy("all-unauthenticated".into()),
             opaque_ports: PortList("25,587,3306,4444,5432,6379,9300,11211".into()),
+            require_identity_on_inbound_ports: PortList(String::new()),
             r#await: true,
             enable_shutdown_endpoint: false,
         }
@@ -669,6 +673,10 @@ static SETTINGS: &[Setting] = &[
         v.proxy.default_inbound_policy = InboundPolicy::new(s)?
     }),
     setting!("proxy.opaquePorts", |v, s| v.proxy.opaque_ports =
+        PortList::new(s)?),
+    setting!("proxy.requireIdentityOnInboundPorts", |v, s| v
+        .proxy
+        .require_identity_on_inbound_ports =
         PortList::new(s)?),
     setting!("proxy.await", |v, s| v.proxy.r#await = parse_bool(s)?),
     setting!("proxy.enableShutdownEndpoint", |v, s| v

@@ -69,6 +69,18 @@ impl DefaultPolicy {
         })
     }
 
+    /// The policy of a port that requires identity
+    /// (`config.linkerd.io/proxy-require-identity-inbound-ports`) under this default:
+    /// meshed clients only, from the same networks; `deny` and `audit` stay as they are,
+    /// as in Linkerd's policy controller.
+    pub fn authenticated(self) -> Self {
+        match self {
+            Self::AllUnauthenticated => Self::AllAuthenticated,
+            Self::ClusterUnauthenticated => Self::ClusterAuthenticated,
+            other => other,
+        }
+    }
+
     /// The annotation's value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -166,7 +178,10 @@ pub fn server_policy(cfg: &InboundConfig, pod: &PodFacts, port: u16, ns: &Namesp
             }
         }
         None => {
-            let policy = default_policy_of(cfg, pod, ns);
+            let mut policy = default_policy_of(cfg, pod, ns);
+            if requires_identity(pod, port, ns) {
+                policy = policy.authenticated();
+            }
             let opaque = pod.is_opaque(port, &cfg.default_opaque_ports);
             let proto = if opaque {
                 ProxyProtocol::Opaque
@@ -188,6 +203,24 @@ fn labels_of(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect()
+}
+
+/// Whether `port` is among the pod's ports that require identity (its annotation, else
+/// its namespace's).
+fn requires_identity(pod: &PodFacts, port: u16, ns: &NamespacePolicy) -> bool {
+    let from_ns;
+    let ports = match &pod.require_identity_ports {
+        Some(p) => &**p,
+        None => {
+            from_ns = ns
+                .annotations
+                .get(labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS)
+                .and_then(|v| strait_api::names::port_ranges(v).ok())
+                .unwrap_or_default();
+            &from_ns[..]
+        }
+    };
+    ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
 }
 
 fn default_policy_of(cfg: &InboundConfig, pod: &PodFacts, ns: &NamespacePolicy) -> DefaultPolicy {

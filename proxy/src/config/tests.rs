@@ -44,6 +44,14 @@ fn linkerd_defaults() {
     assert!(c.request_timeout.is_none());
     assert_eq!(c.cores, 1);
     assert_eq!(c.outbound_idle_timeout, Duration::from_secs(5));
+    assert!(!c.ingress);
+    assert!(c.require_identity_ports.is_empty());
+    let mut v = base();
+    v.insert(env::INGRESS_MODE, "true".into());
+    v.insert(env::INBOUND_PORTS_REQUIRE_IDENTITY, "8080,9000-9001".into());
+    let i = parse(&v).unwrap();
+    assert!(i.ingress);
+    assert!(i.require_identity_ports.contains(9001) && !i.require_identity_ports.contains(8081));
     // Linkerd's private ranges when the cluster networks are not given.
     let private = |ip: [u8; 4]| c.cluster_networks.iter().any(|n| n.contains(IpAddr::from(ip)));
     assert!(private([10, 1, 2, 3]) && private([192, 168, 0, 1]) && private([100, 64, 0, 1]));
@@ -127,6 +135,12 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::HEADER_READ_TIMEOUT, "x", "duration"),
         (env::CORES, "two", "positive number"),
         (env::SHUTDOWN_ENDPOINT_ENABLED, "yes", "expected true or false"),
+        (env::INGRESS_MODE, "on", "expected true or false"),
+        (
+            env::INBOUND_PORTS_REQUIRE_IDENTITY,
+            "8080,http",
+            "expected ports and ranges",
+        ),
         (env::METRICS_RETAIN_IDLE, "forever", "duration"),
         (
             env::POLICY_CLUSTER_NETWORKS,

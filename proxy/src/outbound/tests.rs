@@ -244,6 +244,44 @@ fn explicit_targets_come_from_the_request() {
 }
 
 #[test]
+fn ingress_targets_come_from_the_override_header() {
+    let req = |v: &[u8]| {
+        Request::builder()
+            .uri("/x")
+            .header("host", "shop.example.com")
+            .header(DST_OVERRIDE_HEADER, http::HeaderValue::from_bytes(v).unwrap())
+            .body(())
+            .unwrap()
+    };
+    let named = |v: &[u8]| dst_override(&req(v)).map(target_of);
+    assert_eq!(
+        named(b"Web.Emojivoto.svc.cluster.local:8080").as_deref(),
+        Some("web.emojivoto.svc.cluster.local:8080")
+    );
+    assert_eq!(
+        named(b" web.emojivoto.svc.cluster.local ").as_deref(),
+        Some("web.emojivoto.svc.cluster.local:80"),
+        "port 80 when the header names none, as Linkerd's"
+    );
+    assert_eq!(named(b"10.42.0.7:9000").as_deref(), Some("10.42.0.7:9000"));
+    assert_eq!(named(b"[fd00::7]:9000").as_deref(), Some("[fd00::7]:9000"));
+    // Unusable values: the request goes to its original destination, as in Linkerd.
+    for bad in [
+        &b""[..],
+        b"web svc:80",
+        b"http://web:80/",
+        b":80",
+        b"web:port",
+        b"user@web:80",
+        b"\xff",
+    ] {
+        assert_eq!(named(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+    let plain = Request::builder().uri("/x").body(()).unwrap();
+    assert_eq!(dst_override(&plain), None);
+}
+
+#[test]
 fn endpoint_labels_carry_identity_and_dst_labels() {
     let mut e = ep(true, true, None);
     e.labels.insert("pod".into(), "myapp-1".into());
@@ -305,6 +343,7 @@ fn idle_outbound(idle_timeout: Duration) -> Arc<Outbound> {
             limits: Default::default(),
             own_addrs: Vec::new(),
             idle_timeout,
+            ingress: false,
         },
         crate::discovery::Resolver::new(channel, "production", "web-1"),
         Arc::new(Connector::new(

@@ -12,7 +12,7 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::client::{Known, PolicyClient};
-use super::inbound::{Client, HttpDecision, ServerPolicy, decide, decide_http};
+use super::inbound::{Client, Defaults, HttpDecision, ServerPolicy, decide, decide_http};
 use crate::inbound::{Authorize, Denied, InboundConn, RequestDenied};
 use crate::metrics::{Registry, labels};
 
@@ -25,17 +25,17 @@ const LOGGED_MAX: usize = 4096;
 /// Authorization from the policy controller, with a default for ports it has no policy for.
 pub struct PolicyAuthorizer {
     client: PolicyClient,
-    default: Arc<ServerPolicy>,
+    defaults: Defaults,
     metrics: Arc<Registry>,
     logged: Mutex<HashSet<String>>,
 }
 
 impl PolicyAuthorizer {
-    /// Authorizes with `client`'s policies; `default` applies where there is none.
-    pub fn new(client: PolicyClient, default: ServerPolicy, metrics: Arc<Registry>) -> Self {
+    /// Authorizes with `client`'s policies; `defaults` apply where there is none.
+    pub fn new(client: PolicyClient, defaults: Defaults, metrics: Arc<Registry>) -> Self {
         Self {
             client,
-            default: Arc::new(default),
+            defaults,
             metrics,
             logged: Mutex::new(HashSet::new()),
         }
@@ -45,7 +45,7 @@ impl PolicyAuthorizer {
         match self.client.inbound(port).current() {
             Known::Some(p) => p,
             // Unanswered after the wait, or no policy: the default.
-            Known::Pending | Known::None => self.default.clone(),
+            Known::Pending | Known::None => self.defaults.for_port(port).clone(),
         }
     }
 
@@ -267,19 +267,17 @@ impl Authorize for PolicyAuthorizer {
     }
 }
 
-/// Authorization by one fixed policy (the default inbound policy without a controller).
+/// Authorization by fixed policies (the default inbound policy without a controller, and
+/// its authenticated form on the ports that require identity).
 pub struct StaticAuthorizer {
-    policy: Arc<ServerPolicy>,
+    defaults: Defaults,
     metrics: Arc<Registry>,
 }
 
 impl StaticAuthorizer {
-    /// Authorizes every port with `policy`.
-    pub fn new(policy: ServerPolicy, metrics: Arc<Registry>) -> Self {
-        Self {
-            policy: Arc::new(policy),
-            metrics,
-        }
+    /// Authorizes each port with its policy of `defaults`.
+    pub fn new(defaults: Defaults, metrics: Arc<Registry>) -> Self {
+        Self { defaults, metrics }
     }
 }
 
@@ -291,10 +289,11 @@ impl StaticAuthorizer {
             ip: conn.peer.ip(),
             identity: id.as_deref(),
         };
-        if decide(&self.policy.authorizations, client).is_some() {
+        let policy = self.defaults.for_port(conn.target.port());
+        if decide(&policy.authorizations, client).is_some() {
             return Ok(());
         }
-        let (srv_kind, srv_name) = split(&self.policy.name);
+        let (srv_kind, srv_name) = split(&policy.name);
         let (name, help) = if kind == "http" {
             (
                 "inbound_http_authz_deny_total",
@@ -320,7 +319,7 @@ impl StaticAuthorizer {
         Err(Denied {
             client: client_name(conn),
             target: conn.target,
-            reason: format!("{} authorizes no such client", self.policy.name),
+            reason: format!("{} authorizes no such client", policy.name),
         })
     }
 }

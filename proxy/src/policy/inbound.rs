@@ -326,6 +326,20 @@ impl ServerPolicy {
         p
     }
 
+    /// The policy of a port that requires identity
+    /// (`LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`) under default `kind`: its
+    /// authenticated form, as Linkerd's policy controller makes it (`all-unauthenticated`
+    /// → `all-authenticated`, `cluster-unauthenticated` → `cluster-authenticated`; the
+    /// others are kept).
+    pub fn require_identity(kind: &str, cluster_networks: &[IpNet]) -> Self {
+        let kind = match kind {
+            "all-unauthenticated" => "all-authenticated",
+            "cluster-unauthenticated" => "cluster-authenticated",
+            other => other,
+        };
+        Self::default_policy(kind, cluster_networks)
+    }
+
     /// A policy that admits no one.
     pub fn deny_all(name: &str) -> Self {
         Self {
@@ -435,6 +449,44 @@ pub fn decide_http(
     }
 }
 
+/// The policies a proxy applies where no controller answers for a port: the default
+/// inbound policy, and on the ports that require identity its authenticated form.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    default: Arc<ServerPolicy>,
+    require_identity: (crate::config::PortSet, Arc<ServerPolicy>),
+    kind: String,
+}
+
+impl Defaults {
+    /// The defaults of default policy `kind` with `require_identity` ports.
+    pub fn new(kind: &str, cluster_networks: &[IpNet], require_identity: crate::config::PortSet) -> Self {
+        Self {
+            default: Arc::new(ServerPolicy::default_policy(kind, cluster_networks)),
+            require_identity: (
+                require_identity,
+                Arc::new(ServerPolicy::require_identity(kind, cluster_networks)),
+            ),
+            kind: kind.to_string(),
+        }
+    }
+
+    /// The policy of `port`.
+    pub fn for_port(&self, port: u16) -> &Arc<ServerPolicy> {
+        let (ports, policy) = &self.require_identity;
+        if ports.contains(port) {
+            policy
+        } else {
+            &self.default
+        }
+    }
+
+    /// Whether every port admits every client (nothing to check).
+    pub fn admit_all(&self) -> bool {
+        self.kind == "all-unauthenticated" && self.require_identity.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +552,61 @@ mod tests {
 
     /// `cluster-*` defaults admit only clients inside the cluster networks; `all-*` admit
     /// every address; `*-authenticated` only meshed clients; `deny` no one.
+    /// A port that requires identity admits only meshed clients under every default
+    /// that admits some, and keeps the default's networks; other ports keep the default.
+    #[test]
+    fn ports_that_require_identity_admit_meshed_clients_only() {
+        let cluster = [net("198.18.0.0/20")];
+        let inside = IpAddr::from([198, 18, 0, 9]);
+        let outside = IpAddr::from([203, 0, 113, 7]);
+        let ports = crate::config::PortSet::parse("8080,9000-9001").unwrap();
+        for (kind, in_meshed, out_meshed) in [
+            ("all-unauthenticated", true, true),
+            ("all-authenticated", true, true),
+            ("cluster-unauthenticated", true, false),
+            ("cluster-authenticated", true, false),
+            ("deny", false, false),
+        ] {
+            let d = Defaults::new(kind, &cluster, ports.clone());
+            assert!(!d.admit_all(), "{kind}");
+            let admits = |port, ip, identity| {
+                decide(&d.for_port(port).authorizations, Client { ip, identity }).is_some()
+            };
+            for port in [8080, 9001] {
+                assert!(!admits(port, inside, None), "{kind}: {port} refuses plaintext");
+                assert_eq!(
+                    admits(port, inside, Some(FRONTEND)),
+                    in_meshed,
+                    "{kind}: {port}, inside"
+                );
+                assert_eq!(
+                    admits(port, outside, Some(FRONTEND)),
+                    out_meshed,
+                    "{kind}: {port}, outside"
+                );
+            }
+            let open = kind.ends_with("-unauthenticated");
+            assert_eq!(
+                admits(8081, inside, None),
+                open,
+                "{kind}: other ports keep the default"
+            );
+        }
+        // Audit stays audit (Linkerd's controller keeps it so), and logs what it would refuse.
+        let audit = Defaults::new("audit", &cluster, ports);
+        assert!(
+            decide(
+                &audit.for_port(8080).authorizations,
+                Client {
+                    ip: outside,
+                    identity: None
+                }
+            )
+            .is_some()
+        );
+        assert!(Defaults::new("all-unauthenticated", &cluster, Default::default()).admit_all());
+    }
+
     #[test]
     fn default_policies_follow_the_cluster_networks() {
         let cluster = [net("198.18.0.0/20"), net("fd00::/8")];

@@ -152,6 +152,87 @@ fn without_a_server_the_default_policy_applies() {
     );
 }
 
+/// Without a Server, a port of `config.linkerd.io/proxy-require-identity-inbound-ports`
+/// (the pod's, else its namespace's) takes the authenticated form of the default policy,
+/// as in Linkerd's policy controller; other ports keep the default.
+#[test]
+fn ports_that_require_identity_admit_meshed_clients_only() {
+    let cfg = InboundConfig::default();
+    let annotated = |p: &Pod, pairs: &[(&str, &str)]| {
+        let mut p = p.clone();
+        p.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        p
+    };
+    let p = annotated(
+        &pod(POD),
+        &[(
+            "config.linkerd.io/proxy-require-identity-inbound-ports",
+            "8080, 9000-9001",
+        )],
+    );
+    let none = NamespacePolicy::default();
+    for port in [8080, 9001] {
+        let s = server_policy(&cfg, &facts(&p), port, &none);
+        assert_eq!(s.labels["name"], "all-authenticated", "{port}");
+        assert_eq!(
+            summary(&s),
+            [("all-authenticated".to_string(), "any-mesh".to_string(), 2)]
+        );
+    }
+    let s = server_policy(&cfg, &facts(&p), 9002, &none);
+    assert_eq!(
+        s.labels["name"], "all-unauthenticated",
+        "other ports keep the default"
+    );
+    for (default, want) in [
+        ("cluster-unauthenticated", "cluster-authenticated"),
+        ("cluster-authenticated", "cluster-authenticated"),
+        ("deny", "deny"),
+        ("audit", "audit"),
+    ] {
+        let q = annotated(
+            &p,
+            &[
+                ("config.linkerd.io/proxy-require-identity-inbound-ports", "8080"),
+                ("config.linkerd.io/default-inbound-policy", default),
+            ],
+        );
+        assert_eq!(
+            server_policy(&cfg, &facts(&q), 8080, &none).labels["name"],
+            want,
+            "{default}"
+        );
+    }
+    // The namespace's annotation applies to a pod without its own; the pod's wins.
+    let ns = namespace_policy(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n  annotations: {config.linkerd.io/proxy-require-identity-inbound-ports: \"8080\"}\n",
+    );
+    let plain = pod(POD);
+    assert_eq!(
+        server_policy(&cfg, &facts(&plain), 8080, &ns).labels["name"],
+        "all-authenticated"
+    );
+    let own = annotated(
+        &plain,
+        &[("config.linkerd.io/proxy-require-identity-inbound-ports", "9000")],
+    );
+    assert_eq!(
+        server_policy(&cfg, &facts(&own), 8080, &ns).labels["name"],
+        "all-unauthenticated"
+    );
+    // A Server describing the port decides, whatever the annotation says.
+    let with_server = namespace_policy(
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web, namespace: production}\nspec:\n  podSelector: {matchLabels: {app: myapp}}\n  port: 8080\n  accessPolicy: all-unauthenticated\n",
+    );
+    let s = server_policy(&cfg, &facts(&p), 8080, &with_server);
+    assert_eq!(s.labels["kind"], "server");
+}
+
 /// Without a Server, a port is opaque when the pod marks it, or, for a pod that marks
 /// none, when it is one of the cluster's default opaque ports.
 #[test]
