@@ -1,4 +1,5 @@
-//! The admin server (4191), as linkerd2-proxy's:
+//! The admin server (4191), as linkerd2-proxy's, over plaintext HTTP/1 or HTTP/2, or
+//! mTLS naming the proxy (meshed scrapers):
 //!
 //! - `GET /ready`: 503 until the first certificate, then 200;
 //! - `GET /live`: 200;
@@ -14,9 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -126,10 +126,96 @@ impl Admin {
     }
 }
 
-/// Serves one admin connection.
-pub async fn handle(tcp: TcpStream, admin: Admin, drain: Drain) {
+/// What an admin connection is served with: the mesh's TLS, for meshed scrapers.
+#[derive(Clone)]
+pub struct AdminTls {
+    /// The mesh server config (client certificates optional).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The proxy's identity: only TLS naming it is terminated.
+    pub local_identity: strait_identity::IdentityName,
+}
+
+/// How long an admin client may take to show what it speaks (and finish its TLS handshake).
+const DETECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one admin connection, as linkerd2-proxy's admin server: plaintext HTTP/1 (a
+/// kubelet probe, an unmeshed scraper) or HTTP/2, or either inside mTLS naming this
+/// proxy's identity (a meshed Prometheus scraping through its own proxy, which sends
+/// HTTP/2 over mTLS to a meshed pod's port). Anything else is closed.
+pub async fn handle(
+    mut tcp: TcpStream,
+    admin: Admin,
+    tls: AdminTls,
+    limits: crate::config::Limits,
+    drain: Drain,
+) {
+    use crate::detect::{self, ClientHello, Protocol};
     let client = tcp.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let mut buf = bytes::BytesMut::new();
+    let first = match detect::read_and_detect(&mut tcp, &mut buf, true, DETECT_TIMEOUT).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "admin connection failed during detection");
+            return;
+        }
+    };
+    match first {
+        Protocol::Http1 | Protocol::Http2 => {
+            let io = crate::io::PrefixedIo::new(buf, tcp);
+            serve(io, first == Protocol::Http2, admin, client, &limits, &drain).await;
+        }
+        Protocol::Opaque => tracing::debug!(%client, "admin connection speaks neither HTTP nor TLS; closing"),
+        Protocol::Tls => {
+            match detect::read_client_hello(&mut tcp, &mut buf, DETECT_TIMEOUT).await {
+                Ok(ClientHello::Sni(name)) if name.eq_ignore_ascii_case(tls.local_identity.as_str()) => {}
+                Ok(hello) => {
+                    tracing::debug!(%client, ?hello, "admin connection's TLS names another server; closing");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "admin connection failed during TLS detection");
+                    return;
+                }
+            }
+            let accepted = tokio::time::timeout(
+                DETECT_TIMEOUT,
+                tls.acceptor.accept(crate::io::PrefixedIo::new(buf, tcp)),
+            )
+            .await;
+            let mut tls_io = match accepted {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "admin TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "admin TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut buf = bytes::BytesMut::new();
+            match detect::read_and_detect(&mut tls_io, &mut buf, false, DETECT_TIMEOUT).await {
+                Ok(p @ (Protocol::Http1 | Protocol::Http2)) => {
+                    let io = crate::io::PrefixedIo::new(buf, tls_io);
+                    serve(io, p == Protocol::Http2, admin, client, &limits, &drain).await;
+                }
+                Ok(_) => tracing::debug!(%client, "admin connection speaks no HTTP inside TLS; closing"),
+                Err(e) => tracing::debug!(%client, error = %e, "admin connection failed during detection"),
+            }
+        }
+    }
+}
+
+/// Serves HTTP (HTTP/2 when `h2`) on an admin connection from `client`.
+async fn serve<I: crate::client::Io>(
+    io: I,
+    h2: bool,
+    admin: Admin,
+    client: IpAddr,
+    limits: &crate::config::Limits,
+    drain: &Drain,
+) {
+    let svc = move |req: Request<Incoming>| {
         let admin = admin.clone();
         async move {
             let (parts, body) = req.into_parts();
@@ -141,27 +227,22 @@ pub async fn handle(tcp: TcpStream, admin: Admin, drain: Drain) {
                 match Limited::new(body, MAX_LEVEL_BYTES).collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(_) => {
-                        return Ok::<_, Infallible>(text(
+                        let rsp = text(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             format!("a log level of at most {MAX_LEVEL_BYTES} bytes\n"),
-                        ));
+                        );
+                        return Ok::<_, Infallible>(rsp.map(Either::Right));
                     }
                 }
             } else {
                 Bytes::new()
             };
-            Ok(admin.respond(&parts.method, parts.uri.path(), client, &body))
+            Ok(admin
+                .respond(&parts.method, parts.uri.path(), client, &body)
+                .map(Either::Right))
         }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10))
-        .serve_connection(TokioIo::new(tcp), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => { let _ = r; }
-        _ = drain.signaled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-    }
+    };
+    crate::server::serve_http(io, h2, crate::server::Client::Peer, svc, limits, drain).await;
 }
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ pub async fn run(
         &cfg.trust_anchors,
         ClientAuth::Optional,
     ));
+    let admin_tls = Arc::new(server_tls.clone());
     let inbound = inbound::Inbound::new(
         inbound::InboundConfig {
             capture: cfg.capture,
@@ -283,6 +284,11 @@ pub async fn run(
     // `POST /shutdown` on the admin server, when enabled, starts the same drain as SIGTERM.
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
     {
+        let admin_tls = admin::AdminTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(admin_tls),
+            local_identity: cfg.local_identity.clone(),
+        };
+        let limits = cfg.limits.clone();
         let admin = admin::Admin {
             ready: ready_rx.clone(),
             metrics: metrics.clone(),
@@ -293,7 +299,7 @@ pub async fn run(
             max,
             drain.clone(),
             "admin",
-            move |tcp, _, d| admin::handle(tcp, admin.clone(), d),
+            move |tcp, _, d| admin::handle(tcp, admin.clone(), admin_tls.clone(), limits.clone(), d),
         ));
     }
     // Serve meshed traffic only with an identity: until then /ready says 503 and

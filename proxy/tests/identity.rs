@@ -52,6 +52,28 @@ async fn not_ready_until_certified() {
     })
     .await;
     assert!(ready, "ready once a certificate is issued");
+    // The admin port also speaks HTTP/2 (prior knowledge), and closes on anything else.
+    let mut h2 = h2_client(proxy.bound.admin).await;
+    let rsp = h2
+        .send_request(
+            http::Request::get("http://admin/ready")
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut junk = tokio::net::TcpStream::connect(proxy.bound.admin).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    junk.write_all(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), junk.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed without an answer: {read:?} {rest:?}"
+    );
 }
 
 #[tokio::test]

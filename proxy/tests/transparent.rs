@@ -252,7 +252,8 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         // IPv4-mapped, and their original destination is still found.
         vars.insert(env::INBOUND_LISTEN_ADDR, "[::]:4143".into());
         vars.insert(env::OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140".into());
-        vars.insert(env::ADMIN_LISTEN_ADDR, "127.0.0.1:4191".into());
+        // Reachable from other pods, as Linkerd's injector sets it (scrapers).
+        vars.insert(env::ADMIN_LISTEN_ADDR, "0.0.0.0:4191".into());
         vars.insert(env::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, "3306".into());
         vars.insert(env::INBOUND_PORTS_REQUIRE_IDENTITY, "8081".into());
         let proxy = Proxy::ready(vars).await;
@@ -388,6 +389,15 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         // Without ingress mode the header is ignored: the request goes where it was sent.
         let ignored = get("198.18.200.11", "198.18.200.2:9999", "/ingress", &over).await;
         assert!(ignored.starts_with("HTTP/1.1 502"), "{ignored}");
+        // A meshed scraper: the application asks the server pod's admin port for its
+        // metrics; its proxy finds a meshed pod there and sends HTTP/2 over mTLS, which
+        // the admin server terminates, as a meshed Prometheus scrapes Linkerd's proxies.
+        let scraped = get("198.18.200.11", "198.18.200.2:4191", "/metrics", "").await;
+        assert!(
+            scraped.starts_with("HTTP/1.1 200") && scraped.contains("\nrequest_total{"),
+            "{}",
+            &scraped[..scraped.len().min(400)]
+        );
         let ingress_metrics = ingress.metrics().await;
         (
             bodies,
@@ -418,6 +428,20 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
         ),
         Some(1.0),
         "the ingress proxy counted the overridden request under the Service, over mTLS: {ingress_metrics}"
+    );
+    assert_eq!(
+        metric(
+            &client_metrics,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("target_addr", "198.18.200.2:4191"),
+                ("server_id", SERVER_ID),
+                ("status_code", "200"),
+            ]
+        ),
+        Some(1.0),
+        "the scrape crossed mTLS to the server proxy's admin port: {client_metrics}"
     );
     assert_eq!(
         metric(
