@@ -202,6 +202,8 @@ pub struct Pending {
     latency: Duration,
     classifier: Classifier,
     failed: bool,
+    /// More series counting the same response (a ServiceProfile route's).
+    also: Vec<Arc<HttpStats>>,
 }
 
 impl Pending {
@@ -222,6 +224,7 @@ impl Pending {
             latency,
             classifier,
             failed: false,
+            also: Vec::new(),
         }
     }
 
@@ -237,6 +240,9 @@ impl Pending {
         let ok = !self.failed && self.classifier.is_success(self.status, self.grpc);
         let grpc = if self.grpc_call { self.grpc } else { None };
         self.stats.response_grpc(self.status, grpc, ok, self.latency);
+        for s in &self.also {
+            s.response_grpc(self.status, grpc, ok, self.latency);
+        }
     }
 }
 
@@ -267,6 +273,13 @@ impl<B> Classified<B> {
             inner,
             pending,
             rescued: false,
+        }
+    }
+
+    /// Counts the response on `stats` too, as it counts it on its own series.
+    pub fn count_also(&mut self, stats: Arc<HttpStats>) {
+        if let Some(p) = &mut self.pending {
+            p.also.push(stats);
         }
     }
 
@@ -476,7 +489,7 @@ impl TcpStats {
 }
 
 /// A named counter family (`inbound_http_authz_deny_total`, …): its help text and series.
-type Family = (&'static str, HashMap<String, Arc<AtomicU64>>);
+type CounterFamily = (&'static str, HashMap<String, Arc<AtomicU64>>);
 
 /// Linkerd's default retention of idle series.
 pub const DEFAULT_RETAIN_IDLE: Duration = Duration::from_secs(600);
@@ -484,15 +497,41 @@ pub const DEFAULT_RETAIN_IDLE: Duration = Duration::from_secs(600);
 /// When each label set nothing holds was last seen changing: (its counters, then).
 type Seen = HashMap<String, (u64, std::time::Instant)>;
 
+/// The families of HTTP series: each has Linkerd's `request_total`, `response_total` and
+/// `response_latency_ms`, under its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// The golden series (per endpoint, or per target for what the proxy answers).
+    Http,
+    /// ServiceProfile route series (`route_*`, labelled `dst` and `rt_*`): one request and
+    /// its final response, whatever the retries, as `linkerd viz routes` reads them.
+    Route,
+    /// ServiceProfile route series per attempt (`route_actual_*`): retries included.
+    RouteActual,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::Http, Family::Route, Family::RouteActual];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Http => "",
+            Self::Route => "route_",
+            Self::RouteActual => "route_actual_",
+        }
+    }
+}
+
 /// All series of one proxy.
 #[derive(Debug)]
 pub struct Registry {
     retain_idle: Duration,
-    seen_http: Mutex<Seen>,
+    seen_http: [Mutex<Seen>; 3],
     seen_tcp: Mutex<Seen>,
-    http: RwLock<HashMap<String, Arc<HttpStats>>>,
+    /// By [`Family`].
+    http: [RwLock<HashMap<String, Arc<HttpStats>>>; 3],
     tcp: RwLock<HashMap<String, Arc<TcpStats>>>,
-    counters: RwLock<std::collections::BTreeMap<&'static str, Family>>,
+    counters: RwLock<std::collections::BTreeMap<&'static str, CounterFamily>>,
     /// The current certificate's expiry, in seconds since the epoch (0: none yet).
     cert_expiry: AtomicU64,
     /// Certificates installed.
@@ -560,9 +599,9 @@ impl Registry {
     pub fn with_retain_idle(idle: Duration) -> Self {
         Self {
             retain_idle: idle,
-            seen_http: Mutex::default(),
+            seen_http: Default::default(),
             seen_tcp: Mutex::default(),
-            http: RwLock::default(),
+            http: Default::default(),
             tcp: RwLock::default(),
             counters: RwLock::default(),
             cert_expiry: AtomicU64::new(0),
@@ -572,7 +611,12 @@ impl Registry {
 
     /// The HTTP counters for `labels` (from [`labels`]).
     pub fn http(&self, labels: String) -> Arc<HttpStats> {
-        get_or_insert(&self.http, labels, |labels| HttpStats {
+        self.family(Family::Http, labels)
+    }
+
+    /// The HTTP counters of `family` for `labels`.
+    pub fn family(&self, family: Family, labels: String) -> Arc<HttpStats> {
+        get_or_insert(&self.http[family as usize], labels, |labels| HttpStats {
             labels,
             requests: AtomicU64::new(0),
             statuses: RwLock::new(Vec::new()),
@@ -624,22 +668,24 @@ impl Registry {
 
     /// Prometheus text exposition of every series.
     pub fn render(&self) -> String {
-        evict_idle(&self.http, &self.seen_http, self.retain_idle, |h| {
-            let responses: u64 = h
-                .statuses
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|s| {
-                    let grpc: u64 = s
-                        .grpc
-                        .get()
-                        .map_or(0, |c| c.iter().map(|n| n.load(Relaxed)).sum());
-                    s.success.load(Relaxed) + s.failure.load(Relaxed) + grpc
-                })
-                .sum();
-            h.requests.load(Relaxed) + responses
-        });
+        for (map, seen) in self.http.iter().zip(&self.seen_http) {
+            evict_idle(map, seen, self.retain_idle, |h| {
+                let responses: u64 = h
+                    .statuses
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|s| {
+                        let grpc: u64 = s
+                            .grpc
+                            .get()
+                            .map_or(0, |c| c.iter().map(|n| n.load(Relaxed)).sum());
+                        s.success.load(Relaxed) + s.failure.load(Relaxed) + grpc
+                    })
+                    .sum();
+                h.requests.load(Relaxed) + responses
+            });
+        }
         evict_idle(&self.tcp, &self.seen_tcp, self.retain_idle, |t| {
             t.open_total.load(Relaxed) + t.read.load(Relaxed) + t.write.load(Relaxed)
         });
@@ -657,14 +703,16 @@ impl Registry {
                 self.cert_refreshes.load(Relaxed)
             );
         }
-        let mut http: Vec<Arc<HttpStats>> = self
-            .http
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        http.sort_by(|a, b| a.labels.cmp(&b.labels));
+        for family in Family::ALL {
+            let mut http: Vec<Arc<HttpStats>> = self.http[family as usize]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            http.sort_by(|a, b| a.labels.cmp(&b.labels));
+            render_http(&mut out, family, http);
+        }
         let mut tcp: Vec<Arc<TcpStats>> = self
             .tcp
             .read()
@@ -674,82 +722,6 @@ impl Registry {
             .collect();
         tcp.sort_by(|a, b| a.labels.cmp(&b.labels));
 
-        out.push_str("# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n");
-        // Label sets created ahead of use (targets resolved but never requested) stay silent.
-        http.retain(|h| h.requests.load(Relaxed) > 0);
-        for h in &http {
-            let _ = writeln!(out, "request_total{{{}}} {}", h.labels, h.requests.load(Relaxed));
-        }
-        let statuses = |h: &HttpStats| {
-            let mut v = h.statuses.read().unwrap_or_else(PoisonError::into_inner).clone();
-            v.sort_by_key(|s| s.status);
-            v
-        };
-        out.push_str("# HELP response_total Total count of HTTP responses.\n# TYPE response_total counter\n");
-        for h in &http {
-            for s in statuses(h) {
-                for (class, n) in [("success", &s.success), ("failure", &s.failure)] {
-                    let n = n.load(Relaxed);
-                    if n > 0 {
-                        let _ = writeln!(
-                            out,
-                            "response_total{{{},status_code=\"{}\",classification=\"{class}\"}} {n}",
-                            h.labels, s.status
-                        );
-                    }
-                }
-                let codes = s
-                    .grpc
-                    .get()
-                    .map(|c| c.iter().map(|n| n.load(Relaxed)).collect::<Vec<u64>>());
-                for code in 0..GRPC_CODES {
-                    let Some(codes) = &codes else { break };
-                    for (class, n) in [("success", codes[code]), ("failure", codes[GRPC_CODES + code])] {
-                        if n > 0 {
-                            let _ = writeln!(
-                                out,
-                                "response_total{{{},status_code=\"{}\",classification=\"{class}\",grpc_status=\"{code}\"}} {n}",
-                                h.labels, s.status
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        out.push_str(
-            "# HELP response_latency_ms Elapsed times between a request's headers being received and its response's headers being sent.\n# TYPE response_latency_ms histogram\n",
-        );
-        for h in &http {
-            for s in statuses(h) {
-                let mut cumulative = 0;
-                for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
-                    cumulative += s.buckets[i].load(Relaxed);
-                    let _ = writeln!(
-                        out,
-                        "response_latency_ms_bucket{{{},status_code=\"{}\",le=\"{bound}\"}} {cumulative}",
-                        h.labels, s.status
-                    );
-                }
-                cumulative += s.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_bucket{{{},status_code=\"{}\",le=\"+Inf\"}} {cumulative}",
-                    h.labels, s.status
-                );
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_count{{{},status_code=\"{}\"}} {cumulative}",
-                    h.labels, s.status
-                );
-                let _ = writeln!(
-                    out,
-                    "response_latency_ms_sum{{{},status_code=\"{}\"}} {}",
-                    h.labels,
-                    s.status,
-                    s.sum_us.load(Relaxed) as f64 / 1000.0
-                );
-            }
-        }
         type Pick = fn(&TcpStats) -> i64;
         let tcp_series: [(&str, &str, &str, Pick); 5] = [
             (
@@ -811,6 +783,103 @@ impl Registry {
             }
         }
         out
+    }
+}
+
+/// Renders `http`, the series of `family`.
+fn render_http(out: &mut String, family: Family, mut http: Vec<Arc<HttpStats>>) {
+    let p = family.prefix();
+    if family != Family::Http && http.iter().all(|h| h.requests.load(Relaxed) == 0) {
+        // Route series exist only for targets with ServiceProfile routes.
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}request_total Total count of HTTP requests.\n# TYPE {p}request_total counter"
+    );
+    // Label sets created ahead of use (targets resolved but never requested) stay silent.
+    http.retain(|h| h.requests.load(Relaxed) > 0);
+    for h in &http {
+        let _ = writeln!(
+            out,
+            "{p}request_total{{{}}} {}",
+            h.labels,
+            h.requests.load(Relaxed)
+        );
+    }
+    let statuses = |h: &HttpStats| {
+        let mut v = h.statuses.read().unwrap_or_else(PoisonError::into_inner).clone();
+        v.sort_by_key(|s| s.status);
+        v
+    };
+    let _ = writeln!(
+        out,
+        "# HELP {p}response_total Total count of HTTP responses.\n# TYPE {p}response_total counter"
+    );
+    for h in &http {
+        for s in statuses(h) {
+            for (class, n) in [("success", &s.success), ("failure", &s.failure)] {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{p}response_total{{{},status_code=\"{}\",classification=\"{class}\"}} {n}",
+                        h.labels, s.status
+                    );
+                }
+            }
+            let codes = s
+                .grpc
+                .get()
+                .map(|c| c.iter().map(|n| n.load(Relaxed)).collect::<Vec<u64>>());
+            for code in 0..GRPC_CODES {
+                let Some(codes) = &codes else { break };
+                for (class, n) in [("success", codes[code]), ("failure", codes[GRPC_CODES + code])] {
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "{p}response_total{{{},status_code=\"{}\",classification=\"{class}\",grpc_status=\"{code}\"}} {n}",
+                            h.labels, s.status
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {p}response_latency_ms Elapsed times between a request's headers being received and its response's headers being sent.\n# TYPE {p}response_latency_ms histogram"
+    );
+    for h in &http {
+        for s in statuses(h) {
+            let mut cumulative = 0;
+            for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+                cumulative += s.buckets[i].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{p}response_latency_ms_bucket{{{},status_code=\"{}\",le=\"{bound}\"}} {cumulative}",
+                    h.labels, s.status
+                );
+            }
+            cumulative += s.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{p}response_latency_ms_bucket{{{},status_code=\"{}\",le=\"+Inf\"}} {cumulative}",
+                h.labels, s.status
+            );
+            let _ = writeln!(
+                out,
+                "{p}response_latency_ms_count{{{},status_code=\"{}\"}} {cumulative}",
+                h.labels, s.status
+            );
+            let _ = writeln!(
+                out,
+                "{p}response_latency_ms_sum{{{},status_code=\"{}\"}} {}",
+                h.labels,
+                s.status,
+                s.sum_us.load(Relaxed) as f64 / 1000.0
+            );
+        }
     }
 }
 

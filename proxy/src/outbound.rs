@@ -750,7 +750,7 @@ impl Outbound {
         if let Some(policy) = self.policy_of(l).await {
             let mut req = req;
             return match self.plan(l, &policy, &mut req).await {
-                route::Plan::Respond(rsp) => rsp,
+                route::Plan::Respond(rsp) => *rsp,
                 route::Plan::Forward(f) => self.execute(l, *f, req, app).await,
             };
         }

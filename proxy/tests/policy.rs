@@ -467,6 +467,59 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
         (300..=340).contains(&attempts),
         "200 requests and at most 140 retries: {attempts} attempts"
     );
+    // The route's series, as `linkerd viz routes` reads them: each request once with its
+    // final answer, each attempt in `route_actual_*`, and the retries the budget refused.
+    let m = t.client.metrics().await;
+    let dst = format!("{MYAPP}:80");
+    let users = [
+        ("direction", "outbound"),
+        ("dst", dst.as_str()),
+        ("rt_route", "GET /api/users"),
+    ];
+    assert_eq!(metric(&m, "route_request_total", &users), Some(200.0), "{m}");
+    let failed = [
+        &users[..],
+        &[("status_code", "500"), ("classification", "failure")],
+    ]
+    .concat();
+    assert_eq!(metric(&m, "route_response_total", &failed), Some(200.0), "{m}");
+    assert_eq!(
+        metric(&m, "route_actual_request_total", &users),
+        Some(attempts as f64),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "route_actual_response_total", &failed),
+        Some(attempts as f64),
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "route_response_latency_ms_count", &users),
+        200.0,
+        "{m}"
+    );
+    let refused = metric(
+        &m,
+        "route_retryable_total",
+        &[&users[..], &[("skipped", "no_budget")]].concat(),
+    );
+    assert!(
+        refused.is_some_and(|n| n > 100.0 && n <= 200.0),
+        "most requests end on an empty budget: {refused:?}"
+    );
+    assert!(
+        metric(
+            &m,
+            "route_response_total",
+            &[
+                ("rt_route", "GET /api/missing"),
+                ("status_code", "404"),
+                ("classification", "failure")
+            ]
+        )
+        .is_some(),
+        "the 404 route counts its class: {m}"
+    );
     // Not retryable (POST is not the route): one attempt each.
     let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     for _ in 0..20 {
@@ -480,6 +533,10 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
     }
     let attempts = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst) - before;
     assert_eq!(attempts, 20);
+    // No route matches them: the profile's default route, a series without `rt_route`.
+    let m = t.client.metrics().await;
+    let default = format!("route_request_total{{direction=\"outbound\",dst=\"{MYAPP}:80\"}} 20\n");
+    assert!(m.contains(&default), "{default} in {m}");
 }
 
 /// Circuit breaking: consecutive failures eject an endpoint, it is probed back after the

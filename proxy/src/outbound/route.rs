@@ -59,12 +59,65 @@ struct RetryPlan {
 /// What to do with one request, decided before any I/O.
 pub(super) enum Plan {
     /// Answer at once (a failure filter, a redirect, no backend).
-    Respond(Response<RspBody>),
+    Respond(Box<Response<RspBody>>),
     /// Forward.
     Forward(Box<Forward>),
 }
 
+/// The ServiceProfile route series of a request (see [`crate::metrics::Family`]).
+struct RouteSeries {
+    /// The request and its final answer.
+    route: Arc<HttpStats>,
+    /// Each attempt and its answer.
+    actual: Arc<HttpStats>,
+    /// Retries the budget did not allow (`route_retryable_total{skipped="no_budget"}`).
+    no_budget: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RouteSeries {
+    /// The series of `route` (`None`: the profile's default, for requests no route
+    /// matches) of the target named `dst`.
+    fn new(metrics: &crate::metrics::Registry, dst: &str, route: Option<&ProfileRoute>) -> Self {
+        let rt: Vec<(String, &str)> = route
+            .map(|r| {
+                r.labels
+                    .iter()
+                    .map(|(k, v)| (format!("rt_{}", crate::metrics::label_name(k)), v.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pairs: Vec<(&str, &str)> = vec![("direction", "outbound"), ("dst", dst)];
+        pairs.extend(rt.iter().map(|(k, v)| (k.as_str(), *v)));
+        let labels = crate::metrics::labels(&pairs);
+        pairs.push(("skipped", "no_budget"));
+        Self {
+            route: metrics.family(crate::metrics::Family::Route, labels.clone()),
+            actual: metrics.family(crate::metrics::Family::RouteActual, labels),
+            no_budget: metrics.counter(
+                "route_retryable_total",
+                "Retryable requests of a ServiceProfile route that were not retried, by reason.",
+                crate::metrics::labels(&pairs),
+            ),
+        }
+    }
+}
+
+/// Counts the answer `rsp` on `stats` too: at the end of its body, as its own series
+/// counts it, or at once when the proxy made it (a failure).
+fn count_also(rsp: &mut Response<RspBody>, stats: &Arc<HttpStats>, grpc: bool, start: Instant) {
+    let status = rsp.status().as_u16();
+    match rsp.body_mut() {
+        Either::Left(c) => c.count_also(stats.clone()),
+        Either::Right(_) => {
+            let code = grpc.then(|| retry::grpc_status(rsp.headers())).flatten();
+            stats.response_grpc(status, code, false, start.elapsed());
+        }
+    }
+}
+
 pub(super) struct Forward {
+    /// The ServiceProfile route series, when the target's profile has routes.
+    route_series: Option<RouteSeries>,
     targets: Vec<Target>,
     timeouts: Timeouts,
     retry: Option<RetryPlan>,
@@ -165,6 +218,7 @@ impl Outbound {
         match policy {
             PolicyOf::Profile(p) => {
                 let route = p.route(req.method(), req.uri().path()).cloned().map(Arc::new);
+                let route_series = Some(RouteSeries::new(&self.metrics, l.name(), route.as_deref()));
                 let split = self.split(l);
                 let targets = split
                     .iter()
@@ -183,6 +237,7 @@ impl Outbound {
                     budget: Some(Self::budget(l, p.budget)),
                 });
                 Plan::Forward(Box::new(Forward {
+                    route_series,
                     targets,
                     timeouts: Timeouts {
                         request: route.as_ref().and_then(|r| r.timeout),
@@ -217,6 +272,7 @@ impl Outbound {
         let Some((ri, ui)) = selected else {
             // No rule matches: the default route, to the target itself.
             return Plan::Forward(Box::new(Forward {
+                route_series: None,
                 targets: vec![Target {
                     concrete: Some(self.concrete(l.name(), &l.authority)),
                     weight: 1,
@@ -239,17 +295,17 @@ impl Outbound {
                     grpc_code,
                     message,
                 } => {
-                    return Plan::Respond(match grpc_code {
+                    return Plan::Respond(Box::new(match grpc_code {
                         Some(c) if grpc => grpc_response(*c, message),
                         _ => text_response(*status, message),
-                    });
+                    }));
                 }
                 Filter::Redirect(r) => {
                     let prefix = rule.matches.iter().find_map(|m| match &m.path {
                         Some(crate::policy::matching::PathMatch::Prefix(p)) => Some(p.as_str()),
                         _ => None,
                     });
-                    return Plan::Respond(redirect_response(r, req.uri(), req.headers(), prefix));
+                    return Plan::Respond(Box::new(redirect_response(r, req.uri(), req.headers(), prefix)));
                 }
                 Filter::RequestHeaders(e) => e.apply(req.headers_mut()),
                 Filter::ResponseHeaders(e) => response_edits.push(e.clone()),
@@ -275,11 +331,11 @@ impl Outbound {
             .collect();
         if targets.is_empty() || targets.iter().all(|t| t.weight == 0) {
             let msg = format!("route {} has no backend", p.routes[ri].name);
-            return Plan::Respond(if grpc {
+            return Plan::Respond(Box::new(if grpc {
                 grpc_response(14, &msg)
             } else {
                 text_response(StatusCode::INTERNAL_SERVER_ERROR, &msg)
-            });
+            }));
         }
         let retry = retry_policy.filter(|r| r.max_retries > 0).map(|r| RetryPlan {
             max_retries: r.max_retries,
@@ -290,6 +346,7 @@ impl Outbound {
             budget: None,
         });
         Plan::Forward(Box::new(Forward {
+            route_series: None,
             targets,
             timeouts,
             retry,
@@ -309,6 +366,9 @@ impl Outbound {
         app: Wire,
     ) -> Response<RspBody> {
         let start = Instant::now();
+        if let Some(r) = &f.route_series {
+            r.route.request();
+        }
         let version = req.version();
         let in_flight = InFlight::default();
         let work = self.attempts(l, &f, req, app, start, &in_flight);
@@ -333,6 +393,9 @@ impl Outbound {
             },
             None => work.await,
         };
+        if let Some(r) = &f.route_series {
+            count_also(&mut rsp, &r.route, f.grpc, start);
+        }
         for e in &f.response_edits {
             e.apply(rsp.headers_mut());
         }
@@ -400,7 +463,11 @@ impl Outbound {
                 },
                 (None, resp) => resp,
             };
-            let (rsp, failed) = self.attempt(l, f, req, app, per_try, start, in_flight).await;
+            let (mut rsp, failed) = self.attempt(l, f, req, app, per_try, start, in_flight).await;
+            if let Some(r) = &f.route_series {
+                r.actual.request();
+                count_also(&mut rsp, &r.actual, f.grpc, start);
+            }
             let Some(r) = &retry else { return rsp };
             if !failed.retryable(&r.on) || n >= r.max_retries {
                 return rsp;
@@ -415,6 +482,9 @@ impl Outbound {
                 && !b.withdraw(Instant::now())
             {
                 tracing::debug!(authority = %l.authority, "retry budget exhausted");
+                if let Some(s) = &f.route_series {
+                    s.no_budget.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 return rsp;
             }
             n += 1;

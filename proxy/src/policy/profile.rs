@@ -66,6 +66,8 @@ impl ResponseCond {
 pub struct ProfileRoute {
     /// Its name (`GET /api/users`).
     pub name: String,
+    /// Its metric labels (`route` → its name), sorted: its series carry each as `rt_<key>`.
+    pub labels: Vec<(String, String)>,
     /// When it applies.
     pub condition: RequestCond,
     /// Response classes in order: (condition, is failure).
@@ -239,8 +241,15 @@ impl ProfilePolicy {
                     Ok((response_cond(object, &f, cond, 0)?, c.is_failure))
                 })
                 .collect::<Result<_, PolicyError>>()?;
+            let mut labels: Vec<(String, String)> = r
+                .metrics_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
             routes.push(ProfileRoute {
                 name,
+                labels,
                 condition,
                 classes,
                 retryable: r.is_retryable,
