@@ -504,7 +504,7 @@ impl Inbound {
                 stats.request();
                 if let Some(r) = refused {
                     let rsp = refused_response(&r, &req);
-                    stats.response(rsp.status().as_u16(), false, start.elapsed());
+                    stats.answered(&rsp, crate::client::is_grpc(req.headers()), start.elapsed());
                     return Ok::<_, Infallible>(rsp);
                 }
                 let grpc = crate::client::is_grpc_call(&req);
@@ -512,7 +512,7 @@ impl Inbound {
                     Ok(rsp) => Classified::response(rsp, stats, grpc, start.elapsed()).map(Either::Left),
                     Err(e) => {
                         let rsp = e.response_for(grpc);
-                        stats.response(rsp.status().as_u16(), false, start.elapsed());
+                        stats.answered(&rsp, grpc, start.elapsed());
                         rsp
                     }
                 };

@@ -96,6 +96,17 @@ impl HttpStats {
         self.response_grpc(status, None, success, latency);
     }
 
+    /// An answer the proxy made itself (an error, a refusal): a failure, with the gRPC
+    /// status it carries when it answers a gRPC call (a trailers-only answer).
+    pub fn answered<B>(&self, rsp: &http::Response<B>, grpc_call: bool, latency: Duration) {
+        let code = if grpc_call {
+            crate::policy::retry::grpc_status(rsp.headers())
+        } else {
+            None
+        };
+        self.response_grpc(rsp.status().as_u16(), code, false, latency);
+    }
+
     /// A response as [`HttpStats::response`], of a gRPC call that ended with `grpc` (its
     /// `grpc-status`, Linkerd's `grpc_status` label).
     pub fn response_grpc(&self, status: u16, grpc: Option<u32>, success: bool, latency: Duration) {

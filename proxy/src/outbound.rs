@@ -802,7 +802,7 @@ impl Outbound {
             Err(e) => {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");
                 let rsp = e.response_for(grpc);
-                stats.response(rsp.status().as_u16(), false, start.elapsed());
+                stats.answered(&rsp, grpc, start.elapsed());
                 rsp
             }
         }
@@ -811,7 +811,7 @@ impl Outbound {
     fn error(&self, stats: &HttpStats, start: Instant, grpc: bool, e: ProxyError) -> Response<RspBody> {
         stats.request();
         let rsp = e.response_for(grpc);
-        stats.response(rsp.status().as_u16(), false, start.elapsed());
+        stats.answered(&rsp, grpc, start.elapsed());
         tracing::info!(error = %e, "answering with {}", rsp.status());
         rsp
     }

@@ -209,7 +209,32 @@ async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
         assert!(!headers.contains_key("connection"), "{headers:?}");
     }
 
+    // A gRPC call gets gRPC's answer (UNAVAILABLE, trailers-only), counted with its code.
+    let mut h2 = h2_client(client.bound.outbound).await;
+    let call = http::Request::post("http://empty.production.svc.cluster.local:80/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let rsp = h2.send_request(call).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["grpc-status"], "14", "{:?}", rsp.headers());
+
     let m = client.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "response_total",
+            &[
+                ("authority", "empty.production.svc.cluster.local:80"),
+                ("status_code", "200"),
+                ("grpc_status", "14"),
+                ("classification", "failure")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
     for (authority, code) in [
         ("empty.production.svc.cluster.local:80", "503"),
         ("ghost.production.svc.cluster.local:80", "502"),

@@ -105,13 +105,9 @@ impl RouteSeries {
 /// Counts the answer `rsp` on `stats` too: at the end of its body, as its own series
 /// counts it, or at once when the proxy made it (a failure).
 fn count_also(rsp: &mut Response<RspBody>, stats: &Arc<HttpStats>, grpc: bool, start: Instant) {
-    let status = rsp.status().as_u16();
     match rsp.body_mut() {
         Either::Left(c) => c.count_also(stats.clone()),
-        Either::Right(_) => {
-            let code = grpc.then(|| retry::grpc_status(rsp.headers())).flatten();
-            stats.response_grpc(status, code, false, start.elapsed());
-        }
+        Either::Right(_) => stats.answered(rsp, grpc, start.elapsed()),
     }
 }
 
@@ -387,7 +383,7 @@ impl Outbound {
                         l.stats().request();
                         l.stats().clone()
                     });
-                    stats.response(rsp.status().as_u16(), false, start.elapsed());
+                    stats.answered(&rsp, f.grpc, start.elapsed());
                     rsp
                 }
             },
@@ -529,7 +525,7 @@ impl Outbound {
                         Some(c) if f.grpc => grpc_response(*c, message),
                         _ => text_response(*status, message),
                     };
-                    l.stats().response(rsp.status().as_u16(), false, start.elapsed());
+                    l.stats().answered(&rsp, f.grpc, start.elapsed());
                     let outcome = Outcome::Status {
                         status: status.as_u16(),
                         grpc: *grpc_code,
@@ -649,7 +645,7 @@ impl Outbound {
                 tracing::info!(authority = %l.authority, error = %e, "request failed");
                 let timed_out = matches!(e, ProxyError::Timeout(_));
                 let rsp = e.response_for(f.grpc);
-                stats.response(rsp.status().as_u16(), false, start.elapsed());
+                stats.answered(&rsp, f.grpc, start.elapsed());
                 (
                     rsp,
                     if timed_out {
