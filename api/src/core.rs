@@ -449,6 +449,7 @@ fn pod_annotations(ann: Option<&BTreeMap<String, String>>, path: &FieldPath, p: 
             config::SKIP_INBOUND_PORTS
             | config::SKIP_OUTBOUND_PORTS
             | config::OPAQUE_PORTS
+            | config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS
             | config::INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION => names::port_ranges(v).err(),
             config::DEFAULT_INBOUND_POLICY => (!config::DEFAULT_INBOUND_POLICIES.contains(&v.as_str()))
                 .then(|| format!("one of {}", config::DEFAULT_INBOUND_POLICIES.join(", "))),

@@ -175,6 +175,10 @@ pub struct Config {
     /// `config.linkerd.io/proxy-require-identity-inbound-ports`). With a controller, its
     /// answer for the port decides, as in Linkerd (it reads the same annotation).
     pub require_identity_ports: PortSet,
+    /// The targets discovery is asked about (`LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES`
+    /// and `…_NETWORKS`, which Linkerd's injector sets to `svc.<cluster domain>.` and the
+    /// cluster networks); unset, every target.
+    pub discovery_allow: crate::discovery::Allow,
 }
 
 /// A configuration value that cannot be used.
@@ -221,6 +225,9 @@ pub mod env {
     pub const SHUTDOWN_ENDPOINT_ENABLED: &str = "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
     pub const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
     pub const INGRESS_MODE: &str = "LINKERD2_PROXY_INGRESS_MODE";
+    pub const IDENTITY_DISABLED: &str = "LINKERD2_PROXY_IDENTITY_DISABLED";
+    pub const DESTINATION_PROFILE_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES";
+    pub const DESTINATION_PROFILE_NETWORKS: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS";
     pub const INBOUND_PORTS_REQUIRE_IDENTITY: &str = "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
     pub const CAPTURE: &str = "STRAIT_PROXY_CAPTURE";
     pub const APP_IP: &str = "STRAIT_PROXY_APP_IP";
@@ -434,6 +441,13 @@ impl Config {
                     format!("{e}; expected comma-separated CIDRs"),
                 )
             })?;
+        if value(env::IDENTITY_DISABLED).is_some() {
+            // linkerd2-proxy refuses it too (since Linkerd 2.12).
+            return Err(err(
+                env::IDENTITY_DISABLED,
+                "is no longer supported: identity must be enabled; remove it (and config.linkerd.io/disable-identity) and give the proxy its identity variables".into(),
+            ));
+        }
         let pem = required(env::IDENTITY_TRUST_ANCHORS, "PEM certificates")?;
         let trust_anchors = TrustAnchors::from_pem(pem.as_bytes(), env::IDENTITY_TRUST_ANCHORS, now)
             .map_err(|e| {
@@ -508,6 +522,16 @@ impl Config {
         };
         let shutdown_endpoint = flag(env::SHUTDOWN_ENDPOINT_ENABLED)?;
         let ingress = flag(env::INGRESS_MODE)?;
+        let discovery_allow = crate::discovery::Allow::parse(
+            get(env::DESTINATION_PROFILE_SUFFIXES).as_deref(),
+            get(env::DESTINATION_PROFILE_NETWORKS).as_deref(),
+        )
+        .map_err(|e| {
+            err(
+                env::DESTINATION_PROFILE_NETWORKS,
+                format!("{e}; expected comma-separated CIDRs"),
+            )
+        })?;
         let defaults = Limits::default();
         let limits = Limits {
             max_connections: number(env::MAX_CONNECTIONS, defaults.max_connections)?,
@@ -571,6 +595,7 @@ impl Config {
             metrics_retain_idle: duration(env::METRICS_RETAIN_IDLE, crate::metrics::DEFAULT_RETAIN_IDLE)?,
             ingress,
             require_identity_ports,
+            discovery_allow,
         })
     }
 }

@@ -273,12 +273,15 @@ pub fn apply(current: &Resolution, update: pb::Update) -> Resolution {
 /// A live watch; the stream is closed when the last clone of the `Arc` drops.
 pub struct Watch<T> {
     rx: watch::Receiver<T>,
-    task: tokio::task::AbortHandle,
+    /// The task following the control plane's answer (`None`: the answer is final).
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl<T> Drop for Watch<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -337,8 +340,69 @@ pub struct Resolver {
     inner: Arc<Inner>,
 }
 
+/// Which targets the proxy asks the control plane about (Linkerd's
+/// `LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES` and `…_PROFILE_NETWORKS`): names under
+/// one of the suffixes, addresses inside one of the networks. Any other target goes to
+/// its original address at once, and the control plane never hears of it.
+#[derive(Clone, Debug, Default)]
+pub struct Allow {
+    /// Name suffixes, lower case without the final dot (`svc.cluster.local`); `None`:
+    /// every name; an empty list: none.
+    pub suffixes: Option<Vec<String>>,
+    /// Networks; `None`: every address; an empty list: none.
+    pub networks: Option<Vec<crate::policy::inbound::IpNet>>,
+}
+
+impl Allow {
+    /// Parses Linkerd's comma-separated values (`svc.cluster.local.`, `.` for every name;
+    /// CIDRs); `None` for a variable that is not set.
+    pub fn parse(suffixes: Option<&str>, networks: Option<&str>) -> Result<Self, String> {
+        let suffixes = suffixes.map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                // `.` (the root) becomes the empty suffix, which every name has.
+                .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        });
+        let networks = match networks {
+            None => None,
+            Some(v) => Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<Vec<_>, String>>()?,
+            ),
+        };
+        Ok(Self { suffixes, networks })
+    }
+
+    /// Whether the control plane is asked about `authority` (`name:port` or `IP:port`).
+    pub fn allows(&self, authority: &str) -> bool {
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => authority,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self
+                .networks
+                .as_ref()
+                .is_none_or(|nets| nets.iter().any(|n| n.contains(ip)));
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        self.suffixes.as_ref().is_none_or(|sfx| {
+            sfx.iter().any(|s| {
+                s.is_empty() || name == *s || name.strip_suffix(s.as_str()).is_some_and(|r| r.ends_with('.'))
+            })
+        })
+    }
+}
+
 struct Inner {
     client: DestinationClient<Channel>,
+    allow: Allow,
     context_token: String,
     endpoints: Cache<Resolution>,
     profiles: Cache<Option<Profile>>,
@@ -353,9 +417,15 @@ fn backoff(failures: u32) -> Duration {
 impl Resolver {
     /// A resolver over `channel`; `namespace` goes into the context token like Linkerd's.
     pub fn new(channel: Channel, namespace: &str, pod: &str) -> Self {
+        Self::with_allow(channel, namespace, pod, Allow::default())
+    }
+
+    /// A resolver that asks only about the targets `allow` allows.
+    pub fn with_allow(channel: Channel, namespace: &str, pod: &str, allow: Allow) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client: DestinationClient::new(channel),
+                allow,
                 context_token: context_token(namespace, pod),
                 endpoints: Mutex::new(HashMap::new()),
                 profiles: Mutex::new(HashMap::new()),
@@ -383,7 +453,7 @@ impl Resolver {
         }
         c.retain(|_, w| w.strong_count() > 0);
         let (tx, rx) = watch::channel(initial);
-        let task = spawn(tx);
+        let task = Some(spawn(tx));
         let w = Arc::new(Watch { rx, task });
         c.insert(key.to_string(), Arc::downgrade(&w));
         w
@@ -391,6 +461,11 @@ impl Resolver {
 
     /// The endpoints of `authority` (`name:port` or `IP:port`), followed live.
     pub fn resolve(&self, authority: &str) -> Arc<Watch<Resolution>> {
+        if !self.inner.allow.allows(authority) {
+            let (tx, rx) = watch::channel(Resolution::Unknown);
+            drop(tx);
+            return Arc::new(Watch { rx, task: None });
+        }
         Self::cached(&self.inner.endpoints, authority, Resolution::Pending, |tx| {
             let this = self.clone();
             let req = self.request(authority);
@@ -400,6 +475,12 @@ impl Resolver {
 
     /// The profile of `authority`; `None` until answered or when there is none.
     pub fn profile(&self, authority: &str) -> Arc<Watch<Option<Profile>>> {
+        if !self.inner.allow.allows(authority) {
+            // No profile, ever: the closed watch says so at once.
+            let (tx, rx) = watch::channel(None);
+            drop(tx);
+            return Arc::new(Watch { rx, task: None });
+        }
         Self::cached(&self.inner.profiles, authority, None, |tx| {
             let this = self.clone();
             let req = self.request(authority);

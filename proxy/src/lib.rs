@@ -219,7 +219,7 @@ pub async fn run(
     )?;
     let metrics = Arc::new(metrics::Registry::with_retain_idle(cfg.metrics_retain_idle));
     let identity_task = tokio::spawn(identity.run(ready_tx, metrics.clone()));
-    let resolver = discovery::Resolver::new(
+    let resolver = discovery::Resolver::with_allow(
         control(
             control::Service::Destination,
             &cfg.destination_addr,
@@ -228,6 +228,7 @@ pub async fn run(
         )?,
         cfg.local_identity.namespace(),
         cfg.local_identity.service_account(),
+        cfg.discovery_allow.clone(),
     );
     let mut connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.connect_timeout);
     if cfg.capture == config::Capture::Explicit {

@@ -141,6 +141,38 @@ async fn unmeshed_services_get_plaintext_and_unknown_targets_their_original_addr
     assert!(body.starts_with("pod=outside"), "{body}");
 }
 
+/// With Linkerd's allow-list (`…_DESTINATION_PROFILE_SUFFIXES` / `…_NETWORKS`, as the
+/// injector sets them), a target outside it goes straight to its address: it works with
+/// the control plane down (without the list it waits for discovery, then fails with 503).
+#[tokio::test]
+async fn targets_outside_the_discovery_allow_list_never_wait_for_the_control_plane() {
+    let mut cluster = Cluster::start(Duration::from_secs(3600)).await;
+    let (c, outside) = (ip("127.42.9.2"), ip("127.42.9.9"));
+    cluster.pod("web-1", "web", "web", c, true).await;
+    let outside_app = http_app((outside, 8080).into(), "outside").await;
+    let mut vars = cluster.proxy_env("web-1", "web", c);
+    vars.insert(
+        strait_proxy::config::env::DESTINATION_PROFILE_SUFFIXES,
+        "svc.cluster.local.".into(),
+    );
+    vars.insert(
+        strait_proxy::config::env::DESTINATION_PROFILE_NETWORKS,
+        "10.0.0.0/8".into(),
+    );
+    let client = Proxy::ready(vars).await;
+    cluster.stop().await;
+    let mut h = h1_client(client.bound.outbound).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = h1_get(&mut h, "127.42.9.9:8080", "/o").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "not held for discovery: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outside_app.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn errors_are_linkerd_statuses_with_l5d_proxy_error() {
     let cluster = Cluster::start(Duration::from_secs(3600)).await;

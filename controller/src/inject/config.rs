@@ -123,6 +123,15 @@ impl<'a> Annotations<'a> {
         }
     }
 
+    /// A warning about annotation `key` (from where its value came).
+    fn warn(&mut self, key: &str, problem: &str) {
+        let on = match self.get(key).map(|(_, s)| s) {
+            Some(Source::Namespace) => "the namespace",
+            _ => "the pod",
+        };
+        self.warnings.push(format!("annotation {key} on {on}: {problem}"));
+    }
+
     pub(crate) fn into_warnings(self) -> Vec<String> {
         self.warnings
     }
@@ -153,7 +162,6 @@ pub(crate) struct Settings {
     pub cores: Option<u64>,
     pub await_proxy: bool,
     pub ingress: bool,
-    pub identity: bool,
     pub tap: bool,
     pub close_wait_secs: Option<u64>,
     pub inbound_connect_timeout: Option<String>,
@@ -315,6 +323,15 @@ impl Settings {
                 .parse(ann::PROXY_OUTBOUND_PORT, port)
                 .unwrap_or(v.proxy.ports.outbound),
         };
+        // Linkerd 2.12 removed running a proxy without identity (its proxy refuses
+        // `LINKERD2_PROXY_IDENTITY_DISABLED`, as ours does): the annotation is refused
+        // with a warning, and the proxy keeps its identity.
+        if a.parse(ann::DISABLE_IDENTITY, flag).unwrap_or(false) {
+            a.warn(
+                ann::DISABLE_IDENTITY,
+                "identity can no longer be disabled (Linkerd 2.12 removed it; the proxy needs it for mTLS and policy); the proxy keeps its identity",
+            );
+        }
         Settings {
             image,
             version,
@@ -345,7 +362,6 @@ impl Settings {
             cores,
             await_proxy: a.parse(ann::PROXY_AWAIT, flag).unwrap_or(v.proxy.r#await),
             ingress,
-            identity: !a.parse(ann::DISABLE_IDENTITY, flag).unwrap_or(false),
             tap: !a.parse(ann::DISABLE_TAP, flag).unwrap_or(false),
             // Changing a conntrack sysctl needs root, whatever proxyInit.runAsRoot says.
             run_as_root: v.proxy_init.run_as_root || close_wait_secs.is_some(),

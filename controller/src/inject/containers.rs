@@ -144,44 +144,40 @@ fn env(config: &InjectConfig, s: &Settings, app_ports: &[i32]) -> Vec<Value> {
         plain("_l5d_ns", config.namespace.clone()),
         plain("_l5d_trustdomain", td.clone()),
     ]);
-    if s.identity {
-        env.extend([
-            plain("LINKERD2_PROXY_IDENTITY_DIR", END_ENTITY_DIR),
-            plain(
-                "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-                config.trust_anchors_pem.trim(),
+    env.extend([
+        plain("LINKERD2_PROXY_IDENTITY_DIR", END_ENTITY_DIR),
+        plain(
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            config.trust_anchors_pem.trim(),
+        ),
+        plain(
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+            format!("{TOKEN_DIR}/{TOKEN_VOLUME}"),
+        ),
+        plain(
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            config.service_addr("linkerd-identity-headless", 8080),
+        ),
+        plain(
+            "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+            format!(
+                "$(_pod_sa).$(_pod_ns).serviceaccount.identity.{}.{td}",
+                config.namespace
             ),
-            plain(
-                "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
-                format!("{TOKEN_DIR}/{TOKEN_VOLUME}"),
-            ),
-            plain(
-                "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
-                config.service_addr("linkerd-identity-headless", 8080),
-            ),
-            plain(
-                "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
-                format!(
-                    "$(_pod_sa).$(_pod_ns).serviceaccount.identity.{}.{td}",
-                    config.namespace
-                ),
-            ),
-            plain(
-                "LINKERD2_PROXY_IDENTITY_SVC_NAME",
-                config.control_plane_identity("linkerd-identity"),
-            ),
-            plain(
-                "LINKERD2_PROXY_DESTINATION_SVC_NAME",
-                config.control_plane_identity("linkerd-destination"),
-            ),
-            plain(
-                "LINKERD2_PROXY_POLICY_SVC_NAME",
-                config.control_plane_identity("linkerd-destination"),
-            ),
-        ]);
-    } else {
-        env.push(plain("LINKERD2_PROXY_IDENTITY_DISABLED", "disabled"));
-    }
+        ),
+        plain(
+            "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+            config.control_plane_identity("linkerd-identity"),
+        ),
+        plain(
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME",
+            config.control_plane_identity("linkerd-destination"),
+        ),
+        plain(
+            "LINKERD2_PROXY_POLICY_SVC_NAME",
+            config.control_plane_identity("linkerd-destination"),
+        ),
+    ]);
     if !s.tap {
         env.push(plain("LINKERD2_PROXY_TAP_DISABLED", "true"));
     }
@@ -230,11 +226,10 @@ pub(crate) fn proxy(config: &InjectConfig, s: &Settings, app_ports: &[i32]) -> C
     if let Some(gid) = s.gid {
         security["runAsGroup"] = json!(gid);
     }
-    let mut mounts = Vec::new();
-    if s.identity {
-        mounts.push(json!({ "mountPath": END_ENTITY_DIR, "name": END_ENTITY_VOLUME }));
-        mounts.push(json!({ "mountPath": TOKEN_DIR, "name": TOKEN_VOLUME }));
-    }
+    let mounts = vec![
+        json!({ "mountPath": END_ENTITY_DIR, "name": END_ENTITY_VOLUME }),
+        json!({ "mountPath": TOKEN_DIR, "name": TOKEN_VOLUME }),
+    ];
     let mut c = json!({
         "name": PROXY_CONTAINER,
         "image": format!("{}:{}", s.image, s.version),
@@ -331,18 +326,20 @@ pub(crate) fn init(s: &Settings) -> Container {
 }
 
 /// The volumes the two containers mount.
-pub(crate) fn volumes(s: &Settings) -> Vec<Volume> {
-    let mut v = vec![json!({ "name": XTABLES_VOLUME, "emptyDir": {} })];
-    if s.identity {
-        v.push(json!({
+pub(crate) fn volumes() -> Vec<Volume> {
+    [
+        json!({ "name": XTABLES_VOLUME, "emptyDir": {} }),
+        json!({
             "name": TOKEN_VOLUME,
             "projected": { "sources": [{ "serviceAccountToken": {
                 "audience": TOKEN_AUDIENCE,
                 "expirationSeconds": 86400,
                 "path": TOKEN_VOLUME,
             }}]},
-        }));
-        v.push(json!({ "name": END_ENTITY_VOLUME, "emptyDir": { "medium": "Memory" } }));
-    }
-    v.into_iter().map(typed).collect()
+        }),
+        json!({ "name": END_ENTITY_VOLUME, "emptyDir": { "medium": "Memory" } }),
+    ]
+    .into_iter()
+    .map(typed)
+    .collect()
 }

@@ -292,9 +292,7 @@ fn proxy_edit(
         annotations.insert(labels::INJECTED_BY.to_string(), created_by(request));
     }
     annotations.insert(labels::PROXY_VERSION.to_string(), s.version.clone());
-    if s.identity {
-        annotations.insert(labels::TRUST_ROOT_SHA256.to_string(), config.trust_root_sha256());
-    }
+    annotations.insert(labels::TRUST_ROOT_SHA256.to_string(), config.trust_root_sha256());
     let mut pod_labels = BTreeMap::new();
     pod_labels.insert(
         labels::CONTROL_PLANE_NS_LABEL.to_string(),
@@ -311,7 +309,7 @@ fn proxy_edit(
         labels: pod_labels,
         init_container: Some(containers::init(s)),
         proxy: Some((containers::proxy(config, s, &app_ports), s.await_proxy)),
-        volumes: containers::volumes(s),
+        volumes: containers::volumes(),
     }
 }
 

@@ -628,13 +628,26 @@ fn annotations_choose_and_configure() {
         out.warnings
     );
 
-    // Without identity: no identity environment, token volume or trust-root checksum.
+    // Identity cannot be disabled (Linkerd 2.12 removed it, and its proxy, like ours,
+    // refuses to start without): the annotation is refused with a warning and the proxy
+    // keeps its identity, token volume and trust-root checksum.
     let anonymous = with(json!({ labels::config::DISABLE_IDENTITY: "true" }), json!({}));
     let out = inject(&anonymous, ns, Mode::Manual(&cfg));
+    assert!(
+        out.warnings.len() == 1
+            && out.warnings[0].contains(
+                "config.linkerd.io/disable-identity on the pod: identity can no longer be disabled"
+            ),
+        "{:?}",
+        out.warnings
+    );
     let env = env_lines(container(&out.object, "linkerd-proxy"));
-    assert!(env.contains(&"LINKERD2_PROXY_IDENTITY_DISABLED=disabled".to_string()));
     assert!(
         !env.iter()
+            .any(|l| l.starts_with("LINKERD2_PROXY_IDENTITY_DISABLED"))
+    );
+    assert!(
+        env.iter()
             .any(|l| l.starts_with("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS"))
     );
     let volumes: Vec<String> = pod_spec(&out.object)
@@ -643,9 +656,16 @@ fn annotations_choose_and_configure() {
         .flatten()
         .map(|v| v.name.clone())
         .collect();
-    assert_eq!(volumes, ["linkerd-proxy-init-xtables-lock"]);
+    assert_eq!(
+        volumes,
+        [
+            "linkerd-proxy-init-xtables-lock",
+            "linkerd-identity-token",
+            "linkerd-identity-end-entity"
+        ]
+    );
     assert!(
-        !template_meta(&out.object)
+        template_meta(&out.object)
             .annotations
             .clone()
             .unwrap()

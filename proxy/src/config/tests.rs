@@ -136,6 +136,7 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::CORES, "two", "positive number"),
         (env::SHUTDOWN_ENDPOINT_ENABLED, "yes", "expected true or false"),
         (env::INGRESS_MODE, "on", "expected true or false"),
+        (env::IDENTITY_DISABLED, "disabled", "identity must be enabled"),
         (
             env::INBOUND_PORTS_REQUIRE_IDENTITY,
             "8080,http",

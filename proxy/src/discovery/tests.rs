@@ -293,3 +293,32 @@ fn the_context_token_marks_a_strait_proxy() {
         r#"{"ns":"production","nodeName":"","pod":"web","strait":"v3"}"#
     );
 }
+
+/// Linkerd's discovery allow-list: names under a suffix, addresses inside a network;
+/// unset allows everything, set and empty allows nothing.
+#[test]
+fn discovery_asks_only_about_allowed_targets() {
+    let injected = Allow::parse(Some("svc.cluster.local."), Some("10.0.0.0/8,fd00::/8")).unwrap();
+    for (target, asked) in [
+        ("web.emojivoto.svc.cluster.local:80", true),
+        ("WEB.emojivoto.svc.cluster.local.:80", true),
+        ("web.emojivoto.svc.cluster.local", true),
+        ("svc.cluster.local:80", true),
+        ("web.emojivoto.notsvc.cluster.local:80", false),
+        ("api.example.com:443", false),
+        ("evilsvc.cluster.local:80", false),
+        ("10.96.0.7:80", true),
+        ("[fd00::7]:80", true),
+        ("8.8.8.8:53", false),
+        ("[2001:db8::1]:443", false),
+    ] {
+        assert_eq!(injected.allows(target), asked, "{target}");
+    }
+    let every_name = Allow::parse(Some("svc.cluster.local.,."), None).unwrap();
+    assert!(every_name.allows("api.example.com:443") && every_name.allows("1.2.3.4:80"));
+    let none = Allow::parse(Some(""), Some("")).unwrap();
+    assert!(!none.allows("web.emojivoto.svc.cluster.local:80") && !none.allows("10.0.0.1:80"));
+    let unset = Allow::default();
+    assert!(unset.allows("api.example.com:443") && unset.allows("8.8.8.8:53"));
+    assert!(Allow::parse(None, Some("10.0.0.0/8,pods")).is_err());
+}
