@@ -306,7 +306,11 @@ where
             ),
         ),
     ];
-    tasks.spawn(crate::admin::serve(admin_l, stopped()));
+    let ready = {
+        let (d, i, r) = (closers.0.clone(), closers.1.clone(), closers.2.clone());
+        move || d.synced.is_synced() && i.synced.is_synced() && r.synced.is_synced()
+    };
+    tasks.spawn(crate::admin::serve(admin_l, ready, stopped()));
     tracing::info!(?bound, "control plane serving");
     on_bound(bound);
 

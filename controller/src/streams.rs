@@ -12,6 +12,46 @@ use tonic::Status;
 /// A boxed stream of gRPC messages.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Whether an index has loaded the store's first complete state of every kind it watches:
+/// until then an answer would call an existing Service unknown (Linkerd's controller
+/// serves only once its caches have synced). Watches start with
+/// [`strait_api::WatchEvent::Restarted`]; each kind marks its bit when its first one is in.
+pub struct Synced {
+    seen: std::sync::atomic::AtomicU32,
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Self {
+            seen: std::sync::atomic::AtomicU32::new(0),
+            tx: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Synced {
+    /// Kind number `kind` (of `kinds`, numbered from 0) has delivered its complete state.
+    pub fn restarted(&self, kind: u32, kinds: u32) {
+        let all = (1u32 << kinds) - 1;
+        let seen = self.seen.fetch_or(1 << kind, std::sync::atomic::Ordering::AcqRel) | (1 << kind);
+        if seen & all == all && !*self.tx.borrow() {
+            self.tx.send_replace(true);
+        }
+    }
+
+    /// Whether every kind has.
+    pub fn is_synced(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Waits until every kind has.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
 /// One generation counter per namespace; created on first subscription.
 #[derive(Default)]
 pub struct Generations {
@@ -146,5 +186,34 @@ mod batch_tests {
             Some(vec![9]),
             "waits for the first, takes what is there"
         );
+    }
+}
+
+#[cfg(test)]
+mod synced_tests {
+    use super::Synced;
+
+    #[tokio::test]
+    async fn synced_once_every_kind_has_restarted() {
+        let s = std::sync::Arc::new(Synced::default());
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.wait().await })
+        };
+        s.restarted(0, 3);
+        s.restarted(2, 3);
+        s.restarted(0, 3);
+        assert!(!s.is_synced(), "kind 1 has not delivered its state");
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        s.restarted(1, 3);
+        assert!(s.is_synced());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is released")
+            .unwrap();
+        // Later restarts (a watch re-listing) keep it synced.
+        s.restarted(1, 3);
+        assert!(s.is_synced());
     }
 }

@@ -288,6 +288,7 @@ pub struct Connector {
     header_tls: Arc<ClientConfig>,
     connect_timeout: Duration,
     source: Option<IpAddr>,
+    keepalive: Option<Duration>,
 }
 
 impl Connector {
@@ -301,7 +302,14 @@ impl Connector {
             header_tls: Arc::new(header_tls),
             connect_timeout,
             source: None,
+            keepalive: None,
         }
+    }
+
+    /// Connections probe their peer after `idle` without traffic (TCP keepalive).
+    pub fn with_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
     }
 
     /// Connections leave from `ip` (the pod's address in explicit mode, where the kernel
@@ -339,6 +347,11 @@ impl Connector {
                 reason: e.to_string(),
             })?;
         let _ = tcp.set_nodelay(true);
+        if let Some(idle) = self.keepalive
+            && let Err(e) = crate::io::set_keepalive(&tcp, idle)
+        {
+            tracing::debug!(%addr, error = %e, "cannot turn on TCP keepalive");
+        }
         Ok(tcp)
     }
 

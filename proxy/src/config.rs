@@ -179,6 +179,14 @@ pub struct Config {
     /// and `…_NETWORKS`, which Linkerd's injector sets to `svc.<cluster domain>.` and the
     /// cluster networks); unset, every target.
     pub discovery_allow: crate::discovery::Allow,
+    /// TCP keepalive of accepted inbound connections
+    /// (`LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE`, 10 s from Linkerd's injector); unset, none.
+    pub inbound_accept_keepalive: Option<Duration>,
+    /// TCP keepalive of outbound connections (`LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE`).
+    pub outbound_connect_keepalive: Option<Duration>,
+    /// How long connecting to the application may take
+    /// (`LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT`; the outbound connect timeout when unset).
+    pub inbound_connect_timeout: Duration,
 }
 
 /// A configuration value that cannot be used.
@@ -226,6 +234,9 @@ pub mod env {
     pub const METRICS_RETAIN_IDLE: &str = "LINKERD2_PROXY_METRICS_RETAIN_IDLE";
     pub const INGRESS_MODE: &str = "LINKERD2_PROXY_INGRESS_MODE";
     pub const IDENTITY_DISABLED: &str = "LINKERD2_PROXY_IDENTITY_DISABLED";
+    pub const INBOUND_ACCEPT_KEEPALIVE: &str = "LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE";
+    pub const OUTBOUND_CONNECT_KEEPALIVE: &str = "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE";
+    pub const INBOUND_CONNECT_TIMEOUT: &str = "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT";
     pub const DESTINATION_PROFILE_SUFFIXES: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES";
     pub const DESTINATION_PROFILE_NETWORKS: &str = "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS";
     pub const INBOUND_PORTS_REQUIRE_IDENTITY: &str = "LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
@@ -329,6 +340,10 @@ impl Config {
         let duration = |var: &str, default: Duration| match value(var) {
             None => Ok(default),
             Some(v) => parse_duration(&v).map_err(|p| err(var, p)),
+        };
+        let optional_duration = |var: &str| match value(var) {
+            None => Ok(None),
+            Some(v) => parse_duration(&v).map(Some).map_err(|p| err(var, p)),
         };
         let number = |var: &str, default: usize| match value(var) {
             None => Ok(default),
@@ -507,10 +522,7 @@ impl Config {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| err(env::PEER_INBOUND_PORT, format!("{v:?} is not a port 1-65535")))?,
         };
-        let request_timeout = match value(env::REQUEST_TIMEOUT) {
-            None => None,
-            Some(v) => Some(parse_duration(&v).map_err(|p| err(env::REQUEST_TIMEOUT, p))?),
-        };
+        let request_timeout = optional_duration(env::REQUEST_TIMEOUT)?;
         let flag = |var: &str| match value(var).map(|v| v.to_ascii_lowercase()) {
             None => Ok(false),
             Some(v) if v == "true" => Ok(true),
@@ -522,6 +534,8 @@ impl Config {
         };
         let shutdown_endpoint = flag(env::SHUTDOWN_ENDPOINT_ENABLED)?;
         let ingress = flag(env::INGRESS_MODE)?;
+        let inbound_accept_keepalive = optional_duration(env::INBOUND_ACCEPT_KEEPALIVE)?;
+        let outbound_connect_keepalive = optional_duration(env::OUTBOUND_CONNECT_KEEPALIVE)?;
         let discovery_allow = crate::discovery::Allow::parse(
             get(env::DESTINATION_PROFILE_SUFFIXES).as_deref(),
             get(env::DESTINATION_PROFILE_NETWORKS).as_deref(),
@@ -544,6 +558,7 @@ impl Config {
                 format!("{} is below the minimum of 8192 bytes", limits.max_header_bytes),
             ));
         }
+        let connect_timeout = duration(env::OUTBOUND_CONNECT_TIMEOUT, Duration::from_secs(1))?;
         let ports: BTreeSet<SocketAddr> = [inbound_addr, outbound_addr, admin_addr]
             .into_iter()
             .filter(|a| a.port() != 0)
@@ -585,7 +600,8 @@ impl Config {
             peer_inbound_port,
             detect_timeout: duration(env::INBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
             outbound_detect_timeout: duration(env::OUTBOUND_DETECT_TIMEOUT, Duration::from_secs(10))?,
-            connect_timeout: duration(env::OUTBOUND_CONNECT_TIMEOUT, Duration::from_secs(1))?,
+            connect_timeout,
+            inbound_connect_timeout: duration(env::INBOUND_CONNECT_TIMEOUT, connect_timeout)?,
             outbound_idle_timeout: duration(env::OUTBOUND_DISCOVERY_IDLE_TIMEOUT, Duration::from_secs(5))?,
             request_timeout,
             shutdown_grace: duration(env::SHUTDOWN_GRACE_PERIOD, Duration::from_secs(120))?,
@@ -596,6 +612,8 @@ impl Config {
             ingress,
             require_identity_ports,
             discovery_allow,
+            inbound_accept_keepalive,
+            outbound_connect_keepalive,
         })
     }
 }

@@ -126,6 +126,8 @@ pub struct InboundConfig {
     pub own_addrs: Vec<SocketAddr>,
     /// Limits.
     pub limits: Limits,
+    /// TCP keepalive of accepted connections (`LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE`).
+    pub keepalive: Option<std::time::Duration>,
 }
 
 /// The inbound proxy.
@@ -200,6 +202,11 @@ impl Inbound {
 
     /// Serves one accepted connection.
     pub async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, drain: Drain) {
+        if let Some(idle) = self.cfg.keepalive
+            && let Err(e) = crate::io::set_keepalive(&tcp, idle)
+        {
+            tracing::debug!(%peer, error = %e, "cannot turn on TCP keepalive");
+        }
         if let Err(e) = self.clone().serve(tcp, peer, drain).await {
             tracing::info!(%peer, error = %e, "inbound connection closed");
         }

@@ -157,3 +157,70 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for CountingIo<I> {
         self.inner.is_write_vectored()
     }
 }
+
+/// Turns on TCP keepalive on `tcp`, first probing after `idle` without traffic (Linkerd's
+/// `…_ACCEPT_KEEPALIVE` / `…_CONNECT_KEEPALIVE`): a peer that vanished without a FIN or
+/// RST (a node gone, a NAT entry dropped) is noticed, and its connection closed.
+pub fn set_keepalive(tcp: &tokio::net::TcpStream, idle: std::time::Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let secs = libc::c_int::try_from(idle.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+    ] {
+        // SAFETY: setsockopt reads one c_int from a valid pointer; `fd` is an open socket
+        // owned by `tcp` for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                std::ptr::from_ref(&value).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockopt(tcp: &tokio::net::TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = 0;
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap();
+        // SAFETY: getsockopt writes at most `len` bytes into `v`; the fd is open.
+        let rc = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                level,
+                name,
+                std::ptr::from_mut(&mut v).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        v
+    }
+
+    #[tokio::test]
+    async fn keepalive_probes_after_the_idle_time() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(sockopt(&tcp, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+        set_keepalive(&tcp, std::time::Duration::from_millis(10_000)).unwrap();
+        assert_eq!(sockopt(&tcp, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(sockopt(&tcp, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 10);
+        // Below a second rounds up to the kernel's smallest idle time.
+        set_keepalive(&tcp, std::time::Duration::from_millis(10)).unwrap();
+        assert_eq!(sockopt(&tcp, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 1);
+    }
+}

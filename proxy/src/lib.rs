@@ -230,9 +230,13 @@ pub async fn run(
         cfg.local_identity.service_account(),
         cfg.discovery_allow.clone(),
     );
-    let mut connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.connect_timeout);
+    let mut connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.connect_timeout)
+        .with_keepalive(cfg.outbound_connect_keepalive);
+    // The inbound side dials the application only, within its own connect timeout.
+    let mut app_connector = client::Connector::new(&store, &cfg.trust_anchors, cfg.inbound_connect_timeout);
     if cfg.capture == config::Capture::Explicit {
         connector = connector.with_source(cfg.app_ip);
+        app_connector = app_connector.with_source(cfg.app_ip);
     }
     let connector = Arc::new(connector);
     let policy = match &cfg.policy_addr {
@@ -273,9 +277,10 @@ pub async fn run(
             local_identity: cfg.local_identity.clone(),
             own_addrs: vec![bound.inbound, bound.outbound, bound.admin],
             limits: cfg.limits.clone(),
+            keepalive: cfg.inbound_accept_keepalive,
         },
         server_tls,
-        connector,
+        Arc::new(app_connector),
         metrics.clone(),
         authorizer(&cfg, policy, metrics.clone()),
     );

@@ -238,6 +238,9 @@ impl pb::destination_server::Destination for DestinationService {
 
     async fn get(&self, request: Request<pb::GetDestination>) -> Result<Response<Self::GetStream>, Status> {
         let target = self.target(request.get_ref())?;
+        // Not before the index holds the store's state: an existing Service or pod would
+        // be answered as unknown.
+        self.index.synced.wait().await;
         // Only Strait proxies are handed Strait gateway entries (see `model`).
         let caller = Caller::from_context_token(&request.get_ref().context_token);
         let index = self.index.clone();
@@ -289,6 +292,7 @@ impl pb::destination_server::Destination for DestinationService {
         request: Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let target = self.target(request.get_ref())?;
+        self.index.synced.wait().await;
         let cd = self.index.names().cluster_domain.clone();
         let (namespace, make): (
             Option<String>,

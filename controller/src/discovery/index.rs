@@ -135,6 +135,8 @@ pub struct Index {
     /// Resolutions by service and port, with the namespace generation they were made at:
     /// every stream of a service re-resolves after a change, and they share one answer.
     resolved: Mutex<HashMap<ResolvedKey, (u64, Resolution)>>,
+    /// Whether the store's first state of every watched kind is in (see [`run`]).
+    pub synced: crate::streams::Synced,
 }
 
 /// What a resolution is cached by: the service, the port, and who asked (see
@@ -152,6 +154,7 @@ impl Index {
             state: RwLock::default(),
             generations: Generations::default(),
             resolved: Mutex::default(),
+            synced: Default::default(),
         })
     }
 
@@ -378,6 +381,23 @@ pub enum Event {
     Split(WatchEvent<TrafficSplit>),
 }
 
+impl Event {
+    /// How many kinds the index watches.
+    const KINDS: u32 = 5;
+
+    /// The kind's number when this is a complete state ([`WatchEvent::Restarted`]).
+    fn restarted_kind(&self) -> Option<u32> {
+        let (kind, restarted) = match self {
+            Self::Service(e) => (0, matches!(e, WatchEvent::Restarted(_))),
+            Self::Slice(e) => (1, matches!(e, WatchEvent::Restarted(_))),
+            Self::Pod(e) => (2, matches!(e, WatchEvent::Restarted(_))),
+            Self::Profile(e) => (3, matches!(e, WatchEvent::Restarted(_))),
+            Self::Split(e) => (4, matches!(e, WatchEvent::Restarted(_))),
+        };
+        restarted.then_some(kind)
+    }
+}
+
 /// Events applied before streams are told, at most: bounds how long a burst can delay
 /// the first notification.
 const MAX_BATCH: usize = 1024;
@@ -502,9 +522,15 @@ pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreErro
     ]);
     while let Some(batch) = crate::streams::next_batch(&mut events, MAX_BATCH).await {
         let mut touched: Vec<String> = Vec::new();
+        let mut restarted = Vec::new();
         for result in batch {
             match result {
-                Ok(ev) => touched.extend(index.apply(ev)),
+                Ok(ev) => {
+                    if let Some(kind) = ev.restarted_kind() {
+                        restarted.push(kind);
+                    }
+                    touched.extend(index.apply(ev))
+                }
                 // The kube watcher retries by itself; log and keep going.
                 Err(e) => tracing::warn!(error = %e, "watch error"),
             }
@@ -512,6 +538,9 @@ pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreErro
         touched.sort();
         touched.dedup();
         index.generations.bump(touched);
+        for kind in restarted {
+            index.synced.restarted(kind, Event::KINDS);
+        }
     }
     strait_api::StoreError::Decode {
         what: "watches".into(),

@@ -733,6 +733,8 @@ pub struct InboundIndex {
     config: InboundConfig,
     state: RwLock<State>,
     generations: Generations,
+    /// Whether the store's first state of every watched kind is in (see [`run`]).
+    pub synced: crate::streams::Synced,
 }
 
 impl InboundIndex {
@@ -742,6 +744,7 @@ impl InboundIndex {
             config,
             state: RwLock::default(),
             generations: Generations::default(),
+            synced: Default::default(),
         })
     }
 
@@ -829,8 +832,8 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
     let mut nets = store.watch::<NetworkAuthentication>();
     let mut routes = store.watch::<HttpRoute>();
     loop {
-        let r = tokio::select! {
-            Some(ev) = pods.next() => ev.map(|ev| match ev {
+        let (kind, restart, r) = tokio::select! {
+            Some(ev) = pods.next() => (0, is_restart(&ev), ev.map(|ev| match ev {
                 WatchEvent::Restarted(items) => index.update(None, |s| {
                     s.pods = items.iter().filter_map(crate::pods::shared).collect();
                 }),
@@ -858,8 +861,8 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
                         s.pods.remove(ns, n);
                     }
                 }),
-            }),
-            Some(ev) = namespaces.next() => ev.map(|ev| {
+            })),
+            Some(ev) = namespaces.next() => (1, is_restart(&ev), ev.map(|ev| {
                 let set = |s: &mut State, n: &Namespace| {
                     if let Some(name) = n.metadata.name.clone() {
                         s.namespaces.entry(name).or_default().annotations = n.metadata.annotations.clone().unwrap_or_default();
@@ -869,19 +872,27 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
                     WatchEvent::Restarted(items) => index.update(None, |s| items.iter().for_each(|n| set(s, n))),
                     WatchEvent::Applied(n) | WatchEvent::Deleted(n) => index.update(n.metadata.name.clone(), |s| set(s, &n)),
                 }
-            }),
-            Some(ev) = servers.next() => ev.map(|ev| apply_policy_event!(index, ev, servers)),
-            Some(ev) = sazs.next() => ev.map(|ev| apply_policy_event!(index, ev, server_authorizations)),
-            Some(ev) = aps.next() => ev.map(|ev| apply_policy_event!(index, ev, authorization_policies)),
-            Some(ev) = mtls.next() => ev.map(|ev| apply_policy_event!(index, ev, mesh_tls)),
-            Some(ev) = nets.next() => ev.map(|ev| apply_policy_event!(index, ev, networks)),
-            Some(ev) = routes.next() => ev.map(|ev| apply_policy_event!(index, ev, http_routes)),
+            })),
+            Some(ev) = servers.next() => (2, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, servers))),
+            Some(ev) = sazs.next() => (3, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, server_authorizations))),
+            Some(ev) = aps.next() => (4, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, authorization_policies))),
+            Some(ev) = mtls.next() => (5, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, mesh_tls))),
+            Some(ev) = nets.next() => (6, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, networks))),
+            Some(ev) = routes.next() => (7, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, http_routes))),
             else => return,
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "inbound policy watch error");
         }
+        if restart {
+            index.synced.restarted(kind, 8);
+        }
     }
+}
+
+/// Whether a watch event is a kind's complete state.
+fn is_restart<K, E>(ev: &Result<WatchEvent<K>, E>) -> bool {
+    matches!(ev, Ok(WatchEvent::Restarted(_)))
 }
 
 /// Whether two records of one pod answer every policy question alike: a status change
@@ -890,6 +901,7 @@ fn same_policy_facts(a: &PodFacts, b: &PodFacts) -> bool {
     std::ptr::eq(a, b)
         || (a.labels == b.labels
             && a.default_policy == b.default_policy
+            && a.require_identity_ports == b.require_identity_ports
             && a.opaque_ports == b.opaque_ports
             && a.named_ports == b.named_ports
             && a.probes == b.probes)
@@ -949,6 +961,8 @@ impl pb::inbound_server_policies_server::InboundServerPolicies for InboundPolicy
 
     async fn get_port(&self, request: Request<pb::PortSpec>) -> Result<Response<pb::Server>, Status> {
         let (ns, pod, port) = Self::target(request.get_ref())?;
+        // Not before the index holds the store's state: the pod would be unknown.
+        self.index.synced.wait().await;
         self.index
             .policy(&ns, &pod, port)
             .map(Response::new)
@@ -960,6 +974,7 @@ impl pb::inbound_server_policies_server::InboundServerPolicies for InboundPolicy
         request: Request<pb::PortSpec>,
     ) -> Result<Response<Self::WatchPortStream>, Status> {
         let (ns, pod, port) = Self::target(request.get_ref())?;
+        self.index.synced.wait().await;
         let rx = self.index.generations.subscribe(&ns);
         if self.index.policy(&ns, &pod, port).is_none() {
             return Err(Status::not_found(format!(

@@ -83,7 +83,16 @@ async fn a_local_control_plane_serves_identity_discovery_and_endpoints() {
     let tokens = id.tokens.clone();
     let mut controller = InProcess::start(cfg, store.clone(), &id).await.unwrap();
     let bound = controller.bound;
-    assert!(http_get(bound.admin, "/ready").await.starts_with("HTTP/1.1 200"));
+    // Ready once every index holds the store's state (at once, from a local store).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !http_get(bound.admin, "/ready").await.starts_with("HTTP/1.1 200") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(http_get(bound.admin, "/live").await.starts_with("HTTP/1.1 200"));
 
     // Identity.
     let name = IdentityName::new("myapp", "production", "cluster.local").unwrap();

@@ -46,11 +46,19 @@ fn linkerd_defaults() {
     assert_eq!(c.outbound_idle_timeout, Duration::from_secs(5));
     assert!(!c.ingress);
     assert!(c.require_identity_ports.is_empty());
+    assert_eq!(c.inbound_accept_keepalive, None);
+    assert_eq!(c.inbound_connect_timeout, c.connect_timeout);
     let mut v = base();
     v.insert(env::INGRESS_MODE, "true".into());
+    v.insert(env::INBOUND_ACCEPT_KEEPALIVE, "10000ms".into());
+    v.insert(env::OUTBOUND_CONNECT_KEEPALIVE, "10000ms".into());
+    v.insert(env::INBOUND_CONNECT_TIMEOUT, "100ms".into());
     v.insert(env::INBOUND_PORTS_REQUIRE_IDENTITY, "8080,9000-9001".into());
     let i = parse(&v).unwrap();
     assert!(i.ingress);
+    assert_eq!(i.inbound_accept_keepalive, Some(Duration::from_secs(10)));
+    assert_eq!(i.outbound_connect_keepalive, Some(Duration::from_secs(10)));
+    assert_eq!(i.inbound_connect_timeout, Duration::from_millis(100));
     assert!(i.require_identity_ports.contains(9001) && !i.require_identity_ports.contains(8081));
     // Linkerd's private ranges when the cluster networks are not given.
     let private = |ip: [u8; 4]| c.cluster_networks.iter().any(|n| n.contains(IpAddr::from(ip)));
@@ -137,6 +145,9 @@ fn each_bad_value_names_its_variable_and_what_was_expected() {
         (env::SHUTDOWN_ENDPOINT_ENABLED, "yes", "expected true or false"),
         (env::INGRESS_MODE, "on", "expected true or false"),
         (env::IDENTITY_DISABLED, "disabled", "identity must be enabled"),
+        (env::INBOUND_ACCEPT_KEEPALIVE, "often", "duration"),
+        (env::OUTBOUND_CONNECT_KEEPALIVE, "10 minutes", "duration"),
+        (env::INBOUND_CONNECT_TIMEOUT, "-1s", "duration"),
         (
             env::INBOUND_PORTS_REQUIRE_IDENTITY,
             "8080,http",

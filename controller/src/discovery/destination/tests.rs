@@ -481,8 +481,9 @@ async fn a_pod_and_its_slice_in_one_batch_arrive_with_the_identity() {
     apply(&store, WORLD).await;
     apply(&store, &slice(&[("198.18.0.5", "myapp-1")])).await;
     let mut stream = watch(&store, "myapp.production.svc.cluster.local:80").await;
-    let Some(U::Add(_)) = next(&mut stream).await.update else {
-        panic!("expected the first endpoints")
+    let first = next(&mut stream).await.update;
+    let Some(U::Add(_)) = first else {
+        panic!("expected the first endpoints, got {first:?}")
     };
     let mut myapp = Growing::new();
     for i in 0..10u8 {

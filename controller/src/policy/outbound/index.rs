@@ -27,6 +27,8 @@ use crate::streams::Generations;
 pub struct RouteIndex {
     state: RwLock<Snapshot>,
     generations: Generations,
+    /// Whether the store's first state of every watched kind is in (see [`run`]).
+    pub synced: crate::streams::Synced,
 }
 
 impl RouteIndex {
@@ -134,18 +136,24 @@ pub async fn run<S: Store>(index: Arc<RouteIndex>, store: S) -> StoreError {
     let mut gateway_routes = store.watch::<GatewayHttpRoute>();
     let mut grpc_routes = store.watch::<GrpcRoute>();
     let mut splits = store.watch::<TrafficSplit>();
+    fn is_restart<K, E>(ev: &Result<WatchEvent<K>, E>) -> bool {
+        matches!(ev, Ok(WatchEvent::Restarted(_)))
+    }
     loop {
-        let result = tokio::select! {
-            Some(ev) = services.next() => ev.map(|e| index.on_service(e)),
-            Some(ev) = policy_routes.next() => ev.map(|e| index.on_policy_http_route(e)),
-            Some(ev) = gateway_routes.next() => ev.map(|e| index.on_gateway_http_route(e)),
-            Some(ev) = grpc_routes.next() => ev.map(|e| index.on_grpc_route(e)),
-            Some(ev) = splits.next() => ev.map(|e| index.on_split(e)),
+        let (kind, restart, result) = tokio::select! {
+            Some(ev) = services.next() => (0, is_restart(&ev), ev.map(|e| index.on_service(e))),
+            Some(ev) = policy_routes.next() => (1, is_restart(&ev), ev.map(|e| index.on_policy_http_route(e))),
+            Some(ev) = gateway_routes.next() => (2, is_restart(&ev), ev.map(|e| index.on_gateway_http_route(e))),
+            Some(ev) = grpc_routes.next() => (3, is_restart(&ev), ev.map(|e| index.on_grpc_route(e))),
+            Some(ev) = splits.next() => (4, is_restart(&ev), ev.map(|e| index.on_split(e))),
             else => return StoreError::Decode { what: "watches".into(), detail: "every watch ended".into() },
         };
         if let Err(e) = result {
             // The kube watcher retries by itself; log and keep going.
             tracing::warn!(error = %e, "outbound route index: watch error");
+        }
+        if restart {
+            index.synced.restarted(kind, 5);
         }
     }
 }

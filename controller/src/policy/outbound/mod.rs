@@ -87,6 +87,13 @@ pub struct OutboundPolicyService {
 }
 
 impl OutboundPolicyService {
+    /// Waits until both indexes hold the store's state (a cluster IP or a Service would be
+    /// unknown before).
+    async fn synced(&self) {
+        self.discovery.synced.wait().await;
+        self.routes.synced.wait().await;
+    }
+
     /// A service resolving addresses with `discovery` and answering from `routes`, with
     /// Linkerd's default settings and the discovery index's cluster domain and default
     /// opaque ports.
@@ -237,6 +244,7 @@ impl pb::outbound_policies_server::OutboundPolicies for OutboundPolicyService {
     type WatchStream = BoxStream<pb::OutboundPolicy>;
 
     async fn get(&self, request: Request<pb::TrafficSpec>) -> Result<Response<pb::OutboundPolicy>, Status> {
+        self.synced().await;
         let (id, port) = self.target(request.get_ref())?;
         let ev = self.evaluate(&id, port);
         let policy = ev
@@ -247,6 +255,7 @@ impl pb::outbound_policies_server::OutboundPolicies for OutboundPolicyService {
     }
 
     async fn watch(&self, request: Request<pb::TrafficSpec>) -> Result<Response<Self::WatchStream>, Status> {
+        self.synced().await;
         let (id, port) = self.target(request.get_ref())?;
         let mut follow = Follow {
             routes: self.routes.clone(),
