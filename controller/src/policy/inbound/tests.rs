@@ -513,3 +513,22 @@ spec:
     // The server-level list is unchanged (it guards non-HTTP traffic).
     assert_eq!(s.authorizations.len(), 1);
 }
+
+/// A pod's record changing only in what policy reads re-evaluates its streams; a status
+/// change does not.
+#[test]
+fn require_identity_annotations_are_policy_facts() {
+    let p = pod(POD);
+    let mut q = p.clone();
+    q.metadata.annotations = Some(
+        [(
+            "config.linkerd.io/proxy-require-identity-inbound-ports".to_string(),
+            "8080".to_string(),
+        )]
+        .into(),
+    );
+    assert!(!same_policy_facts(&facts(&p), &facts(&q)));
+    let mut r = p.clone();
+    r.status.as_mut().unwrap().pod_ip = Some("198.18.0.6".into());
+    assert!(same_policy_facts(&facts(&p), &facts(&r)));
+}
