@@ -88,44 +88,28 @@ impl Pods {
             "--to-ports",
             "4143",
         ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &c,
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-s",
-            "198.18.200.11",
-            "-p",
-            "tcp",
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            "4140",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &c,
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-s",
-            "198.18.200.12",
-            "-p",
-            "tcp",
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            "4150",
-        ]);
+        // The application's source addresses go to their proxy's outbound port.
+        for (source, port) in [("198.18.200.11", "4140"), ("198.18.200.12", "4150")] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &c,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-s",
+                source,
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                port,
+            ]);
+        }
         p
     }
 }
