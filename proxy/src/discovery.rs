@@ -295,6 +295,11 @@ impl<T: Clone> Watch<T> {
     pub fn current(&self) -> T {
         self.rx.borrow().clone()
     }
+
+    /// `f` of the current value, without a copy of it.
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.rx.borrow())
+    }
 }
 
 /// A target's ServiceProfile, as far as the proxy uses it.

@@ -130,6 +130,9 @@ pub struct InboundConfig {
     pub keepalive: Option<std::time::Duration>,
 }
 
+/// The header a client's proxy names the request's logical target in (Linkerd's).
+pub const CANONICAL_DST_HEADER: &str = "l5d-dst-canonical";
+
 /// The inbound proxy.
 pub struct Inbound {
     cfg: InboundConfig,
@@ -138,6 +141,49 @@ pub struct Inbound {
     metrics: Arc<Registry>,
     authz: Arc<dyn Authorize>,
     apps: Mutex<HashMap<(u16, Wire), Arc<HttpEndpoint>>>,
+    /// Where the ServiceProfiles of the names requests arrive for come from (their route
+    /// series, `direction="inbound"`), when discovery is configured.
+    profiles: Option<crate::discovery::Resolver>,
+}
+
+/// Most distinct names one connection's requests get route series for.
+const MAX_PROFILES_PER_CONN: usize = 64;
+
+/// How long a connection's first request for a name waits for the name's profile.
+const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The logical name a request arrived for, as linkerd2-proxy's inbound side reads it for
+/// profile discovery: `l5d-dst-canonical` (set by the client's proxy), else the request's
+/// authority or `Host`, when it is a name (an address names no profile); port 80 when it
+/// names none.
+fn logical_name<B>(req: &Request<B>) -> Option<String> {
+    let named = |v: &str| {
+        let (host, port) = match v.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+            _ => (v, None),
+        };
+        let host = host.trim_end_matches('.');
+        let is_name = !host.is_empty()
+            && host.parse::<std::net::IpAddr>().is_err()
+            && !host.starts_with('[')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        is_name.then(|| format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or("80")))
+    };
+    if let Some(v) = req
+        .headers()
+        .get(CANONICAL_DST_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        return named(v.trim());
+    }
+    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    named(authority)
 }
 
 /// The answer to a refused request: its status with `l5d-proxy-error`, or gRPC's
@@ -197,7 +243,24 @@ impl Inbound {
             metrics,
             authz,
             apps: Mutex::new(HashMap::new()),
+            profiles: None,
         })
+    }
+
+    /// The inbound proxy with route series for the ServiceProfiles `resolver` finds.
+    pub fn with_profiles(
+        cfg: InboundConfig,
+        server_tls: ServerConfig,
+        connector: Arc<Connector>,
+        metrics: Arc<Registry>,
+        authz: Arc<dyn Authorize>,
+        resolver: crate::discovery::Resolver,
+    ) -> Arc<Self> {
+        let mut this = Self::new(cfg, server_tls, connector, metrics, authz);
+        if let Some(i) = Arc::get_mut(&mut this) {
+            i.profiles = Some(resolver);
+        }
+        this
     }
 
     /// Serves one accepted connection.
@@ -459,6 +522,11 @@ impl Inbound {
         let h2_app = self.app_client(port, Wire::Http2);
         let base = Self::conn_labels(&conn, None);
         let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
+        // The profiles of the names this connection's requests arrive for, held while it
+        // lives (the resolver shares one watch per name between connections).
+        type Profiles = HashMap<String, Arc<crate::discovery::Watch<Option<crate::discovery::Profile>>>>;
+        let profiles: Arc<Mutex<Profiles>> = Arc::default();
+        let resolver = self.profiles.clone();
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();
         // Linkerd's inbound proxy tells the application who called: the client's mTLS
@@ -506,23 +574,84 @@ impl Inbound {
             } else {
                 h2_app.clone()
             };
+            // The profile of the target the request names. A meshed peer's connection
+            // (long-lived, multiplexed) waits briefly on its first request for a name for
+            // the profile's first answer, as Linkerd's inbound side discovers it before
+            // routing; other clients' requests count on routes once it is in.
+            let profile = resolver.as_ref().and_then(|r| {
+                let name = logical_name(&req)?;
+                let mut p = profiles.lock().unwrap_or_else(PoisonError::into_inner);
+                match p.get(&name) {
+                    Some(w) => Some((name, w.clone(), false)),
+                    None if p.len() < MAX_PROFILES_PER_CONN => {
+                        let w = r.profile(&name);
+                        p.insert(name.clone(), w.clone());
+                        Some((name, w, conn.client_id.is_some()))
+                    }
+                    None => None,
+                }
+            });
+            let metrics = metrics.clone();
             async move {
                 let start = Instant::now();
-                stats.request();
-                if let Some(r) = refused {
-                    let rsp = refused_response(&r, &req);
-                    stats.answered(&rsp, crate::client::is_grpc(req.headers()), start.elapsed());
-                    return Ok::<_, Infallible>(rsp);
-                }
-                let grpc = crate::client::is_grpc_call(&req);
-                let rsp: Response<RspBody> = match app.send(req).await {
-                    Ok(rsp) => Classified::response(rsp, stats, grpc, start.elapsed()).map(Either::Left),
-                    Err(e) => {
-                        let rsp = e.response_for(grpc);
-                        stats.answered(&rsp, grpc, start.elapsed());
-                        rsp
+                // The ServiceProfile route the request takes, when the profile has routes:
+                // its series, and its response classes for every series of it.
+                let route = match profile {
+                    None => None,
+                    Some((name, watch, wait)) => {
+                        if wait && watch.with(Option::is_none) {
+                            let mut rx = watch.subscribe();
+                            let _ = tokio::time::timeout(PROFILE_WAIT, rx.changed()).await;
+                        }
+                        watch
+                            .with(|p| p.as_ref().map(|p| p.policy.clone()))
+                            .filter(|policy| !policy.routes.is_empty())
+                            .map(|policy| {
+                                let matched = policy
+                                    .route(req.method(), req.uri().path())
+                                    .cloned()
+                                    .map(Arc::new);
+                                let series = crate::metrics::RouteSeries::new(
+                                    &metrics,
+                                    "inbound",
+                                    &name,
+                                    matched.as_deref(),
+                                );
+                                (series, matched)
+                            })
                     }
                 };
+                stats.request();
+                if let Some((s, _)) = &route {
+                    s.route.request();
+                }
+                let grpc = crate::client::is_grpc_call(&req);
+                let mut rsp: Response<RspBody> = if let Some(r) = refused {
+                    let rsp = refused_response(&r, &req);
+                    stats.answered(&rsp, crate::client::is_grpc(req.headers()), start.elapsed());
+                    rsp
+                } else {
+                    match app.send(req).await {
+                        Ok(rsp) => {
+                            let classifier = match route.as_ref().and_then(|(_, m)| m.clone()) {
+                                Some(m) => crate::metrics::Classifier::Route(m),
+                                None => crate::metrics::Classifier::Default,
+                            };
+                            let head = crate::metrics::Pending::head(&rsp);
+                            let pending =
+                                crate::metrics::Pending::new(stats, head, grpc, start.elapsed(), classifier);
+                            rsp.map(|b| Either::Left(Classified::new(b, Some(pending))))
+                        }
+                        Err(e) => {
+                            let rsp = e.response_for(grpc);
+                            stats.answered(&rsp, grpc, start.elapsed());
+                            rsp
+                        }
+                    }
+                };
+                if let Some((s, _)) = &route {
+                    crate::metrics::count_also(&mut rsp, &s.route, grpc, start);
+                }
                 Ok::<_, Infallible>(rsp)
             }
         };

@@ -257,7 +257,7 @@ pub async fn run(
             idle_timeout: cfg.outbound_idle_timeout,
             ingress: cfg.ingress,
         },
-        resolver,
+        resolver.clone(),
         connector.clone(),
         metrics.clone(),
         policy.clone(),
@@ -268,7 +268,7 @@ pub async fn run(
         ClientAuth::Optional,
     ));
     let admin_tls = Arc::new(server_tls.clone());
-    let inbound = inbound::Inbound::new(
+    let inbound = inbound::Inbound::with_profiles(
         inbound::InboundConfig {
             capture: cfg.capture,
             detect_timeout: cfg.detect_timeout,
@@ -283,6 +283,7 @@ pub async fn run(
         Arc::new(app_connector),
         metrics.clone(),
         authorizer(&cfg, policy, metrics.clone()),
+        resolver,
     );
 
     let (control, drain) = server::drain();

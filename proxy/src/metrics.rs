@@ -392,6 +392,65 @@ fn rescue_trailers(e: &dyn std::fmt::Display) -> http::HeaderMap {
     t
 }
 
+/// The ServiceProfile route series of a request (see [`Family`]), as linkerd2-proxy's:
+/// labelled with its direction, the target's logical name (`dst`) and the route's metric
+/// labels as `rt_*` (`rt_route`: its name).
+pub struct RouteSeries {
+    /// The request and its final answer.
+    pub route: Arc<HttpStats>,
+    /// Each attempt and its answer (outbound retries).
+    pub actual: Arc<HttpStats>,
+    /// Retries the budget did not allow (`route_retryable_total{skipped="no_budget"}`).
+    pub no_budget: Arc<AtomicU64>,
+}
+
+impl RouteSeries {
+    /// The series of `route` (`None`: the profile's default, for requests no route
+    /// matches) of the target named `dst`, in `direction` (`inbound` or `outbound`).
+    pub fn new(
+        metrics: &Registry,
+        direction: &str,
+        dst: &str,
+        route: Option<&crate::policy::profile::ProfileRoute>,
+    ) -> Self {
+        let rt: Vec<(String, &str)> = route
+            .map(|r| {
+                r.labels
+                    .iter()
+                    .map(|(k, v)| (format!("rt_{}", label_name(k)), v.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut pairs: Vec<(&str, &str)> = vec![("direction", direction), ("dst", dst)];
+        pairs.extend(rt.iter().map(|(k, v)| (k.as_str(), *v)));
+        let route_labels = labels(&pairs);
+        pairs.push(("skipped", "no_budget"));
+        Self {
+            route: metrics.family(Family::Route, route_labels.clone()),
+            actual: metrics.family(Family::RouteActual, route_labels),
+            no_budget: metrics.counter(
+                "route_retryable_total",
+                "Retryable requests of a ServiceProfile route that were not retried, by reason.",
+                labels(&pairs),
+            ),
+        }
+    }
+}
+
+/// Counts the answer `rsp` on `stats` too: at the end of its body, as its own series
+/// counts it, or at once when the proxy made it (a failure).
+pub fn count_also(
+    rsp: &mut http::Response<crate::client::RspBody>,
+    stats: &Arc<HttpStats>,
+    grpc: bool,
+    start: std::time::Instant,
+) {
+    match rsp.body_mut() {
+        http_body_util::Either::Left(c) => c.count_also(stats.clone()),
+        http_body_util::Either::Right(_) => stats.answered(rsp, grpc, start.elapsed()),
+    }
+}
+
 /// TCP counters for one label set.
 #[derive(Debug)]
 pub struct TcpStats {

@@ -266,6 +266,8 @@ struct Logical {
     budget: Mutex<Option<Arc<crate::policy::retry::Budget>>>,
     /// When a connection last looked it up (ms since the outbound side started).
     last_used: std::sync::atomic::AtomicU64,
+    /// [`Logical::name`] as `l5d-dst-canonical` tells a peer proxy (`None`: an address).
+    canonical: OnceLock<Option<http::HeaderValue>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -278,6 +280,21 @@ impl Drop for Logical {
 impl Logical {
     fn name(&self) -> &str {
         self.name.get_or_init(|| self.authority.clone())
+    }
+
+    /// Names the target in `l5d-dst-canonical` on a request to a meshed endpoint, as
+    /// linkerd2-proxy does: the peer's inbound side finds the target's ServiceProfile by
+    /// it (its route series). A target known only by its address gets no header.
+    fn set_canonical(&self, headers: &mut http::HeaderMap) {
+        let v = self.canonical.get_or_init(|| {
+            let name = self.name();
+            let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
+            let is_name = !host.starts_with('[') && host.parse::<std::net::IpAddr>().is_err();
+            is_name.then(|| http::HeaderValue::from_str(name).ok()).flatten()
+        });
+        if let Some(v) = v {
+            headers.insert(crate::inbound::CANONICAL_DST_HEADER, v.clone());
+        }
     }
 
     fn stats(&self) -> &Arc<HttpStats> {
@@ -590,6 +607,7 @@ impl Outbound {
             policy,
             budget: Mutex::new(None),
             last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
+            canonical: OnceLock::new(),
             task,
         });
         self.logicals
@@ -782,6 +800,10 @@ impl Outbound {
         };
         stats.request();
         let in_flight = ewma_ep.as_ref().map(|e| e.ewma.start());
+        let mut req = req;
+        if ewma_ep.as_ref().is_some_and(|e| e.endpoint.identity.is_some()) {
+            l.set_canonical(req.headers_mut());
+        }
         let version = req.version();
         let sent = client.send(req);
         let result = match self.cfg.request_timeout {

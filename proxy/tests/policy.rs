@@ -520,6 +520,39 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
         .is_some(),
         "the 404 route counts its class: {m}"
     );
+    // The server proxies count the same route inbound, for the target the client's proxy
+    // named in `l5d-dst-canonical`: every attempt arrived there.
+    let mut inbound = 0.0;
+    for s in &t._servers {
+        let m = s.metrics().await;
+        let users = [
+            ("direction", "inbound"),
+            ("dst", dst.as_str()),
+            ("rt_route", "GET /api/users"),
+            ("classification", "failure"),
+        ];
+        inbound += metric_sum(&m, "route_response_total", &users);
+    }
+    assert_eq!(inbound, attempts as f64, "inbound route series on the servers");
+    // With their profile loaded, the route's classes classify the servers' own series
+    // too: five more 404s of `GET /api/missing`, five more inbound failures.
+    let inbound_404_failures = async || {
+        let mut n = 0.0;
+        for s in &t._servers {
+            let want = [
+                ("direction", "inbound"),
+                ("status_code", "404"),
+                ("classification", "failure"),
+            ];
+            n += metric_sum(&s.metrics().await, "response_total", &want);
+        }
+        n
+    };
+    let before = inbound_404_failures().await;
+    for _ in 0..5 {
+        h1_get_with(&mut c, &format!("{MYAPP}:80"), "/status/404", &[]).await;
+    }
+    assert_eq!(inbound_404_failures().await - before, 5.0);
     // Not retryable (POST is not the route): one attempt each.
     let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     for _ in 0..20 {

@@ -10,7 +10,7 @@
 //! routes do not apply where a profile exists); otherwise the `OutboundPolicies` answer;
 //! otherwise the plain path of [`Outbound::http`] (discovery and TrafficSplit only).
 
-use crate::metrics::{Classified, Classifier, HttpStats, Pending};
+use crate::metrics::{Classified, Classifier, HttpStats, Pending, RouteSeries, count_also};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -62,53 +62,6 @@ pub(super) enum Plan {
     Respond(Box<Response<RspBody>>),
     /// Forward.
     Forward(Box<Forward>),
-}
-
-/// The ServiceProfile route series of a request (see [`crate::metrics::Family`]).
-struct RouteSeries {
-    /// The request and its final answer.
-    route: Arc<HttpStats>,
-    /// Each attempt and its answer.
-    actual: Arc<HttpStats>,
-    /// Retries the budget did not allow (`route_retryable_total{skipped="no_budget"}`).
-    no_budget: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl RouteSeries {
-    /// The series of `route` (`None`: the profile's default, for requests no route
-    /// matches) of the target named `dst`.
-    fn new(metrics: &crate::metrics::Registry, dst: &str, route: Option<&ProfileRoute>) -> Self {
-        let rt: Vec<(String, &str)> = route
-            .map(|r| {
-                r.labels
-                    .iter()
-                    .map(|(k, v)| (format!("rt_{}", crate::metrics::label_name(k)), v.as_str()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut pairs: Vec<(&str, &str)> = vec![("direction", "outbound"), ("dst", dst)];
-        pairs.extend(rt.iter().map(|(k, v)| (k.as_str(), *v)));
-        let labels = crate::metrics::labels(&pairs);
-        pairs.push(("skipped", "no_budget"));
-        Self {
-            route: metrics.family(crate::metrics::Family::Route, labels.clone()),
-            actual: metrics.family(crate::metrics::Family::RouteActual, labels),
-            no_budget: metrics.counter(
-                "route_retryable_total",
-                "Retryable requests of a ServiceProfile route that were not retried, by reason.",
-                crate::metrics::labels(&pairs),
-            ),
-        }
-    }
-}
-
-/// Counts the answer `rsp` on `stats` too: at the end of its body, as its own series
-/// counts it, or at once when the proxy made it (a failure).
-fn count_also(rsp: &mut Response<RspBody>, stats: &Arc<HttpStats>, grpc: bool, start: Instant) {
-    match rsp.body_mut() {
-        Either::Left(c) => c.count_also(stats.clone()),
-        Either::Right(_) => stats.answered(rsp, grpc, start.elapsed()),
-    }
 }
 
 pub(super) struct Forward {
@@ -214,7 +167,12 @@ impl Outbound {
         match policy {
             PolicyOf::Profile(p) => {
                 let route = p.route(req.method(), req.uri().path()).cloned().map(Arc::new);
-                let route_series = Some(RouteSeries::new(&self.metrics, l.name(), route.as_deref()));
+                let route_series = Some(RouteSeries::new(
+                    &self.metrics,
+                    "outbound",
+                    l.name(),
+                    route.as_deref(),
+                ));
                 let split = self.split(l);
                 let targets = split
                     .iter()
@@ -605,6 +563,9 @@ impl Outbound {
         };
         stats.request();
         *in_flight.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.clone());
+        if ep.as_ref().is_some_and(|e| e.endpoint.identity.is_some()) {
+            l.set_canonical(req.headers_mut());
+        }
         let load = ep.as_ref().map(|e| e.ewma.start());
         let sent = client.send_body(req);
         let result = match per_try {
