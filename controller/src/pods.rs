@@ -148,9 +148,22 @@ impl PodInfo {
                 .and_then(|a| a.get(labels::config::OPAQUE_PORTS))
                 .map(|v| strait_api::names::port_ranges(v).unwrap_or_default().into()),
             default_policy: annotation(labels::config::DEFAULT_INBOUND_POLICY),
+            // An unreadable value is ignored (the namespace's applies), and said.
             require_identity_ports: annotations
                 .and_then(|a| a.get(labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS))
-                .map(|v| strait_api::names::port_ranges(v).unwrap_or_default().into()),
+                .and_then(|v| match strait_api::names::port_ranges(v) {
+                    Ok(p) => Some(p.into()),
+                    Err(expected) => {
+                        tracing::warn!(
+                            pod = ?meta.name,
+                            namespace = ?meta.namespace,
+                            annotation = labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS,
+                            value = %v,
+                            "expected {expected}; ignoring it"
+                        );
+                        None
+                    }
+                }),
             named_ports,
             probes: probes.into(),
             hostname: spec.and_then(|s| s.hostname.as_deref()).map(Into::into),

@@ -311,6 +311,14 @@ where
         move || d.synced.is_synced() && i.synced.is_synced() && r.synced.is_synced()
     };
     tasks.spawn(crate::admin::serve(admin_l, ready, stopped()));
+    // Announced once the indexes hold the store's state (at once from a local store; a
+    // kind a cluster cannot list holds it for `SYNC_WAIT` at most), so that whoever waits
+    // for the announcement finds the controller ready.
+    futures::join!(
+        closers.0.synced.wait(),
+        closers.1.synced.wait(),
+        closers.2.synced.wait()
+    );
     tracing::info!(?bound, "control plane serving");
     on_bound(bound);
 

@@ -12,28 +12,39 @@ use tonic::Status;
 /// A boxed stream of gRPC messages.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Whether an index has loaded the store's first complete state of every kind it watches:
+/// Whether an index has loaded the store's first state of every kind it watches:
 /// until then an answer would call an existing Service unknown (Linkerd's controller
 /// serves only once its caches have synced). Watches start with
-/// [`strait_api::WatchEvent::Restarted`]; each kind marks its bit when its first one is in.
+/// [`strait_api::WatchEvent::Restarted`]; a kind is in once its first one is, or once its
+/// watch has failed (a CRD not installed, a list RBAC refuses: the kind stays empty, as it
+/// would without the wait).
 pub struct Synced {
+    kinds: u32,
     seen: std::sync::atomic::AtomicU32,
     tx: watch::Sender<bool>,
 }
 
-impl Default for Synced {
-    fn default() -> Self {
+/// Whether a watch event marks its kind in for [`Synced`]: a complete state, or a failure.
+pub fn completes<K, E>(ev: &Result<strait_api::WatchEvent<K>, E>) -> bool {
+    matches!(ev, Ok(strait_api::WatchEvent::Restarted(_)) | Err(_))
+}
+
+/// How long an answer waits for the indexes before it goes ahead anyway.
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Synced {
+    /// For an index watching `kinds` kinds (numbered from 0).
+    pub fn new(kinds: u32) -> Self {
         Self {
+            kinds,
             seen: std::sync::atomic::AtomicU32::new(0),
             tx: watch::Sender::new(false),
         }
     }
-}
 
-impl Synced {
-    /// Kind number `kind` (of `kinds`, numbered from 0) has delivered its complete state.
-    pub fn restarted(&self, kind: u32, kinds: u32) {
-        let all = (1u32 << kinds) - 1;
+    /// Kind number `kind` has delivered its complete state (or failed: see [`completes`]).
+    pub fn restarted(&self, kind: u32) {
+        let all = (1u32 << self.kinds) - 1;
         let seen = self.seen.fetch_or(1 << kind, std::sync::atomic::Ordering::AcqRel) | (1 << kind);
         if seen & all == all && !*self.tx.borrow() {
             self.tx.send_replace(true);
@@ -45,10 +56,18 @@ impl Synced {
         *self.tx.borrow()
     }
 
-    /// Waits until every kind has.
+    /// Waits until every kind has, at most [`SYNC_WAIT`] (then logs the kinds missing and
+    /// goes ahead: a late answer corrects itself as the index fills).
     pub async fn wait(&self) {
         let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        if tokio::time::timeout(SYNC_WAIT, rx.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            let seen = self.seen.load(std::sync::atomic::Ordering::Acquire);
+            let missing: Vec<u32> = (0..self.kinds).filter(|k| seen & (1 << k) == 0).collect();
+            tracing::warn!(?missing, "answering before every watched kind is loaded");
+        }
     }
 }
 
@@ -192,28 +211,43 @@ mod batch_tests {
 #[cfg(test)]
 mod synced_tests {
     use super::Synced;
+    use strait_api::WatchEvent;
 
     #[tokio::test]
-    async fn synced_once_every_kind_has_restarted() {
-        let s = std::sync::Arc::new(Synced::default());
+    async fn synced_once_every_kind_has_restarted_or_failed() {
+        let s = std::sync::Arc::new(Synced::new(3));
         let waiter = {
             let s = s.clone();
             tokio::spawn(async move { s.wait().await })
         };
-        s.restarted(0, 3);
-        s.restarted(2, 3);
-        s.restarted(0, 3);
-        assert!(!s.is_synced(), "kind 1 has not delivered its state");
+        let note = |kind: u32, ev: &Result<WatchEvent<()>, &str>| {
+            if super::completes(ev) {
+                s.restarted(kind);
+            }
+        };
+        note(0, &Ok(WatchEvent::Restarted(vec![])));
+        note(1, &Ok(WatchEvent::Applied(())));
+        note(0, &Ok(WatchEvent::Restarted(vec![])));
+        assert!(!s.is_synced(), "kinds 1 and 2 have not delivered their state");
+        // A watch that fails (its CRD is not installed) counts as an empty kind.
+        note(2, &Err("the server could not find the requested resource"));
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        s.restarted(1, 3);
+        note(1, &Ok(WatchEvent::Restarted(vec![])));
         assert!(s.is_synced());
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("the waiter is released")
             .unwrap();
-        // Later restarts (a watch re-listing) keep it synced.
-        s.restarted(1, 3);
-        assert!(s.is_synced());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kind_that_never_loads_holds_answers_for_a_while_only() {
+        let s = Synced::new(2);
+        s.restarted(0);
+        let started = tokio::time::Instant::now();
+        s.wait().await;
+        assert_eq!(started.elapsed(), super::SYNC_WAIT);
+        assert!(!s.is_synced());
     }
 }

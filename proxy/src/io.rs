@@ -162,29 +162,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for CountingIo<I> {
 /// `…_ACCEPT_KEEPALIVE` / `…_CONNECT_KEEPALIVE`): a peer that vanished without a FIN or
 /// RST (a node gone, a NAT entry dropped) is noticed, and its connection closed.
 pub fn set_keepalive(tcp: &tokio::net::TcpStream, idle: std::time::Duration) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = tcp.as_raw_fd();
-    let secs = libc::c_int::try_from(idle.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
-    for (level, name, value) in [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
-    ] {
-        // SAFETY: setsockopt reads one c_int from a valid pointer; `fd` is an open socket
-        // owned by `tcp` for the duration of the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                std::ptr::from_ref(&value).cast(),
-                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    // The kernel counts whole seconds, at least one.
+    let idle = std::time::Duration::from_secs(idle.as_secs().max(1));
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))
 }
 
 #[cfg(test)]

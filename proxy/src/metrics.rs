@@ -400,8 +400,9 @@ pub struct RouteSeries {
     pub route: Arc<HttpStats>,
     /// Each attempt and its answer (outbound retries).
     pub actual: Arc<HttpStats>,
-    /// Retries the budget did not allow (`route_retryable_total{skipped="no_budget"}`).
-    pub no_budget: Arc<AtomicU64>,
+    /// The labels of `route_retryable_total{skipped="no_budget"}`, made on first use.
+    no_budget_labels: String,
+    no_budget: std::sync::OnceLock<Arc<AtomicU64>>,
 }
 
 impl RouteSeries {
@@ -428,12 +429,22 @@ impl RouteSeries {
         Self {
             route: metrics.family(Family::Route, route_labels.clone()),
             actual: metrics.family(Family::RouteActual, route_labels),
-            no_budget: metrics.counter(
-                "route_retryable_total",
-                "Retryable requests of a ServiceProfile route that were not retried, by reason.",
-                labels(&pairs),
-            ),
+            no_budget_labels: labels(&pairs),
+            no_budget: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A retry the budget did not allow.
+    pub fn skipped_no_budget(&self, metrics: &Registry) {
+        self.no_budget
+            .get_or_init(|| {
+                metrics.counter(
+                    "route_retryable_total",
+                    "Retryable requests of a ServiceProfile route that were not retried, by reason.",
+                    self.no_budget_labels.clone(),
+                )
+            })
+            .fetch_add(1, Relaxed);
     }
 }
 

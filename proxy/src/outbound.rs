@@ -175,20 +175,34 @@ fn port_ok(rest: &str) -> bool {
 /// The header that names an ingress-mode request's target (Linkerd's).
 pub const DST_OVERRIDE_HEADER: &str = "l5d-dst-override";
 
-/// The target an ingress-mode request names in `l5d-dst-override` (`host[:port]`, port
-/// 80 when it names none), when it carries a usable one. linkerd2-proxy routes a request
-/// whose header is missing or unreadable by its original destination; so does this.
-fn dst_override<B>(req: &Request<B>) -> Option<&str> {
-    let v = req.headers().get(DST_OVERRIDE_HEADER)?.to_str().ok()?.trim();
+/// The target an ingress-mode request names in `l5d-dst-override` (`name[:port]`, port
+/// 80 when it names none): `None` without the header (the request goes to its original
+/// destination). A value that names no service (an address, a URL, junk) is refused, as
+/// linkerd2-proxy refuses it: an ingress that forwards its clients' headers must not
+/// become a relay to whatever address they name.
+fn dst_override<B>(req: &Request<B>) -> Result<Option<String>, ProxyError> {
+    let Some(v) = req.headers().get(DST_OVERRIDE_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |v: &str| {
+        ProxyError::BadRequest(format!(
+            "{DST_OVERRIDE_HEADER} must name a service as name[:port] (not an address); found {v:?}"
+        ))
+    };
+    let Ok(v) = v.to_str().map(str::trim) else {
+        return Err(bad("(not text)"));
+    };
     match v.parse::<http::uri::Authority>() {
-        Ok(a) if !a.host().is_empty() && !v.contains('@') && port_ok(&v[a.host().len()..]) => Some(v),
-        _ => {
-            tracing::debug!(
-                value = v,
-                "{DST_OVERRIDE_HEADER} is not host[:port]; routing by the original destination"
-            );
-            None
+        Ok(a)
+            if !a.host().is_empty()
+                && !v.contains('@')
+                && port_ok(&v[a.host().len()..])
+                && !a.host().starts_with('[')
+                && a.host().parse::<std::net::IpAddr>().is_err() =>
+        {
+            Ok(Some(v.to_string()))
         }
+        _ => Err(bad(v)),
     }
 }
 
@@ -232,6 +246,9 @@ struct Concrete {
     last_used: std::sync::atomic::AtomicU64,
 }
 
+/// A route's labels and its series (see `Logical::route_series`).
+type RouteSeriesEntry = (Vec<(String, String)>, Arc<crate::metrics::RouteSeries>);
+
 /// A connection's last target: the raw authority it was named by, and its logical target.
 type LastTarget = Mutex<Option<(String, Arc<Logical>)>>;
 
@@ -268,6 +285,9 @@ struct Logical {
     last_used: std::sync::atomic::AtomicU64,
     /// [`Logical::name`] as `l5d-dst-canonical` tells a peer proxy (`None`: an address).
     canonical: OnceLock<Option<http::HeaderValue>>,
+    /// ServiceProfile route series by route name ("" for the default route), with the
+    /// route labels they were made for.
+    route_series: Mutex<HashMap<String, RouteSeriesEntry>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -608,6 +628,7 @@ impl Outbound {
             budget: Mutex::new(None),
             last_used: std::sync::atomic::AtomicU64::new(self.now_ms()),
             canonical: OnceLock::new(),
+            route_series: Mutex::default(),
             task,
         });
         self.logicals
@@ -724,6 +745,17 @@ impl Outbound {
     }
 
     async fn fallback_addr(&self, l: &Logical) -> Result<SocketAddr, ProxyError> {
+        if self.cfg.ingress && l.fallback.is_none() {
+            // A name from `l5d-dst-override` that discovery does not know: Linkerd's
+            // ingress requires a profile for it, and never resolves it in DNS.
+            return Err(ProxyError::Unreachable {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: format!(
+                    "{} is not known to discovery; in ingress mode {DST_OVERRIDE_HEADER} must name a service of the mesh's clusters",
+                    l.authority
+                ),
+            });
+        }
         let addr = match l.fallback {
             Some(a) => a,
             None => tokio::net::lookup_host(l.authority.as_str())
@@ -735,11 +767,19 @@ impl Outbound {
                     reason: format!("{} is not known to discovery and does not resolve", l.authority),
                 })?,
         };
+        // `::ffff:127.0.0.1` is 127.0.0.1, and `0.0.0.0` (`::`) reaches this host.
+        let ip = addr.ip().to_canonical();
+        if ip.is_unspecified() {
+            return Err(ProxyError::Unreachable {
+                addr,
+                reason: "refusing to forward to the unspecified address (it is this host)".into(),
+            });
+        }
         if self
             .cfg
             .own_addrs
             .iter()
-            .any(|a| a.port() == addr.port() && (a.ip() == addr.ip() || a.ip().is_unspecified()))
+            .any(|a| a.port() == addr.port() && (a.ip().to_canonical() == ip || a.ip().is_unspecified()))
         {
             return Err(ProxyError::Unreachable {
                 addr,
@@ -748,7 +788,7 @@ impl Outbound {
         }
         // Stock Linkerd refuses loopback targets (they would loop back into the proxy
         // under iptables); explicit mode's pods live on 127.x, so only transparent refuses.
-        if self.cfg.capture == Capture::Transparent && addr.ip().is_loopback() {
+        if self.cfg.capture == Capture::Transparent && ip.is_loopback() {
             return Err(ProxyError::Unreachable {
                 addr,
                 reason: "refusing to forward to a loopback address".into(),
@@ -943,7 +983,9 @@ impl Outbound {
         // Discovery first, as Linkerd does: a target marked opaque (`opaque-ports`, the
         // default opaque ports) skips detection, so a protocol whose server speaks first
         // (MySQL, SMTP, …) does not wait out the detection timeout.
+        // Linkerd's ingress mode always detects: an HTTP request may name another target.
         if let Some(l) = &fixed
+            && !self.cfg.ingress
             && self.marked_opaque(l).await
         {
             if let Err(e) = self.opaque(io, l).await {
@@ -1028,12 +1070,20 @@ impl Outbound {
     ) -> Response<RspBody> {
         // An ingress-mode request naming its target goes there; any other goes to its
         // connection's original destination (transparent), or to its authority (explicit).
+        let mut req = req;
         let named = if self.cfg.ingress {
-            dst_override(&req)
+            match dst_override(&req) {
+                Ok(n) => n,
+                Err(e) => return e.response_for(crate::client::is_grpc_call(&req)),
+            }
         } else {
             None
         };
-        let l = match (named, fixed) {
+        if named.is_some() {
+            // Spent here, as Linkerd's ingress strips it.
+            req.headers_mut().remove(DST_OVERRIDE_HEADER);
+        }
+        let l = match (named.as_deref(), fixed) {
             (None, Some(l)) => l,
             (named, _) => {
                 let Some(raw) = named.or_else(|| raw_authority(&req)) else {

@@ -426,7 +426,7 @@ async fn seed_07_route_timeouts_and_timeout_annotation_answer_504() {
 async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
     let t = canary(5).await;
     let profile = seed("08-serviceprofile.yaml")
-        .replace("          isFailure: true\n", "          isFailure: true\n    - name: GET /api/missing\n      condition:\n        method: GET\n        pathRegex: /status/404\n      responseClasses:\n        - condition:\n            status:\n              min: 404\n              max: 404\n          isFailure: true\n")
+        .replace("          isFailure: true\n", "          isFailure: true\n    - name: GET /api/missing\n      condition:\n        method: GET\n        pathRegex: /status/404\n      responseClasses:\n        - condition:\n            status:\n              min: 404\n              max: 404\n          isFailure: true\n    - name: GET /slow\n      condition:\n        method: GET\n        pathRegex: /x/slow\n      timeout: 200ms\n")
         .replace("        pathRegex: /api/users\n", "        pathRegex: /api/users\n      isRetryable: true\n");
     t.c.apply(&profile).await;
     let mut c = h1_client(t.client.bound.outbound).await;
@@ -553,6 +553,22 @@ async fn seed_08_serviceprofile_budget_caps_retries_and_classes_classify() {
         h1_get_with(&mut c, &format!("{MYAPP}:80"), "/status/404", &[]).await;
     }
     assert_eq!(inbound_404_failures().await - before, 5.0);
+    // A route's timeout answers 504 on the route, and on the attempt it cut short.
+    let (status, _, _) = h1_get_with(&mut c, &format!("{MYAPP}:80"), "/x/slow", &[]).await;
+    assert_eq!(status, 504);
+    let m = t.client.metrics().await;
+    let slow = [("direction", "outbound"), ("rt_route", "GET /slow")];
+    for family in ["route_request_total", "route_actual_request_total"] {
+        assert_eq!(metric(&m, family, &slow), Some(1.0), "{family}: {m}");
+    }
+    let timed_out = [
+        &slow[..],
+        &[("status_code", "504"), ("classification", "failure")],
+    ]
+    .concat();
+    for family in ["route_response_total", "route_actual_response_total"] {
+        assert_eq!(metric(&m, family, &timed_out), Some(1.0), "{family}: {m}");
+    }
     // Not retryable (POST is not the route): one attempt each.
     let before = t.v1.requests.load(Ordering::SeqCst) + t.v2.requests.load(Ordering::SeqCst);
     for _ in 0..20 {

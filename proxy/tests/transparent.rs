@@ -359,6 +359,10 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
                 )),
             "{routed}"
         );
+        assert!(
+            !routed.to_ascii_lowercase().contains("app-saw-dst-override"),
+            "the ingress proxy spends the header: {routed}"
+        );
         let dialled = get("198.18.200.12", "198.18.200.2:9999", "/ingress", "").await;
         assert!(dialled.starts_with("HTTP/1.1 502"), "{dialled}");
         // The header is not a way around the proxy's refusal of loopback targets.
@@ -369,7 +373,21 @@ fn iptables_redirect_and_original_destination_carry_meshed_http() {
             "l5d-dst-override: localhost:8080\r\n",
         )
         .await;
-        assert!(looped.starts_with("HTTP/1.1 502"), "{looped}");
+        assert!(
+            looped.starts_with("HTTP/1.1 502") && looped.contains("not known to discovery"),
+            "{looped}"
+        );
+        // Nor are addresses: the unspecified address (this host), a mapped loopback one.
+        for named in ["0.0.0.0:4150", "[::ffff:127.0.0.1]:4150", "198.18.200.2:8080"] {
+            let refused = get(
+                "198.18.200.12",
+                "198.18.200.2:8080",
+                "/ingress",
+                &format!("l5d-dst-override: {named}\r\n"),
+            )
+            .await;
+            assert!(refused.starts_with("HTTP/1.1 400"), "{named}: {refused}");
+        }
         // Without ingress mode the header is ignored: the request goes where it was sent.
         let ignored = get("198.18.200.11", "198.18.200.2:9999", "/ingress", &over).await;
         assert!(ignored.starts_with("HTTP/1.1 502"), "{ignored}");

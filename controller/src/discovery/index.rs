@@ -154,7 +154,7 @@ impl Index {
             state: RwLock::default(),
             generations: Generations::default(),
             resolved: Mutex::default(),
-            synced: Default::default(),
+            synced: crate::streams::Synced::new(Event::KINDS),
         })
     }
 
@@ -384,18 +384,6 @@ pub enum Event {
 impl Event {
     /// How many kinds the index watches.
     const KINDS: u32 = 5;
-
-    /// The kind's number when this is a complete state ([`WatchEvent::Restarted`]).
-    fn restarted_kind(&self) -> Option<u32> {
-        let (kind, restarted) = match self {
-            Self::Service(e) => (0, matches!(e, WatchEvent::Restarted(_))),
-            Self::Slice(e) => (1, matches!(e, WatchEvent::Restarted(_))),
-            Self::Pod(e) => (2, matches!(e, WatchEvent::Restarted(_))),
-            Self::Profile(e) => (3, matches!(e, WatchEvent::Restarted(_))),
-            Self::Split(e) => (4, matches!(e, WatchEvent::Restarted(_))),
-        };
-        restarted.then_some(kind)
-    }
 }
 
 /// Events applied before streams are told, at most: bounds how long a burst can delay
@@ -507,30 +495,42 @@ where
 /// identity for a moment.
 pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreError {
     use futures::stream::{self, StreamExt};
+    // Each event comes with its kind's number, for [`Index::synced`].
+    fn kind<K, E>(
+        n: u32,
+        ev: Result<WatchEvent<K>, E>,
+        f: fn(WatchEvent<K>) -> Event,
+    ) -> (u32, bool, Result<Event, E>) {
+        (n, crate::streams::completes(&ev), ev.map(f))
+    }
     let mut events = stream::select_all([
-        store.watch::<Pod>().map(|e| e.map(Event::Pod)).boxed(),
-        store.watch::<Service>().map(|e| e.map(Event::Service)).boxed(),
+        store
+            .watch::<Service>()
+            .map(|e| kind(0, e, Event::Service))
+            .boxed(),
         store
             .watch::<EndpointSlice>()
-            .map(|e| e.map(Event::Slice))
+            .map(|e| kind(1, e, Event::Slice))
             .boxed(),
+        store.watch::<Pod>().map(|e| kind(2, e, Event::Pod)).boxed(),
         store
             .watch::<ServiceProfile>()
-            .map(|e| e.map(Event::Profile))
+            .map(|e| kind(3, e, Event::Profile))
             .boxed(),
-        store.watch::<TrafficSplit>().map(|e| e.map(Event::Split)).boxed(),
+        store
+            .watch::<TrafficSplit>()
+            .map(|e| kind(4, e, Event::Split))
+            .boxed(),
     ]);
     while let Some(batch) = crate::streams::next_batch(&mut events, MAX_BATCH).await {
         let mut touched: Vec<String> = Vec::new();
-        let mut restarted = Vec::new();
-        for result in batch {
+        let mut done = Vec::new();
+        for (n, complete, result) in batch {
+            if complete {
+                done.push(n);
+            }
             match result {
-                Ok(ev) => {
-                    if let Some(kind) = ev.restarted_kind() {
-                        restarted.push(kind);
-                    }
-                    touched.extend(index.apply(ev))
-                }
+                Ok(ev) => touched.extend(index.apply(ev)),
                 // The kube watcher retries by itself; log and keep going.
                 Err(e) => tracing::warn!(error = %e, "watch error"),
             }
@@ -538,8 +538,9 @@ pub async fn run<S: Store>(index: Arc<Index>, store: S) -> strait_api::StoreErro
         touched.sort();
         touched.dedup();
         index.generations.bump(touched);
-        for kind in restarted {
-            index.synced.restarted(kind, Event::KINDS);
+        // Only now that the batch is applied (and streams told).
+        for n in done {
+            index.synced.restarted(n);
         }
     }
     strait_api::StoreError::Decode {

@@ -318,8 +318,10 @@ pub struct ProxyValues {
     pub default_inbound_policy: InboundPolicy,
     /// Ports whose traffic skips protocol detection (server-speaks-first protocols).
     pub opaque_ports: PortList,
-    /// Inbound ports that admit meshed clients only where no Server describes them (the
-    /// proxies' `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`, Linkerd's value).
+    /// The proxies' `LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` (Linkerd's value): ports
+    /// that admit meshed clients only while the policy controller has not answered for
+    /// them. The controller itself reads the pod's or namespace's
+    /// `config.linkerd.io/proxy-require-identity-inbound-ports`, as Linkerd's does.
     pub require_identity_on_inbound_ports: PortList,
     /// Start the proxy before the application containers.
     pub r#await: bool,

@@ -212,6 +212,8 @@ fn requires_identity(pod: &PodFacts, port: u16, ns: &NamespacePolicy) -> bool {
     let ports = match &pod.require_identity_ports {
         Some(p) => &**p,
         None => {
+            // An unreadable value (the apply-time check keeps them out of local stores)
+            // requires nothing, as a missing one.
             from_ns = ns
                 .annotations
                 .get(labels::config::PROXY_REQUIRE_IDENTITY_INBOUND_PORTS)
@@ -744,7 +746,7 @@ impl InboundIndex {
             config,
             state: RwLock::default(),
             generations: Generations::default(),
-            synced: Default::default(),
+            synced: crate::streams::Synced::new(8),
         })
     }
 
@@ -823,6 +825,7 @@ macro_rules! apply_policy_event {
 
 /// Feeds the index from `store` for as long as the watches run.
 pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
+    use crate::streams::completes;
     let mut pods = store.watch::<Pod>();
     let mut namespaces = store.watch::<Namespace>();
     let mut servers = store.watch::<Server>();
@@ -833,7 +836,7 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
     let mut routes = store.watch::<HttpRoute>();
     loop {
         let (kind, restart, r) = tokio::select! {
-            Some(ev) = pods.next() => (0, is_restart(&ev), ev.map(|ev| match ev {
+            Some(ev) = pods.next() => (0, completes(&ev), ev.map(|ev| match ev {
                 WatchEvent::Restarted(items) => index.update(None, |s| {
                     s.pods = items.iter().filter_map(crate::pods::shared).collect();
                 }),
@@ -862,7 +865,7 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
                     }
                 }),
             })),
-            Some(ev) = namespaces.next() => (1, is_restart(&ev), ev.map(|ev| {
+            Some(ev) = namespaces.next() => (1, completes(&ev), ev.map(|ev| {
                 let set = |s: &mut State, n: &Namespace| {
                     if let Some(name) = n.metadata.name.clone() {
                         s.namespaces.entry(name).or_default().annotations = n.metadata.annotations.clone().unwrap_or_default();
@@ -873,26 +876,21 @@ pub async fn run<S: Store>(index: Arc<InboundIndex>, store: S) {
                     WatchEvent::Applied(n) | WatchEvent::Deleted(n) => index.update(n.metadata.name.clone(), |s| set(s, &n)),
                 }
             })),
-            Some(ev) = servers.next() => (2, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, servers))),
-            Some(ev) = sazs.next() => (3, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, server_authorizations))),
-            Some(ev) = aps.next() => (4, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, authorization_policies))),
-            Some(ev) = mtls.next() => (5, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, mesh_tls))),
-            Some(ev) = nets.next() => (6, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, networks))),
-            Some(ev) = routes.next() => (7, is_restart(&ev), ev.map(|ev| apply_policy_event!(index, ev, http_routes))),
+            Some(ev) = servers.next() => (2, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, servers))),
+            Some(ev) = sazs.next() => (3, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, server_authorizations))),
+            Some(ev) = aps.next() => (4, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, authorization_policies))),
+            Some(ev) = mtls.next() => (5, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, mesh_tls))),
+            Some(ev) = nets.next() => (6, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, networks))),
+            Some(ev) = routes.next() => (7, completes(&ev), ev.map(|ev| apply_policy_event!(index, ev, http_routes))),
             else => return,
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "inbound policy watch error");
         }
         if restart {
-            index.synced.restarted(kind, 8);
+            index.synced.restarted(kind);
         }
     }
-}
-
-/// Whether a watch event is a kind's complete state.
-fn is_restart<K, E>(ev: &Result<WatchEvent<K>, E>) -> bool {
-    matches!(ev, Ok(WatchEvent::Restarted(_)))
 }
 
 /// Whether two records of one pod answer every policy question alike: a status change

@@ -66,7 +66,7 @@ pub(super) enum Plan {
 
 pub(super) struct Forward {
     /// The ServiceProfile route series, when the target's profile has routes.
-    route_series: Option<RouteSeries>,
+    route_series: Option<Arc<RouteSeries>>,
     targets: Vec<Target>,
     timeouts: Timeouts,
     retry: Option<RetryPlan>,
@@ -145,6 +145,21 @@ impl Outbound {
         }
     }
 
+    /// The series of `route` of `l` (made once per route: their labels are strings).
+    fn route_series(&self, l: &Logical, route: Option<&ProfileRoute>) -> Arc<RouteSeries> {
+        let key = route.map_or("", |r| r.name.as_str());
+        let mut m = l.route_series.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = m.get(key)
+            && route.is_none_or(|r| s.0 == r.labels)
+        {
+            return s.1.clone();
+        }
+        let series = Arc::new(RouteSeries::new(&self.metrics, "outbound", l.name(), route));
+        let labels = route.map(|r| r.labels.clone()).unwrap_or_default();
+        m.insert(key.to_string(), (labels, series.clone()));
+        series
+    }
+
     fn budget(l: &Logical, cfg: retry::BudgetConfig) -> Arc<Budget> {
         let mut b = l.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match &*b {
@@ -167,12 +182,7 @@ impl Outbound {
         match policy {
             PolicyOf::Profile(p) => {
                 let route = p.route(req.method(), req.uri().path()).cloned().map(Arc::new);
-                let route_series = Some(RouteSeries::new(
-                    &self.metrics,
-                    "outbound",
-                    l.name(),
-                    route.as_deref(),
-                ));
+                let route_series = Some(self.route_series(l, route.as_deref()));
                 let split = self.split(l);
                 let targets = split
                     .iter()
@@ -336,7 +346,16 @@ impl Outbound {
                     // The answer belongs to the series that counted the request: the
                     // endpoint of the attempt in flight, else (discovery or a backoff
                     // held it) the target's own.
-                    let taken = in_flight.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let taken = in_flight
+                        .endpoint
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    if let Some(r) = &f.route_series
+                        && in_flight.actual.swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        r.actual.answered(&rsp, f.grpc, start.elapsed());
+                    }
                     let stats = taken.unwrap_or_else(|| {
                         l.stats().request();
                         l.stats().clone()
@@ -417,9 +436,15 @@ impl Outbound {
                 },
                 (None, resp) => resp,
             };
-            let (mut rsp, failed) = self.attempt(l, f, req, app, per_try, start, in_flight).await;
             if let Some(r) = &f.route_series {
                 r.actual.request();
+                in_flight.actual.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let (mut rsp, failed) = self.attempt(l, f, req, app, per_try, start, in_flight).await;
+            if let Some(r) = &f.route_series {
+                in_flight
+                    .actual
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 count_also(&mut rsp, &r.actual, f.grpc, start);
             }
             let Some(r) = &retry else { return rsp };
@@ -437,7 +462,7 @@ impl Outbound {
             {
                 tracing::debug!(authority = %l.authority, "retry budget exhausted");
                 if let Some(s) = &f.route_series {
-                    s.no_budget.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    s.skipped_no_budget(&self.metrics);
                 }
                 return rsp;
             }
@@ -562,7 +587,7 @@ impl Outbound {
             }
         };
         stats.request();
-        *in_flight.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.clone());
+        *in_flight.endpoint.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats.clone());
         if ep.as_ref().is_some_and(|e| e.endpoint.identity.is_some()) {
             l.set_canonical(req.headers_mut());
         }
@@ -578,7 +603,11 @@ impl Outbound {
             x.observe();
         }
         // Answered (or failed) here: the request's deadline no longer concerns this series.
-        in_flight.lock().unwrap_or_else(PoisonError::into_inner).take();
+        in_flight
+            .endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let (rsp, outcome, ok) = match result {
             Ok(rsp) => {
                 let grpc_status = retry::grpc_status(rsp.headers());
@@ -632,7 +661,13 @@ impl Outbound {
 
 /// The series of the attempt waiting for its answer, if one is: where a request whose
 /// deadline passes is answered (it counted the request).
-type InFlight = Mutex<Option<Arc<HttpStats>>>;
+#[derive(Default)]
+struct InFlight {
+    /// The endpoint series of the attempt waiting for its answer.
+    endpoint: Mutex<Option<Arc<HttpStats>>>,
+    /// Whether an attempt counted on `route_actual_*` is waiting for its answer.
+    actual: std::sync::atomic::AtomicBool,
+}
 
 /// What one attempt came to, for the retry decision.
 #[derive(Clone, Copy, Debug)]

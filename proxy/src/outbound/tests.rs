@@ -253,19 +253,18 @@ fn ingress_targets_come_from_the_override_header() {
             .body(())
             .unwrap()
     };
-    let named = |v: &[u8]| dst_override(&req(v)).map(target_of);
+    let named = |v: &[u8]| dst_override(&req(v)).map(|n| n.map(|n| target_of(&n)));
     assert_eq!(
-        named(b"Web.Emojivoto.svc.cluster.local:8080").as_deref(),
+        named(b"Web.Emojivoto.svc.cluster.local:8080").unwrap().as_deref(),
         Some("web.emojivoto.svc.cluster.local:8080")
     );
     assert_eq!(
-        named(b" web.emojivoto.svc.cluster.local ").as_deref(),
+        named(b" web.emojivoto.svc.cluster.local ").unwrap().as_deref(),
         Some("web.emojivoto.svc.cluster.local:80"),
         "port 80 when the header names none, as Linkerd's"
     );
-    assert_eq!(named(b"10.42.0.7:9000").as_deref(), Some("10.42.0.7:9000"));
-    assert_eq!(named(b"[fd00::7]:9000").as_deref(), Some("[fd00::7]:9000"));
-    // Unusable values: the request goes to its original destination, as in Linkerd.
+    // Anything but a name is refused (400), addresses included: an ingress forwarding
+    // its clients' headers must not relay to the addresses they name.
     for bad in [
         &b""[..],
         b"web svc:80",
@@ -273,12 +272,21 @@ fn ingress_targets_come_from_the_override_header() {
         b":80",
         b"web:port",
         b"user@web:80",
+        b"10.42.0.7:9000",
+        b"0.0.0.0:4140",
+        b"[::ffff:127.0.0.1]:4140",
+        b"[fd00::7]:9000",
         b"\xff",
     ] {
-        assert_eq!(named(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        let e = named(bad).expect_err(&String::from_utf8_lossy(bad));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            e.to_string().contains("l5d-dst-override must name a service"),
+            "{e}"
+        );
     }
     let plain = Request::builder().uri("/x").body(()).unwrap();
-    assert_eq!(dst_override(&plain), None);
+    assert!(matches!(dst_override(&plain), Ok(None)));
 }
 
 #[test]

@@ -366,6 +366,10 @@ pub async fn http_app(addr: SocketAddr, name: &'static str) -> Arc<AppStats> {
                         if let Some(id) = req.headers().get("l5d-client-id") {
                             rsp.headers_mut().insert("app-saw-client-id", id.clone());
                         }
+                        // An ingress proxy's routing header, which it must not pass on.
+                        if let Some(v) = req.headers().get("l5d-dst-override") {
+                            rsp.headers_mut().insert("app-saw-dst-override", v.clone());
+                        }
                         Ok::<_, Infallible>(rsp)
                     }
                 });

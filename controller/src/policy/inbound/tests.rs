@@ -225,6 +225,18 @@ fn ports_that_require_identity_admit_meshed_clients_only() {
         server_policy(&cfg, &facts(&own), 8080, &ns).labels["name"],
         "all-unauthenticated"
     );
+    // A pod's unreadable value is ignored: its namespace's still applies.
+    let bad = annotated(
+        &plain,
+        &[(
+            "config.linkerd.io/proxy-require-identity-inbound-ports",
+            "8080,admin",
+        )],
+    );
+    assert_eq!(
+        server_policy(&cfg, &facts(&bad), 8080, &ns).labels["name"],
+        "all-authenticated"
+    );
     // A Server describing the port decides, whatever the annotation says.
     let with_server = namespace_policy(
         "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web, namespace: production}\nspec:\n  podSelector: {matchLabels: {app: myapp}}\n  port: 8080\n  accessPolicy: all-unauthenticated\n",

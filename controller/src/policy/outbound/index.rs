@@ -23,12 +23,22 @@ use crate::discovery::model::NsName;
 use crate::streams::Generations;
 
 /// The index. Cheap to share as `Arc<RouteIndex>`.
-#[derive(Default)]
 pub struct RouteIndex {
     state: RwLock<Snapshot>,
     generations: Generations,
     /// Whether the store's first state of every watched kind is in (see [`run`]).
     pub synced: crate::streams::Synced,
+}
+
+impl Default for RouteIndex {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            generations: Generations::default(),
+            // Services, the two HTTPRoute kinds, GRPCRoutes and TrafficSplits (see [`run`]).
+            synced: crate::streams::Synced::new(5),
+        }
+    }
 }
 
 impl RouteIndex {
@@ -136,16 +146,14 @@ pub async fn run<S: Store>(index: Arc<RouteIndex>, store: S) -> StoreError {
     let mut gateway_routes = store.watch::<GatewayHttpRoute>();
     let mut grpc_routes = store.watch::<GrpcRoute>();
     let mut splits = store.watch::<TrafficSplit>();
-    fn is_restart<K, E>(ev: &Result<WatchEvent<K>, E>) -> bool {
-        matches!(ev, Ok(WatchEvent::Restarted(_)))
-    }
+    use crate::streams::completes;
     loop {
         let (kind, restart, result) = tokio::select! {
-            Some(ev) = services.next() => (0, is_restart(&ev), ev.map(|e| index.on_service(e))),
-            Some(ev) = policy_routes.next() => (1, is_restart(&ev), ev.map(|e| index.on_policy_http_route(e))),
-            Some(ev) = gateway_routes.next() => (2, is_restart(&ev), ev.map(|e| index.on_gateway_http_route(e))),
-            Some(ev) = grpc_routes.next() => (3, is_restart(&ev), ev.map(|e| index.on_grpc_route(e))),
-            Some(ev) = splits.next() => (4, is_restart(&ev), ev.map(|e| index.on_split(e))),
+            Some(ev) = services.next() => (0, completes(&ev), ev.map(|e| index.on_service(e))),
+            Some(ev) = policy_routes.next() => (1, completes(&ev), ev.map(|e| index.on_policy_http_route(e))),
+            Some(ev) = gateway_routes.next() => (2, completes(&ev), ev.map(|e| index.on_gateway_http_route(e))),
+            Some(ev) = grpc_routes.next() => (3, completes(&ev), ev.map(|e| index.on_grpc_route(e))),
+            Some(ev) = splits.next() => (4, completes(&ev), ev.map(|e| index.on_split(e))),
             else => return StoreError::Decode { what: "watches".into(), detail: "every watch ended".into() },
         };
         if let Err(e) = result {
@@ -153,7 +161,7 @@ pub async fn run<S: Store>(index: Arc<RouteIndex>, store: S) -> StoreError {
             tracing::warn!(error = %e, "outbound route index: watch error");
         }
         if restart {
-            index.synced.restarted(kind, 5);
+            index.synced.restarted(kind);
         }
     }
 }

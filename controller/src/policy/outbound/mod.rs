@@ -244,6 +244,12 @@ impl pb::outbound_policies_server::OutboundPolicies for OutboundPolicyService {
     type WatchStream = BoxStream<pb::OutboundPolicy>;
 
     async fn get(&self, request: Request<pb::TrafficSpec>) -> Result<Response<pb::OutboundPolicy>, Status> {
+        // A malformed request is refused at once; a lookup waits for the indexes.
+        if let Err(e) = self.target(request.get_ref())
+            && e.code() == tonic::Code::InvalidArgument
+        {
+            return Err(e);
+        }
         self.synced().await;
         let (id, port) = self.target(request.get_ref())?;
         let ev = self.evaluate(&id, port);
@@ -255,6 +261,12 @@ impl pb::outbound_policies_server::OutboundPolicies for OutboundPolicyService {
     }
 
     async fn watch(&self, request: Request<pb::TrafficSpec>) -> Result<Response<Self::WatchStream>, Status> {
+        // A malformed request is refused at once; a lookup waits for the indexes.
+        if let Err(e) = self.target(request.get_ref())
+            && e.code() == tonic::Code::InvalidArgument
+        {
+            return Err(e);
+        }
         self.synced().await;
         let (id, port) = self.target(request.get_ref())?;
         let mut follow = Follow {
