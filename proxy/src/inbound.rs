@@ -152,38 +152,34 @@ const MAX_PROFILES_PER_CONN: usize = 64;
 /// How long a connection's first request for a name waits for the name's profile.
 const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The logical name a request arrived for, as linkerd2-proxy's inbound side reads it for
-/// profile discovery: `l5d-dst-canonical` (set by the client's proxy), else the request's
-/// authority or `Host`, when it is a name (an address names no profile); port 80 when it
-/// names none.
-fn logical_name<B>(req: &Request<B>) -> Option<String> {
-    let named = |v: &str| {
-        let (host, port) = match v.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
-            _ => (v, None),
-        };
-        let host = host.trim_end_matches('.');
-        let is_name = !host.is_empty()
-            && host.parse::<std::net::IpAddr>().is_err()
-            && !host.starts_with('[')
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        is_name.then(|| format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or("80")))
-    };
-    if let Some(v) = req
-        .headers()
-        .get(CANONICAL_DST_HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
-        return named(v.trim());
+/// Where a request names its logical target, as linkerd2-proxy's inbound side reads it
+/// for profile discovery: `l5d-dst-canonical` (set by the client's proxy), else the
+/// request's authority or `Host`.
+fn logical_raw<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(v) = req.headers().get(CANONICAL_DST_HEADER) {
+        return v.to_str().ok().map(str::trim);
     }
-    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-    })?;
-    named(authority)
+    })
+}
+
+/// The logical name `raw` ([`logical_raw`]) names, when it is a name (an address names no
+/// profile): lower case, port 80 when it gives none.
+fn logical_name(raw: &str) -> Option<String> {
+    let (host, port) = match raw.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (raw, None),
+    };
+    let host = host.trim_end_matches('.');
+    let is_name = !host.is_empty()
+        && host.parse::<std::net::IpAddr>().is_err()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    is_name.then(|| format!("{}:{}", host.to_ascii_lowercase(), port.unwrap_or("80")))
 }
 
 /// The answer to a refused request: its status with `l5d-proxy-error`, or gRPC's
@@ -524,7 +520,12 @@ impl Inbound {
         let stats_cache: Arc<Mutex<HashMap<String, Arc<HttpStats>>>> = Arc::default();
         // The profiles of the names this connection's requests arrive for, held while it
         // lives (the resolver shares one watch per name between connections).
-        type Profiles = HashMap<String, Arc<crate::discovery::Watch<Option<crate::discovery::Profile>>>>;
+        // By the raw value requests name them with (see `logical_raw`); `None`: not a name.
+        type Named = Option<(
+            Arc<str>,
+            Arc<crate::discovery::Watch<Option<crate::discovery::Profile>>>,
+        )>;
+        type Profiles = HashMap<String, Named>;
         let profiles: Arc<Mutex<Profiles>> = Arc::default();
         let resolver = self.profiles.clone();
         let metrics = self.metrics.clone();
@@ -579,14 +580,17 @@ impl Inbound {
             // the profile's first answer, as Linkerd's inbound side discovers it before
             // routing; other clients' requests count on routes once it is in.
             let profile = resolver.as_ref().and_then(|r| {
-                let name = logical_name(&req)?;
+                let raw = logical_raw(&req)?;
                 let mut p = profiles.lock().unwrap_or_else(PoisonError::into_inner);
-                match p.get(&name) {
-                    Some(w) => Some((name, w.clone(), false)),
+                match p.get(raw) {
+                    Some(known) => known.clone().map(|(n, w)| (n, w, false)),
                     None if p.len() < MAX_PROFILES_PER_CONN => {
-                        let w = r.profile(&name);
-                        p.insert(name.clone(), w.clone());
-                        Some((name, w, conn.client_id.is_some()))
+                        let named = logical_name(raw).map(|n| {
+                            let w = r.profile(&n);
+                            (Arc::<str>::from(n), w)
+                        });
+                        p.insert(raw.to_string(), named.clone());
+                        named.map(|(n, w)| (n, w, conn.client_id.is_some()))
                     }
                     None => None,
                 }
