@@ -527,6 +527,11 @@ impl Inbound {
         )>;
         type Profiles = HashMap<String, Named>;
         let profiles: Arc<Mutex<Profiles>> = Arc::default();
+        // Route series by name and route ("" for the default route), with the route labels
+        // they were made for: their label strings are built once per connection.
+        type Series =
+            HashMap<String, HashMap<String, (Vec<(String, String)>, Arc<crate::metrics::RouteSeries>)>>;
+        let series_cache: Arc<Mutex<Series>> = Arc::default();
         let resolver = self.profiles.clone();
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();
@@ -596,6 +601,7 @@ impl Inbound {
                 }
             });
             let metrics = metrics.clone();
+            let series_cache = series_cache.clone();
             async move {
                 let start = Instant::now();
                 // The ServiceProfile route the request takes, when the profile has routes:
@@ -615,12 +621,27 @@ impl Inbound {
                                     .route(req.method(), req.uri().path())
                                     .cloned()
                                     .map(Arc::new);
-                                let series = crate::metrics::RouteSeries::new(
-                                    &metrics,
-                                    "inbound",
-                                    &name,
-                                    matched.as_deref(),
-                                );
+                                let key = matched.as_ref().map_or("", |r| r.name.as_str());
+                                let labels =
+                                    matched.as_ref().map(|r| r.labels.as_slice()).unwrap_or_default();
+                                let mut cache = series_cache.lock().unwrap_or_else(PoisonError::into_inner);
+                                let by_route = match cache.get_mut(&*name) {
+                                    Some(m) => m,
+                                    None => cache.entry(name.to_string()).or_default(),
+                                };
+                                let series = match by_route.get(key) {
+                                    Some((l, s)) if l.as_slice() == labels => s.clone(),
+                                    _ => {
+                                        let s = Arc::new(crate::metrics::RouteSeries::new(
+                                            &metrics,
+                                            "inbound",
+                                            &name,
+                                            matched.as_deref(),
+                                        ));
+                                        by_route.insert(key.to_string(), (labels.to_vec(), s.clone()));
+                                        s
+                                    }
+                                };
                                 (series, matched)
                             })
                     }
