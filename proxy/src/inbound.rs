@@ -223,13 +223,16 @@ enum InboundError {
 
 impl Inbound {
     /// The inbound proxy; `server_tls` must be the mesh server config (client
-    /// certificates optional) and `connector` dials the application.
+    /// certificates optional), `connector` dials the application, and `profiles` (when
+    /// discovery is configured) finds the ServiceProfiles of the names requests arrive
+    /// for (their inbound route series).
     pub fn new(
         cfg: InboundConfig,
         mut server_tls: ServerConfig,
         connector: Arc<Connector>,
         metrics: Arc<Registry>,
         authz: Arc<dyn Authorize>,
+        profiles: Option<crate::discovery::Resolver>,
     ) -> Arc<Self> {
         server_tls.alpn_protocols = vec![transport_header::ALPN.to_vec()];
         Arc::new(Self {
@@ -239,24 +242,8 @@ impl Inbound {
             metrics,
             authz,
             apps: Mutex::new(HashMap::new()),
-            profiles: None,
+            profiles,
         })
-    }
-
-    /// The inbound proxy with route series for the ServiceProfiles `resolver` finds.
-    pub fn with_profiles(
-        cfg: InboundConfig,
-        server_tls: ServerConfig,
-        connector: Arc<Connector>,
-        metrics: Arc<Registry>,
-        authz: Arc<dyn Authorize>,
-        resolver: crate::discovery::Resolver,
-    ) -> Arc<Self> {
-        let mut this = Self::new(cfg, server_tls, connector, metrics, authz);
-        if let Some(i) = Arc::get_mut(&mut this) {
-            i.profiles = Some(resolver);
-        }
-        this
     }
 
     /// Serves one accepted connection.
@@ -527,11 +514,8 @@ impl Inbound {
         )>;
         type Profiles = HashMap<String, Named>;
         let profiles: Arc<Mutex<Profiles>> = Arc::default();
-        // Route series by name and route ("" for the default route), with the route labels
-        // they were made for: their label strings are built once per connection.
-        type Series =
-            HashMap<String, HashMap<String, (Vec<(String, String)>, Arc<crate::metrics::RouteSeries>)>>;
-        let series_cache: Arc<Mutex<Series>> = Arc::default();
+        // Route series by name: their label strings are built once per connection.
+        let series_cache: Arc<Mutex<HashMap<String, crate::metrics::RouteSeriesCache>>> = Arc::default();
         let resolver = self.profiles.clone();
         let metrics = self.metrics.clone();
         let authz = self.authz.clone();
@@ -621,27 +605,12 @@ impl Inbound {
                                     .route(req.method(), req.uri().path())
                                     .cloned()
                                     .map(Arc::new);
-                                let key = matched.as_ref().map_or("", |r| r.name.as_str());
-                                let labels =
-                                    matched.as_ref().map(|r| r.labels.as_slice()).unwrap_or_default();
-                                let mut cache = series_cache.lock().unwrap_or_else(PoisonError::into_inner);
-                                let by_route = match cache.get_mut(&*name) {
-                                    Some(m) => m,
-                                    None => cache.entry(name.to_string()).or_default(),
-                                };
-                                let series = match by_route.get(key) {
-                                    Some((l, s)) if l.as_slice() == labels => s.clone(),
-                                    _ => {
-                                        let s = Arc::new(crate::metrics::RouteSeries::new(
-                                            &metrics,
-                                            "inbound",
-                                            &name,
-                                            matched.as_deref(),
-                                        ));
-                                        by_route.insert(key.to_string(), (labels.to_vec(), s.clone()));
-                                        s
-                                    }
-                                };
+                                let series = series_cache
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .entry(name.to_string())
+                                    .or_default()
+                                    .get(&metrics, "inbound", &name, matched.as_deref());
                                 (series, matched)
                             })
                     }

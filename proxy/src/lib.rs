@@ -268,7 +268,7 @@ pub async fn run(
         ClientAuth::Optional,
     ));
     let admin_tls = Arc::new(server_tls.clone());
-    let inbound = inbound::Inbound::with_profiles(
+    let inbound = inbound::Inbound::new(
         inbound::InboundConfig {
             capture: cfg.capture,
             detect_timeout: cfg.detect_timeout,
@@ -283,7 +283,7 @@ pub async fn run(
         Arc::new(app_connector),
         metrics.clone(),
         authorizer(&cfg, policy, metrics.clone()),
-        resolver,
+        Some(resolver),
     );
 
     let (control, drain) = server::drain();

@@ -448,6 +448,36 @@ impl RouteSeries {
     }
 }
 
+/// The route series of one target (one `dst`) by route: made once per route, and again
+/// only when the profile changes the route's labels.
+#[derive(Default)]
+pub struct RouteSeriesCache(HashMap<String, (RouteLabels, Arc<RouteSeries>)>);
+
+/// A ServiceProfile route's metric labels.
+type RouteLabels = Vec<(String, String)>;
+
+impl RouteSeriesCache {
+    /// The series of `route` (`None`: the default route) of the target named `dst`.
+    pub fn get(
+        &mut self,
+        metrics: &Registry,
+        direction: &str,
+        dst: &str,
+        route: Option<&crate::policy::profile::ProfileRoute>,
+    ) -> Arc<RouteSeries> {
+        let key = route.map_or("", |r| r.name.as_str());
+        let labels = route.map(|r| r.labels.as_slice()).unwrap_or_default();
+        if let Some((l, s)) = self.0.get(key)
+            && l.as_slice() == labels
+        {
+            return s.clone();
+        }
+        let series = Arc::new(RouteSeries::new(metrics, direction, dst, route));
+        self.0.insert(key.to_string(), (labels.to_vec(), series.clone()));
+        series
+    }
+}
+
 /// Counts the answer `rsp` on `stats` too: at the end of its body, as its own series
 /// counts it, or at once when the proxy made it (a failure).
 pub fn count_also(

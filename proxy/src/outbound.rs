@@ -246,9 +246,6 @@ struct Concrete {
     last_used: std::sync::atomic::AtomicU64,
 }
 
-/// A route's labels and its series (see `Logical::route_series`).
-type RouteSeriesEntry = (Vec<(String, String)>, Arc<crate::metrics::RouteSeries>);
-
 /// A connection's last target: the raw authority it was named by, and its logical target.
 type LastTarget = Mutex<Option<(String, Arc<Logical>)>>;
 
@@ -285,9 +282,8 @@ struct Logical {
     last_used: std::sync::atomic::AtomicU64,
     /// [`Logical::name`] as `l5d-dst-canonical` tells a peer proxy (`None`: an address).
     canonical: OnceLock<Option<http::HeaderValue>>,
-    /// ServiceProfile route series by route name ("" for the default route), with the
-    /// route labels they were made for.
-    route_series: Mutex<HashMap<String, RouteSeriesEntry>>,
+    /// Its ServiceProfile route series.
+    route_series: Mutex<crate::metrics::RouteSeriesCache>,
     task: tokio::task::AbortHandle,
 }
 

@@ -147,17 +147,12 @@ impl Outbound {
 
     /// The series of `route` of `l` (made once per route: their labels are strings).
     fn route_series(&self, l: &Logical, route: Option<&ProfileRoute>) -> Arc<RouteSeries> {
-        let key = route.map_or("", |r| r.name.as_str());
-        let mut m = l.route_series.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = m.get(key)
-            && route.is_none_or(|r| s.0 == r.labels)
-        {
-            return s.1.clone();
-        }
-        let series = Arc::new(RouteSeries::new(&self.metrics, "outbound", l.name(), route));
-        let labels = route.map(|r| r.labels.clone()).unwrap_or_default();
-        m.insert(key.to_string(), (labels, series.clone()));
-        series
+        l.route_series.lock().unwrap_or_else(PoisonError::into_inner).get(
+            &self.metrics,
+            "outbound",
+            l.name(),
+            route,
+        )
     }
 
     fn budget(l: &Logical, cfg: retry::BudgetConfig) -> Arc<Budget> {
